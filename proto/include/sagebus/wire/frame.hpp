@@ -1,0 +1,48 @@
+// Framing for the sage-bus wire: turning a Header into a ZeroMQ frame and back, the
+// protocol's constants, and the name rules every side checks the same way.
+//
+// Everything here is stateless and thread safe. decode() never throws: a frame from the
+// network is untrusted input, and its failure is a value the caller answers or counts.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "sagebus/wire.pb.h"
+
+namespace sagebus::wire {
+
+inline constexpr std::uint32_t kProtocolVersion = 1;
+// A header frame larger than this is malformed: headers carry names, not data.
+inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+// Names of services, methods and connections.
+inline constexpr std::size_t kMaxNameBytes = 128;
+// The service the broker answers itself (busctl's admin API). Names starting with '$'
+// are reserved for the broker.
+inline constexpr std::string_view kBrokerService = "$broker";
+
+// Serializes `header` into a new frame, stamping the protocol version.
+zmq::message_t encode(Header& header);
+
+enum class DecodeResult { ok, too_large, malformed, bad_version };
+
+// Parses `frame` into `out` (reusing its storage). Returns why it failed, if it did;
+// on bad_version `out` holds the parsed header so that the caller can answer its id.
+DecodeResult decode(const zmq::message_t& frame, Header& out);
+
+// "NO_RESPONDERS", "REQUEST", ... for logs and error text.
+std::string_view status_name(Status status);
+std::string_view kind_name(Kind kind);
+std::string_view strategy_name(Strategy strategy);
+
+// Checks a service, method or connection name: 1..kMaxNameBytes bytes of
+// [A-Za-z0-9_.:/-]. `what` names the thing in the returned error text
+// ("service name", ...). Returns the error text, or nothing when the name is valid.
+// Reserved names (leading '$') are valid here; the broker refuses to register them.
+std::optional<std::string> check_name(std::string_view what, std::string_view name);
+
+}  // namespace sagebus::wire

@@ -1,0 +1,104 @@
+// sagebus::Client: one connection to sage-busd, shared by any number of threads.
+//
+// Thread safety: every member function may be called from any thread at the same time.
+// The ZeroMQ socket lives on the client's own I/O thread and never leaves it; callers
+// hand it work through a queue. Callbacks (call_async with a callback) run on the
+// client's callback thread, never on the I/O thread and never on the caller's thread;
+// they may make further calls, but a callback that blocks delays the callbacks behind it.
+//
+// Connection: the constructor returns at once and the client connects in the
+// background, retrying with jittered exponential backoff (reconnect_min doubling up to
+// reconnect_max), so a process may start before the broker. After a broker restart the
+// client says HELLO again and re-registers its services by itself.
+//
+// Outcomes: every call ends exactly once, with its reply or a sagebus::Error, no later
+// than its timeout plus a small margin.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "sagebus/status.hpp"
+
+namespace sagebus {
+
+namespace detail {
+class Connection;
+}
+
+struct ClientOptions {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  // Shown by `busctl clients`; defaults to "<program>-<pid>".
+  std::string name;
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{2000};
+  // Calls this client may have outstanding at once; beyond it, calls fail OVERLOADED.
+  std::size_t max_pending = 100000;
+};
+
+struct CallOptions {
+  std::chrono::milliseconds timeout{5000};
+  // false (default): fail at once with UNAVAILABLE while the client is not connected,
+  // and with NO_RESPONDERS when the service has no live instance.
+  // true: wait, up to the timeout, for the connection and for a live instance.
+  bool wait_for_ready = false;
+  // The call may run twice: when its instance is lost mid-call, the broker retries it
+  // once on another instance instead of failing it UNAVAILABLE.
+  bool idempotent = false;
+  // For services using the consistent-hash strategy: same key, same instance.
+  std::string routing_key;
+  std::map<std::string, std::string> headers;
+};
+
+// The outcome of a call. call() and the future of call_async() only ever hold
+// status == ok (failures are thrown); the callback form receives failures here too.
+struct Reply {
+  Status status = Status::ok;
+  std::string message;  // why, when status != ok
+  std::string payload;
+  bool ok() const noexcept { return status == Status::ok; }
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  // Fails every call still outstanding with CANCELLED, says GOODBYE, joins its threads.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Calls `method` of `service` and waits for the outcome.
+  // Returns the reply; throws sagebus::Error with the status of any other outcome.
+  Reply call(std::string_view service, std::string_view method, std::string_view payload,
+             const CallOptions& options = {});
+
+  // As call(), but returns at once. The future holds the reply or the sagebus::Error.
+  std::future<Reply> call_async(std::string_view service, std::string_view method,
+                                std::string_view payload, const CallOptions& options = {});
+
+  // As call(), but returns at once and later runs `done` exactly once, on the callback
+  // thread, with the reply or the failure (Reply::status != ok).
+  void call_async(std::string_view service, std::string_view method, std::string_view payload,
+                  const CallOptions& options, std::function<void(Reply)> done);
+
+  // True while the broker has welcomed this connection.
+  bool connected() const;
+  // Waits up to `timeout` for the broker's welcome. Returns connected().
+  bool wait_connected(std::chrono::milliseconds timeout) const;
+
+  const ClientOptions& options() const noexcept;
+
+  // For sagebus::Service; not part of the stable API.
+  detail::Connection& connection() noexcept { return *connection_; }
+
+ private:
+  std::unique_ptr<detail::Connection> connection_;
+};
+
+}  // namespace sagebus

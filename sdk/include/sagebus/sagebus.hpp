@@ -1,0 +1,6 @@
+// The whole sage-bus SDK: include this, link SageBus::sagebus.
+#pragma once
+
+#include "sagebus/client.hpp"
+#include "sagebus/service.hpp"
+#include "sagebus/status.hpp"
