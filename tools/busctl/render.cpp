@@ -1,0 +1,177 @@
+#include "render.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "encoding.hpp"
+#include "sagebus/status.hpp"
+#include "sagebus/wire/frame.hpp"
+
+namespace busctl {
+namespace {
+
+using Row = std::vector<std::string>;
+
+// Left-aligned columns two spaces apart; the last column is not padded.
+std::string aligned(const std::vector<Row>& rows) {
+  std::vector<std::size_t> widths;
+  for (const Row& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i)
+      widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const Row& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      out += row[i];
+      if (i + 1 < row.size()) out.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+std::string or_dash(std::string text) {
+  return text.empty() ? "-" : text;
+}
+
+std::string joined(const google::protobuf::RepeatedPtrField<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) {
+    if (!out.empty()) out += ",";
+    out += item;
+  }
+  return out;
+}
+
+// One value of a singular or repeated scalar field, as text.
+std::string field_text(const google::protobuf::Message& message,
+                       const google::protobuf::FieldDescriptor& field, int index) {
+  using FD = google::protobuf::FieldDescriptor;
+  const auto& r = *message.GetReflection();
+  const bool repeated = field.is_repeated();
+  switch (field.cpp_type()) {
+    case FD::CPPTYPE_INT32:
+      return std::to_string(repeated ? r.GetRepeatedInt32(message, &field, index)
+                                     : r.GetInt32(message, &field));
+    case FD::CPPTYPE_INT64:
+      return std::to_string(repeated ? r.GetRepeatedInt64(message, &field, index)
+                                     : r.GetInt64(message, &field));
+    case FD::CPPTYPE_UINT32:
+      return std::to_string(repeated ? r.GetRepeatedUInt32(message, &field, index)
+                                     : r.GetUInt32(message, &field));
+    case FD::CPPTYPE_UINT64:
+      return std::to_string(repeated ? r.GetRepeatedUInt64(message, &field, index)
+                                     : r.GetUInt64(message, &field));
+    case FD::CPPTYPE_BOOL:
+      return (repeated ? r.GetRepeatedBool(message, &field, index) : r.GetBool(message, &field))
+                 ? "true"
+                 : "false";
+    case FD::CPPTYPE_ENUM:
+      return (repeated ? r.GetRepeatedEnum(message, &field, index) : r.GetEnum(message, &field))
+          ->name();
+    case FD::CPPTYPE_STRING:
+      return repeated ? r.GetRepeatedString(message, &field, index) : r.GetString(message, &field);
+    case FD::CPPTYPE_DOUBLE:
+      return std::to_string(repeated ? r.GetRepeatedDouble(message, &field, index)
+                                     : r.GetDouble(message, &field));
+    case FD::CPPTYPE_FLOAT:
+      return std::to_string(repeated ? r.GetRepeatedFloat(message, &field, index)
+                                     : r.GetFloat(message, &field));
+    case FD::CPPTYPE_MESSAGE:
+      break;  // flatten() recurses into messages
+  }
+  return {};
+}
+
+// Appends one row per scalar field of `message`, recursing into nested messages.
+void flatten(const google::protobuf::Message& message, const std::string& prefix,
+             std::vector<Row>& rows) {
+  const auto& descriptor = *message.GetDescriptor();
+  const auto& reflection = *message.GetReflection();
+  for (int f = 0; f < descriptor.field_count(); ++f) {
+    const auto& field = *descriptor.field(f);
+    const std::string key = prefix + field.name();
+    if (field.cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (!field.is_repeated()) flatten(reflection.GetMessage(message, &field), key + ".", rows);
+      continue;  // the admin API has no repeated messages at this level
+    }
+    std::string value;
+    if (field.is_repeated()) {
+      for (int i = 0; i < reflection.FieldSize(message, &field); ++i)
+        value += (i > 0 ? "," : "") + field_text(message, field, i);
+    } else {
+      value = field_text(message, field, 0);
+    }
+    rows.push_back({key, or_dash(std::move(value))});
+  }
+}
+
+std::string lowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+std::string status_table(const sagebus::admin::BrokerStatus& status) {
+  std::vector<Row> rows;
+  flatten(status, "", rows);
+  return aligned(rows);
+}
+
+std::string services_table(const sagebus::admin::ServiceList& services) {
+  std::vector<Row> rows{{"SERVICE", "STRATEGY", "INSTANCE", "CLIENT", "METHODS", "IN-FLIGHT/MAX",
+                         "SERVED", "WAITING"}};
+  bool any_draining = false;
+  for (const auto& service : services.services()) {
+    const std::string strategy = lowercase(sagebus::wire::strategy_name(service.strategy()));
+    const std::string waiting = std::to_string(service.waiting());
+    if (service.instances().empty())
+      rows.push_back({service.name(), strategy, "-", "-", "-", "-", "-", waiting});
+    for (const auto& instance : service.instances()) {
+      any_draining = any_draining || instance.draining();
+      rows.push_back(
+          {service.name(), strategy, or_dash(instance.id()) + (instance.draining() ? "*" : ""),
+           or_dash(instance.client()), or_dash(joined(instance.methods())),
+           std::to_string(instance.in_flight()) + "/" + std::to_string(instance.max_inflight()),
+           std::to_string(instance.served()), waiting});
+    }
+  }
+  std::string out = aligned(rows);
+  if (any_draining) out += "* draining: unregistered, finishing the calls it holds\n";
+  return out;
+}
+
+std::string message_json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok())
+    throw sagebus::Error(
+        sagebus::Status::internal,
+        "cannot print " + message.GetTypeName() + " as JSON: " + std::string(status.message()));
+  return out + "\n";
+}
+
+std::string reply_json(const sagebus::Reply& reply) {
+  std::string out = "{\"status\":" + json_quote(sagebus::status_name(reply.status));
+  if (!reply.ok()) out += ",\"message\":" + json_quote(reply.message);
+  if (is_valid_utf8(reply.payload))
+    out += ",\"payload\":" + json_quote(reply.payload);
+  else
+    out += ",\"payload_base64\":" + json_quote(base64_encode(reply.payload));
+  return out + "}\n";
+}
+
+}  // namespace busctl
