@@ -29,7 +29,7 @@ class ServiceCore;
 enum class Strategy : int {
   least_outstanding = 0,  // default: fewest calls in flight, never above max_inflight
   round_robin = 1,
-  consistent_hash = 2,    // on CallOptions::routing_key
+  consistent_hash = 2,  // on CallOptions::routing_key
 };
 
 struct ServiceOptions {
@@ -83,7 +83,12 @@ class Service {
   std::size_t served() const noexcept;
 
  private:
+  Client* client_;
+  std::string name_;
+  ServiceOptions options_;
+  std::map<std::string, Handler> handlers_;  // until start()
   std::shared_ptr<detail::ServiceCore> core_;
+  bool stopped_ = false;
 };
 
 }  // namespace sagebus
