@@ -1,0 +1,102 @@
+// The integration tests' harness: runs the real sage-busd and other programs of this
+// build as child processes on free loopback ports, waits for them with timeouts, and
+// stops them. Every child dies with the test process (PR_SET_PDEATHSIG), so a crashed
+// test leaves nothing running. Not thread safe: use from the test's main thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sagebus/admin.pb.h"
+#include "sagebus/sagebus.hpp"
+
+namespace sagebus::test {
+
+using namespace std::chrono_literals;
+
+// Paths of this build's programs.
+std::string busd_path();
+std::string busctl_path();
+std::string echo_service_path();
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
+// A fresh directory under $TMPDIR for one test's logs; removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A child process whose stdout and stderr go to `log_path`.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path);
+  ~Process();  // stop()
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void signal(int sig);
+  // Waits up to `timeout` for the process to exit; returns its wait status, or -1.
+  int wait_exit(std::chrono::milliseconds timeout);
+  // SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the wait status.
+  int stop(std::chrono::milliseconds grace = 5s);
+  std::string log() const;
+  // Polls the log for `needle` until `timeout`. True when found.
+  bool wait_for_log(std::string_view needle, std::chrono::milliseconds timeout) const;
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_path_;
+};
+
+// sage-busd on tcp://127.0.0.1:<port>, started by start() or the constructor.
+class Broker {
+ public:
+  explicit Broker(std::vector<std::string> extra_args = {}, bool start_now = true);
+  void start();  // waits until it listens; throws on timeout
+  int stop();    // SIGTERM; returns the wait status
+  const std::string& endpoint() const { return endpoint_; }
+  Process& process() { return *process_; }
+  std::string log() const { return process_ ? process_->log() : std::string(); }
+
+ private:
+  TempDir dir_;
+  std::vector<std::string> extra_args_;
+  int port_;
+  std::string endpoint_;
+  std::unique_ptr<Process> process_;
+};
+
+// The result of running a program to completion.
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+RunResult run(const std::vector<std::string>& argv, std::string_view input = {},
+              std::chrono::milliseconds timeout = 20s);
+
+// Polls `condition` every few milliseconds until it holds or `timeout` passes.
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// The broker's own reports, through the admin service "$broker".
+admin::BrokerStatus broker_status(Client& client);
+admin::ServiceList broker_services(Client& client);
+// Calls in flight on the instances of `service`, summed.
+unsigned in_flight(Client& client, const std::string& service);
+
+}  // namespace sagebus::test

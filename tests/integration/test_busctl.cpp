@@ -1,0 +1,63 @@
+// busctl against a real broker and service: output, --json, and errors as
+// "STATUS_NAME: message" with a non-zero exit code.
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+
+using namespace sagebus;
+using namespace sagebus::test;
+
+TEST_CASE("busctl shows status and services, calls, and reports errors", "[busctl]") {
+  Broker broker;
+  Client instance_client({.endpoint = broker.endpoint(), .name = "busctl-echo"});
+  Service echo(instance_client, "echo");
+  echo.handle("echo", [](const Request& r) { return std::string(r.payload); });
+  echo.start();
+  REQUIRE(echo.wait_registered(5s));
+  auto busctl = [&](std::vector<std::string> args, std::string_view input = {}) {
+    args.insert(args.begin(), {busctl_path(), "--endpoint", broker.endpoint()});
+    return run(args, input);
+  };
+
+  SECTION("status") {
+    const auto r = busctl({"status"});
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("clients"));
+  }
+  SECTION("status --json is JSON with the broker's counters") {
+    const auto r = busctl({"status", "--json"});
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("{"));
+    CHECK_THAT(r.out, Catch::Contains("\"counters\""));
+  }
+  SECTION("services lists the instance") {
+    const auto r = busctl({"services"});
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("echo"));
+    CHECK_THAT(r.out, Catch::Contains("busctl-echo"));
+  }
+  SECTION("call prints the reply") {
+    const auto r = busctl({"call", "echo", "echo", "hello"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "hello\n");
+  }
+  SECTION("call reads the payload from stdin with -") {
+    const auto r = busctl({"call", "echo", "echo", "-"}, "from stdin");
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "from stdin\n");
+  }
+  SECTION("a failed call prints STATUS_NAME: message and exits non-zero") {
+    const auto r = busctl({"call", "nosuch", "echo", "x"});
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::StartsWith("NO_RESPONDERS: "));
+  }
+  echo.stop();
+}
+
+TEST_CASE("busctl says clearly when the broker cannot be reached", "[busctl]") {
+  const auto endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const auto r = run({busctl_path(), "--endpoint", endpoint, "--timeout", "500", "status"});
+  CHECK(r.exit_code != 0);
+  CHECK_THAT(r.err, Catch::StartsWith("UNAVAILABLE: "));
+  CHECK_THAT(r.err, Catch::Contains(endpoint));
+}
