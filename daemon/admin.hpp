@@ -1,0 +1,41 @@
+// Admin: the broker's own service "$broker" (wire::kBrokerService), which busctl calls.
+// Builds the reply payloads from the broker's tables; the broker answers synchronously
+// in its loop. Reads only; used by the loop thread only; not thread safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "metrics.hpp"
+#include "pending.hpp"
+#include "registry.hpp"
+#include "sagebus/wire.pb.h"
+
+namespace sagebus::broker {
+
+// What the status reply says about the broker itself.
+struct BrokerIdentity {
+  std::string version;
+  std::string session;
+  TimePoint started{};
+  std::vector<std::string> endpoints;
+  std::uint32_t heartbeat_ms = 0;
+  std::uint32_t liveness = 0;
+};
+
+struct AdminAnswer {
+  wire::Status status = wire::OK;
+  std::string message;  // when status != OK
+  std::string payload;  // the serialized admin message, when status == OK
+};
+
+// Answers `method` of "$broker": "status" -> admin.BrokerStatus, "services" ->
+// admin.ServiceList, anything else NOT_FOUND.
+AdminAnswer answer_admin(std::string_view method, const BrokerIdentity& identity,
+                         const Registry& registry, const PendingCalls& calls,
+                         const Metrics& metrics, TimePoint now);
+
+}  // namespace sagebus::broker

@@ -1,0 +1,474 @@
+#include "broker.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "sagebus/wire/frame.hpp"
+
+namespace sagebus::broker {
+
+namespace {
+
+constexpr std::size_t kReceiveBatch = 256;
+constexpr std::chrono::milliseconds kMaxPollWait{1000};
+// At shutdown, how long libzmq may keep flushing the last answers and GOODBYEs.
+constexpr int kShutdownLingerMs = 500;
+
+std::string random_session() {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (std::uint64_t v = gen(); s.size() < 16; v >>= 4)
+    s += kHex[v & 0xf];
+  return s;
+}
+
+std::string printable(const RoutingId& rid) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (const char c : rid) {
+    s += kHex[(static_cast<unsigned char>(c) >> 4) & 0xf];
+    s += kHex[static_cast<unsigned char>(c) & 0xf];
+  }
+  return s;
+}
+
+}  // namespace
+
+Broker::Broker(BrokerConfig config) : config_(std::move(config)), calls_(config_.max_calls) {
+  identity_.version = SAGEBUS_VERSION;
+  identity_.session = random_session();
+  identity_.heartbeat_ms = config_.heartbeat_ms;
+  identity_.liveness = config_.liveness;
+  router_ = zmq::socket_t(context_, zmq::socket_type::router);
+  router_.set(zmq::sockopt::linger, 0);
+  router_.set(zmq::sockopt::router_mandatory, 1);
+  router_.set(zmq::sockopt::sndhwm, config_.peer_queue);
+  router_.set(zmq::sockopt::rcvhwm, config_.peer_queue);
+  router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(config_.max_payload));
+  monitor_.emplace(context_, router_);
+  for (const auto& endpoint : config_.endpoints) {
+    try {
+      router_.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      throw BindError(endpoint, e.what());
+    }
+    identity_.endpoints.push_back(router_.get(zmq::sockopt::last_endpoint));
+    spdlog::info("listening on {}", identity_.endpoints.back());
+  }
+  identity_.started = Clock::now();
+  next_lease_check_ = identity_.started;
+}
+
+Broker::~Broker() {
+  monitor_.reset();
+  router_.close();
+}
+
+void Broker::run(const std::atomic<bool>& stop) {
+  spdlog::info("sage-busd {} running (session {}, heartbeat {} ms, liveness {})", identity_.version,
+               identity_.session, config_.heartbeat_ms, config_.liveness);
+  while (!stop.load(std::memory_order_relaxed))
+    tick_();
+  shutdown_();
+}
+
+// ---------------------------------------------------------------------------------------
+// The tick
+
+void Broker::tick_() {
+  now_ = Clock::now();
+  zmq_pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                            {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0}};
+  try {
+    zmq::poll(items, 2, poll_timeout_());
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+    return;  // a signal: the caller checks its stop flag
+  }
+  now_ = Clock::now();
+  // Messages before connection events, so that what a peer sent just before closing
+  // (a reply, a GOODBYE) is handled before its connection is declared lost.
+  if ((items[0].revents & ZMQ_POLLIN) != 0) receive_batch_();
+  handle_connection_events_();
+  apply_removals_();
+  run_deadlines_();
+  apply_removals_();
+  if (now_ >= next_lease_check_) {
+    check_leases_();
+    apply_removals_();
+  }
+}
+
+std::chrono::milliseconds Broker::poll_timeout_() {
+  TimePoint until = std::min(now_ + kMaxPollWait, next_lease_check_);
+  if (auto deadline = calls_.next_deadline()) until = std::min(until, *deadline);
+  if (until <= now_) return std::chrono::milliseconds(0);
+  // Rounded up: waking a little late is fine, waking early spins.
+  return std::chrono::ceil<std::chrono::milliseconds>(until - now_);
+}
+
+void Broker::receive_batch_() {
+  for (std::size_t n = 0; n < kReceiveBatch; ++n) {
+    frames_.clear();
+    zmq::message_t part;
+    if (!router_.recv(part, zmq::recv_flags::dontwait)) return;
+    bool more = part.more();
+    frames_.push_back(std::move(part));
+    while (more) {
+      zmq::message_t next;
+      (void)router_.recv(next);  // the rest of a multipart message is already here
+      more = next.more();
+      frames_.push_back(std::move(next));
+    }
+    try {
+      handle_message_(frames_);
+    } catch (const std::exception& e) {
+      // A bug, not the peer's fault; the loop and every other peer carry on.
+      spdlog::error("internal error handling {} from {}: {}", wire::kind_name(in_.kind()),
+                    printable(frames_.front().to_string()), e.what());
+    }
+    apply_removals_();
+  }
+}
+
+void Broker::handle_message_(Frames& frames) {
+  if (frames.size() < 2) {
+    ++metrics_.malformed;
+    return;
+  }
+  const RoutingId from = frames[0].to_string();
+  switch (wire::decode(frames[1], in_)) {
+    case wire::DecodeResult::ok:
+      break;
+    case wire::DecodeResult::too_large:
+    case wire::DecodeResult::malformed:
+      // No trustworthy id to answer.
+      ++metrics_.malformed;
+      spdlog::debug("dropped a malformed header ({} bytes) from {}", frames[1].size(),
+                    printable(from));
+      return;
+    case wire::DecodeResult::bad_version:
+      ++metrics_.malformed;
+      reply_(from, in_.id(), wire::INVALID_ARGUMENT,
+             "protocol version " + std::to_string(in_.version()) +
+                 " is not supported; this broker speaks version " +
+                 std::to_string(wire::kProtocolVersion));
+      return;
+  }
+
+  if (in_.kind() != wire::HELLO) {
+    ClientInfo* client = registry_.client(from);
+    if (client == nullptr) {
+      on_unknown_peer_(from);
+      return;
+    }
+    client->last_seen = now_;  // every message renews the lease
+  }
+
+  switch (in_.kind()) {
+    case wire::HELLO:
+      return on_hello_(from, frames[1]);
+    case wire::HEARTBEAT:
+      return on_heartbeat_(from);
+    case wire::GOODBYE:
+      return on_goodbye_(from);
+    case wire::REGISTER:
+      return on_register_(from);
+    case wire::UNREGISTER:
+      return on_unregister_(from);
+    case wire::REQUEST:
+      return on_request_(from, frames);
+    case wire::REPLY:
+      return on_reply_(from, frames);
+    default:
+      reply_(from, in_.id(), wire::INVALID_ARGUMENT,
+             "clients may not send " + std::string(wire::kind_name(in_.kind())) + " (kind " +
+                 std::to_string(static_cast<int>(in_.kind())) + ")");
+      return;
+  }
+}
+
+void Broker::handle_connection_events_() {
+  for (const auto& event : monitor_->drain()) {
+    if (event.kind != ConnectionEvent::Kind::disconnected) continue;
+    ++metrics_.disconnects;
+    if (auto rid = registry_.client_by_fd(event.fd)) {
+      // Resolved now, while the fd still names this connection; see on_hello_.
+      registry_.forget_fd(event.fd);
+      schedule_removal_(*rid, "connection closed");
+    }
+  }
+}
+
+void Broker::check_leases_() {
+  const auto lease = std::chrono::milliseconds(std::uint64_t{config_.heartbeat_ms} *
+                                               std::max<std::uint32_t>(config_.liveness, 1));
+  for (const auto& rid : registry_.expired(now_, lease)) {
+    ++metrics_.leases_expired;
+    schedule_removal_(rid, "lease expired (silent for " + std::to_string(lease.count()) + " ms)");
+  }
+  next_lease_check_ =
+      now_ + std::chrono::milliseconds(std::max<std::uint32_t>(config_.heartbeat_ms / 2, 10));
+}
+
+void Broker::shutdown_() {
+  spdlog::info(
+      "shutting down: answering {} pending calls UNAVAILABLE, saying GOODBYE to {} "
+      "clients",
+      calls_.size(), registry_.clients().size());
+  calls_.for_each([&](Call& call) {
+    if (!call.caller_lost) answer_caller_(call, wire::UNAVAILABLE, "broker shutting down");
+  });
+  for (const auto& [rid, client] : registry_.clients()) {
+    out_.Clear();
+    out_.set_kind(wire::GOODBYE);
+    out_.set_message("broker shutting down");
+    send_(rid, out_, {}, false);
+  }
+  router_.set(zmq::sockopt::linger, kShutdownLingerMs);
+  removals_.clear();
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections and registrations
+
+void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame) {
+  // The fd of the connection this HELLO came in on. libzmq records it on the frames read
+  // from the wire (the routing-id frame is made by the ROUTER and carries none).
+  const int fd = zmq_msg_get(header_frame.handle(), ZMQ_SRCFD);
+
+  // fd-reuse race: the previous owner of this fd may have closed a moment ago, and the
+  // kernel may have handed the same fd number to this new connection. libzmq queues the
+  // DISCONNECTED event of the old connection on the monitor before it closes the old fd,
+  // so before this connection could even be accepted, let alone its HELLO read. Draining
+  // the monitor here, before recording the fd, therefore applies that stale DISCONNECTED
+  // to the old client, and it can never later be taken for this new one.
+  handle_connection_events_();
+  apply_removals_();
+  if (fd >= 0) {
+    // Two open connections cannot share an fd: a different client still mapped to it
+    // lost its connection without our hearing of it.
+    if (auto owner = registry_.client_by_fd(fd); owner && *owner != from) {
+      registry_.forget_fd(fd);
+      remove_client_(*owner, "connection closed (its fd was reused)");
+    }
+  }
+
+  const bool created = registry_.hello(from, in_.hello(), fd, now_);
+  const ClientInfo& c = *registry_.client(from);
+  if (created)
+    spdlog::info("client connected: '{}' (instance {}, sdk {}, fd {})", c.name, c.instance_id,
+                 c.sdk_version, fd);
+  else
+    spdlog::debug("client '{}' said HELLO again; registrations kept", c.name);
+
+  out_.Clear();
+  out_.set_kind(wire::WELCOME);
+  out_.set_id(in_.id());
+  wire::Welcome* w = out_.mutable_welcome();
+  w->set_broker_session(identity_.session);
+  w->set_heartbeat_ms(config_.heartbeat_ms);
+  w->set_liveness(config_.liveness);
+  w->set_max_payload(config_.max_payload);
+  w->set_broker_version(identity_.version);
+  send_(from, out_, {}, false);
+}
+
+void Broker::on_heartbeat_(const RoutingId& from) {
+  out_.Clear();
+  out_.set_kind(wire::HEARTBEAT);
+  out_.set_id(in_.id());
+  send_(from, out_, {}, false);
+}
+
+void Broker::on_goodbye_(const RoutingId& from) {
+  std::string why = "said goodbye";
+  if (!in_.message().empty()) why += " (" + in_.message().substr(0, 200) + ")";
+  schedule_removal_(from, std::move(why));
+}
+
+void Broker::on_register_(const RoutingId& from) {
+  const RegisterResult r = registry_.register_instance(from, in_.service(), in_.registration());
+  reply_(from, in_.id(), r.status, r.message);
+  const ClientInfo& c = *registry_.client(from);
+  if (r.status != wire::OK) {
+    spdlog::info("refused registration of '{}' by '{}': {}: {}", in_.service(), c.name,
+                 wire::status_name(r.status), r.message);
+    return;
+  }
+  const auto& reg = in_.registration();
+  auto log = r.created ? spdlog::level::info : spdlog::level::debug;
+  spdlog::log(log, "instance {} of '{}' {}: client '{}', {} methods, max_inflight {}, {}",
+              c.instance_id, in_.service(), r.created ? "registered" : "re-registered", c.name,
+              reg.methods_size(), reg.max_inflight(), wire::strategy_name(reg.strategy()));
+  pump_(in_.service());
+}
+
+void Broker::on_unregister_(const RoutingId& from) {
+  const std::string service = in_.service();
+  if (auto error = wire::check_name("service name", service)) {
+    reply_(from, in_.id(), wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  Service* s = registry_.service(service);
+  Instance* inst = s == nullptr ? nullptr : s->find(from);
+  const std::uint32_t in_flight = inst == nullptr ? 0 : inst->in_flight;
+  const bool was = registry_.unregister_instance(from, service);
+  // Idempotent: not being an instance is what was asked for.
+  reply_(from, in_.id(), wire::OK, was ? "" : "was not registered");
+  if (was)
+    spdlog::info("instance of '{}' by '{}' unregistered: {}", service, registry_.client(from)->name,
+                 in_flight == 0 ? "left" : "draining " + std::to_string(in_flight) + " calls");
+  pump_(service);
+}
+
+void Broker::on_unknown_peer_(const RoutingId& from) {
+  ++metrics_.hello_required;
+  if (in_.kind() == wire::GOODBYE) return;  // it is leaving; nothing to ask of it
+  if (!hello_limiter_.take(now_)) return;   // counted above, dropped here
+  out_.Clear();
+  out_.set_kind(wire::HELLO_REQUIRED);
+  out_.set_id(in_.id());
+  out_.set_message("say HELLO first: this broker does not know the connection");
+  send_(from, out_, {}, false);
+}
+
+void Broker::schedule_removal_(const RoutingId& rid, std::string why) {
+  if (registry_.client(rid) == nullptr) return;
+  // Never chosen again, even before the removal runs.
+  registry_.drain_client(rid);
+  removals_.emplace_back(rid, std::move(why));
+}
+
+void Broker::apply_removals_() {
+  // Removing one client may find another gone (a send to its caller fails), so loop.
+  while (!removals_.empty()) {
+    auto batch = std::move(removals_);
+    removals_.clear();
+    for (const auto& [rid, why] : batch)
+      remove_client_(rid, why);
+  }
+}
+
+void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
+  const ClientInfo* c = registry_.client(rid);
+  if (c == nullptr) return;  // already removed (scheduled twice)
+  const std::string name = c->name;
+  const std::string instance_id = c->instance_id;
+
+  // Its own calls first, so that a call it made to itself is then only dropped.
+  forget_caller_(rid);
+  std::vector<CallId> held;
+  calls_.for_each([&](const Call& call) {
+    if (call.state == CallState::dispatched && call.instance == rid) held.push_back(call.id);
+  });
+  const std::vector<std::string> services = registry_.remove_client(rid);
+  spdlog::info("client left: '{}' (instance {}): {}", name, instance_id, why);
+  for (const auto& service : services)
+    spdlog::info("instance {} of '{}' left: {}; {} calls in flight on it", instance_id, service,
+                 why, std::count_if(held.begin(), held.end(), [&](CallId id) {
+                   const Call* call = calls_.find(id);
+                   return call != nullptr && call->service == service;
+                 }));
+  for (const CallId id : held) {
+    const Call* call = calls_.find(id);
+    if (call == nullptr) continue;
+    instance_lost_(id, "instance " + instance_id + " ('" + name + "') of service '" +
+                           call->service + "' was lost mid-call: " + why);
+  }
+  for (const auto& service : services)
+    pump_(service);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending
+
+Broker::Sent Broker::send_(const RoutingId& to, wire::Header& header,
+                           std::span<zmq::message_t> payload, bool copy_payload) {
+  zmq::message_t id_frame(to.data(), to.size());
+  zmq::message_t header_frame = wire::encode(header);
+  const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
+  try {
+    // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
+    // anything is queued, so the payload is still ours when this returns would_block.
+    if (!router_.send(id_frame, more)) return Sent::would_block;
+    (void)router_.send(header_frame, payload.empty() ? zmq::send_flags::dontwait : more);
+    for (std::size_t i = 0; i < payload.size(); ++i) {
+      const auto flags = i + 1 == payload.size() ? zmq::send_flags::dontwait : more;
+      if (copy_payload) {
+        zmq::message_t shared;
+        shared.copy(payload[i]);  // shares the buffer (refcounted), copies no bytes
+        (void)router_.send(shared, flags);
+      } else {
+        (void)router_.send(payload[i], flags);
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EHOSTUNREACH) throw;
+    schedule_removal_(to, "connection closed");
+    return Sent::peer_gone;
+  }
+  return Sent::ok;
+}
+
+Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                            std::string_view message) {
+  out_.Clear();
+  out_.set_kind(wire::REPLY);
+  out_.set_id(id);
+  out_.set_status(status);
+  out_.set_message(std::string(message));
+  return send_(to, out_, {}, false);
+}
+
+void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                             std::string_view message, std::span<zmq::message_t> payload,
+                             const HeaderMap* headers) {
+  out_.Clear();
+  out_.set_kind(wire::REPLY);
+  out_.set_id(id);
+  out_.set_status(status);
+  out_.set_message(std::string(message));
+  if (headers != nullptr) *out_.mutable_headers() = *headers;
+  count_outcome_(status, send_(to, out_, payload, false));
+}
+
+bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
+                            std::span<zmq::message_t> payload, const HeaderMap* headers) {
+  if (!call.claim_outcome()) return false;
+  spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
+                printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
+                message);
+  answer_request_(call.caller, call.caller_id, status, message, payload, headers);
+  return true;
+}
+
+void Broker::count_outcome_(wire::Status status, Sent sent) {
+  switch (status) {
+    case wire::NO_RESPONDERS:
+      ++metrics_.no_responders;
+      break;
+    case wire::DEADLINE_EXCEEDED:
+      ++metrics_.deadline_exceeded;
+      break;
+    case wire::OVERLOADED:
+      ++metrics_.overloaded;
+      break;
+    case wire::UNAVAILABLE:
+      ++metrics_.unavailable;
+      break;
+    default:
+      break;
+  }
+  if (sent == Sent::ok)
+    ++metrics_.replies;
+  else
+    ++metrics_.dropped_replies;  // the caller is gone, or not reading (its queue is full)
+}
+
+}  // namespace sagebus::broker

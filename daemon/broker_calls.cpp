@@ -1,0 +1,311 @@
+// The call half of the Broker: accepting REQUESTs, choosing instances, routing REPLYs,
+// deadlines, wait queues, and what happens to calls when a connection is lost.
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "broker.hpp"
+#include "sagebus/wire/frame.hpp"
+
+namespace sagebus::broker {
+
+namespace {
+
+std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
+}
+
+}  // namespace
+
+void Broker::on_request_(const RoutingId& from, Frames& frames) {
+  const std::uint64_t id = in_.id();
+  if (in_.timeout_ms() == 0) {
+    answer_request_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
+    return;
+  }
+  if (auto error = wire::check_name("service name", in_.service())) {
+    answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  if (auto error = wire::check_name("method name", in_.method())) {
+    answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  ++metrics_.calls;
+  if (in_.service() == wire::kBrokerService) {
+    AdminAnswer a = answer_admin(in_.method(), identity_, registry_, calls_, metrics_, now_);
+    zmq::message_t payload(a.payload.data(), a.payload.size());
+    answer_request_(from, id, a.status, a.message,
+                    a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
+                                         : std::span<zmq::message_t>());
+    return;
+  }
+  if (calls_.full()) {
+    answer_request_(from, id, wire::OVERLOADED,
+                    "the broker's call table is full (" + std::to_string(calls_.size()) +
+                        " calls pending); try again later");
+    return;
+  }
+
+  Call c;
+  c.caller = from;
+  c.caller_id = id;
+  c.service = in_.service();
+  c.method = in_.method();
+  c.routing_key = in_.routing_key();
+  c.trace_id = in_.trace_id();
+  for (const auto& [k, v] : in_.headers())
+    c.headers.emplace_back(k, v);
+  c.idempotent = in_.idempotent();
+  c.wait_for_ready = in_.wait_for_ready();
+  c.payload.reserve(frames.size() - 2);
+  for (std::size_t i = 2; i < frames.size(); ++i)
+    c.payload.push_back(std::move(frames[i]));
+  c.accepted = now_;
+  c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
+  Call* call = calls_.add(std::move(c));
+  spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
+                call->method, registry_.client(from)->name, id, in_.timeout_ms());
+  route_(*call);
+}
+
+void Broker::route_(Call& call) {
+  Service* service = registry_.service(call.service);
+  if (place_(call, service) == Placement::done) return;
+  Service& s = service != nullptr ? *service : registry_.ensure_service(call.service);
+  if (s.waiting.size() >= config_.max_waiting_per_service) {
+    const CallId id = call.id;
+    answer_caller_(call, wire::OVERLOADED,
+                   "service '" + s.name + "' has " + std::to_string(s.waiting.size()) +
+                       " calls waiting for capacity; its wait queue is full");
+    calls_.erase(id);
+    registry_.prune(s.name);
+    return;
+  }
+  calls_.set_waiting(call);
+  s.waiting.push_back(call.id);
+  spdlog::debug("call #{} waits in the queue of '{}' ({} waiting)", call.id, s.name,
+                s.waiting.size());
+}
+
+// Dispatches the call, or answers it and erases it (done), or says it must wait (the
+// caller queues it). After `done`, `call` no longer exists.
+Broker::Placement Broker::place_(Call& call, Service* service) {
+  const CallId id = call.id;
+  // A retried call that cannot be placed tells its caller about the loss, not about the
+  // service in general.
+  auto fail = [&](wire::Status status, const std::string& message) {
+    if (call.retried)
+      answer_caller_(call, wire::UNAVAILABLE, call.lost_reason + "; no other instance can take it");
+    else
+      answer_caller_(call, status, message);
+    calls_.erase(id);
+    return Placement::done;
+  };
+  if (service == nullptr) {
+    if (call.wait_for_ready) return Placement::wait;
+    return fail(wire::NO_RESPONDERS, "service '" + call.service + "' has no live instance");
+  }
+  // Each pass that finds its instance gone marks it draining, so this ends.
+  for (;;) {
+    loads_.clear();
+    for (const auto& i : service->instances)
+      loads_.push_back(
+          {i.instance_id, i.in_flight, i.max_inflight, i.draining, i.has_method(call.method)});
+    const Pick pick = service->balancer.pick(loads_, call.routing_key);
+    switch (pick.outcome) {
+      case Pick::Outcome::chosen:
+        switch (dispatch_(call, service->instances[pick.index])) {
+          case Sent::ok:
+            return Placement::done;
+          case Sent::peer_gone:
+            continue;
+          case Sent::would_block:
+            answer_caller_(call, wire::OVERLOADED,
+                           "instance " + service->instances[pick.index].instance_id +
+                               " of service '" + call.service +
+                               "' is not reading its messages (its queue is full)");
+            calls_.erase(id);
+            return Placement::done;
+        }
+        break;
+      case Pick::Outcome::busy:
+        return Placement::wait;
+      case Pick::Outcome::no_instance:
+        if (call.wait_for_ready) return Placement::wait;
+        return fail(wire::NO_RESPONDERS, "service '" + call.service + "' has no live instance");
+      case Pick::Outcome::no_method:
+        return fail(wire::NOT_FOUND,
+                    "service '" + call.service + "' has no method '" + call.method + "'");
+    }
+  }
+}
+
+Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
+  out_.Clear();
+  out_.set_kind(wire::REQUEST);
+  out_.set_id(call.id);
+  out_.set_service(call.service);
+  out_.set_method(call.method);
+  out_.set_timeout_ms(millis_left(call.deadline, now_));
+  out_.set_idempotent(call.idempotent);
+  out_.set_routing_key(call.routing_key);
+  out_.set_trace_id(call.trace_id);
+  for (const auto& [k, v] : call.headers)
+    (*out_.mutable_headers())[k] = v;
+  // An idempotent call keeps its payload until it can no longer be retried.
+  const bool keep_payload = call.idempotent && !call.retried;
+  const Sent sent = send_(instance.client, out_, call.payload, keep_payload);
+  if (sent == Sent::ok) {
+    calls_.set_dispatched(call, instance.client);
+    ++instance.in_flight;
+    spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
+                  instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
+  }
+  return sent;
+}
+
+void Broker::on_reply_(const RoutingId& from, Frames& frames) {
+  const CallId id = in_.id();
+  Call* call = nullptr;
+  switch (calls_.check_reply(id, from, &call)) {
+    case PendingCalls::ReplyCheck::accepted:
+      break;
+    case PendingCalls::ReplyCheck::unknown_id:
+    case PendingCalls::ReplyCheck::wrong_sender:
+      ++metrics_.rejected_replies;
+      spdlog::debug("rejected a REPLY for dispatch id {} from {}: not given that call", id,
+                    registry_.client(from)->name);
+      return;
+  }
+  const std::string service_name = call->service;
+  Service* service = registry_.service(service_name);
+  Instance* instance = service == nullptr ? nullptr : service->find(from);
+  if (instance != nullptr) {
+    if (instance->in_flight > 0) --instance->in_flight;
+    ++instance->served;
+  }
+  if (call->caller_lost) {
+    ++metrics_.dropped_replies;
+  } else if (call->outcome_claimed()) {
+    ++metrics_.late_replies;
+    spdlog::debug("late reply for call #{} {}.{} dropped: its caller already had its outcome", id,
+                  call->service, call->method);
+  } else {
+    std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
+    answer_caller_(*call, in_.status(), in_.message(), payload, &in_.headers());
+  }
+  calls_.erase(id);
+  // An unregistered instance leaves with its last call. (One marked draining because its
+  // connection was found gone leaves with its client, in apply_removals_.)
+  const bool removal_pending = std::any_of(removals_.begin(), removals_.end(),
+                                           [&](const auto& r) { return r.first == from; });
+  if (instance != nullptr && instance->draining && instance->in_flight == 0 && !removal_pending) {
+    const std::string instance_id = instance->instance_id;
+    registry_.remove_instance(service_name, from);
+    spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service_name);
+  }
+  pump_(service_name);
+}
+
+void Broker::pump_(const std::string& name) {
+  Service* service = registry_.service(name);
+  if (service == nullptr) return;
+  std::deque<CallId> queue;
+  queue.swap(service->waiting);
+  std::deque<CallId> keep;
+  // When live instances exist but none has room, nothing in the queue can move.
+  auto saturated = [&] {
+    bool live = false;
+    for (const auto& i : service->instances) {
+      if (i.draining) continue;
+      live = true;
+      if (i.in_flight < i.max_inflight) return false;
+    }
+    return live;
+  };
+  for (const CallId id : queue) {
+    Call* call = calls_.find(id);
+    if (call == nullptr || call->outcome_claimed()) {
+      if (call != nullptr) calls_.erase(id);
+      continue;
+    }
+    if (saturated()) {
+      keep.push_back(id);
+      continue;
+    }
+    // FIFO: every call gets its chance in order; one whose instance is busy stays in
+    // place and the ones behind it may still go elsewhere.
+    if (place_(*call, service) == Placement::wait) keep.push_back(id);
+  }
+  // place_ never queues, so nothing was added to service->waiting meanwhile.
+  service->waiting = std::move(keep);
+  registry_.prune(name);
+}
+
+void Broker::run_deadlines_() {
+  for (const CallId id : calls_.take_expired(now_)) {
+    Call* call = calls_.find(id);
+    if (call == nullptr) continue;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - call->accepted)
+            .count();
+    if (call->state == CallState::waiting) {
+      const std::string name = call->service;
+      if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
+      answer_caller_(
+          *call, wire::DEADLINE_EXCEEDED,
+          "no instance of '" + name + "' could take the call within " + std::to_string(ms) + " ms");
+      calls_.erase(id);
+      registry_.prune(name);
+    } else {
+      // Stays in the table, holding its instance's slot, until the late reply or the
+      // instance's loss: a hung handler is not given more than max_inflight.
+      answer_caller_(*call, wire::DEADLINE_EXCEEDED,
+                     "service '" + call->service + "' did not reply to " + call->method +
+                         " within " + std::to_string(ms) + " ms");
+    }
+  }
+}
+
+void Broker::instance_lost_(CallId id, const std::string& why) {
+  Call* call = calls_.find(id);
+  if (call == nullptr) return;
+  if (call->outcome_claimed()) {  // its caller is gone or already had its outcome
+    calls_.erase(id);
+    return;
+  }
+  if (call->idempotent && !call->retried) {
+    call->retried = true;
+    call->lost_reason = why;
+    calls_.set_waiting(*call);
+    ++metrics_.retried;
+    spdlog::debug("call #{} retried: {}", id, why);
+    route_(*call);
+    return;
+  }
+  answer_caller_(*call, wire::UNAVAILABLE, why);
+  calls_.erase(id);
+}
+
+void Broker::forget_caller_(const RoutingId& rid) {
+  std::vector<CallId> waiting;
+  calls_.for_each([&](Call& call) {
+    if (call.caller != rid || call.outcome_claimed()) return;
+    // Nobody is left to answer. A dispatched call stays until its instance replies, so
+    // that the instance's in-flight count stays true.
+    call.claim_outcome();
+    call.caller_lost = true;
+    if (call.state == CallState::waiting) waiting.push_back(call.id);
+  });
+  for (const CallId id : waiting) {
+    const Call* call = calls_.find(id);
+    const std::string name = call->service;
+    if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
+    calls_.erase(id);
+    registry_.prune(name);
+  }
+}
+
+}  // namespace sagebus::broker

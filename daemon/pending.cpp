@@ -1,0 +1,74 @@
+#include "pending.hpp"
+
+namespace sagebus::broker {
+
+Call* PendingCalls::add(Call call) {
+  if (full()) return nullptr;
+  call.id = next_id_++;
+  const TimePoint deadline = call.deadline;
+  auto [it, inserted] = calls_.emplace(call.id, std::move(call));
+  deadlines_.emplace(deadline, it->first);
+  if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
+  return &it->second;
+}
+
+Call* PendingCalls::find(CallId id) {
+  auto it = calls_.find(id);
+  return it == calls_.end() ? nullptr : &it->second;
+}
+
+void PendingCalls::erase(CallId id) {
+  calls_.erase(id);
+}
+
+void PendingCalls::set_dispatched(Call& call, const RoutingId& instance) {
+  call.state = CallState::dispatched;
+  call.instance = instance;
+}
+
+void PendingCalls::set_waiting(Call& call) {
+  call.state = CallState::waiting;
+  call.instance.clear();
+}
+
+PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, const RoutingId& from, Call** out) {
+  Call* call = find(id);
+  if (call == nullptr) return ReplyCheck::unknown_id;
+  if (call->state != CallState::dispatched || call->instance != from)
+    return ReplyCheck::wrong_sender;
+  *out = call;
+  return ReplyCheck::accepted;
+}
+
+void PendingCalls::drop_stale_top_() {
+  while (!deadlines_.empty()) {
+    const Call* call = find(deadlines_.top().second);
+    if (call != nullptr && !call->outcome_claimed()) return;
+    deadlines_.pop();
+  }
+}
+
+std::optional<TimePoint> PendingCalls::next_deadline() {
+  drop_stale_top_();
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.top().first;
+}
+
+std::vector<CallId> PendingCalls::take_expired(TimePoint now) {
+  std::vector<CallId> expired;
+  for (drop_stale_top_(); !deadlines_.empty() && deadlines_.top().first <= now; drop_stale_top_()) {
+    expired.push_back(deadlines_.top().second);
+    deadlines_.pop();
+  }
+  return expired;
+}
+
+void PendingCalls::compact_heap_() {
+  std::vector<Entry> live;
+  live.reserve(calls_.size());
+  for (const auto& [id, call] : calls_)
+    if (!call.outcome_claimed()) live.emplace_back(call.deadline, id);
+  deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
+}
+
+}  // namespace sagebus::broker

@@ -1,0 +1,133 @@
+// PendingCalls: the broker's call table. Each accepted REQUEST is a Call, known by a
+// broker-wide dispatch id, from the moment it is accepted until the broker has nothing
+// left to do for it. Pure bookkeeping: no sockets, and the clock is passed in.
+//
+// The invariant it enforces: each caller gets exactly one outcome. Call::claim_outcome()
+// is the only way to that outcome and succeeds once per call; whoever gets `true` sends
+// the answer, everyone after gets `false` and must send nothing.
+//
+// A call leaves the table when the broker is done with it, which is not always when the
+// caller has its outcome: a dispatched call whose deadline passed stays (holding its
+// instance's in-flight slot) until the instance replies late or is lost.
+//
+// Used by the broker's loop thread only; not thread safe.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace sagebus::broker {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using RoutingId = std::string;
+using CallId = std::uint64_t;
+
+enum class CallState { waiting, dispatched };
+
+class Call {
+ public:
+  CallId id = 0;                // the broker's dispatch id, assigned by PendingCalls::add
+  RoutingId caller;             // the caller's connection
+  std::uint64_t caller_id = 0;  // the caller's own id for the call, echoed in its outcome
+  std::string service;
+  std::string method;
+  std::string routing_key;
+  std::string trace_id;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool idempotent = false;
+  bool wait_for_ready = false;
+  // Moved to the instance at dispatch; an idempotent call not yet retried sends copies
+  // (which share the buffers) and keeps these for its retry.
+  std::vector<zmq::message_t> payload;
+  TimePoint accepted{};
+  TimePoint deadline{};
+
+  CallState state = CallState::waiting;
+  RoutingId instance;       // the connection it was dispatched to, when dispatched
+  bool retried = false;     // dispatched a second time after losing its first instance
+  std::string lost_reason;  // why its first instance was lost, for a retry that fails
+  bool caller_lost = false;
+
+  // True exactly once: the caller of this method owns the caller's one outcome.
+  bool claim_outcome() noexcept {
+    if (outcome_claimed_) return false;
+    outcome_claimed_ = true;
+    return true;
+  }
+  bool outcome_claimed() const noexcept { return outcome_claimed_; }
+
+ private:
+  bool outcome_claimed_ = false;
+};
+
+class PendingCalls {
+ public:
+  explicit PendingCalls(std::size_t capacity) : capacity_(capacity) {}
+
+  bool full() const noexcept { return calls_.size() >= capacity_; }
+  std::size_t size() const noexcept { return calls_.size(); }
+
+  // Enters `call` with a fresh dispatch id and returns it, or nullptr when the table is
+  // full. The reference stays valid until erase(id).
+  Call* add(Call call);
+  Call* find(CallId id);
+  void erase(CallId id);
+
+  void set_dispatched(Call& call, const RoutingId& instance);
+  void set_waiting(Call& call);
+
+  enum class ReplyCheck {
+    accepted,      // the reply comes from the instance the call was dispatched to
+    unknown_id,    // no such call: never issued, or already finished
+    wrong_sender,  // another connection, or the call is not dispatched
+  };
+  // Whether a REPLY with dispatch id `id` from connection `from` belongs to a call.
+  // Changes nothing; on `accepted`, *out points at the call.
+  ReplyCheck check_reply(CallId id, const RoutingId& from, Call** out);
+
+  // The earliest deadline of a call whose caller still awaits its outcome.
+  std::optional<TimePoint> next_deadline();
+  // Ids of the calls whose deadline is at or before `now` and whose caller still awaits
+  // its outcome, earliest first. Each id is returned once.
+  std::vector<CallId> take_expired(TimePoint now);
+
+  // Every call, for scans on rare events (a client lost) and for admin counts.
+  template <class F>
+  void for_each(F&& f) {
+    for (auto& [id, call] : calls_)
+      f(call);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [id, call] : calls_)
+      f(call);
+  }
+
+  // Entries in the deadline heap, stale ones included (for tests of lazy deletion).
+  std::size_t heap_size() const noexcept { return deadlines_.size(); }
+
+ private:
+  using Entry = std::pair<TimePoint, CallId>;
+  void drop_stale_top_();
+  void compact_heap_();
+
+  std::size_t capacity_;
+  CallId next_id_ = 1;
+  std::unordered_map<CallId, Call> calls_;
+  // Min-heap of deadlines. Finished calls are not searched for and removed; their
+  // entries are skipped when they reach the top, and the heap is rebuilt when stale
+  // entries outnumber live calls.
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> deadlines_;
+};
+
+}  // namespace sagebus::broker

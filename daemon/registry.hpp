@@ -1,0 +1,114 @@
+// Registry: who is connected and what they serve. Clients by routing id (with their
+// lease and the fd of their connection), service instances, and services (their
+// strategy, instances, wait queue and balancer).
+//
+// The registration rules of docs/protocol.md live here: register_instance() answers
+// exactly the status the REGISTER gets. The registry never sends anything and never
+// touches calls; the broker decides what happens to calls when an instance leaves.
+//
+// Pointers and references into it are valid until the next call that adds or removes a
+// client, instance or service. Used by the broker's loop thread only; not thread safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "balancer.hpp"
+#include "pending.hpp"
+#include "sagebus/wire.pb.h"
+
+namespace sagebus::broker {
+
+struct ClientInfo {
+  RoutingId rid;
+  std::string name;
+  std::string instance_id;
+  std::string sdk_version;
+  int fd = -1;  // the connection's socket in this process, -1 when unknown
+  TimePoint connected_at{};
+  TimePoint last_seen{};
+  std::vector<std::string> services;  // services it has an instance of
+};
+
+struct Instance {
+  RoutingId client;
+  std::string client_name;
+  std::string instance_id;
+  std::vector<std::string> methods;  // sorted, unique
+  std::string version;
+  std::uint32_t max_inflight = 1;
+  std::uint32_t in_flight = 0;
+  std::uint64_t served = 0;
+  bool draining = false;  // unregistered (or its peer found gone): never chosen again
+
+  bool has_method(std::string_view method) const;
+};
+
+struct Service {
+  std::string name;
+  std::vector<Instance> instances;
+  std::deque<CallId> waiting;  // FIFO of calls queued for capacity or for an instance
+  Balancer balancer;
+
+  wire::Strategy strategy() const noexcept { return balancer.strategy(); }
+  Instance* find(const RoutingId& client);
+  std::size_t live_instances() const;
+};
+
+struct RegisterResult {
+  wire::Status status = wire::OK;
+  std::string message;
+  bool created = false;  // a new instance, rather than an update of this connection's
+};
+
+class Registry {
+ public:
+  // Records a HELLO. Returns true for a new client, false for a refresh of a known one
+  // (its registrations are kept).
+  bool hello(const RoutingId& rid, const wire::Hello& hello, int fd, TimePoint now);
+  ClientInfo* client(const RoutingId& rid);
+  const std::unordered_map<RoutingId, ClientInfo>& clients() const noexcept { return clients_; }
+
+  // The client whose connection uses `fd`, if any.
+  std::optional<RoutingId> client_by_fd(int fd) const;
+  void forget_fd(int fd) { by_fd_.erase(fd); }
+
+  // Clients whose last message is older than `lease`.
+  std::vector<RoutingId> expired(TimePoint now, std::chrono::milliseconds lease) const;
+
+  // Removes the client and all its instances. Returns the services it had instances of.
+  std::vector<std::string> remove_client(const RoutingId& rid);
+
+  RegisterResult register_instance(const RoutingId& rid, const std::string& service,
+                                   const wire::Registration& registration);
+  // Stops new calls to the instance; removes it at once when it holds none. Returns
+  // false when the connection had no instance of `service`.
+  bool unregister_instance(const RoutingId& rid, const std::string& service);
+  // Marks every instance of the client draining (its connection was found gone).
+  void drain_client(const RoutingId& rid);
+  // Removes one instance (a draining instance that finished its last call).
+  void remove_instance(const std::string& service, const RoutingId& rid);
+
+  Service* service(std::string_view name);
+  // The service entry, created (with no instance) for calls that wait for one.
+  Service& ensure_service(const std::string& name);
+  // Erases the entry when it has neither instances nor waiting calls.
+  void prune(const std::string& name);
+  const std::map<std::string, Service, std::less<>>& services() const noexcept { return services_; }
+  std::size_t instance_count() const;
+
+ private:
+  std::unordered_map<RoutingId, ClientInfo> clients_;
+  std::unordered_map<int, RoutingId> by_fd_;
+  std::map<std::string, Service, std::less<>> services_;
+};
+
+}  // namespace sagebus::broker

@@ -1,0 +1,38 @@
+// TokenBucket: a rate limiter. take() succeeds at most `burst` times at once and
+// `rate_per_s` times per second on average. The clock is passed in, so it is
+// deterministic under test. Not thread safe.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+
+namespace sagebus::broker {
+
+class TokenBucket {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  TokenBucket(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst), tokens_(burst) {}
+
+  // Spends one token if there is one.
+  bool take(TimePoint now) {
+    if (started_) {
+      const std::chrono::duration<double> elapsed = now - last_;
+      if (elapsed.count() > 0) tokens_ = std::min(burst_, tokens_ + elapsed.count() * rate_);
+    }
+    started_ = true;
+    last_ = std::max(last_, now);
+    if (tokens_ < 1.0) return false;
+    tokens_ -= 1.0;
+    return true;
+  }
+
+ private:
+  double rate_;
+  double burst_;
+  double tokens_;
+  TimePoint last_{};
+  bool started_ = false;
+};
+
+}  // namespace sagebus::broker

@@ -1,0 +1,161 @@
+// The call table: every caller gets exactly one outcome, deadlines come out in order,
+// and a reply counts only from the instance the call was given to.
+#include <chrono>
+
+#include <catch2/catch.hpp>
+
+#include "pending.hpp"
+
+using namespace sagebus::broker;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint t0{};
+
+Call make_call(const RoutingId& caller, std::uint64_t caller_id, TimePoint deadline) {
+  Call c;
+  c.caller = caller;
+  c.caller_id = caller_id;
+  c.service = "memory";
+  c.method = "retrieve";
+  c.accepted = t0;
+  c.deadline = deadline;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("each call gets a distinct dispatch id, never 0", "[pending]") {
+  PendingCalls calls(10);
+  const CallId a = calls.add(make_call("A", 1, t0 + 1s))->id;
+  const CallId b = calls.add(make_call("A", 1, t0 + 1s))->id;  // same caller id: still distinct
+  CHECK(a != 0);
+  CHECK(b != 0);
+  CHECK(a != b);
+}
+
+TEST_CASE("a call's outcome can be claimed exactly once", "[pending]") {
+  PendingCalls calls(10);
+  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  CHECK(call->claim_outcome());
+  CHECK_FALSE(call->claim_outcome());
+  CHECK_FALSE(call->claim_outcome());
+  CHECK(call->outcome_claimed());
+}
+
+TEST_CASE("a full table refuses a new call", "[pending]") {
+  PendingCalls calls(2);
+  REQUIRE(calls.add(make_call("A", 1, t0 + 1s)) != nullptr);
+  REQUIRE(calls.add(make_call("A", 2, t0 + 1s)) != nullptr);
+  CHECK(calls.full());
+  CHECK(calls.add(make_call("A", 3, t0 + 1s)) == nullptr);
+  CHECK(calls.size() == 2);
+}
+
+TEST_CASE("deadlines expire earliest first, each once", "[pending]") {
+  PendingCalls calls(10);
+  const CallId late = calls.add(make_call("A", 1, t0 + 3s))->id;
+  const CallId early = calls.add(make_call("A", 2, t0 + 1s))->id;
+  const CallId middle = calls.add(make_call("A", 3, t0 + 2s))->id;
+
+  CHECK(calls.next_deadline() == t0 + 1s);
+  CHECK(calls.take_expired(t0 + 500ms).empty());
+  CHECK(calls.take_expired(t0 + 2s) == std::vector<CallId>{early, middle});
+  CHECK(calls.take_expired(t0 + 2s).empty());  // not returned twice
+  CHECK(calls.take_expired(t0 + 10s) == std::vector<CallId>{late});
+}
+
+TEST_CASE("finished calls are skipped by the deadline heap without being searched for",
+          "[pending]") {
+  PendingCalls calls(10);
+  const CallId replied = calls.add(make_call("A", 1, t0 + 1s))->id;
+  Call* answered = calls.add(make_call("A", 2, t0 + 2s));
+  const CallId open = calls.add(make_call("A", 3, t0 + 3s))->id;
+
+  calls.erase(replied);                // its reply came
+  REQUIRE(answered->claim_outcome());  // e.g. its instance was lost
+  CHECK(calls.heap_size() == 3);       // lazily deleted: still in the heap
+
+  CHECK(calls.next_deadline() == t0 + 3s);
+  CHECK(calls.take_expired(t0 + 5s) == std::vector<CallId>{open});
+}
+
+TEST_CASE("the deadline heap is compacted when finished calls pile up", "[pending]") {
+  PendingCalls calls(100000);
+  for (int i = 0; i < 5000; ++i) {
+    const CallId id = calls.add(make_call("A", 1, t0 + 1h))->id;
+    calls.erase(id);  // fast replies, long deadlines
+  }
+  CHECK(calls.size() == 0);
+  CHECK(calls.heap_size() < 1100);  // not 5000
+}
+
+TEST_CASE("a dispatched call past its deadline keeps its slot until its late reply", "[pending]") {
+  PendingCalls calls(10);
+  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  const CallId id = call->id;
+  calls.set_dispatched(*call, "I1");
+
+  // The deadline passes: the caller gets DEADLINE_EXCEEDED, the call stays.
+  REQUIRE(calls.take_expired(t0 + 2s) == std::vector<CallId>{id});
+  REQUIRE(calls.find(id)->claim_outcome());
+  CHECK(calls.size() == 1);
+  CHECK(calls.find(id)->state == CallState::dispatched);
+  CHECK_FALSE(calls.next_deadline());  // nothing left to time out
+
+  // The late reply is accepted (it frees the instance's slot) but cannot be a second
+  // outcome.
+  Call* found = nullptr;
+  REQUIRE(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::accepted);
+  CHECK(found == calls.find(id));
+  CHECK_FALSE(found->claim_outcome());
+}
+
+TEST_CASE("a reply from a connection not given the call is rejected and changes nothing",
+          "[pending]") {
+  PendingCalls calls(10);
+  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  const CallId id = call->id;
+  calls.set_dispatched(*call, "I1");
+
+  Call* found = nullptr;
+  CHECK(calls.check_reply(id, "I2", &found) == PendingCalls::ReplyCheck::wrong_sender);
+  CHECK(found == nullptr);
+  CHECK_FALSE(calls.find(id)->outcome_claimed());
+  CHECK(calls.find(id)->instance == "I1");
+  CHECK(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::accepted);
+}
+
+TEST_CASE("a reply for an id never issued is rejected", "[pending]") {
+  PendingCalls calls(10);
+  calls.add(make_call("A", 1, t0 + 1s));
+  Call* found = nullptr;
+  CHECK(calls.check_reply(12345, "I1", &found) == PendingCalls::ReplyCheck::unknown_id);
+}
+
+TEST_CASE("a reply for a call still waiting for an instance is rejected", "[pending]") {
+  PendingCalls calls(10);
+  const CallId id = calls.add(make_call("A", 1, t0 + 1s))->id;
+  Call* found = nullptr;
+  CHECK(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::wrong_sender);
+}
+
+TEST_CASE("a call sent back to waiting forgets its instance", "[pending]") {
+  PendingCalls calls(10);
+  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  calls.set_dispatched(*call, "I1");
+  calls.set_waiting(*call);
+  CHECK(call->state == CallState::waiting);
+  Call* found = nullptr;
+  CHECK(calls.check_reply(call->id, "I1", &found) == PendingCalls::ReplyCheck::wrong_sender);
+}
+
+TEST_CASE("an idempotent call's kept payload shares its buffer with the copy sent", "[pending]") {
+  const std::string big(4096, 'p');
+  zmq::message_t original(big.data(), big.size());
+  zmq::message_t sent;
+  sent.copy(original);
+  CHECK(sent.data() == original.data());  // refcounted, not copied
+  CHECK(original.to_string() == big);
+}

@@ -1,0 +1,149 @@
+// Registration rules (docs/protocol.md, "Registration"), leases and instance lifetimes.
+#include <chrono>
+
+#include <catch2/catch.hpp>
+
+#include "registry.hpp"
+
+using namespace sagebus;
+using namespace sagebus::broker;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint t0{};
+
+wire::Hello hello(const std::string& name) {
+  wire::Hello h;
+  h.set_name(name);
+  h.set_instance_id(name + "-id");
+  h.set_sdk_version("0.1.0");
+  return h;
+}
+
+wire::Registration registration(std::uint32_t max_inflight = 4,
+                                wire::Strategy strategy = wire::LEAST_OUTSTANDING) {
+  wire::Registration r;
+  r.add_methods("retrieve");
+  r.add_methods("store");
+  r.set_version("1.2");
+  r.set_max_inflight(max_inflight);
+  r.set_strategy(strategy);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a valid registration makes the connection an instance of the service", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("memory-1"), 10, t0);
+  const RegisterResult r = reg.register_instance("A", "memory", registration());
+  CHECK(r.status == wire::OK);
+  CHECK(r.created);
+  Service* s = reg.service("memory");
+  REQUIRE(s != nullptr);
+  REQUIRE(s->instances.size() == 1);
+  CHECK(s->instances[0].instance_id == "memory-1-id");
+  CHECK(s->instances[0].has_method("store"));
+  CHECK_FALSE(s->instances[0].has_method("delete"));
+}
+
+TEST_CASE("registration refuses invalid input with INVALID_ARGUMENT", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  auto no_methods = registration();
+  no_methods.clear_methods();
+  auto bad_method = registration();
+  bad_method.add_methods("has space");
+  CHECK(reg.register_instance("A", "bad name", registration()).status == wire::INVALID_ARGUMENT);
+  CHECK(reg.register_instance("A", "", registration()).status == wire::INVALID_ARGUMENT);
+  CHECK(reg.register_instance("A", "memory", no_methods).status == wire::INVALID_ARGUMENT);
+  CHECK(reg.register_instance("A", "memory", bad_method).status == wire::INVALID_ARGUMENT);
+  CHECK(reg.register_instance("A", "memory", registration(0)).status == wire::INVALID_ARGUMENT);
+  CHECK(reg.services().empty());
+}
+
+TEST_CASE("names starting with $ are reserved for the broker", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  const RegisterResult r = reg.register_instance("A", "$broker", registration());
+  CHECK(r.status == wire::PERMISSION_DENIED);
+  CHECK(reg.services().empty());
+}
+
+TEST_CASE("a strategy different from the live instances' is refused", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.hello("B", hello("b"), -1, t0);
+  REQUIRE(reg.register_instance("A", "memory", registration(4, wire::CONSISTENT_HASH)).status ==
+          wire::OK);
+  const RegisterResult r = reg.register_instance("B", "memory", registration(4));
+  CHECK(r.status == wire::INVALID_ARGUMENT);
+  CHECK(r.message.find("CONSISTENT_HASH") != std::string::npos);
+  // The sole instance may change its own service's strategy.
+  CHECK(reg.register_instance("A", "memory", registration(4, wire::ROUND_ROBIN)).status ==
+        wire::OK);
+  CHECK(reg.service("memory")->strategy() == wire::ROUND_ROBIN);
+}
+
+TEST_CASE("registering again on the same connection replaces the instance", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  REQUIRE(reg.register_instance("A", "memory", registration(4)).created);
+  const RegisterResult again = reg.register_instance("A", "memory", registration(8));
+  CHECK(again.status == wire::OK);
+  CHECK_FALSE(again.created);
+  REQUIRE(reg.service("memory")->instances.size() == 1);
+  CHECK(reg.service("memory")->instances[0].max_inflight == 8);
+}
+
+TEST_CASE("unregistering an idle instance removes it at once", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.register_instance("A", "memory", registration());
+  CHECK(reg.unregister_instance("A", "memory"));
+  CHECK(reg.service("memory")->instances.empty());
+  reg.prune("memory");
+  CHECK(reg.service("memory") == nullptr);
+  CHECK_FALSE(reg.unregister_instance("A", "memory"));
+}
+
+TEST_CASE("unregistering a busy instance drains it", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.register_instance("A", "memory", registration());
+  reg.service("memory")->instances[0].in_flight = 2;
+  CHECK(reg.unregister_instance("A", "memory"));
+  REQUIRE(reg.service("memory")->instances.size() == 1);
+  CHECK(reg.service("memory")->instances[0].draining);
+  CHECK(reg.service("memory")->live_instances() == 0);
+}
+
+TEST_CASE("a silent client's lease expires after the lease time", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.hello("B", hello("b"), -1, t0 + 2s);
+  CHECK(reg.expired(t0 + 3s, 3000ms).empty());
+  CHECK(reg.expired(t0 + 3001ms, 3000ms) == std::vector<RoutingId>{"A"});
+}
+
+TEST_CASE("removing a client removes its instances and its fd", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), 10, t0);
+  reg.register_instance("A", "memory", registration());
+  reg.register_instance("A", "search", registration());
+  CHECK(reg.client_by_fd(10) == RoutingId("A"));
+  const auto left = reg.remove_client("A");
+  CHECK(left.size() == 2);
+  CHECK(reg.client("A") == nullptr);
+  CHECK_FALSE(reg.client_by_fd(10));
+  CHECK(reg.instance_count() == 0);
+}
+
+TEST_CASE("a second HELLO keeps the registrations", "[registry]") {
+  Registry reg;
+  CHECK(reg.hello("A", hello("a"), 10, t0));
+  reg.register_instance("A", "memory", registration());
+  CHECK_FALSE(reg.hello("A", hello("a"), 10, t0 + 1s));
+  CHECK(reg.instance_count() == 1);
+}
