@@ -225,7 +225,8 @@ admin::ServiceList broker_services(Client& client) {
 
 unsigned in_flight(Client& client, const std::string& service) {
   unsigned total = 0;
-  for (const auto& s : broker_services(client).services())
+  const auto list = broker_services(client);
+  for (const auto& s : list.services())
     if (s.name() == service)
       for (const auto& i : s.instances())
         total += i.in_flight();

@@ -35,7 +35,7 @@ class Connection;
 struct ClientOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
   // Shown by `busctl clients`; defaults to "<program>-<pid>".
-  std::string name;
+  std::string name{};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{2000};
   // Calls this client may have outstanding at once; beyond it, calls fail OVERLOADED.
@@ -52,16 +52,16 @@ struct CallOptions {
   // once on another instance instead of failing it UNAVAILABLE.
   bool idempotent = false;
   // For services using the consistent-hash strategy: same key, same instance.
-  std::string routing_key;
-  std::map<std::string, std::string> headers;
+  std::string routing_key{};
+  std::map<std::string, std::string> headers{};
 };
 
 // The outcome of a call. call() and the future of call_async() only ever hold
 // status == ok (failures are thrown); the callback form receives failures here too.
 struct Reply {
   Status status = Status::ok;
-  std::string message;  // why, when status != ok
-  std::string payload;
+  std::string message{};  // why, when status != ok
+  std::string payload{};
   bool ok() const noexcept { return status == Status::ok; }
 };
 
