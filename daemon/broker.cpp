@@ -55,7 +55,7 @@ Broker::Broker(BrokerConfig config) : config_(std::move(config)), calls_(config_
     try {
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
-      throw BindError(endpoint, e.what());
+      throw BindError(endpoint, e.num(), e.what());
     }
     identity_.endpoints.push_back(router_.get(zmq::sockopt::last_endpoint));
     spdlog::info("listening on {}", identity_.endpoints.back());
@@ -210,7 +210,8 @@ void Broker::check_leases_() {
                                                std::max<std::uint32_t>(config_.liveness, 1));
   for (const auto& rid : registry_.expired(now_, lease)) {
     ++metrics_.leases_expired;
-    schedule_removal_(rid, "lease expired (silent for " + std::to_string(lease.count()) + " ms)");
+    schedule_removal_(
+        rid, "lease expired (silent for more than " + std::to_string(lease.count()) + " ms)");
   }
   next_lease_check_ =
       now_ + std::chrono::milliseconds(std::max<std::uint32_t>(config_.heartbeat_ms / 2, 10));
@@ -238,8 +239,9 @@ void Broker::shutdown_() {
 // Connections and registrations
 
 void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame) {
-  // The fd of the connection this HELLO came in on. libzmq records it on the frames read
-  // from the wire (the routing-id frame is made by the ROUTER and carries none).
+  // The fd of the connection this HELLO came in on. libzmq 4.3.4 stamps it on every frame
+  // of a message read from the wire (checked: the routing-id frame carries it too); the
+  // header frame is the one certain to have been read from the wire.
   const int fd = zmq_msg_get(header_frame.handle(), ZMQ_SRCFD);
 
   // fd-reuse race: the previous owner of this fd may have closed a moment ago, and the

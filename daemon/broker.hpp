@@ -39,12 +39,14 @@ namespace sagebus::broker {
 
 class BindError : public std::runtime_error {
  public:
-  BindError(std::string endpoint, const std::string& what)
-      : std::runtime_error(what), endpoint_(std::move(endpoint)) {}
+  BindError(std::string endpoint, int code, const std::string& what)
+      : std::runtime_error(what), endpoint_(std::move(endpoint)), code_(code) {}
   const std::string& endpoint() const noexcept { return endpoint_; }
+  int code() const noexcept { return code_; }  // the errno from zmq_bind
 
  private:
   std::string endpoint_;
+  int code_;
 };
 
 class Broker {

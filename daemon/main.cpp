@@ -1,6 +1,7 @@
 // sage-busd: the sage-bus broker daemon. Parses options, sets up logging and signals,
 // binds, and runs the Broker loop on the main thread until SIGINT or SIGTERM.
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +30,25 @@ void set_signal_mask(int how) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(how, &set, nullptr);
+}
+
+const char* bind_advice(int code) {
+  switch (code) {
+    case EADDRINUSE:
+      return "Another program (perhaps another sage-busd) is using it: stop it, or choose "
+             "another --endpoint.";
+    case EPROTONOSUPPORT:
+      return "Use tcp://HOST:PORT or ipc://PATH.";
+    case EADDRNOTAVAIL:
+    case ENODEV:
+      return "No interface of this host has that address: use one it has, e.g. 127.0.0.1.";
+    case ENOENT:
+      return "The directory of the ipc:// path does not exist: create it or choose another.";
+    case EACCES:
+      return "Permission denied: use a port above 1023 or a writable ipc:// path.";
+    default:
+      return "Check the address, or choose another --endpoint.";
+  }
 }
 
 }  // namespace
@@ -88,10 +108,7 @@ int main(int argc, char** argv) {
   try {
     broker = std::make_unique<sagebus::broker::Broker>(config);
   } catch (const sagebus::broker::BindError& e) {
-    spdlog::error(
-        "cannot listen on {}: {}. Is another sage-busd (or another program) using "
-        "it? Choose another with --endpoint, or stop the other one.",
-        e.endpoint(), e.what());
+    spdlog::error("cannot listen on {}: {}. {}", e.endpoint(), e.what(), bind_advice(e.code()));
     return EXIT_FAILURE;
   } catch (const std::exception& e) {
     spdlog::error("cannot start: {}", e.what());
