@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   call_options.timeout = std::chrono::milliseconds(timeout_ms);
   try {
     sagebus::Client client(client_options);
-    // The client connects in the background; a call made before that fails UNAVAILABLE.
+    // The client connects in the background: wait for it, so that a broker that is down
+    // is reported as such rather than by the first call.
     if (!client.wait_connected(call_options.timeout)) {
       std::cerr << "UNAVAILABLE: cannot reach sage-busd at " << client_options.endpoint << "\n";
       return 1;

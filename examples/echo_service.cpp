@@ -28,8 +28,8 @@ void on_signal(int) {
 
 int main(int argc, char** argv) {
   sagebus::ClientOptions client_options;  // endpoint tcp://127.0.0.1:5555
-  sagebus::ServiceOptions options;        // max_inflight 16, strategy least_outstanding
-  std::string name = "echo";
+  sagebus::ServiceOptions options;        // max_inflight 16
+  std::string name = "echo", strategy = "least_outstanding";
   int delay_ms = 0;
   const std::map<std::string, sagebus::Strategy> strategies{
       {"least_outstanding", sagebus::Strategy::least_outstanding},
@@ -41,10 +41,11 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "service name")->capture_default_str();
   app.add_option("--delay-ms", delay_ms, "sleep this long in echo")->capture_default_str();
   app.add_option("--max-inflight", options.max_inflight, "calls at once")->capture_default_str();
-  app.add_option("--strategy", options.strategy, "load-balancing strategy")
-      ->transform(CLI::CheckedTransformer(strategies))
-      ->default_str("least_outstanding");
+  app.add_option("--strategy", strategy, "load balancing among instances")
+      ->check(CLI::IsMember(strategies))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.strategy = strategies.at(strategy);
 
   try {
     sagebus::Client client(client_options);
