@@ -13,6 +13,10 @@
 //
 // Outcomes: every call ends exactly once, with its reply or a sagebus::Error, no later
 // than its timeout plus a small margin.
+//
+// Patterns: call() is request-response; publish()/subscribe() is publish-subscribe;
+// send()/receive() is point-to-point between named connections; sagebus::LegacyQueue
+// (legacy_queue.hpp) is the named-queue API old code had.
 #pragma once
 
 #include <chrono>
@@ -21,10 +25,12 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "sagebus/status.hpp"
+#include "sagebus/subscription.hpp"
 
 namespace sagebus {
 
@@ -40,6 +46,27 @@ struct ClientOptions {
   std::chrono::milliseconds reconnect_max{2000};
   // Calls this client may have outstanding at once; beyond it, calls fail OVERLOADED.
   std::size_t max_pending = 100000;
+  // Published messages not yet handed to the socket; publish() waits while this many are.
+  std::size_t max_queued_publishes = 10000;
+  // Point-to-point messages received and not yet taken by receive(). A send to this
+  // client while it is full fails OVERLOADED for the sender.
+  std::size_t inbox_size = 1024;
+  // Replace a live connection with the same name instead of being refused.
+  bool takeover = false;
+};
+
+struct PublishOptions {
+  // Wait for the broker to say how many subscriptions matched (publish() returns it).
+  bool confirm = false;
+  std::chrono::milliseconds timeout{5000};
+};
+
+struct SendOptions {
+  // How long the peer has to take the message once it is connected.
+  std::chrono::milliseconds timeout{5000};
+  // When the peer is not connected: how long the broker keeps the message for it.
+  // 0: fail UNDELIVERABLE at once.
+  std::chrono::milliseconds hold{0};
 };
 
 struct CallOptions {
@@ -86,6 +113,30 @@ class Client {
   // thread, with the reply or the failure (Reply::status != ok).
   void call_async(std::string_view service, std::string_view method, std::string_view payload,
                   const CallOptions& options, std::function<void(Reply)> done);
+
+  // Publishes `payload` on `topic` (no wildcards). Without confirm, returns 0 once the
+  // message is queued for the broker, waiting while max_queued_publishes are queued;
+  // with confirm, returns the number of subscriptions that matched. Throws
+  // Error(INVALID_ARGUMENT) for a bad topic, Error(UNAVAILABLE) when not connected,
+  // Error(OVERLOADED) when the queue stays full for the timeout.
+  std::size_t publish(std::string_view topic, std::string_view payload,
+                      const PublishOptions& options = {});
+
+  // Subscribes to `pattern` ('*' one token, '>' the rest). `handler` runs on the
+  // subscription's own thread, one message at a time, in publish order. Returns a handle
+  // that unsubscribes when destroyed. Throws Error(INVALID_ARGUMENT) for a bad pattern.
+  // The subscription survives reconnects: the client subscribes again by itself.
+  Subscription subscribe(std::string_view pattern, MessageHandler handler,
+                         const SubscribeOptions& options = {});
+
+  // Hands `payload` to the connection named `peer`. Returns once that peer has taken it
+  // (delivered). Throws Error(UNDELIVERABLE) when no such peer is connected (after the
+  // hold, if any), Error(OVERLOADED) when its inbox is full, or the status of any other
+  // failure.
+  void send(std::string_view peer, std::string_view payload, const SendOptions& options = {});
+
+  // Takes the oldest message sent to this client, waiting up to `timeout` for one.
+  std::optional<Message> receive(std::chrono::milliseconds timeout);
 
   // True while the broker has welcomed this connection.
   bool connected() const;

@@ -2,5 +2,7 @@
 #pragma once
 
 #include "sagebus/client.hpp"
+#include "sagebus/legacy_queue.hpp"
 #include "sagebus/service.hpp"
 #include "sagebus/status.hpp"
+#include "sagebus/subscription.hpp"
