@@ -23,8 +23,7 @@ std::optional<std::string> each_token(std::string_view text, std::string_view wh
     if (++tokens > kMaxTopicTokens)
       return std::string(what) + " '" + std::string(text) + "' has more than " +
              std::to_string(kMaxTopicTokens) + " tokens";
-    if (token.empty())
-      return std::string(what) + " '" + std::string(text) + "' has an empty token";
+    if (token.empty()) return std::string(what) + " '" + std::string(text) + "' has an empty token";
     if (auto error = check(token, dot == std::string_view::npos)) return error;
     if (dot == std::string_view::npos) return std::nullopt;
     start = dot + 1;
@@ -44,20 +43,20 @@ std::optional<std::string> plain_token(std::string_view token, std::string_view 
 }  // namespace
 
 std::optional<std::string> check_topic(std::string_view topic, std::string_view what) {
-  return each_token(topic, what, [&](std::string_view token, bool) {
-    return plain_token(token, what, topic);
-  });
+  return each_token(topic, what,
+                    [&](std::string_view token, bool) { return plain_token(token, what, topic); });
 }
 
 std::optional<std::string> check_pattern(std::string_view pattern) {
-  return each_token(pattern, "pattern", [&](std::string_view token, bool last) -> std::optional<std::string> {
-    if (token == "*") return std::nullopt;
-    if (token == ">") {
-      if (last) return std::nullopt;
-      return "pattern '" + std::string(pattern) + "' has '>' before its last token";
-    }
-    return plain_token(token, "pattern", pattern);
-  });
+  return each_token(
+      pattern, "pattern", [&](std::string_view token, bool last) -> std::optional<std::string> {
+        if (token == "*") return std::nullopt;
+        if (token == ">") {
+          if (last) return std::nullopt;
+          return "pattern '" + std::string(pattern) + "' has '>' before its last token";
+        }
+        return plain_token(token, "pattern", pattern);
+      });
 }
 
 bool topic_matches(std::string_view pattern, std::string_view topic) {

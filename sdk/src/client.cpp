@@ -1,14 +1,52 @@
 #include "sagebus/client.hpp"
 
-#include "connection.hpp"
+#include "client_request.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/topic.hpp"
+#include "subscription_core.hpp"
 
 namespace sagebus {
 
-namespace {
-detail::CallSpec make_spec(std::string_view service, std::string_view method,
-                           std::string_view payload, const CallOptions& options) {
-  return detail::CallSpec{std::string(service), std::string(method), std::string(payload), options};
+namespace detail {
+
+Outcome ask(Client& client, RequestSpec spec) {
+  auto promise = std::make_shared<std::promise<Outcome>>();
+  auto future = promise->get_future();
+  client.connection().start(std::move(spec),
+                            [promise](Outcome o) { promise->set_value(std::move(o)); });
+  return future.get();
 }
+
+Outcome wait(Client& client, RequestSpec spec) {
+  auto outcome = ask(client, std::move(spec));
+  if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
+  return outcome;
+}
+
+}  // namespace detail
+
+namespace {
+
+void check(std::optional<std::string> error) {
+  if (error) throw Error(Status::invalid_argument, *error);
+}
+
+detail::RequestSpec call_spec(std::string_view service, std::string_view method,
+                              std::string_view payload, const CallOptions& options) {
+  check(wire::check_name("service name", service));
+  check(wire::check_name("method name", method));
+  detail::RequestSpec spec;
+  spec.service = std::string(service);
+  spec.method = std::string(method);
+  spec.payload = std::string(payload);
+  spec.options = options;
+  return spec;
+}
+
+Reply to_reply(detail::Outcome&& o) {
+  return Reply{o.status, std::move(o.message), std::move(o.payload)};
+}
+
 }  // namespace
 
 Client::Client(ClientOptions options)
@@ -18,32 +56,86 @@ Client::~Client() = default;
 
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options) {
-  return call_async(service, method, payload, options).get();
+  return to_reply(detail::wait(*this, call_spec(service, method, payload, options)));
 }
 
 std::future<Reply> Client::call_async(std::string_view service, std::string_view method,
                                       std::string_view payload, const CallOptions& options) {
   auto promise = std::make_shared<std::promise<Reply>>();
   auto future = promise->get_future();
-  connection_->start_call(make_spec(service, method, payload, options), [promise](Reply reply) {
-    if (reply.ok())
-      promise->set_value(std::move(reply));
-    else
-      promise->set_exception(std::make_exception_ptr(Error(reply.status, reply.message)));
-  });
+  try {
+    connection_->start(call_spec(service, method, payload, options), [promise](detail::Outcome o) {
+      if (o.status == Status::ok)
+        promise->set_value(to_reply(std::move(o)));
+      else
+        promise->set_exception(std::make_exception_ptr(Error(o.status, o.message)));
+    });
+  } catch (const Error&) {
+    promise->set_exception(std::current_exception());
+  }
   return future;
 }
 
 void Client::call_async(std::string_view service, std::string_view method, std::string_view payload,
                         const CallOptions& options, std::function<void(Reply)> done) {
   auto* connection = connection_.get();
-  connection_->start_call(
-      make_spec(service, method, payload, options),
-      [connection, done = std::move(done)](Reply reply) mutable {
-        connection->post_callback([done = std::move(done), reply = std::move(reply)]() mutable {
-          done(std::move(reply));
-        });
-      });
+  auto post = [connection, done = std::move(done)](detail::Outcome o) mutable {
+    connection->post_callback([done = std::move(done), reply = to_reply(std::move(o))]() mutable {
+      done(std::move(reply));
+    });
+  };
+  try {
+    connection_->start(call_spec(service, method, payload, options), std::move(post));
+  } catch (const Error& e) {
+    post(detail::failure(e.status(), e.message()));
+  }
+}
+
+std::size_t Client::publish(std::string_view topic, std::string_view payload,
+                            const PublishOptions& options) {
+  check(wire::check_topic(topic));
+  if (!options.confirm) {
+    connection_->publish(std::string(topic), std::string(payload), options.timeout);
+    return 0;
+  }
+  detail::RequestSpec spec;
+  spec.kind = wire::PUBLISH;
+  spec.target = std::string(topic);
+  spec.payload = std::string(payload);
+  spec.options.timeout = options.timeout;
+  return detail::wait(*this, std::move(spec)).count;
+}
+
+Subscription Client::subscribe(std::string_view pattern, MessageHandler handler,
+                               const SubscribeOptions& options) {
+  check(wire::check_pattern(pattern));
+  if (!handler)
+    throw Error(Status::invalid_argument,
+                "the handler of subscription " + std::string(pattern) + " is empty");
+  if (options.window == 0)
+    throw Error(Status::invalid_argument, "SubscribeOptions::window must be at least 1");
+  auto core = std::make_shared<detail::SubscriptionCore>(*connection_, std::string(pattern),
+                                                         std::move(handler), options.window);
+  core->start();
+  connection_->add_subscription(core);
+  return Subscription(std::move(core));
+}
+
+void Client::send(std::string_view peer, std::string_view payload, const SendOptions& options) {
+  check(wire::check_name("peer name", peer));
+  if (options.hold.count() < 0)
+    throw Error(Status::invalid_argument, "SendOptions::hold must not be negative");
+  detail::RequestSpec spec;
+  spec.kind = wire::SEND;
+  spec.target = std::string(peer);
+  spec.payload = std::string(payload);
+  spec.hold = options.hold;
+  spec.options.timeout = options.timeout;
+  detail::wait(*this, std::move(spec));
+}
+
+std::optional<Message> Client::receive(std::chrono::milliseconds timeout) {
+  return connection_->receive(timeout);
 }
 
 bool Client::connected() const {

@@ -1,15 +1,16 @@
-// detail::Connection: the engine behind one sagebus::Client.
+// detail::Connection: the engine behind one sagebus::Client, as user threads see it.
 //
-// It owns the client's I/O thread, and the I/O thread owns the DEALER socket, its
-// monitor and every table of calls and registrations; other threads never touch them.
-// User threads hand work over through a mutex-guarded command list and an eventfd that
-// wakes the I/O thread. Completions (Done) run on the I/O thread and must be quick:
-// they fulfil a promise or post to the callback thread.
+// The client's I/O thread (detail::Engine, engine.hpp) owns the DEALER socket, its
+// monitor and every table of calls, registrations and subscriptions; other threads never
+// touch them. User threads hand work over through a mutex-guarded command list and an
+// eventfd that wakes the I/O thread. Completions (Done) run on the I/O thread and must
+// be quick: they fulfil a promise or post to the callback thread.
 //
 // Connection states (as gRPC's): connecting (since start or since a loss, until the
 // first connect attempt fails), ready (welcomed by the broker), failing (an attempt
-// failed; retrying with backoff). Calls without wait_for_ready wait while connecting and
-// fail UNAVAILABLE while failing; calls with it wait until ready or their deadline.
+// failed or the broker refused us; retrying with backoff). Calls without wait_for_ready
+// wait while connecting and fail UNAVAILABLE while failing; calls with it wait until
+// ready or their deadline.
 #pragma once
 
 #include <atomic>
@@ -18,22 +19,37 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <semaphore>
 #include <string>
 #include <thread>
 #include <variant>
 #include <vector>
 
 #include "sagebus/client.hpp"
+#include "sagebus/wire.pb.h"
 
 namespace sagebus::detail {
 
 class ServiceCore;
+class SubscriptionCore;
+class Engine;
 using Clock = std::chrono::steady_clock;
-// Called exactly once per call, on the I/O thread.
-using Done = std::function<void(Reply)>;
+
+// The outcome of anything the broker answers with a REPLY.
+struct Outcome {
+  Status status = Status::ok;
+  std::string message{};
+  std::string payload{};
+  std::uint64_t count = 0;  // PUBLISH with confirm, QUEUE_SIZE
+  std::uint64_t tag = 0;    // QUEUE_GET
+};
+// Called exactly once per request, on the I/O thread.
+using Done = std::function<void(Outcome)>;
+
+Outcome failure(Status status, std::string message);
 
 // Runs posted functions in order on one thread of its own.
 class CallbackThread {
@@ -51,11 +67,17 @@ class CallbackThread {
   std::thread thread_;
 };
 
-struct CallSpec {
-  std::string service;
-  std::string method;
-  std::string payload;
-  CallOptions options;
+// Anything the client asks of the broker and waits to hear back about: a call, a
+// confirmed publish, a send, a queue operation. Only the fields of its kind are used.
+struct RequestSpec {
+  wire::Kind kind = wire::REQUEST;
+  std::string service{};  // REQUEST
+  std::string method{};   // REQUEST
+  std::string target{};   // PUBLISH: topic; SEND: peer; QUEUE_*: queue
+  std::string payload{};
+  std::uint64_t tag = 0;              // QUEUE_GET, QUEUE_ACK
+  std::chrono::milliseconds hold{0};  // SEND
+  CallOptions options{};
 };
 
 class Connection {
@@ -65,27 +87,46 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Starts a call; `done` runs exactly once with its outcome. Never blocks.
-  void start_call(CallSpec spec, Done done);
-  // Adds `core` to the services this connection registers (now, and after every
-  // WELCOME), and routes its calls to it.
+  // Starts a request; `done` runs exactly once with its outcome. Never blocks.
+  void start(RequestSpec spec, Done done);
+  // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
+  // Error(OVERLOADED) if that lasts `timeout`, Error(UNAVAILABLE) when not connected.
+  void publish(std::string topic, std::string payload, std::chrono::milliseconds timeout);
+
+  // Services: registered now and after every new session; calls routed to them.
   void add_service(std::shared_ptr<ServiceCore> core);
   // Sends UNREGISTER; the core hears the broker's answer through on_unregistered().
   void unregister_service(const std::string& name);
   // Forgets the service: requests for it are answered UNAVAILABLE from now on.
   void remove_service(const std::string& name);
-  // Sends the reply of dispatch `id` (from a service worker).
+  // Sends the reply of dispatch `id` (from a service worker or the inbox).
   void send_reply(std::uint64_t id, Status status, std::string message, std::string payload);
-  void post_callback(std::function<void()> fn) { callbacks_.post(std::move(fn)); }
 
+  // Subscriptions: subscribed now and after every new session.
+  void add_subscription(std::shared_ptr<SubscriptionCore> core);
+  void remove_subscription(std::shared_ptr<SubscriptionCore> core);
+  void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit);
+
+  // The point-to-point inbox: the I/O thread offers, receive() takes.
+  bool offer_to_inbox(Message message);
+  std::optional<Message> receive(std::chrono::milliseconds timeout);
+
+  void post_callback(std::function<void()> fn) { callbacks_.post(std::move(fn)); }
   bool connected() const { return ready_.load(std::memory_order_acquire); }
+  bool failing() const { return failing_.load(std::memory_order_acquire); }
   bool wait_connected(std::chrono::milliseconds timeout) const;
   const ClientOptions& options() const noexcept { return options_; }
 
  private:
-  struct StartCall {
-    CallSpec spec;
+  friend class Engine;
+
+  struct Start {
+    RequestSpec spec;
     Done done;
+  };
+  struct Publish {
+    std::string topic;
+    std::string payload;
   };
   struct AddService {
     std::shared_ptr<ServiceCore> core;
@@ -102,16 +143,25 @@ class Connection {
     std::string message;
     std::string payload;
   };
-  using Command = std::variant<StartCall, AddService, Unregister, RemoveService, SendReply>;
+  struct AddSubscription {
+    std::shared_ptr<SubscriptionCore> core;
+  };
+  struct RemoveSubscription {
+    std::shared_ptr<SubscriptionCore> core;
+  };
+  struct Credit {
+    std::shared_ptr<SubscriptionCore> core;
+    std::uint32_t credit;
+  };
+  using Command = std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply,
+                               AddSubscription, RemoveSubscription, Credit>;
 
   void post_(Command command);
-  void run_();
-
-  class Engine;  // the I/O thread's state; defined in connection.cpp
-  friend class Engine;
+  void set_link_(bool ready, bool failing);
 
   ClientOptions options_;
   std::atomic<bool> ready_{false};
+  std::atomic<bool> failing_{false};
   mutable std::mutex ready_mutex_;
   mutable std::condition_variable ready_cv_;
 
@@ -119,6 +169,11 @@ class Connection {
   std::vector<Command> commands_;
   int wake_fd_ = -1;  // eventfd: readable when commands_ is non-empty or on stop
   std::atomic<bool> stopping_{false};
+  std::counting_semaphore<> publish_slots_;  // released as publishes reach the socket
+
+  std::mutex inbox_mutex_;
+  std::condition_variable inbox_cv_;
+  std::deque<Message> inbox_;
 
   CallbackThread callbacks_;
   std::thread io_thread_;

@@ -16,8 +16,8 @@ class SubscriptionCore;
 }
 
 struct Message {
-  std::string topic{};    // publish-subscribe: the topic it was published on
-  std::string from{};     // point-to-point: the sender's connection name
+  std::string topic{};  // publish-subscribe: the topic it was published on
+  std::string from{};   // point-to-point: the sender's connection name
   std::string payload{};
   // Publish-subscribe: messages this subscription missed just before this one (it was
   // too slow and the broker dropped them for it alone). 0 when none.

@@ -1,0 +1,754 @@
+#include "engine.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <queue>
+#include <random>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "sagebus/wire/frame.hpp"
+#include "service_core.hpp"
+#include "subscription_core.hpp"
+
+namespace sagebus::detail {
+
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+// A sent request whose broker never answers ends this long after its deadline.
+constexpr milliseconds kLocalGrace{50};
+// While connected but not welcomed, HELLO is repeated this often.
+constexpr milliseconds kHelloRetry{1000};
+// Until the first WELCOME says otherwise.
+constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
+constexpr std::uint32_t kDefaultLiveness = 3;
+constexpr std::uint64_t kDefaultMaxPayload = 16u << 20;
+// Messages read from the socket before the loop looks at its timers again.
+constexpr int kReceiveBatch = 256;
+
+Status from_wire(wire::Status status) {
+  return wire::Status_IsValid(status) ? static_cast<Status>(status) : Status::internal;
+}
+
+std::string random_hex(std::size_t bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::random_device device;
+  std::string out;
+  for (std::size_t i = 0; i < bytes; ++i) {
+    const auto byte = device() & 0xffu;
+    out += kDigits[byte >> 4];
+    out += kDigits[byte & 0xfu];
+  }
+  return out;
+}
+
+// A frame that owns `s` without copying it (large payloads), or a copy (small ones).
+zmq::message_t adopt(std::string&& s) {
+  if (s.size() <= 64) return zmq::message_t(s.data(), s.size());
+  auto* owned = new std::string(std::move(s));
+  return zmq::message_t(
+      owned->data(), owned->size(),
+      [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+}
+
+std::string to_string(const zmq::message_t& frame) {
+  return std::string(static_cast<const char*>(frame.data()), frame.size());
+}
+
+std::string describe(const RequestSpec& spec) {
+  switch (spec.kind) {
+    case wire::REQUEST:
+      return "call to " + spec.service + "." + spec.method;
+    case wire::PUBLISH:
+      return "publish on " + spec.target;
+    case wire::SEND:
+      return "send to " + spec.target;
+    default:
+      return "operation on queue " + spec.target;
+  }
+}
+
+}  // namespace
+
+class Engine {
+ public:
+  explicit Engine(Connection& owner)
+      : owner_(owner),
+        endpoint_(owner.options_.endpoint),
+        socket_(context_, zmq::socket_type::dealer),
+        monitor_(context_, zmq::socket_type::pair) {
+    const auto& o = owner.options_;
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::reconnect_ivl, static_cast<int>(o.reconnect_min.count()));
+    socket_.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(o.reconnect_max.count()));
+    const std::string monitor_address = "inproc://sagebus-monitor-" + random_hex(8);
+    if (zmq_socket_monitor(
+            socket_.handle(), monitor_address.c_str(),
+            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED) != 0)
+      throw zmq::error_t();
+    monitor_.connect(monitor_address);
+    socket_.connect(endpoint_);
+    hello_.set_name(o.name);
+    hello_.set_instance_id(random_hex(8));
+    hello_.set_sdk_version(SAGEBUS_VERSION);
+    hello_.set_takeover(o.takeover);
+  }
+
+  void run() {
+    while (!owner_.stopping_.load(std::memory_order_acquire)) {
+      const short out = outbox_.empty() ? 0 : ZMQ_POLLOUT;
+      zmq::pollitem_t items[] = {{socket_.handle(), 0, static_cast<short>(ZMQ_POLLIN | out), 0},
+                                 {monitor_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, owner_.wake_fd_, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 3, next_timeout_());
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      now_ = Clock::now();
+      if (items[1].revents & ZMQ_POLLIN) drain_monitor_();
+      if (items[2].revents & ZMQ_POLLIN) drain_commands_();
+      if (items[0].revents & ZMQ_POLLIN) drain_socket_();
+      flush_outbox_();
+      run_timers_();
+    }
+    shut_down_();
+  }
+
+ private:
+  enum class Link { connecting, ready, failing };
+
+  struct Request {
+    RequestSpec spec;  // spec.payload is moved into `payload`
+    zmq::message_t payload;
+    Done done;
+    Clock::time_point deadline;
+    bool sent = false;
+  };
+
+  struct ServiceEntry {
+    std::shared_ptr<ServiceCore> core;
+    bool registered = true;  // registered again after every new session while true
+  };
+
+  struct RegistrationAnswer {
+    std::string service;
+    bool unregister;
+  };
+
+  // --- input ---------------------------------------------------------------------------
+
+  void drain_commands_() {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const auto n = ::read(owner_.wake_fd_, &count, sizeof count);
+    std::vector<Connection::Command> commands;
+    {
+      std::lock_guard lock(owner_.commands_mutex_);
+      commands.swap(owner_.commands_);
+    }
+    for (auto& command : commands)
+      std::visit([this](auto& c) { handle_(c); }, command);
+  }
+
+  void drain_monitor_() {
+    for (;;) {
+      zmq::message_t event;
+      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+      zmq::message_t address;
+      (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+      if (event.size() < sizeof(std::uint16_t)) continue;
+      std::uint16_t id = 0;
+      std::memcpy(&id, event.data(), sizeof id);
+      on_link_event_(id);
+    }
+  }
+
+  void drain_socket_() {
+    for (int i = 0; i < kReceiveBatch; ++i) {
+      zmq::message_t header_frame;
+      if (!socket_.recv(header_frame, zmq::recv_flags::dontwait)) return;
+      frames_.clear();
+      for (bool more = header_frame.more(); more; more = frames_.back().more()) {
+        frames_.emplace_back();
+        (void)socket_.recv(frames_.back(), zmq::recv_flags::dontwait);
+      }
+      if (wire::decode(header_frame, in_) != wire::DecodeResult::ok) continue;  // not ours to fix
+      last_heard_ = now_;
+      on_message_();
+    }
+  }
+
+  void on_message_() {
+    switch (in_.kind()) {
+      case wire::WELCOME:
+        return on_welcome_();
+      case wire::HELLO_REQUIRED:
+        return on_hello_required_(in_.id());
+      case wire::HEARTBEAT:
+        return;
+      case wire::GOODBYE:
+        return lose_link_("sage-busd at " + endpoint_ +
+                          " closed this connection: " + in_.message());
+      case wire::REPLY:
+        return on_reply_();
+      case wire::REQUEST:
+        return on_request_();
+      case wire::EVENT:
+        return on_event_();
+      case wire::DELIVER:
+        return on_deliver_();
+      default:
+        return;  // kinds a broker does not send; nothing to answer
+    }
+  }
+
+  // --- the link ------------------------------------------------------------------------
+
+  void on_link_event_(std::uint16_t event) {
+    switch (event) {
+      case ZMQ_EVENT_CONNECTED:
+        tcp_up_ = true;
+        if (link_ != Link::ready) {
+          set_link_(Link::connecting);
+          send_hello_();
+        }
+        break;
+      case ZMQ_EVENT_CONNECT_RETRIED:
+        if (link_ == Link::connecting) {
+          last_failure_ = "cannot connect to sage-busd at " + endpoint_;
+          set_link_(Link::failing);
+          fail_unsent_impatient_();
+        }
+        break;
+      case ZMQ_EVENT_DISCONNECTED:
+        tcp_up_ = false;
+        lose_link_("connection to sage-busd at " + endpoint_ + " closed");
+        break;
+      default:
+        break;
+    }
+  }
+
+  void on_welcome_() {
+    const auto& w = in_.welcome();
+    if (!session_.empty() && w.broker_session() != session_) {
+      fail_sent_(0, std::nullopt,
+                 "sage-busd at " + endpoint_ + " restarted while the request was in flight");
+      fresh_session_ = true;
+    }
+    session_ = w.broker_session();
+    heartbeat_ = milliseconds(w.heartbeat_ms() ? w.heartbeat_ms() : kDefaultHeartbeatMs);
+    liveness_ = w.liveness() ? w.liveness() : kDefaultLiveness;
+    max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
+    hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
+    set_link_(Link::ready);
+    next_heartbeat_ = now_ + heartbeat_;
+    if (fresh_session_) {
+      // The broker knows nothing of this connection yet: tell it what we serve and hear.
+      fresh_session_ = false;
+      for (auto& [name, entry] : services_)
+        if (entry.registered) send_register_(*entry.core);
+      subscriptions_.clear();
+      for (auto& core : subscription_cores_)
+        send_subscribe_(core);
+    }
+    std::vector<std::uint64_t> unsent;
+    for (auto& [id, request] : requests_)
+      if (!request.sent) unsent.push_back(id);
+    for (auto id : unsent)
+      send_request_(id);
+  }
+
+  // The broker does not know this connection: it did not act on message `id`, and it
+  // has forgotten every request it was given before. Say HELLO again; re-send `id` if it
+  // is a request (it never ran).
+  void on_hello_required_(std::uint64_t id) {
+    set_link_(Link::connecting);
+    fresh_session_ = true;
+    fail_sent_(id, id,
+               "sage-busd at " + endpoint_ +
+                   " forgot this connection (lease expired) while the request was in flight");
+    if (auto it = requests_.find(id); it != requests_.end()) it->second.sent = false;
+    forget_registration_answers_();
+    if (now_ - hello_sent_at_ > milliseconds(100)) send_hello_();
+  }
+
+  // The broker is gone, refused us, or has forgotten this connection: requests it was
+  // given cannot be answered any more. New ones fail fast until a WELCOME comes.
+  void lose_link_(const std::string& why) {
+    last_failure_ = why;
+    set_link_(Link::failing);
+    fresh_session_ = true;
+    fail_sent_(0, std::nullopt, why + "; the request may or may not have taken effect");
+    fail_unsent_impatient_();
+    forget_registration_answers_();
+    if (tcp_up_) send_hello_();
+  }
+
+  // Registrations are replayed after the next WELCOME; an unregistering service need not
+  // wait for an answer from a broker that no longer routes to it.
+  void forget_registration_answers_() {
+    for (auto& [id, answer] : registrations_) {
+      auto service = services_.find(answer.service);
+      if (answer.unregister && service != services_.end()) service->second.core->on_unregistered();
+    }
+    registrations_.clear();
+  }
+
+  void set_link_(Link link) {
+    link_ = link;
+    owner_.set_link_(link == Link::ready, link == Link::failing);
+  }
+
+  // --- requests ------------------------------------------------------------------------
+
+  void handle_(Connection::Start& c) {
+    const auto& o = c.spec.options;
+    if (o.timeout.count() <= 0 ||
+        o.timeout > milliseconds(std::numeric_limits<std::uint32_t>::max() / 2))
+      return c.done(
+          failure(Status::invalid_argument, "timeout must be between 1 ms and 2^31 ms, not " +
+                                                std::to_string(o.timeout.count()) + " ms"));
+    if (requests_.size() >= owner_.options_.max_pending)
+      return c.done(failure(Status::overloaded,
+                            "this client already has " + std::to_string(requests_.size()) +
+                                " requests outstanding (ClientOptions::max_pending)"));
+    if (link_ == Link::failing && !o.wait_for_ready)
+      return c.done(failure(Status::unavailable, not_connected_text_()));
+    const auto id = ++next_id_;
+    const auto deadline = now_ + o.timeout + c.spec.hold;
+    Request request{std::move(c.spec), {}, std::move(c.done), deadline, false};
+    request.payload = adopt(std::move(request.spec.payload));
+    deadlines_.emplace(request.deadline, id);
+    requests_.emplace(id, std::move(request));
+    if (link_ == Link::ready) send_request_(id);
+  }
+
+  // Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent.
+  void send_request_(std::uint64_t id) {
+    auto node = requests_.extract(id);
+    Request& request = node.mapped();
+    if (request.deadline <= now_) return request.done(deadline_failure_(request));
+    if (request.payload.size() > max_payload_)
+      return request.done(
+          failure(Status::invalid_argument, "payload of " + std::to_string(request.payload.size()) +
+                                                " bytes exceeds the broker's limit of " +
+                                                std::to_string(max_payload_) + " bytes"));
+    const auto fresh = ++next_id_;
+    const auto& spec = request.spec;
+    const auto& o = spec.options;
+    out_.Clear();
+    out_.set_kind(spec.kind);
+    out_.set_id(fresh);
+    const auto left = duration_cast<milliseconds>(request.deadline - now_).count();
+    out_.set_timeout_ms(static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1)));
+    switch (spec.kind) {
+      case wire::REQUEST:
+        out_.set_service(spec.service);
+        out_.set_method(spec.method);
+        out_.set_idempotent(o.idempotent);
+        out_.set_wait_for_ready(o.wait_for_ready);
+        if (!o.routing_key.empty()) out_.set_routing_key(o.routing_key);
+        for (const auto& [k, v] : o.headers)
+          (*out_.mutable_headers())[k] = v;
+        break;
+      case wire::PUBLISH:
+        out_.set_topic(spec.target);
+        out_.set_confirm(true);
+        break;
+      case wire::SEND:
+        out_.set_peer(spec.target);
+        out_.set_hold_ms(static_cast<std::uint32_t>(spec.hold.count()));
+        break;
+      default:  // QUEUE_*
+        out_.set_queue(spec.target);
+        out_.set_tag(spec.tag);
+        break;
+    }
+    const bool has_payload = spec.kind != wire::QUEUE_GET && spec.kind != wire::QUEUE_ACK &&
+                             spec.kind != wire::QUEUE_SIZE;
+    std::optional<zmq::message_t> payload;
+    if (has_payload) {
+      payload.emplace();
+      payload->copy(request.payload);  // shares the buffer: the request keeps it to re-send
+    }
+    if (!send_(std::move(payload)))
+      return request.done(
+          failure(Status::overloaded, "the queue from this client to sage-busd is full"));
+    request.sent = true;
+    node.key() = fresh;
+    deadlines_.emplace(request.deadline, fresh);
+    requests_.insert(std::move(node));
+  }
+
+  void on_reply_() {
+    if (auto it = requests_.find(in_.id()); it != requests_.end()) {
+      Outcome outcome{from_wire(in_.status()), in_.message(), {}, in_.count(), in_.tag()};
+      if (!frames_.empty()) outcome.payload = to_string(frames_.front());
+      finish_(it, std::move(outcome));
+      return;
+    }
+    if (auto it = registrations_.find(in_.id()); it != registrations_.end()) {
+      auto answer = std::move(it->second);
+      registrations_.erase(it);
+      auto service = services_.find(answer.service);
+      if (service == services_.end()) return;
+      if (answer.unregister)
+        service->second.core->on_unregistered();
+      else
+        service->second.core->on_registered(from_wire(in_.status()), in_.message());
+      return;
+    }
+    if (in_.id() == hello_id_ && in_.status() != wire::OK) {
+      // The broker refused our HELLO (e.g. the name is taken). Retried every kHelloRetry.
+      last_failure_ = "sage-busd refused this connection: " + in_.message();
+      set_link_(Link::failing);
+      fail_unsent_impatient_();
+    }
+    // Otherwise: the answer to a request that already ended (its deadline passed).
+  }
+
+  void finish_(std::unordered_map<std::uint64_t, Request>::iterator it, Outcome outcome) {
+    auto done = std::move(it->second.done);
+    requests_.erase(it);
+    done(std::move(outcome));
+  }
+
+  // Fails every sent request whose id is below `below` (0: all), except `except`.
+  void fail_sent_(std::uint64_t below, std::optional<std::uint64_t> except,
+                  const std::string& why) {
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      if (it->second.sent && (below == 0 || it->first < below) && it->first != except)
+        finish_(it, failure(lost_status_(it->second), why));
+      it = next;
+    }
+  }
+
+  // A send whose link is lost was not delivered as far as anyone can tell.
+  static Status lost_status_(const Request& request) {
+    return request.spec.kind == wire::SEND ? Status::undeliverable : Status::unavailable;
+  }
+
+  // Fails the unsent requests that did not ask to wait for the connection.
+  void fail_unsent_impatient_() {
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      if (!it->second.sent && !it->second.spec.options.wait_for_ready)
+        finish_(it, failure(Status::unavailable, not_connected_text_()));
+      it = next;
+    }
+  }
+
+  std::string not_connected_text_() const {
+    return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
+           "); the client keeps retrying in the background; set "
+           "CallOptions::wait_for_ready to wait for it";
+  }
+
+  Outcome deadline_failure_(const Request& request) const {
+    const auto waited =
+        duration_cast<milliseconds>(request.spec.options.timeout + request.spec.hold);
+    std::string text =
+        describe(request.spec) + " had no answer within " + std::to_string(waited.count()) + " ms";
+    if (!request.sent) text += " (never sent: not connected to sage-busd at " + endpoint_ + ")";
+    return failure(Status::deadline_exceeded, std::move(text));
+  }
+
+  // --- publishing ----------------------------------------------------------------------
+
+  // Unconfirmed publishes wait in the outbox while the socket is full or the link down,
+  // in order; each frees a publish slot once it is handed to the socket.
+  void handle_(Connection::Publish& c) {
+    out_.Clear();
+    out_.set_kind(wire::PUBLISH);
+    out_.set_topic(std::move(c.topic));
+    outbox_.emplace_back(wire::encode(out_), adopt(std::move(c.payload)));
+  }
+
+  void flush_outbox_() {
+    if (link_ != Link::ready) return;
+    while (!outbox_.empty()) {
+      auto& [header, payload] = outbox_.front();
+      if (!socket_.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
+      (void)socket_.send(payload, zmq::send_flags::dontwait);
+      outbox_.pop_front();
+      owner_.publish_slots_.release();
+    }
+  }
+
+  // --- subscriptions -------------------------------------------------------------------
+
+  void handle_(Connection::AddSubscription& c) {
+    subscription_cores_.push_back(c.core);
+    if (link_ == Link::ready) send_subscribe_(c.core);
+  }
+
+  void handle_(Connection::RemoveSubscription& c) {
+    std::erase(subscription_cores_, c.core);
+    if (subscriptions_.erase(c.core->wire_id) && link_ == Link::ready) {
+      out_.Clear();
+      out_.set_kind(wire::UNSUBSCRIBE);
+      out_.set_id(++next_id_);
+      out_.set_subscription(c.core->wire_id);
+      (void)send_();
+    }
+  }
+
+  void handle_(Connection::Credit& c) {
+    if (link_ != Link::ready || !subscriptions_.contains(c.core->wire_id)) return;
+    out_.Clear();
+    out_.set_kind(wire::CREDIT);
+    out_.set_id(++next_id_);
+    out_.set_subscription(c.core->wire_id);
+    out_.set_credit(c.credit);
+    (void)send_();
+  }
+
+  void send_subscribe_(const std::shared_ptr<SubscriptionCore>& core) {
+    out_.Clear();
+    out_.set_kind(wire::SUBSCRIBE);
+    out_.set_id(++next_id_);
+    out_.set_topic(core->pattern());
+    out_.set_credit(std::max<std::uint32_t>(core->room(), 1));
+    core->wire_id = out_.id();
+    subscriptions_[core->wire_id] = core;
+    (void)send_();
+  }
+
+  void on_event_() {
+    auto it = subscriptions_.find(in_.subscription());
+    if (it == subscriptions_.end()) return;  // unsubscribed meanwhile
+    Message message{in_.topic(), {}, {}, in_.dropped()};
+    if (!frames_.empty()) message.payload = to_string(frames_.front());
+    it->second->deliver(std::move(message));
+  }
+
+  // --- point-to-point ------------------------------------------------------------------
+
+  void on_deliver_() {
+    Message message{{}, in_.peer(), {}, 0};
+    if (!frames_.empty()) message.payload = to_string(frames_.front());
+    const bool taken = owner_.offer_to_inbox(std::move(message));
+    reply_(in_.id(), taken ? Status::ok : Status::overloaded,
+           taken ? std::string()
+                 : "the inbox of " + owner_.options_.name + " is full (" +
+                       std::to_string(owner_.options_.inbox_size) + " messages)",
+           {});
+  }
+
+  // --- serving -------------------------------------------------------------------------
+
+  void handle_(Connection::AddService& c) {
+    const auto name = c.core->name();
+    services_[name] = ServiceEntry{std::move(c.core), true};
+    if (link_ == Link::ready) send_register_(*services_[name].core);
+  }
+
+  void handle_(Connection::Unregister& c) {
+    auto it = services_.find(c.name);
+    if (it == services_.end()) return;
+    it->second.registered = false;
+    if (link_ != Link::ready) return it->second.core->on_unregistered();
+    out_.Clear();
+    out_.set_kind(wire::UNREGISTER);
+    out_.set_id(++next_id_);
+    out_.set_service(c.name);
+    registrations_[out_.id()] = RegistrationAnswer{c.name, true};
+    if (!send_()) it->second.core->on_unregistered();
+  }
+
+  void handle_(Connection::RemoveService& c) { services_.erase(c.name); }
+
+  void handle_(Connection::SendReply& c) {
+    reply_(c.id, c.status, std::move(c.message), std::move(c.payload));
+  }
+
+  // A reply the queue refuses is lost; its caller's deadline ends the call.
+  void reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
+    out_.Clear();
+    out_.set_kind(wire::REPLY);
+    out_.set_id(id);
+    out_.set_status(static_cast<wire::Status>(status));
+    if (!message.empty()) out_.set_message(std::move(message));
+    (void)send_(adopt(std::move(payload)));
+  }
+
+  void send_register_(const ServiceCore& core) {
+    out_.Clear();
+    out_.set_kind(wire::REGISTER);
+    out_.set_id(++next_id_);
+    out_.set_service(core.name());
+    auto& r = *out_.mutable_registration();
+    for (auto& m : core.methods())
+      r.add_methods(m);
+    r.set_version(core.options().version);
+    r.set_max_inflight(static_cast<std::uint32_t>(core.options().max_inflight));
+    r.set_strategy(static_cast<wire::Strategy>(core.options().strategy));
+    registrations_[out_.id()] = RegistrationAnswer{core.name(), false};
+    (void)send_();
+  }
+
+  void on_request_() {
+    auto it = services_.find(in_.service());
+    if (it == services_.end())
+      return reply_(in_.id(), Status::unavailable,
+                    "service " + in_.service() + " is no longer served on this connection", {});
+    Job job{in_.id(),
+            in_.method(),
+            {in_.headers().begin(), in_.headers().end()},
+            {},
+            now_ + milliseconds(in_.timeout_ms())};
+    if (!frames_.empty()) job.payload = to_string(frames_.front());
+    it->second.core->submit(std::move(job));
+  }
+
+  // --- timers --------------------------------------------------------------------------
+
+  milliseconds next_timeout_() const {
+    auto next = now_ + milliseconds(1000);
+    if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
+    if (link_ == Link::ready) {
+      next = std::min(next, next_heartbeat_);
+      next = std::min(next, last_heard_ + heartbeat_ * liveness_);
+    } else if (tcp_up_) {
+      next = std::min(next, hello_sent_at_ + kHelloRetry);
+    }
+    return std::max(std::chrono::ceil<milliseconds>(next - Clock::now()), milliseconds(0));
+  }
+
+  void run_timers_() {
+    while (!deadlines_.empty() && deadlines_.top().first <= now_) {
+      const auto [when, id] = deadlines_.top();
+      deadlines_.pop();
+      auto it = requests_.find(id);
+      if (it == requests_.end()) continue;  // ended already, or re-sent under another id
+      if (it->second.sent && now_ < it->second.deadline + kLocalGrace) {
+        // The broker answers at the deadline; give its answer a moment to arrive.
+        deadlines_.emplace(it->second.deadline + kLocalGrace, id);
+        continue;
+      }
+      finish_(it, deadline_failure_(it->second));
+    }
+    if (link_ == Link::ready) {
+      if (now_ - last_heard_ > heartbeat_ * liveness_) {
+        lose_link_("no word from sage-busd at " + endpoint_ + " for " +
+                   std::to_string((heartbeat_ * liveness_).count()) + " ms");
+      } else if (now_ >= next_heartbeat_) {
+        out_.Clear();
+        out_.set_kind(wire::HEARTBEAT);
+        out_.set_id(++next_id_);
+        (void)send_();
+        next_heartbeat_ = now_ + heartbeat_;
+      }
+    } else if (tcp_up_ && now_ - hello_sent_at_ >= kHelloRetry) {
+      send_hello_();
+    }
+  }
+
+  // --- output --------------------------------------------------------------------------
+
+  void send_hello_() {
+    out_.Clear();
+    out_.set_kind(wire::HELLO);
+    out_.set_id(++next_id_);
+    hello_id_ = out_.id();
+    *out_.mutable_hello() = hello_;
+    (void)send_();
+    hello_sent_at_ = now_;
+  }
+
+  // Sends out_ with an optional payload frame. False when the queue to the broker is
+  // full (ZeroMQ's high-water mark): the message was not sent.
+  bool send_(std::optional<zmq::message_t> payload = std::nullopt) {
+    auto header = wire::encode(out_);
+    const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
+    if (!socket_.send(header, more | zmq::send_flags::dontwait)) return false;
+    if (payload) (void)socket_.send(*payload, zmq::send_flags::dontwait);
+    return true;
+  }
+
+  void shut_down_() {
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      finish_(it, failure(Status::cancelled, "the client was closed before the request ended"));
+      it = next;
+    }
+    for (auto& [name, entry] : services_)
+      entry.core->on_unregistered();
+    owner_.publish_slots_.release(static_cast<std::ptrdiff_t>(outbox_.size()));
+    outbox_.clear();
+    if (link_ == Link::ready) {
+      out_.Clear();
+      out_.set_kind(wire::GOODBYE);
+      out_.set_message("client closed");
+      socket_.set(zmq::sockopt::linger, 100);  // let the GOODBYE out
+      (void)send_();
+    }
+    set_link_(Link::failing);
+    zmq_socket_monitor(socket_.handle(), nullptr, 0);
+  }
+
+  Connection& owner_;
+  const std::string endpoint_;
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  zmq::socket_t monitor_;
+  wire::Hello hello_;
+
+  Clock::time_point now_ = Clock::now();
+  Link link_ = Link::connecting;
+  bool tcp_up_ = false;
+  bool fresh_session_ = true;  // the broker has none of our registrations/subscriptions
+  std::string last_failure_ = "connecting";
+  std::string session_;
+  std::uint64_t hello_id_ = 0;
+  milliseconds heartbeat_{kDefaultHeartbeatMs};
+  std::uint32_t liveness_ = kDefaultLiveness;
+  std::uint64_t max_payload_ = kDefaultMaxPayload;
+  Clock::time_point last_heard_ = now_;
+  Clock::time_point next_heartbeat_ = now_;
+  Clock::time_point hello_sent_at_ = now_ - kHelloRetry;
+
+  // Every message this side starts takes a fresh id, so ids rise in sending order.
+  std::uint64_t next_id_ = 0;
+  std::unordered_map<std::uint64_t, Request> requests_;
+  using Deadline = std::pair<Clock::time_point, std::uint64_t>;
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  std::map<std::string, ServiceEntry> services_;
+  std::unordered_map<std::uint64_t, RegistrationAnswer> registrations_;
+  std::vector<std::shared_ptr<SubscriptionCore>> subscription_cores_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
+      subscriptions_;  // by wire id
+  std::deque<std::pair<zmq::message_t, zmq::message_t>> outbox_;
+
+  wire::Header in_;
+  wire::Header out_;
+  std::vector<zmq::message_t> frames_;  // payload frames of the message being handled
+};
+
+void run_io_thread(Connection& connection, std::promise<void>& started) {
+  std::unique_ptr<Engine> engine;
+  try {
+    engine = std::make_unique<Engine>(connection);
+  } catch (const zmq::error_t& e) {
+    started.set_exception(std::make_exception_ptr(
+        Error(Status::invalid_argument,
+              "cannot use endpoint '" + connection.options().endpoint + "': " + e.what())));
+    return;
+  }
+  started.set_value();
+  engine->run();
+}
+
+}  // namespace sagebus::detail

@@ -1,0 +1,66 @@
+#include "sagebus/legacy_queue.hpp"
+
+#include "client_request.hpp"
+#include "sagebus/wire/topic.hpp"
+
+namespace sagebus {
+
+namespace {
+detail::RequestSpec queue_request(wire::Kind kind, const std::string& name, std::uint64_t tag,
+                                  std::chrono::milliseconds timeout,
+                                  std::string_view payload = {}) {
+  detail::RequestSpec spec;
+  spec.kind = kind;
+  spec.target = name;
+  spec.tag = tag;
+  spec.payload = std::string(payload);
+  spec.options.timeout = timeout;
+  return spec;
+}
+
+// Acknowledgements and size queries are quick questions for the broker.
+constexpr std::chrono::milliseconds kQuickTimeout{5000};
+}  // namespace
+
+LegacyQueue::LegacyQueue(Client& client, std::string name)
+    : client_(client), name_(std::move(name)) {
+  if (auto error = wire::check_topic(name_, "queue name"))
+    throw Error(Status::invalid_argument, *error);
+}
+
+LegacyQueue::~LegacyQueue() {
+  try {
+    ack();
+  } catch (const Error&) {
+    // Best effort: if the broker cannot hear it, the item comes back to the queue when
+    // this connection goes, which is what at-least-once promises.
+  }
+}
+
+void LegacyQueue::put(std::string_view item, std::chrono::milliseconds timeout) {
+  detail::wait(client_, queue_request(wire::QUEUE_PUT, name_, 0, timeout, item));
+}
+
+std::optional<std::string> LegacyQueue::get(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(mutex_);
+  auto outcome = detail::ask(client_, queue_request(wire::QUEUE_GET, name_, unacked_, timeout));
+  // The broker acknowledged the previous item before it answered, whatever the answer.
+  if (outcome.status != Status::unavailable && outcome.status != Status::cancelled) unacked_ = 0;
+  if (outcome.status == Status::deadline_exceeded) return std::nullopt;
+  if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
+  unacked_ = outcome.tag;
+  return std::move(outcome.payload);
+}
+
+void LegacyQueue::ack() {
+  std::lock_guard lock(mutex_);
+  if (unacked_ == 0) return;
+  detail::wait(client_, queue_request(wire::QUEUE_ACK, name_, unacked_, kQuickTimeout));
+  unacked_ = 0;
+}
+
+std::size_t LegacyQueue::size() {
+  return detail::wait(client_, queue_request(wire::QUEUE_SIZE, name_, 0, kQuickTimeout)).count;
+}
+
+}  // namespace sagebus
