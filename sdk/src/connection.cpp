@@ -1,12 +1,12 @@
 #include "connection.hpp"
 
+#include <errno.h>  // program_invocation_short_name
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <future>
 
 #include "engine.hpp"
@@ -20,10 +20,9 @@ namespace {
 // connections may not share a name.
 std::string default_name() {
   static std::atomic<unsigned> counter{0};
-  std::string comm;
-  std::ifstream("/proc/self/comm") >> comm;
-  if (comm.empty()) comm = "client";
-  return comm + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+  std::string program = program_invocation_short_name;
+  if (program.empty() || wire::check_name("client name", program)) program = "client";
+  return program + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
 }
 
 std::ptrdiff_t publish_slots(const ClientOptions& options) {
