@@ -350,7 +350,8 @@ class Engine {
     out_.Clear();
     out_.set_kind(spec.kind);
     out_.set_id(fresh);
-    const auto left = duration_cast<milliseconds>(request.deadline - now_).count();
+    // Rounded up: the broker must not end the request before its caller's deadline.
+    const auto left = std::chrono::ceil<milliseconds>(request.deadline - now_).count();
     out_.set_timeout_ms(static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1)));
     switch (spec.kind) {
       case wire::REQUEST:
