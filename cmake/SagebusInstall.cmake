@@ -1,0 +1,49 @@
+# What `cmake --install` puts in place, and the .deb CPack builds from it:
+#   bin/sage-busd, bin/busctl
+#   lib/libsagebus.so.<major> (the SDK) and lib/libsagebus-wire.so.<major> (its wire code)
+#   include/sagebus/          the SDK's public headers (the wire library's stay private)
+#   lib/cmake/SageBus/        find_package(SageBus) -> SageBus::sagebus
+#   lib/pkgconfig/sagebus.pc  pkg-config --cflags --libs sagebus
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+# Installed programs find the project's libraries beside them, wherever the prefix is.
+set_target_properties(sage-busd busctl PROPERTIES
+  INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+set_target_properties(sagebus PROPERTIES INSTALL_RPATH "$ORIGIN")  # finds libsagebus-wire
+
+install(TARGETS busctl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS sagebus_wire EXPORT SageBusTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} NAMELINK_SKIP)
+install(TARGETS sagebus EXPORT SageBusTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/sdk/include/sagebus
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+
+set(config_dir ${CMAKE_INSTALL_LIBDIR}/cmake/SageBus)
+install(EXPORT SageBusTargets NAMESPACE SageBus:: DESTINATION ${config_dir})
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/SageBusConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/SageBusConfig.cmake INSTALL_DESTINATION ${config_dir})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/SageBusConfigVersion.cmake
+  COMPATIBILITY SameMajorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/SageBusConfig.cmake
+              ${PROJECT_BINARY_DIR}/SageBusConfigVersion.cmake
+  DESTINATION ${config_dir})
+
+# The .pc file locates the prefix from where it lies, so `cmake --install --prefix P`
+# works for any P.
+file(RELATIVE_PATH SAGEBUS_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
+configure_file(${PROJECT_SOURCE_DIR}/cmake/sagebus.pc.in ${PROJECT_BINARY_DIR}/sagebus.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/sagebus.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# cpack -G DEB: a package whose dependencies are Debian's runtime packages.
+set(CPACK_PACKAGE_NAME sage-bus)
+set(CPACK_PACKAGE_VENDOR "sage-bus")
+set(CPACK_PACKAGE_CONTACT "sage-bus engineers")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "sage-bus message broker (sage-busd), SDK and busctl")
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libzmq5, libprotobuf32, libspdlog1.10, ... from dpkg-shlibdeps
+set(CPACK_GENERATOR DEB)
+include(CPack)
