@@ -1,0 +1,330 @@
+// The legacy queues (daemon/queues.hpp): FIFO, waiting readers and putters, the depth
+// bound, acknowledgements, and items going back to the front when their reader leaves.
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "queues.hpp"
+
+using namespace sagebus;
+using namespace sagebus::broker;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint t0{};
+
+Frames item(const std::string& text) {
+  Frames f;
+  f.emplace_back(text.data(), text.size());
+  return f;
+}
+
+std::string text(const QueueAnswer& a) {
+  return a.payload.empty() ? std::string() : a.payload.front().to_string();
+}
+
+QueueLimits limits(std::size_t depth = 100) {
+  QueueLimits l;
+  l.max_depth = depth;
+  l.max_queues = 10;
+  l.max_waiting = 10;
+  l.max_unacked = 10;
+  return l;
+}
+
+struct Fixture {
+  LegacyQueues queues{limits(), {}};
+  QueueEffects fx;
+
+  void put(const std::string& what, const RoutingId& from = "P", std::uint64_t id = 1,
+           TimePoint deadline = t0 + 1s) {
+    queues.put(from, id, "jobs", item(what), t0, deadline, fx);
+  }
+  // The answer to a get that is served at once.
+  QueueAnswer get(const RoutingId& from, std::uint64_t ack = 0) {
+    fx = {};
+    queues.get(from, 9, "jobs", ack, t0, t0 + 1s, fx);
+    REQUIRE(fx.answers.size() == 1);
+    return std::move(fx.answers.front());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("items come out in the order they were put", "[queues]") {
+  Fixture f;
+  f.put("1");
+  f.put("2");
+  f.put("3");
+  CHECK(f.queues.size("jobs") == 3);
+  CHECK(text(f.get("R")) == "1");
+  CHECK(text(f.get("R")) == "2");
+  CHECK(text(f.get("R")) == "3");
+  CHECK(f.queues.size("jobs") == 0);
+}
+
+TEST_CASE("a put is answered OK and its item is published on the queue's topic", "[queues]") {
+  LegacyQueues queues(limits(), {{"mapped", "new.home"}});
+  QueueEffects fx;
+  queues.put("P", 4, "jobs", item("x"), t0, t0 + 1s, fx);
+  queues.put("P", 5, "mapped", item("y"), t0, t0 + 1s, fx);
+  REQUIRE(fx.answers.size() == 2);
+  CHECK(fx.answers[0].to == "P");
+  CHECK(fx.answers[0].id == 4);
+  CHECK(fx.answers[0].status == wire::OK);
+  REQUIRE(fx.publishes.size() == 2);
+  CHECK(fx.publishes[0].topic == "legacy.jobs");
+  CHECK(fx.publishes[1].topic == "new.home");
+  CHECK(fx.publishes[1].payload.front().to_string() == "y");
+  CHECK(fx.puts == 2);
+}
+
+TEST_CASE("the published copy and the queued item share one buffer", "[queues]") {
+  LegacyQueues queues(limits(), {});
+  QueueEffects fx;
+  queues.put("P", 1, "jobs", item(std::string(4096, 'z')), t0, t0 + 1s, fx);
+  const void* published = fx.publishes.front().payload.front().data();
+  fx = {};
+  queues.get("R", 2, "jobs", 0, t0, t0 + 1s, fx);
+  CHECK(fx.answers.front().payload.front().data() == published);
+}
+
+TEST_CASE("gets on an empty queue wait and are served oldest first", "[queues]") {
+  Fixture f;
+  f.queues.get("R1", 11, "jobs", 0, t0, t0 + 1s, f.fx);
+  f.queues.get("R2", 12, "jobs", 0, t0, t0 + 1s, f.fx);
+  CHECK(f.fx.answers.empty());
+  CHECK(f.queues.queues().at("jobs").readers.size() == 2);
+
+  f.put("first");
+  REQUIRE(f.fx.answers.size() == 2);  // the put's OK and R1's item
+  CHECK(f.fx.answers[1].to == "R1");
+  CHECK(f.fx.answers[1].id == 11);
+  CHECK(text(f.fx.answers[1]) == "first");
+  CHECK(f.fx.answers[1].tag != 0);
+
+  f.fx = {};
+  f.put("second");
+  REQUIRE(f.fx.answers.size() == 2);
+  CHECK(f.fx.answers[1].to == "R2");
+  CHECK(text(f.fx.answers[1]) == "second");
+  CHECK(f.queues.size("jobs") == 0);
+}
+
+TEST_CASE("a waiting get ends DEADLINE_EXCEEDED at its deadline", "[queues]") {
+  Fixture f;
+  f.queues.get("R", 3, "jobs", 0, t0, t0 + 500ms, f.fx);
+  CHECK(f.queues.next_deadline() == t0 + 500ms);
+  f.queues.expire(t0 + 499ms, f.fx);
+  CHECK(f.fx.answers.empty());
+  f.queues.expire(t0 + 500ms, f.fx);
+  REQUIRE(f.fx.answers.size() == 1);
+  CHECK(f.fx.answers[0].status == wire::DEADLINE_EXCEEDED);
+  CHECK(f.fx.answers[0].id == 3);
+  CHECK_FALSE(f.queues.next_deadline());
+  CHECK(f.queues.queues().at("jobs").readers.empty());
+}
+
+TEST_CASE("a get with no time to wait on an empty queue ends at once", "[queues]") {
+  Fixture f;
+  f.queues.get("R", 3, "jobs", 0, t0, t0, f.fx);
+  REQUIRE(f.fx.answers.size() == 1);
+  CHECK(f.fx.answers[0].status == wire::DEADLINE_EXCEEDED);
+}
+
+TEST_CASE(
+    "a full queue makes puts wait, lets them in in order as room frees, and answers "
+    "OVERLOADED at the deadline",
+    "[queues]") {
+  LegacyQueues queues(limits(2), {});
+  QueueEffects fx;
+  queues.put("P", 1, "jobs", item("1"), t0, t0 + 1s, fx);
+  queues.put("P", 2, "jobs", item("2"), t0, t0 + 1s, fx);
+  queues.put("P", 3, "jobs", item("3"), t0, t0 + 1s, fx);  // waits
+  queues.put("P", 4, "jobs", item("4"), t0, t0 + 2s, fx);  // waits
+  CHECK(fx.answers.size() == 2);
+  CHECK(fx.publishes.size() == 2);  // a waiting put is not published yet
+  CHECK(queues.queues().at("jobs").writers.size() == 2);
+
+  fx = {};
+  queues.get("R", 10, "jobs", 0, t0, t0 + 1s, fx);  // takes "1": room for put 3
+  REQUIRE(fx.answers.size() == 2);
+  CHECK(text(fx.answers[0]) == "1");
+  CHECK(fx.answers[1].id == 3);
+  CHECK(fx.answers[1].status == wire::OK);
+  CHECK(fx.publishes.size() == 1);
+  CHECK(queues.size("jobs") == 2);
+
+  fx = {};
+  queues.expire(t0 + 2s, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].id == 4);
+  CHECK(fx.answers[0].status == wire::OVERLOADED);
+  CHECK_THAT(fx.answers[0].message, Catch::Contains("stayed full"));
+
+  fx = {};
+  std::vector<std::string> order;
+  for (int i = 0; i < 2; ++i) {
+    queues.get("R", 11, "jobs", 0, t0, t0 + 1s, fx);
+    order.push_back(text(fx.answers.back()));
+  }
+  CHECK(order == std::vector<std::string>{"2", "3"});
+}
+
+TEST_CASE("a put on a full queue with no time to wait is OVERLOADED at once", "[queues]") {
+  LegacyQueues queues(limits(1), {});
+  QueueEffects fx;
+  queues.put("P", 1, "jobs", item("1"), t0, t0 + 1s, fx);
+  queues.put("P", 2, "jobs", item("2"), t0, t0, fx);
+  REQUIRE(fx.answers.size() == 2);
+  CHECK(fx.answers[1].status == wire::OVERLOADED);
+  CHECK(queues.size("jobs") == 1);
+}
+
+TEST_CASE("an acknowledged item is gone for good", "[queues]") {
+  Fixture f;
+  f.put("1");
+  const std::uint64_t tag = f.get("R").tag;
+  CHECK(f.queues.unacked("R") == 1);
+  CHECK_FALSE(f.queues.ack("OTHER", tag));  // not its item
+  CHECK(f.queues.ack("R", tag));
+  CHECK_FALSE(f.queues.ack("R", tag));  // already done
+  CHECK(f.queues.unacked("R") == 0);
+  f.fx = {};
+  f.queues.remove_client("R", f.fx);
+  CHECK(f.queues.size("jobs") == 0);
+  CHECK(f.fx.redeliveries == 0);
+}
+
+TEST_CASE("a get acknowledges the tag it carries before taking the next item", "[queues]") {
+  Fixture f;
+  f.put("1");
+  f.put("2");
+  const std::uint64_t first = f.get("R").tag;
+  const QueueAnswer second = f.get("R", first);
+  CHECK(text(second) == "2");
+  CHECK(second.tag != first);
+  CHECK(f.queues.unacked("R") == 1);
+  CHECK(f.queues.queues().at("jobs").unacked == 1);
+}
+
+TEST_CASE("a get cannot acknowledge another connection's item", "[queues]") {
+  Fixture f;
+  f.put("1");
+  f.put("2");
+  const std::uint64_t tag = f.get("R1").tag;
+  f.get("R2", tag);
+  CHECK(f.queues.unacked("R1") == 1);
+}
+
+TEST_CASE("the items of a reader that leaves go back to the front in the order it took them",
+          "[queues]") {
+  Fixture f;
+  for (const char* s : {"1", "2", "3", "4"})
+    f.put(s);
+  f.get("R");  // 1
+  f.get("R");  // 2
+  f.get("S");  // 3, taken by another reader
+  f.fx = {};
+  f.queues.remove_client("R", f.fx);
+  CHECK(f.fx.redeliveries == 2);
+  CHECK(f.queues.size("jobs") == 3);
+  CHECK(f.queues.queues().at("jobs").redeliveries == 2);
+  CHECK(text(f.get("T")) == "1");
+  CHECK(text(f.get("T")) == "2");
+  CHECK(text(f.get("T")) == "4");
+  CHECK(f.queues.unacked("S") == 1);
+}
+
+TEST_CASE("items put back go to the longest-waiting reader first", "[queues]") {
+  LegacyQueues queues(limits(), {});
+  QueueEffects fx;
+  queues.put("P", 1, "jobs", item("1"), t0, t0 + 1s, fx);
+  queues.get("R", 2, "jobs", 0, t0, t0 + 1s, fx);
+  queues.get("W1", 3, "jobs", 0, t0, t0 + 1s, fx);  // both wait: the queue is empty
+  queues.get("W2", 4, "jobs", 0, t0, t0 + 1s, fx);
+  fx = {};
+  queues.remove_client("R", fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].to == "W1");
+  CHECK(text(fx.answers[0]) == "1");
+}
+
+TEST_CASE("a reader that leaves loses its waiting gets; a putter its waiting puts", "[queues]") {
+  LegacyQueues queues(limits(1), {});
+  QueueEffects fx;
+  queues.get("R", 1, "empty", 0, t0, t0 + 1s, fx);
+  queues.put("P", 2, "full", item("1"), t0, t0 + 1s, fx);
+  queues.put("P", 3, "full", item("2"), t0, t0 + 1s, fx);  // waits
+  fx = {};
+  queues.remove_client("R", fx);
+  queues.remove_client("P", fx);
+  CHECK(fx.answers.empty());
+  CHECK(queues.queues().at("empty").readers.empty());
+  CHECK(queues.queues().at("full").writers.empty());
+  CHECK_FALSE(queues.next_deadline());
+}
+
+TEST_CASE("an item whose answer could not be sent goes back to the front", "[queues]") {
+  Fixture f;
+  f.put("1");
+  f.put("2");
+  const std::uint64_t tag = f.get("R").tag;
+  f.fx = {};
+  f.queues.give_back(tag, f.fx);
+  CHECK(f.queues.unacked("R") == 0);
+  CHECK(f.fx.redeliveries == 0);
+  CHECK(text(f.get("S")) == "1");
+}
+
+TEST_CASE("delivery tags are unique", "[queues]") {
+  Fixture f;
+  for (int i = 0; i < 5; ++i)
+    f.put(std::to_string(i));
+  std::vector<std::uint64_t> tags;
+  for (int i = 0; i < 5; ++i)
+    tags.push_back(f.get("R").tag);
+  std::sort(tags.begin(), tags.end());
+  CHECK(std::adjacent_find(tags.begin(), tags.end()) == tags.end());
+  CHECK(tags.front() != 0);
+}
+
+TEST_CASE("a connection holding too many unacknowledged items is refused more", "[queues]") {
+  Fixture f;
+  for (int i = 0; i < 11; ++i)
+    f.put(std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    f.get("R");
+  const QueueAnswer refused = f.get("R");
+  CHECK(refused.status == wire::OVERLOADED);
+  CHECK(f.queues.size("jobs") == 1);
+}
+
+TEST_CASE("when the table of queues is full, an idle queue makes room; a busy one does not",
+          "[queues]") {
+  QueueLimits l = limits();
+  l.max_queues = 2;
+  LegacyQueues queues(l, {});
+  QueueEffects fx;
+  queues.put("P", 1, "busy", item("1"), t0, t0 + 1s, fx);
+  queues.get("R", 2, "idle", 0, t0, t0, fx);  // created, answered at once, now idle
+  queues.put("P", 3, "third", item("1"), t0 + 1s, t0 + 2s, fx);
+  CHECK(queues.queues().count("idle") == 0);
+  CHECK(queues.queues().count("third") == 1);
+  fx = {};
+  queues.put("P", 4, "fourth", item("1"), t0, t0 + 1s, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::OVERLOADED);
+}
+
+TEST_CASE("queue names follow the topic rules, and so must the topic they map to", "[queues]") {
+  LegacyQueues queues(limits(), {});
+  CHECK_FALSE(queues.check_name("service_response_MemoryRetrieval_0"));
+  CHECK(queues.check_name(""));
+  CHECK(queues.check_name("a..b"));
+  CHECK(queues.check_name("a.*"));
+  CHECK(queues.check_name(std::string(250, 'x') + ".y"));  // legacy.<name> is too long
+}
