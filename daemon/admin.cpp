@@ -1,5 +1,7 @@
 #include "admin.hpp"
 
+#include <algorithm>
+
 #include "sagebus/admin.pb.h"
 
 namespace sagebus::broker {
@@ -21,23 +23,43 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_retried(m.retried);
   c.set_leases_expired(m.leases_expired);
   c.set_disconnects(m.disconnects);
+  c.set_published(m.published);
+  c.set_events_delivered(m.events_delivered);
+  c.set_events_dropped(m.events_dropped);
+  c.set_sends(m.sends);
+  c.set_undeliverable(m.undeliverable);
+  c.set_held(m.held);
+  c.set_queue_puts(m.queue_puts);
+  c.set_queue_gets(m.queue_gets);
+  c.set_queue_redeliveries(m.queue_redeliveries);
+  c.set_names_refused(m.names_refused);
+  c.set_takeovers(m.takeovers);
 }
 
-std::string status_payload(const BrokerIdentity& id, const Registry& registry,
-                           const PendingCalls& calls, const Metrics& metrics, TimePoint now) {
+std::uint64_t millis(TimePoint from, TimePoint to) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
+}
+
+std::uint32_t u32(std::size_t n) {
+  return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
+}
+
+std::string status_payload(const AdminSources& src) {
+  const BrokerIdentity& id = src.identity;
   admin::BrokerStatus s;
   s.set_version(id.version);
   s.set_session(id.session);
-  s.set_uptime_ms(static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(now - id.started).count()));
+  s.set_uptime_ms(millis(id.started, src.now));
   for (const auto& e : id.endpoints)
     s.add_endpoints(e);
-  s.set_clients(static_cast<std::uint32_t>(registry.clients().size()));
-  s.set_services(static_cast<std::uint32_t>(registry.services().size()));
-  s.set_instances(static_cast<std::uint32_t>(registry.instance_count()));
+  s.set_clients(u32(src.registry.clients().size()));
+  s.set_services(u32(src.registry.services().size()));
+  s.set_instances(u32(src.registry.instance_count()));
   std::uint32_t dispatched = 0;
   std::uint32_t waiting = 0;
-  calls.for_each([&](const Call& c) {
+  src.calls.for_each([&](const Call& c) {
+    if (c.kind != CallKind::request) return;  // sends are not calls to a service
     if (c.state == CallState::dispatched)
       ++dispatched;
     else
@@ -47,7 +69,7 @@ std::string status_payload(const BrokerIdentity& id, const Registry& registry,
   s.set_calls_waiting(waiting);
   s.set_heartbeat_ms(id.heartbeat_ms);
   s.set_liveness(id.liveness);
-  fill_counters(metrics, *s.mutable_counters());
+  fill_counters(src.metrics, *s.mutable_counters());
   return s.SerializeAsString();
 }
 
@@ -74,17 +96,83 @@ std::string services_payload(const Registry& registry) {
   return list.SerializeAsString();
 }
 
+std::string clients_payload(const AdminSources& src) {
+  std::unordered_map<RoutingId, std::uint32_t> pending;
+  src.calls.for_each([&](const Call& c) {
+    if (!c.outcome_claimed()) ++pending[c.caller];
+  });
+  std::vector<const ClientInfo*> clients;
+  for (const auto& [rid, c] : src.registry.clients())
+    clients.push_back(&c);
+  std::sort(clients.begin(), clients.end(),
+            [](const ClientInfo* a, const ClientInfo* b) { return a->name < b->name; });
+  admin::ClientList list;
+  for (const ClientInfo* c : clients) {
+    admin::ClientInfo* info = list.add_clients();
+    info->set_name(c->name);
+    info->set_instance_id(c->instance_id);
+    info->set_sdk_version(c->sdk_version);
+    info->set_connected_ms(millis(c->connected_at, src.now));
+    info->set_last_heard_ms(millis(c->last_seen, src.now));
+    for (const auto& service : c->services)
+      info->add_services(service);
+    info->set_subscriptions(u32(src.subscriptions.count(c->rid)));
+    if (auto it = pending.find(c->rid); it != pending.end()) info->set_calls_pending(it->second);
+    if (auto it = src.held.find(c->name); it != src.held.end())
+      info->set_held(u32(it->second.size()));
+  }
+  return list.SerializeAsString();
+}
+
+std::string topics_payload(const AdminSources& src) {
+  admin::TopicList list;
+  src.subscriptions.for_each([&](const Subscription& sub) {
+    admin::SubscriptionInfo* info = list.add_subscriptions();
+    info->set_pattern(sub.pattern);
+    auto it = src.registry.clients().find(sub.client);
+    if (it != src.registry.clients().end()) info->set_client(it->second.name);
+    info->set_id(sub.id);
+    info->set_delivered(sub.delivered);
+    info->set_dropped(sub.dropped);
+    info->set_credit(sub.credit);
+  });
+  src.topics.for_each([&](const std::string& topic, std::uint64_t published) {
+    admin::TopicStats* stats = list.add_topics();
+    stats->set_topic(topic);
+    stats->set_published(published);
+  });
+  return list.SerializeAsString();
+}
+
+std::string queues_payload(const AdminSources& src) {
+  admin::QueueList list;
+  for (const auto& [name, q] : src.queues.queues()) {
+    admin::QueueInfo* info = list.add_queues();
+    info->set_name(name);
+    info->set_topic(q.topic);
+    info->set_depth(u32(q.items.size()));
+    info->set_max_depth(u32(src.queues.limits().max_depth));
+    info->set_readers(u32(q.readers.size()));
+    info->set_writers(u32(q.writers.size()));
+    info->set_unacked(u32(q.unacked));
+    info->set_puts(q.puts);
+    info->set_gets(q.gets);
+    info->set_redeliveries(q.redeliveries);
+  }
+  return list.SerializeAsString();
+}
+
 }  // namespace
 
-AdminAnswer answer_admin(std::string_view method, const BrokerIdentity& identity,
-                         const Registry& registry, const PendingCalls& calls,
-                         const Metrics& metrics, TimePoint now) {
-  if (method == "status")
-    return {wire::OK, {}, status_payload(identity, registry, calls, metrics, now)};
-  if (method == "services") return {wire::OK, {}, services_payload(registry)};
+AdminAnswer answer_admin(std::string_view method, const AdminSources& src) {
+  if (method == "status") return {wire::OK, {}, status_payload(src)};
+  if (method == "services") return {wire::OK, {}, services_payload(src.registry)};
+  if (method == "clients") return {wire::OK, {}, clients_payload(src)};
+  if (method == "topics") return {wire::OK, {}, topics_payload(src)};
+  if (method == "queues") return {wire::OK, {}, queues_payload(src)};
   return {wire::NOT_FOUND,
           "service '$broker' has no method '" + std::string(method) +
-              "'; it has 'status' and 'services'",
+              "'; it has 'status', 'services', 'clients', 'topics' and 'queues'",
           {}};
 }
 

@@ -4,15 +4,19 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "metrics.hpp"
 #include "pending.hpp"
+#include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
+#include "topics.hpp"
 
 namespace sagebus::broker {
 
@@ -32,10 +36,23 @@ struct AdminAnswer {
   std::string payload;  // the serialized admin message, when status == OK
 };
 
+// The broker's tables, as the admin replies read them.
+struct AdminSources {
+  const BrokerIdentity& identity;
+  const Registry& registry;
+  const PendingCalls& calls;
+  const Metrics& metrics;
+  const SubscriptionTable& subscriptions;
+  const RecentTopics& topics;
+  const LegacyQueues& queues;
+  // Point-to-point messages held per peer name.
+  const std::unordered_map<std::string, std::deque<CallId>>& held;
+  TimePoint now;
+};
+
 // Answers `method` of "$broker": "status" -> admin.BrokerStatus, "services" ->
-// admin.ServiceList, anything else NOT_FOUND.
-AdminAnswer answer_admin(std::string_view method, const BrokerIdentity& identity,
-                         const Registry& registry, const PendingCalls& calls,
-                         const Metrics& metrics, TimePoint now);
+// admin.ServiceList, "clients" -> admin.ClientList, "topics" -> admin.TopicList,
+// "queues" -> admin.QueueList, anything else NOT_FOUND.
+AdminAnswer answer_admin(std::string_view method, const AdminSources& sources);
 
 }  // namespace sagebus::broker

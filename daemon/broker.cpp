@@ -39,7 +39,14 @@ std::string printable(const RoutingId& rid) {
 
 }  // namespace
 
-Broker::Broker(BrokerConfig config) : config_(std::move(config)), calls_(config_.max_calls) {
+Broker::Broker(BrokerConfig config)
+    : config_(std::move(config)),
+      calls_(config_.max_calls),
+      queues_(QueueLimits{.max_depth = config_.max_queue_depth,
+                          .max_queues = config_.max_queues,
+                          .max_waiting = 10000,
+                          .max_unacked = 10000},
+              config_.queue_topics) {
   identity_.version = SAGEBUS_VERSION;
   identity_.session = random_session();
   identity_.heartbeat_ms = config_.heartbeat_ms;
@@ -98,6 +105,8 @@ void Broker::tick_() {
   apply_removals_();
   run_deadlines_();
   apply_removals_();
+  run_queue_deadlines_();
+  apply_removals_();
   if (now_ >= next_lease_check_) {
     check_leases_();
     apply_removals_();
@@ -107,6 +116,7 @@ void Broker::tick_() {
 std::chrono::milliseconds Broker::poll_timeout_() {
   TimePoint until = std::min(now_ + kMaxPollWait, next_lease_check_);
   if (auto deadline = calls_.next_deadline()) until = std::min(until, *deadline);
+  if (auto deadline = queues_.next_deadline()) until = std::min(until, *deadline);
   if (until <= now_) return std::chrono::milliseconds(0);
   // Rounded up: waking a little late is fine, waking early spins.
   return std::chrono::ceil<std::chrono::milliseconds>(until - now_);
@@ -185,6 +195,24 @@ void Broker::handle_message_(Frames& frames) {
       return on_request_(from, frames);
     case wire::REPLY:
       return on_reply_(from, frames);
+    case wire::SUBSCRIBE:
+      return on_subscribe_(from);
+    case wire::UNSUBSCRIBE:
+      return on_unsubscribe_(from);
+    case wire::CREDIT:
+      return on_credit_(from);
+    case wire::PUBLISH:
+      return on_publish_(from, frames);
+    case wire::SEND:
+      return on_send_(from, frames);
+    case wire::QUEUE_PUT:
+      return on_queue_put_(from, frames);
+    case wire::QUEUE_GET:
+      return on_queue_get_(from);
+    case wire::QUEUE_ACK:
+      return on_queue_ack_(from);
+    case wire::QUEUE_SIZE:
+      return on_queue_size_(from);
     default:
       reply_(from, in_.id(), wire::INVALID_ARGUMENT,
              "clients may not send " + std::string(wire::kind_name(in_.kind())) + " (kind " +
@@ -252,6 +280,15 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   // to the old client, and it can never later be taken for this new one.
   handle_connection_events_();
   apply_removals_();
+
+  if (auto error = wire::check_name("connection name", in_.hello().name())) {
+    reply_(from, in_.id(), wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  const wire::Hello hello = in_.hello();  // in_ is reused by what a takeover sets off
+  const std::uint64_t hello_id = in_.id();
+  if (!claim_name_(from)) return;
+
   if (fd >= 0) {
     // Two open connections cannot share an fd: a different client still mapped to it
     // lost its connection without our hearing of it.
@@ -261,7 +298,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
     }
   }
 
-  const bool created = registry_.hello(from, in_.hello(), fd, now_);
+  const bool created = registry_.hello(from, hello, fd, now_);
   const ClientInfo& c = *registry_.client(from);
   if (created)
     spdlog::info("client connected: '{}' (instance {}, sdk {}, fd {})", c.name, c.instance_id,
@@ -271,14 +308,41 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
 
   out_.Clear();
   out_.set_kind(wire::WELCOME);
-  out_.set_id(in_.id());
+  out_.set_id(hello_id);
   wire::Welcome* w = out_.mutable_welcome();
   w->set_broker_session(identity_.session);
   w->set_heartbeat_ms(config_.heartbeat_ms);
   w->set_liveness(config_.liveness);
   w->set_max_payload(config_.max_payload);
   w->set_broker_version(identity_.version);
-  send_(from, out_, {}, false);
+  if (send_(from, out_, {}, false) == Sent::ok) release_held_(c.name, from);
+}
+
+bool Broker::claim_name_(const RoutingId& from) {
+  const wire::Hello& hello = in_.hello();
+  const auto owner = registry_.client_by_name(hello.name());
+  if (!owner || *owner == from) return true;
+  const ClientInfo& old = *registry_.client(*owner);
+  const std::string name = old.name;
+  if (!hello.takeover()) {
+    ++metrics_.names_refused;
+    spdlog::info("refused a HELLO (instance {}) naming '{}': live instance {} has that name",
+                 hello.instance_id(), name, old.instance_id);
+    reply_(from, in_.id(), wire::PERMISSION_DENIED,
+           "connection name '" + name + "' is taken by a live connection (instance " +
+               old.instance_id +
+               "); choose another name, or pass takeover to replace that connection");
+    return false;
+  }
+  ++metrics_.takeovers;
+  spdlog::info("connection '{}' (instance {}) taken over by instance {}", name, old.instance_id,
+               hello.instance_id());
+  out_.Clear();
+  out_.set_kind(wire::GOODBYE);
+  out_.set_message("replaced by a new connection with the same name");
+  send_(*owner, out_, {}, false);
+  remove_client_(*owner, "replaced by a new connection with the same name");
+  return true;
 }
 
 void Broker::on_heartbeat_(const RoutingId& from) {
@@ -363,28 +427,37 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
   const std::string name = c->name;
   const std::string instance_id = c->instance_id;
 
-  // Its own calls first, so that a call it made to itself is then only dropped.
+  // Its own calls and sends first, so that one it made to itself is then only dropped.
   forget_caller_(rid);
-  std::vector<CallId> held;
+  std::vector<CallId> on_it;  // calls and sends dispatched to it
   calls_.for_each([&](const Call& call) {
-    if (call.state == CallState::dispatched && call.instance == rid) held.push_back(call.id);
+    if (call.state == CallState::dispatched && call.instance == rid) on_it.push_back(call.id);
   });
+  subscriptions_.remove_client(rid);
+  QueueEffects fx;
+  queues_.remove_client(rid, fx);
   const std::vector<std::string> services = registry_.remove_client(rid);
   spdlog::info("client left: '{}' (instance {}): {}", name, instance_id, why);
   for (const auto& service : services)
     spdlog::info("instance {} of '{}' left: {}; {} calls in flight on it", instance_id, service,
-                 why, std::count_if(held.begin(), held.end(), [&](CallId id) {
+                 why, std::count_if(on_it.begin(), on_it.end(), [&](CallId id) {
                    const Call* call = calls_.find(id);
-                   return call != nullptr && call->service == service;
+                   return call != nullptr && call->kind == CallKind::request &&
+                          call->service == service;
                  }));
-  for (const CallId id : held) {
+  for (const CallId id : on_it) {
     const Call* call = calls_.find(id);
     if (call == nullptr) continue;
+    if (call->kind == CallKind::send) {
+      peer_lost_(id, why);
+      continue;
+    }
     instance_lost_(id, "instance " + instance_id + " ('" + name + "') of service '" +
                            call->service + "' was lost mid-call: " + why);
   }
   for (const auto& service : services)
     pump_(service);
+  apply_(fx);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -428,6 +501,21 @@ Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status 
   return send_(to, out_, {}, false);
 }
 
+Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                             std::string_view message, std::uint64_t count, std::uint64_t tag,
+                             std::span<zmq::message_t> payload) {
+  out_.Clear();
+  out_.set_kind(wire::REPLY);
+  out_.set_id(id);
+  out_.set_status(status);
+  out_.set_message(std::string(message));
+  out_.set_count(count);
+  out_.set_tag(tag);
+  const Sent sent = send_(to, out_, payload, false);
+  count_outcome_(status, sent);
+  return sent;
+}
+
 void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
                              std::string_view message, std::span<zmq::message_t> payload,
                              const HeaderMap* headers) {
@@ -443,9 +531,14 @@ void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
                             std::span<zmq::message_t> payload, const HeaderMap* headers) {
   if (!call.claim_outcome()) return false;
-  spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
-                printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
-                message);
+  if (call.kind == CallKind::send)
+    spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer,
+                  printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
+                  message);
+  else
+    spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
+                  printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
+                  message);
   answer_request_(call.caller, call.caller_id, status, message, payload, headers);
   return true;
 }
@@ -463,6 +556,9 @@ void Broker::count_outcome_(wire::Status status, Sent sent) {
       break;
     case wire::UNAVAILABLE:
       ++metrics_.unavailable;
+      break;
+    case wire::UNDELIVERABLE:
+      ++metrics_.undeliverable;
       break;
     default:
       break;

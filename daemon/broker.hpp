@@ -1,12 +1,17 @@
 // Broker: the sage-busd event loop. It owns the ROUTER socket, the socket monitor and
-// every table (registry, call table); one thread runs it and nothing else touches them,
-// so there are no locks.
+// every table (registry, call table, subscriptions, legacy queues, held messages); one
+// thread runs it and nothing else touches them, so there are no locks.
 //
-// Each tick is linear: poll the ROUTER and the monitor (timeout = the next call deadline
-// or lease check, at most 1 s); receive a batch of messages and handle each (one handler
-// per Header.kind); act on connections the monitor saw close; run timers (call deadlines,
-// leases). Every send is non-blocking; a peer found gone is removed after the handler
-// that found it, never while a table is being iterated.
+// Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
+// deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
+// handler per Header.kind, dispatched in handle_message_); act on connections the monitor
+// saw close; run timers (call and send deadlines, queue waits, leases). Every send is
+// non-blocking; a peer found gone is removed after the handler that found it, never while
+// a table is being iterated.
+//
+// The handlers live in one file per message family: broker.cpp (connections, names,
+// registrations), broker_calls.cpp (requests), broker_pubsub.cpp (publish-subscribe),
+// broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
 //
 // Construction binds the endpoints (throws BindError); run() loops until the stop flag
 // is set (e.g. by a signal handler), then shuts down: every pending call is answered
@@ -16,11 +21,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -31,9 +38,11 @@
 #include "metrics.hpp"
 #include "monitor.hpp"
 #include "pending.hpp"
+#include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
 #include "token_bucket.hpp"
+#include "topics.hpp"
 
 namespace sagebus::broker {
 
@@ -87,6 +96,8 @@ class Broker {
   void on_register_(const RoutingId& from);
   void on_unregister_(const RoutingId& from);
   void on_unknown_peer_(const RoutingId& from);
+  // Whether the HELLO may take its name; frees it from an older connection on takeover.
+  bool claim_name_(const RoutingId& from);
   void schedule_removal_(const RoutingId& rid, std::string why);
   void apply_removals_();
   void remove_client_(const RoutingId& rid, const std::string& why);
@@ -102,6 +113,34 @@ class Broker {
   void instance_lost_(CallId id, const std::string& why);
   void forget_caller_(const RoutingId& rid);
 
+  // Publish-subscribe (broker_pubsub.cpp)
+  void on_subscribe_(const RoutingId& from);
+  void on_unsubscribe_(const RoutingId& from);
+  void on_credit_(const RoutingId& from);
+  void on_publish_(const RoutingId& from, Frames& frames);
+  // Sends an EVENT to every subscription matching `topic`; returns how many matched.
+  // With `consume`, the last EVENT takes the payload frames instead of a shared copy.
+  std::size_t publish_(const std::string& topic, std::span<zmq::message_t> payload, bool consume);
+
+  // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
+  void on_send_(const RoutingId& from, Frames& frames);
+  Sent deliver_(Call& call, const RoutingId& peer);
+  void release_held_(const std::string& name, const RoutingId& peer);
+  void on_send_reply_(Call& call, Frames& frames);
+  void send_expired_(Call& call);
+  void peer_lost_(CallId id, const std::string& why);
+  void forget_held_(const Call& call);
+
+  // Legacy queues (broker_queues.cpp)
+  void on_queue_put_(const RoutingId& from, Frames& frames);
+  void on_queue_get_(const RoutingId& from);
+  void on_queue_ack_(const RoutingId& from);
+  void on_queue_size_(const RoutingId& from);
+  bool check_queue_name_(const RoutingId& from);
+  // Publishes and sends what a queue operation produced.
+  void apply_(QueueEffects& fx);
+  void run_queue_deadlines_();
+
   // Sending (broker.cpp). answer_caller_ is the only way a call's caller hears its
   // outcome; reply_ answers a message that is not a call in the table.
   Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
@@ -112,6 +151,10 @@ class Broker {
                        std::string_view message, std::span<zmq::message_t> payload = {},
                        const HeaderMap* headers = nullptr);
   Sent reply_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message);
+  // Answers a pub-sub, point-to-point or queue message, counting its outcome.
+  Sent answer_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message,
+               std::uint64_t count = 0, std::uint64_t tag = 0,
+               std::span<zmq::message_t> payload = {});
   // The one place an outcome's status becomes a counter.
   void count_outcome_(wire::Status status, Sent sent);
 
@@ -123,6 +166,11 @@ class Broker {
 
   Registry registry_;
   PendingCalls calls_;
+  SubscriptionTable subscriptions_;
+  RecentTopics topics_;
+  LegacyQueues queues_;
+  // Held point-to-point messages per peer name, oldest first. Each is a waiting Call.
+  std::unordered_map<std::string, std::deque<CallId>> held_;
   Metrics metrics_;
   TokenBucket hello_limiter_{10000.0, 10000.0};
 
@@ -131,7 +179,8 @@ class Broker {
   wire::Header in_;   // reused for every decoded header
   wire::Header out_;  // reused for every header the broker sends
   Frames frames_;
-  std::vector<InstanceLoad> loads_;  // scratch for the balancer
+  std::vector<InstanceLoad> loads_;     // scratch for the balancer
+  std::vector<Subscription*> matched_;  // scratch for publish_
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };
 

@@ -34,7 +34,9 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   }
   ++metrics_.calls;
   if (in_.service() == wire::kBrokerService) {
-    AdminAnswer a = answer_admin(in_.method(), identity_, registry_, calls_, metrics_, now_);
+    const AdminSources sources{identity_, registry_, calls_, metrics_, subscriptions_,
+                               topics_,   queues_,   held_,  now_};
+    AdminAnswer a = answer_admin(in_.method(), sources);
     zmq::message_t payload(a.payload.data(), a.payload.size());
     answer_request_(from, id, a.status, a.message,
                     a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
@@ -179,6 +181,7 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
                     registry_.client(from)->name);
       return;
   }
+  if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
   const std::string service_name = call->service;
   Service* service = registry_.service(service_name);
   Instance* instance = service == nullptr ? nullptr : service->find(from);
@@ -248,6 +251,10 @@ void Broker::run_deadlines_() {
   for (const CallId id : calls_.take_expired(now_)) {
     Call* call = calls_.find(id);
     if (call == nullptr) continue;
+    if (call->kind == CallKind::send) {
+      send_expired_(*call);
+      continue;
+    }
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - call->accepted)
             .count();
@@ -301,6 +308,11 @@ void Broker::forget_caller_(const RoutingId& rid) {
   });
   for (const CallId id : waiting) {
     const Call* call = calls_.find(id);
+    if (call->kind == CallKind::send) {  // held for a peer
+      forget_held_(*call);
+      calls_.erase(id);
+      continue;
+    }
     const std::string name = call->service;
     if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
     calls_.erase(id);

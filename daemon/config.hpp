@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,19 @@ struct BrokerConfig {
   // Calls in the whole call table (waiting + dispatched); beyond it: OVERLOADED.
   std::size_t max_calls = 100000;
   // ZMQ_SNDHWM / ZMQ_RCVHWM: messages queued per peer connection in each direction.
+  // Also what bounds the events queued for one subscriber: beyond it they are dropped.
   int peer_queue = 10000;
+  // Subscriptions per connection; beyond it SUBSCRIBE is answered OVERLOADED.
+  std::size_t max_subscriptions_per_client = 1000;
+  // Point-to-point messages held per peer name while that peer is not connected; beyond
+  // it SEND is answered OVERLOADED.
+  std::size_t max_held_per_peer = 100;
+  // Items per legacy queue before puts wait for room.
+  std::size_t max_queue_depth = 10000;
+  // Legacy queues the broker keeps; an idle one is forgotten to make room for a new one.
+  std::size_t max_queues = 10000;
+  // Legacy queue name -> topic its items are published on (default: "legacy.<name>").
+  std::map<std::string, std::string, std::less<>> queue_topics;
   // trace | debug | info | warn | error | off
   std::string log_level = "info";
 };

@@ -31,6 +31,13 @@ void PendingCalls::set_waiting(Call& call) {
   call.instance.clear();
 }
 
+void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
+  if (deadline == call.deadline) return;  // one heap entry per (deadline, call)
+  call.deadline = deadline;
+  deadlines_.emplace(deadline, call.id);
+  if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
+}
+
 PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, const RoutingId& from, Call** out) {
   Call* call = find(id);
   if (call == nullptr) return ReplyCheck::unknown_id;
@@ -43,7 +50,8 @@ PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, const RoutingId& f
 void PendingCalls::drop_stale_top_() {
   while (!deadlines_.empty()) {
     const Call* call = find(deadlines_.top().second);
-    if (call != nullptr && !call->outcome_claimed()) return;
+    if (call != nullptr && !call->outcome_claimed() && call->deadline == deadlines_.top().first)
+      return;
     deadlines_.pop();
   }
 }
@@ -57,7 +65,9 @@ std::optional<TimePoint> PendingCalls::next_deadline() {
 std::vector<CallId> PendingCalls::take_expired(TimePoint now) {
   std::vector<CallId> expired;
   for (drop_stale_top_(); !deadlines_.empty() && deadlines_.top().first <= now; drop_stale_top_()) {
-    expired.push_back(deadlines_.top().second);
+    // A deadline moved away and back leaves two equal entries, which pop together.
+    if (expired.empty() || expired.back() != deadlines_.top().second)
+      expired.push_back(deadlines_.top().second);
     deadlines_.pop();
   }
   return expired;

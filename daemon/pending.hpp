@@ -2,6 +2,12 @@
 // broker-wide dispatch id, from the moment it is accepted until the broker has nothing
 // left to do for it. Pure bookkeeping: no sockets, and the clock is passed in.
 //
+// A point-to-point SEND is a Call too (kind `send`): its "instance" is the peer's
+// connection, its dispatch is the DELIVER, and the peer's REPLY is routed and checked
+// exactly like an instance's. While it is held for a peer that is not connected it is
+// `waiting`, with the hold's end as its deadline; set_deadline() moves the deadline to
+// the SEND's own when it is delivered.
+//
 // The invariant it enforces: each caller gets exactly one outcome. Call::claim_outcome()
 // is the only way to that outcome and succeeds once per call; whoever gets `true` sends
 // the answer, everyone after gets `false` and must send nothing.
@@ -33,10 +39,12 @@ using RoutingId = std::string;
 using CallId = std::uint64_t;
 
 enum class CallState { waiting, dispatched };
+enum class CallKind { request, send };
 
 class Call {
  public:
-  CallId id = 0;                // the broker's dispatch id, assigned by PendingCalls::add
+  CallId id = 0;  // the broker's dispatch id, assigned by PendingCalls::add
+  CallKind kind = CallKind::request;
   RoutingId caller;             // the caller's connection
   std::uint64_t caller_id = 0;  // the caller's own id for the call, echoed in its outcome
   std::string service;
@@ -50,7 +58,11 @@ class Call {
   // (which share the buffers) and keeps these for its retry.
   std::vector<zmq::message_t> payload;
   TimePoint accepted{};
-  TimePoint deadline{};
+  TimePoint deadline{};  // the current timer: for a held send, the hold's end
+
+  // kind == send: the target connection's name, and the SEND's own deadline.
+  std::string peer;
+  TimePoint send_deadline{};
 
   CallState state = CallState::waiting;
   RoutingId instance;       // the connection it was dispatched to, when dispatched
@@ -85,6 +97,8 @@ class PendingCalls {
 
   void set_dispatched(Call& call, const RoutingId& instance);
   void set_waiting(Call& call);
+  // Moves the call's deadline (its earlier one is forgotten).
+  void set_deadline(Call& call, TimePoint deadline);
 
   enum class ReplyCheck {
     accepted,      // the reply comes from the instance the call was dispatched to
@@ -125,8 +139,8 @@ class PendingCalls {
   CallId next_id_ = 1;
   std::unordered_map<CallId, Call> calls_;
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
-  // entries are skipped when they reach the top, and the heap is rebuilt when stale
-  // entries outnumber live calls.
+  // entries (and those of moved deadlines) are skipped when they reach the top, and the
+  // heap is rebuilt when stale entries outnumber live calls.
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> deadlines_;
 };
 

@@ -28,7 +28,13 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
     c.rid = rid;
     c.connected_at = now;
   }
-  c.name = hello.name().substr(0, wire::kMaxNameBytes);
+  const std::string name = hello.name().substr(0, wire::kMaxNameBytes);
+  if (!created && c.name != name) {
+    auto owner = by_name_.find(c.name);
+    if (owner != by_name_.end() && owner->second == rid) by_name_.erase(owner);
+  }
+  c.name = name;
+  by_name_[name] = rid;
   c.instance_id = hello.instance_id().substr(0, wire::kMaxNameBytes);
   c.sdk_version = hello.sdk_version().substr(0, wire::kMaxNameBytes);
   c.last_seen = now;
@@ -38,8 +44,8 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
     by_fd_[fd] = rid;
   }
   // Instances copy the client's identity for listings and the hash ring.
-  for (const auto& name : c.services) {
-    if (Service* s = service(name)) {
+  for (const auto& service_name : c.services) {
+    if (Service* s = service(service_name)) {
       if (Instance* i = s->find(rid)) {
         if (i->instance_id != c.instance_id) s->balancer.membership_changed();
         i->client_name = c.name;
@@ -53,6 +59,12 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
 ClientInfo* Registry::client(const RoutingId& rid) {
   auto it = clients_.find(rid);
   return it == clients_.end() ? nullptr : &it->second;
+}
+
+std::optional<RoutingId> Registry::client_by_name(std::string_view name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::optional<RoutingId> Registry::client_by_fd(int fd) const {
@@ -76,6 +88,8 @@ std::vector<std::string> Registry::remove_client(const RoutingId& rid) {
     auto f = by_fd_.find(it->second.fd);
     if (f != by_fd_.end() && f->second == rid) by_fd_.erase(f);
   }
+  if (auto owner = by_name_.find(it->second.name); owner != by_name_.end() && owner->second == rid)
+    by_name_.erase(owner);
   clients_.erase(it);
   for (const auto& name : left) {
     Service* s = service(name);

@@ -1,6 +1,9 @@
 // Registry: who is connected and what they serve. Clients by routing id (with their
-// lease and the fd of their connection), service instances, and services (their
-// strategy, instances, wait queue and balancer).
+// lease and the fd of their connection) and by name, service instances, and services
+// (their strategy, instances, wait queue and balancer).
+//
+// A name belongs to at most one client. The registry records names; the broker decides
+// whether a HELLO may take a name (docs/protocol.md, "Connection names").
 //
 // The registration rules of docs/protocol.md live here: register_instance() answers
 // exactly the status the REGISTER gets. The registry never sends anything and never
@@ -72,9 +75,11 @@ struct RegisterResult {
 class Registry {
  public:
   // Records a HELLO. Returns true for a new client, false for a refresh of a known one
-  // (its registrations are kept).
+  // (its registrations are kept). The name must not belong to another client.
   bool hello(const RoutingId& rid, const wire::Hello& hello, int fd, TimePoint now);
   ClientInfo* client(const RoutingId& rid);
+  // The client that has `name`, if any.
+  std::optional<RoutingId> client_by_name(std::string_view name) const;
   const std::unordered_map<RoutingId, ClientInfo>& clients() const noexcept { return clients_; }
 
   // The client whose connection uses `fd`, if any.
@@ -108,6 +113,7 @@ class Registry {
  private:
   std::unordered_map<RoutingId, ClientInfo> clients_;
   std::unordered_map<int, RoutingId> by_fd_;
+  std::map<std::string, RoutingId, std::less<>> by_name_;
   std::map<std::string, Service, std::less<>> services_;
 };
 

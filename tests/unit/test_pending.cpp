@@ -159,3 +159,22 @@ TEST_CASE("an idempotent call's kept payload shares its buffer with the copy sen
   CHECK(sent.data() == original.data());  // refcounted, not copied
   CHECK(original.to_string() == big);
 }
+
+TEST_CASE("a moved deadline replaces the earlier one", "[pending]") {
+  PendingCalls calls(10);
+  Call* held = calls.add(make_call("A", 1, t0 + 1s));  // e.g. a send held for 1 s
+  const CallId id = held->id;
+  calls.set_deadline(*held, t0 + 5s);  // delivered: now the send's own deadline counts
+  CHECK(calls.next_deadline() == t0 + 5s);
+  CHECK(calls.take_expired(t0 + 2s).empty());
+  CHECK(calls.take_expired(t0 + 5s) == std::vector<CallId>{id});
+}
+
+TEST_CASE("a deadline moved away and back expires once", "[pending]") {
+  PendingCalls calls(10);
+  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  const CallId id = call->id;
+  calls.set_deadline(*call, t0 + 2s);
+  calls.set_deadline(*call, t0 + 1s);
+  CHECK(calls.take_expired(t0 + 3s) == std::vector<CallId>{id});
+}

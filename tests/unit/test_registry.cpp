@@ -147,3 +147,31 @@ TEST_CASE("a second HELLO keeps the registrations", "[registry]") {
   CHECK_FALSE(reg.hello("A", hello("a"), 10, t0 + 1s));
   CHECK(reg.instance_count() == 1);
 }
+
+TEST_CASE("a client is found by its name until it leaves", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("node-7"), -1, t0);
+  CHECK(reg.client_by_name("node-7") == RoutingId("A"));
+  CHECK_FALSE(reg.client_by_name("node-8"));
+  reg.remove_client("A");
+  CHECK_FALSE(reg.client_by_name("node-7"));
+}
+
+TEST_CASE("a client that says HELLO with another name gives up its old one", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("old"), -1, t0);
+  reg.hello("A", hello("new"), -1, t0 + 1s);
+  CHECK_FALSE(reg.client_by_name("old"));
+  CHECK(reg.client_by_name("new") == RoutingId("A"));
+  reg.hello("A", hello("new"), -1, t0 + 2s);  // the same name again is fine
+  CHECK(reg.client_by_name("new") == RoutingId("A"));
+}
+
+TEST_CASE("removing a client whose name was taken over leaves the new owner's name", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("node"), -1, t0);
+  reg.remove_client("A");  // the broker removes the old connection first on takeover
+  reg.hello("B", hello("node"), -1, t0);
+  reg.remove_client("A");  // a second removal of the old one changes nothing
+  CHECK(reg.client_by_name("node") == RoutingId("B"));
+}
