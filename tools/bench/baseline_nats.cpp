@@ -1,0 +1,347 @@
+// The NATS baseline: nats-server as a child on a free port, clients through libnats (the
+// C client). Echo instances are queue subscribers of one subject (a queue group, so that
+// several instances share the calls as sage-bus instances do), each on its own connection;
+// callers use natsConnection_Request; pipelined calls are PublishRequest with one reply
+// subscription; subscribers lift libnats' pending limits so the client drops nothing.
+// Idle clients are raw TCP connections that say CONNECT and PING (10,000 libnats
+// connections would be 20,000 threads). Without libnats at build time, start_nats says so.
+#include <stdexcept>
+
+#include "child.hpp"
+#include "system.hpp"
+
+#ifdef SAGEBUS_BENCH_HAVE_NATS
+#include <arpa/inet.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#endif
+
+namespace sagebus::bench {
+
+#ifndef SAGEBUS_BENCH_HAVE_NATS
+
+std::string nats_unavailable(const Paths& /*paths*/) {
+  return "this sage-bus-bench was built without libnats (install libnats-dev and "
+         "reconfigure to measure NATS)";
+}
+
+std::unique_ptr<System> start_nats(const Paths& paths) {
+  throw std::runtime_error(nats_unavailable(paths));
+}
+
+#else
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kEchoSubject = "bench.echo";
+constexpr const char* kTopic = "bench.pubsub";
+
+void check(natsStatus status, const char* what) {
+  if (status != NATS_OK)
+    throw std::runtime_error(std::string("libnats: ") + what + ": " + natsStatus_GetText(status));
+}
+
+// One libnats connection, closed and destroyed with the object.
+class Connection {
+ public:
+  // send_asap: write each publish at once instead of leaving it to libnats' flusher thread,
+  // which adds about a millisecond. libnats recommends it for connections that send
+  // replies; Request() does it by itself.
+  explicit Connection(const std::string& url, bool send_asap = false) {
+    natsOptions* options = nullptr;
+    check(natsOptions_Create(&options), "options");
+    natsStatus s = natsOptions_SetURL(options, url.c_str());
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(options, send_asap);
+    if (s == NATS_OK) s = natsConnection_Connect(&nc_, options);
+    natsOptions_Destroy(options);
+    check(s, "connect");
+  }
+  ~Connection() {
+    natsConnection_Close(nc_);
+    natsConnection_Destroy(nc_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  natsConnection* get() const { return nc_; }
+
+ private:
+  natsConnection* nc_ = nullptr;
+};
+
+class SubscriptionHandle {
+ public:
+  SubscriptionHandle() = default;
+  ~SubscriptionHandle() {
+    if (sub_) {
+      natsSubscription_Unsubscribe(sub_);
+      natsSubscription_Destroy(sub_);
+    }
+  }
+  SubscriptionHandle(const SubscriptionHandle&) = delete;
+  SubscriptionHandle& operator=(const SubscriptionHandle&) = delete;
+  natsSubscription** out() { return &sub_; }
+  natsSubscription* get() const { return sub_; }
+
+ private:
+  natsSubscription* sub_ = nullptr;
+};
+
+void on_echo(natsConnection* nc, natsSubscription* /*sub*/, natsMsg* msg, void* /*closure*/) {
+  if (natsMsg_GetReply(msg))
+    natsConnection_Publish(nc, natsMsg_GetReply(msg), natsMsg_GetData(msg),
+                           natsMsg_GetDataLength(msg));
+  natsMsg_Destroy(msg);
+}
+
+struct EchoInstance {
+  explicit EchoInstance(const std::string& url) : connection(url, true) {
+    check(natsConnection_QueueSubscribe(subscription.out(), connection.get(), kEchoSubject, "echo",
+                                        on_echo, nullptr),
+          "queue subscribe");
+    check(natsConnection_FlushTimeout(connection.get(), 10000), "flush");
+  }
+  Connection connection;
+  SubscriptionHandle subscription;  // destroyed first
+};
+
+struct Echo : Handle {
+  std::vector<std::unique_ptr<EchoInstance> > instances;
+};
+
+class NatsCaller : public Caller {
+ public:
+  explicit NatsCaller(const std::string& url) : connection_(url) {}
+  bool call(std::string_view request, std::string& reply, std::string& error) override {
+    natsMsg* msg = nullptr;
+    const natsStatus s =
+        natsConnection_Request(&msg, connection_.get(), kEchoSubject, request.data(),
+                               static_cast<int>(request.size()), 10000);
+    if (s != NATS_OK) {
+      error = natsStatus_GetText(s);
+      return false;
+    }
+    reply.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    natsMsg_Destroy(msg);
+    return true;
+  }
+
+ private:
+  Connection connection_;
+};
+
+void on_data(natsConnection* /*nc*/, natsSubscription* /*sub*/, natsMsg* msg, void* closure) {
+  static_cast<Tally*>(closure)->count(
+      {natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg))});
+  natsMsg_Destroy(msg);
+}
+
+struct NatsSubscription : Handle {
+  NatsSubscription(const std::string& url, Tally& tally) : connection(url) {
+    check(natsConnection_Subscribe(subscription.out(), connection.get(), kTopic, on_data, &tally),
+          "subscribe");
+    check(natsSubscription_SetPendingLimits(subscription.get(), -1, -1), "pending limits");
+    check(natsConnection_FlushTimeout(connection.get(), 10000), "flush");
+  }
+  Connection connection;
+  SubscriptionHandle subscription;
+};
+
+class NatsPublisher : public Publisher {
+ public:
+  explicit NatsPublisher(const std::string& url) : connection_(url) {}
+  void publish(std::string_view payload) override {
+    check(natsConnection_Publish(connection_.get(), kTopic, payload.data(),
+                                 static_cast<int>(payload.size())),
+          "publish");
+  }
+  void flush() override { natsConnection_FlushTimeout(connection_.get(), 60000); }
+
+ private:
+  Connection connection_;
+};
+
+// Raw TCP connections, each answered PONG once; nats-server pings idle clients only every
+// two minutes, longer than a scenario runs.
+class IdleSockets : public Handle {
+ public:
+  IdleSockets(int port, std::size_t count) {
+    const std::uint64_t limit = raise_nofile(count + 1024);
+    if (limit < count + 256)
+      throw std::runtime_error("RLIMIT_NOFILE is " + std::to_string(limit) + ", too low");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    const std::string hello = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n";
+    for (std::size_t i = 0; i < count; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+      fds_.push_back(fd);
+      timeval timeout{10, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        throw std::runtime_error("connect to nats-server: " + std::string(std::strerror(errno)));
+      if (::write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size()))
+        throw std::runtime_error("write to nats-server failed");
+      std::string seen;
+      char buffer[4096];
+      while (seen.find("PONG") == std::string::npos) {
+        const ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n <= 0) throw std::runtime_error("nats-server did not answer an idle client's PING");
+        seen.append(buffer, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  ~IdleSockets() override {
+    for (int fd : fds_)
+      ::close(fd);
+  }
+
+ private:
+  std::vector<int> fds_;
+};
+
+std::string find_nats_server(const Paths& paths) {
+  if (!paths.nats_server.empty()) return paths.nats_server;
+  for (const char* candidate : {"/usr/sbin/nats-server", "/usr/bin/nats-server",
+                                "/usr/local/bin/nats-server", "/usr/local/sbin/nats-server"})
+    if (::access(candidate, X_OK) == 0) return candidate;
+  return {};
+}
+
+class NatsSystem : public System {
+ public:
+  NatsSystem(const Paths& paths)
+      : port_(free_port()), url_("nats://127.0.0.1:" + std::to_string(port_)) {
+    // 1 MiB payloads: NATS's default max_payload is exactly 1 MiB, leave room.
+    const std::string config = dir_.path() + "/nats.conf";
+    std::ofstream(config) << "max_payload: 8388608\n";
+    server_ =
+        std::make_unique<Child>(std::vector<std::string>{find_nats_server(paths), "-a", "127.0.0.1",
+                                                         "-p", std::to_string(port_), "-c", config},
+                                dir_.path() + "/nats-server.log");
+    if (!server_->wait_for_log("Server is ready", 10s))
+      throw std::runtime_error("nats-server did not start; its log:\n" + server_->log());
+  }
+
+  std::string_view name() const override { return "nats"; }
+  pid_t server_pid() const override { return server_->pid(); }
+
+  std::unique_ptr<Handle> echo(std::size_t instances) override {
+    auto echo = std::make_unique<Echo>();
+    for (std::size_t i = 0; i < instances; ++i)
+      echo->instances.push_back(std::make_unique<EchoInstance>(url_));
+    return echo;
+  }
+
+  std::unique_ptr<Caller> caller() override { return std::make_unique<NatsCaller>(url_); }
+
+  PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) override {
+    struct State {
+      Connection* connection;
+      std::string inbox;
+      std::string request;
+      std::size_t calls, issued = 0, done = 0;
+      PipelineRun run;
+      std::mutex mutex;
+      std::condition_variable all_done;
+      void send_one() {
+        const std::int64_t t0 = now_ns();
+        std::memcpy(request.data() + 1, &t0, sizeof t0);
+        natsConnection_PublishRequest(connection->get(), kEchoSubject, inbox.c_str(),
+                                      request.data(), static_cast<int>(request.size()));
+      }
+    };
+    Connection connection(url_, true);
+    State state;
+    state.connection = &connection;
+    state.inbox = "_INBOX.bench." + std::to_string(++names_);
+    state.request = std::string(payload);
+    state.request.resize(std::max<std::size_t>(state.request.size(), 1 + sizeof(std::int64_t)));
+    state.calls = calls;
+    state.run.latencies_ns.reserve(calls);
+    SubscriptionHandle replies;
+    auto on_reply = [](natsConnection* /*nc*/, natsSubscription* /*sub*/, natsMsg* msg,
+                       void* closure) {
+      auto& st = *static_cast<State*>(closure);
+      std::int64_t t0 = 0;
+      const bool ok = static_cast<std::size_t>(natsMsg_GetDataLength(msg)) == st.request.size();
+      if (ok) std::memcpy(&t0, natsMsg_GetData(msg) + 1, sizeof t0);
+      natsMsg_Destroy(msg);
+      std::lock_guard lock(st.mutex);
+      if (ok) {
+        st.run.latencies_ns.push_back(now_ns() - t0);
+      } else if (!st.run.errors++) {
+        st.run.first_error = "an echo came back different";
+      }
+      if (++st.done == st.calls) st.all_done.notify_all();
+      if (st.issued < st.calls) {
+        ++st.issued;
+        st.send_one();
+      }
+    };
+    check(natsConnection_Subscribe(replies.out(), connection.get(), state.inbox.c_str(), on_reply,
+                                   &state),
+          "subscribe");
+    check(natsConnection_FlushTimeout(connection.get(), 10000), "flush");
+    {
+      std::lock_guard lock(state.mutex);
+      for (; state.issued < std::min(depth, calls); ++state.issued)
+        state.send_one();
+    }
+    std::unique_lock lock(state.mutex);
+    if (!state.all_done.wait_for(lock, 120s, [&] { return state.done == calls; })) {
+      state.run.errors += calls - state.done;
+      state.run.first_error = "echoes missing after 120 s";
+    }
+    PipelineRun run = std::move(state.run);
+    lock.unlock();
+    return run;
+  }
+
+  std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t /*expected*/) override {
+    return std::make_unique<NatsSubscription>(url_, tally);
+  }
+
+  std::unique_ptr<Publisher> publisher() override { return std::make_unique<NatsPublisher>(url_); }
+
+  std::unique_ptr<Handle> idle_clients(std::size_t count) override {
+    return std::make_unique<IdleSockets>(port_, count);
+  }
+
+ private:
+  TempDir dir_;
+  int port_;
+  std::string url_;
+  std::unique_ptr<Child> server_;
+  std::size_t names_ = 0;
+};
+
+}  // namespace
+
+std::string nats_unavailable(const Paths& paths) {
+  if (find_nats_server(paths).empty())
+    return "nats-server was not found (install the nats-server package, or pass --nats-server "
+           "PATH)";
+  return {};
+}
+
+std::unique_ptr<System> start_nats(const Paths& paths) {
+  if (auto why = nats_unavailable(paths); !why.empty()) throw std::runtime_error(why);
+  return std::make_unique<NatsSystem>(paths);
+}
+
+#endif
+
+}  // namespace sagebus::bench

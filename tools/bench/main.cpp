@@ -1,0 +1,256 @@
+// sage-bus-bench: measures sage-bus against the floor of a ZeroMQ broker and against
+// NATS, on this machine, with the scenarios of issue 6. docs/benchmarks.md tells how to
+// run it and how to read it. This file is the command line and the report; the scenarios
+// are in scenarios.cpp, the systems in system_sagebus.cpp, baseline_zmq.cpp and
+// baseline_nats.cpp.
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "child.hpp"
+#include "idle_dealers.hpp"
+#include "scenarios.hpp"
+#include "stats.hpp"
+#include "system.hpp"
+
+namespace {
+
+using namespace sagebus::bench;
+
+struct Options {
+  std::vector<std::string> scenarios;
+  std::string baseline;
+  bool compare = false;
+  int rounds = 3;
+  bool smoke = false;
+  bool markdown = false;
+  Counts counts;
+  Paths paths;
+  std::string forwarder_ports;
+  std::string idle_child;
+};
+
+Factory factory_of(const std::string& system, const Paths& paths) {
+  if (system == "sagebus") return [&paths] { return start_sagebus(paths); };
+  if (system == "zmq") return [&paths] { return start_zmq(paths); };
+  return [&paths] { return start_nats(paths); };
+}
+
+// Why a smoke run's result is not clean, or empty when it is.
+std::string smoke_failure(const Result& r, const Counts& counts) {
+  if (r.errors) return std::to_string(r.errors) + " calls failed or came back wrong";
+  if (r.lost) return std::to_string(r.lost) + " messages lost";
+  if (r.shape == Shape::pubsub && r.delivered == 0) return "nothing delivered";
+  if (r.shape == Shape::reqrep && r.ops_per_s <= 0) return "no call answered";
+  (void)counts;
+  return {};
+}
+
+void print_markdown(const std::vector<std::string>& scenarios,
+                    const std::vector<std::string>& systems,
+                    std::map<std::string, std::map<std::string, Result>>& medians) {
+  std::printf("\n| scenario |");
+  for (const auto& s : systems)
+    std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", s.c_str(), s.c_str(), s.c_str());
+  for (std::size_t i = 1; i < systems.size(); ++i)
+    std::printf(" ours/%s |", systems[i].c_str());
+  std::printf("\n|---|");
+  for (std::size_t i = 0; i < systems.size() * 3 + systems.size() - 1; ++i)
+    std::printf("---:|");
+  std::printf("\n");
+  for (const auto& scenario : scenarios) {
+    std::printf("| %s |", scenario.c_str());
+    for (const auto& s : systems) {
+      auto it = medians[scenario].find(s);
+      if (it == medians[scenario].end()) {
+        std::printf(" – | – | – |");
+      } else if (it->second.shape == Shape::reqrep) {
+        std::printf(" %.0f | %.0f | %.0f |", it->second.ops_per_s, it->second.p50_us,
+                    it->second.p99_us);
+      } else {
+        std::printf(" %.0f | lost %llu | – |", it->second.ops_per_s,
+                    static_cast<unsigned long long>(it->second.lost));
+      }
+    }
+    for (std::size_t i = 1; i < systems.size(); ++i) {
+      auto ours = medians[scenario].find(systems[0]);
+      auto base = medians[scenario].find(systems[i]);
+      if (ours == medians[scenario].end() || base == medians[scenario].end() ||
+          base->second.ops_per_s <= 0)
+        std::printf(" – |");
+      else
+        std::printf(" %.2f |", ours->second.ops_per_s / base->second.ops_per_s);
+    }
+    std::printf("\n");
+  }
+}
+
+int run(const Options& options) {
+  std::vector<std::string> systems;
+  if (options.compare) {
+    systems = {"sagebus", "zmq"};
+    if (auto why = nats_unavailable(options.paths); why.empty())
+      systems.push_back("nats");
+    else
+      std::fprintf(stderr, "sage-bus-bench: NATS is left out: %s\n", why.c_str());
+  } else if (!options.baseline.empty()) {
+    if (options.baseline == "nats") {
+      if (auto why = nats_unavailable(options.paths); !why.empty()) {
+        std::fprintf(stderr, "sage-bus-bench: cannot measure NATS: %s\n", why.c_str());
+        return EXIT_FAILURE;
+      }
+    }
+    systems = {options.baseline};
+  } else {
+    systems = {"sagebus"};
+  }
+  const auto& scenarios = options.scenarios.empty() ? scenario_names() : options.scenarios;
+  const int rounds = options.compare && !options.smoke ? options.rounds : 1;
+
+  bool failed = false;
+  std::map<std::string, std::map<std::string, std::vector<Result>>> runs;
+  for (int round = 1; round <= rounds; ++round) {
+    for (const auto& scenario : scenarios) {
+      for (const auto& system : systems) {
+        try {
+          Result r = run_scenario(scenario, factory_of(system, options.paths), options.counts);
+          if (rounds > 1 || options.compare)
+            std::fprintf(stderr, "round=%d %s\n", round, format(r).c_str());
+          else
+            std::printf("%s\n", format(r).c_str());
+          std::fflush(stdout);
+          if (options.smoke) {
+            if (auto why = smoke_failure(r, options.counts); !why.empty()) {
+              std::fprintf(stderr, "sage-bus-bench: smoke: %s on %s: %s\n", scenario.c_str(),
+                           system.c_str(), why.c_str());
+              failed = true;
+            }
+          }
+          if (r.errors) failed = true;
+          runs[scenario][system].push_back(std::move(r));
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "sage-bus-bench: %s on %s failed: %s\n", scenario.c_str(),
+                       system.c_str(), e.what());
+          failed = true;
+        }
+      }
+    }
+  }
+
+  if (options.compare) {
+    std::map<std::string, std::map<std::string, Result>> medians;
+    for (const auto& scenario : scenarios) {
+      for (const auto& system : systems) {
+        auto& list = runs[scenario][system];
+        if (list.empty()) continue;
+        medians[scenario][system] = median(list);
+      }
+      auto ours = medians[scenario].find("sagebus");
+      for (const auto& system : systems) {
+        auto it = medians[scenario].find(system);
+        if (it == medians[scenario].end()) continue;
+        std::optional<double> ratio;
+        if (system != "sagebus" && ours != medians[scenario].end() && it->second.ops_per_s > 0)
+          ratio = ours->second.ops_per_s / it->second.ops_per_s;
+        std::printf("%s\n", format(it->second, ratio).c_str());
+      }
+    }
+    if (options.markdown) print_markdown(scenarios, systems, medians);
+  }
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  options.paths.busd = SAGEBUS_BENCH_BUSD;
+  CLI::App app{
+      "sage-bus-bench: measures sage-bus side by side with a raw ZeroMQ forwarder (the floor of "
+      "any ZeroMQ broker) and NATS. It starts its own servers on free 127.0.0.1 ports and its "
+      "own echo services, runs bounded scenarios and prints one line each:\n"
+      "  scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n> system=<s>     (request-reply)\n"
+      "  scenario=<name> ops_per_s=<n> delivered=<n> lost=<n> system=<s>    (pub-sub)\n"
+      "Scenarios: " +
+      [] {
+        std::string all;
+        for (const auto& n : scenario_names())
+          all += (all.empty() ? "" : ", ") + n;
+        return all;
+      }() +
+      ". See docs/benchmarks.md."};
+  app.add_option("--scenario", options.scenarios,
+                 "Run this scenario; repeat for several (default: all)")
+      ->check(CLI::IsMember(scenario_names()));
+  app.add_option("--calls", options.counts.calls,
+                 "Measured calls of reqrep_c1/reqrep_c8/lb_w4_c8/clients_10k; pipelined makes 5x, "
+                 "reqrep_64k 1/10, reqrep_1m 1/100")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000000}))
+      ->capture_default_str();
+  app.add_option("--messages", options.counts.messages, "Messages published by pubsub_*")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000000}))
+      ->capture_default_str();
+  app.add_option("--idle-clients", options.counts.idle_clients,
+                 "Idle connections held by clients_10k")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--baseline", options.baseline,
+                 "Measure this baseline instead of sage-bus: zmq (a raw ROUTER forwarder and an "
+                 "XSUB/XPUB proxy) or nats (nats-server via libnats)")
+      ->check(CLI::IsMember({"zmq", "nats"}));
+  app.add_flag("--compare", options.compare,
+               "Run sage-bus and every available baseline, interleaved, for --rounds rounds; print "
+               "the median of each figure and ratio=ours/baseline (ops/s). Each round's lines go "
+               "to stderr");
+  app.add_option("--rounds", options.rounds, "Rounds of --compare")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_flag("--markdown", options.markdown, "With --compare: also print a Markdown table");
+  app.add_flag("--smoke", options.smoke,
+               "Tiny counts (seconds in all, one round): every scenario must complete with every "
+               "call answered and nothing lost, else exit 1. For the test suite; no timing checks");
+  app.add_option("--busd", options.paths.busd, "The sage-busd to measure")->capture_default_str();
+  app.add_option("--nats-server", options.paths.nats_server,
+                 "The nats-server to measure (default: found in /usr/sbin, /usr/bin, /usr/local)");
+  // Internal: this executable started again as the ZeroMQ forwarder.
+  app.add_option("--zmq-forwarder", options.forwarder_ports, "ROUTER,XSUB,XPUB ports")->group("");
+  app.add_option("--idle-child", options.idle_child, "SYSTEM,ENDPOINT,FIRST,COUNT")->group("");
+  CLI11_PARSE(app, argc, argv);
+
+  if (!options.idle_child.empty()) {
+    const auto& spec = options.idle_child;
+    const auto a = spec.find(','), c = spec.rfind(','), b = spec.rfind(',', c - 1);
+    if (a == std::string::npos || b <= a || c <= b) {
+      std::fprintf(stderr, "--idle-child: expected SYSTEM,ENDPOINT,FIRST,COUNT\n");
+      return 2;
+    }
+    run_idle_child(spec.substr(0, a), spec.substr(a + 1, b - a - 1),
+                   std::stoul(spec.substr(b + 1, c - b - 1)), std::stoul(spec.substr(c + 1)));
+  }
+
+  if (!options.forwarder_ports.empty()) {
+    int router = 0, xsub = 0, xpub = 0;
+    if (std::sscanf(options.forwarder_ports.c_str(), "%d,%d,%d", &router, &xsub, &xpub) != 3) {
+      std::fprintf(stderr, "--zmq-forwarder: expected ROUTER,XSUB,XPUB ports\n");
+      return 2;
+    }
+    run_zmq_forwarder(router, xsub, xpub);
+  }
+  if (options.smoke) {
+    options.counts.calls = std::min<std::size_t>(options.counts.calls, 200);
+    options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);
+    options.counts.idle_clients = std::min<std::size_t>(options.counts.idle_clients, 100);
+  }
+  try {
+    options.paths.self = self_path();
+    install_signal_cleanup();
+    return run(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sage-bus-bench: %s\n", e.what());
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,77 @@
+#include "stats.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace sagebus::bench {
+
+std::int64_t percentile(std::vector<std::int64_t>& samples, double p) {
+  if (samples.empty()) return 0;
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
+  const auto index = static_cast<std::size_t>(std::clamp(rank, 1.0, double(samples.size()))) - 1;
+  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(index),
+                   samples.end());
+  return samples[index];
+}
+
+namespace {
+
+template <typename T, typename Get>
+T median_of(const std::vector<Result>& runs, Get get) {
+  std::vector<T> values;
+  for (const auto& r : runs)
+    values.push_back(get(r));
+  std::sort(values.begin(), values.end());
+  return values[(values.size() - 1) / 2];
+}
+
+}  // namespace
+
+Result median(const std::vector<Result>& runs) {
+  Result out = runs.front();
+  out.ops_per_s = median_of<double>(runs, [](const Result& r) { return r.ops_per_s; });
+  out.p50_us = median_of<double>(runs, [](const Result& r) { return r.p50_us; });
+  out.p99_us = median_of<double>(runs, [](const Result& r) { return r.p99_us; });
+  out.delivered = median_of<std::uint64_t>(runs, [](const Result& r) { return r.delivered; });
+  // Lost and errors: the worst round, so that one bad round is not hidden by a median.
+  for (const auto& r : runs) {
+    out.lost = std::max(out.lost, r.lost);
+    out.errors = std::max(out.errors, r.errors);
+  }
+  if (out.rss_idle_kib) {
+    out.rss_idle_kib =
+        median_of<std::uint64_t>(runs, [](const Result& r) { return r.rss_idle_kib.value_or(0); });
+    out.rss_10k_kib =
+        median_of<std::uint64_t>(runs, [](const Result& r) { return r.rss_10k_kib.value_or(0); });
+  }
+  return out;
+}
+
+std::string format(const Result& r, std::optional<double> ratio) {
+  char buffer[512];
+  int n = 0;
+  if (r.shape == Shape::reqrep) {
+    n = std::snprintf(buffer, sizeof buffer, "scenario=%s ops_per_s=%.0f p50_us=%.0f p99_us=%.0f",
+                      r.scenario.c_str(), r.ops_per_s, r.p50_us, r.p99_us);
+  } else {
+    n = std::snprintf(buffer, sizeof buffer, "scenario=%s ops_per_s=%.0f delivered=%llu lost=%llu",
+                      r.scenario.c_str(), r.ops_per_s, static_cast<unsigned long long>(r.delivered),
+                      static_cast<unsigned long long>(r.lost));
+  }
+  std::string line(buffer, static_cast<std::size_t>(n));
+  line += " system=" + r.system;
+  if (r.errors) line += " errors=" + std::to_string(r.errors);
+  if (r.rss_idle_kib) {
+    line += " idle_clients=" + std::to_string(r.idle_clients);
+    line += " rss_idle_kib=" + std::to_string(*r.rss_idle_kib);
+    line += " rss_10k_kib=" + std::to_string(r.rss_10k_kib.value_or(0));
+  }
+  if (ratio) {
+    std::snprintf(buffer, sizeof buffer, " ratio=%.2f", *ratio);
+    line += buffer;
+  }
+  return line;
+}
+
+}  // namespace sagebus::bench

@@ -1,0 +1,120 @@
+// The interface every measured system implements — sage-bus, the raw ZeroMQ forwarder and
+// NATS — so that one set of scenario drivers (scenarios.hpp) measures all three alike.
+//
+// A System owns its server (a child process on free 127.0.0.1 ports), started by its
+// factory and stopped by its destructor. Everything it hands out (echo instances, callers,
+// subscriptions, idle connections) is a separate connection of its own and must be
+// destroyed before the System. A Caller or Publisher is used by one thread at a time;
+// a Tally is updated from the system's delivery threads and read from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sagebus::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Payloads starting with this byte are measured data; any other first byte is a probe
+// (pub-sub: the "are you subscribed yet" messages sent before measuring).
+inline constexpr char kDataMark = 'D';
+
+// Whatever a system keeps alive for a scenario; released by destruction.
+class Handle {
+ public:
+  virtual ~Handle() = default;
+};
+
+// One connection making synchronous echo calls.
+class Caller {
+ public:
+  virtual ~Caller() = default;
+  // Sends `request` to the echo service and waits (5 s at most) for its answer.
+  // Returns false, with the reason in `error`, when the call failed.
+  virtual bool call(std::string_view request, std::string& reply, std::string& error) = 0;
+};
+
+// What one subscriber received.
+struct Tally {
+  std::atomic<std::uint64_t> data{0};
+  std::atomic<std::uint64_t> probes{0};
+  std::atomic<std::int64_t> last_data_ns{0};
+  void count(std::string_view payload) {
+    if (!payload.empty() && payload.front() == kDataMark) {
+      data.fetch_add(1, std::memory_order_relaxed);
+      last_data_ns.store(now_ns(), std::memory_order_relaxed);
+    } else {
+      probes.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+};
+
+class Publisher {
+ public:
+  virtual ~Publisher() = default;
+  virtual void publish(std::string_view payload) = 0;
+  // Pushes out what the client library buffered (no-op where it buffers nothing).
+  virtual void flush() = 0;
+};
+
+// Outcome of a pipelined run: one latency per answered call, and the failures.
+struct PipelineRun {
+  std::vector<std::int64_t> latencies_ns;
+  std::uint64_t errors = 0;
+  std::string first_error;
+};
+
+class System {
+ public:
+  virtual ~System() = default;
+  virtual std::string_view name() const = 0;
+  // The server process (for its RSS).
+  virtual pid_t server_pid() const = 0;
+  // `instances` echo service instances, each on its own connection; returns once the
+  // server routes calls to every one of them.
+  virtual std::unique_ptr<Handle> echo(std::size_t instances) = 0;
+  // A new connection for synchronous calls to the echo service.
+  virtual std::unique_ptr<Caller> caller() = 0;
+  // On one new connection, keeps `depth` echo calls of `payload` in flight until `calls`
+  // have completed.
+  virtual PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) = 0;
+  // A new connection subscribed to the benchmark topic, counting into `tally`.
+  virtual std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t expected) = 0;
+  // A new connection publishing on the benchmark topic.
+  virtual std::unique_ptr<Publisher> publisher() = 0;
+  // `count` idle connections, each answered by the server once (so it holds them), kept
+  // (with whatever keep-alive the protocol asks) until the handle is destroyed.
+  virtual std::unique_ptr<Handle> idle_clients(std::size_t count) = 0;
+};
+
+// Where the servers' executables are.
+struct Paths {
+  std::string busd;
+  std::string nats_server;
+  std::string self;  // this executable, started again as the ZeroMQ forwarder
+};
+
+std::unique_ptr<System> start_sagebus(const Paths& paths);
+std::unique_ptr<System> start_zmq(const Paths& paths);
+// Throws std::runtime_error saying why when NATS cannot be measured here.
+std::unique_ptr<System> start_nats(const Paths& paths);
+// Empty when start_nats can work; else why not (no libnats at build time, no nats-server).
+std::string nats_unavailable(const Paths& paths);
+
+// The forwarder's own main (sage-bus-bench --zmq-forwarder): never returns; ends on SIGTERM.
+[[noreturn]] void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port);
+
+}  // namespace sagebus::bench

@@ -1,0 +1,228 @@
+// sage-bus as a measured System: sage-busd as a child with its default settings, echo
+// instances and callers through the public SDK, idle clients as raw DEALERs speaking the
+// wire protocol (HELLO, then a HEARTBEAT per heartbeat interval, as the SDK does).
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+
+#include "child.hpp"
+#include "idle_dealers.hpp"
+#include "sagebus/sagebus.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "system.hpp"
+
+namespace sagebus::bench {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::string_view kService = "bench-echo";
+constexpr std::string_view kMethod = "echo";
+constexpr std::string_view kTopic = "bench.pubsub";
+
+// Enough for a 1 MiB payload's round trip on a loaded machine.
+const CallOptions kCall{.timeout = 10s};
+
+class Connected {
+ public:
+  Connected(const std::string& endpoint, const std::string& name)
+      : client_({.endpoint = endpoint, .name = name}) {
+    if (!client_.wait_connected(10s))
+      throw std::runtime_error("the SDK client did not connect to sage-busd within 10 s");
+  }
+  Client& client() { return client_; }
+
+ private:
+  Client client_;
+};
+
+struct EchoInstance {
+  EchoInstance(const std::string& endpoint, const std::string& name)
+      // One worker: the handler is trivial, and more threads than cores only add switches.
+      : connected(endpoint, name),
+        service(connected.client(), std::string(kService), {.max_inflight = 64, .workers = 1}) {
+    service.handle(std::string(kMethod),
+                   [](const Request& request) { return std::string(request.payload); });
+    service.start();
+    if (!service.wait_registered(10s))
+      throw std::runtime_error("the echo service was not registered within 10 s");
+  }
+  ~EchoInstance() { service.stop(1s); }
+  Connected connected;
+  Service service;
+};
+
+struct Echo : Handle {
+  std::vector<std::unique_ptr<EchoInstance>> instances;
+};
+
+class SagebusCaller : public Caller {
+ public:
+  SagebusCaller(const std::string& endpoint, const std::string& name)
+      : connected_(endpoint, name) {}
+  bool call(std::string_view request, std::string& reply, std::string& error) override {
+    try {
+      reply = connected_.client().call(kService, kMethod, request, kCall).payload;
+      return true;
+    } catch (const std::exception& e) {
+      error = e.what();
+      return false;
+    }
+  }
+
+ private:
+  Connected connected_;
+};
+
+struct SagebusSubscription : Handle {
+  SagebusSubscription(const std::string& endpoint, const std::string& name, Tally& tally,
+                      std::uint64_t expected)
+      : connected(endpoint, name) {
+    // A window above what is published: the SDK's credit flow never holds the broker back,
+    // so what is lost is lost to the broker's or the socket's own bounds.
+    const auto window =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(expected + 1024, 1u << 30));
+    subscription = connected.client().subscribe(
+        kTopic, [&tally](const Message& m) { tally.count(m.payload); }, {.window = window});
+  }
+  Connected connected;
+  Subscription subscription;
+};
+
+class SagebusPublisher : public Publisher {
+ public:
+  SagebusPublisher(const std::string& endpoint, const std::string& name)
+      : connected_(endpoint, name) {}
+  void publish(std::string_view payload) override { connected_.client().publish(kTopic, payload); }
+  void flush() override {}
+
+ private:
+  Connected connected_;
+};
+
+class SagebusSystem : public System {
+ public:
+  explicit SagebusSystem(const Paths& paths)
+      : self_(paths.self), endpoint_("tcp://127.0.0.1:" + std::to_string(free_port())) {
+    busd_ = std::make_unique<Child>(std::vector<std::string>{paths.busd, "--endpoint", endpoint_},
+                                    dir_.path() + "/sage-busd.log");
+    if (!busd_->wait_for_log("listening on " + endpoint_, 10s))
+      throw std::runtime_error(paths.busd + " did not listen on " + endpoint_ +
+                               " within 10 s; its log:\n" + busd_->log());
+  }
+
+  std::string_view name() const override { return "sagebus"; }
+  pid_t server_pid() const override { return busd_->pid(); }
+
+  std::unique_ptr<Handle> echo(std::size_t instances) override {
+    auto echo = std::make_unique<Echo>();
+    for (std::size_t i = 0; i < instances; ++i)
+      echo->instances.push_back(std::make_unique<EchoInstance>(endpoint_, next_name_("echo")));
+    return echo;
+  }
+
+  std::unique_ptr<Caller> caller() override {
+    return std::make_unique<SagebusCaller>(endpoint_, next_name_("caller"));
+  }
+
+  PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) override {
+    Connected connected(endpoint_, next_name_("pipeline"));
+    Client& client = connected.client();
+    PipelineRun run;
+    run.latencies_ns.reserve(calls);
+    std::mutex mutex;
+    std::condition_variable all_done;
+    std::size_t issued = 0, done = 0;
+    const std::string request(payload);
+    // Each completion (on the SDK's callback thread) records itself and issues the next.
+    std::function<void()> issue = [&] {
+      const std::int64_t t0 = now_ns();
+      client.call_async(kService, kMethod, request, kCall, [&, t0](Reply reply) {
+        const std::int64_t latency = now_ns() - t0;
+        bool more = false;
+        {
+          std::lock_guard lock(mutex);
+          if (reply.ok() && reply.payload == request) {
+            run.latencies_ns.push_back(latency);
+          } else {
+            if (!run.errors++)
+              run.first_error = reply.ok() ? "an echo came back different" : reply.message;
+          }
+          ++done;
+          more = issued < calls;
+          if (more) ++issued;
+          if (done == calls) all_done.notify_all();
+        }
+        if (more) issue();
+      });
+    };
+    const std::size_t first = std::min(depth, calls);
+    {
+      std::lock_guard lock(mutex);
+      issued = first;
+    }
+    for (std::size_t i = 0; i < first; ++i)
+      issue();
+    std::unique_lock lock(mutex);
+    all_done.wait(lock, [&] { return done == calls; });
+    return run;
+  }
+
+  std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t expected) override {
+    return std::make_unique<SagebusSubscription>(endpoint_, next_name_("subscriber"), tally,
+                                                 expected);
+  }
+
+  std::unique_ptr<Publisher> publisher() override {
+    return std::make_unique<SagebusPublisher>(endpoint_, next_name_("publisher"));
+  }
+
+  std::unique_ptr<Handle> idle_clients(std::size_t count) override {
+    return spawn_idle_dealers(self_, "sagebus", endpoint_, count);
+  }
+
+ private:
+  std::string next_name_(std::string_view role) {
+    return "bench-" + std::string(role) + "-" + std::to_string(++names_);
+  }
+
+  TempDir dir_;
+  std::string self_;
+  std::string endpoint_;
+  std::unique_ptr<Child> busd_;
+  std::size_t names_ = 0;
+};
+
+}  // namespace
+
+// HELLO with a name of its own, then a HEARTBEAT per sage-busd's default --heartbeat-ms.
+IdleDealerProtocol sagebus_idle_protocol() {
+  IdleDealerProtocol protocol;
+  protocol.hello = [](std::size_t i) {
+    wire::Header header;
+    header.set_kind(wire::HELLO);
+    header.set_id(1);
+    header.mutable_hello()->set_name("bench-idle-" + std::to_string(i));
+    header.mutable_hello()->set_instance_id(std::to_string(i));
+    header.mutable_hello()->set_sdk_version("sage-bus-bench");
+    std::vector<zmq::message_t> message;
+    message.push_back(wire::encode(header));
+    return message;
+  };
+  protocol.keepalive = [] {
+    wire::Header header;
+    header.set_kind(wire::HEARTBEAT);
+    std::vector<zmq::message_t> message;
+    message.push_back(wire::encode(header));
+    return message;
+  };
+  protocol.keepalive_interval = 1000ms;
+  return protocol;
+}
+
+std::unique_ptr<System> start_sagebus(const Paths& paths) {
+  return std::make_unique<SagebusSystem>(paths);
+}
+
+}  // namespace sagebus::bench
