@@ -29,6 +29,9 @@ std::string busctl_path() {
 std::string echo_service_path() {
   return SAGEBUS_TEST_ECHO_SERVICE;
 }
+std::string test_peer_path() {
+  return SAGEBUS_TEST_PEER;
+}
 
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -221,6 +224,44 @@ admin::ServiceList broker_services(Client& client) {
   const auto reply = client.call("$broker", "services", "", {.timeout = 5s});
   if (!list.ParseFromString(reply.payload)) throw std::runtime_error("bad ServiceList");
   return list;
+}
+
+namespace {
+template <typename Report>
+Report ask_broker(Client& client, const std::string& method) {
+  Report report;
+  const auto reply = client.call("$broker", method, "", {.timeout = 5s});
+  if (!report.ParseFromString(reply.payload))
+    throw std::runtime_error("the broker's answer to " + method + " does not parse");
+  return report;
+}
+}  // namespace
+
+admin::ClientList broker_clients(Client& client) {
+  return ask_broker<admin::ClientList>(client, "clients");
+}
+
+admin::TopicList broker_topics(Client& client) {
+  return ask_broker<admin::TopicList>(client, "topics");
+}
+
+admin::QueueList broker_queues(Client& client) {
+  return ask_broker<admin::QueueList>(client, "queues");
+}
+
+unsigned subscriptions_on(Client& client, const std::string& pattern) {
+  unsigned n = 0;
+  const auto topics = broker_topics(client);
+  for (const auto& s : topics.subscriptions())
+    if (s.pattern() == pattern) ++n;
+  return n;
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  throw std::runtime_error("no VmRSS for process " + std::to_string(pid));
 }
 
 unsigned in_flight(Client& client, const std::string& service) {

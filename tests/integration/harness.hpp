@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,7 @@ using namespace std::chrono_literals;
 std::string busd_path();
 std::string busctl_path();
 std::string echo_service_path();
+std::string test_peer_path();
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
@@ -93,10 +95,41 @@ RunResult run(const std::vector<std::string>& argv, std::string_view input = {},
 // Polls `condition` every few milliseconds until it holds or `timeout` passes.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
+// Everything one subscription's handler was given, in the order it was given.
+class Inbox {
+ public:
+  MessageHandler handler() {
+    return [this](const Message& m) {
+      std::lock_guard lock(mutex_);
+      messages_.push_back(m);
+    };
+  }
+  std::vector<Message> messages() const {
+    std::lock_guard lock(mutex_);
+    return messages_;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return messages_.size();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<Message> messages_;
+};
+
 // The broker's own reports, through the admin service "$broker".
 admin::BrokerStatus broker_status(Client& client);
 admin::ServiceList broker_services(Client& client);
+admin::ClientList broker_clients(Client& client);
+admin::TopicList broker_topics(Client& client);
+admin::QueueList broker_queues(Client& client);
 // Calls in flight on the instances of `service`, summed.
 unsigned in_flight(Client& client, const std::string& service);
+// Subscriptions the broker holds whose pattern is `pattern`.
+unsigned subscriptions_on(Client& client, const std::string& pattern);
+
+// The resident set size of process `pid` (VmRSS in /proc/PID/status), in KiB.
+long rss_kib(pid_t pid);
 
 }  // namespace sagebus::test
