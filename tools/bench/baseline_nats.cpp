@@ -231,7 +231,7 @@ class NatsSystem : public System {
         std::make_unique<Child>(std::vector<std::string>{find_nats_server(paths), "-a", "127.0.0.1",
                                                          "-p", std::to_string(port_), "-c", config},
                                 dir_.path() + "/nats-server.log");
-    if (!server_->wait_for_log("Server is ready", 10s))
+    if (!server_->wait_for_log("Server is ready", 30s))
       throw std::runtime_error("nats-server did not start; its log:\n" + server_->log());
   }
 

@@ -160,11 +160,11 @@ class ZmqSystem : public System {
         xsub_port_(free_port()),
         xpub_port_(free_port()) {
     forwarder_ = std::make_unique<Child>(
-        std::vector<std::string>{paths.self, "--zmq-forwarder",
+        std::vector<std::string>{paths.forwarder, "--zmq-forwarder",
                                  std::to_string(router_port_) + "," + std::to_string(xsub_port_) +
                                      "," + std::to_string(xpub_port_)},
         dir_.path() + "/forwarder.log");
-    if (!forwarder_->wait_for_log("zmq forwarder ready", 10s))
+    if (!forwarder_->wait_for_log("zmq forwarder ready", 30s))
       throw std::runtime_error("the ZeroMQ forwarder did not start; its log:\n" +
                                forwarder_->log());
   }

@@ -218,6 +218,10 @@ int main(int argc, char** argv) {
                  "The nats-server to measure (default: found in /usr/sbin, /usr/bin, /usr/local)");
   // Internal: this executable started again as the ZeroMQ forwarder.
   app.add_option("--zmq-forwarder", options.forwarder_ports, "ROUTER,XSUB,XPUB ports")->group("");
+  app.add_option("--forwarder", options.paths.forwarder,
+                 "Program to start as the ZeroMQ forwarder (default: this one), e.g. a wrapper "
+                 "that profiles it")
+      ->group("");
   app.add_option("--idle-child", options.idle_child, "SYSTEM,ENDPOINT,FIRST,COUNT")->group("");
   CLI11_PARSE(app, argc, argv);
 
@@ -247,6 +251,7 @@ int main(int argc, char** argv) {
   }
   try {
     options.paths.self = self_path();
+    if (options.paths.forwarder.empty()) options.paths.forwarder = options.paths.self;
     install_signal_cleanup();
     return run(options);
   } catch (const std::exception& e) {

@@ -104,7 +104,8 @@ class System {
 struct Paths {
   std::string busd;
   std::string nats_server;
-  std::string self;  // this executable, started again as the ZeroMQ forwarder
+  std::string self;       // this executable, started again for idle connections
+  std::string forwarder;  // run with --zmq-forwarder PORTS: this executable by default
 };
 
 std::unique_ptr<System> start_sagebus(const Paths& paths);
