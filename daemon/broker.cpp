@@ -326,8 +326,10 @@ bool Broker::claim_name_(const RoutingId& from) {
   const std::string name = old.name;
   if (!hello.takeover()) {
     ++metrics_.names_refused;
-    spdlog::info("refused a HELLO (instance {}) naming '{}': live instance {} has that name",
-                 hello.instance_id(), name, old.instance_id);
+    // A refused client may retry; the counter has them all, the log the first few.
+    spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::info : spdlog::level::debug,
+                "refused a HELLO (instance {}) naming '{}': live instance {} has that name",
+                hello.instance_id(), name, old.instance_id);
     reply_(from, in_.id(), wire::PERMISSION_DENIED,
            "connection name '" + name + "' is taken by a live connection (instance " +
                old.instance_id +

@@ -173,6 +173,7 @@ class Broker {
   std::unordered_map<std::string, std::deque<CallId>> held_;
   Metrics metrics_;
   TokenBucket hello_limiter_{10000.0, 10000.0};
+  TokenBucket refusal_log_limiter_{1.0, 10.0};
 
   TimePoint now_{};  // cached once per tick
   TimePoint next_lease_check_{};
