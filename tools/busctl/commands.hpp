@@ -1,13 +1,20 @@
-// The busctl commands. Each one connects to sage-busd, makes one call, writes what it
-// got to `out` (a table, raw bytes, or JSON) and returns.
+// The busctl commands. Each one connects to sage-busd (see session.hpp), does its one
+// job, writes what it got to `out` (a table, raw bytes, text lines or JSON) and returns.
 //
 // Failures are thrown as sagebus::Error, whose what() is the "STATUS_NAME: message" line
-// busctl prints. No command outlives `timeout` by more than the SDK's small margin: the
-// timeout covers reaching the broker and the reply together, and a broker that is not
-// reachable within it is reported UNAVAILABLE.
+// busctl prints. A one-shot command does not outlive options.timeout by more than the
+// SDK's small margin: the timeout covers reaching the broker and the answer together,
+// and a broker that is not reachable within it is reported UNAVAILABLE. The two tails,
+// subscribe and receive, use the timeout only to reach the broker; then they run until
+// they have printed `count` messages (0: no limit) or `stop` becomes true.
+//
+// Implemented per family: commands_inspect.cpp (the `$broker` admin views),
+// commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <ostream>
 #include <string>
 
@@ -17,7 +24,13 @@ struct Options {
   std::string endpoint = "tcp://127.0.0.1:5555";
   bool json = false;
   std::chrono::milliseconds timeout{5000};
+  // This connection's name; empty: the SDK's unique default, "busctl-<pid>-1".
+  std::string name{};
+  // Replace a live connection of the same name instead of being refused.
+  bool takeover = false;
 };
+
+// --- Inspection: the broker's own service, `$broker` -------------------------------
 
 // `$broker`.status: the broker's version, uptime, endpoints, sizes and counters.
 void status(const Options& options, std::ostream& out);
@@ -25,9 +38,63 @@ void status(const Options& options, std::ostream& out);
 // `$broker`.services: every service and its instances.
 void services(const Options& options, std::ostream& out);
 
+// `$broker`.clients: every connection, its name, age, services, subscriptions, calls.
+void clients(const Options& options, std::ostream& out);
+
+// `$broker`.topics: every subscription, then the published count of recent topics.
+void topics(const Options& options, std::ostream& out);
+
+// `$broker`.queues: every legacy queue, its depth, readers, writers and counters.
+void queues(const Options& options, std::ostream& out);
+
+// --- Request-response ----------------------------------------------------------------
+
 // SERVICE.METHOD with `payload`. Writes the reply payload as is, plus a '\n' unless it
 // already ends with one; with options.json, one JSON object (see render.hpp).
 void call(const Options& options, const std::string& service, const std::string& method,
           const std::string& payload, std::ostream& out);
+
+// --- Publish-subscribe ---------------------------------------------------------------
+
+// Publishes `payload` on `topic` with a confirmation; writes "published to N
+// subscriptions" (JSON: {"topic":...,"matched":N}).
+void publish(const Options& options, const std::string& topic, const std::string& payload,
+             std::ostream& out);
+
+// Subscribes to `pattern` and writes one line per message, flushed: "TOPIC PAYLOAD"
+// (payload as one_line_text(), see encoding.hpp), or with options.json
+// {"topic":...,"payload":...,"missed_before":N}. A message the broker had to drop
+// messages before is preceded on `err` by "missed N messages before this one".
+void subscribe(const Options& options, const std::string& pattern, std::uint64_t count,
+               const std::atomic<bool>& stop, std::ostream& out, std::ostream& err);
+
+// --- Point-to-point ------------------------------------------------------------------
+
+// Hands `payload` to the connection named `peer`; writes "delivered to PEER" (JSON:
+// {"peer":...,"delivered":true}) once that peer has taken it. With `hold` > 0 and the
+// peer not connected, the broker keeps the message that long for it, and the command
+// waits that much longer than options.timeout.
+void send(const Options& options, const std::string& peer, const std::string& payload,
+          std::chrono::milliseconds hold, std::ostream& out);
+
+// Writes the messages sent to this connection, one line each, flushed: "FROM PAYLOAD"
+// (JSON: {"from":...,"payload":...}). Says on `err` which name to send to.
+void receive(const Options& options, std::uint64_t count, const std::atomic<bool>& stop,
+             std::ostream& out, std::ostream& err);
+
+// --- Legacy queues -------------------------------------------------------------------
+
+// Appends `item` to queue `name`, waiting for room while it is full (within the
+// timeout; then OVERLOADED). Writes "put on NAME" (JSON: {"queue":...,"put":true}).
+void queue_put(const Options& options, const std::string& name, const std::string& item,
+               std::ostream& out);
+
+// Takes the head of queue `name`, waiting for one within the timeout, and writes it as
+// call() writes a reply (JSON: {"queue":...,"payload":...}). The item is acknowledged
+// after it was written. Throws Error(DEADLINE_EXCEEDED) when no item came.
+void queue_get(const Options& options, const std::string& name, std::ostream& out);
+
+// Writes the number of items in queue `name` (JSON: {"queue":...,"size":N}).
+void queue_size(const Options& options, const std::string& name, std::ostream& out);
 
 }  // namespace busctl

@@ -102,4 +102,19 @@ std::string base64_encode(std::string_view bytes) {
   return out;
 }
 
+std::string one_line_text(std::string_view bytes) {
+  static constexpr std::string_view kPrefix = "base64:";
+  bool plain = bytes.substr(0, kPrefix.size()) != kPrefix && is_valid_utf8(bytes);
+  for (std::size_t i = 0; plain && i < bytes.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(bytes[i]);
+    plain = (byte >= 0x20 && byte != 0x7f) || byte == '\t';
+  }
+  return plain ? std::string(bytes) : std::string(kPrefix) + base64_encode(bytes);
+}
+
+std::string payload_json_member(std::string_view bytes) {
+  if (is_valid_utf8(bytes)) return "\"payload\":" + json_quote(bytes);
+  return "\"payload_base64\":" + json_quote(base64_encode(bytes));
+}
+
 }  // namespace busctl

@@ -1,12 +1,20 @@
-// busctl: inspect sage-busd and call services from the command line.
+// busctl: inspect sage-busd and use every pattern of the bus from the command line.
 //
-//   busctl [--endpoint E] [--json] [--timeout MS] status
-//   busctl [--endpoint E] [--json] [--timeout MS] services
-//   busctl [--endpoint E] [--json] [--timeout MS] call SERVICE METHOD [PAYLOAD|-]
+//   busctl [OPTIONS] status | services | clients | topics | queues
+//   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-]
+//   busctl [OPTIONS] publish TOPIC [PAYLOAD|-]
+//   busctl [OPTIONS] subscribe PATTERN [--count N]
+//   busctl [OPTIONS] send PEER [PAYLOAD|-] [--hold MS]
+//   busctl [OPTIONS] receive [--count N]
+//   busctl [OPTIONS] queue put NAME [PAYLOAD|-] | queue get NAME | queue size NAME
 //
-// The global options may also follow the subcommand. Exit status: 0 on success, 1 when
-// the bus answered an error (printed to stderr as "STATUS_NAME: message"), 2 for usage
-// errors.
+// OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover; they may also
+// follow the subcommand. Exit status: 0 on success (subscribe and receive also when
+// stopped by SIGINT or SIGTERM), 1 when the bus answered an error (printed to stderr as
+// "STATUS_NAME: message"), 2 for usage errors.
+#include <atomic>
+#include <csignal>
+#include <cstdint>
 #include <iostream>
 #include <iterator>
 #include <string>
@@ -21,38 +29,109 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
+// Set by SIGINT and SIGTERM while a tail (subscribe, receive) runs; the tail polls it.
+std::atomic<bool> stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+
+extern "C" void on_stop_signal(int) {
+  stop_requested.store(true);
+}
+
 std::string read_all(std::istream& in) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
+
+// PAYLOAD as given; "-" means stdin.
+std::string payload_of(const std::string& argument) {
+  return argument == "-" ? read_all(std::cin) : argument;
+}
+
+constexpr const char* kPayloadHelp = "payload; '-' reads it from stdin; default empty";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   busctl::Options options;
   int timeout_ms = 5000;
-  std::string service, method, payload;
+  int hold_ms = 0;
+  std::uint64_t count = 0;
+  std::string service, method, target, payload;
 
-  CLI::App app{"busctl: inspect sage-busd and call services"};
+  CLI::App app{"busctl: inspect sage-busd and use the bus from the command line"};
   app.fallthrough();  // the options below also work after the subcommand
   app.require_subcommand(1);
   app.add_option("-e,--endpoint", options.endpoint, "sage-busd endpoint")
       ->envname("SAGEBUS_ENDPOINT")
       ->capture_default_str();
-  app.add_flag("--json", options.json, "print JSON instead of tables or raw bytes");
+  app.add_flag("--json", options.json, "print JSON instead of tables, text or raw bytes");
   app.add_option("-t,--timeout", timeout_ms,
                  "milliseconds to wait for the broker and its answer, in all")
       ->check(CLI::Range(1, 24 * 3600 * 1000))
       ->capture_default_str();
+  app.add_option("--name", options.name,
+                 "this connection's name (what `send` addresses); default busctl-PID-1");
+  app.add_flag("--takeover", options.takeover,
+               "replace a live connection that has the same --name instead of failing");
 
+  // Inspection.
   CLI::App* status_cmd =
       app.add_subcommand("status", "the broker's version, uptime, endpoints and counters");
   CLI::App* services_cmd = app.add_subcommand("services", "services and their instances");
+  CLI::App* clients_cmd = app.add_subcommand("clients", "connections to the broker");
+  CLI::App* topics_cmd =
+      app.add_subcommand("topics", "subscriptions, and messages published per topic");
+  CLI::App* queues_cmd = app.add_subcommand("queues", "legacy queues: depth, readers, counters");
+
+  // Request-response.
   CLI::App* call_cmd =
       app.add_subcommand("call", "call SERVICE METHOD and print the reply's payload");
   call_cmd->add_option("SERVICE", service, "service name")->required();
   call_cmd->add_option("METHOD", method, "method name")->required();
-  call_cmd->add_option("PAYLOAD", payload,
-                       "request payload; '-' reads it from stdin; default empty");
+  call_cmd->add_option("PAYLOAD", payload, std::string("request ") + kPayloadHelp);
+
+  // Publish-subscribe.
+  CLI::App* publish_cmd =
+      app.add_subcommand("publish", "publish on TOPIC and print how many subscriptions matched");
+  publish_cmd->add_option("TOPIC", target, "topic, e.g. events.user.login")->required();
+  publish_cmd->add_option("PAYLOAD", payload, kPayloadHelp);
+  CLI::App* subscribe_cmd = app.add_subcommand(
+      "subscribe", "print messages published on topics matching PATTERN, one per line");
+  subscribe_cmd->add_option("PATTERN", target, "'*' matches one token, '>' the rest")->required();
+  subscribe_cmd
+      ->add_option("-n,--count", count, "exit after N messages; default: until SIGINT/SIGTERM")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000000000}));
+
+  // Point-to-point.
+  CLI::App* send_cmd = app.add_subcommand("send", "hand a message to the connection named PEER");
+  send_cmd->add_option("PEER", target, "the peer's connection name")->required();
+  send_cmd->add_option("PAYLOAD", payload, kPayloadHelp);
+  send_cmd
+      ->add_option("--hold", hold_ms,
+                   "if PEER is not connected, let the broker keep the message this many ms")
+      ->check(CLI::Range(0, 24 * 3600 * 1000))
+      ->capture_default_str();
+  CLI::App* receive_cmd = app.add_subcommand(
+      "receive", "print messages sent to this connection (see --name), one per line");
+  receive_cmd
+      ->add_option("-n,--count", count, "exit after N messages; default: until SIGINT/SIGTERM")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000000000}));
+
+  // Legacy queues.
+  CLI::App* queue_cmd = app.add_subcommand("queue", "use a legacy named queue");
+  queue_cmd->require_subcommand(1);
+  CLI::App* put_cmd = queue_cmd->add_subcommand("put", "append an item to queue NAME");
+  put_cmd->add_option("NAME", target, "queue name")->required();
+  put_cmd->add_option("PAYLOAD", payload, std::string("item ") + kPayloadHelp);
+  CLI::App* get_cmd =
+      queue_cmd->add_subcommand("get", "take the item at the head of queue NAME and print it");
+  get_cmd->add_option("NAME", target, "queue name")->required();
+  get_cmd
+      ->add_option("-t,--timeout", timeout_ms,
+                   "milliseconds to wait for the broker and an item, in all")
+      ->check(CLI::Range(1, 24 * 3600 * 1000))
+      ->capture_default_str();
+  CLI::App* size_cmd = queue_cmd->add_subcommand("size", "print how many items queue NAME holds");
+  size_cmd->add_option("NAME", target, "queue name")->required();
 
   try {
     app.parse(argc, argv);
@@ -64,9 +143,24 @@ int main(int argc, char** argv) {
   try {
     if (status_cmd->parsed()) busctl::status(options, std::cout);
     if (services_cmd->parsed()) busctl::services(options, std::cout);
-    if (call_cmd->parsed()) {
-      if (payload == "-") payload = read_all(std::cin);
-      busctl::call(options, service, method, payload, std::cout);
+    if (clients_cmd->parsed()) busctl::clients(options, std::cout);
+    if (topics_cmd->parsed()) busctl::topics(options, std::cout);
+    if (queues_cmd->parsed()) busctl::queues(options, std::cout);
+    if (call_cmd->parsed()) busctl::call(options, service, method, payload_of(payload), std::cout);
+    if (publish_cmd->parsed()) busctl::publish(options, target, payload_of(payload), std::cout);
+    if (send_cmd->parsed())
+      busctl::send(options, target, payload_of(payload), std::chrono::milliseconds(hold_ms),
+                   std::cout);
+    if (put_cmd->parsed()) busctl::queue_put(options, target, payload_of(payload), std::cout);
+    if (get_cmd->parsed()) busctl::queue_get(options, target, std::cout);
+    if (size_cmd->parsed()) busctl::queue_size(options, target, std::cout);
+    if (subscribe_cmd->parsed() || receive_cmd->parsed()) {
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
+      if (subscribe_cmd->parsed())
+        busctl::subscribe(options, target, count, stop_requested, std::cout, std::cerr);
+      else
+        busctl::receive(options, count, stop_requested, std::cout, std::cerr);
     }
   } catch (const std::exception& e) {  // sagebus::Error: "STATUS_NAME: message"
     std::cout.flush();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstddef>
+#include <cstdint>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -151,6 +153,61 @@ std::string services_table(const sagebus::admin::ServiceList& services) {
   return out;
 }
 
+std::string clients_table(const sagebus::admin::ClientList& clients) {
+  std::vector<Row> rows{{"NAME", "INSTANCE", "SDK", "CONNECTED", "LAST-HEARD", "SERVICES", "SUBS",
+                         "PENDING", "HELD"}};
+  for (const auto& client : clients.clients())
+    rows.push_back({or_dash(client.name()), or_dash(client.instance_id()),
+                    or_dash(client.sdk_version()), human_duration(client.connected_ms()),
+                    human_duration(client.last_heard_ms()), or_dash(joined(client.services())),
+                    std::to_string(client.subscriptions()), std::to_string(client.calls_pending()),
+                    std::to_string(client.held())});
+  return aligned(rows);
+}
+
+std::string topics_table(const sagebus::admin::TopicList& topics) {
+  std::vector<Row> subscriptions{{"PATTERN", "CLIENT", "ID", "DELIVERED", "DROPPED", "CREDIT"}};
+  for (const auto& s : topics.subscriptions())
+    subscriptions.push_back({s.pattern(), or_dash(s.client()), std::to_string(s.id()),
+                             std::to_string(s.delivered()), std::to_string(s.dropped()),
+                             std::to_string(s.credit())});
+  std::vector<Row> published{{"TOPIC", "PUBLISHED"}};
+  for (const auto& t : topics.topics())
+    published.push_back({t.topic(), std::to_string(t.published())});
+  return aligned(subscriptions) + "\n" + aligned(published);
+}
+
+std::string queues_table(const sagebus::admin::QueueList& queues) {
+  std::vector<Row> rows{{"NAME", "TOPIC", "DEPTH/MAX", "READERS", "WRITERS", "UNACKED", "PUTS",
+                         "GETS", "REDELIVERED"}};
+  for (const auto& q : queues.queues())
+    rows.push_back({q.name(), or_dash(q.topic()),
+                    std::to_string(q.depth()) + "/" + std::to_string(q.max_depth()),
+                    std::to_string(q.readers()), std::to_string(q.writers()),
+                    std::to_string(q.unacked()), std::to_string(q.puts()), std::to_string(q.gets()),
+                    std::to_string(q.redeliveries())});
+  return aligned(rows);
+}
+
+std::string human_duration(std::uint64_t ms) {
+  if (ms < 1000) return std::to_string(ms) + "ms";
+  struct Unit {
+    std::uint64_t seconds;
+    const char* suffix;
+  };
+  static constexpr Unit kUnits[] = {{86400, "d"}, {3600, "h"}, {60, "m"}, {1, "s"}};
+  const std::uint64_t total = ms / 1000;
+  for (std::size_t i = 0; i + 1 < std::size(kUnits); ++i) {
+    if (total < kUnits[i].seconds) continue;
+    const Unit& big = kUnits[i];
+    const Unit& small = kUnits[i + 1];
+    const std::uint64_t rest = total % big.seconds / small.seconds;
+    return std::to_string(total / big.seconds) + big.suffix +
+           (rest ? std::to_string(rest) + small.suffix : "");
+  }
+  return std::to_string(total) + "s";
+}
+
 std::string message_json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
@@ -167,11 +224,25 @@ std::string message_json(const google::protobuf::Message& message) {
 std::string reply_json(const sagebus::Reply& reply) {
   std::string out = "{\"status\":" + json_quote(sagebus::status_name(reply.status));
   if (!reply.ok()) out += ",\"message\":" + json_quote(reply.message);
-  if (is_valid_utf8(reply.payload))
-    out += ",\"payload\":" + json_quote(reply.payload);
-  else
-    out += ",\"payload_base64\":" + json_quote(base64_encode(reply.payload));
-  return out + "}\n";
+  return out + "," + payload_json_member(reply.payload) + "}\n";
+}
+
+std::string event_line(const sagebus::Message& message) {
+  return message.topic + " " + one_line_text(message.payload) + "\n";
+}
+
+std::string event_json(const sagebus::Message& message) {
+  return "{\"topic\":" + json_quote(message.topic) + "," + payload_json_member(message.payload) +
+         ",\"missed_before\":" + std::to_string(message.missed_before) + "}\n";
+}
+
+std::string received_line(const sagebus::Message& message) {
+  return message.from + " " + one_line_text(message.payload) + "\n";
+}
+
+std::string received_json(const sagebus::Message& message) {
+  return "{\"from\":" + json_quote(message.from) + "," + payload_json_member(message.payload) +
+         "}\n";
 }
 
 }  // namespace busctl

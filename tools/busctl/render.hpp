@@ -1,5 +1,5 @@
-// What busctl prints: the broker's admin replies as aligned tables or JSON, and a call's
-// reply as JSON.
+// What busctl prints: the broker's admin replies as aligned tables or JSON, a call's
+// reply as JSON, and the messages a subscriber or receiver gets as text or JSON lines.
 //
 // Pure functions from values to text; thread safe. Each returned text ends with '\n'.
 #pragma once
@@ -10,6 +10,7 @@
 
 #include "sagebus/admin.pb.h"
 #include "sagebus/client.hpp"
+#include "sagebus/subscription.hpp"
 
 namespace busctl {
 
@@ -23,6 +24,20 @@ std::string status_table(const sagebus::admin::BrokerStatus& status);
 // id is marked with '*', explained below the table.
 std::string services_table(const sagebus::admin::ServiceList& services);
 
+// Columns NAME INSTANCE SDK CONNECTED LAST-HEARD SERVICES SUBS PENDING HELD, one row per
+// connection; CONNECTED and LAST-HEARD are how long ago, as human_duration().
+std::string clients_table(const sagebus::admin::ClientList& clients);
+
+// Two tables, a blank line between: subscriptions (PATTERN CLIENT ID DELIVERED DROPPED
+// CREDIT), then topics (TOPIC PUBLISHED).
+std::string topics_table(const sagebus::admin::TopicList& topics);
+
+// Columns NAME TOPIC DEPTH/MAX READERS WRITERS UNACKED PUTS GETS REDELIVERED.
+std::string queues_table(const sagebus::admin::QueueList& queues);
+
+// A duration for people, at most two units: "250ms", "12s", "3m4s", "5h7m", "2d3h".
+std::string human_duration(std::uint64_t ms);
+
 // The message in proto3 JSON, on one line: field names as in the .proto, fields with
 // default values included, enums by name, 64-bit integers as strings.
 std::string message_json(const google::protobuf::Message& message);
@@ -30,5 +45,14 @@ std::string message_json(const google::protobuf::Message& message);
 // {"status":"OK","payload":"..."} when the payload is valid UTF-8, otherwise
 // {"status":"OK","payload_base64":"..."}.
 std::string reply_json(const sagebus::Reply& reply);
+
+// A published message: "TOPIC PAYLOAD\n", or as JSON
+// {"topic":"...","payload":"...","missed_before":N} (payload_base64 for non-UTF-8).
+std::string event_line(const sagebus::Message& message);
+std::string event_json(const sagebus::Message& message);
+
+// A point-to-point message: "FROM PAYLOAD\n", or {"from":"...","payload":"..."}.
+std::string received_line(const sagebus::Message& message);
+std::string received_json(const sagebus::Message& message);
 
 }  // namespace busctl

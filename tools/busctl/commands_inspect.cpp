@@ -1,0 +1,61 @@
+// busctl status, services, clients, topics, queues: one request to `$broker` each, its
+// answer decoded from admin.proto and printed as a table or JSON.
+#include <string>
+#include <string_view>
+
+#include "commands.hpp"
+#include "render.hpp"
+#include "sagebus/admin.pb.h"
+#include "sagebus/client.hpp"
+#include "sagebus/status.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "session.hpp"
+
+namespace busctl {
+namespace {
+
+template <class Message>
+Message ask_broker(const Options& options, std::string_view method) {
+  Session session(options);
+  sagebus::CallOptions call_options;
+  call_options.timeout = session.left();
+  const sagebus::Reply reply =
+      session.client().call(sagebus::wire::kBrokerService, method, "", call_options);
+  Message message;
+  if (!message.ParseFromString(reply.payload))
+    throw sagebus::Error(sagebus::Status::internal,
+                         "the broker's answer to " + std::string(sagebus::wire::kBrokerService) +
+                             "." + std::string(method) + " (" +
+                             std::to_string(reply.payload.size()) + " bytes) is not a " +
+                             message.GetTypeName());
+  return message;
+}
+
+}  // namespace
+
+void status(const Options& options, std::ostream& out) {
+  const auto status = ask_broker<sagebus::admin::BrokerStatus>(options, "status");
+  out << (options.json ? message_json(status) : status_table(status));
+}
+
+void services(const Options& options, std::ostream& out) {
+  const auto list = ask_broker<sagebus::admin::ServiceList>(options, "services");
+  out << (options.json ? message_json(list) : services_table(list));
+}
+
+void clients(const Options& options, std::ostream& out) {
+  const auto list = ask_broker<sagebus::admin::ClientList>(options, "clients");
+  out << (options.json ? message_json(list) : clients_table(list));
+}
+
+void topics(const Options& options, std::ostream& out) {
+  const auto list = ask_broker<sagebus::admin::TopicList>(options, "topics");
+  out << (options.json ? message_json(list) : topics_table(list));
+}
+
+void queues(const Options& options, std::ostream& out) {
+  const auto list = ask_broker<sagebus::admin::QueueList>(options, "queues");
+  out << (options.json ? message_json(list) : queues_table(list));
+}
+
+}  // namespace busctl

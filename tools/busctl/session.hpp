@@ -1,0 +1,33 @@
+// busctl's connection to sage-busd: a sagebus::Client that has been welcomed, and the
+// deadline of the command it serves.
+//
+// The constructor waits up to options.timeout for the broker's welcome and throws
+// Error(UNAVAILABLE) naming the endpoint when it does not come, so that no command hangs
+// on, or misreports, a broker that is down; or Error(CANCELLED) as soon as `stop` (if
+// given) becomes true meanwhile. Not thread safe itself; the Client it holds is.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "commands.hpp"
+#include "sagebus/client.hpp"
+
+namespace busctl {
+
+class Session {
+ public:
+  explicit Session(const Options& options, const std::atomic<bool>* stop = nullptr);
+
+  sagebus::Client& client() noexcept { return client_; }
+  // What is left of options.timeout, counted from before the connection; at least 1 ms,
+  // so that it is always a valid SDK timeout.
+  std::chrono::milliseconds left() const;
+
+ private:
+  std::chrono::steady_clock::time_point deadline_;
+  sagebus::Client client_;
+};
+
+}  // namespace busctl
