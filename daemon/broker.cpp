@@ -256,6 +256,7 @@ void Broker::shutdown_() {
   for (const auto& [rid, client] : registry_.clients()) {
     out_.Clear();
     out_.set_kind(wire::GOODBYE);
+    out_.set_status(wire::UNAVAILABLE);
     out_.set_message("broker shutting down");
     send_(rid, out_, {}, false);
   }
@@ -341,6 +342,8 @@ bool Broker::claim_name_(const RoutingId& from) {
                hello.instance_id());
   out_.Clear();
   out_.set_kind(wire::GOODBYE);
+  // PERMISSION_DENIED tells the SDK not to say HELLO again: the name is no longer its.
+  out_.set_status(wire::PERMISSION_DENIED);
   out_.set_message("replaced by a new connection with the same name");
   send_(*owner, out_, {}, false);
   remove_client_(*owner, "replaced by a new connection with the same name");

@@ -197,8 +197,7 @@ class Engine {
       case wire::HEARTBEAT:
         return;
       case wire::GOODBYE:
-        return lose_link_("sage-busd at " + endpoint_ +
-                          " closed this connection: " + in_.message());
+        return on_goodbye_();
       case wire::REPLY:
         return on_reply_();
       case wire::REQUEST:
@@ -218,7 +217,7 @@ class Engine {
     switch (event) {
       case ZMQ_EVENT_CONNECTED:
         tcp_up_ = true;
-        if (link_ != Link::ready) {
+        if (link_ != Link::ready && !replaced_) {
           set_link_(Link::connecting);
           send_hello_();
         }
@@ -237,6 +236,14 @@ class Engine {
       default:
         break;
     }
+  }
+
+  // The broker closes this connection: it is shutting down (we will connect again), or a
+  // new connection took our name (PERMISSION_DENIED: the name is no longer ours, so we
+  // never say HELLO again).
+  void on_goodbye_() {
+    if (in_.status() == wire::PERMISSION_DENIED) replaced_ = true;
+    lose_link_("sage-busd at " + endpoint_ + " closed this connection: " + in_.message());
   }
 
   void on_welcome_() {
@@ -292,7 +299,7 @@ class Engine {
     fail_sent_(0, std::nullopt, why + "; the request may or may not have taken effect");
     fail_unsent_impatient_();
     forget_registration_answers_();
-    if (tcp_up_) send_hello_();
+    if (tcp_up_ && !replaced_) send_hello_();
   }
 
   // Registrations are replayed after the next WELCOME; an unregistering service need not
@@ -452,6 +459,10 @@ class Engine {
   }
 
   std::string not_connected_text_() const {
+    if (replaced_)
+      return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
+             "); this client does not reconnect by itself: make a new Client, with "
+             "ClientOptions::takeover to reclaim the name";
     return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
            "); the client keeps retrying in the background; set "
            "CallOptions::wait_for_ready to wait for it";
@@ -622,7 +633,7 @@ class Engine {
     if (link_ == Link::ready) {
       next = std::min(next, next_heartbeat_);
       next = std::min(next, last_heard_ + heartbeat_ * liveness_);
-    } else if (tcp_up_) {
+    } else if (tcp_up_ && !replaced_) {
       next = std::min(next, hello_sent_at_ + kHelloRetry);
     }
     return std::max(std::chrono::ceil<milliseconds>(next - Clock::now()), milliseconds(0));
@@ -652,7 +663,7 @@ class Engine {
         (void)send_();
         next_heartbeat_ = now_ + heartbeat_;
       }
-    } else if (tcp_up_ && now_ - hello_sent_at_ >= kHelloRetry) {
+    } else if (tcp_up_ && !replaced_ && now_ - hello_sent_at_ >= kHelloRetry) {
       send_hello_();
     }
   }
@@ -711,6 +722,7 @@ class Engine {
   Link link_ = Link::connecting;
   bool tcp_up_ = false;
   bool fresh_session_ = true;  // the broker has none of our registrations/subscriptions
+  bool replaced_ = false;      // another connection took our name: stay out
   std::string last_failure_ = "connecting";
   std::string session_;
   std::uint64_t hello_id_ = 0;

@@ -51,7 +51,9 @@ struct ClientOptions {
   // Point-to-point messages received and not yet taken by receive(). A send to this
   // client while it is full fails OVERLOADED for the sender.
   std::size_t inbox_size = 1024;
-  // Replace a live connection with the same name instead of being refused.
+  // Replace a live connection with the same name instead of being refused. A client
+  // that is replaced so stays disconnected (its calls fail UNAVAILABLE saying so) and
+  // never takes its name back by itself.
   bool takeover = false;
 };
 
