@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -80,6 +81,11 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // SAGEBUS_BENCH_KEEP_LOGS=1 keeps the servers' logs for a look after the run.
+  if (const char* keep = std::getenv("SAGEBUS_BENCH_KEEP_LOGS"); keep && *keep && *keep != '0') {
+    std::fprintf(stderr, "sage-bus-bench: kept %s\n", path_.c_str());
+    return;
+  }
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);
 }

@@ -21,7 +21,8 @@ namespace sagebus::bench {
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
 
-// A fresh directory under $TMPDIR, removed with its contents by the destructor.
+// A fresh directory under $TMPDIR, removed with its contents by the destructor (kept,
+// and named on stderr, when SAGEBUS_BENCH_KEEP_LOGS=1).
 class TempDir {
  public:
   TempDir();

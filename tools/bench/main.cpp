@@ -67,7 +67,7 @@ void print_markdown(const std::vector<std::string>& scenarios,
     for (const auto& s : systems) {
       auto it = medians[scenario].find(s);
       if (it == medians[scenario].end()) {
-        std::printf(" – | – | – |");
+        std::printf(" failed | – | – |");
       } else if (it->second.shape == Shape::reqrep) {
         std::printf(" %.0f | %.0f | %.0f |", it->second.ops_per_s, it->second.p50_us,
                     it->second.p99_us);
@@ -113,6 +113,7 @@ int run(const Options& options) {
 
   bool failed = false;
   std::map<std::string, std::map<std::string, std::vector<Result>>> runs;
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> failures;
   for (int round = 1; round <= rounds; ++round) {
     for (const auto& scenario : scenarios) {
       for (const auto& system : systems) {
@@ -135,6 +136,7 @@ int run(const Options& options) {
         } catch (const std::exception& e) {
           std::fprintf(stderr, "sage-bus-bench: %s on %s failed: %s\n", scenario.c_str(),
                        system.c_str(), e.what());
+          failures[scenario][system].push_back(e.what());
           failed = true;
         }
       }
@@ -151,12 +153,26 @@ int run(const Options& options) {
       }
       auto ours = medians[scenario].find("sagebus");
       for (const auto& system : systems) {
+        const auto& failed_rounds = failures[scenario][system];
         auto it = medians[scenario].find(system);
-        if (it == medians[scenario].end()) continue;
+        if (it == medians[scenario].end()) {
+          std::printf("scenario=%s system=%s failed_rounds=%zu error=\"%s\"\n", scenario.c_str(),
+                      system.c_str(), failed_rounds.size(),
+                      failed_rounds.empty() ? "" : failed_rounds.front().c_str());
+          continue;
+        }
+        if (!failed_rounds.empty()) {
+          std::fprintf(stderr,
+                       "sage-bus-bench: %s on %s: median of the %zu rounds that completed\n",
+                       scenario.c_str(), system.c_str(), runs[scenario][system].size());
+        }
         std::optional<double> ratio;
         if (system != "sagebus" && ours != medians[scenario].end() && it->second.ops_per_s > 0)
           ratio = ours->second.ops_per_s / it->second.ops_per_s;
-        std::printf("%s\n", format(it->second, ratio).c_str());
+        std::string line = format(it->second, ratio);
+        if (!failed_rounds.empty())
+          line += " failed_rounds=" + std::to_string(failed_rounds.size());
+        std::printf("%s\n", line.c_str());
       }
     }
     if (options.markdown) print_markdown(scenarios, systems, medians);

@@ -130,7 +130,7 @@ Result pipelined_scenario(System& system, std::size_t calls) {
 // One publisher, `subscribers` subscribers: first probes until every subscriber hears
 // one (subscriptions take effect asynchronously in all three systems), then `messages`
 // data messages as fast as the publisher goes; the clock runs from the first data publish
-// to the last data delivery. Waits for deliveries until none came for 2 s.
+// to the last data delivery. Waits for deliveries until none came for 3 s.
 Result pubsub_scenario(System& system, std::size_t subscribers, std::size_t messages) {
   std::vector<std::unique_ptr<Tally>> tallies;
   std::vector<std::unique_ptr<Handle>> subscriptions;
@@ -162,7 +162,7 @@ Result pubsub_scenario(System& system, std::size_t subscribers, std::size_t mess
   };
   std::uint64_t seen = delivered();
   auto last_progress = Clock::now();
-  while (seen < expected && Clock::now() - last_progress < 2s) {
+  while (seen < expected && Clock::now() - last_progress < 3s) {
     std::this_thread::sleep_for(2ms);
     const std::uint64_t now_seen = delivered();
     if (now_seen != seen) last_progress = Clock::now();
@@ -178,6 +178,7 @@ Result pubsub_scenario(System& system, std::size_t subscribers, std::size_t mess
   result.delivered = seen;
   result.lost = expected - std::min(seen, expected);
   result.ops_per_s = per_second(seen, end - start);
+  result.server_dropped = system.server_dropped();
   return result;
 }
 

@@ -37,6 +37,8 @@ Result median(const std::vector<Result>& runs) {
   // Lost and errors: the worst round, so that one bad round is not hidden by a median.
   for (const auto& r : runs) {
     out.lost = std::max(out.lost, r.lost);
+    if (r.server_dropped)
+      out.server_dropped = std::max(out.server_dropped.value_or(0), *r.server_dropped);
     out.errors = std::max(out.errors, r.errors);
   }
   if (out.rss_idle_kib) {
@@ -61,6 +63,7 @@ std::string format(const Result& r, std::optional<double> ratio) {
   }
   std::string line(buffer, static_cast<std::size_t>(n));
   line += " system=" + r.system;
+  if (r.server_dropped) line += " broker_dropped=" + std::to_string(*r.server_dropped);
   if (r.errors) line += " errors=" + std::to_string(r.errors);
   if (r.rss_idle_kib) {
     line += " idle_clients=" + std::to_string(r.idle_clients);

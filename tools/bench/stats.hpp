@@ -24,6 +24,9 @@ struct Result {
   // Pub-sub: deliveries counted by the subscribers; lost = published x subscribers - delivered.
   std::uint64_t delivered = 0;
   std::uint64_t lost = 0;
+  // What the server counted as dropped itself (sage-busd only): lost and this agree when
+  // every loss is the broker's bounded queues doing their job.
+  std::optional<std::uint64_t> server_dropped;
   // Calls that failed or came back wrong (request-reply).
   std::uint64_t errors = 0;
   // clients_10k: the server's VmRSS before and with the idle connections.

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -95,6 +96,9 @@ class System {
   virtual std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t expected) = 0;
   // A new connection publishing on the benchmark topic.
   virtual std::unique_ptr<Publisher> publisher() = 0;
+  // What the server itself counted as dropped pub-sub deliveries, where it says
+  // (sage-busd's events_dropped); nothing where it does not.
+  virtual std::optional<std::uint64_t> server_dropped() { return std::nullopt; }
   // `count` idle connections, each answered by the server once (so it holds them), kept
   // (with whatever keep-alive the protocol asks) until the handle is destroyed.
   virtual std::unique_ptr<Handle> idle_clients(std::size_t count) = 0;

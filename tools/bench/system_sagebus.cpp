@@ -7,6 +7,7 @@
 
 #include "child.hpp"
 #include "idle_dealers.hpp"
+#include "sagebus/admin.pb.h"
 #include "sagebus/sagebus.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "system.hpp"
@@ -180,6 +181,14 @@ class SagebusSystem : public System {
 
   std::unique_ptr<Publisher> publisher() override {
     return std::make_unique<SagebusPublisher>(endpoint_, next_name_("publisher"));
+  }
+
+  std::optional<std::uint64_t> server_dropped() override {
+    Connected connected(endpoint_, next_name_("admin"));
+    const Reply reply = connected.client().call(wire::kBrokerService, "status", "", kCall);
+    admin::BrokerStatus status;
+    if (!status.ParseFromString(reply.payload)) return std::nullopt;
+    return status.counters().events_dropped();
   }
 
   std::unique_ptr<Handle> idle_clients(std::size_t count) override {
