@@ -34,6 +34,7 @@ void receive(const Options& options, std::uint64_t count, const std::atomic<bool
   err << "receiving messages sent to " << session.client().options().name << std::endl;
   for (std::uint64_t printed = 0; (count == 0 || printed < count) && !stop.load() && out;) {
     const auto message = session.client().receive(kStopPoll);
+    session.report_link(err);
     if (!message) continue;
     out << (options.json ? received_json(*message) : received_line(*message)) << std::flush;
     ++printed;

@@ -56,8 +56,12 @@ void subscribe(const Options& options, const std::string& pattern, std::uint64_t
   };
   sagebus::Subscription subscription = session.client().subscribe(pattern, handler);
   std::unique_lock lock(mutex);
-  while (!done && !stop.load())
+  while (!done && !stop.load()) {
     done_cv.wait_for(lock, kStopPoll);
+    lock.unlock();
+    session.report_link(err);
+    lock.lock();
+  }
   done = true;
   lock.unlock();
   subscription.unsubscribe();  // waits for a handler call in progress

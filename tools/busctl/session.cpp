@@ -19,6 +19,7 @@ sagebus::ClientOptions client_options(const Options& options) {
 
 Session::Session(const Options& options, const std::atomic<bool>* stop)
     : deadline_(std::chrono::steady_clock::now() + options.timeout),
+      endpoint_(options.endpoint),
       client_(client_options(options)) {
   // Requests made before the broker's welcome fail UNAVAILABLE at once; say why instead.
   // Waits in slices so that a tail interrupted while connecting stops at once.
@@ -44,6 +45,18 @@ std::chrono::milliseconds Session::left() const {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline_ - std::chrono::steady_clock::now());
   return std::max(left, std::chrono::milliseconds(1));
+}
+
+void Session::report_link(std::ostream& err) {
+  const bool connected = client_.connected();
+  if (connected == was_connected_) return;
+  was_connected_ = connected;
+  if (connected)
+    err << "connected to sage-busd at " << endpoint_ << " again" << std::endl;
+  else
+    err << "lost the connection to sage-busd at " << endpoint_
+        << " (it stopped, or another connection took over the name " << client_.options().name
+        << ")" << std::endl;
 }
 
 }  // namespace busctl

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <ostream>
 #include <string>
 
 #include "commands.hpp"
@@ -25,8 +26,15 @@ class Session {
   // so that it is always a valid SDK timeout.
   std::chrono::milliseconds left() const;
 
+  // For the tails, called every few tens of ms: writes one line to `err` when the
+  // connection is lost and one when it is back (the SDK reconnects by itself; a
+  // connection whose name was taken over stays lost).
+  void report_link(std::ostream& err);
+
  private:
   std::chrono::steady_clock::time_point deadline_;
+  std::string endpoint_;
+  bool was_connected_ = true;
   sagebus::Client client_;
 };
 
