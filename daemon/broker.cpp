@@ -288,6 +288,16 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   }
   const wire::Hello hello = in_.hello();  // in_ is reused by what a takeover sets off
   const std::uint64_t hello_id = in_.id();
+  if (registry_.client(from) == nullptr && registry_.clients().size() >= config_.max_clients) {
+    ++metrics_.clients_refused;
+    spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::warn : spdlog::level::debug,
+                "refused a HELLO from '{}': {} clients connected, the max-clients limit",
+                hello.name(), registry_.clients().size());
+    reply_(from, hello_id, wire::OVERLOADED,
+           "the broker serves " + std::to_string(registry_.clients().size()) +
+               " connections, its max-clients limit; try again later or raise max-clients");
+    return;
+  }
   if (!claim_name_(from)) return;
 
   if (fd >= 0) {

@@ -1,5 +1,13 @@
-// BrokerConfig: every setting of sage-busd, with its default. A plain value type; main.cpp
-// fills it from the command line and the Broker copies it at construction.
+// BrokerConfig: every setting of sage-busd, with its default, and how it is read.
+//
+// read_config() builds one from the command line and the TOML file that `--config`
+// names (CLI11's config support): a flag given on the command line overrides the same
+// key in the file. Every flag is also a key of the file, spelled without its leading
+// dashes (`--max-calls 5` is `max-calls = 5`); unknown keys, wrong types and
+// unreadable files are errors naming the file, the key, its line and what was expected.
+// to_toml() prints a configuration as a file read_config() reads back to the same one.
+//
+// Plain functions on values; no global state; thread safe.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +29,8 @@ struct BrokerConfig {
   // ROUTER. libzmq enforces it by dropping the connection of a peer that sends a larger
   // frame; the broker then removes that client as for any closed connection.
   std::uint64_t max_payload = 16 * 1024 * 1024;
+  // Connections that have said HELLO; a HELLO beyond it is answered OVERLOADED.
+  std::size_t max_clients = 10000;
   // Calls queued per service while no instance has capacity; beyond it: OVERLOADED.
   std::size_t max_waiting_per_service = 1024;
   // Calls in the whole call table (waiting + dispatched); beyond it: OVERLOADED.
@@ -39,8 +49,33 @@ struct BrokerConfig {
   std::size_t max_queues = 10000;
   // Legacy queue name -> topic its items are published on (default: "legacy.<name>").
   std::map<std::string, std::string, std::less<>> queue_topics;
+  // On SIGTERM/SIGINT, how long calls in flight may take to finish before they are
+  // answered UNAVAILABLE.
+  std::uint32_t drain_timeout_ms = 5000;
+  // HOST:PORT of the HTTP endpoint (/metrics, /healthz), or "off".
+  std::string http = "127.0.0.1:9464";
+  // Whether `http` was chosen (flag or file) rather than left at its default: a chosen
+  // endpoint that cannot be bound fails the start; the default only warns.
+  bool http_chosen = false;
   // trace | debug | info | warn | error | off
   std::string log_level = "info";
 };
+
+// What read_config() decided.
+struct ConfigRead {
+  enum class Action { run, exit };
+  Action action = Action::exit;
+  int exit_code = 1;
+  std::string out;  // for stdout: --help, --version, --print-config
+  std::string err;  // for stderr: the error, naming what failed and what to do
+  BrokerConfig config;
+  std::string config_path;  // the file `--config` named, or empty
+};
+
+// Parses `argv` (argv[0] is the program) and the file its `--config` names.
+ConfigRead read_config(int argc, const char* const* argv);
+
+// The configuration as TOML, one commented key per setting; read back, it is `config`.
+std::string to_toml(const BrokerConfig& config);
 
 }  // namespace sagebus::broker

@@ -10,11 +10,9 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <CLI/CLI.hpp>
 
 #include "broker.hpp"
 #include "config.hpp"
-#include "sagebus/wire/topic.hpp"
 
 namespace {
 
@@ -56,84 +54,11 @@ const char* bind_advice(int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sagebus::broker::BrokerConfig config;
-  CLI::App app{
-      "sage-busd: the sage-bus message broker. Services register with it; callers' "
-      "requests are routed to a live instance and exactly one outcome comes back. It also "
-      "fans published messages out to subscribers, hands point-to-point messages to named "
-      "connections, and keeps the legacy named queues."};
-  app.set_version_flag("--version", std::string("sage-busd ") + SAGEBUS_VERSION);
-  app.add_option("--endpoint", config.endpoints,
-                 "Endpoint to bind, tcp://HOST:PORT or ipc://PATH; repeat for several. "
-                 "tcp://127.0.0.1:* picks a free port (the log says which)")
-      ->capture_default_str();
-  app.add_option("--log-level", config.log_level, "Log level")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
-      ->capture_default_str();
-  app.add_option("--heartbeat-ms", config.heartbeat_ms,
-                 "Heartbeat interval clients are told to keep, in milliseconds")
-      ->check(CLI::Range(10u, 3600000u))
-      ->capture_default_str();
-  app.add_option("--liveness", config.liveness,
-                 "Heartbeats a client may miss before it loses its lease and is removed")
-      ->check(CLI::Range(1u, 1000u))
-      ->capture_default_str();
-  app.add_option("--max-payload", config.max_payload,
-                 "Largest frame accepted, in bytes; a peer sending a larger one is "
-                 "disconnected by ZeroMQ")
-      ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40))
-      ->capture_default_str();
-  app.add_option("--max-waiting", config.max_waiting_per_service,
-                 "Calls that may wait per service while no instance has capacity; more are "
-                 "answered OVERLOADED")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 24))
-      ->capture_default_str();
-  app.add_option("--max-calls", config.max_calls,
-                 "Calls the broker tracks at once (waiting and in flight); more are answered "
-                 "OVERLOADED")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 26))
-      ->capture_default_str();
-  app.add_option("--peer-queue", config.peer_queue,
-                 "Messages queued per connection and direction (ZeroMQ high-water mark)")
-      ->check(CLI::Range(1, 10000000))
-      ->capture_default_str();
-  app.add_option("--max-subscriptions", config.max_subscriptions_per_client,
-                 "Subscriptions one connection may hold; more are answered OVERLOADED")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
-      ->capture_default_str();
-  app.add_option("--max-held", config.max_held_per_peer,
-                 "Point-to-point messages held per peer name while that peer is not "
-                 "connected; more are answered OVERLOADED")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20))
-      ->capture_default_str();
-  app.add_option("--max-queue-depth", config.max_queue_depth,
-                 "Items a legacy queue holds before puts wait for room (then OVERLOADED)")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
-      ->capture_default_str();
-  std::vector<std::string> queue_topics;
-  app.add_option("--queue-topic", queue_topics,
-                 "NAME=TOPIC: publish the items of legacy queue NAME on TOPIC instead of "
-                 "legacy.NAME; repeat for several queues (default: none)")
-      ->check(CLI::Validator(
-          [](std::string& value) -> std::string {
-            const auto eq = value.find('=');
-            if (eq == std::string::npos) return "expected NAME=TOPIC, got '" + value + "'";
-            if (auto error = sagebus::wire::check_topic(value.substr(0, eq), "queue name"))
-              return *error;
-            if (auto error = sagebus::wire::check_topic(value.substr(eq + 1))) return *error;
-            return {};
-          },
-          "NAME=TOPIC"));
-  CLI11_PARSE(app, argc, argv);
-  for (const auto& mapping : queue_topics) {
-    const auto eq = mapping.find('=');
-    auto [it, added] = config.queue_topics.emplace(mapping.substr(0, eq), mapping.substr(eq + 1));
-    if (!added && it->second != mapping.substr(eq + 1)) {
-      std::fprintf(stderr, "--queue-topic: queue '%s' is mapped twice ('%s' and '%s')\n",
-                   it->first.c_str(), it->second.c_str(), mapping.substr(eq + 1).c_str());
-      return EXIT_FAILURE;
-    }
-  }
+  sagebus::broker::ConfigRead read = sagebus::broker::read_config(argc, argv);
+  std::fputs(read.out.c_str(), stdout);
+  std::fputs(read.err.c_str(), stderr);
+  if (read.action == sagebus::broker::ConfigRead::Action::exit) return read.exit_code;
+  const sagebus::broker::BrokerConfig& config = read.config;
 
   auto logger = spdlog::stderr_color_mt("sage-busd");
   spdlog::set_default_logger(logger);

@@ -33,6 +33,7 @@ struct Metrics {
   std::uint64_t queue_redeliveries = 0;  // items put back: their reader left unacknowledged
   std::uint64_t names_refused = 0;       // HELLOs refused because the name was taken
   std::uint64_t takeovers = 0;           // connections replaced by a HELLO with takeover
+  std::uint64_t clients_refused = 0;     // HELLOs refused by the max-clients limit
 };
 
 }  // namespace sagebus::broker
