@@ -68,7 +68,8 @@ std::string status_payload(const AdminSources& src) {
   s.set_calls_in_flight(dispatched);
   s.set_calls_waiting(waiting);
   std::size_t held = 0;
-  for (const auto& [peer, ids] : src.held) held += ids.size();
+  for (const auto& [peer, ids] : src.held)
+    held += ids.size();
   s.set_sends_held(u32(held));
   s.set_heartbeat_ms(id.heartbeat_ms);
   s.set_liveness(id.liveness);

@@ -76,11 +76,17 @@ Broker::~Broker() {
   router_.close();
 }
 
-void Broker::run(const std::atomic<bool>& stop) {
+void Broker::run(Requests& requests, const Reloader& reloader) {
   spdlog::info("sage-busd {} running (session {}, heartbeat {} ms, liveness {})", identity_.version,
                identity_.session, config_.heartbeat_ms, config_.liveness);
-  while (!stop.load(std::memory_order_relaxed))
+  for (;;) {
+    now_ = Clock::now();
+    const int stops = requests.stop.load(std::memory_order_relaxed);
+    if (stops > 0 && !draining_) start_drain_(requests.stop_signal.load());
+    if (draining_ && drain_over_(stops > 1)) break;
+    if (requests.reload.exchange(false, std::memory_order_relaxed)) reload_(reloader);
     tick_();
+  }
   shutdown_();
 }
 
@@ -115,6 +121,7 @@ void Broker::tick_() {
 
 std::chrono::milliseconds Broker::poll_timeout_() {
   TimePoint until = std::min(now_ + kMaxPollWait, next_lease_check_);
+  if (draining_) until = std::min(until, drain_deadline_);
   if (auto deadline = calls_.next_deadline()) until = std::min(until, *deadline);
   if (auto deadline = queues_.next_deadline()) until = std::min(until, *deadline);
   if (until <= now_) return std::chrono::milliseconds(0);
@@ -179,6 +186,7 @@ void Broker::handle_message_(Frames& frames) {
     }
     client->last_seen = now_;  // every message renews the lease
   }
+  if (draining_ && refuse_while_draining_(from)) return;
 
   switch (in_.kind()) {
     case wire::HELLO:
@@ -251,7 +259,7 @@ void Broker::shutdown_() {
       "clients",
       calls_.size(), registry_.clients().size());
   calls_.for_each([&](Call& call) {
-    if (!call.caller_lost) answer_caller_(call, wire::UNAVAILABLE, "broker shutting down");
+    if (!call.caller_lost) answer_caller_(call, wire::UNAVAILABLE, shutdown_reason_);
   });
   for (const auto& [rid, client] : registry_.clients()) {
     out_.Clear();

@@ -13,15 +13,20 @@
 // registrations), broker_calls.cpp (requests), broker_pubsub.cpp (publish-subscribe),
 // broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
 //
-// Construction binds the endpoints (throws BindError); run() loops until the stop flag
-// is set (e.g. by a signal handler), then shuts down: every pending call is answered
-// UNAVAILABLE and every client is sent GOODBYE. Not thread safe, except that `stop` may
-// be set from any thread or signal handler.
+// Construction binds the endpoints (throws BindError); run() loops until asked to stop
+// (Requests, set by signal handlers). The first stop request drains (drain.cpp): new
+// calls, sends and queue operations are answered UNAVAILABLE while the calls already
+// accepted may finish, up to drain_timeout_ms. Then, or at a second stop request, it shuts
+// down: every call still pending is answered UNAVAILABLE and every client is sent
+// GOODBYE. A reload request re-reads the configuration and applies what can change
+// while running (reload.cpp). Not thread safe, except that Requests may be set from any
+// thread or signal handler.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -58,6 +63,17 @@ class BindError : public std::runtime_error {
   int code_;
 };
 
+// What signal handlers ask of the loop; it acts on them between ticks.
+struct Requests {
+  std::atomic<int> stop{0};         // stop signals received: 1 drains, 2 stops at once
+  std::atomic<int> stop_signal{0};  // the last one, for the log
+  std::atomic<bool> reload{false};
+  static_assert(std::atomic<int>::is_always_lock_free);
+};
+
+// Re-reads the configuration (file and command line) for a reload.
+using Reloader = std::function<ConfigRead()>;
+
 class Broker {
  public:
   // Binds every endpoint of `config`; throws BindError naming the one that failed.
@@ -69,8 +85,9 @@ class Broker {
   // The endpoints as bound ("tcp://127.0.0.1:*" resolved to its port).
   const std::vector<std::string>& endpoints() const noexcept { return identity_.endpoints; }
 
-  // Runs the loop until `stop` is true, then shuts down (see the header comment).
-  void run(const std::atomic<bool>& stop);
+  // Runs the loop until asked to stop, then drains and shuts down (see above).
+  void run(Requests& requests, const Reloader& reloader);
+  bool draining() const noexcept { return draining_; }
 
   const Metrics& metrics() const noexcept { return metrics_; }
 
@@ -88,6 +105,19 @@ class Broker {
   void handle_connection_events_();
   void check_leases_();
   void shutdown_();
+
+  // Draining (drain.cpp)
+  void start_drain_(int signal);
+  // Whether the drain is over (nothing left in flight, or out of time); logs how it ended.
+  bool drain_over_(bool cut_short);
+  std::size_t calls_in_flight_() const;
+  // While draining: answers a new call, send or queue operation UNAVAILABLE; true if so.
+  bool refuse_while_draining_(const RoutingId& from);
+
+  // Reloading (reload.cpp)
+  void reload_(const Reloader& reloader);
+  // Applies what may change while running; returns how many keys changed and were kept.
+  std::pair<int, int> apply_config_(const BrokerConfig& next);
 
   // Connections and registrations (broker.cpp)
   void on_hello_(const RoutingId& from, const zmq::message_t& header_frame);
@@ -174,6 +204,12 @@ class Broker {
   Metrics metrics_;
   TokenBucket hello_limiter_{10000.0, 10000.0};
   TokenBucket refusal_log_limiter_{1.0, 10.0};
+
+  bool draining_ = false;
+  TimePoint drain_started_{};
+  TimePoint drain_deadline_{};
+  std::uint64_t refused_draining_ = 0;
+  std::string shutdown_reason_ = "broker shutting down";
 
   TimePoint now_{};  // cached once per tick
   TimePoint next_lease_check_{};

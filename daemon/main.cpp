@@ -1,5 +1,6 @@
 // sage-busd: the sage-bus broker daemon. Parses options, sets up logging and signals,
-// binds, and runs the Broker loop on the main thread until SIGINT or SIGTERM.
+// binds, tells systemd it is ready, and runs the Broker loop on the main thread until
+// SIGINT or SIGTERM (drain, then stop). SIGHUP reloads the configuration.
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -13,15 +14,20 @@
 
 #include "broker.hpp"
 #include "config.hpp"
+#include "notify.hpp"
 
 namespace {
 
-// Set by the signal handler, acted on by the loop (between ticks).
-std::atomic<bool> g_stop{false};
-static_assert(std::atomic<bool>::is_always_lock_free);
+// Set by the signal handlers, acted on by the loop (between ticks).
+sagebus::broker::Requests g_requests;
 
-extern "C" void on_signal(int /*signum*/) {
-  g_stop.store(true, std::memory_order_relaxed);
+extern "C" void on_stop_signal(int signum) {
+  g_requests.stop_signal.store(signum, std::memory_order_relaxed);
+  g_requests.stop.fetch_add(1, std::memory_order_relaxed);
+}
+
+extern "C" void on_reload_signal(int /*signum*/) {
+  g_requests.reload.store(true, std::memory_order_relaxed);
 }
 
 void set_signal_mask(int how) {
@@ -29,6 +35,7 @@ void set_signal_mask(int how) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(how, &set, nullptr);
 }
 
@@ -66,7 +73,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   // ZeroMQ's I/O threads inherit the signal mask of the thread that creates them: with
-  // SIGINT/SIGTERM blocked while the Broker is built, only the main thread receives them,
+  // SIGINT/SIGTERM/SIGHUP blocked while the Broker is built, only the main thread receives them,
   // and its poll returns at once (EINTR) instead of at the next timeout.
   set_signal_mask(SIG_BLOCK);
   std::unique_ptr<sagebus::broker::Broker> broker;
@@ -80,14 +87,17 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
   struct sigaction action {};
-  action.sa_handler = on_signal;
+  action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  action.sa_handler = on_reload_signal;
+  sigaction(SIGHUP, &action, nullptr);
   set_signal_mask(SIG_UNBLOCK);
+  sagebus::broker::notify_ready("running");
 
   try {
-    broker->run(g_stop);
+    broker->run(g_requests, [argc, argv] { return sagebus::broker::read_config(argc, argv); });
   } catch (const std::exception& e) {
     spdlog::error("the broker loop failed: {}", e.what());
     return EXIT_FAILURE;

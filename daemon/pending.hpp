@@ -87,6 +87,8 @@ class PendingCalls {
   explicit PendingCalls(std::size_t capacity) : capacity_(capacity) {}
 
   bool full() const noexcept { return calls_.size() >= capacity_; }
+  // A lower capacity keeps the calls already in the table; it refuses new ones.
+  void set_capacity(std::size_t capacity) noexcept { capacity_ = capacity; }
   std::size_t size() const noexcept { return calls_.size(); }
 
   // Enters `call` with a fresh dispatch id and returns it, or nullptr when the table is

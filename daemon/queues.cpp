@@ -29,6 +29,17 @@ LegacyQueues::LegacyQueues(QueueLimits limits,
   limits_.max_depth = std::max<std::size_t>(limits_.max_depth, 1);
 }
 
+void LegacyQueues::set_limits(const QueueLimits& limits) {
+  limits_ = limits;
+  limits_.max_depth = std::max<std::size_t>(limits_.max_depth, 1);
+}
+
+void LegacyQueues::set_topics(std::map<std::string, std::string, std::less<>> topics) {
+  topics_ = std::move(topics);
+  for (auto& [name, q] : queues_)
+    q.topic = topic_for(name);
+}
+
 std::string LegacyQueues::topic_for(std::string_view name) const {
   if (auto it = topics_.find(name); it != topics_.end()) return it->second;
   return "legacy." + std::string(name);

@@ -135,6 +135,11 @@ class LegacyQueues {
 
   const std::map<std::string, Queue, std::less<>>& queues() const noexcept { return queues_; }
   const QueueLimits& limits() const noexcept { return limits_; }
+  // New limits apply to what comes next: items already queued beyond a lower depth stay
+  // (puts wait until it is below), and no queue is forgotten for a lower max_queues.
+  void set_limits(const QueueLimits& limits);
+  // New mapping; existing queues publish their next items on their new topic.
+  void set_topics(std::map<std::string, std::string, std::less<>> topics);
   std::size_t unacked(const RoutingId& client) const;
 
  private:
