@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 readonly PACKAGES=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libprotobuf-dev
-                   protobuf-compiler libspdlog-dev libcli11-dev catch2)
+                   protobuf-compiler libspdlog-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev)
 readonly DEFAULT_ENDPOINT=tcp://127.0.0.1:5555
 
 say() { printf '==> %s\n' "$*" >&2; }
