@@ -138,3 +138,35 @@ TEST_CASE("a connection with takeover replaces the live one of its name", "[p2p]
   REQUIRE(message);
   CHECK(message->payload == "for the new one");
 }
+
+TEST_CASE("a replaced connection stays out, and its calls say it was replaced", "[p2p][names]") {
+  Broker broker;
+  Client older(at(broker, "worker"));
+  REQUIRE(older.wait_connected(5s));
+  Client newer({.endpoint = broker.endpoint(), .name = "worker", .takeover = true});
+  REQUIRE(newer.wait_connected(5s));
+  REQUIRE(eventually([&] { return !older.connected(); }, 5s));
+
+  // The SDK says HELLO again every second while not welcomed: give it a chance to.
+  CHECK_FALSE(older.wait_connected(1500ms));
+  const auto error = error_of([&] { older.call("$broker", "status", ""); });
+
+  CHECK(error.status() == Status::unavailable);
+  CHECK_THAT(error.what(), Catch::Contains("replaced by a new connection"));
+}
+
+TEST_CASE("a replaced connection does not take its name back when its replacement leaves",
+          "[p2p][names]") {
+  Broker broker;
+  Client older(at(broker, "worker"));
+  REQUIRE(older.wait_connected(5s));
+  auto newer = std::make_unique<Client>(
+      ClientOptions{.endpoint = broker.endpoint(), .name = "worker", .takeover = true});
+  REQUIRE(newer->wait_connected(5s));
+  REQUIRE(eventually([&] { return !older.connected(); }, 5s));
+
+  newer.reset();
+
+  // The SDK says HELLO again every second while not welcomed; give it two chances.
+  CHECK_FALSE(older.wait_connected(2500ms));
+}
