@@ -4,6 +4,8 @@
 #   include/sagebus/          the SDK's public headers (the wire library's stay private)
 #   lib/cmake/SageBus/        find_package(SageBus) -> SageBus::sagebus
 #   lib/pkgconfig/sagebus.pc  pkg-config --cflags --libs sagebus
+#   lib/systemd/system/sage-busd.service, and sage-bus/sage-busd.toml in the sysconfdir
+#   (/etc for the prefix /usr, else PREFIX/etc)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -36,6 +38,26 @@ install(FILES ${PROJECT_BINARY_DIR}/SageBusConfig.cmake
 file(RELATIVE_PATH SAGEBUS_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
 configure_file(${PROJECT_SOURCE_DIR}/cmake/sagebus.pc.in ${PROJECT_BINARY_DIR}/sagebus.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/sagebus.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# The systemd unit and the default configuration. The unit names the installed paths:
+# deploy/ holds them for the prefix /usr, and other prefixes get them rewritten.
+if(CMAKE_INSTALL_FULL_SYSCONFDIR STREQUAL "/etc")
+  set(sagebus_etc_dir /etc/sage-bus)  # the FHS place; a conffile of the .deb
+  file(WRITE ${PROJECT_BINARY_DIR}/debian/conffiles "/etc/sage-bus/sage-busd.toml\n")
+  set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${PROJECT_BINARY_DIR}/debian/conffiles)
+else()
+  set(sagebus_etc_dir ${CMAKE_INSTALL_SYSCONFDIR}/sage-bus)  # under the install prefix
+endif()
+file(READ ${PROJECT_SOURCE_DIR}/deploy/sage-busd.service sagebus_unit)
+string(REPLACE "/usr/bin/sage-busd" "${CMAKE_INSTALL_FULL_BINDIR}/sage-busd" sagebus_unit
+  "${sagebus_unit}")
+string(REPLACE "/etc/sage-bus/" "${CMAKE_INSTALL_FULL_SYSCONFDIR}/sage-bus/" sagebus_unit
+  "${sagebus_unit}")
+file(GENERATE OUTPUT ${PROJECT_BINARY_DIR}/sage-busd.service CONTENT "${sagebus_unit}")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/deploy/sage-busd.service)
+install(FILES ${PROJECT_BINARY_DIR}/sage-busd.service DESTINATION lib/systemd/system)
+install(FILES ${PROJECT_SOURCE_DIR}/deploy/sage-busd.toml DESTINATION ${sagebus_etc_dir})
 
 # cpack -G DEB: a package whose dependencies are Debian's runtime packages.
 set(CPACK_PACKAGE_NAME sage-bus)
