@@ -174,9 +174,10 @@ AdminAnswer answer_admin(std::string_view method, const AdminSources& src) {
   if (method == "clients") return {wire::OK, {}, clients_payload(src)};
   if (method == "topics") return {wire::OK, {}, topics_payload(src)};
   if (method == "queues") return {wire::OK, {}, queues_payload(src)};
+  if (method == "metrics") return {wire::OK, {}, prometheus_text(src, src.draining)};
   return {wire::NOT_FOUND,
           "service '$broker' has no method '" + std::string(method) +
-              "'; it has 'status', 'services', 'clients', 'topics' and 'queues'",
+              "'; it has 'status', 'services', 'clients', 'topics', 'queues' and 'metrics'",
           {}};
 }
 

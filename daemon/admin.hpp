@@ -48,11 +48,13 @@ struct AdminSources {
   // Point-to-point messages held per peer name.
   const std::unordered_map<std::string, std::deque<CallId>>& held;
   TimePoint now;
+  bool draining = false;
 };
 
 // Answers `method` of "$broker": "status" -> admin.BrokerStatus, "services" ->
 // admin.ServiceList, "clients" -> admin.ClientList, "topics" -> admin.TopicList,
-// "queues" -> admin.QueueList, anything else NOT_FOUND.
+// "queues" -> admin.QueueList, "metrics" -> the Prometheus text of /metrics, anything else
+// NOT_FOUND.
 AdminAnswer answer_admin(std::string_view method, const AdminSources& sources);
 
 }  // namespace sagebus::broker

@@ -67,11 +67,14 @@ Broker::Broker(BrokerConfig config)
     identity_.endpoints.push_back(router_.get(zmq::sockopt::last_endpoint));
     spdlog::info("listening on {}", identity_.endpoints.back());
   }
+  start_http_();
   identity_.started = Clock::now();
   next_lease_check_ = identity_.started;
 }
 
 Broker::~Broker() {
+  http_.reset();
+  http_control_.reset();
   monitor_.reset();
   router_.close();
 }
@@ -90,15 +93,49 @@ void Broker::run(Requests& requests, const Reloader& reloader) {
   shutdown_();
 }
 
+void Broker::start_http_() {
+  if (config_.http == "off") return;
+  const std::string control = "inproc://sage-busd-http-" + identity_.session;
+  http_control_.emplace(context_, control);
+  try {
+    http_ = std::make_unique<HttpEndpoint>(context_, control, config_.http);
+  } catch (const std::exception& e) {
+    http_control_.reset();
+    const std::string advice =
+        "choose another --http HOST:PORT (http in the config file), or --http off";
+    if (config_.http_chosen) throw std::runtime_error(std::string(e.what()) + "; " + advice);
+    // The default address may be taken by another broker on this host; the bus still runs.
+    spdlog::warn("{}: /metrics and /healthz are off; {}", e.what(), advice);
+    return;
+  }
+  spdlog::info("serving /metrics and /healthz on http://{}", config_.http);
+}
+
+std::string Broker::answer_http_(const std::string& what, int& status) {
+  if (what == "healthz") {
+    status = draining_ ? 503 : 200;
+    return draining_ ? "draining" : "ok";
+  }
+  if (what == "metrics") {
+    const AdminSources sources{identity_, registry_, calls_, metrics_, subscriptions_,
+                               topics_,   queues_,   held_,  now_,     draining_};
+    return prometheus_text(sources, draining_);
+  }
+  status = 404;
+  return "no such page: " + what;
+}
+
 // ---------------------------------------------------------------------------------------
 // The tick
 
 void Broker::tick_() {
   now_ = Clock::now();
-  zmq_pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
-                            {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0}};
+  zmq_pollitem_t items[] = {
+      {router_.handle(), 0, ZMQ_POLLIN, 0},
+      {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
+      {http_control_ ? http_control_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
   try {
-    zmq::poll(items, 2, poll_timeout_());
+    zmq::poll(items, http_control_ ? 3 : 2, poll_timeout_());
   } catch (const zmq::error_t& e) {
     if (e.num() != EINTR) throw;
     return;  // a signal: the caller checks its stop flag
@@ -107,6 +144,9 @@ void Broker::tick_() {
   // Messages before connection events, so that what a peer sent just before closing
   // (a reply, a GOODBYE) is handled before its connection is declared lost.
   if ((items[0].revents & ZMQ_POLLIN) != 0) receive_batch_();
+  if (http_control_ && (items[2].revents & ZMQ_POLLIN) != 0)
+    http_control_->serve(
+        [this](const std::string& what, int& status) { return answer_http_(what, status); });
   handle_connection_events_();
   apply_removals_();
   run_deadlines_();
@@ -554,6 +594,9 @@ void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
                             std::span<zmq::message_t> payload, const HeaderMap* headers) {
   if (!call.claim_outcome()) return false;
+  if (call.stats != nullptr)
+    call.stats->finish(status,
+                       std::chrono::duration_cast<std::chrono::microseconds>(now_ - call.accepted));
   if (call.kind == CallKind::send)
     spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer,
                   printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -40,6 +41,7 @@
 
 #include "admin.hpp"
 #include "config.hpp"
+#include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
 #include "pending.hpp"
@@ -105,6 +107,8 @@ class Broker {
   void handle_connection_events_();
   void check_leases_();
   void shutdown_();
+  void start_http_();
+  std::string answer_http_(const std::string& what, int& status);
 
   // Draining (drain.cpp)
   void start_drain_(int signal);
@@ -193,6 +197,8 @@ class Broker {
   zmq::context_t context_;
   zmq::socket_t router_;
   std::optional<ConnectionMonitor> monitor_;
+  std::optional<HttpControl> http_control_;  // the loop's side of /metrics and /healthz
+  std::unique_ptr<HttpEndpoint> http_;
 
   Registry registry_;
   PendingCalls calls_;
@@ -208,7 +214,6 @@ class Broker {
   bool draining_ = false;
   TimePoint drain_started_{};
   TimePoint drain_deadline_{};
-  std::uint64_t refused_draining_ = 0;
   std::string shutdown_reason_ = "broker shutting down";
 
   TimePoint now_{};  // cached once per tick

@@ -35,7 +35,7 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   ++metrics_.calls;
   if (in_.service() == wire::kBrokerService) {
     const AdminSources sources{identity_, registry_, calls_, metrics_, subscriptions_,
-                               topics_,   queues_,   held_,  now_};
+                               topics_,   queues_,   held_,  now_,     draining_};
     AdminAnswer a = answer_admin(in_.method(), sources);
     zmq::message_t payload(a.payload.data(), a.payload.size());
     answer_request_(from, id, a.status, a.message,
@@ -66,6 +66,9 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
     c.payload.push_back(std::move(frames[i]));
   c.accepted = now_;
   c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
+  c.stats = metrics_.methods.find_or_add(c.service, c.method);
+  ++c.stats->calls;
+  ++c.stats->in_flight;
   Call* call = calls_.add(std::move(c));
   spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
                 call->method, registry_.client(from)->name, id, in_.timeout_ms());
@@ -304,6 +307,7 @@ void Broker::forget_caller_(const RoutingId& rid) {
     // that the instance's in-flight count stays true.
     call.claim_outcome();
     call.caller_lost = true;
+    if (call.stats != nullptr) call.stats->forget();
     if (call.state == CallState::waiting) waiting.push_back(call.id);
   });
   for (const CallId id : waiting) {

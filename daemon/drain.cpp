@@ -57,14 +57,14 @@ bool Broker::drain_over_(bool cut_short) {
   const auto took = millis(drain_started_, now_);
   if (left == 0) {
     spdlog::info("drained in {} ms: no call left in flight; {} new requests refused meanwhile",
-                 took, refused_draining_);
+                 took, metrics_.refused_draining);
     return true;
   }
   if (cut_short) {
     spdlog::warn(
         "drain cut short after {} ms by a second stop signal: {} calls still in flight will be "
         "answered UNAVAILABLE; {} new requests refused meanwhile",
-        took, left, refused_draining_);
+        took, left, metrics_.refused_draining);
     shutdown_reason_ = "sage-busd is shutting down (stopped before the call finished)";
     return true;
   }
@@ -72,7 +72,7 @@ bool Broker::drain_over_(bool cut_short) {
     spdlog::warn(
         "drain timed out after {} ms: {} calls still in flight will be answered UNAVAILABLE; "
         "{} new requests refused meanwhile",
-        took, left, refused_draining_);
+        took, left, metrics_.refused_draining);
     shutdown_reason_ =
         "sage-busd is shutting down: the call did not finish within its drain "
         "timeout (" +
@@ -86,13 +86,13 @@ bool Broker::refuse_while_draining_(const RoutingId& from) {
   switch (in_.kind()) {
     case wire::REQUEST:
       if (in_.service() == wire::kBrokerService) return false;
-      ++refused_draining_;
+      ++metrics_.refused_draining;
       answer_request_(from, in_.id(), wire::UNAVAILABLE, kDraining);
       return true;
     case wire::SEND:
     case wire::QUEUE_PUT:
     case wire::QUEUE_GET:
-      ++refused_draining_;
+      ++metrics_.refused_draining;
       answer_(from, in_.id(), wire::UNAVAILABLE, kDraining);
       return true;
     default:

@@ -1,11 +1,73 @@
-// Metrics: the counters the broker keeps about itself, mirrored one to one by
-// sagebus.admin.Counters (admin.cpp copies them into the status reply). A plain struct
-// owned and incremented by the broker's loop thread only; not thread safe.
+// Metrics: what the broker measures about itself. Counters (mirrored one to one by
+// sagebus.admin.Counters, copied by admin.cpp into the status reply), and per service
+// and method: calls, outcomes by status, a latency histogram and calls in flight.
+//
+// The hot path is cheap: a call finds its MethodStats once, when it is accepted, and
+// keeps the pointer; its outcome is three increments and a bucket search over 16
+// bounds. The method table is bounded (kMaxMethodSeries); pairs beyond it share one
+// series, service and method "_other".
+//
+// prometheus_text() renders everything, with the tables the admin service reads, in the
+// Prometheus text format (version 0.0.4) for /metrics and "$broker" method "metrics".
+//
+// Owned and changed by the broker's loop thread only; not thread safe.
 #pragma once
 
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 
 namespace sagebus::broker {
+
+struct Metrics;
+
+// Upper bounds of the latency buckets, in microseconds (100 µs .. 10 s); one more bucket
+// (+Inf) takes the rest.
+inline constexpr std::array<std::uint64_t, 16> kLatencyBoundsUs{
+    100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
+
+struct Histogram {
+  std::array<std::uint64_t, kLatencyBoundsUs.size() + 1> buckets{};  // not cumulative
+  std::uint64_t count = 0;
+  std::uint64_t sum_us = 0;
+
+  void observe(std::chrono::microseconds latency) noexcept;
+};
+
+// wire::Status values 0..kStatusCount-1; a larger value is counted as the last.
+inline constexpr std::size_t kStatusCount = 12;
+
+struct MethodStats {
+  std::uint64_t calls = 0;      // accepted for routing
+  std::uint64_t in_flight = 0;  // accepted, outcome not yet sent
+  std::array<std::uint64_t, kStatusCount> outcomes{};
+  Histogram latency;  // accepted -> outcome sent
+
+  void finish(int status, std::chrono::microseconds took) noexcept;
+  void forget() noexcept { in_flight -= in_flight > 0 ? 1 : 0; }  // its caller left
+};
+
+inline constexpr std::size_t kMaxMethodSeries = 1000;
+
+class MethodTable {
+ public:
+  // The stats of service.method; the shared "_other" series once the table is full.
+  // The pointer stays valid for the table's life (entries are never erased).
+  MethodStats* find_or_add(std::string_view service, std::string_view method);
+  // (service, method) -> stats, ordered for stable output.
+  std::map<std::pair<std::string, std::string>, const MethodStats*> sorted() const;
+  std::size_t size() const noexcept { return by_key_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::pair<std::pair<std::string, std::string>, MethodStats>>
+      by_key_;
+  MethodStats other_;
+};
 
 struct Metrics {
   std::uint64_t calls = 0;             // REQUESTs accepted for routing
@@ -34,6 +96,16 @@ struct Metrics {
   std::uint64_t names_refused = 0;       // HELLOs refused because the name was taken
   std::uint64_t takeovers = 0;           // connections replaced by a HELLO with takeover
   std::uint64_t clients_refused = 0;     // HELLOs refused by the max-clients limit
+  std::uint64_t refused_draining = 0;    // requests answered UNAVAILABLE while draining
+
+  MethodTable methods;
 };
+
+struct AdminSources;
+// The Prometheus text of everything the broker measures; `draining` is reported too.
+std::string prometheus_text(const AdminSources& sources, bool draining);
+
+// The broker process's resident memory, in bytes (from /proc/self/statm); 0 if unknown.
+std::uint64_t resident_bytes();
 
 }  // namespace sagebus::broker

@@ -37,6 +37,7 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using RoutingId = std::string;
 using CallId = std::uint64_t;
+struct MethodStats;
 
 enum class CallState { waiting, dispatched };
 enum class CallKind { request, send };
@@ -69,6 +70,7 @@ class Call {
   bool retried = false;     // dispatched a second time after losing its first instance
   std::string lost_reason;  // why its first instance was lost, for a retry that fails
   bool caller_lost = false;
+  MethodStats* stats = nullptr;  // its service.method's metrics (requests only)
 
   // True exactly once: the caller of this method owns the caller's one outcome.
   bool claim_outcome() noexcept {

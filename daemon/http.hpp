@@ -1,0 +1,81 @@
+// HttpEndpoint: sage-busd's HTTP endpoint (cpp-httplib), serving
+//   /metrics  the Prometheus text of "$broker" method "metrics"
+//   /healthz  200 "ok" while the loop answers and is not draining; 503 otherwise
+//
+// Its threads never touch the broker's tables. Each request is asked of the loop over
+// an inproc socket pair in the broker's ZeroMQ context (HttpControl on the loop's side,
+// polled with the ROUTER): the loop builds the answer between ticks and sends it back.
+// A loop that does not answer within a second is reported 503.
+//
+// HttpEndpoint binds in its constructor (throws std::runtime_error naming the address)
+// and serves on its own threads (at most two) until destroyed. Thread safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+namespace httplib {
+class Server;
+}
+
+namespace sagebus::broker {
+
+// The loop's side: an inproc ROUTER. Questions are [peer][seq][what]; answers are
+// [peer][seq][http status][body]. Used by the loop thread only.
+class HttpControl {
+ public:
+  HttpControl(zmq::context_t& context, const std::string& endpoint);
+  zmq::socket_t& socket() { return socket_; }
+  // Answers every waiting question with `answer(what, status)`; never blocks.
+  template <class F>
+  void serve(F&& answer) {
+    for (;;) {
+      std::vector<zmq::message_t> parts;
+      if (!zmq::recv_multipart(socket_, std::back_inserter(parts), zmq::recv_flags::dontwait))
+        return;
+      if (parts.size() != 3) continue;
+      int status = 200;
+      std::string body = answer(parts[2].to_string(), status);
+      const std::string code = std::to_string(status);
+      std::array<zmq::const_buffer, 4> out{zmq::buffer(parts[0].data(), parts[0].size()),
+                                           zmq::buffer(parts[1].data(), parts[1].size()),
+                                           zmq::buffer(code), zmq::buffer(body)};
+      (void)zmq::send_multipart(socket_, out, zmq::send_flags::dontwait);
+    }
+  }
+
+ private:
+  zmq::socket_t socket_;
+};
+
+class HttpEndpoint {
+ public:
+  // Serves on `address` (HOST:PORT), asking the loop through `control_endpoint`.
+  HttpEndpoint(zmq::context_t& context, const std::string& control_endpoint,
+               const std::string& address);
+  ~HttpEndpoint();
+  HttpEndpoint(const HttpEndpoint&) = delete;
+  HttpEndpoint& operator=(const HttpEndpoint&) = delete;
+
+ private:
+  // Asks the loop `what`; returns the HTTP status and body.
+  std::pair<int, std::string> ask_(const std::string& what);
+
+  std::mutex mutex_;  // guards dealer_ and seq_: the HTTP threads take turns
+  zmq::socket_t dealer_;
+  std::uint64_t seq_ = 0;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+};
+
+}  // namespace sagebus::broker
