@@ -90,7 +90,8 @@ HttpResponse http_get(int port, const std::string& path) {
   ::close(fd);
   HttpResponse r;
   if (raw.rfind("HTTP/1.", 0) == 0) r.status = std::stoi(raw.substr(9, 3));
-  if (const auto body = raw.find("\r\n\r\n"); body != std::string::npos) r.body = raw.substr(body + 4);
+  if (const auto body = raw.find("\r\n\r\n"); body != std::string::npos)
+    r.body = raw.substr(body + 4);
   return r;
 }
 
@@ -104,17 +105,18 @@ double sample(const std::string& text, const std::string& series) {
 
 }  // namespace
 
-TEST_CASE("every option is read from the config file, a flag overrides it, and --print-config "
-          "reads back the same",
-          "[ops][config]") {
+TEST_CASE(
+    "every option is read from the config file, a flag overrides it, and --print-config "
+    "reads back the same",
+    "[ops][config]") {
   TempDir dir;
   const std::string file = dir.path() + "/busd.toml";
-  write(file,
-        "endpoint = [\"tcp://127.0.0.1:7001\", \"ipc://" + dir.path() + "/b.sock\"]\n"
-        "log-level = \"debug\"\nheartbeat-ms = 250\nliveness = 4\nmax-payload = 4096\n"
-        "max-clients = 7\nmax-waiting = 8\nmax-calls = 9\npeer-queue = 10\n"
-        "max-subscriptions = 11\nmax-held = 12\nmax-queue-depth = 13\nmax-queues = 14\n"
-        "queue-topic = [\"jobs=work.jobs\"]\ndrain-timeout-ms = 15\nhttp = \"off\"\n");
+  write(file, "endpoint = [\"tcp://127.0.0.1:7001\", \"ipc://" + dir.path() +
+                  "/b.sock\"]\n"
+                  "log-level = \"debug\"\nheartbeat-ms = 250\nliveness = 4\nmax-payload = 4096\n"
+                  "max-clients = 7\nmax-waiting = 8\nmax-calls = 9\npeer-queue = 10\n"
+                  "max-subscriptions = 11\nmax-held = 12\nmax-queue-depth = 13\nmax-queues = 14\n"
+                  "queue-topic = [\"jobs=work.jobs\"]\ndrain-timeout-ms = 15\nhttp = \"off\"\n");
   const auto printed = run({busd_path(), "--config", file, "--max-calls", "99", "--print-config"});
   REQUIRE(printed.exit_code == 0);
   for (const char* line :
@@ -132,9 +134,10 @@ TEST_CASE("every option is read from the config file, a flag overrides it, and -
   CHECK(again.out == printed.out);
 }
 
-TEST_CASE("a bad config file fails the start naming the file, the key, the line and what was "
-          "expected",
-          "[ops][config]") {
+TEST_CASE(
+    "a bad config file fails the start naming the file, the key, the line and what was "
+    "expected",
+    "[ops][config]") {
   TempDir dir;
   const std::string file = dir.path() + "/bad.toml";
   SECTION("unknown key") {
@@ -244,8 +247,8 @@ TEST_CASE("/metrics is Prometheus text whose counters move with traffic; /health
   CHECK(sample(before.body, calls) == 1);
   CHECK(sample(after.body, calls) == 4);
   CHECK(sample(after.body, ok) == 4);
-  CHECK(sample(after.body, "sagebus_call_duration_seconds_count{service=\"slow\",method=\"wait\"}") ==
-        4);
+  CHECK(sample(after.body,
+               "sagebus_call_duration_seconds_count{service=\"slow\",method=\"wait\"}") == 4);
   CHECK(sample(after.body, "sagebus_clients_connected") == 2);
   CHECK(sample(after.body, "sagebus_resident_memory_bytes") > 0);
 
@@ -282,8 +285,9 @@ TEST_CASE("systemd-analyze verify passes on the unit file", "[ops][systemd]") {
   std::string unit = read((kDeploy / "sage-busd.service").string());
   const std::string config = dir.path() + "/sage-busd.toml";
   std::filesystem::copy_file(kDeploy / "sage-busd.toml", config);
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{"/usr/bin/sage-busd", busd_path()},
-                                 {"/etc/sage-bus/sage-busd.toml", config}}) {
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{"/usr/bin/sage-busd", busd_path()},
+        {"/etc/sage-bus/sage-busd.toml", config}}) {
     const auto at_pos = unit.find(from);
     REQUIRE(at_pos != std::string::npos);
     unit.replace(at_pos, from.size(), to);

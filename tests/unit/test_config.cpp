@@ -1,0 +1,103 @@
+// read_config and to_toml: the command line, the --config file, and their round trip.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "config.hpp"
+
+using namespace sagebus::broker;
+
+namespace {
+
+ConfigRead parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "sage-busd");
+  std::vector<const char*> argv;
+  for (const auto& a : args)
+    argv.push_back(a.c_str());
+  return read_config(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string temp_file(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("sagebus-config-" + std::to_string(::getpid()) + "-" + name);
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+}  // namespace
+
+TEST_CASE("without options the configuration is the defaults", "[config]") {
+  const ConfigRead r = parse({});
+  REQUIRE(r.action == ConfigRead::Action::run);
+  CHECK(to_toml(r.config) == to_toml(BrokerConfig{}));
+  CHECK_FALSE(r.config.http_chosen);
+}
+
+TEST_CASE("a flag overrides the same key of the file", "[config]") {
+  const auto file = temp_file("override.toml", "max-calls = 5\nmax-waiting = 6\n");
+  const ConfigRead r = parse({"--config", file, "--max-calls", "7"});
+  REQUIRE(r.action == ConfigRead::Action::run);
+  CHECK(r.config.max_calls == 7);
+  CHECK(r.config.max_waiting_per_service == 6);
+  CHECK(r.config_path == file);
+  std::filesystem::remove(file);
+}
+
+TEST_CASE("to_toml reads back to the same configuration", "[config]") {
+  BrokerConfig c;
+  c.endpoints = {"tcp://127.0.0.1:1", "ipc:///run/sage-bus/x.sock"};
+  c.log_level = "warn";
+  c.max_clients = 3;
+  c.queue_topics = {{"jobs", "work.jobs"}, {"a", "b"}};
+  c.drain_timeout_ms = 0;
+  c.http = "off";
+  const auto file = temp_file("roundtrip.toml", to_toml(c));
+  const ConfigRead r = parse({"--config", file});
+  REQUIRE(r.action == ConfigRead::Action::run);
+  CHECK(to_toml(r.config) == to_toml(c));
+  std::filesystem::remove(file);
+}
+
+TEST_CASE("deploy/sage-busd.toml is the default configuration", "[config]") {
+  const auto path = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() /
+                    "deploy" / "sage-busd.toml";
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  CHECK(ss.str() == to_toml(BrokerConfig{}));
+}
+
+TEST_CASE("an unknown key names the file, the line and the key, and fails", "[config]") {
+  const auto file = temp_file("unknown.toml", "\n\nmax-callz = 5\n");
+  const ConfigRead r = parse({"--config", file});
+  CHECK(r.action == ConfigRead::Action::exit);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find(file + " line 3: unknown key 'max-callz'") != std::string::npos);
+  std::filesystem::remove(file);
+}
+
+TEST_CASE("a queue mapped twice to different topics is refused", "[config]") {
+  const ConfigRead r = parse({"--queue-topic", "q=a.b", "--queue-topic", "q=c.d"});
+  CHECK(r.action == ConfigRead::Action::exit);
+  CHECK(r.err.find("queue 'q' is mapped twice") != std::string::npos);
+}
+
+TEST_CASE("--http takes HOST:PORT or off", "[config]") {
+  CHECK(parse({"--http", "off"}).action == ConfigRead::Action::run);
+  CHECK(parse({"--http", "127.0.0.1:9"}).config.http_chosen);
+  CHECK(parse({"--http", "127.0.0.1"}).action == ConfigRead::Action::exit);
+  CHECK(parse({"--http", "127.0.0.1:70000"}).action == ConfigRead::Action::exit);
+}
+
+TEST_CASE("--print-config prints the TOML and exits 0", "[config]") {
+  const ConfigRead r = parse({"--max-held", "3", "--print-config"});
+  CHECK(r.action == ConfigRead::Action::exit);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("\nmax-held = 3\n") != std::string::npos);
+}

@@ -1,0 +1,52 @@
+// Histogram buckets and the bounded per-method table.
+#include <catch2/catch.hpp>
+
+#include "metrics.hpp"
+
+using namespace sagebus::broker;
+using std::chrono::microseconds;
+
+TEST_CASE("a latency falls in the first bucket whose bound is at least it", "[metrics]") {
+  Histogram h;
+  h.observe(microseconds(0));
+  h.observe(microseconds(100));
+  h.observe(microseconds(101));
+  h.observe(microseconds(10'000'000));
+  h.observe(microseconds(10'000'001));
+  CHECK(h.buckets[0] == 2);  // <= 100 us
+  CHECK(h.buckets[1] == 1);  // <= 250 us
+  CHECK(h.buckets[kLatencyBoundsUs.size() - 1] == 1);
+  CHECK(h.buckets[kLatencyBoundsUs.size()] == 1);  // +Inf
+  CHECK(h.count == 5);
+  CHECK(h.sum_us == 20'000'202);
+}
+
+TEST_CASE("finishing a call counts its status and leaves in-flight", "[metrics]") {
+  MethodStats s;
+  ++s.calls;
+  ++s.in_flight;
+  s.finish(3, microseconds(5));
+  CHECK(s.in_flight == 0);
+  CHECK(s.outcomes[3] == 1);
+  s.finish(99, microseconds(5));  // unknown status: the last slot; in_flight stays 0
+  CHECK(s.outcomes[kStatusCount - 1] == 1);
+  CHECK(s.in_flight == 0);
+}
+
+TEST_CASE("the method table keeps at most kMaxMethodSeries pairs, then shares _other",
+          "[metrics]") {
+  MethodTable t;
+  MethodStats* first = t.find_or_add("svc", "m0");
+  CHECK(t.find_or_add("svc", "m0") == first);
+  for (std::size_t i = 1; i < kMaxMethodSeries; ++i)
+    t.find_or_add("svc", "m" + std::to_string(i));
+  CHECK(t.size() == kMaxMethodSeries);
+  MethodStats* a = t.find_or_add("svc", "beyond-a");
+  MethodStats* b = t.find_or_add("other", "beyond-b");
+  CHECK(a == b);
+  CHECK(t.size() == kMaxMethodSeries);
+  ++a->calls;
+  CHECK(t.sorted().count({"_other", "_other"}) == 1);
+  // Service "a" + method "bc" is not service "ab" + method "c".
+  CHECK(MethodTable{}.find_or_add("a", "bc") != nullptr);
+}
