@@ -88,14 +88,14 @@ TEST_CASE("a queue mapped twice to different topics is refused", "[config]") {
   CHECK(r.err.find("queue 'q' is mapped twice") != std::string::npos);
 }
 
-TEST_CASE("--http takes HOST:PORT or off", "[config]") {
+TEST_CASE("the http option takes HOST:PORT or off", "[config]") {
   CHECK(parse({"--http", "off"}).action == ConfigRead::Action::run);
   CHECK(parse({"--http", "127.0.0.1:9"}).config.http_chosen);
   CHECK(parse({"--http", "127.0.0.1"}).action == ConfigRead::Action::exit);
   CHECK(parse({"--http", "127.0.0.1:70000"}).action == ConfigRead::Action::exit);
 }
 
-TEST_CASE("--print-config prints the TOML and exits 0", "[config]") {
+TEST_CASE("print-config prints the TOML and exits 0", "[config]") {
   const ConfigRead r = parse({"--max-held", "3", "--print-config"});
   CHECK(r.action == ConfigRead::Action::exit);
   CHECK(r.exit_code == 0);
