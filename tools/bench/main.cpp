@@ -261,9 +261,9 @@ int main(int argc, char** argv) {
     run_zmq_forwarder(router, xsub, xpub);
   }
   if (options.smoke) {
-    options.counts.calls = std::min<std::size_t>(options.counts.calls, 200);
+    options.counts.calls = std::min<std::size_t>(options.counts.calls, 500);
     options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);
-    options.counts.idle_clients = std::min<std::size_t>(options.counts.idle_clients, 100);
+    options.counts.idle_clients = std::min<std::size_t>(options.counts.idle_clients, 200);
   }
   try {
     options.paths.self = self_path();
