@@ -138,6 +138,10 @@ std::optional<Message> Client::receive(std::chrono::milliseconds timeout) {
   return connection_->receive(timeout);
 }
 
+std::optional<Error> Client::connection_error() const {
+  return connection_->connection_error();
+}
+
 bool Client::connected() const {
   return connection_->connected();
 }

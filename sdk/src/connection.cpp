@@ -127,13 +127,19 @@ void Connection::post_(Command command) {
   }
 }
 
-void Connection::set_link_(bool ready, bool failing) {
-  failing_.store(failing, std::memory_order_release);
+void Connection::set_link_(bool ready, std::optional<Error> error) {
+  failing_.store(error.has_value(), std::memory_order_release);
   {
     std::lock_guard lock(ready_mutex_);
     ready_.store(ready, std::memory_order_release);
+    link_error_ = std::move(error);
   }
   ready_cv_.notify_all();
+}
+
+std::optional<Error> Connection::connection_error() const {
+  std::lock_guard lock(ready_mutex_);
+  return link_error_;
 }
 
 void Connection::start(RequestSpec spec, Done done) {

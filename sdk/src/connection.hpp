@@ -114,6 +114,7 @@ class Connection {
   void post_callback(std::function<void()> fn) { callbacks_.post(std::move(fn)); }
   bool connected() const { return ready_.load(std::memory_order_acquire); }
   bool failing() const { return failing_.load(std::memory_order_acquire); }
+  std::optional<Error> connection_error() const;
   bool wait_connected(std::chrono::milliseconds timeout) const;
   const ClientOptions& options() const noexcept { return options_; }
 
@@ -157,12 +158,14 @@ class Connection {
                                AddSubscription, RemoveSubscription, Credit>;
 
   void post_(Command command);
-  void set_link_(bool ready, bool failing);
+  // I/O thread: the link's state; `error` (why it is failing) is set iff it is failing.
+  void set_link_(bool ready, std::optional<Error> error);
 
   ClientOptions options_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> failing_{false};
   mutable std::mutex ready_mutex_;
+  std::optional<Error> link_error_;  // guarded by ready_mutex_
   mutable std::condition_variable ready_cv_;
 
   std::mutex commands_mutex_;

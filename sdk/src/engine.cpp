@@ -225,6 +225,7 @@ class Engine {
       case ZMQ_EVENT_CONNECT_RETRIED:
         if (link_ == Link::connecting) {
           last_failure_ = "cannot connect to sage-busd at " + endpoint_;
+          failure_status_ = Status::unavailable;
           set_link_(Link::failing);
           fail_unsent_impatient_();
         }
@@ -294,6 +295,7 @@ class Engine {
   // given cannot be answered any more. New ones fail fast until a WELCOME comes.
   void lose_link_(const std::string& why) {
     last_failure_ = why;
+    failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
     set_link_(Link::failing);
     fresh_session_ = true;
     fail_sent_(0, std::nullopt, why + "; the request may or may not have taken effect");
@@ -314,7 +316,9 @@ class Engine {
 
   void set_link_(Link link) {
     link_ = link;
-    owner_.set_link_(link == Link::ready, link == Link::failing);
+    std::optional<Error> error;
+    if (link == Link::failing) error.emplace(failure_status_, not_connected_text_());
+    owner_.set_link_(link == Link::ready, std::move(error));
   }
 
   // --- requests ------------------------------------------------------------------------
@@ -417,9 +421,14 @@ class Engine {
         service->second.core->on_registered(from_wire(in_.status()), in_.message());
       return;
     }
+    if (auto it = subscriptions_.find(in_.id()); it != subscriptions_.end()) {
+      it->second->on_subscribed(from_wire(in_.status()), in_.message());
+      return;
+    }
     if (in_.id() == hello_id_ && in_.status() != wire::OK) {
       // The broker refused our HELLO (e.g. the name is taken). Retried every kHelloRetry.
       last_failure_ = "sage-busd refused this connection: " + in_.message();
+      failure_status_ = from_wire(in_.status());
       set_link_(Link::failing);
       fail_unsent_impatient_();
     }
@@ -724,6 +733,7 @@ class Engine {
   bool fresh_session_ = true;  // the broker has none of our registrations/subscriptions
   bool replaced_ = false;      // another connection took our name: stay out
   std::string last_failure_ = "connecting";
+  Status failure_status_ = Status::unavailable;  // what connection_error() reports
   std::string session_;
   std::uint64_t hello_id_ = 0;
   milliseconds heartbeat_{kDefaultHeartbeatMs};

@@ -28,6 +28,27 @@ void SubscriptionCore::deliver(Message message) {
   cv_.notify_one();
 }
 
+void SubscriptionCore::on_subscribed(Status status, const std::string& message) {
+  {
+    std::lock_guard lock(mutex_);
+    if (status == Status::ok) {
+      subscribed_ = true;
+      refusal_.reset();
+    } else {
+      refusal_.emplace(status,
+                       "sage-busd refused the subscription to " + pattern_ + ": " + message);
+    }
+  }
+  state_cv_.notify_all();
+}
+
+bool SubscriptionCore::wait_subscribed(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  state_cv_.wait_for(lock, timeout, [this] { return subscribed_ || refusal_.has_value(); });
+  if (!subscribed_ && refusal_) throw *refusal_;
+  return subscribed_;
+}
+
 std::uint32_t SubscriptionCore::room() {
   std::lock_guard lock(mutex_);
   return queue_.size() >= window_ ? 0 : window_ - static_cast<std::uint32_t>(queue_.size());
@@ -88,6 +109,11 @@ Subscription& Subscription::operator=(Subscription&& other) noexcept {
 
 void Subscription::unsubscribe() {
   if (core_ && core_->stop()) core_->connection().remove_subscription(core_);
+}
+
+bool Subscription::wait_subscribed(std::chrono::milliseconds timeout) {
+  if (!core_) throw Error(Status::invalid_argument, "this Subscription holds no subscription");
+  return core_->wait_subscribed(timeout);
 }
 
 std::uint64_t Subscription::missed() const noexcept {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -32,6 +33,10 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   // I/O thread: credit to grant on a fresh SUBSCRIBE (room left in the queue).
   std::uint32_t room();
   std::uint64_t wire_id = 0;
+  // I/O thread: the broker's answer to a SUBSCRIBE.
+  void on_subscribed(Status status, const std::string& message);
+  // Owner: see Subscription::wait_subscribed.
+  bool wait_subscribed(std::chrono::milliseconds timeout);
 
   void start();  // starts the handler thread
   // Stops it, waiting for a handler call in progress (so never call it from the
@@ -51,9 +56,12 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   const std::uint32_t window_;
 
   std::mutex mutex_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;        // the handler thread waits for messages
+  std::condition_variable state_cv_;  // wait_subscribed() waits for the broker's answer
   std::deque<Message> queue_;
   bool stopping_ = false;
+  std::optional<Error> refusal_;  // the broker refused the last SUBSCRIBE
+  bool subscribed_ = false;       // the broker confirmed a SUBSCRIBE
   std::atomic<std::uint64_t> missed_{0};
   std::atomic<std::uint64_t> handled_{0};
   std::thread thread_;

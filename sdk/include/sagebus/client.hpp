@@ -40,7 +40,8 @@ class Connection;
 
 struct ClientOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
-  // Shown by `busctl clients`; defaults to "<program>-<pid>".
+  // The connection's name: shown by `busctl clients`, and the address send() uses. Two
+  // live connections may not share one. Defaults to "<program>-<pid>-<n>".
   std::string name{};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{2000};
@@ -139,6 +140,11 @@ class Client {
 
   // Takes the oldest message sent to this client, waiting up to `timeout` for one.
   std::optional<Message> receive(std::chrono::milliseconds timeout);
+
+  // Why this client is not connected, while it is failing to: UNAVAILABLE with the
+  // connection problem, or the broker's refusal (PERMISSION_DENIED: the name is taken,
+  // or this client was replaced). Nothing while connected or still connecting.
+  std::optional<Error> connection_error() const;
 
   // True while the broker has welcomed this connection.
   bool connected() const;

@@ -4,6 +4,7 @@
 // and waits for a handler call in progress to return. Thread safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,6 +42,11 @@ class Subscription {
   Subscription& operator=(Subscription&&) noexcept;
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
+
+  // Waits up to `timeout` for the broker to confirm the subscription (so that what is
+  // published from now on reaches it). True once it has; false on timeout; throws Error
+  // with the broker's status if it refused.
+  bool wait_subscribed(std::chrono::milliseconds timeout);
 
   // Ends the subscription; waits for a handler call in progress. Idempotent.
   void unsubscribe();
