@@ -170,3 +170,16 @@ TEST_CASE("a replaced connection does not take its name back when its replacemen
   // The SDK says HELLO again every second while not welcomed; give it two chances.
   CHECK_FALSE(older.wait_connected(2500ms));
 }
+
+TEST_CASE("connection_error says why a client is kept out: its name is taken", "[p2p][names]") {
+  Broker broker;
+  Client first({.endpoint = broker.endpoint(), .name = "twin"});
+  REQUIRE(first.wait_connected(5s));
+  Client second({.endpoint = broker.endpoint(), .name = "twin"});
+  REQUIRE(eventually([&] { return second.connection_error().has_value(); }, 5s));
+  const auto error = *second.connection_error();
+  CHECK(error.status() == Status::permission_denied);
+  CHECK_THAT(error.what(), Catch::Contains("'twin' is taken"));
+  CHECK_FALSE(second.connected());
+  CHECK_FALSE(first.connection_error().has_value());
+}
