@@ -5,13 +5,14 @@
 
 #include <catch2/catch.hpp>
 
-#include "../integration/harness.hpp"
+#include "harness.hpp"
 
 using namespace sagebus::test;
 
 namespace {
 
-RunResult checked_run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = 300s) {
+RunResult checked_run(const std::vector<std::string>& argv,
+                      std::chrono::milliseconds timeout = 300s) {
   auto r = run(argv, {}, timeout);
   INFO(argv[0] << " " << (argv.size() > 1 ? argv[1] : "") << " exited " << r.exit_code << "\n"
                << r.out << r.err);
@@ -21,9 +22,10 @@ RunResult checked_run(const std::vector<std::string>& argv, std::chrono::millise
 
 }  // namespace
 
-TEST_CASE("the installed SDK builds the examples via find_package and pkg-config, "
-          "and they talk through the installed sage-busd",
-          "[install]") {
+TEST_CASE(
+    "the installed SDK builds the examples via find_package and pkg-config, "
+    "and they talk through the installed sage-busd",
+    "[install]") {
   TempDir dir;
   const std::string prefix = dir.path() + "/prefix";
   const std::string libdir = prefix + "/" SAGEBUS_TEST_LIBDIR;
@@ -39,8 +41,8 @@ TEST_CASE("the installed SDK builds the examples via find_package and pkg-config
   const std::string pc_caller = dir.path() + "/caller-pkgconfig";
   checked_run({"/bin/sh", "-c",
                "PKG_CONFIG_PATH='" + libdir + "/pkgconfig' " SAGEBUS_TEST_CXX " -o '" + pc_caller +
-                   "' '" SAGEBUS_TEST_EXAMPLES_DIR "/echo_caller.cpp' $(PKG_CONFIG_PATH='" + libdir +
-                   "/pkgconfig' pkg-config --cflags --libs sagebus)"});
+                   "' '" SAGEBUS_TEST_EXAMPLES_DIR "/echo_caller.cpp' $(PKG_CONFIG_PATH='" +
+                   libdir + "/pkgconfig' pkg-config --cflags --libs sagebus)"});
 
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   Process busd({prefix + "/bin/sage-busd", "--endpoint", endpoint}, dir.path() + "/busd.log");
@@ -49,12 +51,14 @@ TEST_CASE("the installed SDK builds the examples via find_package and pkg-config
                   dir.path() + "/service.log");
   REQUIRE(service.wait_for_log("ready", 10s));
 
-  const auto via_cmake =
-      checked_run({cmake_build + "/sagebus-echo-caller", "--endpoint", endpoint, "from-cmake"}, 20s);
+  const auto via_cmake = checked_run(
+      {cmake_build + "/sagebus-echo-caller", "--endpoint", endpoint, "from-cmake"}, 20s);
   CHECK(via_cmake.out == "from-cmake\n");
-  const auto via_pkgconfig = checked_run({pc_caller, "--endpoint", endpoint, "from-pkg-config"}, 20s);
+  const auto via_pkgconfig =
+      checked_run({pc_caller, "--endpoint", endpoint, "from-pkg-config"}, 20s);
   CHECK(via_pkgconfig.out == "from-pkg-config\n");
-  const auto services = checked_run({prefix + "/bin/busctl", "--endpoint", endpoint, "services"}, 20s);
+  const auto services =
+      checked_run({prefix + "/bin/busctl", "--endpoint", endpoint, "services"}, 20s);
   CHECK_THAT(services.out, Catch::Contains("sagebus-echo-service"));
 
   CHECK(service.stop() == 0);
