@@ -317,7 +317,7 @@ class Engine {
   void set_link_(Link link) {
     link_ = link;
     std::optional<Error> error;
-    if (link == Link::failing) error.emplace(failure_status_, not_connected_text_());
+    if (link == Link::failing) error.emplace(failure_status_, last_failure_);
     owner_.set_link_(link == Link::ready, std::move(error));
   }
 

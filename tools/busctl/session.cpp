@@ -26,19 +26,19 @@ Session::Session(const Options& options, const std::atomic<bool>* stop)
   constexpr std::chrono::milliseconds kSlice{50};
   while (std::chrono::steady_clock::now() < deadline_) {
     if (client_.wait_connected(std::min(left(), kSlice))) return;
+    // A refusal (the name is taken) will not go away by waiting: say so at once.
+    if (auto refused = client_.connection_error();
+        refused && refused->status() == sagebus::Status::permission_denied)
+      throw *refused;
     if (stop && stop->load())
       throw sagebus::Error(sagebus::Status::cancelled,
                            "interrupted before sage-busd at " + options.endpoint + " answered");
   }
   if (client_.connected()) return;
-  std::string why = "cannot reach sage-busd at " + options.endpoint + " within " +
-                    std::to_string(options.timeout.count()) +
-                    " ms: is it running? (sage-busd --endpoint " + options.endpoint + ")";
-  // The SDK does not say why it was not welcomed; a name in use is the other cause.
-  if (!options.name.empty() && !options.takeover)
-    why += "; or is the name '" + options.name +
-           "' used by another connection? (--takeover replaces it)";
-  throw sagebus::Error(sagebus::Status::unavailable, why);
+  throw sagebus::Error(sagebus::Status::unavailable,
+                       "cannot reach sage-busd at " + options.endpoint + " within " +
+                           std::to_string(options.timeout.count()) +
+                           " ms: is it running? (sage-busd --endpoint " + options.endpoint + ")");
 }
 
 std::chrono::milliseconds Session::left() const {
