@@ -236,9 +236,11 @@ int main(int argc, char** argv) {
   app.add_option("--zmq-forwarder", options.forwarder_ports, "ROUTER,XSUB,XPUB ports")->group("");
   app.add_option("--forwarder", options.paths.forwarder,
                  "Program to start as the ZeroMQ forwarder (default: this one), e.g. a wrapper "
-                 "that profiles it")
-      ->group("");
+                 "that profiles it");
   app.add_option("--idle-child", options.idle_child, "SYSTEM,ENDPOINT,FIRST,COUNT")->group("");
+  app.footer(
+      "Environment: SAGEBUS_BENCH_KEEP_LOGS=1 keeps the servers' logs (their directory is named "
+      "on stderr).");
   CLI11_PARSE(app, argc, argv);
 
   if (!options.idle_child.empty()) {

@@ -34,11 +34,13 @@ Result median(const std::vector<Result>& runs) {
   out.p50_us = median_of<double>(runs, [](const Result& r) { return r.p50_us; });
   out.p99_us = median_of<double>(runs, [](const Result& r) { return r.p99_us; });
   out.delivered = median_of<std::uint64_t>(runs, [](const Result& r) { return r.delivered; });
-  // Lost and errors: the worst round, so that one bad round is not hidden by a median.
+  out.lost = median_of<std::uint64_t>(runs, [](const Result& r) { return r.lost; });
+  if (out.server_dropped)
+    out.server_dropped = median_of<std::uint64_t>(
+        runs, [](const Result& r) { return r.server_dropped.value_or(0); });
+  // The worst round too, so that one bad round is not hidden by a median.
   for (const auto& r : runs) {
-    out.lost = std::max(out.lost, r.lost);
-    if (r.server_dropped)
-      out.server_dropped = std::max(out.server_dropped.value_or(0), *r.server_dropped);
+    out.lost_max = std::max(out.lost_max, r.lost);
     out.errors = std::max(out.errors, r.errors);
   }
   if (out.rss_idle_kib) {
@@ -64,6 +66,7 @@ std::string format(const Result& r, std::optional<double> ratio) {
   std::string line(buffer, static_cast<std::size_t>(n));
   line += " system=" + r.system;
   if (r.server_dropped) line += " broker_dropped=" + std::to_string(*r.server_dropped);
+  if (r.lost_max > r.lost) line += " lost_max=" + std::to_string(r.lost_max);
   if (r.errors) line += " errors=" + std::to_string(r.errors);
   if (r.rss_idle_kib) {
     line += " idle_clients=" + std::to_string(r.idle_clients);

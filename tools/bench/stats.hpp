@@ -27,6 +27,8 @@ struct Result {
   // What the server counted as dropped itself (sage-busd only): lost and this agree when
   // every loss is the broker's bounded queues doing their job.
   std::optional<std::uint64_t> server_dropped;
+  // In a median over rounds: the most any round lost (lost is the median).
+  std::uint64_t lost_max = 0;
   // Calls that failed or came back wrong (request-reply).
   std::uint64_t errors = 0;
   // clients_10k: the server's VmRSS before and with the idle connections.
@@ -38,7 +40,8 @@ struct Result {
 // The p-th percentile (0..100) of `samples`, nearest rank; 0 when empty. Reorders them.
 std::int64_t percentile(std::vector<std::int64_t>& samples, double p);
 
-// The median of each figure of `runs` (same scenario and system, one per round).
+// The median of each figure of `runs` (same scenario and system, one per round; the
+// lower middle one for an even count). errors and lost_max are the worst round's.
 Result median(const std::vector<Result>& runs);
 
 // "scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n>" or the pub-sub form, then
