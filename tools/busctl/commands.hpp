@@ -9,6 +9,7 @@
 // they have printed `count` messages (0: no limit) or `stop` becomes true.
 //
 // Implemented per family: commands_inspect.cpp (the `$broker` admin views),
+// commands_stats.cpp (`$broker`.metrics),
 // commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp.
 #pragma once
 
@@ -46,6 +47,12 @@ void topics(const Options& options, std::ostream& out);
 
 // `$broker`.queues: every legacy queue, its depth, readers, writers and counters.
 void queues(const Options& options, std::ostream& out);
+
+// `$broker`.metrics: the broker's metrics (the Prometheus text its /metrics serves),
+// those whose name begins with `prefix` (empty: all), as a table METRIC LABELS VALUE
+// (labels as k=v,k=v; "-" for none) or, with options.json, one JSON array of
+// {"metric":...,"labels":{...},"value":N}. Implemented in commands_stats.cpp.
+void stats(const Options& options, const std::string& prefix, std::ostream& out);
 
 // --- Request-response ----------------------------------------------------------------
 

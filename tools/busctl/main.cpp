@@ -1,6 +1,7 @@
 // busctl: inspect sage-busd and use every pattern of the bus from the command line.
 //
 //   busctl [OPTIONS] status | services | clients | topics | queues
+//   busctl [OPTIONS] stats [PREFIX]
 //   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-]
 //   busctl [OPTIONS] publish TOPIC [PAYLOAD|-]
 //   busctl [OPTIONS] subscribe PATTERN [--count N]
@@ -81,6 +82,10 @@ int main(int argc, char** argv) {
   CLI::App* topics_cmd =
       app.add_subcommand("topics", "subscriptions, and messages published per topic");
   CLI::App* queues_cmd = app.add_subcommand("queues", "legacy queues: depth, readers, counters");
+  std::string prefix;
+  CLI::App* stats_cmd = app.add_subcommand(
+      "stats", "the broker's metrics (as /metrics serves them): METRIC LABELS VALUE");
+  stats_cmd->add_option("PREFIX", prefix, "only metrics whose name begins with PREFIX");
 
   // Request-response.
   CLI::App* call_cmd =
@@ -146,6 +151,7 @@ int main(int argc, char** argv) {
     if (clients_cmd->parsed()) busctl::clients(options, std::cout);
     if (topics_cmd->parsed()) busctl::topics(options, std::cout);
     if (queues_cmd->parsed()) busctl::queues(options, std::cout);
+    if (stats_cmd->parsed()) busctl::stats(options, prefix, std::cout);
     if (call_cmd->parsed()) busctl::call(options, service, method, payload_of(payload), std::cout);
     if (publish_cmd->parsed()) busctl::publish(options, target, payload_of(payload), std::cout);
     if (send_cmd->parsed())
