@@ -140,20 +140,22 @@ void LegacyQueues::admit_(Queue& q, QueueEffects& fx) {
   }
 }
 
+void LegacyQueues::refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
+                                     QueueEffects& fx) const {
+  fx.answers.push_back({from,
+                        id,
+                        wire::OVERLOADED,
+                        "the broker holds " + std::to_string(queues_.size()) +
+                            " queues, none of them idle; no room for queue '" + std::string(name) +
+                            "'",
+                        0,
+                        {}});
+}
+
 void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view name,
                        Frames payload, TimePoint now, TimePoint deadline, QueueEffects& fx) {
   Queue* q = open_(name, now);
-  if (q == nullptr) {
-    fx.answers.push_back({from,
-                          id,
-                          wire::OVERLOADED,
-                          "the broker holds " + std::to_string(queues_.size()) +
-                              " queues, none of them idle; no room for queue '" +
-                              std::string(name) + "'",
-                          0,
-                          {}});
-    return;
-  }
+  if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   // Behind any put already waiting, so that puts stay in order.
   if (q->writers.empty() && q->items.size() < limits_.max_depth) {
     fx.answers.push_back({from, id, wire::OK, {}, 0, {}});
@@ -180,17 +182,7 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
                        std::uint64_t ack_tag, TimePoint now, TimePoint deadline, QueueEffects& fx) {
   if (ack_tag != 0) ack(from, ack_tag);
   Queue* q = open_(name, now);
-  if (q == nullptr) {
-    fx.answers.push_back({from,
-                          id,
-                          wire::OVERLOADED,
-                          "the broker holds " + std::to_string(queues_.size()) +
-                              " queues, none of them idle; no room for queue '" +
-                              std::string(name) + "'",
-                          0,
-                          {}});
-    return;
-  }
+  if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   if (unacked(from) >= limits_.max_unacked) {
     fx.answers.push_back({from,
                           id,

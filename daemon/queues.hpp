@@ -150,6 +150,9 @@ class LegacyQueues {
   };
 
   Queue* open_(std::string_view name, TimePoint now);
+  // Answers OVERLOADED: open_ found no room for another queue.
+  void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
+                         QueueEffects& fx) const;
   void append_(Queue& q, Frames item, QueueEffects& fx);
   void serve_(Queue& q, QueueEffects& fx);
   void admit_(Queue& q, QueueEffects& fx);
