@@ -203,6 +203,27 @@ RunResult run(const std::vector<std::string>& argv_in, std::string_view input,
   return result;
 }
 
+ClientOptions at(const Broker& broker, std::string name) {
+  return at(broker.endpoint(), std::move(name));
+}
+
+ClientOptions at(const std::string& endpoint, std::string name) {
+  return ClientOptions{.endpoint = endpoint, .name = std::move(name)};
+}
+
+Error error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e;
+  }
+  return Error(Status::ok, "nothing was thrown");
+}
+
+Status status_of(const std::function<void()>& fn) {
+  return error_of(fn).status();
+}
+
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   for (;;) {

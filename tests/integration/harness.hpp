@@ -92,6 +92,16 @@ struct RunResult {
 RunResult run(const std::vector<std::string>& argv, std::string_view input = {},
               std::chrono::milliseconds timeout = 20s);
 
+// Options for a client of `broker` (or of `endpoint`) named `name`. Names must differ
+// among the live clients of one test: the broker refuses a second with the same name.
+ClientOptions at(const Broker& broker, std::string name = "test");
+ClientOptions at(const std::string& endpoint, std::string name = "test");
+
+// The sagebus::Error that `fn` throws; Error(Status::ok, "nothing was thrown") if none.
+Error error_of(const std::function<void()>& fn);
+// error_of(fn).status().
+Status status_of(const std::function<void()>& fn);
+
 // Polls `condition` every few milliseconds until it holds or `timeout` passes.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 

@@ -12,10 +12,6 @@ using namespace sagebus::test;
 
 namespace {
 
-ClientOptions at(const std::string& endpoint, std::string name = "test") {
-  return ClientOptions{.endpoint = endpoint, .name = std::move(name)};
-}
-
 std::unique_ptr<Process> echo_process(const Broker& broker, const TempDir& dir,
                                       const std::string& log, std::vector<std::string> extra = {}) {
   std::vector<std::string> argv{echo_service_path(), "--endpoint", broker.endpoint()};

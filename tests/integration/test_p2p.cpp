@@ -15,21 +15,6 @@ using namespace sagebus::test;
 
 namespace {
 
-ClientOptions at(const Broker& broker, std::string name) {
-  return ClientOptions{.endpoint = broker.endpoint(), .name = std::move(name)};
-}
-
-// The error `fn` throws; fails the test if it throws none.
-Error error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected a sagebus::Error");
-  return Error(Status::ok, "");
-}
-
 using Clock = std::chrono::steady_clock;
 
 }  // namespace

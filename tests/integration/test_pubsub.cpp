@@ -24,10 +24,6 @@ using namespace sagebus::test;
 
 namespace {
 
-ClientOptions at(const std::string& endpoint, std::string name) {
-  return ClientOptions{.endpoint = endpoint, .name = std::move(name)};
-}
-
 // A handler that blocks until the test opens the gate.
 class Gate {
  public:
@@ -55,15 +51,6 @@ struct OpenOnExit {
   Gate& gate;
   ~OpenOnExit() { gate.open(); }
 };
-
-Status status_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.status();
-  }
-  return Status::ok;
-}
 
 // The broker's record of the subscription `client` holds on `pattern`.
 admin::SubscriptionInfo subscription_of(Client& admin, const std::string& client,

@@ -12,10 +12,6 @@ using namespace sagebus::test;
 
 namespace {
 
-ClientOptions at(const Broker& broker, std::string name = "test") {
-  return ClientOptions{.endpoint = broker.endpoint(), .name = std::move(name)};
-}
-
 // A started service on its own client; stops before its client goes.
 struct EchoService {
   Client client;
@@ -32,15 +28,6 @@ struct EchoService {
     REQUIRE(service.wait_registered(5s));
   }
 };
-
-Status status_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.status();
-  }
-  return Status::ok;
-}
 
 }  // namespace
 
