@@ -106,7 +106,7 @@ class Engine {
 
   void run() {
     while (!owner_.stopping_.load(std::memory_order_acquire)) {
-      const short out = outbox_.empty() ? 0 : ZMQ_POLLOUT;
+      const short out = outbox_.empty() && !heartbeat_due_ ? 0 : ZMQ_POLLOUT;
       zmq::pollitem_t items[] = {{socket_.handle(), 0, static_cast<short>(ZMQ_POLLIN | out), 0},
                                  {monitor_.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, owner_.wake_fd_, ZMQ_POLLIN, 0}};
@@ -119,8 +119,10 @@ class Engine {
       if (items[1].revents & ZMQ_POLLIN) drain_monitor_();
       if (items[2].revents & ZMQ_POLLIN) drain_commands_();
       if (items[0].revents & ZMQ_POLLIN) drain_socket_();
-      flush_outbox_();
+      // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
+      // that keeps the socket full would never be heard and lose its own lease.
       run_timers_();
+      flush_outbox_();
     }
     shut_down_();
   }
@@ -640,7 +642,7 @@ class Engine {
     auto next = now_ + milliseconds(1000);
     if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
     if (link_ == Link::ready) {
-      next = std::min(next, next_heartbeat_);
+      if (!heartbeat_due_) next = std::min(next, next_heartbeat_);  // else POLLOUT wakes us
       next = std::min(next, last_heard_ + heartbeat_ * liveness_);
     } else if (tcp_up_ && !replaced_) {
       next = std::min(next, hello_sent_at_ + kHelloRetry);
@@ -665,12 +667,13 @@ class Engine {
       if (now_ - last_heard_ > heartbeat_ * liveness_) {
         lose_link_("no word from sage-busd at " + endpoint_ + " for " +
                    std::to_string((heartbeat_ * liveness_).count()) + " ms");
-      } else if (now_ >= next_heartbeat_) {
+      } else if (heartbeat_due_ || now_ >= next_heartbeat_) {
         out_.Clear();
         out_.set_kind(wire::HEARTBEAT);
         out_.set_id(++next_id_);
-        (void)send_();
-        next_heartbeat_ = now_ + heartbeat_;
+        // A full socket refuses it: it stays due and goes as soon as there is room.
+        heartbeat_due_ = !send_();
+        if (!heartbeat_due_) next_heartbeat_ = now_ + heartbeat_;
       }
     } else if (tcp_up_ && !replaced_ && now_ - hello_sent_at_ >= kHelloRetry) {
       send_hello_();
@@ -741,6 +744,7 @@ class Engine {
   std::uint64_t max_payload_ = kDefaultMaxPayload;
   Clock::time_point last_heard_ = now_;
   Clock::time_point next_heartbeat_ = now_;
+  bool heartbeat_due_ = false;  // a heartbeat the full socket refused, to send first
   Clock::time_point hello_sent_at_ = now_ - kHelloRetry;
 
   // Every message this side starts takes a fresh id, so ids rise in sending order.
