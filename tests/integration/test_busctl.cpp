@@ -46,6 +46,16 @@ TEST_CASE("busctl shows status and services, calls, and reports errors", "[busct
     CHECK(r.exit_code == 0);
     CHECK(r.out == "from stdin\n");
   }
+  SECTION("stats prints the broker's metrics, filtered by a name prefix") {
+    const auto r = busctl({"stats", "sagebus_clients"});
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("METRIC"));
+    CHECK_THAT(r.out, Catch::Contains("sagebus_clients"));
+    CHECK_THAT(r.out, !Catch::Contains("sagebus_requests"));
+    const auto json = busctl({"stats", "--json"});
+    CHECK(json.exit_code == 0);
+    CHECK_THAT(json.out, Catch::StartsWith("[{\"metric\":"));
+  }
   SECTION("a failed call prints STATUS_NAME: message and exits non-zero") {
     const auto r = busctl({"call", "nosuch", "echo", "x"});
     CHECK(r.exit_code != 0);

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "encoding.hpp"
+#include "render.hpp"
 #include "sagebus/client.hpp"
 #include "sagebus/status.hpp"
 #include "sagebus/wire/frame.hpp"
@@ -125,22 +126,10 @@ std::string value_json(const std::string& value) {
 }
 
 std::string stats_table(const std::vector<Sample>& samples) {
-  std::vector<std::vector<std::string>> rows{{"METRIC", "LABELS", "VALUE"}};
+  std::vector<Row> rows{{"METRIC", "LABELS", "VALUE"}};
   for (const Sample& s : samples)
     rows.push_back({s.metric, labels_text(s), s.value});
-  std::vector<std::size_t> widths(3, 0);
-  for (const auto& row : rows)
-    for (std::size_t i = 0; i < row.size(); ++i)
-      widths[i] = std::max(widths[i], row[i].size());
-  std::string out;
-  for (const auto& row : rows) {
-    for (std::size_t i = 0; i < row.size(); ++i) {
-      out += row[i];
-      if (i + 1 < row.size()) out.append(widths[i] - row[i].size() + 2, ' ');
-    }
-    out += '\n';
-  }
-  return out;
+  return aligned(rows);
 }
 
 std::string stats_json(const std::vector<Sample>& samples) {

@@ -16,11 +16,7 @@
 #include "sagebus/wire/frame.hpp"
 
 namespace busctl {
-namespace {
 
-using Row = std::vector<std::string>;
-
-// Left-aligned columns two spaces apart; the last column is not padded.
 std::string aligned(const std::vector<Row>& rows) {
   std::vector<std::size_t> widths;
   for (const Row& row : rows) {
@@ -38,6 +34,8 @@ std::string aligned(const std::vector<Row>& rows) {
   }
   return out;
 }
+
+namespace {
 
 std::string or_dash(std::string text) {
   return text.empty() ? "-" : text;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <google/protobuf/message.h>
 
@@ -13,6 +14,10 @@
 #include "sagebus/subscription.hpp"
 
 namespace busctl {
+
+using Row = std::vector<std::string>;
+// Left-aligned columns two spaces apart; the last column is not padded.
+std::string aligned(const std::vector<Row>& rows);
 
 // One "key  value" line per field, keys aligned. Keys are the proto field names, nested
 // messages flattened with a dot ("counters.calls"), so a key is also its JSON path.
