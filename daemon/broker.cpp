@@ -597,14 +597,17 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
   if (call.stats != nullptr)
     call.stats->finish(status,
                        std::chrono::duration_cast<std::chrono::microseconds>(now_ - call.accepted));
-  if (call.kind == CallKind::send)
-    spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer,
-                  printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
-                  message);
-  else
-    spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
-                  printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
-                  message);
+  // Guarded: printable() and status_name() would run on every outcome otherwise.
+  if (spdlog::should_log(spdlog::level::debug)) {
+    if (call.kind == CallKind::send)
+      spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer,
+                    printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
+                    message);
+    else
+      spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
+                    printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
+                    message);
+  }
   answer_request_(call.caller, call.caller_id, status, message, payload, headers);
   return true;
 }

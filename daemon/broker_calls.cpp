@@ -70,8 +70,10 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   ++c.stats->calls;
   ++c.stats->in_flight;
   Call* call = calls_.add(std::move(c));
-  spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
-                call->method, registry_.client(from)->name, id, in_.timeout_ms());
+  // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
+                  call->method, registry_.client(from)->name, id, in_.timeout_ms());
   route_(*call);
 }
 
@@ -217,7 +219,8 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
 
 void Broker::pump_(const std::string& name) {
   Service* service = registry_.service(name);
-  if (service == nullptr) return;
+  // Runs after every reply: the common case, nothing waiting, must cost nothing.
+  if (service == nullptr || service->waiting.empty()) return;
   std::deque<CallId> queue;
   queue.swap(service->waiting);
   std::deque<CallId> keep;
