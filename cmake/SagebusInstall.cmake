@@ -68,4 +68,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libzmq5, libprotobuf32, libspdlog1.10, ... from dpkg-shlibdeps
 set(CPACK_GENERATOR DEB)
+# The package holds exactly what `cmake --install` puts in place: the same prefix, so the
+# paths chosen above (sysconfdir, the unit's ExecStart) hold in it too. Configure with
+# -DCMAKE_INSTALL_PREFIX=/usr for a package in Debian's layout (/usr, /etc conffile).
+set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 include(CPack)
