@@ -1,18 +1,13 @@
 #include "harness.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -33,35 +28,6 @@ std::string test_peer_path() {
   return SAGEBUS_TEST_PEER;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot find a free port: " + std::string(std::strerror(errno)));
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base && *base ? base : "/tmp") + "/sagebus-test-XXXXXX";
-  if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
 namespace {
 std::vector<char*> c_argv(std::vector<std::string>& argv) {
   std::vector<char*> out;
@@ -71,72 +37,6 @@ std::vector<char*> c_argv(std::vector<std::string>& argv) {
   return out;
 }
 }  // namespace
-
-Process::Process(std::vector<std::string> argv, std::string log_path)
-    : log_path_(std::move(log_path)) {
-  const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) throw std::runtime_error("cannot open " + log_path_);
-  auto args = c_argv(argv);
-  const pid_t parent = ::getpid();
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    ::dup2(null_fd, STDIN_FILENO);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-}
-
-Process::~Process() {
-  stop();
-}
-
-bool Process::running() {
-  return wait_exit(0ms) == -1 && pid_ > 0;
-}
-
-void Process::signal(int sig) {
-  if (pid_ > 0 && status_ == -1) ::kill(pid_, sig);
-}
-
-int Process::wait_exit(std::chrono::milliseconds timeout) {
-  if (pid_ <= 0 || status_ != -1) return status_;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) return status_ = status;
-    if (r < 0) return status_ = 0;
-    if (std::chrono::steady_clock::now() >= until) return -1;
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
-int Process::stop(std::chrono::milliseconds grace) {
-  if (pid_ <= 0 || status_ != -1) return status_;
-  signal(SIGCONT);  // a stopped process cannot act on SIGTERM
-  signal(SIGTERM);
-  if (wait_exit(grace) != -1) return status_;
-  signal(SIGKILL);
-  return wait_exit(10s);
-}
-
-std::string Process::log() const {
-  std::ifstream in(log_path_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool Process::wait_for_log(std::string_view needle, std::chrono::milliseconds timeout) const {
-  return eventually([&] { return log().find(needle) != std::string::npos; }, timeout);
-}
 
 Broker::Broker(std::vector<std::string> extra_args, bool start_now)
     : extra_args_(std::move(extra_args)),
@@ -279,10 +179,9 @@ unsigned subscriptions_on(Client& client, const std::string& pattern) {
 }
 
 long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  throw std::runtime_error("no VmRSS for process " + std::to_string(pid));
+  const auto kib = child::rss_kib(pid);
+  if (kib == 0) throw std::runtime_error("no VmRSS for process " + std::to_string(pid));
+  return static_cast<long>(kib);
 }
 
 unsigned in_flight(Client& client, const std::string& service) {

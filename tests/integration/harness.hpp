@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "child_process.hpp"
 #include "sagebus/admin.pb.h"
 #include "sagebus/sagebus.hpp"
 
@@ -26,43 +27,14 @@ std::string busctl_path();
 std::string echo_service_path();
 std::string test_peer_path();
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int free_port();
+using child::free_port;
+// A child process whose stdout and stderr go to a log file (child_process.hpp).
+using Process = child::ChildProcess;
 
 // A fresh directory under $TMPDIR for one test's logs; removed by the destructor.
-class TempDir {
+class TempDir : public child::TempDir {
  public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// A child process whose stdout and stderr go to `log_path`.
-class Process {
- public:
-  Process(std::vector<std::string> argv, std::string log_path);
-  ~Process();  // stop()
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running();
-  void signal(int sig);
-  // Waits up to `timeout` for the process to exit; returns its wait status, or -1.
-  int wait_exit(std::chrono::milliseconds timeout);
-  // SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the wait status.
-  int stop(std::chrono::milliseconds grace = 5s);
-  std::string log() const;
-  // Polls the log for `needle` until `timeout`. True when found.
-  bool wait_for_log(std::string_view needle, std::chrono::milliseconds timeout) const;
-
- private:
-  pid_t pid_ = -1;
-  int status_ = -1;
-  std::string log_path_;
+  TempDir() : child::TempDir("sagebus-test") {}
 };
 
 // sage-busd on tcp://127.0.0.1:<port>, started by start() or the constructor.
