@@ -159,6 +159,18 @@ void Broker::tick_() {
   }
 }
 
+void Broker::handle_for_test(Frames& frames) {
+  now_ = Clock::now();
+  handle_message_(frames);
+  apply_removals_();
+  handle_connection_events_();
+  apply_removals_();
+  run_deadlines_();
+  apply_removals_();
+  run_queue_deadlines_();
+  apply_removals_();
+}
+
 std::chrono::milliseconds Broker::poll_timeout_() {
   TimePoint until = std::min(now_ + kMaxPollWait, next_lease_check_);
   if (draining_) until = std::min(until, drain_deadline_);

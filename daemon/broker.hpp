@@ -93,6 +93,11 @@ class Broker {
 
   const Metrics& metrics() const noexcept { return metrics_; }
 
+  // Handles one message as if the ROUTER had just received it (frames[0] is the sender's
+  // routing id), then runs what the tick runs after a message: removals and timers. For
+  // the fuzz target (tests/fuzz); an exception escapes, where the loop would log it.
+  void handle_for_test(std::vector<zmq::message_t>& frames);
+
  private:
   using Frames = std::vector<zmq::message_t>;
   using HeaderMap = google::protobuf::Map<std::string, std::string>;
