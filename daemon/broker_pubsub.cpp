@@ -42,12 +42,15 @@ void Broker::on_credit_(const RoutingId& from) {
 void Broker::on_publish_(const RoutingId& from, Frames& frames) {
   const std::uint64_t id = in_.id();
   const bool confirm = in_.confirm();
-  if (auto error = wire::check_topic(in_.topic())) {
-    answer_(from, id, wire::INVALID_ARGUMENT, *error);  // confirm or not
-    return;
+  const std::string& topic = in_.topic();  // in_ stays put until the next message
+  // A topic the table remembers was checked when it was first published.
+  if (!subscriptions_.remembers(topic)) {
+    if (auto error = wire::check_topic(topic)) {
+      answer_(from, id, wire::INVALID_ARGUMENT, *error);  // confirm or not
+      return;
+    }
   }
   ++metrics_.published;
-  const std::string topic = in_.topic();
   const std::size_t matched =
       publish_(topic, std::span<zmq::message_t>(frames.data() + 2, frames.size() - 2), true);
   if (confirm) answer_(from, id, wire::OK, {}, matched);
@@ -56,18 +59,18 @@ void Broker::on_publish_(const RoutingId& from, Frames& frames) {
 std::size_t Broker::publish_(const std::string& topic, std::span<zmq::message_t> payload,
                              bool consume) {
   topics_.count(topic);
-  matched_.clear();
-  subscriptions_.match(topic, matched_);
+  // Unchanged while this runs: a subscriber found gone is removed after the handler.
+  const std::vector<Subscription*>& matched = subscriptions_.matching(topic);
   // Every EVENT shares the payload's buffers; the last one sent may take the frames.
-  std::size_t last = matched_.size();
+  std::size_t last = matched.size();
   if (consume)
-    for (std::size_t i = matched_.size(); i-- > 0;)
-      if (matched_[i]->credit > 0) {
+    for (std::size_t i = matched.size(); i-- > 0;)
+      if (matched[i]->credit > 0) {
         last = i;
         break;
       }
-  for (std::size_t i = 0; i < matched_.size(); ++i) {
-    Subscription& sub = *matched_[i];
+  for (std::size_t i = 0; i < matched.size(); ++i) {
+    Subscription& sub = *matched[i];
     if (sub.credit == 0) {
       sub.missed();
       ++metrics_.events_dropped;
@@ -88,7 +91,7 @@ std::size_t Broker::publish_(const std::string& topic, std::span<zmq::message_t>
       ++metrics_.events_dropped;
     }
   }
-  return matched_.size();
+  return matched.size();
 }
 
 }  // namespace sagebus::broker

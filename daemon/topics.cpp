@@ -5,17 +5,6 @@
 
 namespace sagebus::broker {
 
-namespace {
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
-
-}  // namespace
-
 struct SubscriptionTable::Node {
   std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
   std::unique_ptr<Node> star;       // the '*' child
@@ -83,6 +72,7 @@ void SubscriptionTable::tokenize_(std::string_view text) {
 }
 
 void SubscriptionTable::insert_(Subscription& sub) {
+  remembered_.clear();
   tokenize_(sub.pattern);
   Node* node = root_.get();
   for (std::size_t i = 0; i < tokens_.size(); ++i) {
@@ -105,6 +95,7 @@ void SubscriptionTable::insert_(Subscription& sub) {
 }
 
 void SubscriptionTable::erase_(const Subscription& sub) {
+  remembered_.clear();
   tokenize_(sub.pattern);
   remove_from(*root_, tokens_, 0, &sub);  // the root stays, even when empty
 }
@@ -175,6 +166,14 @@ std::size_t SubscriptionTable::count(const RoutingId& client) const {
 void SubscriptionTable::match(std::string_view topic, std::vector<Subscription*>& out) {
   tokenize_(topic);
   collect(*root_, tokens_, 0, out);
+}
+
+const std::vector<Subscription*>& SubscriptionTable::matching(std::string_view topic) {
+  if (auto it = remembered_.find(topic); it != remembered_.end()) return it->second;
+  if (remembered_.size() >= kMaxRememberedTopics) remembered_.clear();
+  auto& matched = remembered_.try_emplace(std::string(topic)).first->second;
+  match(topic, matched);
+  return matched;
 }
 
 void RecentTopics::count(std::string_view topic) {

@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -88,6 +89,16 @@ class SubscriptionTable {
   // topic), each once, in no particular order.
   void match(std::string_view topic, std::vector<Subscription*>& out);
 
+  // match()'s answer for `topic` (a valid publish topic), remembered per topic until the
+  // table next changes (a subscribe, an unsubscribe, a client removed), so that while the
+  // subscriptions stay put a publish costs one hash lookup instead of a trie walk. At most
+  // kMaxRememberedTopics topics are remembered; a new one beyond that starts afresh. The
+  // reference is valid until the table changes or matching() is called again.
+  const std::vector<Subscription*>& matching(std::string_view topic);
+  // Whether matching() remembers `topic`; a remembered topic was valid when first matched.
+  bool remembers(std::string_view topic) const { return remembered_.contains(topic); }
+  static constexpr std::size_t kMaxRememberedTopics = 4096;
+
   // Every subscription, by client then id (for admin listings).
   template <class F>
   void for_each(F&& f) const {
@@ -103,7 +114,17 @@ class SubscriptionTable {
   void erase_(const Subscription& sub);
   void tokenize_(std::string_view text);
 
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+
   std::unique_ptr<Node> root_;
+  // topic -> matching subscriptions; cleared whenever the table changes.
+  std::unordered_map<std::string, std::vector<Subscription*>, StringHash, std::equal_to<>>
+      remembered_;
   // std::map nodes never move: the trie keeps pointers to these Subscriptions.
   std::map<RoutingId, std::map<std::uint64_t, Subscription>, std::less<>> by_client_;
   std::size_t size_ = 0;

@@ -164,3 +164,44 @@ TEST_CASE("recent topics keep counts for the most recently published, evicting t
   CHECK(seen == std::vector<std::pair<std::string, std::uint64_t>>{{"c", 1}, {"a", 2}});
   CHECK(recent.size() == 2);
 }
+
+TEST_CASE("matching() remembers a topic's subscriptions until the table changes", "[topics]") {
+  SubscriptionTable table;
+  auto keys = [&](std::string_view topic) {
+    std::set<Key> out;
+    for (const Subscription* s : table.matching(topic))
+      out.emplace(s->client, s->id);
+    return out;
+  };
+  table.subscribe("A", 1, "jobs.*", 0, kMany);
+  CHECK_FALSE(table.remembers("jobs.x"));
+  CHECK(keys("jobs.x") == std::set<Key>{{"A", 1}});
+  CHECK(table.remembers("jobs.x"));
+
+  SECTION("a new subscription is seen") {
+    table.subscribe("B", 1, "jobs.>", 0, kMany);
+    CHECK_FALSE(table.remembers("jobs.x"));
+    CHECK(keys("jobs.x") == std::set<Key>{{"A", 1}, {"B", 1}});
+  }
+  SECTION("a replaced pattern is seen") {
+    table.subscribe("A", 1, "other.*", 0, kMany);
+    CHECK(keys("jobs.x").empty());
+    CHECK(keys("other.x") == std::set<Key>{{"A", 1}});
+  }
+  SECTION("an unsubscribe is seen") {
+    table.unsubscribe("A", 1);
+    CHECK(keys("jobs.x").empty());
+  }
+  SECTION("a removed client is seen") {
+    table.subscribe("B", 1, "jobs.x", 0, kMany);
+    CHECK(keys("jobs.x").size() == 2);
+    table.remove_client("A");
+    CHECK(keys("jobs.x") == std::set<Key>{{"B", 1}});
+  }
+  SECTION("past the limit the memory starts afresh and stays right") {
+    for (std::size_t i = 0; i <= SubscriptionTable::kMaxRememberedTopics; ++i)
+      CHECK(keys("jobs.t" + std::to_string(i)) == std::set<Key>{{"A", 1}});
+    CHECK_FALSE(table.remembers("jobs.x"));
+    CHECK(keys("jobs.x") == std::set<Key>{{"A", 1}});
+  }
+}
