@@ -1,32 +1,35 @@
-// HttpEndpoint: sage-busd's HTTP endpoint (cpp-httplib), serving
+// HttpEndpoint: sage-busd's HTTP endpoint, serving
 //   /metrics  the Prometheus text of "$broker" method "metrics"
 //   /healthz  200 "ok" while the loop answers and is not draining; 503 otherwise
 //
-// Its threads never touch the broker's tables. Each request is asked of the loop over
+// Its thread never touches the broker's tables. Each request is asked of the loop over
 // an inproc socket pair in the broker's ZeroMQ context (HttpControl on the loop's side,
 // polled with the ROUTER): the loop builds the answer between ticks and sends it back.
 // A loop that does not answer within a second is reported 503.
 //
+// The server is ours, not a library's: GET and HEAD of two paths, one request per
+// connection (Connection: close), at most kMaxConnections at once, each with a deadline
+// to send its request and read its answer, all on one thread that poll()s non-blocking
+// sockets, so a slow or silent client cannot hold the endpoint. A general HTTP library
+// would bring TLS and compression libraries into the broker's memory for none of this.
+//
 // HttpEndpoint binds in its constructor (throws std::runtime_error naming the address)
-// and serves on its own threads (at most two) until destroyed. Thread safe.
+// and serves on its own thread until destroyed. Thread safe.
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
-
-namespace httplib {
-class Server;
-}
 
 namespace sagebus::broker {
 
@@ -60,6 +63,8 @@ class HttpControl {
 
 class HttpEndpoint {
  public:
+  static constexpr std::size_t kMaxConnections = 16;
+
   // Serves on `address` (HOST:PORT), asking the loop through `control_endpoint`.
   HttpEndpoint(zmq::context_t& context, const std::string& control_endpoint,
                const std::string& address);
@@ -68,13 +73,19 @@ class HttpEndpoint {
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
  private:
+  struct Connection;
+  void run_();
+  // Reads what `c` sent; once its request is whole, prepares the answer.
+  void read_(Connection& c);
+  // The response to one request (its request line), ready to send.
+  std::string respond_(std::string_view request);
   // Asks the loop `what`; returns the HTTP status and body.
   std::pair<int, std::string> ask_(const std::string& what);
 
-  std::mutex mutex_;  // guards dealer_ and seq_: the HTTP threads take turns
-  zmq::socket_t dealer_;
+  zmq::socket_t dealer_;  // the HTTP thread's only
   std::uint64_t seq_ = 0;
-  std::unique_ptr<httplib::Server> server_;
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // an eventfd: the destructor wakes the thread to stop
   std::thread thread_;
 };
 
