@@ -34,6 +34,7 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_queue_redeliveries(m.queue_redeliveries);
   c.set_names_refused(m.names_refused);
   c.set_takeovers(m.takeovers);
+  c.set_invalid_argument(m.invalid_argument);
 }
 
 std::uint64_t millis(TimePoint from, TimePoint to) {
@@ -74,6 +75,12 @@ std::string status_payload(const AdminSources& src) {
   s.set_heartbeat_ms(id.heartbeat_ms);
   s.set_liveness(id.liveness);
   fill_counters(src.metrics, *s.mutable_counters());
+  for (const Limit l : kLimits) {
+    admin::LimitStatus* limit = s.add_limits();
+    limit->set_name(std::string(limit_key(l)));
+    limit->set_value(limit_value(src.config, l));
+    limit->set_refusals(src.metrics.refusals(l));
+  }
   return s.SerializeAsString();
 }
 
@@ -101,10 +108,6 @@ std::string services_payload(const Registry& registry) {
 }
 
 std::string clients_payload(const AdminSources& src) {
-  std::unordered_map<RoutingId, std::uint32_t> pending;
-  src.calls.for_each([&](const Call& c) {
-    if (!c.outcome_claimed()) ++pending[c.caller];
-  });
   std::vector<const ClientInfo*> clients;
   for (const auto& [rid, c] : src.registry.clients())
     clients.push_back(&c);
@@ -121,7 +124,7 @@ std::string clients_payload(const AdminSources& src) {
     for (const auto& service : c->services)
       info->add_services(service);
     info->set_subscriptions(u32(src.subscriptions.count(c->rid)));
-    if (auto it = pending.find(c->rid); it != pending.end()) info->set_calls_pending(it->second);
+    info->set_calls_pending(u32(src.calls.pending_of(c->rid)));
     if (auto it = src.held.find(c->name); it != src.held.end())
       info->set_held(u32(it->second.size()));
   }

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "config.hpp"
 #include "metrics.hpp"
 #include "pending.hpp"
 #include "queues.hpp"
@@ -39,6 +40,7 @@ struct AdminAnswer {
 // The broker's tables, as the admin replies read them.
 struct AdminSources {
   const BrokerIdentity& identity;
+  const BrokerConfig& config;  // the running configuration (the limits)
   const Registry& registry;
   const PendingCalls& calls;
   const Metrics& metrics;

@@ -44,8 +44,8 @@ Broker::Broker(BrokerConfig config)
       calls_(config_.max_calls),
       queues_(QueueLimits{.max_depth = config_.max_queue_depth,
                           .max_queues = config_.max_queues,
-                          .max_waiting = 10000,
-                          .max_unacked = 10000},
+                          .max_waiting = config_.max_queue_waiters,
+                          .max_unacked = config_.max_unacked},
               config_.queue_topics) {
   identity_.version = SAGEBUS_VERSION;
   identity_.session = random_session();
@@ -56,7 +56,9 @@ Broker::Broker(BrokerConfig config)
   router_.set(zmq::sockopt::router_mandatory, 1);
   router_.set(zmq::sockopt::sndhwm, config_.peer_queue);
   router_.set(zmq::sockopt::rcvhwm, config_.peer_queue);
-  router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(config_.max_payload));
+  // Above max-payload and max-header, so that a message a little over them is read and
+  // answered; a frame beyond even this makes libzmq drop its sender's connection.
+  router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(frame_limit(config_)));
   monitor_.emplace(context_, router_);
   for (const auto& endpoint : config_.endpoints) {
     try {
@@ -116,13 +118,14 @@ std::string Broker::answer_http_(const std::string& what, int& status) {
     status = draining_ ? 503 : 200;
     return draining_ ? "draining" : "ok";
   }
-  if (what == "metrics") {
-    const AdminSources sources{identity_, registry_, calls_, metrics_, subscriptions_,
-                               topics_,   queues_,   held_,  now_,     draining_};
-    return prometheus_text(sources, draining_);
-  }
+  if (what == "metrics") return prometheus_text(admin_sources_(), draining_);
   status = 404;
   return "no such page: " + what;
+}
+
+AdminSources Broker::admin_sources_() const {
+  return AdminSources{identity_, config_, registry_, calls_, metrics_, subscriptions_,
+                      topics_,   queues_, held_,     now_,   draining_};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -211,10 +214,16 @@ void Broker::handle_message_(Frames& frames) {
     return;
   }
   const RoutingId from = frames[0].to_string();
-  switch (wire::decode(frames[1], in_)) {
+  switch (wire::decode(frames[1], in_, config_.max_header)) {
     case wire::DecodeResult::ok:
       break;
     case wire::DecodeResult::too_large:
+      // Not parsed, so there is no id to answer.
+      ++metrics_.malformed;
+      metrics_.refused(Limit::max_header);
+      spdlog::debug("dropped a header of {} bytes from {}: over max-header ({} bytes)",
+                    frames[1].size(), printable(from), config_.max_header);
+      return;
     case wire::DecodeResult::malformed:
       // No trustworthy id to answer.
       ++metrics_.malformed;
@@ -238,6 +247,7 @@ void Broker::handle_message_(Frames& frames) {
     }
     client->last_seen = now_;  // every message renews the lease
   }
+  if (refuse_payload_(from, frames)) return;
   if (draining_ && refuse_while_draining_(from)) return;
 
   switch (in_.kind()) {
@@ -275,10 +285,36 @@ void Broker::handle_message_(Frames& frames) {
       return on_queue_size_(from);
     default:
       reply_(from, in_.id(), wire::INVALID_ARGUMENT,
-             "clients may not send " + std::string(wire::kind_name(in_.kind())) + " (kind " +
-                 std::to_string(static_cast<int>(in_.kind())) + ")");
+             wire::Kind_IsValid(in_.kind())
+                 ? "clients may not send " + std::string(wire::kind_name(in_.kind())) + " (kind " +
+                       std::to_string(static_cast<int>(in_.kind())) + ")"
+                 : "kind " + std::to_string(static_cast<int>(in_.kind())) +
+                       " is not a message kind of protocol version " +
+                       std::to_string(wire::kProtocolVersion));
       return;
   }
+}
+
+bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
+  const wire::Kind kind = in_.kind();
+  // A REPLY's payload is checked once its call is found (on_reply_); other kinds carry none.
+  if (kind != wire::REQUEST && kind != wire::PUBLISH && kind != wire::SEND &&
+      kind != wire::QUEUE_PUT)
+    return false;
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 2; i < frames.size(); ++i)
+    bytes += frames[i].size();
+  if (bytes <= config_.max_payload) return false;
+  metrics_.refused(Limit::max_payload);
+  const std::string why =
+      "the payload of " + std::to_string(bytes) + " bytes is over the broker's max-payload of " +
+      std::to_string(config_.max_payload) + " bytes; send less, or raise max-payload";
+  spdlog::debug("refused a {} from {}: {}", wire::kind_name(kind), printable(from), why);
+  if (kind == wire::REQUEST)
+    answer_request_(from, in_.id(), wire::INVALID_ARGUMENT, why);
+  else if (kind != wire::PUBLISH || in_.confirm())
+    answer_(from, in_.id(), wire::INVALID_ARGUMENT, why);
+  return true;  // an unconfirmed PUBLISH is dropped: it expects no answer
 }
 
 void Broker::handle_connection_events_() {
@@ -349,7 +385,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   const wire::Hello hello = in_.hello();  // in_ is reused by what a takeover sets off
   const std::uint64_t hello_id = in_.id();
   if (registry_.client(from) == nullptr && registry_.clients().size() >= config_.max_clients) {
-    ++metrics_.clients_refused;
+    metrics_.refused(Limit::max_clients);
     spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::warn : spdlog::level::debug,
                 "refused a HELLO from '{}': {} clients connected, the max-clients limit",
                 hello.name(), registry_.clients().size());
@@ -546,7 +582,10 @@ Broker::Sent Broker::send_(const RoutingId& to, wire::Header& header,
   try {
     // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
     // anything is queued, so the payload is still ours when this returns would_block.
-    if (!router_.send(id_frame, more)) return Sent::would_block;
+    if (!router_.send(id_frame, more)) {
+      metrics_.refused(Limit::peer_queue);  // the peer's queue (--peer-queue) is full
+      return Sent::would_block;
+    }
     (void)router_.send(header_frame, payload.empty() ? zmq::send_flags::dontwait : more);
     for (std::size_t i = 0; i < payload.size(); ++i) {
       const auto flags = i + 1 == payload.size() ? zmq::send_flags::dontwait : more;
@@ -573,6 +612,7 @@ Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status 
   out_.set_id(id);
   out_.set_status(status);
   out_.set_message(std::string(message));
+  count_status_(status);
   return send_(to, out_, {}, false);
 }
 
@@ -605,7 +645,7 @@ void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status
 
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
                             std::span<zmq::message_t> payload, const HeaderMap* headers) {
-  if (!call.claim_outcome()) return false;
+  if (!calls_.claim_outcome(call)) return false;
   if (call.stats != nullptr)
     call.stats->finish(status,
                        std::chrono::duration_cast<std::chrono::microseconds>(now_ - call.accepted));
@@ -625,6 +665,14 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
 }
 
 void Broker::count_outcome_(wire::Status status, Sent sent) {
+  count_status_(status);
+  if (sent == Sent::ok)
+    ++metrics_.replies;
+  else
+    ++metrics_.dropped_replies;  // the caller is gone, or not reading (its queue is full)
+}
+
+void Broker::count_status_(wire::Status status) {
   switch (status) {
     case wire::NO_RESPONDERS:
       ++metrics_.no_responders;
@@ -641,13 +689,12 @@ void Broker::count_outcome_(wire::Status status, Sent sent) {
     case wire::UNDELIVERABLE:
       ++metrics_.undeliverable;
       break;
+    case wire::INVALID_ARGUMENT:
+      ++metrics_.invalid_argument;
+      break;
     default:
       break;
   }
-  if (sent == Sent::ok)
-    ++metrics_.replies;
-  else
-    ++metrics_.dropped_replies;  // the caller is gone, or not reading (its queue is full)
 }
 
 }  // namespace sagebus::broker

@@ -114,6 +114,10 @@ class Broker {
   void shutdown_();
   void start_http_();
   std::string answer_http_(const std::string& what, int& status);
+  AdminSources admin_sources_() const;
+  // Whether the message's payload (frames after the header) is over max-payload; if so,
+  // it has been refused: answered INVALID_ARGUMENT where it expects an answer, and counted.
+  bool refuse_payload_(const RoutingId& from, const Frames& frames);
 
   // Draining (drain.cpp)
   void start_drain_(int signal);
@@ -144,6 +148,12 @@ class Broker {
   // Calls (broker_calls.cpp)
   void on_request_(const RoutingId& from, Frames& frames);
   void on_reply_(const RoutingId& from, Frames& frames);
+  // Answers a REQUEST or SEND OVERLOADED when its caller has max-calls-per-client pending
+  // or the call table is full; true if so. `what` names them ("calls", "sends").
+  bool refuse_call_(const RoutingId& from, std::uint64_t id, std::string_view what);
+  // Passes an instance's or peer's REPLY on to the call's caller; a payload over
+  // max-payload is refused, and the caller told so (HANDLER_ERROR) instead.
+  void forward_reply_(Call& call, Frames& frames);
   void route_(Call& call);
   Placement place_(Call& call, Service* service);
   Sent dispatch_(Call& call, Instance& instance);
@@ -194,8 +204,10 @@ class Broker {
   Sent answer_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message,
                std::uint64_t count = 0, std::uint64_t tag = 0,
                std::span<zmq::message_t> payload = {});
-  // The one place an outcome's status becomes a counter.
+  // The one place an outcome's status becomes a counter (count_status_), and whether it
+  // reached its caller.
   void count_outcome_(wire::Status status, Sent sent);
+  void count_status_(wire::Status status);
 
   BrokerConfig config_;
   BrokerIdentity identity_;

@@ -34,21 +34,14 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   }
   ++metrics_.calls;
   if (in_.service() == wire::kBrokerService) {
-    const AdminSources sources{identity_, registry_, calls_, metrics_, subscriptions_,
-                               topics_,   queues_,   held_,  now_,     draining_};
-    AdminAnswer a = answer_admin(in_.method(), sources);
+    AdminAnswer a = answer_admin(in_.method(), admin_sources_());
     zmq::message_t payload(a.payload.data(), a.payload.size());
     answer_request_(from, id, a.status, a.message,
                     a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
                                          : std::span<zmq::message_t>());
     return;
   }
-  if (calls_.full()) {
-    answer_request_(from, id, wire::OVERLOADED,
-                    "the broker's call table is full (" + std::to_string(calls_.size()) +
-                        " calls pending); try again later");
-    return;
-  }
+  if (refuse_call_(from, id, "calls")) return;
 
   Call c;
   c.caller = from;
@@ -82,10 +75,11 @@ void Broker::route_(Call& call) {
   if (place_(call, service) == Placement::done) return;
   Service& s = service != nullptr ? *service : registry_.ensure_service(call.service);
   if (s.waiting.size() >= config_.max_waiting_per_service) {
+    metrics_.refused(Limit::max_waiting);
     const CallId id = call.id;
     answer_caller_(call, wire::OVERLOADED,
                    "service '" + s.name + "' has " + std::to_string(s.waiting.size()) +
-                       " calls waiting for capacity; its wait queue is full");
+                       " calls waiting for capacity, its max-waiting; try again later");
     calls_.erase(id);
     registry_.prune(s.name);
     return;
@@ -201,8 +195,7 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
     spdlog::debug("late reply for call #{} {}.{} dropped: its caller already had its outcome", id,
                   call->service, call->method);
   } else {
-    std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
-    answer_caller_(*call, in_.status(), in_.message(), payload, &in_.headers());
+    forward_reply_(*call, frames);
   }
   calls_.erase(id);
   // An unregistered instance leaves with its last call. (One marked draining because its
@@ -215,6 +208,52 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
     spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service_name);
   }
   pump_(service_name);
+}
+
+bool Broker::refuse_call_(const RoutingId& from, std::uint64_t id, std::string_view what) {
+  std::string why;
+  if (const std::size_t mine = calls_.pending_of(from); mine >= config_.max_calls_per_client) {
+    metrics_.refused(Limit::max_calls_per_client);
+    why = "this connection has " + std::to_string(mine) + " " + std::string(what) +
+          " pending, the broker's max-calls-per-client; wait for some to end, or raise "
+          "max-calls-per-client";
+  } else if (calls_.full()) {
+    metrics_.refused(Limit::max_calls);
+    why = "the broker's call table is full (" + std::to_string(calls_.size()) +
+          " calls and sends pending, its max-calls); try again later";
+  } else {
+    return false;
+  }
+  spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::info : spdlog::level::debug,
+              "refused a {} from '{}': {}", wire::kind_name(in_.kind()),
+              registry_.client(from)->name, why);
+  if (in_.kind() == wire::REQUEST)
+    answer_request_(from, id, wire::OVERLOADED, why);
+  else
+    answer_(from, id, wire::OVERLOADED, why);
+  return true;
+}
+
+void Broker::forward_reply_(Call& call, Frames& frames) {
+  std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
+  std::uint64_t bytes = 0;
+  for (const auto& frame : payload)
+    bytes += frame.size();
+  if (bytes <= config_.max_payload) {
+    answer_caller_(call, in_.status(), in_.message(), payload, &in_.headers());
+    return;
+  }
+  // The answer cannot be passed on; the caller still gets its one outcome.
+  metrics_.refused(Limit::max_payload);
+  const ClientInfo* from = registry_.client(call.instance);
+  const std::string who = from != nullptr ? "'" + from->name + "'" : "the instance";
+  const std::string what = call.kind == CallKind::send
+                               ? "the answer of peer '" + call.peer + "' to a send"
+                               : "the reply of " + who + " to " + call.service + "." + call.method;
+  answer_caller_(call, wire::HANDLER_ERROR,
+                 what + " was " + std::to_string(bytes) +
+                     " bytes, over the broker's max-payload of " +
+                     std::to_string(config_.max_payload) + " bytes");
 }
 
 void Broker::pump_(const std::string& name) {
@@ -308,7 +347,7 @@ void Broker::forget_caller_(const RoutingId& rid) {
     if (call.caller != rid || call.outcome_claimed()) return;
     // Nobody is left to answer. A dispatched call stays until its instance replies, so
     // that the instance's in-flight count stays true.
-    call.claim_outcome();
+    calls_.claim_outcome(call);
     call.caller_lost = true;
     if (call.stats != nullptr) call.stats->forget();
     if (call.state == CallState::waiting) waiting.push_back(call.id);

@@ -18,6 +18,7 @@ void Broker::on_subscribe_(const RoutingId& from) {
   const auto added = subscriptions_.subscribe(from, id, in_.topic(), in_.credit(),
                                               config_.max_subscriptions_per_client);
   if (added == SubscriptionTable::Added::too_many) {
+    metrics_.refused(Limit::max_subscriptions);
     answer_(from, id, wire::OVERLOADED,
             "this connection has " + std::to_string(subscriptions_.count(from)) +
                 " subscriptions, the most the broker allows; unsubscribe some first");

@@ -53,6 +53,8 @@ void Broker::apply_(QueueEffects& fx) {
     metrics_.queue_puts += current.puts;
     metrics_.queue_gets += current.gets;
     metrics_.queue_redeliveries += current.redeliveries;
+    for (std::size_t i = 0; i < kLimitCount; ++i)
+      metrics_.limit_refusals[i] += current.refused[i];
     for (auto& p : current.publishes)
       publish_(p.topic, p.payload, true);
     std::vector<std::uint64_t> undelivered;

@@ -30,12 +30,7 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
     return;
   }
-  if (calls_.full()) {
-    answer_(from, id, wire::OVERLOADED,
-            "the broker's call table is full (" + std::to_string(calls_.size()) +
-                " calls and sends pending); try again later");
-    return;
-  }
+  if (refuse_call_(from, id, "calls and sends")) return;
   ++metrics_.sends;
   const std::uint32_t hold_ms = in_.hold_ms();
   Call c;
@@ -76,9 +71,10 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
   }
   std::deque<CallId>& line = held_[call->peer];
   if (line.size() >= config_.max_held_per_peer) {
+    metrics_.refused(Limit::max_held);
     answer_caller_(*call, wire::OVERLOADED,
                    std::to_string(line.size()) + " messages are held for peer '" + call->peer +
-                       "' already, the most the broker keeps for one peer");
+                       "' already, the broker's max-held; try again when it connects");
     if (line.empty()) held_.erase(call->peer);
     calls_.erase(call_id);
     return;
@@ -147,8 +143,7 @@ void Broker::on_send_reply_(Call& call, Frames& frames) {
     spdlog::debug("late answer from '{}' for send #{} dropped: its sender already had its outcome",
                   call.peer, id);
   } else {
-    std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
-    answer_caller_(call, in_.status(), in_.message(), payload, &in_.headers());
+    forward_reply_(call, frames);
   }
   calls_.erase(id);
 }

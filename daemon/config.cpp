@@ -66,9 +66,15 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
   app.add_option("--max-payload", c.max_payload,
-                 "Largest frame accepted, in bytes; a peer sending a larger one is "
-                 "disconnected by ZeroMQ")
+                 "Largest payload of one message, in bytes; a larger one is answered "
+                 "INVALID_ARGUMENT. A frame over twice this (or twice max-header) makes ZeroMQ "
+                 "disconnect its sender")
       ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-header", c.max_header,
+                 "Largest header frame, in bytes; a larger one cannot be read, so it is "
+                 "dropped and counted")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 24))
       ->capture_default_str();
   app.add_option("--max-clients", c.max_clients,
                  "Connections the broker serves at once; a HELLO beyond it is answered "
@@ -82,6 +88,11 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
       ->capture_default_str();
   app.add_option("--max-calls", c.max_calls,
                  "Calls the broker tracks at once (waiting and in flight); more are answered "
+                 "OVERLOADED")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 26))
+      ->capture_default_str();
+  app.add_option("--max-calls-per-client", c.max_calls_per_client,
+                 "Calls and sends one connection may have pending at once; more are answered "
                  "OVERLOADED")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 26))
       ->capture_default_str();
@@ -104,6 +115,16 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
       ->capture_default_str();
   app.add_option("--max-queues", c.max_queues,
                  "Legacy queues the broker keeps; an idle one is forgotten for a new one")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+      ->capture_default_str();
+  app.add_option("--max-queue-waiters", c.max_queue_waiters,
+                 "Gets waiting for an item, and puts waiting for room, per legacy queue; more "
+                 "are answered OVERLOADED")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+      ->capture_default_str();
+  app.add_option("--max-unacked", c.max_unacked,
+                 "Legacy-queue items one connection may hold unacknowledged; a get beyond it "
+                 "is answered OVERLOADED")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
       ->capture_default_str();
   app.add_option("--queue-topic", queue_topics,
@@ -252,7 +273,8 @@ std::string to_toml(const BrokerConfig& c) {
   o << "# sage-busd configuration (TOML). Options on the command line override these keys.\n"
        "# SIGHUP re-reads this file: log-level, the limits, drain-timeout-ms and queue-topic\n"
        "# change at once; endpoint, http, heartbeat-ms, liveness, max-payload and peer-queue\n"
-       "# need a restart.\n\n"
+       "# need a restart. A refusal by any limit is counted by its key in /metrics\n"
+       "# (sagebus_limit_refusals_total) and in busctl status.\n\n"
     << "# Endpoints to bind, tcp://HOST:PORT or ipc://PATH (ipc:///run/sage-bus/... under "
        "systemd).\n"
     << "endpoint = " << array(c.endpoints) << "\n"
@@ -262,14 +284,19 @@ std::string to_toml(const BrokerConfig& c) {
     << "heartbeat-ms = " << c.heartbeat_ms << "\n"
     << "# Heartbeats a client may miss before it loses its lease (1-1000).\n"
     << "liveness = " << c.liveness << "\n"
-    << "# Largest frame accepted, in bytes; ZeroMQ disconnects a peer sending a larger one.\n"
+    << "# Largest payload of one message, in bytes; more: INVALID_ARGUMENT. ZeroMQ disconnects\n"
+    << "# a peer sending a frame over twice this (or twice max-header).\n"
     << "max-payload = " << c.max_payload << "\n"
+    << "# Largest header frame, in bytes; a larger one is dropped and counted.\n"
+    << "max-header = " << c.max_header << "\n"
     << "# Connections served at once; a HELLO beyond it is answered OVERLOADED.\n"
     << "max-clients = " << c.max_clients << "\n"
     << "# Calls waiting per service while no instance has capacity; more: OVERLOADED.\n"
     << "max-waiting = " << c.max_waiting_per_service << "\n"
     << "# Calls tracked at once (waiting and in flight); more: OVERLOADED.\n"
     << "max-calls = " << c.max_calls << "\n"
+    << "# Calls and sends one connection may have pending; more: OVERLOADED.\n"
+    << "max-calls-per-client = " << c.max_calls_per_client << "\n"
     << "# Messages queued per connection and direction (ZeroMQ high-water mark).\n"
     << "peer-queue = " << c.peer_queue << "\n"
     << "# Subscriptions one connection may hold; more: OVERLOADED.\n"
@@ -280,6 +307,10 @@ std::string to_toml(const BrokerConfig& c) {
     << "max-queue-depth = " << c.max_queue_depth << "\n"
     << "# Legacy queues kept; an idle one is forgotten to make room for a new one.\n"
     << "max-queues = " << c.max_queues << "\n"
+    << "# Gets and puts that may wait per legacy queue; more: OVERLOADED.\n"
+    << "max-queue-waiters = " << c.max_queue_waiters << "\n"
+    << "# Legacy-queue items one connection may hold unacknowledged; more: OVERLOADED.\n"
+    << "max-unacked = " << c.max_unacked << "\n"
     << "# Legacy queue NAME=TOPIC mappings (default topic: legacy.NAME).\n"
     // CLI11 reads an empty array as a missing value, so no mapping is a commented example.
     << (mappings.empty() ? "# queue-topic = [\"jobs=work.jobs\"]"

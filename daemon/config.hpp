@@ -25,16 +25,22 @@ struct BrokerConfig {
   // lease and is removed as if it had disconnected.
   std::uint32_t heartbeat_ms = 1000;
   std::uint32_t liveness = 3;
-  // Largest frame (header or payload) the broker accepts, set as ZMQ_MAXMSGSIZE on the
-  // ROUTER. libzmq enforces it by dropping the connection of a peer that sends a larger
-  // frame; the broker then removes that client as for any closed connection.
+  // Largest payload (the frames after the header, together) of one message; a larger
+  // one is answered INVALID_ARGUMENT (an unconfirmed publish is dropped). Frames larger
+  // than frame_limit() (limits.hpp) are not even read: libzmq drops the connection of a
+  // peer that sends one, and the broker removes that client as for any closed connection.
   std::uint64_t max_payload = 16 * 1024 * 1024;
+  // Largest header frame; a larger one cannot be decoded, so it is dropped and counted.
+  std::size_t max_header = 64 * 1024;
   // Connections that have said HELLO; a HELLO beyond it is answered OVERLOADED.
   std::size_t max_clients = 10000;
   // Calls queued per service while no instance has capacity; beyond it: OVERLOADED.
   std::size_t max_waiting_per_service = 1024;
   // Calls in the whole call table (waiting + dispatched); beyond it: OVERLOADED.
   std::size_t max_calls = 100000;
+  // Calls and sends one connection may have pending (made, outcome not yet sent);
+  // beyond it: OVERLOADED.
+  std::size_t max_calls_per_client = 10000;
   // ZMQ_SNDHWM / ZMQ_RCVHWM: messages queued per peer connection in each direction.
   // Also what bounds the events queued for one subscriber: beyond it they are dropped.
   int peer_queue = 10000;
@@ -47,6 +53,12 @@ struct BrokerConfig {
   std::size_t max_queue_depth = 10000;
   // Legacy queues the broker keeps; an idle one is forgotten to make room for a new one.
   std::size_t max_queues = 10000;
+  // Gets waiting for an item, and puts waiting for room, per legacy queue; beyond it:
+  // OVERLOADED.
+  std::size_t max_queue_waiters = 10000;
+  // Legacy-queue items one connection may hold unacknowledged; a get beyond it:
+  // OVERLOADED.
+  std::size_t max_unacked = 10000;
   // Legacy queue name -> topic its items are published on (default: "legacy.<name>").
   std::map<std::string, std::string, std::less<>> queue_topics;
   // On SIGTERM/SIGINT, how long calls in flight may take to finish before they are

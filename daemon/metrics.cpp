@@ -109,6 +109,9 @@ void counters(Text& t, const Metrics& m) {
       {"sagebus_dropped_replies_total", "Outcomes for a caller that is gone or not reading",
        m.dropped_replies},
       {"sagebus_malformed_total", "Messages that could not be decoded", m.malformed},
+      {"sagebus_invalid_argument_total",
+       "Messages answered INVALID_ARGUMENT: invalid names, kinds, versions or sizes",
+       m.invalid_argument},
       {"sagebus_hello_required_total", "Messages from peers that had not said HELLO",
        m.hello_required},
       {"sagebus_retried_total", "Idempotent calls re-dispatched after losing an instance",
@@ -123,8 +126,6 @@ void counters(Text& t, const Metrics& m) {
       {"sagebus_held_total", "SENDs held for a peer that was not connected", m.held},
       {"sagebus_names_refused_total", "HELLOs refused because the name was taken", m.names_refused},
       {"sagebus_takeovers_total", "Connections replaced by a HELLO with takeover", m.takeovers},
-      {"sagebus_clients_refused_total", "HELLOs refused by the max-clients limit",
-       m.clients_refused},
       {"sagebus_refused_draining_total", "Requests answered UNAVAILABLE while draining",
        m.refused_draining},
   };
@@ -132,6 +133,16 @@ void counters(Text& t, const Metrics& m) {
     t.family(c.name, "counter", c.help);
     t.value(c.name, "", c.value);
   }
+}
+
+void limits(Text& t, const BrokerConfig& config, const Metrics& m) {
+  t.family("sagebus_limit", "gauge", "The configured value of each limit, by its config key");
+  for (const Limit l : kLimits)
+    t.value("sagebus_limit", label("limit", limit_key(l)), limit_value(config, l));
+  t.family("sagebus_limit_refusals_total", "counter",
+           "Messages a limit refused: answered OVERLOADED or INVALID_ARGUMENT, or dropped");
+  for (const Limit l : kLimits)
+    t.value("sagebus_limit_refusals_total", label("limit", limit_key(l)), m.refusals(l));
 }
 
 void methods(Text& t, const MethodTable& table) {
@@ -240,6 +251,7 @@ std::string prometheus_text(const AdminSources& src, bool draining) {
   t.family("sagebus_resident_memory_bytes", "gauge", "sage-busd's resident memory");
   t.value("sagebus_resident_memory_bytes", "", resident_bytes());
   counters(t, src.metrics);
+  limits(t, src.config, src.metrics);
   methods(t, src.metrics.methods);
   pubsub(t, src);
   queues(t, src.queues);

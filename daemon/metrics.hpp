@@ -1,6 +1,7 @@
 // Metrics: what the broker measures about itself. Counters (mirrored one to one by
-// sagebus.admin.Counters, copied by admin.cpp into the status reply), and per service
-// and method: calls, outcomes by status, a latency histogram and calls in flight.
+// sagebus.admin.Counters, copied by admin.cpp into the status reply), refusals per limit
+// (limits.hpp; the status reply's `limits`), and per service and method: calls, outcomes
+// by status, a latency histogram and calls in flight.
 //
 // The hot path is cheap: a call finds its MethodStats once, when it is accepted, and
 // keeps the pointer; its outcome is three increments and a bucket search over 16
@@ -20,6 +21,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+
+#include "limits.hpp"
 
 namespace sagebus::broker {
 
@@ -76,6 +79,7 @@ struct Metrics {
   std::uint64_t rejected_replies = 0;  // replies from a connection not given the call
   std::uint64_t dropped_replies = 0;   // outcomes for a caller that is gone or not reading
   std::uint64_t malformed = 0;         // messages that could not be decoded
+  std::uint64_t invalid_argument = 0;  // messages answered INVALID_ARGUMENT
   std::uint64_t hello_required = 0;    // messages from peers that had not said HELLO
   std::uint64_t no_responders = 0;
   std::uint64_t deadline_exceeded = 0;
@@ -95,10 +99,16 @@ struct Metrics {
   std::uint64_t queue_redeliveries = 0;  // items put back: their reader left unacknowledged
   std::uint64_t names_refused = 0;       // HELLOs refused because the name was taken
   std::uint64_t takeovers = 0;           // connections replaced by a HELLO with takeover
-  std::uint64_t clients_refused = 0;     // HELLOs refused by the max-clients limit
   std::uint64_t refused_draining = 0;    // requests answered UNAVAILABLE while draining
+  // What each limit refused: answered OVERLOADED or INVALID_ARGUMENT, or dropped.
+  std::array<std::uint64_t, kLimitCount> limit_refusals{};
 
   MethodTable methods;
+
+  void refused(Limit limit) noexcept { ++limit_refusals[static_cast<std::size_t>(limit)]; }
+  std::uint64_t refusals(Limit limit) const noexcept {
+    return limit_refusals[static_cast<std::size_t>(limit)];
+  }
 };
 
 struct AdminSources;

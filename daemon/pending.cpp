@@ -5,6 +5,8 @@ namespace sagebus::broker {
 Call* PendingCalls::add(Call call) {
   if (full()) return nullptr;
   call.id = next_id_++;
+  call.counted_ = !call.outcome_claimed();
+  if (call.counted_) ++pending_by_caller_[call.caller];
   const TimePoint deadline = call.deadline;
   auto [it, inserted] = calls_.emplace(call.id, std::move(call));
   deadlines_.emplace(deadline, it->first);
@@ -18,7 +20,29 @@ Call* PendingCalls::find(CallId id) {
 }
 
 void PendingCalls::erase(CallId id) {
-  calls_.erase(id);
+  auto it = calls_.find(id);
+  if (it == calls_.end()) return;
+  uncount_(it->second);
+  calls_.erase(it);
+}
+
+bool PendingCalls::claim_outcome(Call& call) {
+  if (!call.claim_outcome()) return false;
+  uncount_(call);
+  return true;
+}
+
+std::size_t PendingCalls::pending_of(const RoutingId& caller) const {
+  auto it = pending_by_caller_.find(caller);
+  return it == pending_by_caller_.end() ? 0 : it->second;
+}
+
+void PendingCalls::uncount_(Call& call) {
+  if (!call.counted_) return;
+  call.counted_ = false;
+  auto it = pending_by_caller_.find(call.caller);
+  if (it == pending_by_caller_.end()) return;  // cannot happen: counted_ says it is there
+  if (--it->second == 0) pending_by_caller_.erase(it);
 }
 
 void PendingCalls::set_dispatched(Call& call, const RoutingId& instance) {

@@ -8,9 +8,15 @@
 // `waiting`, with the hold's end as its deadline; set_deadline() moves the deadline to
 // the SEND's own when it is delivered.
 //
-// The invariant it enforces: each caller gets exactly one outcome. Call::claim_outcome()
-// is the only way to that outcome and succeeds once per call; whoever gets `true` sends
-// the answer, everyone after gets `false` and must send nothing.
+// The invariant it enforces: each caller gets exactly one outcome. Claiming it
+// (PendingCalls::claim_outcome) is the only way to that outcome and succeeds once per
+// call; whoever gets `true` sends the answer, everyone after gets `false` and must send
+// nothing.
+//
+// It also counts, per caller connection, the calls whose outcome that caller still awaits
+// (pending_of: for the max-calls-per-client limit). A call stops counting when its outcome
+// is claimed through the table or when it is erased, whichever comes first, so the count
+// is exact whatever way a call ends.
 //
 // A call leaves the table when the broker is done with it, which is not always when the
 // caller has its outcome: a dispatched call whose deadline passed stays (holding its
@@ -72,7 +78,9 @@ class Call {
   bool caller_lost = false;
   MethodStats* stats = nullptr;  // its service.method's metrics (requests only)
 
-  // True exactly once: the caller of this method owns the caller's one outcome.
+  // True exactly once: the caller of this method owns the caller's one outcome. The
+  // broker claims through PendingCalls::claim_outcome, which also ends the call's count
+  // in pending_of; claimed here directly, the call counts until it is erased.
   bool claim_outcome() noexcept {
     if (outcome_claimed_) return false;
     outcome_claimed_ = true;
@@ -81,7 +89,9 @@ class Call {
   bool outcome_claimed() const noexcept { return outcome_claimed_; }
 
  private:
+  friend class PendingCalls;
   bool outcome_claimed_ = false;
+  bool counted_ = false;  // counted in PendingCalls::pending_of(caller)
 };
 
 class PendingCalls {
@@ -98,6 +108,12 @@ class PendingCalls {
   Call* add(Call call);
   Call* find(CallId id);
   void erase(CallId id);
+
+  // Claims the caller's one outcome of `call` (Call::claim_outcome) and stops counting
+  // the call as pending for its caller. True exactly once per call.
+  bool claim_outcome(Call& call);
+  // Calls and sends made by connection `caller` whose outcome it still awaits.
+  std::size_t pending_of(const RoutingId& caller) const;
 
   void set_dispatched(Call& call, const RoutingId& instance);
   void set_waiting(Call& call);
@@ -138,10 +154,12 @@ class PendingCalls {
   using Entry = std::pair<TimePoint, CallId>;
   void drop_stale_top_();
   void compact_heap_();
+  void uncount_(Call& call);
 
   std::size_t capacity_;
   CallId next_id_ = 1;
   std::unordered_map<CallId, Call> calls_;
+  std::unordered_map<RoutingId, std::size_t> pending_by_caller_;  // no zero entries
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
   // entries (and those of moved deadlines) are skipped when they reach the top, and the
   // heap is rebuilt when stale entries outnumber live calls.

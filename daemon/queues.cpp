@@ -142,6 +142,7 @@ void LegacyQueues::admit_(Queue& q, QueueEffects& fx) {
 
 void LegacyQueues::refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
                                      QueueEffects& fx) const {
+  fx.refuse(Limit::max_queues);
   fx.answers.push_back({from,
                         id,
                         wire::OVERLOADED,
@@ -163,6 +164,8 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
     return;
   }
   if (deadline <= now || q->writers.size() >= limits_.max_waiting) {
+    fx.refuse(q->writers.size() >= limits_.max_waiting ? Limit::max_queue_waiters
+                                                       : Limit::max_queue_depth);
     fx.answers.push_back({from,
                           id,
                           wire::OVERLOADED,
@@ -184,6 +187,7 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
   Queue* q = open_(name, now);
   if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   if (unacked(from) >= limits_.max_unacked) {
+    fx.refuse(Limit::max_unacked);
     fx.answers.push_back({from,
                           id,
                           wire::OVERLOADED,
@@ -194,10 +198,11 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
     return;
   }
   if (q->items.empty() && (deadline <= now || q->readers.size() >= limits_.max_waiting)) {
-    if (deadline <= now)
+    if (deadline <= now) {
       fx.answers.push_back(
           {from, id, wire::DEADLINE_EXCEEDED, "queue '" + q->name + "' is empty", 0, {}});
-    else
+    } else {
+      fx.refuse(Limit::max_queue_waiters);
       fx.answers.push_back({from,
                             id,
                             wire::OVERLOADED,
@@ -205,6 +210,7 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
                                 " gets waiting already",
                             0,
                             {}});
+    }
     return;
   }
   Waiter& w = park_(q->readers, from, id, now, deadline);
@@ -307,6 +313,7 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
       queue.readers.erase(r);
     } else if (auto w = std::find_if(queue.writers.begin(), queue.writers.end(), is_it);
                w != queue.writers.end()) {
+      fx.refuse(Limit::max_queue_depth);
       fx.answers.push_back({w->client,
                             w->id,
                             wire::OVERLOADED,

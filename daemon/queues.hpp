@@ -37,6 +37,7 @@
 
 #include <zmq.hpp>
 
+#include "limits.hpp"
 #include "pending.hpp"
 #include "sagebus/wire.pb.h"
 
@@ -72,7 +73,10 @@ struct QueueEffects {
   std::uint64_t puts = 0;          // items appended
   std::uint64_t gets = 0;          // items handed to readers
   std::uint64_t redeliveries = 0;  // items put back because their reader left
+  // Answers OVERLOADED, by the limit that refused them.
+  std::array<std::uint64_t, kLimitCount> refused{};
 
+  void refuse(Limit limit) noexcept { ++refused[static_cast<std::size_t>(limit)]; }
   bool empty() const noexcept { return answers.empty() && publishes.empty(); }
 };
 

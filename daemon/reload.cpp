@@ -84,10 +84,14 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
   live("max-clients", cur.max_clients, next.max_clients);
   live("max-waiting", cur.max_waiting_per_service, next.max_waiting_per_service);
   live("max-calls", cur.max_calls, next.max_calls);
+  live("max-calls-per-client", cur.max_calls_per_client, next.max_calls_per_client);
+  live("max-header", cur.max_header, next.max_header);
   live("max-subscriptions", cur.max_subscriptions_per_client, next.max_subscriptions_per_client);
   live("max-held", cur.max_held_per_peer, next.max_held_per_peer);
   live("max-queue-depth", cur.max_queue_depth, next.max_queue_depth);
   live("max-queues", cur.max_queues, next.max_queues);
+  live("max-queue-waiters", cur.max_queue_waiters, next.max_queue_waiters);
+  live("max-unacked", cur.max_unacked, next.max_unacked);
   live("queue-topic", cur.queue_topics, next.queue_topics);
   live("drain-timeout-ms", cur.drain_timeout_ms, next.drain_timeout_ms);
   fixed("endpoint", cur.endpoints, next.endpoints);
@@ -102,6 +106,8 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
   QueueLimits limits = queues_.limits();
   limits.max_depth = cur.max_queue_depth;
   limits.max_queues = cur.max_queues;
+  limits.max_waiting = cur.max_queue_waiters;
+  limits.max_unacked = cur.max_unacked;
   queues_.set_limits(limits);
   queues_.set_topics(cur.queue_topics);
   return {changed, kept};

@@ -11,8 +11,11 @@ zmq::message_t encode(Header& header) {
   return frame;
 }
 
-DecodeResult decode(const zmq::message_t& frame, Header& out) {
-  if (frame.size() > kMaxHeaderBytes) return DecodeResult::too_large;
+DecodeResult decode(const zmq::message_t& frame, Header& out, std::size_t max_bytes) {
+  // ParseFromArray takes an int; no limit may let a larger frame reach it.
+  if (frame.size() > max_bytes ||
+      frame.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    return DecodeResult::too_large;
   if (!out.ParseFromArray(frame.data(), static_cast<int>(frame.size())))
     return DecodeResult::malformed;
   if (out.version() != kProtocolVersion) return DecodeResult::bad_version;

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "config.hpp"
+#include "limits.hpp"
 
 using namespace sagebus::broker;
 
@@ -57,11 +59,43 @@ TEST_CASE("to_toml reads back to the same configuration", "[config]") {
   c.queue_topics = {{"jobs", "work.jobs"}, {"a", "b"}};
   c.drain_timeout_ms = 0;
   c.http = "off";
+  c.max_header = 4096;
+  c.max_calls_per_client = 17;
+  c.max_queue_waiters = 18;
+  c.max_unacked = 19;
   const auto file = temp_file("roundtrip.toml", to_toml(c));
   const ConfigRead r = parse({"--config", file});
   REQUIRE(r.action == ConfigRead::Action::run);
   CHECK(to_toml(r.config) == to_toml(c));
+  CHECK(r.config.max_header == 4096);
+  CHECK(r.config.max_calls_per_client == 17);
+  CHECK(r.config.max_queue_waiters == 18);
+  CHECK(r.config.max_unacked == 19);
   std::filesystem::remove(file);
+}
+
+TEST_CASE("every limit is a flag and a key named as it is reported, and reads back its value",
+          "[config][limits]") {
+  std::set<std::string> keys;
+  for (const Limit limit : kLimits) {
+    const std::string key(limit_key(limit));
+    INFO(key);
+    CHECK(keys.insert(key).second);
+    const ConfigRead flag = parse({"--" + key, "4321"});
+    REQUIRE(flag.action == ConfigRead::Action::run);
+    CHECK(limit_value(flag.config, limit) == 4321);
+    CHECK(to_toml(flag.config).find("\n" + key + " = 4321\n") != std::string::npos);
+    CHECK(limit_value(BrokerConfig{}, limit) > 0);
+  }
+}
+
+TEST_CASE("the defaults of the new limits", "[config][limits]") {
+  const BrokerConfig c;
+  CHECK(c.max_calls_per_client == 10000);
+  CHECK(c.max_header == 64 * 1024);
+  CHECK(frame_limit(c) == 2 * c.max_payload);
+  CHECK(parse({"--max-header", "100"}).action == ConfigRead::Action::exit);
+  CHECK(parse({"--max-calls-per-client", "0"}).action == ConfigRead::Action::exit);
 }
 
 TEST_CASE("deploy/sage-busd.toml is the default configuration", "[config]") {

@@ -62,6 +62,18 @@ TEST_CASE("a header frame larger than 64 KiB is too large", "[frame]") {
   CHECK(wire::decode(frame, out) == wire::DecodeResult::too_large);
 }
 
+TEST_CASE("decode takes the largest header size as its limit", "[frame]") {
+  wire::Header h;
+  h.set_kind(wire::REQUEST);
+  h.set_service(std::string(100, 's'));
+  const zmq::message_t frame = wire::encode(h);
+  wire::Header out;
+  CHECK(wire::decode(frame, out, frame.size()) == wire::DecodeResult::ok);
+  CHECK(wire::decode(frame, out, frame.size() - 1) == wire::DecodeResult::too_large);
+  const zmq::message_t big(wire::kMaxHeaderBytes + 1);
+  CHECK(wire::decode(big, out, 2 * wire::kMaxHeaderBytes) != wire::DecodeResult::too_large);
+}
+
 TEST_CASE("bytes that are not a header are malformed", "[frame]") {
   const std::string garbage = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
   const zmq::message_t frame(garbage.data(), garbage.size());

@@ -1,6 +1,7 @@
-// Histogram buckets and the bounded per-method table.
+// Histogram buckets, the bounded per-method table, and the limits in the Prometheus text.
 #include <catch2/catch.hpp>
 
+#include "admin.hpp"
 #include "metrics.hpp"
 
 using namespace sagebus::broker;
@@ -49,4 +50,36 @@ TEST_CASE("the method table keeps at most kMaxMethodSeries pairs, then shares _o
   CHECK(t.sorted().count({"_other", "_other"}) == 1);
   // Service "a" + method "bc" is not service "ab" + method "c".
   CHECK(MethodTable{}.find_or_add("a", "bc") != nullptr);
+}
+
+TEST_CASE("the Prometheus text has every limit's value and refusals, labelled by its key",
+          "[metrics][limits]") {
+  BrokerIdentity identity;
+  BrokerConfig config;
+  config.max_calls_per_client = 7;
+  Registry registry;
+  PendingCalls calls(10);
+  Metrics metrics;
+  metrics.refused(Limit::max_calls_per_client);
+  metrics.refused(Limit::max_calls_per_client);
+  metrics.refused(Limit::max_header);
+  SubscriptionTable subscriptions;
+  RecentTopics topics;
+  LegacyQueues queues(QueueLimits{}, {});
+  std::unordered_map<std::string, std::deque<CallId>> held;
+  const AdminSources sources{identity, config, registry, calls,       metrics, subscriptions,
+                             topics,   queues, held,     TimePoint{}, false};
+  const std::string text = prometheus_text(sources, false);
+  CHECK_THAT(text, Catch::Contains("# TYPE sagebus_limit gauge\n"));
+  CHECK_THAT(text, Catch::Contains("# TYPE sagebus_limit_refusals_total counter\n"));
+  CHECK_THAT(text, Catch::Contains("\nsagebus_limit{limit=\"max-calls-per-client\"} 7\n"));
+  CHECK_THAT(text, Catch::Contains("\nsagebus_limit{limit=\"max-header\"} 65536\n"));
+  CHECK_THAT(text,
+             Catch::Contains("\nsagebus_limit_refusals_total{limit=\"max-calls-per-client\"} 2\n"));
+  CHECK_THAT(text, Catch::Contains("\nsagebus_limit_refusals_total{limit=\"max-header\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\nsagebus_limit_refusals_total{limit=\"peer-queue\"} 0\n"));
+  for (const Limit l : kLimits) {
+    INFO(limit_key(l));
+    CHECK_THAT(text, Catch::Contains("sagebus_limit{limit=\"" + std::string(limit_key(l)) + "\"}"));
+  }
 }

@@ -125,7 +125,13 @@ std::string lowercase(std::string_view text) {
 std::string status_table(const sagebus::admin::BrokerStatus& status) {
   std::vector<Row> rows;
   flatten(status, "", rows);
-  return aligned(rows);
+  std::string out = aligned(rows);
+  if (status.limits().empty()) return out;  // an older broker
+  std::vector<Row> limits{{"LIMIT", "VALUE", "REFUSED"}};
+  for (const auto& limit : status.limits())
+    limits.push_back(
+        {limit.name(), std::to_string(limit.value()), std::to_string(limit.refusals())});
+  return out + "\n" + aligned(limits);
 }
 
 std::string services_table(const sagebus::admin::ServiceList& services) {

@@ -20,7 +20,8 @@ using Row = std::vector<std::string>;
 std::string aligned(const std::vector<Row>& rows);
 
 // One "key  value" line per field, keys aligned. Keys are the proto field names, nested
-// messages flattened with a dot ("counters.calls"), so a key is also its JSON path.
+// messages flattened with a dot ("counters.calls"), so a key is also its JSON path. Then,
+// after a blank line, the limits as a table: LIMIT, VALUE, REFUSED.
 std::string status_table(const sagebus::admin::BrokerStatus& status);
 
 // Columns SERVICE STRATEGY INSTANCE CLIENT METHODS IN-FLIGHT/MAX SERVED WAITING, one row

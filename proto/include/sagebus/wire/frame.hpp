@@ -17,7 +17,8 @@
 namespace sagebus::wire {
 
 inline constexpr std::uint32_t kProtocolVersion = 1;
-// A header frame larger than this is malformed: headers carry names, not data.
+// The default largest header frame (the broker's max-header can change it): headers
+// carry names, not data.
 inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 // Names of services, methods and connections.
 inline constexpr std::size_t kMaxNameBytes = 128;
@@ -30,9 +31,11 @@ zmq::message_t encode(Header& header);
 
 enum class DecodeResult { ok, too_large, malformed, bad_version };
 
-// Parses `frame` into `out` (reusing its storage). Returns why it failed, if it did;
-// on bad_version `out` holds the parsed header so that the caller can answer its id.
-DecodeResult decode(const zmq::message_t& frame, Header& out);
+// Parses `frame` into `out` (reusing its storage). Returns why it failed, if it did: a
+// frame larger than `max_bytes` is too_large and is not parsed; on bad_version `out`
+// holds the parsed header so that the caller can answer its id.
+DecodeResult decode(const zmq::message_t& frame, Header& out,
+                    std::size_t max_bytes = kMaxHeaderBytes);
 
 // "NO_RESPONDERS", "REQUEST", ... for logs and error text.
 std::string_view status_name(Status status);
