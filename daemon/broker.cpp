@@ -421,6 +421,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_heartbeat_ms(config_.heartbeat_ms);
   w->set_liveness(config_.liveness);
   w->set_max_payload(config_.max_payload);
+  w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);
   if (send_(from, out_, {}, false) == Sent::ok) release_held_(c.name, from);
 }
