@@ -171,9 +171,9 @@ void Connection::remove_service(const std::string& name) {
   post_(RemoveService{name});
 }
 
-void Connection::send_reply(std::uint64_t id, Status status, std::string message,
-                            std::string payload) {
-  post_(SendReply{id, status, std::move(message), std::move(payload)});
+void Connection::send_reply(std::uint64_t id, std::uint64_t epoch, Status status,
+                            std::string message, std::string payload) {
+  post_(SendReply{id, epoch, status, std::move(message), std::move(payload)});
 }
 
 void Connection::add_subscription(std::shared_ptr<SubscriptionCore> core) {

@@ -99,8 +99,10 @@ class Connection {
   void unregister_service(const std::string& name);
   // Forgets the service: requests for it are answered UNAVAILABLE from now on.
   void remove_service(const std::string& name);
-  // Sends the reply of dispatch `id` (from a service worker or the inbox).
-  void send_reply(std::uint64_t id, Status status, std::string message, std::string payload);
+  // Sends the reply of dispatch `id`, received in broker session `epoch` (Job::epoch);
+  // dropped if the broker has been replaced since. From a service worker.
+  void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
+                  std::string payload);
 
   // Subscriptions: subscribed now and after every new session.
   void add_subscription(std::shared_ptr<SubscriptionCore> core);
@@ -140,6 +142,7 @@ class Connection {
   };
   struct SendReply {
     std::uint64_t id;
+    std::uint64_t epoch;
     Status status;
     std::string message;
     std::string payload;

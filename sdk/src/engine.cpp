@@ -35,9 +35,21 @@ constexpr std::uint32_t kDefaultLiveness = 3;
 constexpr std::uint64_t kDefaultMaxPayload = 16u << 20;
 // Messages read from the socket before the loop looks at its timers again.
 constexpr int kReceiveBatch = 256;
+// Every id this side starts has the top bit set; the broker numbers its dispatches from 1
+// and never gets there. A HELLO_REQUIRED names the message it refused by id, and that
+// message may be a REPLY of ours, which carries the broker's dispatch id: the bit tells
+// the two apart. (Were they to share a range, a refused reply could be taken for a
+// refused call, and that call sent again after it had run.)
+constexpr std::uint64_t kOwnIdBit = std::uint64_t{1} << 63;
 
 Status from_wire(wire::Status status) {
   return wire::Status_IsValid(status) ? static_cast<Status>(status) : Status::internal;
+}
+
+// Our first id: the top bit, then a random session nonce above a 32-bit counter.
+std::uint64_t first_own_id() {
+  std::random_device device;
+  return kOwnIdBit | (std::uint64_t{device() & 0x7fffffffu} << 32);
 }
 
 std::string random_hex(std::size_t bytes) {
@@ -251,10 +263,12 @@ class Engine {
 
   void on_welcome_() {
     const auto& w = in_.welcome();
-    if (!session_.empty() && w.broker_session() != session_) {
-      fail_sent_(0, std::nullopt,
-                 "sage-busd at " + endpoint_ + " restarted while the request was in flight");
-      fresh_session_ = true;
+    if (w.broker_session() != session_) {
+      if (!session_.empty()) {
+        fail_sent_("sage-busd at " + endpoint_ + " restarted while the request was in flight");
+        fresh_session_ = true;
+      }
+      ++session_epoch_;
     }
     session_ = w.broker_session();
     heartbeat_ = milliseconds(w.heartbeat_ms() ? w.heartbeat_ms() : kDefaultHeartbeatMs);
@@ -279,16 +293,32 @@ class Engine {
       send_request_(id);
   }
 
-  // The broker does not know this connection: it did not act on message `id`, and it
-  // has forgotten every request it was given before. Say HELLO again; re-send `id` if it
-  // is a request (it never ran).
+  // The broker does not know this connection (it forgot it, or it is a new broker): it did
+  // not act on message `id`, and has forgotten every request it was given before. Say
+  // HELLO again. The requests sent before `id` may have run and will never be answered:
+  // they end UNAVAILABLE. Those sent from `id` on were refused like `id` (the broker
+  // cannot know us again before our next HELLO), so they never ran: they are sent again
+  // after WELCOME — also those whose own HELLO_REQUIRED the broker's rate limit dropped.
+  // When `id` is not ours (it named a REPLY of ours) nothing says where the forgetting
+  // began, so every request sent ends UNAVAILABLE.
   void on_hello_required_(std::uint64_t id) {
     set_link_(Link::connecting);
     fresh_session_ = true;
-    fail_sent_(id, id,
-               "sage-busd at " + endpoint_ +
-                   " forgot this connection (lease expired) while the request was in flight");
-    if (auto it = requests_.find(id); it != requests_.end()) it->second.sent = false;
+    const bool ours = (id & kOwnIdBit) != 0;
+    const std::string why = "sage-busd at " + endpoint_ +
+                            " forgot this connection (its lease expired, or it restarted) "
+                            "while the request was in flight; the request may or may not "
+                            "have taken effect";
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      if (it->second.sent) {
+        if (ours && it->first >= id)
+          it->second.sent = false;
+        else
+          finish_(it, failure(lost_status_(it->second), why));
+      }
+      it = next;
+    }
     forget_registration_answers_();
     if (now_ - hello_sent_at_ > milliseconds(100)) send_hello_();
   }
@@ -300,7 +330,7 @@ class Engine {
     failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
     set_link_(Link::failing);
     fresh_session_ = true;
-    fail_sent_(0, std::nullopt, why + "; the request may or may not have taken effect");
+    fail_sent_(why + "; the request may or may not have taken effect");
     fail_unsent_impatient_();
     forget_registration_answers_();
     if (tcp_up_ && !replaced_) send_hello_();
@@ -443,13 +473,11 @@ class Engine {
     done(std::move(outcome));
   }
 
-  // Fails every sent request whose id is below `below` (0: all), except `except`.
-  void fail_sent_(std::uint64_t below, std::optional<std::uint64_t> except,
-                  const std::string& why) {
+  // Fails every request sent to the broker.
+  void fail_sent_(const std::string& why) {
     for (auto it = requests_.begin(); it != requests_.end();) {
       auto next = std::next(it);
-      if (it->second.sent && (below == 0 || it->first < below) && it->first != except)
-        finish_(it, failure(lost_status_(it->second), why));
+      if (it->second.sent) finish_(it, failure(lost_status_(it->second), why));
       it = next;
     }
   }
@@ -593,7 +621,11 @@ class Engine {
 
   void handle_(Connection::RemoveService& c) { services_.erase(c.name); }
 
+  // A reply to a dispatch of an earlier broker session is dropped: the broker it was for
+  // is gone, and the new one numbers its dispatches afresh, so the id may name a call it
+  // gave this instance since — the reply would answer that call's caller.
   void handle_(Connection::SendReply& c) {
+    if (c.epoch != session_epoch_) return;
     reply_(c.id, c.status, std::move(c.message), std::move(c.payload));
   }
 
@@ -627,11 +659,12 @@ class Engine {
     if (it == services_.end())
       return reply_(in_.id(), Status::unavailable,
                     "service " + in_.service() + " is no longer served on this connection", {});
-    Job job{in_.id(),
-            in_.method(),
-            {in_.headers().begin(), in_.headers().end()},
-            {},
-            now_ + milliseconds(in_.timeout_ms())};
+    Job job{.id = in_.id(),
+            .epoch = session_epoch_,
+            .method = in_.method(),
+            .headers = {in_.headers().begin(), in_.headers().end()},
+            .payload = {},
+            .deadline = now_ + milliseconds(in_.timeout_ms())};
     if (!frames_.empty()) job.payload = to_string(frames_.front());
     it->second.core->submit(std::move(job));
   }
@@ -738,6 +771,8 @@ class Engine {
   std::string last_failure_ = "connecting";
   Status failure_status_ = Status::unavailable;  // what connection_error() reports
   std::string session_;
+  // Counts the broker sessions (broker processes) this connection has been welcomed by.
+  std::uint64_t session_epoch_ = 0;
   std::uint64_t hello_id_ = 0;
   milliseconds heartbeat_{kDefaultHeartbeatMs};
   std::uint32_t liveness_ = kDefaultLiveness;
@@ -748,7 +783,7 @@ class Engine {
   Clock::time_point hello_sent_at_ = now_ - kHelloRetry;
 
   // Every message this side starts takes a fresh id, so ids rise in sending order.
-  std::uint64_t next_id_ = 0;
+  std::uint64_t next_id_ = first_own_id();
   std::unordered_map<std::uint64_t, Request> requests_;
   using Deadline = std::pair<Clock::time_point, std::uint64_t>;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;

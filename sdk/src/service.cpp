@@ -80,7 +80,7 @@ void ServiceCore::stop(std::chrono::milliseconds drain) {
   lock.unlock();
   jobs_cv_.notify_all();
   for (const auto& job : abandoned)
-    connection_.send_reply(job.id, Status::unavailable,
+    connection_.send_reply(job.id, job.epoch, Status::unavailable,
                            "service " + name_ + " stopped before the call could run", {});
   for (auto& worker : workers_)
     worker.join();
@@ -107,7 +107,7 @@ void ServiceCore::work_() {
 void ServiceCore::answer_(const Job& job) {
   auto handler = handlers_.find(job.method);
   if (handler == handlers_.end()) {
-    connection_.send_reply(job.id, Status::not_found,
+    connection_.send_reply(job.id, job.epoch, Status::not_found,
                            "service " + name_ + " has no method " + job.method, {});
     return;
   }
@@ -128,7 +128,7 @@ void ServiceCore::answer_(const Job& job) {
     message = "the handler threw something that is not a std::exception";
   }
   served_.fetch_add(1, std::memory_order_relaxed);
-  connection_.send_reply(job.id, status, std::move(message), std::move(payload));
+  connection_.send_reply(job.id, job.epoch, status, std::move(message), std::move(payload));
 }
 
 }  // namespace detail

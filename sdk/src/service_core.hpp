@@ -23,7 +23,8 @@
 namespace sagebus::detail {
 
 struct Job {
-  std::uint64_t id;  // the broker's dispatch id, echoed in the reply
+  std::uint64_t id;     // the broker's dispatch id, echoed in the reply
+  std::uint64_t epoch;  // the broker session it came in (Connection::send_reply)
   std::string method;
   std::map<std::string, std::string> headers;
   std::string payload;

@@ -1,0 +1,189 @@
+// The SDK under the faults the chaos test provokes (tests/chaos/), one at a time, where
+// the real broker cannot be made to show them on demand: a fake broker (a ROUTER socket
+// the test drives) chooses exactly which messages the broker "forgot".
+// (A handler outliving a broker restart is tested in test_liveness.cpp.)
+#include <future>
+#include <map>
+#include <optional>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+#include "sagebus/wire/frame.hpp"
+
+using namespace sagebus;
+using namespace sagebus::test;
+
+namespace {
+
+// A message as the fake broker received it.
+struct Received {
+  std::string from;  // routing id
+  wire::Header header;
+  std::string payload;
+};
+
+// A broker played by the test: it answers HEARTBEATs and otherwise does only what the
+// test tells it.
+class FakeBroker {
+ public:
+  FakeBroker() : router_(context_, zmq::socket_type::router) {
+    router_.set(zmq::sockopt::linger, 0);
+    router_.bind("tcp://127.0.0.1:*");
+    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+  // The next message of `kind`, waiting up to `timeout`; other kinds are dropped.
+  std::optional<Received> expect(wire::Kind kind, std::chrono::milliseconds timeout = 5s) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(10));
+      if ((item.revents & ZMQ_POLLIN) == 0) continue;
+      std::vector<zmq::message_t> frames;
+      for (bool more = true; more;) {
+        frames.emplace_back();
+        (void)router_.recv(frames.back());
+        more = frames.back().more();
+      }
+      Received r;
+      r.from = frames[0].to_string();
+      if (frames.size() < 2 || wire::decode(frames[1], r.header) != wire::DecodeResult::ok)
+        continue;
+      if (frames.size() > 2) r.payload = frames[2].to_string();
+      if (r.header.kind() == wire::HEARTBEAT) {
+        wire::Header beat;
+        beat.set_kind(wire::HEARTBEAT);
+        beat.set_id(r.header.id());
+        send(r.from, beat);
+      }
+      if (r.header.kind() == kind) return r;
+    }
+    return std::nullopt;
+  }
+
+  void send(const std::string& to, wire::Header header, std::optional<std::string> payload = {}) {
+    router_.send(zmq::buffer(to), zmq::send_flags::sndmore);
+    router_.send(wire::encode(header), payload ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    if (payload) router_.send(zmq::buffer(*payload), zmq::send_flags::none);
+  }
+
+  // Answers the next HELLO with a WELCOME of session `session`.
+  std::string welcome(const std::string& session = "fake-session") {
+    auto hello = expect(wire::HELLO);
+    REQUIRE(hello);
+    wire::Header w;
+    w.set_kind(wire::WELCOME);
+    w.set_id(hello->header.id());
+    w.mutable_welcome()->set_broker_session(session);
+    w.mutable_welcome()->set_heartbeat_ms(60000);  // no heartbeat traffic in these tests
+    w.mutable_welcome()->set_liveness(3);
+    send(hello->from, w);
+    return hello->from;
+  }
+
+  void reply(const std::string& to, std::uint64_t id, wire::Status status,
+             std::optional<std::string> payload = {}) {
+    wire::Header r;
+    r.set_kind(wire::REPLY);
+    r.set_id(id);
+    r.set_status(status);
+    send(to, r, std::move(payload));
+  }
+
+  void hello_required(const std::string& to, std::uint64_t id) {
+    wire::Header h;
+    h.set_kind(wire::HELLO_REQUIRED);
+    h.set_id(id);
+    send(to, h);
+  }
+
+ private:
+  zmq::context_t context_{1};
+  zmq::socket_t router_;
+  std::string endpoint_;
+};
+
+Status outcome_status(std::future<Reply>& f) {
+  return status_of([&] { f.get(); });
+}
+
+}  // namespace
+
+TEST_CASE(
+    "calls the broker refused with HELLO_REQUIRED are sent again after WELCOME, and the "
+    "ones it had accepted end UNAVAILABLE",
+    "[sdk][hello]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  const std::string rid = broker.welcome();
+
+  auto first = client.call_async("svc", "m", "first", {.timeout = 5s});
+  auto accepted = broker.expect(wire::REQUEST);
+  REQUIRE(accepted);
+  auto second = client.call_async("svc", "m", "second", {.timeout = 5s});
+  auto refused = broker.expect(wire::REQUEST);
+  REQUIRE(refused);
+  auto third = client.call_async("svc", "m", "third", {.timeout = 5s});
+  REQUIRE(broker.expect(wire::REQUEST));
+  // The broker forgot the connection between "first" and "second". Its HELLO_REQUIRED
+  // for "third" was dropped by its rate limit.
+  broker.hello_required(rid, refused->header.id());
+
+  CHECK(outcome_status(first) == Status::unavailable);
+  const std::string again = broker.welcome();
+  std::map<std::string, int> resent;
+  for (int i = 0; i < 2; ++i) {
+    auto r = broker.expect(wire::REQUEST, 2s);
+    REQUIRE(r);
+    ++resent[r->payload];
+    broker.reply(again, r->header.id(), wire::OK, r->payload);
+  }
+  CHECK(resent == std::map<std::string, int>{{"second", 1}, {"third", 1}});
+  CHECK(second.get().payload == "second");
+  CHECK(third.get().payload == "third");
+}
+
+TEST_CASE(
+    "when the broker forgot a connection that also serves, its calls in flight end "
+    "UNAVAILABLE at once and are not sent again",
+    "[sdk][hello]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  Service service(client, "svc");
+  service.handle("m", [](const Request&) { return std::string("done"); });
+  service.start();
+  const std::string rid = broker.welcome();
+  auto reg = broker.expect(wire::REGISTER);
+  REQUIRE(reg);
+  broker.reply(rid, reg->header.id(), wire::OK);
+
+  auto call = client.call_async("other", "m", "once", {.timeout = 5s});
+  auto request = broker.expect(wire::REQUEST);
+  REQUIRE(request);
+  REQUIRE(request->payload == "once");
+  // The broker's first dispatch to this instance: id 1 of the broker's own numbering.
+  wire::Header dispatch;
+  dispatch.set_kind(wire::REQUEST);
+  dispatch.set_id(1);
+  dispatch.set_service("svc");
+  dispatch.set_method("m");
+  dispatch.set_timeout_ms(5000);
+  broker.send(rid, dispatch, "");
+  auto reply = broker.expect(wire::REPLY);
+  REQUIRE(reply);
+  // The broker has forgotten the connection meanwhile: the instance's reply is refused.
+  broker.hello_required(rid, reply->header.id());
+
+  const auto asked = std::chrono::steady_clock::now();
+  CHECK(call.wait_for(1s) == std::future_status::ready);
+  CHECK(outcome_status(call) == Status::unavailable);
+  CHECK(std::chrono::steady_clock::now() - asked < 1s);
+  const std::string again = broker.welcome();
+  auto reregistered = broker.expect(wire::REGISTER);
+  REQUIRE(reregistered);
+  broker.reply(again, reregistered->header.id(), wire::OK);
+  CHECK_FALSE(broker.expect(wire::REQUEST, 500ms));  // "once" may have run: never again
+  service.stop();
+}
