@@ -107,13 +107,19 @@ class ChaosBroker {
       : dir_(dir), endpoint_("tcp://127.0.0.1:" + std::to_string(free_port())) {}
 
   void start() {
-    const std::vector<std::string> argv{busd_path(),      "--endpoint",   endpoint_,
-                                        "--heartbeat-ms", std::to_string(kHeartbeatMs),
-                                        "--liveness",     std::to_string(kLiveness),
-                                        "--log-level",    "info",
-                                        "--http",         "off"};
-    process_ = std::make_unique<Process>(
-        argv, dir_ + "/sage-busd-" + std::to_string(++starts_) + ".log");
+    const std::vector<std::string> argv{busd_path(),
+                                        "--endpoint",
+                                        endpoint_,
+                                        "--heartbeat-ms",
+                                        std::to_string(kHeartbeatMs),
+                                        "--liveness",
+                                        std::to_string(kLiveness),
+                                        "--log-level",
+                                        "info",
+                                        "--http",
+                                        "off"};
+    process_ =
+        std::make_unique<Process>(argv, dir_ + "/sage-busd-" + std::to_string(++starts_) + ".log");
     if (!process_->wait_for_log("listening on", 10s))
       throw std::runtime_error("sage-busd did not start; its log:\n" + process_->log());
     pid_.store(process_->pid());
@@ -139,8 +145,7 @@ class ChaosBroker {
 // The broker's peak RSS, sampled every 100 ms (across its restart).
 class RssSampler {
  public:
-  explicit RssSampler(const ChaosBroker& broker)
-      : broker_(broker), thread_([this] { run_(); }) {}
+  explicit RssSampler(const ChaosBroker& broker) : broker_(broker), thread_([this] { run_(); }) {}
   ~RssSampler() {
     stop_.store(true);
     thread_.join();
@@ -165,9 +170,7 @@ class RssSampler {
 class Caller {
  public:
   Caller(const std::string& endpoint, int index, std::uint64_t seed, std::atomic<bool>& stop)
-      : index_(index),
-        client_(at(endpoint, "chaos-caller-" + std::to_string(index))),
-        stop_(stop) {
+      : index_(index), client_(at(endpoint, "chaos-caller-" + std::to_string(index))), stop_(stop) {
     for (int t = 0; t < kThreadsPerCaller; ++t)
       threads_.emplace_back([this, t, seed] { run_(t, seed + static_cast<std::uint64_t>(t)); });
   }
@@ -269,8 +272,7 @@ std::vector<Event> timeline(std::mt19937_64& rng, double seconds) {
   for (double t = uniform(1.5, 3.0); t < seconds - 3; t += uniform(2.0, 5.0)) {
     const bool near_stop = t > stop_s - 1 && t < stop_s + stop_len + 1.5;
     const bool near_restart = t > down_s - 1 && t < down_s + down_len + 2;
-    if (!near_stop && !near_restart)
-      events.push_back({t, Act::kill, -1, uniform(0.1, 2.0)});
+    if (!near_stop && !near_restart) events.push_back({t, Act::kill, -1, uniform(0.1, 2.0)});
   }
   return events;
 }
@@ -335,16 +337,17 @@ std::string counters_line(const admin::Counters& c) {
   std::ostringstream out;
   out << "calls " << c.calls() << ", retried " << c.retried() << ", leases expired "
       << c.leases_expired() << ", disconnects " << c.disconnects() << ", late replies "
-      << c.late_replies() << ", rejected replies " << c.rejected_replies()
-      << ", dropped replies " << c.dropped_replies() << ", hello required " << c.hello_required();
+      << c.late_replies() << ", rejected replies " << c.rejected_replies() << ", dropped replies "
+      << c.dropped_replies() << ", hello required " << c.hello_required();
   return out.str();
 }
 
 }  // namespace
 
-TEST_CASE("chaos: every call ends once, on time, at its own caller, and nothing is executed "
-          "twice while instances and the broker are killed",
-          "[chaos]") {
+TEST_CASE(
+    "chaos: every call ends once, on time, at its own caller, and nothing is executed "
+    "twice while instances and the broker are killed",
+    "[chaos]") {
   const std::uint64_t seed = env_number("SAGEBUS_CHAOS_SEED", std::random_device{}());
   const double seconds = static_cast<double>(env_number("SAGEBUS_CHAOS_SECONDS", 60));
   std::cout << "chaos seed: " << seed << " (SAGEBUS_CHAOS_SEED=" << seed
@@ -390,8 +393,8 @@ TEST_CASE("chaos: every call ends once, on time, at its own caller, and nothing 
   std::atomic<bool> stop_calling{false};
   std::vector<std::unique_ptr<Caller>> callers;
   for (int c = 0; c < kCallers; ++c)
-    callers.push_back(std::make_unique<Caller>(broker.endpoint(), c, seed * 1000 + 100 * c,
-                                               stop_calling));
+    callers.push_back(
+        std::make_unique<Caller>(broker.endpoint(), c, seed * 1000 + 100 * c, stop_calling));
 
   // The killer, on this thread (children die with the thread that started them).
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events;
@@ -417,7 +420,8 @@ TEST_CASE("chaos: every call ends once, on time, at its own caller, and nothing 
       case Act::kill: {
         std::vector<int> live;
         for (int i = 0; i < kInstances; ++i)
-          if (slots[static_cast<std::size_t>(i)].process && !slots[static_cast<std::size_t>(i)].stopped)
+          if (slots[static_cast<std::size_t>(i)].process &&
+              !slots[static_cast<std::size_t>(i)].stopped)
             live.push_back(i);
         if (live.empty()) break;
         const int i = live[rng() % live.size()];
@@ -561,8 +565,7 @@ TEST_CASE("chaos: every call ends once, on time, at its own caller, and nothing 
           << "outcomes                  " << outcomes << " (no outcome: " << missing
           << ", more than one: " << duplicated << ")\n";
   for (const auto& [status, n] : by_status)
-    summary << "  " << std::left << std::setw(24) << status_name(status) << std::right << n
-            << "\n";
+    summary << "  " << std::left << std::setw(24) << status_name(status) << std::right << n << "\n";
   summary << "misdelivered replies      " << misdelivered << "\n"
           << "late outcomes (>+" << kLateMargin.count() << " ms)   " << late
           << " (max overshoot of a deadline: " << max_overshoot_ms << " ms)\n"
@@ -572,11 +575,13 @@ TEST_CASE("chaos: every call ends once, on time, at its own caller, and nothing 
           << "kills (SIGKILL)           " << kills << "; dropped by the broker after "
           << figures(kill_detection) << "; undetected within 3 s: " << kill_undetected.size()
           << "\n"
-          << "stop (SIGSTOP "
-          << kStopFor.count() << " ms)     lease (" << kLease.count() << " ms) lost after "
+          << "stop (SIGSTOP " << kStopFor.count() << " ms)     lease (" << kLease.count()
+          << " ms) lost after "
           << (stop_detection ? std::to_string(static_cast<long>(*stop_detection)) + " ms"
                              : std::string("NOT DETECTED"))
-          << "; routed again " << (stop_rejoin ? std::to_string(static_cast<long>(*stop_rejoin)) + " ms after SIGCONT" : std::string("never"))
+          << "; routed again "
+          << (stop_rejoin ? std::to_string(static_cast<long>(*stop_rejoin)) + " ms after SIGCONT"
+                          : std::string("never"))
           << "\n"
           << "broker restart (SIGKILL)  down " << broker_down_ms << " ms; first OK reply "
           << (recovery_ms ? std::to_string(static_cast<long>(*recovery_ms)) + " ms after restart"
