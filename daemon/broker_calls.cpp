@@ -1,6 +1,7 @@
 // The call half of the Broker: accepting REQUESTs, choosing instances, routing REPLYs,
 // deadlines, wait queues, and what happens to calls when a connection is lost.
 #include <algorithm>
+#include <bit>
 
 #include <spdlog/spdlog.h>
 
@@ -10,6 +11,11 @@
 namespace sagebus::broker {
 
 namespace {
+
+// The bytes a header's id field takes for `id` (none for 0: proto3 leaves it out).
+std::size_t id_field_bytes(std::uint64_t id) {
+  return id == 0 ? 0 : 1 + (static_cast<std::size_t>(std::bit_width(id)) + 6) / 7;
+}
 
 std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
@@ -239,21 +245,33 @@ void Broker::forward_reply_(Call& call, Frames& frames) {
   std::uint64_t bytes = 0;
   for (const auto& frame : payload)
     bytes += frame.size();
-  if (bytes <= config_.max_payload) {
+  // The caller gets the reply's message and headers under its own id, which may take more
+  // bytes than the instance's: a header larger than a client reads would be dropped by
+  // the caller's SDK, and the call would end at its deadline instead (found by the fuzz
+  // harness: tests/fuzz/regressions/reply-header-grows-past-what-a-client-reads.txt).
+  const std::size_t header_bytes =
+      in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id);
+  std::string too_large;
+  if (bytes > config_.max_payload) {
+    metrics_.refused(Limit::max_payload);
+    too_large = "was " + std::to_string(bytes) + " bytes, over the broker's max-payload of " +
+                std::to_string(config_.max_payload) + " bytes";
+  } else if (header_bytes > wire::kMaxHeaderBytes) {
+    metrics_.refused(Limit::max_header);
+    too_large = "would have a header of " + std::to_string(header_bytes) +
+                " bytes (its message and headers), over the " +
+                std::to_string(wire::kMaxHeaderBytes) + " a client reads";
+  } else {
     answer_caller_(call, in_.status(), in_.message(), payload, &in_.headers());
     return;
   }
   // The answer cannot be passed on; the caller still gets its one outcome.
-  metrics_.refused(Limit::max_payload);
   const ClientInfo* from = registry_.client(call.instance);
   const std::string who = from != nullptr ? "'" + from->name + "'" : "the instance";
   const std::string what = call.kind == CallKind::send
                                ? "the answer of peer '" + call.peer + "' to a send"
                                : "the reply of " + who + " to " + call.service + "." + call.method;
-  answer_caller_(call, wire::HANDLER_ERROR,
-                 what + " was " + std::to_string(bytes) +
-                     " bytes, over the broker's max-payload of " +
-                     std::to_string(config_.max_payload) + " bytes");
+  answer_caller_(call, wire::HANDLER_ERROR, what + " " + too_large);
 }
 
 void Broker::pump_(const std::string& name) {
