@@ -383,7 +383,7 @@ TEST_CASE("a REPLY for a dispatch id never given out is dropped and counted", "[
 }
 
 TEST_CASE(
-    "a REPLY from an instance that was not given the call is rejected; the right one is "
+    "a REPLY from an instance that was not given the call is rejected, and the right one is "
     "routed",
     "[hostile]") {
   Bus bus;

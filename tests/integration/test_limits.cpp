@@ -100,7 +100,7 @@ void write(const std::string& path, const std::string& text) {
 }  // namespace
 
 TEST_CASE(
-    "a connection with max-calls-per-client calls pending is answered OVERLOADED; others "
+    "a connection with max-calls-per-client calls pending is answered OVERLOADED, others "
     "are not, and the refusal shows in /metrics, busctl stats and busctl status",
     "[limits][per-client]") {
   Broker broker({"--max-calls-per-client", "4"});
