@@ -577,8 +577,13 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
 
 Broker::Sent Broker::send_(const RoutingId& to, wire::Header& header,
                            std::span<zmq::message_t> payload, bool copy_payload) {
-  zmq::message_t id_frame(to.data(), to.size());
   zmq::message_t header_frame = wire::encode(header);
+  return send_frames_(to, header_frame, payload, copy_payload);
+}
+
+Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                                  std::span<zmq::message_t> payload, bool copy_payload) {
+  zmq::message_t id_frame(to.data(), to.size());
   const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
   try {
     // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before

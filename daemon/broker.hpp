@@ -41,6 +41,7 @@
 
 #include "admin.hpp"
 #include "config.hpp"
+#include "event_header.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
@@ -194,6 +195,9 @@ class Broker {
   // outcome; reply_ answers a message that is not a call in the table.
   Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
              bool copy_payload);
+  // send_ with the header already encoded.
+  Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                    std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
   void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
@@ -239,7 +243,7 @@ class Broker {
   wire::Header out_;  // reused for every header the broker sends
   Frames frames_;
   std::vector<InstanceLoad> loads_;     // scratch for the balancer
-  std::vector<Subscription*> matched_;  // scratch for publish_
+  EventHeader event_header_;  // publish_'s, reset for each publish
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };
 

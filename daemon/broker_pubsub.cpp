@@ -70,6 +70,9 @@ std::size_t Broker::publish_(const std::string& topic, std::span<zmq::message_t>
         last = i;
         break;
       }
+  // The EVENT header is the same for every subscriber but for its subscription id and
+  // gap: written once, completed per subscriber.
+  if (!matched.empty()) event_header_.reset(topic);
   for (std::size_t i = 0; i < matched.size(); ++i) {
     Subscription& sub = *matched[i];
     if (sub.credit == 0) {
@@ -77,14 +80,10 @@ std::size_t Broker::publish_(const std::string& topic, std::span<zmq::message_t>
       ++metrics_.events_dropped;
       continue;
     }
-    out_.Clear();
-    out_.set_kind(wire::EVENT);
-    out_.set_subscription(sub.id);
-    out_.set_topic(topic);
-    out_.set_dropped(sub.gap);
+    zmq::message_t header = event_header_.frame(sub.id, sub.gap);
     // would_block: the subscriber's queue (--peer-queue) is full; peer_gone: send_ has
     // scheduled its removal. Either way this event is dropped for it alone.
-    if (send_(sub.client, out_, payload, i != last) == Sent::ok) {
+    if (send_frames_(sub.client, header, payload, i != last) == Sent::ok) {
       sub.sent();
       ++metrics_.events_delivered;
     } else {
