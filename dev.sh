@@ -5,8 +5,11 @@
 #                              foreground (on tcp://127.0.0.1:5555 unless ARGS name an
 #                              --endpoint); ARGS go to sage-busd
 #   ./dev.sh test              install what is missing, build, run every test, then the
-#                              whole suite again under ASan+UBSan
+#                              whole suite again under ASan+UBSan, then the fuzzer for a
+#                              minute
 #   ./dev.sh build             install what is missing, build
+#   ./dev.sh fuzz [SECONDS]    install what is missing, build the libFuzzer target with
+#                              clang in build-fuzz/, run it SECONDS (default 60)
 #
 # Installing needs root (apt-get); when nothing is missing, any user may run it.
 # Safe to run again: it installs only what is missing and rebuilds only what changed.
@@ -16,14 +19,18 @@ cd "$(dirname "$(readlink -f "$0")")"
 
 readonly PACKAGES=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libprotobuf-dev
                    protobuf-compiler libspdlog-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev)
+# The fuzz step's: clang, its runtimes (libFuzzer, ASan, UBSan), and llvm-symbolizer for
+# readable crash reports.
+readonly FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev llvm-14)
 readonly DEFAULT_ENDPOINT=tcp://127.0.0.1:5555
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
 
+# install_missing PACKAGE...: apt-get installs those not installed yet.
 install_missing() {
   local missing=() pkg
-  for pkg in "${PACKAGES[@]}"; do
+  for pkg in "$@"; do
     if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
       missing+=("$pkg")
     fi
@@ -73,8 +80,72 @@ suite() {
   SUMMARY+=("$(printf '%-8s %-12s %-7s %s' "$name" "$dir/" "$result" "${counts:-(no test summary; see $log)}")")
 }
 
+# fuzz_step SECONDS: builds sagebus-fuzz with clang in build-fuzz/ and runs it for SECONDS
+# on a scratch copy of tests/fuzz/corpus and tests/fuzz/regressions; records one summary
+# line. A crash fails the step and says where its input is and what to do with it.
+fuzz_step() {
+  local seconds=$1 dir=build-fuzz
+  local corpus="$dir/fuzz-corpus" crashes="$PWD/$dir/fuzz-crashes" log="$dir/fuzz.log"
+  say "building the fuzz target in $dir"
+  if ! CC=clang-14 CXX=clang++-14 cmake -S . -B "$dir" -DSAGEBUS_WERROR=ON -DSAGEBUS_FUZZ=ON \
+         -DSAGEBUS_BUILD_TESTS=OFF -DSAGEBUS_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo ||
+     ! cmake --build "$dir" --target sagebus-fuzz -j"$(nproc)"; then
+    SUMMARY+=("$(printf '%-8s %-12s FAILED  (the build failed)' fuzz "$dir/")")
+    FAILED=1
+    return 0
+  fi
+  # A fresh working corpus each run, so that the tree stays clean and the run takes as
+  # long as it says; crash inputs stay until removed by hand. Seeds over the length limit
+  # (-max_len) would only be cut short, and would set the fuzzer making long inputs at once.
+  rm -rf "$corpus"
+  mkdir -p "$corpus" "$crashes"
+  find tests/fuzz/corpus tests/fuzz/regressions -type f ! -name README.md -size -4097c \
+    -exec cp {} "$corpus/" \;
+  say "fuzzing for $seconds s (log: $log)"
+  local status=0
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer \
+    "$dir/tests/fuzz/sagebus-fuzz" -max_total_time="$seconds" -max_len=4096 -timeout=30 \
+    -print_final_stats=1 -dict=tests/fuzz/broker.dict -artifact_prefix="$crashes/" \
+    "$corpus" >"$log" 2>&1 || status=$?
+  grep -E '^#[0-9]+[[:space:]]+(INITED|pulse|DONE)|^Done ' "$log" >&2 || true
+  local runs secs rate cov
+  runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+  rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
+  secs="$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log")"
+  cov="$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2)"
+  local stats="${runs:-?} runs in ${secs:-?} s (${rate:-?} exec/s), ${cov:-?} edges covered"
+  local crash
+  crash="$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)"
+  if ((status == 0)) && [[ -z "$crash" ]]; then
+    SUMMARY+=("$(printf '%-8s %-12s %-7s %s' fuzz "$dir/" passed "$stats")")
+    return 0
+  fi
+  FAILED=1
+  if [[ -z "$crash" ]]; then
+    tail -n 40 "$log" >&2
+    SUMMARY+=("$(printf '%-8s %-12s FAILED  exit status %s, no crash input written; see %s' \
+      fuzz "$dir/" "$status" "$log")")
+    return 0
+  fi
+  grep -E 'FINDING|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' \
+    "$log" >&2 || true
+  cat >&2 <<EOF_CRASH
+
+The fuzzer found a crash. Its input: $crash
+The whole report: $log
+  run it again:  $dir/tests/fuzz/sagebus-fuzz $crash
+  read it:       SAGEBUS_FUZZ_TRACE=1 build/tests/fuzz/sagebus-fuzz-replay $crash
+                 (every message sent and received; build/ is ./dev.sh build's)
+Copy it into the tree under a name that says what it found, fix the bug, and commit both
+together (DEVELOPERS.md, "Fuzzing"):
+  cp $crash tests/fuzz/regressions/<what-it-found>.txt
+EOF_CRASH
+  SUMMARY+=("$(printf '%-8s %-12s FAILED  a crash after %s; input: %s' fuzz "$dir/" "$stats" "$crash")")
+}
+
 usage() {
-  sed -n '2,12s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,15s/^# \{0,1\}//p' "$0" >&2
   exit 2
 }
 
@@ -82,7 +153,7 @@ command=${1:-}
 if (($# > 0)); then shift; fi
 case "$command" in
   broker)
-    install_missing
+    install_missing "${PACKAGES[@]}"
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     args=("$@")
     if [[ " ${args[*]} " != *" --endpoint"* ]]; then
@@ -92,15 +163,26 @@ case "$command" in
     exec build/daemon/sage-busd "${args[@]}"
     ;;
   build)
-    install_missing
+    install_missing "${PACKAGES[@]}"
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     ;;
   test)
-    install_missing
+    install_missing "${PACKAGES[@]}" "${FUZZ_PACKAGES[@]}"
     suite release build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     suite asan build-asan -DSAGEBUS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+    fuzz_step 60
+    printf '\n'
+    printf '%s\n' "${SUMMARY[@]}"
+    exit "$FAILED"
+    ;;
+  fuzz)
+    seconds=${1:-60}
+    # libFuzzer takes 0 for "no limit"; a run here always ends.
+    [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "fuzz: SECONDS must be a positive number, not '$seconds'"
+    install_missing "${PACKAGES[@]}" "${FUZZ_PACKAGES[@]}"
+    fuzz_step "$seconds"
     printf '\n'
     printf '%s\n' "${SUMMARY[@]}"
     exit "$FAILED"
