@@ -411,6 +411,8 @@ TEST_CASE(
   int stopped_slot = -1;
   Clock::time_point broker_up_at{};
   admin::Counters first_broker;
+  std::ostringstream killer_log;  // what the killer did when, for the summary
+  killer_log << std::fixed << std::setprecision(2);
   const auto start = Clock::now();
   auto at_time = [&](double s) {
     return start + duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -420,6 +422,7 @@ TEST_CASE(
     events.pop();
     std::this_thread::sleep_until(at_time(e.at_s));
     const double now_s = std::chrono::duration<double>(Clock::now() - start).count();
+    killer_log << "  " << std::setw(6) << now_s << " s  ";
     switch (e.act) {
       case Act::kill: {
         std::vector<int> live;
@@ -427,7 +430,10 @@ TEST_CASE(
           if (slots[static_cast<std::size_t>(i)].process &&
               !slots[static_cast<std::size_t>(i)].stopped)
             live.push_back(i);
-        if (live.empty()) break;
+        if (live.empty()) {
+          killer_log << "no instance to kill\n";
+          break;
+        }
         const int i = live[rng() % live.size()];
         Slot& s = slots[static_cast<std::size_t>(i)];
         const std::string name = s.name;
@@ -438,6 +444,7 @@ TEST_CASE(
           kill_detection.push_back(*ms);
         else
           kill_undetected.push_back(now_s);
+        killer_log << "SIGKILL " << name << "\n";
         s.process->wait_exit(2s);
         s.process.reset();
         events.push({now_s + e.revive_after_s, Act::revive, i});
@@ -445,18 +452,23 @@ TEST_CASE(
       }
       case Act::revive:
         launch(e.slot);
+        killer_log << "start " << slots[static_cast<std::size_t>(e.slot)].name << "\n";
         break;
       case Act::stop: {
         std::vector<int> live;
         for (int i = 0; i < kInstances; ++i)
           if (slots[static_cast<std::size_t>(i)].process) live.push_back(i);
-        if (live.empty()) break;
+        if (live.empty()) {
+          killer_log << "no instance to stop\n";
+          break;
+        }
         stopped_slot = live[rng() % live.size()];
         Slot& s = slots[static_cast<std::size_t>(stopped_slot)];
         const auto stopped = Clock::now();
         s.process->signal(SIGSTOP);
         s.stopped = true;
         const std::string name = s.name;
+        killer_log << "SIGSTOP " << name << "\n";
         stop_detection = time_until([&] { return is_gone(observer, name); }, stopped, kStopFor);
         break;
       }
@@ -467,6 +479,7 @@ TEST_CASE(
         s.process->signal(SIGCONT);
         s.stopped = false;
         const std::string name = s.name;
+        killer_log << "SIGCONT " << name << "\n";
         stop_rejoin = time_until([&] { return is_routed(observer, name); }, resumed, 5s);
         break;
       }
@@ -476,10 +489,12 @@ TEST_CASE(
         } catch (const Error&) {
         }
         broker.kill();
+        killer_log << "SIGKILL sage-busd\n";
         broker_down_ms = -ms_between(start, Clock::now());
         break;
       case Act::broker_up:
         broker.start();
+        killer_log << "start sage-busd\n";
         broker_up_at = Clock::now();
         broker_down_ms += ms_between(start, broker_up_at);
         break;
@@ -613,6 +628,7 @@ TEST_CASE(
           << kRssBoundKib / 1024 << " MiB)\n"
           << "broker 1 counters         " << counters_line(first_broker) << "\n"
           << "broker 2 counters         " << counters_line(second_broker) << "\n";
+  summary << "killer timeline:\n" << killer_log.str();
   for (const auto& e : examples)
     summary << "  e.g. " << e << "\n";
   for (const auto& e : unclean_exits)
