@@ -5,9 +5,16 @@
 //   - every call had exactly one outcome (calls issued = replies + errors);
 //   - no caller got a reply to a call it did not make;
 //   - no outcome came later than the call's deadline + 100 ms;
-//   - the broker's peak RSS stayed under kRssBoundKib;
+//   - the broker's peak RSS stayed under kRssBoundKib (64 MiB; the broker runs with its
+//     default limits, and its RSS is sampled every 100 ms from /proc);
 //   - no call that was not marked idempotent was executed twice (each instance logs the
-//     token of every call it executes, see chaos_instance.cpp).
+//     token of every call it executes, before working on it: see chaos_instance.cpp).
+// Half of the calls are idempotent; those may run twice after an instance loss (the
+// broker retries them once), and the summary counts how often they did.
+//
+// Timing: heartbeat 200 ms, liveness 3, so a lease is 600 ms; the SIGSTOP lasts 1.5 s.
+// Detection times are measured by polling the broker's service table from an observer
+// client: from SIGKILL (or SIGSTOP) until the broker no longer routes to the instance.
 //
 // Callers: 8 Clients, each shared by 2 threads. Callers 0-3 set wait_for_ready, 4-7 do
 // not. The waiting half rides through the broker restart (their calls wait for the
