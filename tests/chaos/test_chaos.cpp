@@ -185,9 +185,14 @@ class Caller {
     for (int t = 0; t < kThreadsPerCaller; ++t)
       threads_.emplace_back([this, t, seed] { run_(t, seed + static_cast<std::uint64_t>(t)); });
   }
+  // On the way out of a failed test too: the threads must not outlive their Client.
+  ~Caller() {
+    stop_.store(true);
+    join();
+  }
   void join() {
     for (auto& t : threads_)
-      t.join();
+      if (t.joinable()) t.join();
   }
   // Only after join().
   const std::vector<std::shared_ptr<CallRecord>>& records() const { return records_; }
