@@ -102,7 +102,7 @@ fuzz_step() {
   find tests/fuzz/corpus tests/fuzz/regressions -type f ! -name README.md -size -4097c \
     -exec cp {} "$corpus/" \;
   say "fuzzing for $seconds s (log: $log)"
-  local status=0
+  local status=0 started=$SECONDS
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer \
     "$dir/tests/fuzz/sagebus-fuzz" -max_total_time="$seconds" -max_len=4096 -timeout=30 \
@@ -113,8 +113,9 @@ fuzz_step() {
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
   rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
   secs="$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log")"
+  secs=${secs:-$((SECONDS - started))}  # no "Done" line after a crash
   cov="$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2)"
-  local stats="${runs:-?} runs in ${secs:-?} s (${rate:-?} exec/s), ${cov:-?} edges covered"
+  local stats="${runs:-?} runs in $secs s (${rate:-?} exec/s), ${cov:-?} edges covered"
   local crash
   crash="$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)"
   if ((status == 0)) && [[ -z "$crash" ]]; then
