@@ -12,10 +12,12 @@ namespace sagebus::broker {
 
 namespace {
 
-// The bytes a header's id field takes for `id` (none for 0: proto3 leaves it out).
+// The bytes a header's id field takes for `id` (none for 0: proto3 leaves it out), and
+// at most (a key byte and a 10-byte varint).
 std::size_t id_field_bytes(std::uint64_t id) {
   return id == 0 ? 0 : 1 + (static_cast<std::size_t>(std::bit_width(id)) + 6) / 7;
 }
+constexpr std::size_t kMaxIdFieldBytes = 11;
 
 std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
@@ -36,6 +38,19 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   }
   if (auto error = wire::check_name("method name", in_.method())) {
     answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  // Dispatched under the broker's id instead of the caller's, the header must still be
+  // one an instance reads (found by the fuzz harness: tests/fuzz/regressions/
+  // request-header-grows-past-what-an-instance-reads.txt).
+  if (const std::size_t bytes = in_.ByteSizeLong() - id_field_bytes(id) + kMaxIdFieldBytes;
+      bytes > wire::kMaxHeaderBytes) {
+    metrics_.refused(Limit::max_header);
+    answer_request_(from, id, wire::INVALID_ARGUMENT,
+                    "the request's header would be up to " + std::to_string(bytes) +
+                        " bytes with the broker's dispatch id, over the " +
+                        std::to_string(wire::kMaxHeaderBytes) +
+                        " an instance reads; send less in headers, routing_key or trace_id");
     return;
   }
   ++metrics_.calls;

@@ -14,6 +14,9 @@ namespace sagebus::broker {
 
 namespace {
 
+// A header's id field at most: a key byte and a 10-byte varint.
+constexpr std::size_t kMaxIdFieldBytes = 11;
+
 std::string millis(TimePoint from, TimePoint to) {
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
 }
@@ -28,6 +31,18 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
   }
   if (auto error = wire::check_name("peer name", in_.peer())) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  // The DELIVER carries the sender's name and the broker's id where the SEND has the
+  // peer's name and the sender's: it must still be a header the peer reads (found by the
+  // fuzz harness: tests/fuzz/regressions/deliver-header-grows-past-what-a-peer-reads.txt).
+  if (const std::size_t bytes = in_.ByteSizeLong() + kMaxIdFieldBytes + wire::kMaxNameBytes;
+      bytes > wire::kMaxHeaderBytes) {
+    metrics_.refused(Limit::max_header);
+    answer_(from, id, wire::INVALID_ARGUMENT,
+            "the send's header would be up to " + std::to_string(bytes) +
+                " bytes as a DELIVER, over the " + std::to_string(wire::kMaxHeaderBytes) +
+                " a peer reads; send less in trace_id");
     return;
   }
   if (refuse_call_(from, id, "calls and sends")) return;
