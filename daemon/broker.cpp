@@ -14,6 +14,8 @@ namespace {
 
 constexpr std::size_t kReceiveBatch = 256;
 constexpr std::chrono::milliseconds kMaxPollWait{1000};
+// A pause of the loop itself longer than this does not count against client leases.
+constexpr std::chrono::milliseconds kStall{50};
 // At shutdown, how long libzmq may keep flushing the last answers and GOODBYEs.
 constexpr int kShutdownLingerMs = 500;
 
@@ -41,7 +43,7 @@ std::string printable(const RoutingId& rid) {
 
 Broker::Broker(BrokerConfig config)
     : config_(std::move(config)),
-      calls_(config_.max_calls),
+      calls_(config_.max_calls, first_dispatch_id(std::chrono::system_clock::now())),
       queues_(QueueLimits{.max_depth = config_.max_queue_depth,
                           .max_queues = config_.max_queues,
                           .max_waiting = config_.max_queue_waiters,
@@ -137,13 +139,19 @@ void Broker::tick_() {
       {router_.handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
       {http_control_ ? http_control_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+  const auto timeout = poll_timeout_();
   try {
-    zmq::poll(items, http_control_ ? 3 : 2, poll_timeout_());
+    zmq::poll(items, http_control_ ? 3 : 2, timeout);
   } catch (const zmq::error_t& e) {
     if (e.num() != EINTR) throw;
     return;  // a signal: the caller checks its stop flag
   }
+  // Waking much later than asked, the broker was not running (SIGSTOP, no CPU); clients
+  // could not be heard meanwhile, and their heartbeats are still waiting to be read.
+  const TimePoint asked = now_ + timeout;
   now_ = Clock::now();
+  if (now_ - asked > kStall) registry_.extend_leases(now_ - asked);
+  const TimePoint woke = now_;
   // Messages before connection events, so that what a peer sent just before closing
   // (a reply, a GOODBYE) is handled before its connection is declared lost.
   if ((items[0].revents & ZMQ_POLLIN) != 0) receive_batch_();
@@ -160,6 +168,8 @@ void Broker::tick_() {
     check_leases_();
     apply_removals_();
   }
+  // Likewise for a tick that took long: what came in meanwhile has not been read yet.
+  if (const auto busy = Clock::now() - woke; busy > kStall) registry_.extend_leases(busy);
 }
 
 void Broker::handle_for_test(Frames& frames) {

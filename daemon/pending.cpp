@@ -105,4 +105,10 @@ void PendingCalls::compact_heap_() {
   deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
 }
 
+CallId first_dispatch_id(std::chrono::system_clock::time_point started) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(started.time_since_epoch());
+  constexpr CallId kBelowTopBit = (CallId{1} << 63) - 1;
+  return ((static_cast<CallId>(ms.count()) << 20) & kBelowTopBit) | 1;
+}
+
 }  // namespace sagebus::broker

@@ -96,7 +96,9 @@ class Call {
 
 class PendingCalls {
  public:
-  explicit PendingCalls(std::size_t capacity) : capacity_(capacity) {}
+  // Dispatch ids start at `first_id` and rise; see first_dispatch_id().
+  explicit PendingCalls(std::size_t capacity, CallId first_id = 1)
+      : capacity_(capacity), next_id_(first_id) {}
 
   bool full() const noexcept { return calls_.size() >= capacity_; }
   // A lower capacity keeps the calls already in the table; it refuses new ones.
@@ -157,7 +159,7 @@ class PendingCalls {
   void uncount_(Call& call);
 
   std::size_t capacity_;
-  CallId next_id_ = 1;
+  CallId next_id_;
   std::unordered_map<CallId, Call> calls_;
   std::unordered_map<RoutingId, std::size_t> pending_by_caller_;  // no zero entries
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
@@ -165,5 +167,11 @@ class PendingCalls {
   // heap is rebuilt when stale entries outnumber live calls.
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> deadlines_;
 };
+
+// The first dispatch id of a broker started at `started` (system clock): its Unix time
+// in ms above 20 bits of counter, below the top bit that the SDK's own ids carry. A
+// restarted broker therefore never reuses an id the one before it gave a dispatch, so a
+// reply from a handler that outlived the old broker cannot answer a new call.
+CallId first_dispatch_id(std::chrono::system_clock::time_point started);
 
 }  // namespace sagebus::broker

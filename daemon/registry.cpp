@@ -80,6 +80,11 @@ std::vector<RoutingId> Registry::expired(TimePoint now, std::chrono::millisecond
   return out;
 }
 
+void Registry::extend_leases(Clock::duration by) {
+  for (auto& [rid, c] : clients_)
+    c.last_seen += by;
+}
+
 std::vector<std::string> Registry::remove_client(const RoutingId& rid) {
   auto it = clients_.find(rid);
   if (it == clients_.end()) return {};

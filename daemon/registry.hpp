@@ -88,6 +88,9 @@ class Registry {
 
   // Clients whose last message is older than `lease`.
   std::vector<RoutingId> expired(TimePoint now, std::chrono::milliseconds lease) const;
+  // Moves every client's last_seen `by` later: time the broker itself was not reading
+  // (stopped, starved of CPU) must not count against the leases of its clients.
+  void extend_leases(Clock::duration by);
 
   // Removes the client and all its instances. Returns the services it had instances of.
   std::vector<std::string> remove_client(const RoutingId& rid);

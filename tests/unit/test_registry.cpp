@@ -127,6 +127,14 @@ TEST_CASE("a silent client's lease expires after the lease time", "[registry]") 
   CHECK(reg.expired(t0 + 3001ms, 3000ms) == std::vector<RoutingId>{"A"});
 }
 
+TEST_CASE("time the broker itself was stopped does not count against leases", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.extend_leases(10s);  // the broker was frozen for 10 s
+  CHECK(reg.expired(t0 + 12s, 3000ms).empty());
+  CHECK(reg.expired(t0 + 13001ms, 3000ms) == std::vector<RoutingId>{"A"});
+}
+
 TEST_CASE("removing a client removes its instances and its fd", "[registry]") {
   Registry reg;
   reg.hello("A", hello("a"), 10, t0);
