@@ -128,6 +128,7 @@ class Engine {
         if (e.num() != EINTR) throw;
       }
       now_ = Clock::now();
+      check_stall_();
       if (items[1].revents & ZMQ_POLLIN) drain_monitor_();
       if (items[2].revents & ZMQ_POLLIN) drain_commands_();
       if (items[0].revents & ZMQ_POLLIN) drain_socket_();
@@ -135,6 +136,7 @@ class Engine {
       // that keeps the socket full would never be heard and lose its own lease.
       run_timers_();
       flush_outbox_();
+      last_ran_ = Clock::now();
     }
     shut_down_();
   }
@@ -246,7 +248,8 @@ class Engine {
         break;
       case ZMQ_EVENT_DISCONNECTED:
         tcp_up_ = false;
-        lose_link_("connection to sage-busd at " + endpoint_ + " closed");
+        // The broker drops a connection's state when it closes (or it is gone itself).
+        lose_link_("connection to sage-busd at " + endpoint_ + " closed", true);
         break;
       default:
         break;
@@ -258,10 +261,16 @@ class Engine {
   // never say HELLO again).
   void on_goodbye_() {
     if (in_.status() == wire::PERMISSION_DENIED) replaced_ = true;
-    lose_link_("sage-busd at " + endpoint_ + " closed this connection: " + in_.message());
+    lose_link_("sage-busd at " + endpoint_ + " closed this connection: " + in_.message(),
+               !replaced_);
   }
 
   void on_welcome_() {
+    if (discard_before_welcome_ != 0) {
+      // Only the answer to a HELLO sent after the stall ends it (see check_stall_).
+      if (in_.id() < discard_before_welcome_) return;
+      discard_before_welcome_ = 0;
+    }
     const auto& w = in_.welcome();
     if (w.broker_session() != session_) {
       if (!session_.empty()) {
@@ -296,26 +305,59 @@ class Engine {
   // The broker does not know this connection (it forgot it, or it is a new broker): it did
   // not act on message `id`, and has forgotten every request it was given before. Say
   // HELLO again. The requests sent before `id` may have run and will never be answered:
-  // they end UNAVAILABLE. Those sent from `id` on were refused like `id` (the broker
-  // cannot know us again before our next HELLO), so they never ran: they are sent again
-  // after WELCOME — also those whose own HELLO_REQUIRED the broker's rate limit dropped.
-  // When `id` is not ours (it named a REPLY of ours) nothing says where the forgetting
-  // began, so every request sent ends UNAVAILABLE.
+  // they end UNAVAILABLE (but a QUEUE_GET, which is asked again: see requeue_or_fail_).
+  // Those sent from `id` on were refused like `id` (the broker cannot know us again before
+  // our next HELLO), so they never ran: they are sent again after WELCOME — also those
+  // whose own HELLO_REQUIRED the broker's rate limit dropped. When `id` is not ours (it
+  // named a REPLY of ours) nothing says where the forgetting began, so every request sent
+  // ends UNAVAILABLE.
   void on_hello_required_(std::uint64_t id) {
+    // A SUBSCRIBE sent again keeps its first id (the broker's key for the subscription):
+    // its place in the sending order is the fresh id it took when it was sent.
+    if (auto it = subscriptions_.find(id); it != subscriptions_.end()) id = it->second->sent_as;
+    restart_session_(id, true,
+                     "sage-busd at " + endpoint_ +
+                         " forgot this connection (its lease expired, or it restarted) "
+                         "while the request was in flight; the request may or may not "
+                         "have taken effect");
+  }
+
+  // This thread did not run for longer than heartbeat x liveness, and so the broker heard
+  // nothing from us for that long (SIGSTOP, a machine that stalled): it has (or may have)
+  // dropped this connection at its lease expiry, and answered on our behalf what it had
+  // sent us: a DELIVER's sender was told UNDELIVERABLE, a REQUEST's caller UNAVAILABLE.
+  // Those messages may still wait in the socket; they must not be acted on. Say HELLO
+  // again, as after HELLO_REQUIRED, and drop every DELIVER and REQUEST read before the
+  // WELCOME that answers it. (A broker that did not drop us ends those at their deadlines.)
+  void check_stall_() {
+    if (link_ != Link::ready) return;
+    const auto lease = heartbeat_ * liveness_;
+    // Both: the loop itself stalled (not a socket full of publishes), for longer than the lease.
+    if (now_ - last_ran_ <= heartbeat_ || now_ - last_sent_ <= lease) return;
+    discard_before_welcome_ = next_id_ + 1;  // any HELLO sent from now on has an id >= this
+    const auto silent = duration_cast<milliseconds>(now_ - last_sent_).count();
+    restart_session_(0, false,
+                     "this client did not run for " + std::to_string(silent) +
+                         " ms, longer than its lease of " + std::to_string(lease.count()) +
+                         " ms, so sage-busd at " + endpoint_ +
+                         " may have dropped the connection while the request was in flight; "
+                         "the request may or may not have taken effect");
+  }
+
+  // A new session is needed (see on_hello_required_ and check_stall_). `id` is the first
+  // message of ours the broker refused, or 0 if that is not known. `forgotten`: the broker
+  // certainly holds nothing of ours any more.
+  void restart_session_(std::uint64_t id, bool forgotten, const std::string& why) {
     set_link_(Link::connecting);
     fresh_session_ = true;
     const bool ours = (id & kOwnIdBit) != 0;
-    const std::string why = "sage-busd at " + endpoint_ +
-                            " forgot this connection (its lease expired, or it restarted) "
-                            "while the request was in flight; the request may or may not "
-                            "have taken effect";
     for (auto it = requests_.begin(); it != requests_.end();) {
       auto next = std::next(it);
       if (it->second.sent) {
         if (ours && it->first >= id)
           it->second.sent = false;
         else
-          finish_(it, failure(lost_status_(it->second), why));
+          requeue_or_fail_(it, forgotten, why);
       }
       it = next;
     }
@@ -325,12 +367,18 @@ class Engine {
 
   // The broker is gone, refused us, or has forgotten this connection: requests it was
   // given cannot be answered any more. New ones fail fast until a WELCOME comes.
-  void lose_link_(const std::string& why) {
+  // `forgotten`: the broker certainly holds nothing of ours any more (the connection closed).
+  void lose_link_(const std::string& why, bool forgotten = false) {
     last_failure_ = why;
     failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
     set_link_(Link::failing);
     fresh_session_ = true;
-    fail_sent_(why + "; the request may or may not have taken effect");
+    const std::string text = why + "; the request may or may not have taken effect";
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      if (it->second.sent) requeue_or_fail_(it, forgotten, text);
+      it = next;
+    }
     fail_unsent_impatient_();
     forget_registration_answers_();
     if (tcp_up_ && !replaced_) send_hello_();
@@ -482,6 +530,24 @@ class Engine {
     }
   }
 
+  // Request `it` was sent, and the broker may not answer it any more. A QUEUE_GET that
+  // waits for ready is asked again after the next WELCOME, within its timeout, if the broker
+  // has `forgotten` it (asked twice, a broker that still held it could hand an item to the
+  // copy nobody reads); the ack it carried goes with it, moot now that the connection that
+  // held the item is gone (its tag may name another item on a new broker). Any other
+  // request ends with `why`.
+  void requeue_or_fail_(std::unordered_map<std::uint64_t, Request>::iterator it, bool forgotten,
+                        const std::string& why) {
+    Request& request = it->second;
+    if (forgotten && !replaced_ && request.spec.kind == wire::QUEUE_GET &&
+        request.spec.options.wait_for_ready) {
+      request.sent = false;
+      request.spec.tag = 0;
+      return;
+    }
+    finish_(it, failure(lost_status_(request), why));
+  }
+
   // A send whose link is lost was not delivered as far as anyone can tell.
   static Status lost_status_(const Request& request) {
     return request.spec.kind == wire::SEND ? Status::undeliverable : Status::unavailable;
@@ -533,6 +599,7 @@ class Engine {
       auto& [header, payload] = outbox_.front();
       if (!socket_.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
       (void)socket_.send(payload, zmq::send_flags::dontwait);
+      last_sent_ = now_;
       outbox_.pop_front();
       owner_.publish_slots_.release();
     }
@@ -566,13 +633,18 @@ class Engine {
     (void)send_();
   }
 
+  // Sent again after every new session under its first id: the broker keys a subscription
+  // by (connection, SUBSCRIBE id), and a broker that still knows this connection replaces
+  // the one it holds (and resets its credit) instead of holding it twice. That id is never
+  // reused for anything else, so its answers still go to this subscription alone.
   void send_subscribe_(const std::shared_ptr<SubscriptionCore>& core) {
     out_.Clear();
     out_.set_kind(wire::SUBSCRIBE);
-    out_.set_id(++next_id_);
+    core->sent_as = ++next_id_;
+    if (core->wire_id == 0) core->wire_id = core->sent_as;
+    out_.set_id(core->wire_id);
     out_.set_topic(core->pattern());
     out_.set_credit(std::max<std::uint32_t>(core->room(), 1));
-    core->wire_id = out_.id();
     subscriptions_[core->wire_id] = core;
     (void)send_();
   }
@@ -588,6 +660,7 @@ class Engine {
   // --- point-to-point ------------------------------------------------------------------
 
   void on_deliver_() {
+    if (discard_before_welcome_ != 0) return;  // its sender was answered for us: check_stall_
     Message message{{}, in_.peer(), {}, 0};
     if (!frames_.empty()) message.payload = to_string(frames_.front());
     const bool taken = owner_.offer_to_inbox(std::move(message));
@@ -655,6 +728,7 @@ class Engine {
   }
 
   void on_request_() {
+    if (discard_before_welcome_ != 0) return;  // its caller was answered for us: check_stall_
     auto it = services_.find(in_.service());
     if (it == services_.end())
       return reply_(in_.id(), Status::unavailable,
@@ -732,6 +806,7 @@ class Engine {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
     if (!socket_.send(header, more | zmq::send_flags::dontwait)) return false;
     if (payload) (void)socket_.send(*payload, zmq::send_flags::dontwait);
+    last_sent_ = now_;
     return true;
   }
 
@@ -778,6 +853,11 @@ class Engine {
   std::uint32_t liveness_ = kDefaultLiveness;
   std::uint64_t max_payload_ = kDefaultMaxPayload;
   Clock::time_point last_heard_ = now_;
+  Clock::time_point last_sent_ = now_;  // when we last handed the broker a message
+  Clock::time_point last_ran_ = now_;   // when the loop last went to wait
+  // Not 0 after a stall (check_stall_): DELIVER and REQUEST are dropped until a WELCOME with
+  // an id from this one on.
+  std::uint64_t discard_before_welcome_ = 0;
   Clock::time_point next_heartbeat_ = now_;
   bool heartbeat_due_ = false;  // a heartbeat the full socket refused, to send first
   Clock::time_point hello_sent_at_ = now_ - kHelloRetry;

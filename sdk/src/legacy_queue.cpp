@@ -43,7 +43,11 @@ void LegacyQueue::put(std::string_view item, std::chrono::milliseconds timeout) 
 
 std::optional<std::string> LegacyQueue::get(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex_);
-  auto outcome = detail::ask(client_, queue_request(wire::QUEUE_GET, name_, unacked_, timeout));
+  auto spec = queue_request(wire::QUEUE_GET, name_, unacked_, timeout);
+  // A reader waits out a broker restart: the engine asks the new broker again, within
+  // the timeout, once it is connected (an item the old broker handed out went with it).
+  spec.options.wait_for_ready = true;
+  auto outcome = detail::ask(client_, std::move(spec));
   // The broker acknowledged the previous item before it answered, whatever the answer.
   if (outcome.status != Status::unavailable && outcome.status != Status::cancelled) unacked_ = 0;
   if (outcome.status == Status::deadline_exceeded) return std::nullopt;

@@ -2,8 +2,10 @@
 //
 // The I/O thread calls deliver(); the subscription's own thread runs the handler, one
 // message at a time, and returns credit to the broker as it goes, so the broker never
-// sends more than `window` messages ahead of the handler. `wire_id` is the id of the
-// SUBSCRIBE currently in force; only the I/O thread touches it.
+// sends more than `window` messages ahead of the handler. `wire_id` is the id of its
+// first SUBSCRIBE, which the broker keys it by and which every SUBSCRIBE sent again
+// reuses; `sent_as`, the fresh id the latest one took in the sending order. Only the I/O
+// thread touches them.
 #pragma once
 
 #include <atomic>
@@ -33,6 +35,7 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   // I/O thread: credit to grant on a fresh SUBSCRIBE (room left in the queue).
   std::uint32_t room();
   std::uint64_t wire_id = 0;
+  std::uint64_t sent_as = 0;
   // I/O thread: the broker's answer to a SUBSCRIBE.
   void on_subscribed(Status status, const std::string& message);
   // Owner: see Subscription::wait_subscribed.

@@ -267,6 +267,37 @@ TEST_CASE(
   CHECK(frozen.wait_for_log("mail kept", 5s));
 }
 
+// On waking up, the SDK must not take what the broker sent it before dropping it at its
+// lease expiry: that DELIVER's sender was already told UNDELIVERABLE (Engine::check_stall_).
+TEST_CASE(
+    "mail a frozen client never took, and whose sender was told UNDELIVERABLE, is not taken "
+    "when the client wakes up",
+    "[liveness][lease][p2p]") {
+  Broker broker(kShortLease);
+  Client admin(at(broker, "admin"));
+  LegacyQueue jobs(admin, "jobs");
+  jobs.put("job-1");
+  TempDir dir;
+  Process frozen(
+      {test_peer_path(), broker.endpoint(), "hold-all", "frozen", "work", "news.>", "jobs"},
+      dir.path() + "/frozen.log");
+  REQUIRE(frozen.wait_for_log("ready", 10s));
+  Client sender(at(broker, "sender"));
+  REQUIRE(sender.wait_connected(5s));
+
+  frozen.signal(SIGSTOP);
+  const auto error = error_of([&] { sender.send("frozen", "letter", {.timeout = 10s}); });
+  REQUIRE(error.status() == Status::undeliverable);
+  frozen.signal(SIGCONT);
+  REQUIRE(eventually([&] { return has_client(admin, "frozen"); }, 10s));
+  // Whatever it takes from before its lease expired, it takes before this.
+  sender.send("frozen", "after");
+  REQUIRE(frozen.wait_for_log("mail after", 5s));
+
+  INFO("the frozen peer's log:\n" << frozen.log());
+  CHECK(frozen.log().find("mail letter") == std::string::npos);
+}
+
 TEST_CASE(
     "a broker frozen by SIGSTOP: clients notice within heartbeat x liveness and fail calls "
     "UNAVAILABLE, and after SIGCONT they come back by themselves",
@@ -327,6 +358,38 @@ TEST_CASE(
                ticks.size() >= 1;
       },
       5s));
+}
+
+// A broker that resumes after a freeze handles what its clients sent meanwhile as heard
+// now (their leases kept), and a client that says HELLO again to a broker that still
+// knows it re-subscribes under each subscription's first id, which replaces it
+// (Engine::send_subscribe_) instead of holding it twice.
+TEST_CASE(
+    "a broker resuming after a freeze keeps the leases of clients that spoke meanwhile, and "
+    "each of their subscriptions once",
+    "[liveness][lease]") {
+  Broker broker(kShortLease);
+  Client caller(at(broker, "caller"));
+  Inbox ticks;
+  auto subscription = caller.subscribe("ticks.>", ticks.handler());
+  REQUIRE(subscription.wait_subscribed(5s));
+
+  broker.process().signal(SIGSTOP);
+  REQUIRE(eventually([&] { return !caller.connected(); }, 10s));
+  broker.process().signal(SIGCONT);
+  REQUIRE(caller.wait_connected(10s));
+  REQUIRE(eventually(
+      [&] {
+        return error_of([&] {
+                 caller.publish("ticks.now", "after", {.confirm = true});
+               }).status() == Status::ok &&
+               ticks.size() >= 1;
+      },
+      5s));
+
+  const auto status = broker_status(caller);
+  CHECK(status.counters().leases_expired() == 0);
+  CHECK(subscriptions_on(caller, "ticks.>") == 1);
 }
 
 TEST_CASE(
@@ -585,6 +648,40 @@ TEST_CASE(
   new_gate.open();
   const auto outcome = outcome_of(new_call);
   CHECK(outcome.reply.payload == "new:y");
+}
+
+// A LegacyQueue::get() waiting when the broker goes away is asked again of the restarted
+// broker, within its timeout (QUEUE_GET waits for ready; Engine::requeue_or_fail_).
+TEST_CASE(
+    "a queue reader waiting in get() when the broker restarts gets an item put after the "
+    "restart, without user code",
+    "[restart][queues]") {
+  auto broker = std::make_unique<Broker>(kShortLease);
+  const auto endpoint = broker->endpoint();
+  Client reader_client(at(endpoint, "reader"));
+  LegacyQueue reader(reader_client, "jobs");
+  auto item = std::async(std::launch::async, [&] { return reader.get(10s); });
+  Client writer_client(at(endpoint, "writer"));
+  REQUIRE(eventually([&] { return readers_of(writer_client, "jobs") == 1; }, 5s));
+
+  broker->process().signal(SIGKILL);
+  REQUIRE(broker->process().wait_exit(5s) != -1);
+  TempDir dir;
+  const auto again = restart_broker(endpoint, dir, kShortLease);
+  LegacyQueue writer(writer_client, "jobs");
+  REQUIRE(eventually(
+      [&] {
+        try {
+          writer.put("after the restart");
+          return true;
+        } catch (const Error&) {
+          return false;  // not connected again yet
+        }
+      },
+      10s));
+
+  REQUIRE(item.wait_for(10s) == std::future_status::ready);
+  CHECK(item.get() == "after the restart");
 }
 
 TEST_CASE("after a broker restart, clients reconnect within reconnect_max however long it was away",
