@@ -158,12 +158,7 @@ void Broker::tick_() {
   if (http_control_ && (items[2].revents & ZMQ_POLLIN) != 0)
     http_control_->serve(
         [this](const std::string& what, int& status) { return answer_http_(what, status); });
-  handle_connection_events_();
-  apply_removals_();
-  run_deadlines_();
-  apply_removals_();
-  run_queue_deadlines_();
-  apply_removals_();
+  after_messages_();
   if (now_ >= next_lease_check_) {
     check_leases_();
     apply_removals_();
@@ -172,16 +167,20 @@ void Broker::tick_() {
   if (const auto busy = Clock::now() - woke; busy > kStall) registry_.extend_leases(busy);
 }
 
-void Broker::handle_for_test(Frames& frames) {
-  now_ = Clock::now();
-  handle_message_(frames);
-  apply_removals_();
+void Broker::after_messages_() {
   handle_connection_events_();
   apply_removals_();
   run_deadlines_();
   apply_removals_();
   run_queue_deadlines_();
   apply_removals_();
+}
+
+void Broker::handle_for_test(Frames& frames) {
+  now_ = Clock::now();
+  handle_message_(frames);
+  apply_removals_();
+  after_messages_();
 }
 
 std::chrono::milliseconds Broker::poll_timeout_() {

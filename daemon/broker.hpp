@@ -111,6 +111,9 @@ class Broker {
   void receive_batch_();
   void handle_message_(Frames& frames);
   void handle_connection_events_();
+  // What a tick runs after reading messages: closed connections, then call and queue
+  // deadlines, each followed by the removals it scheduled.
+  void after_messages_();
   void check_leases_();
   void shutdown_();
   void start_http_();
