@@ -151,6 +151,11 @@ void Connection::publish(std::string topic, std::string payload,
   if (!connected() && (failing() || !wait_connected(timeout)))
     throw Error(Status::unavailable, "cannot publish on " + topic +
                                          ": not connected to sage-busd at " + options_.endpoint);
+  if (const auto limit = max_payload_.load(std::memory_order_relaxed); payload.size() > limit)
+    throw Error(Status::invalid_argument,
+                "cannot publish on " + topic + ": the payload of " +
+                    std::to_string(payload.size()) + " bytes exceeds the broker's max-payload of " +
+                    std::to_string(limit) + " bytes");
   if (!publish_slots_.try_acquire_for(timeout))
     throw Error(Status::overloaded, "cannot publish on " + topic + ": " +
                                         std::to_string(options_.max_queued_publishes) +

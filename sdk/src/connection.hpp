@@ -33,6 +33,9 @@
 
 namespace sagebus::detail {
 
+// The broker's max-payload until its WELCOME says otherwise (sage-busd's default).
+inline constexpr std::uint64_t kDefaultMaxPayload = 16u << 20;
+
 class ServiceCore;
 class SubscriptionCore;
 class Engine;
@@ -176,6 +179,8 @@ class Connection {
   int wake_fd_ = -1;  // eventfd: readable when commands_ is non-empty or on stop
   std::atomic<bool> stopping_{false};
   std::counting_semaphore<> publish_slots_;  // released as publishes reach the socket
+  // The broker's max-payload, from its WELCOME (the I/O thread stores it).
+  std::atomic<std::uint64_t> max_payload_{kDefaultMaxPayload};
 
   std::mutex inbox_mutex_;
   std::condition_variable inbox_cv_;

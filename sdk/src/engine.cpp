@@ -32,7 +32,6 @@ constexpr milliseconds kHelloRetry{1000};
 // Until the first WELCOME says otherwise.
 constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
 constexpr std::uint32_t kDefaultLiveness = 3;
-constexpr std::uint64_t kDefaultMaxPayload = 16u << 20;
 // Messages read from the socket before the loop looks at its timers again.
 constexpr int kReceiveBatch = 256;
 // Every id this side starts has the top bit set; the broker numbers its dispatches from 1
@@ -283,6 +282,7 @@ class Engine {
     heartbeat_ = milliseconds(w.heartbeat_ms() ? w.heartbeat_ms() : kDefaultHeartbeatMs);
     liveness_ = w.liveness() ? w.liveness() : kDefaultLiveness;
     max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
+    owner_.max_payload_.store(max_payload_, std::memory_order_relaxed);
     hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
     set_link_(Link::ready);
     next_heartbeat_ = now_ + heartbeat_;
@@ -707,6 +707,14 @@ class Engine {
     out_.Clear();
     out_.set_kind(wire::REPLY);
     out_.set_id(id);
+    if (payload.size() > max_payload_) {
+      // The broker would refuse it; its caller hears why instead of a lost connection.
+      status = Status::handler_error;
+      message = "the handler's reply of " + std::to_string(payload.size()) +
+                " bytes exceeds the broker's max-payload of " + std::to_string(max_payload_) +
+                " bytes";
+      payload.clear();
+    }
     out_.set_status(static_cast<wire::Status>(status));
     if (!message.empty()) out_.set_message(std::move(message));
     (void)send_(adopt(std::move(payload)));

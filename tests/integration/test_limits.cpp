@@ -237,6 +237,31 @@ TEST_CASE("the pending count of a connection returns to 0 whichever way its call
     CHECK(c.get().payload == "f");
 }
 
+TEST_CASE("the SDK refuses what the broker's max-payload would: a publish, and a reply",
+          "[limits][payload]") {
+  Broker broker({"--max-payload", "1024"});
+  Client instance(at(broker, "big-replier"));
+  Service service(instance, "big");
+  service.handle("reply", [](const Request&) { return std::string(4096, 'r'); });
+  service.start();
+  REQUIRE(service.wait_registered(5s));
+  Client caller(at(broker, "caller"));
+  REQUIRE(caller.wait_connected(5s));
+
+  // An unconfirmed publish would be dropped by the broker without a word: refused here.
+  const Error publish = error_of([&] { caller.publish("big.news", std::string(2048, 'p')); });
+  CHECK(publish.status() == Status::invalid_argument);
+  CHECK_THAT(publish.what(), Catch::Contains("max-payload of 1024"));
+  caller.publish("big.news", std::string(1024, 'p'));  // at the limit: taken
+
+  // A reply over the limit: the caller hears HANDLER_ERROR, and the instance stays.
+  const Error reply = error_of([&] { caller.call("big", "reply", "", {.timeout = 5s}); });
+  CHECK(reply.status() == Status::handler_error);
+  CHECK_THAT(reply.what(), Catch::Contains("4096 bytes exceeds the broker's max-payload"));
+  CHECK(broker_status(caller).instances() == 1);
+  CHECK(broker_status(caller).counters().disconnects() == 0);
+}
+
 TEST_CASE("a SUBSCRIBE beyond max-subscriptions is answered OVERLOADED and counted",
           "[limits][subscriptions]") {
   Broker broker({"--max-subscriptions", "2"});
