@@ -47,16 +47,22 @@ bool connect(sagebus::Client& client, const std::string& endpoint) {
   return false;
 }
 
+// Gets one item from `queue` and says so; false (said on stderr) if none came in 10 s.
+bool take_one(sagebus::LegacyQueue& queue, const std::string& queue_name) {
+  const auto item = queue.get(10s);
+  if (!item) {
+    std::cerr << "no item in queue " << queue_name << " within 10 s\n";
+    return false;
+  }
+  say("got " + *item);
+  return true;
+}
+
 int queue_get(const std::string& endpoint, const std::string& queue_name) {
   sagebus::Client client({.endpoint = endpoint, .name = "test-peer"});
   if (!connect(client, endpoint)) return 1;
   sagebus::LegacyQueue queue(client, queue_name);
-  const auto item = queue.get(10s);
-  if (!item) {
-    std::cerr << "no item in queue " << queue_name << " within 10 s\n";
-    return 1;
-  }
-  say("got " + *item);
+  if (!take_one(queue, queue_name)) return 1;
   std::this_thread::sleep_for(60s);  // the scenario: die holding the item
   return 0;
 }
@@ -80,12 +86,7 @@ int hold_all(const std::string& endpoint, const std::string& name, const std::st
     return 1;
   }
   sagebus::LegacyQueue queue(client, queue_name);
-  const auto item = queue.get(10s);
-  if (!item) {
-    std::cerr << "no item in queue " << queue_name << " within 10 s\n";
-    return 1;
-  }
-  say("got " + *item);
+  if (!take_one(queue, queue_name)) return 1;
 
   std::atomic<bool> done{false};
   std::thread inbox([&] {

@@ -161,6 +161,19 @@ class Outcomes {
   std::map<std::string, std::vector<Reply>> by_token_;
 };
 
+// sagebus-test-peer "hold-all", connected as "frozen": an instance of "work" (whose
+// "hold" never answers), a subscription to "news.>", and the one item `admin` puts on
+// queue "jobs", taken and never acknowledged; its log says "ready" once it holds them.
+std::unique_ptr<Process> start_holder(const Broker& broker, Client& admin, const TempDir& dir) {
+  LegacyQueue(admin, "jobs").put("job-1");
+  auto p = std::make_unique<Process>(
+      std::vector<std::string>{test_peer_path(), broker.endpoint(), "hold-all", "frozen", "work",
+                               "news.>", "jobs"},
+      dir.path() + "/frozen.log");
+  REQUIRE(p->wait_for_log("ready", 10s));
+  return p;
+}
+
 // A second sage-busd on `endpoint` (the first one's, after it died).
 std::unique_ptr<Process> restart_broker(const std::string& endpoint, const TempDir& dir,
                                         const std::vector<std::string>& extra = {}) {
@@ -183,13 +196,9 @@ TEST_CASE(
     "[liveness][lease]") {
   Broker broker(kShortLease);
   Client admin(at(broker, "admin"));
-  LegacyQueue jobs(admin, "jobs");
-  jobs.put("job-1");
   TempDir dir;
-  Process frozen(
-      {test_peer_path(), broker.endpoint(), "hold-all", "frozen", "work", "news.>", "jobs"},
-      dir.path() + "/frozen.log");
-  REQUIRE(frozen.wait_for_log("ready", 10s));
+  const auto holder = start_holder(broker, admin, dir);
+  Process& frozen = *holder;
 
   // Two calls running on it, one of them idempotent.
   Client caller(at(broker, "caller"));
@@ -275,13 +284,9 @@ TEST_CASE(
     "[liveness][lease][p2p]") {
   Broker broker(kShortLease);
   Client admin(at(broker, "admin"));
-  LegacyQueue jobs(admin, "jobs");
-  jobs.put("job-1");
   TempDir dir;
-  Process frozen(
-      {test_peer_path(), broker.endpoint(), "hold-all", "frozen", "work", "news.>", "jobs"},
-      dir.path() + "/frozen.log");
-  REQUIRE(frozen.wait_for_log("ready", 10s));
+  const auto holder = start_holder(broker, admin, dir);
+  Process& frozen = *holder;
   Client sender(at(broker, "sender"));
   REQUIRE(sender.wait_connected(5s));
 
