@@ -129,8 +129,9 @@ fuzz_step() {
       fuzz "$dir/" "$status" "$log")")
     return 0
   fi
-  grep -E 'FINDING|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' \
-    "$log" >&2 || true
+  # The report: what was printed after the fuzzer's own progress lines (a FINDING, a
+  # sanitizer's report, std::terminate's or libzmq's message, and the stack).
+  grep -vE '^#[0-9]+[[:space:]]|^[[:space:]]NEW_FUNC' "$log" | tail -n 60 >&2 || true
   cat >&2 <<EOF_CRASH
 
 The fuzzer found a crash. Its input: $crash

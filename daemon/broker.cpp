@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
 
@@ -196,16 +197,7 @@ std::chrono::milliseconds Broker::poll_timeout_() {
 void Broker::receive_batch_() {
   for (std::size_t n = 0; n < kReceiveBatch; ++n) {
     frames_.clear();
-    zmq::message_t part;
-    if (!router_.recv(part, zmq::recv_flags::dontwait)) return;
-    bool more = part.more();
-    frames_.push_back(std::move(part));
-    while (more) {
-      zmq::message_t next;
-      (void)router_.recv(next);  // the rest of a multipart message is already here
-      more = next.more();
-      frames_.push_back(std::move(next));
-    }
+    if (!wire::receive_message(router_, frames_)) return;
     try {
       handle_message_(frames_);
     } catch (const std::exception& e) {
@@ -597,19 +589,19 @@ Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_fr
   try {
     // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
     // anything is queued, so the payload is still ours when this returns would_block.
-    if (!router_.send(id_frame, more)) {
+    if (!wire::send(router_, id_frame, more)) {
       metrics_.refused(Limit::peer_queue);  // the peer's queue (--peer-queue) is full
       return Sent::would_block;
     }
-    (void)router_.send(header_frame, payload.empty() ? zmq::send_flags::dontwait : more);
+    (void)wire::send(router_, header_frame, payload.empty() ? zmq::send_flags::dontwait : more);
     for (std::size_t i = 0; i < payload.size(); ++i) {
       const auto flags = i + 1 == payload.size() ? zmq::send_flags::dontwait : more;
       if (copy_payload) {
         zmq::message_t shared;
         shared.copy(payload[i]);  // shares the buffer (refcounted), copies no bytes
-        (void)router_.send(shared, flags);
+        (void)wire::send(router_, shared, flags);
       } else {
-        (void)router_.send(payload[i], flags);
+        (void)wire::send(router_, payload[i], flags);
       }
     }
   } catch (const zmq::error_t& e) {

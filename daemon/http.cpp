@@ -117,7 +117,10 @@ HttpEndpoint::HttpEndpoint(zmq::context_t& context, const std::string& control_e
     ::close(listen_fd_);
     throw std::runtime_error(std::string("cannot serve HTTP: eventfd: ") + std::strerror(errno));
   }
-  thread_ = std::thread([this] { run_(); });
+  thread_ = std::thread([this] {
+    wire::block_signals();  // they are the loop's (SIGHUP, SIGTERM)
+    run_();
+  });
 }
 
 HttpEndpoint::~HttpEndpoint() {

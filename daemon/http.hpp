@@ -20,7 +20,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +29,8 @@
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
+
+#include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
 
@@ -44,8 +45,7 @@ class HttpControl {
   void serve(F&& answer) {
     for (;;) {
       std::vector<zmq::message_t> parts;
-      if (!zmq::recv_multipart(socket_, std::back_inserter(parts), zmq::recv_flags::dontwait))
-        return;
+      if (!wire::receive_message(socket_, parts)) return;
       if (parts.size() != 3) continue;
       int status = 200;
       std::string body = answer(parts[2].to_string(), status);
@@ -53,7 +53,10 @@ class HttpControl {
       std::array<zmq::const_buffer, 4> out{zmq::buffer(parts[0].data(), parts[0].size()),
                                            zmq::buffer(parts[1].data(), parts[1].size()),
                                            zmq::buffer(code), zmq::buffer(body)};
-      (void)zmq::send_multipart(socket_, out, zmq::send_flags::dontwait);
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        const auto more = i + 1 < out.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+        if (!wire::send(socket_, out[i], more | zmq::send_flags::dontwait)) break;
+      }
     }
   }
 

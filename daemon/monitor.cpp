@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "sagebus/wire/socket.hpp"
+
 namespace sagebus::broker {
 
 namespace {
@@ -32,22 +34,17 @@ std::vector<ConnectionEvent> ConnectionMonitor::drain() {
   std::vector<ConnectionEvent> events;
   for (;;) {
     // Each event is two frames: [uint16 event, uint32 value (the fd)] [endpoint].
-    zmq::message_t head;
-    if (!pair_.recv(head, zmq::recv_flags::dontwait)) break;
-    zmq::message_t endpoint;
-    if (head.more()) (void)pair_.recv(endpoint);
-    for (bool more = endpoint.more(); more;) {  // should a later libzmq add frames
-      zmq::message_t extra;
-      (void)pair_.recv(extra);
-      more = extra.more();
-    }
+    // (Should a later libzmq add frames, they are read and ignored.)
+    std::vector<zmq::message_t> frames;
+    if (!wire::receive_message(pair_, frames)) break;
+    const zmq::message_t& head = frames[0];
     if (head.size() < 6) continue;
     std::uint16_t event = 0;
     std::uint32_t value = 0;
     std::memcpy(&event, head.data(), sizeof event);
     std::memcpy(&value, static_cast<const char*>(head.data()) + 2, sizeof value);
     ConnectionEvent e{ConnectionEvent::Kind::accepted, static_cast<int>(value),
-                      endpoint.to_string()};
+                      frames.size() > 1 ? frames[1].to_string() : std::string()};
     if (event == ZMQ_EVENT_DISCONNECTED)
       e.kind = ConnectionEvent::Kind::disconnected;
     else if (event != ZMQ_EVENT_ACCEPTED)

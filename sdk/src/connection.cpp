@@ -11,6 +11,7 @@
 
 #include "engine.hpp"
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/socket.hpp"
 
 namespace sagebus::detail {
 
@@ -96,7 +97,12 @@ Connection::Connection(ClientOptions options)
   // The socket is made on the I/O thread; a bad endpoint surfaces here.
   std::promise<void> started;
   auto started_future = started.get_future();
-  io_thread_ = std::thread([this, &started] { run_io_thread(*this, started); });
+  io_thread_ = std::thread([this, &started] {
+    // The program's signals are its own threads' business; here they would only make
+    // ZeroMQ calls fail with EINTR (sagebus/wire/socket.hpp).
+    wire::block_signals();
+    run_io_thread(*this, started);
+  });
   try {
     started_future.get();
   } catch (...) {

@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
-#include <zmq_addon.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,11 +13,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <iterator>
 #include <set>
 #include <thread>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/socket.hpp"
 #include "sagebus/wire/topic.hpp"
 
 namespace sagebus::fuzz {
@@ -322,7 +321,8 @@ void Harness::receive_(std::size_t peer, std::chrono::milliseconds wait,
   const auto deadline = Clock::now() + wait;
   std::vector<zmq::message_t> message;
   for (;;) {
-    while (zmq::recv_multipart(p.socket, std::back_inserter(message), zmq::recv_flags::dontwait)) {
+    // libFuzzer's timers (SIGALRM) interrupt socket calls too.
+    while (wire::receive_message(p.socket, message)) {
       check_(peer, message);
       message.clear();
     }

@@ -1,0 +1,75 @@
+// ZeroMQ sends and receives that a signal does not interrupt, for threads that take
+// signals (the broker's loop takes SIGHUP, SIGTERM and SIGINT).
+//
+// Before it moves a message, libzmq checks its socket's command mailbox with poll(), a
+// zero-timeout one when the call does not block. A signal arriving then makes the call
+// fail with EINTR, which cppzmq throws, though nothing was sent or received: the call is
+// simply made again. Receiving a whole message frame by frame this way never splits it.
+//
+// Threads that need no signals block them instead, with block_signals() (the SDK's I/O
+// thread and the broker's HTTP thread, as libzmq's own threads do), which covers every
+// call they make; the process's signals then go to the threads that want them.
+#pragma once
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cerrno>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace sagebus::wire {
+
+// Blocks, in the calling thread, every signal but those a fault raises in the thread
+// itself (which cannot wait, and which sanitizers and crash handlers must see).
+inline void block_signals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (const int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS})
+    sigdelset(&set, fault);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// socket.recv(frame, flags), again while interrupted.
+inline zmq::recv_result_t receive(zmq::socket_ref socket, zmq::message_t& frame,
+                                  zmq::recv_flags flags = zmq::recv_flags::none) {
+  for (;;) {
+    try {
+      return socket.recv(frame, flags);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
+// Appends the next whole message to `frames`: false, and nothing appended, when none
+// waits and `flags` says not to wait. The frames after the first are already there.
+inline bool receive_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames,
+                            zmq::recv_flags flags = zmq::recv_flags::dontwait) {
+  zmq::message_t first;
+  if (!receive(socket, first, flags)) return false;
+  bool more = first.more();
+  frames.push_back(std::move(first));
+  while (more) {
+    frames.emplace_back();
+    (void)receive(socket, frames.back());
+    more = frames.back().more();
+  }
+  return true;
+}
+
+// socket.send(what, flags) for a message_t (emptied once sent) or a const_buffer (copied),
+// again while interrupted. An empty result: ZMQ_DONTWAIT and the queue was full.
+template <class Frame>
+zmq::send_result_t send(zmq::socket_ref socket, Frame& what, zmq::send_flags flags) {
+  for (;;) {
+    try {
+      return socket.send(what, flags);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
+}  // namespace sagebus::wire
