@@ -1,8 +1,259 @@
 #include "sagebus/wire/frame.hpp"
 
+#include <google/protobuf/stubs/common.h>
+
+#include <bit>
+#include <cstring>
 #include <limits>
 
 namespace sagebus::wire {
+
+namespace {
+
+// Protobuf's wire format (its encoding guide): a field is a key varint, field number << 3
+// | wire type, then a varint (type 0) or a length varint and that many bytes (type 2).
+// Varints are 7 bits a byte, low first, the high bit set on every byte but the last.
+constexpr std::uint32_t kVarint = 0;
+constexpr std::uint32_t kLengthDelimited = 2;
+
+// A varint of at most 10 bytes, bits past the 64th dropped: what protobuf 3.21's
+// VarintParse accepts and how it reads it (the uint32 fields keep the low 32 bits of the
+// same value). An 11th byte makes protobuf fail; so does running off the end; both are
+// left to it.
+bool read_varint_bytewise(const std::uint8_t*& p, const std::uint8_t* end, std::uint64_t& value) {
+  std::uint64_t v = 0;
+  for (unsigned shift = 0; shift < 70 && p != end; shift += 7) {
+    const std::uint8_t byte = *p++;
+    v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+    if (byte < 0x80) {
+      value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The same, faster for the long varints every header has (the SDK's ids use all 64 bits,
+// the broker's 61): the first eight bytes are read as one word, their 7-bit groups put
+// together in three steps.
+bool read_varint(const std::uint8_t*& p, const std::uint8_t* end, std::uint64_t& value) {
+  if (p != end && *p < 0x80) {
+    value = *p++;
+    return true;
+  }
+  if constexpr (std::endian::native != std::endian::little)
+    return read_varint_bytewise(p, end, value);
+  if (end - p < 8) return read_varint_bytewise(p, end, value);
+  std::uint64_t word;
+  std::memcpy(&word, p, sizeof word);
+  // The high bit of each byte that ends the varint; the lowest is the varint's last byte.
+  const std::uint64_t last = ~word & 0x8080808080808080ULL;
+  const int bits = last == 0 ? 64 : std::countr_zero(last) + 1;  // 8 per byte of the varint
+  if (bits < 64) word &= (std::uint64_t{1} << bits) - 1;
+  word &= 0x7f7f7f7f7f7f7f7fULL;
+  word = (word & 0x007f007f007f007fULL) | (word & 0x7f007f007f007f00ULL) >> 1;
+  word = (word & 0x00003fff00003fffULL) | (word & 0x3fff00003fff0000ULL) >> 2;
+  word = (word & 0x000000000fffffffULL) | (word & 0x0fffffff00000000ULL) >> 4;
+  p += bits / 8;
+  if (last == 0) {
+    // Nine or ten bytes; bits of the tenth past the 64th are dropped.
+    for (unsigned shift = 56; shift < 70; shift += 7) {
+      if (p == end) return false;
+      const std::uint8_t byte = *p++;
+      word |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+      if (byte < 0x80) {
+        value = word;
+        return true;
+      }
+    }
+    return false;
+  }
+  value = word;
+  return true;
+}
+
+// Whether a string field's bytes pass protobuf's own check for proto3 strings. ASCII,
+// which names and topics are, is valid UTF-8 by any definition and is checked here a word
+// at a time; anything else asks protobuf's checker, so that both sides agree exactly on
+// what is valid (its parser fails on the rest and logs why, which the fallback keeps).
+bool valid_utf8(const std::uint8_t* p, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, p + i, sizeof word);
+    if ((word & 0x8080808080808080ULL) != 0) break;
+  }
+  for (; i < n; ++i)
+    if (p[i] >= 0x80)
+      return google::protobuf::internal::IsStructurallyValidUTF8(reinterpret_cast<const char*>(p),
+                                                                 static_cast<int>(n));
+  return true;
+}
+
+// Empties `out` exactly as Clear() does, for about half its cost: Clear() empties the map
+// and each of the eight strings through a call into libprotobuf, and checks the arena
+// once per submessage, whatever they hold; most of them hold nothing, and what does not
+// is left alone here. It names every field of Header: tests/unit/test_frame.cpp fails
+// when one is added to wire.proto and not here.
+void clear(Header& out) {
+  if (out.headers_size() != 0) out.clear_headers();
+  if (out.has_hello()) out.clear_hello();
+  if (out.has_welcome()) out.clear_welcome();
+  if (out.has_registration()) out.clear_registration();
+  if (!out.message().empty()) out.clear_message();
+  if (!out.service().empty()) out.clear_service();
+  if (!out.method().empty()) out.clear_method();
+  if (!out.routing_key().empty()) out.clear_routing_key();
+  if (!out.trace_id().empty()) out.clear_trace_id();
+  if (!out.topic().empty()) out.clear_topic();
+  if (!out.peer().empty()) out.clear_peer();
+  if (!out.queue().empty()) out.clear_queue();
+  out.clear_version();
+  out.clear_kind();
+  out.clear_id();
+  out.clear_status();
+  out.clear_timeout_ms();
+  out.clear_idempotent();
+  out.clear_wait_for_ready();
+  out.clear_subscription();
+  out.clear_dropped();
+  out.clear_credit();
+  out.clear_confirm();
+  out.clear_count();
+  out.clear_hold_ms();
+  out.clear_tag();
+  // Proto3's generated code has no unknown_fields(); reflection has, and finding it takes
+  // longer than the rest of this function, so it is found once.
+  static const auto* const reflection = Header::GetReflection();
+  if (!reflection->GetUnknownFields(out).empty()) reflection->MutableUnknownFields(&out)->Clear();
+}
+
+}  // namespace
+
+namespace detail {
+
+bool parse_common(const void* data, std::size_t size, Header& out) {
+  // Emptied first, as ParseFromArray does: whatever `out` held (a map, a submessage,
+  // unknown fields, fields the caller set) goes, and absent fields read as zero.
+  clear(out);
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  const auto* const end = p + size;
+  while (p != end) {
+    // Keys of the fields handled here take one or two bytes. Protobuf reads a two-byte
+    // key whatever its second byte (0x88 0x00 is key 8, like 0x08); longer keys go to it.
+    std::uint32_t tag = *p++;
+    if (tag >= 0x80) {
+      if (p == end || *p >= 0x80) return false;
+      tag = (tag & 0x7f) | static_cast<std::uint32_t>(*p++) << 7;
+    }
+    if ((tag & 7) == kVarint) {
+      std::uint64_t v;
+      if (!read_varint(p, end, v)) return false;
+      const auto u32 = static_cast<std::uint32_t>(v);
+      switch (tag >> 3) {
+        case Header::kVersionFieldNumber:
+          out.set_version(u32);
+          break;
+        // Proto3 enums are open: any value is kept, as the int the generated parser
+        // casts it to.
+        case Header::kKindFieldNumber:
+          out.set_kind(static_cast<Kind>(static_cast<std::int32_t>(u32)));
+          break;
+        case Header::kIdFieldNumber:
+          out.set_id(v);
+          break;
+        case Header::kStatusFieldNumber:
+          out.set_status(static_cast<Status>(static_cast<std::int32_t>(u32)));
+          break;
+        case Header::kTimeoutMsFieldNumber:
+          out.set_timeout_ms(u32);
+          break;
+        case Header::kIdempotentFieldNumber:
+          out.set_idempotent(v != 0);
+          break;
+        case Header::kWaitForReadyFieldNumber:
+          out.set_wait_for_ready(v != 0);
+          break;
+        case Header::kSubscriptionFieldNumber:
+          out.set_subscription(v);
+          break;
+        case Header::kDroppedFieldNumber:
+          out.set_dropped(v);
+          break;
+        case Header::kCreditFieldNumber:
+          out.set_credit(u32);
+          break;
+        case Header::kConfirmFieldNumber:
+          out.set_confirm(v != 0);
+          break;
+        case Header::kCountFieldNumber:
+          out.set_count(v);
+          break;
+        case Header::kHoldMsFieldNumber:
+          out.set_hold_ms(u32);
+          break;
+        case Header::kTagFieldNumber:
+          out.set_tag(v);
+          break;
+        // Field 0, unknown fields, and known fields sent as a varint though they are not
+        // one (protobuf keeps the last two as unknown fields).
+        default:
+          return false;
+      }
+    } else if ((tag & 7) == kLengthDelimited) {
+      // Protobuf reads lengths of up to 5 bytes; four (up to 256 MiB) are ample here.
+      std::uint64_t n;
+      const std::uint8_t* const length_at = p;
+      if (!read_varint(p, end, n) || p - length_at > 4 || n > static_cast<std::size_t>(end - p))
+        return false;
+      std::string* field = nullptr;
+      switch (tag >> 3) {
+        case Header::kMessageFieldNumber:
+          field = out.mutable_message();
+          break;
+        case Header::kServiceFieldNumber:
+          field = out.mutable_service();
+          break;
+        case Header::kMethodFieldNumber:
+          field = out.mutable_method();
+          break;
+        case Header::kRoutingKeyFieldNumber:
+          field = out.mutable_routing_key();
+          break;
+        case Header::kTraceIdFieldNumber:
+          field = out.mutable_trace_id();
+          break;
+        case Header::kTopicFieldNumber:
+          field = out.mutable_topic();
+          break;
+        case Header::kPeerFieldNumber:
+          field = out.mutable_peer();
+          break;
+        case Header::kQueueFieldNumber:
+          field = out.mutable_queue();
+          break;
+        // The headers map, the submessages, unknown fields, and scalars sent
+        // length-delimited.
+        default:
+          return false;
+      }
+      if (!valid_utf8(p, n)) return false;
+      // Into the mutable string, as protobuf's own parser does: set_service(p, n) would
+      // build a temporary std::string first. clear() and append() rather than assign(),
+      // whose general case (the source may overlap the string) costs twice as much.
+      field->clear();
+      field->append(reinterpret_cast<const char*>(p), n);
+      p += n;
+    } else {
+      // Wire types 1 and 5 (no field of Header has them), groups, and type 6 and 7, which
+      // do not exist.
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace detail
 
 zmq::message_t encode(Header& header) {
   header.set_version(kProtocolVersion);
@@ -12,11 +263,14 @@ zmq::message_t encode(Header& header) {
 }
 
 DecodeResult decode(const zmq::message_t& frame, Header& out, std::size_t max_bytes) {
+  // Each of size() and data() is a call into libzmq; once is enough.
+  const std::size_t size = frame.size();
   // ParseFromArray takes an int; no limit may let a larger frame reach it.
-  if (frame.size() > max_bytes ||
-      frame.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+  if (size > max_bytes || size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     return DecodeResult::too_large;
-  if (!out.ParseFromArray(frame.data(), static_cast<int>(frame.size())))
+  const void* const data = frame.data();
+  // What the hand-written parser does not take, protobuf parses again from the start.
+  if (!detail::parse_common(data, size, out) && !out.ParseFromArray(data, static_cast<int>(size)))
     return DecodeResult::malformed;
   if (out.version() != kProtocolVersion) return DecodeResult::bad_version;
   return DecodeResult::ok;

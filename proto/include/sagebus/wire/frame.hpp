@@ -33,9 +33,22 @@ enum class DecodeResult { ok, too_large, malformed, bad_version };
 
 // Parses `frame` into `out` (reusing its storage). Returns why it failed, if it did: a
 // frame larger than `max_bytes` is too_large and is not parsed; on bad_version `out`
-// holds the parsed header so that the caller can answer its id.
+// holds the parsed header so that the caller can answer its id. The result is always
+// what protobuf's ParseFromArray makes of the frame; most headers are read by a parser
+// written for them (detail::parse_common), the rest by protobuf.
 DecodeResult decode(const zmq::message_t& frame, Header& out,
                     std::size_t max_bytes = kMaxHeaderBytes);
+
+namespace detail {
+// decode()'s own parser, here so that the unit tests and the fuzz target can hold it to
+// protobuf's. Takes only the scalar and string fields of Header (all but headers, hello,
+// welcome and registration), in their own wire types, in well-formed input: then it
+// parses `data` into `out` and returns true, `out` being exactly what ParseFromArray
+// makes of the same bytes. Returns false for everything else (those four fields, unknown
+// fields, other wire types, anything protobuf might refuse, such as invalid UTF-8 or a
+// truncated field), with `out` left half-filled for protobuf to parse again.
+bool parse_common(const void* data, std::size_t size, Header& out);
+}  // namespace detail
 
 // "NO_RESPONDERS", "REQUEST", ... for logs and error text.
 std::string_view status_name(Status status);
