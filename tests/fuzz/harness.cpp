@@ -3,6 +3,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -85,6 +86,43 @@ bool reference_matches(std::string_view pattern, std::string_view topic) {
     if (i == t.size()) return false;
     if (p[i] != "*" && p[i] != t[i]) return false;
   }
+}
+
+// wire::decode's own parser (detail::parse_common) against protobuf's on the bytes of one
+// header: where it takes them, protobuf must take them too and make the same Header of
+// them. `scratch` lives across inputs, so that what a previous parse left in it (a map,
+// a submessage, unknown fields) is part of the test.
+void check_parser(const zmq::message_t& frame, wire::Header& scratch, const char* whose) {
+  wire::Header reference;
+  const bool accepted = reference.ParseFromArray(frame.data(), static_cast<int>(frame.size()));
+  if (!wire::detail::parse_common(frame.data(), frame.size(), scratch)) return;
+  if (!accepted)
+    finding("%s header of %zu bytes: the hand-written parser takes it, protobuf refuses it", whose,
+            frame.size());
+  if (!google::protobuf::util::MessageDifferencer::Equals(scratch, reference) ||
+      scratch.SerializeAsString() != reference.SerializeAsString())
+    finding("%s header of %zu bytes: the hand-written parser reads [%s], protobuf [%s]", whose,
+            frame.size(), scratch.ShortDebugString().c_str(), reference.ShortDebugString().c_str());
+}
+
+// What wire::decode made of `frame` against what protobuf makes of it: the same verdict
+// and, where it parsed, the same Header.
+void check_decode(const zmq::message_t& frame, wire::DecodeResult decoded,
+                  const wire::Header& header) {
+  if (decoded == wire::DecodeResult::too_large) return;
+  wire::Header reference;
+  if (!reference.ParseFromArray(frame.data(), static_cast<int>(frame.size()))) {
+    if (decoded != wire::DecodeResult::malformed)
+      finding("decode takes a header of %zu bytes that protobuf refuses (result %d)", frame.size(),
+              static_cast<int>(decoded));
+    return;
+  }
+  if (decoded == wire::DecodeResult::malformed)
+    finding("decode refuses a header of %zu bytes that protobuf takes: [%s]", frame.size(),
+            reference.ShortDebugString().c_str());
+  if (!google::protobuf::util::MessageDifferencer::Equals(header, reference))
+    finding("decode reads a header of %zu bytes as [%s], protobuf as [%s]", frame.size(),
+            header.ShortDebugString().c_str(), reference.ShortDebugString().c_str());
 }
 
 std::string replace_all(std::string text, std::string_view what,
@@ -177,6 +215,8 @@ void Harness::message_(const Step& step) {
   }
   if (frames.size() > 1) {
     const auto decoded = wire::decode(frames[1], header_);
+    check_decode(frames[1], decoded, header_);
+    check_parser(frames[1], parsed_, "an input");
     if (decoded == wire::DecodeResult::ok) {
       // What decodes must decode again once re-encoded, unless it grew past the limit.
       wire::Header copy = header_;
@@ -349,6 +389,7 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
   if (decoded != wire::DecodeResult::ok)
     finding("the broker sent peer %c a header of %zu bytes that does not decode (result %d)",
             letter, message.front().size(), static_cast<int>(decoded));
+  check_parser(message.front(), parsed_, "a broker's");
   if (kTrace) trace('<', letter, received_, message.size() - 1);
   Peer& p = peers_[peer];
   bool answer = false;

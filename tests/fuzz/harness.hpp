@@ -12,6 +12,8 @@
 //     outcome);
 //   - wire::topic_matches or SubscriptionTable::matching disagreeing with a plain
 //     reference matcher, or a header that decodes but does not decode once re-encoded;
+//   - wire::decode disagreeing with protobuf's ParseFromArray on a header a peer sends,
+//     or decode's hand-written parser disagreeing with it on any header, sent or received;
 //   - whatever ASan and UBSan report.
 //
 // "$id" and "$tag" (script.hpp) need what the broker sent a peer to have arrived; when
@@ -103,6 +105,7 @@ class Harness {
   std::uint64_t table_ids_ = 0;
   wire::Header header_;       // scratch: what a peer sends
   wire::Header received_;     // scratch: what a peer received
+  wire::Header parsed_;       // scratch: the hand-written header parser's, across inputs
   std::uint64_t inputs_ = 0;  // run so far
   unsigned slept_ms_ = 0;
   bool may_wait_ = true;
