@@ -1,8 +1,11 @@
 #include "broker.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <random>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 
@@ -63,6 +66,8 @@ Broker::Broker(BrokerConfig config)
   // answered; a frame beyond even this makes libzmq drop its sender's connection.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(frame_limit(config_)));
   monitor_.emplace(context_, router_);
+  router_fd_ = router_.get(zmq::sockopt::fd);
+  monitor_fd_ = monitor_->socket().get(zmq::sockopt::fd);
   for (const auto& endpoint : config_.endpoints) {
     try {
       router_.bind(endpoint);
@@ -104,6 +109,7 @@ void Broker::start_http_() {
   http_control_.emplace(context_, control);
   try {
     http_ = std::make_unique<HttpEndpoint>(context_, control, config_.http);
+    http_fd_ = http_control_->socket().get(zmq::sockopt::fd);
   } catch (const std::exception& e) {
     http_control_.reset();
     const std::string advice =
@@ -136,15 +142,14 @@ AdminSources Broker::admin_sources_() const {
 
 void Broker::tick_() {
   now_ = Clock::now();
-  zmq_pollitem_t items[] = {
-      {router_.handle(), 0, ZMQ_POLLIN, 0},
-      {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
-      {http_control_ ? http_control_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-  const auto timeout = poll_timeout_();
-  try {
-    zmq::poll(items, http_control_ ? 3 : 2, timeout);
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EINTR) throw;
+  // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"). The ROUTER is
+  // also sent on, so ZMQ_EVENTS says whether it can be read before waiting; the monitor
+  // and the HTTP control are read whenever their fds say so, until they have nothing.
+  const bool can_read = (wire::events(router_) & ZMQ_POLLIN) != 0;
+  pollfd fds[] = {{router_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {http_fd_, POLLIN, 0}};
+  const auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
+  if (::poll(fds, http_control_ ? 3 : 2, static_cast<int>(timeout.count())) < 0) {
+    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
     return;  // a signal: the caller checks its stop flag
   }
   // Waking much later than asked, the broker was not running (SIGSTOP, no CPU); clients
@@ -155,10 +160,12 @@ void Broker::tick_() {
   const TimePoint woke = now_;
   // Messages before connection events, so that what a peer sent just before closing
   // (a reply, a GOODBYE) is handled before its connection is declared lost.
-  if ((items[0].revents & ZMQ_POLLIN) != 0) receive_batch_();
-  if (http_control_ && (items[2].revents & ZMQ_POLLIN) != 0)
+  if (can_read || (fds[0].revents & POLLIN) != 0) receive_batch_();
+  if (http_control_ && (fds[2].revents & POLLIN) != 0)
     http_control_->serve(
         [this](const std::string& what, int& status) { return answer_http_(what, status); });
+  if (monitor_due_ || (fds[1].revents & POLLIN) != 0) handle_connection_events_();
+  monitor_due_ = false;
   after_messages_();
   if (now_ >= next_lease_check_) {
     check_leases_();
@@ -169,7 +176,6 @@ void Broker::tick_() {
 }
 
 void Broker::after_messages_() {
-  handle_connection_events_();
   apply_removals_();
   run_deadlines_();
   apply_removals_();
@@ -181,6 +187,7 @@ void Broker::handle_for_test(Frames& frames) {
   now_ = Clock::now();
   handle_message_(frames);
   apply_removals_();
+  handle_connection_events_();
   after_messages_();
 }
 

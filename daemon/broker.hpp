@@ -111,7 +111,7 @@ class Broker {
   void receive_batch_();
   void handle_message_(Frames& frames);
   void handle_connection_events_();
-  // What a tick runs after reading messages: closed connections, then call and queue
+  // What a tick runs after reading messages and closed connections: call and queue
   // deadlines, each followed by the removals it scheduled.
   void after_messages_();
   void check_leases_();
@@ -223,6 +223,11 @@ class Broker {
   std::optional<ConnectionMonitor> monitor_;
   std::optional<HttpControl> http_control_;  // the loop's side of /metrics and /healthz
   std::unique_ptr<HttpEndpoint> http_;
+  // Their ZMQ_FDs, which tick_() waits on (-1: no HTTP endpoint).
+  int router_fd_ = -1;
+  int monitor_fd_ = -1;
+  int http_fd_ = -1;
+  bool monitor_due_ = true;  // read the monitor at the first tick, before its fd has said so
 
   Registry registry_;
   PendingCalls calls_;

@@ -1,5 +1,6 @@
 #include "engine.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,11 +11,13 @@
 #include <optional>
 #include <queue>
 #include <random>
+#include <system_error>
 #include <unordered_map>
 
 #include <zmq.hpp>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/socket.hpp"
 #include "service_core.hpp"
 #include "subscription_core.hpp"
 
@@ -116,21 +119,27 @@ class Engine {
   }
 
   void run() {
+    // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"): the monitor
+    // is read until it has nothing whenever its fd says so (and once at the start), the
+    // DEALER whenever its fd says so or ZMQ_EVENTS, asked just before waiting, does.
+    const int socket_fd = socket_.get(zmq::sockopt::fd);
+    const int monitor_fd = monitor_.get(zmq::sockopt::fd);
+    bool monitor_due = true;
     while (!owner_.stopping_.load(std::memory_order_acquire)) {
-      const short out = outbox_.empty() && !heartbeat_due_ ? 0 : ZMQ_POLLOUT;
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, static_cast<short>(ZMQ_POLLIN | out), 0},
-                                 {monitor_.handle(), 0, ZMQ_POLLIN, 0},
-                                 {nullptr, owner_.wake_fd_, ZMQ_POLLIN, 0}};
-      try {
-        zmq::poll(items, 3, next_timeout_());
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) throw;
-      }
+      const int events = wire::events(socket_);
+      const bool want_out = !outbox_.empty() || heartbeat_due_;
+      const bool can_read = (events & ZMQ_POLLIN) != 0;
+      const bool can_act = can_read || monitor_due || (want_out && (events & ZMQ_POLLOUT) != 0);
+      pollfd fds[] = {{socket_fd, POLLIN, 0}, {monitor_fd, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
+      const int timeout = can_act ? 0 : static_cast<int>(next_timeout_().count());
+      if (::poll(fds, 3, timeout) < 0 && errno != EINTR)
+        throw std::system_error(errno, std::generic_category(), "poll");
       now_ = Clock::now();
       check_stall_();
-      if (items[1].revents & ZMQ_POLLIN) drain_monitor_();
-      if (items[2].revents & ZMQ_POLLIN) drain_commands_();
-      if (items[0].revents & ZMQ_POLLIN) drain_socket_();
+      if (monitor_due || (fds[1].revents & POLLIN) != 0) drain_monitor_();
+      monitor_due = false;
+      if ((fds[2].revents & POLLIN) != 0) drain_commands_();
+      if (can_read || (fds[0].revents & POLLIN) != 0) drain_socket_();
       // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
       // that keeps the socket full would never be heard and lose its own lease.
       run_timers_();

@@ -9,6 +9,14 @@
 // Threads that need no signals block them instead, with block_signals() (the SDK's I/O
 // thread and the broker's HTTP thread, as libzmq's own threads do), which covers every
 // call they make; the process's signals then go to the threads that want them.
+//
+// Waiting: the broker's and the SDK's loops wait in one ::poll() on their sockets' ZMQ_FDs
+// (and plain fds), not in zmq_poll(), which asks every socket for its events before and
+// after each wait, each ask a system call. A ZMQ_FD is edge-triggered: readable when the
+// socket's state may have changed, and any call on the socket (a send included) may take
+// that news silently. So a loop reads a socket until it has nothing (EAGAIN) whenever its
+// fd was readable, and asks events() of a socket it also sends on just before waiting,
+// waiting not at all when it can already read.
 #pragma once
 
 #include <pthread.h>
@@ -29,6 +37,18 @@ inline void block_signals() {
   for (const int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS})
     sigdelset(&set, fault);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// ZMQ_EVENTS: what `socket` can do now (ZMQ_POLLIN, ZMQ_POLLOUT); again while interrupted.
+// Asking takes the socket's pending commands, which re-arms its ZMQ_FD.
+inline int events(zmq::socket_ref socket) {
+  for (;;) {
+    try {
+      return socket.get(zmq::sockopt::events);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
 }
 
 // socket.recv(frame, flags), again while interrupted.
