@@ -1,5 +1,9 @@
 #include "sagebus/client.hpp"
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
 #include "client_request.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/topic.hpp"
@@ -10,11 +14,22 @@ namespace sagebus {
 namespace detail {
 
 Outcome ask(Client& client, RequestSpec spec) {
-  auto promise = std::make_shared<std::promise<Outcome>>();
-  auto future = promise->get_future();
-  client.connection().start(std::move(spec),
-                            [promise](Outcome o) { promise->set_value(std::move(o)); });
-  return future.get();
+  // On this thread's stack: `done` runs exactly once and touches the waiter only under its
+  // lock, so nothing else is allocated for a synchronous request (a promise would take
+  // three allocations: its state, a shared_ptr to it, and the std::function holding that).
+  struct Waiter {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::optional<Outcome> outcome;
+  } waiter;
+  client.connection().start(std::move(spec), [&waiter](Outcome o) {
+    std::lock_guard lock(waiter.mutex);
+    waiter.outcome.emplace(std::move(o));
+    waiter.cv.notify_one();  // under the lock: the waiter may not leave before it returns
+  });
+  std::unique_lock lock(waiter.mutex);
+  waiter.cv.wait(lock, [&waiter] { return waiter.outcome.has_value(); });
+  return std::move(*waiter.outcome);
 }
 
 Outcome wait(Client& client, RequestSpec spec) {

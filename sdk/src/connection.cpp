@@ -74,14 +74,16 @@ void CallbackThread::post(std::function<void()> fn) {
 }
 
 void CallbackThread::run_() {
+  std::deque<std::function<void()>> batch;  // all that was posted, taken under one lock
   std::unique_lock lock(mutex_);
   for (;;) {
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and everything posted has run
-    auto fn = std::move(queue_.front());
-    queue_.pop_front();
+    batch.swap(queue_);
     lock.unlock();
-    fn();
+    for (auto& fn : batch)
+      fn();
+    batch.clear();
     lock.lock();
   }
 }
@@ -118,6 +120,10 @@ Connection::~Connection() {
   [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
   io_thread_.join();
   ::close(wake_fd_);
+  // Requests posted while the I/O thread was stopping still end exactly once.
+  for (auto& command : commands_)
+    if (auto* start = std::get_if<Start>(&command))
+      start->done(failure(Status::cancelled, "the client was closed before the request was sent"));
 }
 
 void Connection::post_(Command command) {

@@ -175,13 +175,13 @@ class Engine {
   void drain_commands_() {
     std::uint64_t count = 0;
     [[maybe_unused]] const auto n = ::read(owner_.wake_fd_, &count, sizeof count);
-    std::vector<Connection::Command> commands;
     {
       std::lock_guard lock(owner_.commands_mutex_);
-      commands.swap(owner_.commands_);
+      taken_.swap(owner_.commands_);
     }
-    for (auto& command : commands)
+    for (auto& command : taken_)
       std::visit([this](auto& c) { handle_(c); }, command);
+    taken_.clear();  // keeps its storage, which the next swap hands back to post_()
   }
 
   void drain_monitor_() {
@@ -756,7 +756,7 @@ class Engine {
             .headers = {in_.headers().begin(), in_.headers().end()},
             .payload = {},
             .deadline = now_ + milliseconds(in_.timeout_ms())};
-    if (!frames_.empty()) job.payload = to_string(frames_.front());
+    if (!frames_.empty()) job.payload = std::move(frames_.front());
     it->second.core->submit(std::move(job));
   }
 
@@ -894,6 +894,7 @@ class Engine {
   wire::Header in_;
   wire::Header out_;
   std::vector<zmq::message_t> frames_;  // payload frames of the message being handled
+  std::vector<Connection::Command> taken_;  // the commands being handled; empty between
 };
 
 void run_io_thread(Connection& connection, std::promise<void>& started) {

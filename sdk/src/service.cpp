@@ -111,7 +111,9 @@ void ServiceCore::answer_(const Job& job) {
                            "service " + name_ + " has no method " + job.method, {});
     return;
   }
-  const Request request{name_, job.method, job.payload, job.headers, job.deadline};
+  const Request request{name_, job.method,
+                        {static_cast<const char*>(job.payload.data()), job.payload.size()},
+                        job.headers, job.deadline};
   Status status = Status::ok;
   std::string message;
   std::string payload;

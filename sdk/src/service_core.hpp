@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include <zmq.hpp>
+
 #include "connection.hpp"
 #include "sagebus/service.hpp"
 
@@ -27,7 +29,7 @@ struct Job {
   std::uint64_t epoch;  // the broker session it came in (Connection::send_reply)
   std::string method;
   std::map<std::string, std::string> headers;
-  std::string payload;
+  zmq::message_t payload;  // the frame as it came in: the handler reads it in place
   Clock::time_point deadline;
 };
 
