@@ -37,6 +37,8 @@ constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
 constexpr std::uint32_t kDefaultLiveness = 3;
 // Messages read from the socket before the loop looks at its timers again.
 constexpr int kReceiveBatch = 256;
+// Stale entries of deadlines_ tolerated beyond the number of open requests.
+constexpr std::size_t kDeadlineSlack = 1024;
 // Every id this side starts has the top bit set; the broker numbers its dispatches from 1
 // and never gets there. A HELLO_REQUIRED names the message it refused by id, and that
 // message may be a REPLY of ours, which carries the broker's dispatch id: the bit tells
@@ -429,9 +431,12 @@ class Engine {
     const auto deadline = now_ + o.timeout + c.spec.hold;
     Request request{std::move(c.spec), {}, std::move(c.done), deadline, false};
     request.payload = adopt(std::move(request.spec.payload));
-    deadlines_.emplace(request.deadline, id);
     requests_.emplace(id, std::move(request));
-    if (link_ == Link::ready) send_request_(id);
+    // Sent, it is timed under the id it is sent with (send_request_).
+    if (link_ == Link::ready)
+      send_request_(id);
+    else
+      deadlines_.emplace(deadline, id);
   }
 
   // Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent.
@@ -490,6 +495,18 @@ class Engine {
     node.key() = fresh;
     deadlines_.emplace(request.deadline, fresh);
     requests_.insert(std::move(node));
+    // Entries of requests that ended stay until their time comes; keep them from
+    // outnumbering the live ones (at 100,000 calls/s with 10 s deadlines, a million).
+    if (deadlines_.size() > 2 * requests_.size() + kDeadlineSlack) prune_deadlines_();
+  }
+
+  // One entry per request still open, at its deadline (run_timers_ adds the grace).
+  void prune_deadlines_() {
+    std::vector<Deadline> open;
+    open.reserve(requests_.size() + kDeadlineSlack);
+    for (const auto& [id, request] : requests_)
+      open.emplace_back(request.deadline, id);
+    deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(open));
   }
 
   void on_reply_() {
