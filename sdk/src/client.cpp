@@ -14,6 +14,11 @@ namespace sagebus {
 namespace detail {
 
 Outcome ask(Client& client, RequestSpec spec) {
+  if (client.connection().on_io_thread())
+    return failure(Status::invalid_argument,
+                   "a synchronous request from a handler on the client's I/O thread "
+                   "(ServiceOptions::on_io_thread) would wait for that thread forever; use "
+                   "call_async, or another Client");
   // On this thread's stack: `done` runs exactly once and touches the waiter only under its
   // lock, so nothing else is allocated for a synchronous request (a promise would take
   // three allocations: its state, a shared_ptr to it, and the std::function holding that).

@@ -122,6 +122,8 @@ class Connection {
   std::optional<Error> connection_error() const;
   bool wait_connected(std::chrono::milliseconds timeout) const;
   const ClientOptions& options() const noexcept { return options_; }
+  // True on the client's I/O thread (where ServiceOptions::on_io_thread handlers run).
+  bool on_io_thread() const noexcept { return std::this_thread::get_id() == io_thread_.get_id(); }
 
  private:
   friend class Engine;

@@ -774,7 +774,10 @@ class Engine {
             .payload = {},
             .deadline = now_ + milliseconds(in_.timeout_ms())};
     if (!frames_.empty()) job.payload = std::move(frames_.front());
-    it->second.core->submit(std::move(job));
+    ServiceCore& core = *it->second.core;
+    if (!core.options().on_io_thread) return core.submit(std::move(job));
+    Answer answer = core.run(job);  // here and now: ServiceOptions::on_io_thread
+    reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
   }
 
   // --- timers --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ void ServiceCore::on_unregistered() {
 }
 
 void ServiceCore::start_workers() {
+  if (options_.on_io_thread) return;  // the I/O thread runs the handlers: Engine::on_request_
   const auto count =
       options_.workers ? options_.workers : std::min<std::size_t>(options_.max_inflight, 64);
   for (std::size_t i = 0; i < count; ++i)
@@ -97,40 +98,37 @@ void ServiceCore::work_() {
     jobs_.pop_front();
     ++running_;
     lock.unlock();
-    answer_(job);
+    Answer answer = run(job);
+    connection_.send_reply(job.id, job.epoch, answer.status, std::move(answer.message),
+                           std::move(answer.payload));
     lock.lock();
     --running_;
     if (jobs_.empty() && running_ == 0) state_cv_.notify_all();
   }
 }
 
-void ServiceCore::answer_(const Job& job) {
+Answer ServiceCore::run(const Job& job) {
   auto handler = handlers_.find(job.method);
-  if (handler == handlers_.end()) {
-    connection_.send_reply(job.id, job.epoch, Status::not_found,
-                           "service " + name_ + " has no method " + job.method, {});
-    return;
-  }
+  if (handler == handlers_.end())
+    return {Status::not_found, "service " + name_ + " has no method " + job.method, {}};
   const Request request{name_, job.method,
                         {static_cast<const char*>(job.payload.data()), job.payload.size()},
                         job.headers, job.deadline};
-  Status status = Status::ok;
-  std::string message;
-  std::string payload;
+  Answer answer;
   try {
-    payload = handler->second(request);
+    answer.payload = handler->second(request);
   } catch (const Error& e) {
-    status = e.status();
-    message = e.message();
+    answer.status = e.status();
+    answer.message = e.message();
   } catch (const std::exception& e) {
-    status = Status::handler_error;
-    message = e.what();
+    answer.status = Status::handler_error;
+    answer.message = e.what();
   } catch (...) {
-    status = Status::handler_error;
-    message = "the handler threw something that is not a std::exception";
+    answer.status = Status::handler_error;
+    answer.message = "the handler threw something that is not a std::exception";
   }
   served_.fetch_add(1, std::memory_order_relaxed);
-  connection_.send_reply(job.id, job.epoch, status, std::move(message), std::move(payload));
+  return answer;
 }
 
 }  // namespace detail

@@ -33,6 +33,13 @@ struct Job {
   Clock::time_point deadline;
 };
 
+// What a handler answered.
+struct Answer {
+  Status status = Status::ok;
+  std::string message;
+  std::string payload;
+};
+
 class ServiceCore {
  public:
   ServiceCore(Connection& connection, std::string name, ServiceOptions options,
@@ -45,6 +52,9 @@ class ServiceCore {
 
   // I/O thread.
   void submit(Job job);
+  // Runs the handler of `job` on the calling thread (a worker, or the I/O thread with
+  // ServiceOptions::on_io_thread) and counts it served.
+  Answer run(const Job& job);
   void on_registered(Status status, const std::string& message);
   void on_unregistered();
 
@@ -55,7 +65,6 @@ class ServiceCore {
 
  private:
   void work_();
-  void answer_(const Job& job);
 
   Connection& connection_;
   const std::string name_;

@@ -1,4 +1,6 @@
 // sagebus::Service: graceful stop, registration rules, handler outcomes.
+#include <cctype>
+#include <future>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -54,6 +56,67 @@ TEST_CASE("a handler may choose the status it fails with", "[service][errors]") 
     CHECK(e.status() == Status::invalid_argument);
     CHECK(e.message() == "payload must not be empty");
   }
+}
+
+TEST_CASE("handlers on the I/O thread answer, fail, call onward, and refuse to deadlock",
+          "[service][io-thread]") {
+  Broker broker;
+  Client downstream_client({.endpoint = broker.endpoint(), .name = "downstream"});
+  Service downstream(downstream_client, "downstream");
+  downstream.handle("upper", [](const Request& r) {
+    std::string out(r.payload);
+    for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return out;
+  });
+  downstream.start();
+  REQUIRE(downstream.wait_registered(5s));
+
+  Client instance_client({.endpoint = broker.endpoint(), .name = "instance"});
+  Service service(instance_client, "inline", {.max_inflight = 8, .on_io_thread = true});
+  service.handle("echo", [](const Request& r) { return std::string(r.payload); });
+  service.handle("fail", [](const Request&) -> std::string {
+    throw Error(Status::not_found, "no such thing");
+  });
+  // A synchronous call through its own client would wait for the thread it runs on (that
+  // it is refused shows where the handlers run).
+  service.handle("nested-sync", [&](const Request& r) {
+    return instance_client.call("downstream", "upper", r.payload).payload;
+  });
+  // Through call_async it is fine: the answer comes on the callback thread.
+  std::promise<std::string> onward;
+  service.handle("nested-async", [&](const Request& r) {
+    instance_client.call_async("downstream", "upper", r.payload, {},
+                               [&](Reply reply) { onward.set_value(reply.payload); });
+    return std::string("asked");
+  });
+  service.start();
+  REQUIRE(service.wait_registered(5s));
+  Client caller({.endpoint = broker.endpoint(), .name = "caller"});
+
+  std::vector<std::future<Reply>> calls;
+  for (int i = 0; i < 200; ++i)
+    calls.push_back(caller.call_async("inline", "echo", "m" + std::to_string(i)));
+  for (int i = 0; i < 200; ++i)
+    CHECK(calls[static_cast<std::size_t>(i)].get().payload == "m" + std::to_string(i));
+  CHECK(service.served() == 200);
+
+  const Error failed = error_of([&] { caller.call("inline", "fail", ""); });
+  CHECK(failed.status() == Status::not_found);
+  CHECK(failed.message() == "no such thing");
+
+  const auto started = std::chrono::steady_clock::now();
+  const Error nested = error_of([&] { caller.call("inline", "nested-sync", "x"); });
+  CHECK(nested.status() == Status::invalid_argument);
+  CHECK_THAT(nested.message(), Catch::Contains("would wait for that thread forever"));
+  CHECK(std::chrono::steady_clock::now() - started < 2s);
+
+  CHECK(caller.call("inline", "nested-async", "quiet").payload == "asked");
+  auto result = onward.get_future();
+  REQUIRE(result.wait_for(5s) == std::future_status::ready);
+  CHECK(result.get() == "QUIET");
+
+  service.stop();
+  CHECK(status_of([&] { caller.call("inline", "echo", ""); }) == Status::no_responders);
 }
 
 TEST_CASE("service names starting with '$' are reserved for the broker", "[service][names]") {

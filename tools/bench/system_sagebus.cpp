@@ -40,9 +40,11 @@ class Connected {
 
 struct EchoInstance {
   EchoInstance(const std::string& endpoint, const std::string& name)
-      // One worker: the handler is trivial, and more threads than cores only add switches.
+      // The handler is trivial: it runs on the client's I/O thread, with no hand-off to a
+      // worker and back (as NATS's runs on the subscription's delivery thread).
       : connected(endpoint, name),
-        service(connected.client(), std::string(kService), {.max_inflight = 64, .workers = 1}) {
+        service(connected.client(), std::string(kService),
+                {.max_inflight = 64, .on_io_thread = true}) {
     service.handle(std::string(kMethod),
                    [](const Request& request) { return std::string(request.payload); });
     service.start();

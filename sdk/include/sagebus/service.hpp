@@ -1,7 +1,8 @@
 // sagebus::Service: one instance of a named service, served over a Client's connection.
 //
 // Usage: construct, handle() each method, start(). The broker sends this instance at
-// most max_inflight calls at once; a pool of worker threads runs the handlers. What a
+// most max_inflight calls at once; a pool of worker threads runs the handlers (or the
+// client's I/O thread: ServiceOptions::on_io_thread). What a
 // handler returns is the reply payload; a handler that throws sagebus::Error replies
 // with that status and message, any other exception replies HANDLER_ERROR with its
 // what(). Handlers may call other services through any Client, including this one.
@@ -36,6 +37,13 @@ struct ServiceOptions {
   std::size_t max_inflight = 16;
   // Handler threads; 0 means min(max_inflight, 64).
   std::size_t workers = 0;
+  // Runs handlers on the client's I/O thread instead, one at a time, as each call
+  // arrives: no thread hand-off either way, for handlers that return at once. While one
+  // runs, the client reads and sends nothing, so such a handler must not block: a
+  // synchronous request through the same Client fails INVALID_ARGUMENT (it would wait for
+  // the thread it runs on; call_async works), and a handler slower than the client's
+  // lease (heartbeat x liveness) costs the client its connection. `workers` is unused.
+  bool on_io_thread = false;
   std::string version = "0";
   // All live instances of a service must agree on it; a disagreeing registration fails.
   Strategy strategy = Strategy::least_outstanding;
