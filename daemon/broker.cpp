@@ -466,10 +466,8 @@ bool Broker::claim_name_(const RoutingId& from) {
 }
 
 void Broker::on_heartbeat_(const RoutingId& from) {
-  out_.Clear();
-  out_.set_kind(wire::HEARTBEAT);
-  out_.set_id(in_.id());
-  send_(from, out_, {}, false);
+  head_.start(wire::HEARTBEAT).varint(wire::Header::kIdFieldNumber, in_.id());
+  send_head_(from, {}, false);
 }
 
 void Broker::on_goodbye_(const RoutingId& from) {
@@ -589,6 +587,12 @@ Broker::Sent Broker::send_(const RoutingId& to, wire::Header& header,
   return send_frames_(to, header_frame, payload, copy_payload);
 }
 
+Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> payload,
+                                bool copy_payload) {
+  zmq::message_t header_frame = head_.frame();
+  return send_frames_(to, header_frame, payload, copy_payload);
+}
+
 Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                                   std::span<zmq::message_t> payload, bool copy_payload) {
   zmq::message_t id_frame(to.data(), to.size());
@@ -621,26 +625,24 @@ Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_fr
 
 Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status status,
                             std::string_view message) {
-  out_.Clear();
-  out_.set_kind(wire::REPLY);
-  out_.set_id(id);
-  out_.set_status(status);
-  out_.set_message(std::string(message));
+  head_.start(wire::REPLY)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .enumeration(wire::Header::kStatusFieldNumber, status)
+      .string(wire::Header::kMessageFieldNumber, message);
   count_status_(status);
-  return send_(to, out_, {}, false);
+  return send_head_(to, {}, false);
 }
 
 Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status status,
                              std::string_view message, std::uint64_t count, std::uint64_t tag,
                              std::span<zmq::message_t> payload) {
-  out_.Clear();
-  out_.set_kind(wire::REPLY);
-  out_.set_id(id);
-  out_.set_status(status);
-  out_.set_message(std::string(message));
-  out_.set_count(count);
-  out_.set_tag(tag);
-  const Sent sent = send_(to, out_, payload, false);
+  head_.start(wire::REPLY)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .enumeration(wire::Header::kStatusFieldNumber, status)
+      .string(wire::Header::kMessageFieldNumber, message)
+      .varint(wire::Header::kCountFieldNumber, count)
+      .varint(wire::Header::kTagFieldNumber, tag);
+  const Sent sent = send_head_(to, payload, false);
   count_outcome_(status, sent);
   return sent;
 }
@@ -648,13 +650,12 @@ Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status
 void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
                              std::string_view message, std::span<zmq::message_t> payload,
                              const HeaderMap* headers) {
-  out_.Clear();
-  out_.set_kind(wire::REPLY);
-  out_.set_id(id);
-  out_.set_status(status);
-  out_.set_message(std::string(message));
-  if (headers != nullptr) *out_.mutable_headers() = *headers;
-  count_outcome_(status, send_(to, out_, payload, false));
+  head_.start(wire::REPLY)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .enumeration(wire::Header::kStatusFieldNumber, status)
+      .string(wire::Header::kMessageFieldNumber, message);
+  if (headers != nullptr) head_.map(wire::Header::kHeadersFieldNumber, *headers);
+  count_outcome_(status, send_head_(to, payload, false));
 }
 
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,

@@ -42,6 +42,7 @@
 #include "admin.hpp"
 #include "config.hpp"
 #include "event_header.hpp"
+#include "header_writer.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
@@ -198,6 +199,8 @@ class Broker {
   // outcome; reply_ answers a message that is not a call in the table.
   Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
              bool copy_payload);
+  // send_ of the header written in head_.
+  Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
   // send_ with the header already encoded.
   Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                     std::span<zmq::message_t> payload, bool copy_payload);
@@ -248,7 +251,8 @@ class Broker {
   TimePoint now_{};  // cached once per tick
   TimePoint next_lease_check_{};
   wire::Header in_;   // reused for every decoded header
-  wire::Header out_;  // reused for every header the broker sends
+  wire::Header out_;  // reused for the rare headers the broker sends through protobuf
+  HeaderWriter head_;  // for the ones sent per call or answer
   Frames frames_;
   std::vector<InstanceLoad> loads_;     // scratch for the balancer
   EventHeader event_header_;  // publish_'s, reset for each publish

@@ -165,20 +165,18 @@ Broker::Placement Broker::place_(Call& call, Service* service) {
 }
 
 Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
-  out_.Clear();
-  out_.set_kind(wire::REQUEST);
-  out_.set_id(call.id);
-  out_.set_service(call.service);
-  out_.set_method(call.method);
-  out_.set_timeout_ms(millis_left(call.deadline, now_));
-  out_.set_idempotent(call.idempotent);
-  out_.set_routing_key(call.routing_key);
-  out_.set_trace_id(call.trace_id);
-  for (const auto& [k, v] : call.headers)
-    (*out_.mutable_headers())[k] = v;
+  head_.start(wire::REQUEST)
+      .varint(wire::Header::kIdFieldNumber, call.id)
+      .string(wire::Header::kServiceFieldNumber, call.service)
+      .string(wire::Header::kMethodFieldNumber, call.method)
+      .varint(wire::Header::kTimeoutMsFieldNumber, millis_left(call.deadline, now_))
+      .varint(wire::Header::kIdempotentFieldNumber, call.idempotent)
+      .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
+      .map(wire::Header::kHeadersFieldNumber, call.headers)
+      .string(wire::Header::kTraceIdFieldNumber, call.trace_id);
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
-  const Sent sent = send_(instance.client, out_, call.payload, keep_payload);
+  const Sent sent = send_head_(instance.client, call.payload, keep_payload);
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, instance.client);
     ++instance.in_flight;

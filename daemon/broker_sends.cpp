@@ -104,12 +104,11 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
 
 Broker::Sent Broker::deliver_(Call& call, const RoutingId& peer) {
   const ClientInfo* sender = registry_.client(call.caller);
-  out_.Clear();
-  out_.set_kind(wire::DELIVER);
-  out_.set_id(call.id);
-  out_.set_peer(sender != nullptr ? sender->name : std::string());
-  out_.set_trace_id(call.trace_id);
-  const Sent sent = send_(peer, out_, call.payload, false);
+  head_.start(wire::DELIVER)
+      .varint(wire::Header::kIdFieldNumber, call.id)
+      .string(wire::Header::kTraceIdFieldNumber, call.trace_id)
+      .string(wire::Header::kPeerFieldNumber, sender != nullptr ? sender->name : std::string_view());
+  const Sent sent = send_head_(peer, call.payload, false);
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, peer);
     call.payload.clear();  // moved to the peer
