@@ -8,7 +8,16 @@ Call* PendingCalls::add(Call call) {
   call.counted_ = !call.outcome_claimed();
   if (call.counted_) ++pending_by_caller_[call.caller];
   const TimePoint deadline = call.deadline;
-  auto [it, inserted] = calls_.emplace(call.id, std::move(call));
+  Table::iterator it;
+  if (spare_.empty()) {
+    it = calls_.emplace(call.id, std::move(call)).first;
+  } else {
+    Table::node_type node = std::move(spare_.back());
+    spare_.pop_back();
+    node.key() = call.id;
+    node.mapped() = std::move(call);
+    it = calls_.insert(std::move(node)).position;
+  }
   deadlines_.emplace(deadline, it->first);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
   return &it->second;
@@ -23,7 +32,14 @@ void PendingCalls::erase(CallId id) {
   auto it = calls_.find(id);
   if (it == calls_.end()) return;
   uncount_(it->second);
-  calls_.erase(it);
+  if (spare_.size() >= kSpareNodes) {
+    calls_.erase(it);
+    return;
+  }
+  Table::node_type node = calls_.extract(it);
+  // The payload's buffers are released now, not when the node is next used.
+  node.mapped().payload.clear();
+  spare_.push_back(std::move(node));
 }
 
 bool PendingCalls::claim_outcome(Call& call) {

@@ -158,9 +158,15 @@ class PendingCalls {
   void compact_heap_();
   void uncount_(Call& call);
 
+  using Table = std::unordered_map<CallId, Call>;
+  // Erased calls' nodes, kept for add(): a call then costs no allocation and no free. As
+  // many as a burst of calls ends in one tick, in the common case; the rest are freed.
+  static constexpr std::size_t kSpareNodes = 64;
+
   std::size_t capacity_;
   CallId next_id_;
-  std::unordered_map<CallId, Call> calls_;
+  Table calls_;
+  std::vector<Table::node_type> spare_;
   std::unordered_map<RoutingId, std::size_t> pending_by_caller_;  // no zero entries
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
   // entries (and those of moved deadlines) are skipped when they reach the top, and the
