@@ -202,7 +202,7 @@ class Engine {
   void drain_socket_() {
     for (int i = 0; i < kReceiveBatch; ++i) {
       zmq::message_t header_frame;
-      if (!socket_.recv(header_frame, zmq::recv_flags::dontwait)) return;
+      if (!socket_.recv(header_frame, zmq::recv_flags::dontwait)) break;
       frames_.clear();
       for (bool more = header_frame.more(); more; more = frames_.back().more()) {
         frames_.emplace_back();
@@ -212,6 +212,8 @@ class Engine {
       last_heard_ = now_;
       on_message_();
     }
+    for (const auto& core : subscription_cores_)
+      core->flush();  // hands on what on_event_() took, once per batch
   }
 
   void on_message_() {
@@ -678,9 +680,9 @@ class Engine {
   void on_event_() {
     auto it = subscriptions_.find(in_.subscription());
     if (it == subscriptions_.end()) return;  // unsubscribed meanwhile
-    Message message{in_.topic(), {}, {}, in_.dropped()};
-    if (!frames_.empty()) message.payload = to_string(frames_.front());
-    it->second->deliver(std::move(message));
+    std::string_view payload;
+    if (!frames_.empty()) payload = {frames_.front().data<char>(), frames_.front().size()};
+    it->second->deliver(in_.topic(), payload, in_.dropped());
   }
 
   // --- point-to-point ------------------------------------------------------------------

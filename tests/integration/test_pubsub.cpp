@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -325,4 +326,72 @@ TEST_CASE(
 
   Client publisher(at(broker.endpoint(), "publisher"));
   CHECK(publisher.publish("news.today", "fresh", {.confirm = true}) == 1);
+}
+
+TEST_CASE(
+    "with many subscriptions on one client, each handler gets every message once and in "
+    "order, and one unsubscribed mid-stream stops after the handler call in progress",
+    "[pubsub][unsubscribe]") {
+  // Room for every event of every subscription on the way, so any loss is a bug.
+  Broker broker({"--peer-queue", "200000"});
+  constexpr int kMessages = 20000;  // 7 subscriptions: 140,000 events
+  constexpr int kLeaveAt = 2000;
+  Client subscriber(at(broker.endpoint(), "many-subscriber"));
+  std::vector<Inbox> inboxes(6);
+  std::vector<Subscription> staying;
+  for (auto& inbox : inboxes)
+    staying.push_back(subscriber.subscribe("batch.>", inbox.handler(), {.window = 2 * kMessages}));
+  // The leaving one holds its handler at message kLeaveAt until unsubscribe() is under way.
+  Gate held, release;
+  Inbox left_inbox;
+  auto record = left_inbox.handler();
+  auto leaving = subscriber.subscribe("batch.>",
+                                      [&](const Message& m) {
+                                        record(m);
+                                        if (m.payload == std::to_string(kLeaveAt)) {
+                                          held.open();
+                                          release.wait();
+                                        }
+                                      },
+                                      {.window = 2 * kMessages});
+  OpenOnExit open_on_exit{release};
+  Client publisher(at(broker.endpoint(), "many-publisher"));
+  REQUIRE(eventually([&] { return subscriptions_on(publisher, "batch.>") == 7; }, 10s));
+
+  for (int seq = 0; seq < kMessages; ++seq)
+    publisher.publish("batch.n", std::to_string(seq));
+  held.wait();
+  std::thread leaver([&] { leaving.unsubscribe(); });
+  std::this_thread::sleep_for(200ms);  // unsubscribe() is waiting for the handler by now
+  release.open();
+  leaver.join();
+  const auto left_handled = leaving.handled();
+
+  REQUIRE(eventually(
+      [&] {
+        for (const auto& inbox : inboxes)
+          if (inbox.size() < kMessages) return false;
+        return true;
+      },
+      60s));
+  for (std::size_t i = 0; i < inboxes.size(); ++i) {
+    INFO("subscription " << i);
+    const auto messages = inboxes[i].messages();
+    REQUIRE(messages.size() == kMessages);
+    int out_of_order = 0;
+    for (int seq = 0; seq < kMessages; ++seq)
+      if (messages[static_cast<std::size_t>(seq)].payload != std::to_string(seq)) ++out_of_order;
+    CHECK(out_of_order == 0);
+    CHECK(staying[i].handled() == kMessages);
+    CHECK(staying[i].missed() == 0);
+  }
+  // The leaving handler ran for the messages up to the one in progress, and never after.
+  const auto left = left_inbox.messages();
+  CHECK(left.size() == kLeaveAt + 1);
+  CHECK(left_handled == kLeaveAt + 1);
+  CHECK(leaving.handled() == left_handled);
+  int left_out_of_order = 0;
+  for (std::size_t seq = 0; seq < left.size(); ++seq)
+    if (left[seq].payload != std::to_string(seq)) ++left_out_of_order;
+  CHECK(left_out_of_order == 0);
 }
