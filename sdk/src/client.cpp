@@ -113,9 +113,15 @@ void Client::call_async(std::string_view service, std::string_view method, std::
 
 std::size_t Client::publish(std::string_view topic, std::string_view payload,
                             const PublishOptions& options) {
-  check(wire::check_topic(topic));
+  // Publishers repeat a few topics: the last one this thread found valid is not checked
+  // again (validity depends on the topic alone).
+  thread_local std::string last_valid_topic;
+  if (topic.empty() || topic != last_valid_topic) {
+    check(wire::check_topic(topic));
+    last_valid_topic.assign(topic);
+  }
   if (!options.confirm) {
-    connection_->publish(std::string(topic), std::string(payload), options.timeout);
+    connection_->publish(topic, payload, options.timeout);
     return 0;
   }
   detail::RequestSpec spec;

@@ -158,22 +158,22 @@ void Connection::start(RequestSpec spec, Done done) {
   post_(Start{std::move(spec), std::move(done)});
 }
 
-void Connection::publish(std::string topic, std::string payload,
+void Connection::publish(std::string_view topic, std::string_view payload,
                          std::chrono::milliseconds timeout) {
   if (!connected() && (failing() || !wait_connected(timeout)))
-    throw Error(Status::unavailable, "cannot publish on " + topic +
+    throw Error(Status::unavailable, "cannot publish on " + std::string(topic) +
                                          ": not connected to sage-busd at " + options_.endpoint);
   if (const auto limit = max_payload_.load(std::memory_order_relaxed); payload.size() > limit)
-    throw Error(Status::invalid_argument,
-                "cannot publish on " + topic + ": the payload of " +
-                    std::to_string(payload.size()) + " bytes exceeds the broker's max-payload of " +
-                    std::to_string(limit) + " bytes");
+    throw Error(Status::invalid_argument, "cannot publish on " + std::string(topic) +
+                                              ": the payload of " + std::to_string(payload.size()) +
+                                              " bytes exceeds the broker's max-payload of " +
+                                              std::to_string(limit) + " bytes");
   if (!publish_slots_.try_acquire_for(timeout))
-    throw Error(Status::overloaded, "cannot publish on " + topic + ": " +
+    throw Error(Status::overloaded, "cannot publish on " + std::string(topic) + ": " +
                                         std::to_string(options_.max_queued_publishes) +
                                         " messages still wait for the socket after " +
                                         std::to_string(timeout.count()) + " ms");
-  post_(Publish{std::move(topic), std::move(payload)});
+  post_(Publish{std::string(topic), zmq::message_t(payload.data(), payload.size())});
 }
 
 void Connection::add_service(std::shared_ptr<ServiceCore> core) {

@@ -24,9 +24,12 @@
 #include <optional>
 #include <semaphore>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
+
+#include <zmq.hpp>
 
 #include "sagebus/client.hpp"
 #include "sagebus/wire.pb.h"
@@ -94,7 +97,7 @@ class Connection {
   void start(RequestSpec spec, Done done);
   // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
   // Error(OVERLOADED) if that lasts `timeout`, Error(UNAVAILABLE) when not connected.
-  void publish(std::string topic, std::string payload, std::chrono::milliseconds timeout);
+  void publish(std::string_view topic, std::string_view payload, std::chrono::milliseconds timeout);
 
   // Services: registered now and after every new session; calls routed to them.
   void add_service(std::shared_ptr<ServiceCore> core);
@@ -134,7 +137,7 @@ class Connection {
   };
   struct Publish {
     std::string topic;
-    std::string payload;
+    zmq::message_t payload;  // the caller's bytes, copied once, straight into the frame
   };
   struct AddService {
     std::shared_ptr<ServiceCore> core;

@@ -618,7 +618,7 @@ class Engine {
     out_.Clear();
     out_.set_kind(wire::PUBLISH);
     out_.set_topic(std::move(c.topic));
-    outbox_.emplace_back(wire::encode(out_), adopt(std::move(c.payload)));
+    outbox_.emplace_back(wire::encode(out_), std::move(c.payload));
   }
 
   void flush_outbox_() {
