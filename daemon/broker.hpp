@@ -162,7 +162,9 @@ class Broker {
   void route_(Call& call);
   Placement place_(Call& call, Service* service);
   Sent dispatch_(Call& call, Instance& instance);
+  // Places the calls waiting for `service`, in order, as far as its instances have room.
   void pump_(const std::string& service);
+  void pump_(Service* service);
   void run_deadlines_();
   void instance_lost_(CallId id, const std::string& why);
   void forget_caller_(const RoutingId& rid);

@@ -217,8 +217,8 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
       return;
   }
   if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
-  const std::string service_name = call->service;
-  Service* service = registry_.service(service_name);
+  // Found once: nothing below adds or removes a service entry before pump_.
+  Service* service = registry_.service(call->service);
   Instance* instance = service == nullptr ? nullptr : service->find(from);
   if (instance != nullptr) {
     if (instance->in_flight > 0) --instance->in_flight;
@@ -240,10 +240,10 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
                                            [&](const auto& r) { return r.first == from; });
   if (instance != nullptr && instance->draining && instance->in_flight == 0 && !removal_pending) {
     const std::string instance_id = instance->instance_id;
-    registry_.remove_instance(service_name, from);
-    spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service_name);
+    registry_.remove_instance(service->name, from);
+    spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service->name);
   }
-  pump_(service_name);
+  pump_(service);
 }
 
 bool Broker::refuse_call_(const RoutingId& from, std::uint64_t id, std::string_view what) {
@@ -307,7 +307,10 @@ void Broker::forward_reply_(Call& call, Frames& frames) {
 }
 
 void Broker::pump_(const std::string& name) {
-  Service* service = registry_.service(name);
+  pump_(registry_.service(name));
+}
+
+void Broker::pump_(Service* service) {
   // Runs after every reply: the common case, nothing waiting, must cost nothing.
   if (service == nullptr || service->waiting.empty()) return;
   std::deque<CallId> queue;
@@ -339,7 +342,7 @@ void Broker::pump_(const std::string& name) {
   }
   // place_ never queues, so nothing was added to service->waiting meanwhile.
   service->waiting = std::move(keep);
-  registry_.prune(name);
+  registry_.prune(std::string(service->name));  // a copy: prune may erase the entry
 }
 
 void Broker::run_deadlines_() {
