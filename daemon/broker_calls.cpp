@@ -81,26 +81,27 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
   }
   if (refuse_call_(from, id, "calls")) return;
 
-  Call c;
-  c.caller = from;
-  c.caller_id = id;
-  c.service = in_.service();
-  c.method = in_.method();
-  c.routing_key = in_.routing_key();
-  c.trace_id = in_.trace_id();
-  for (const auto& [k, v] : in_.headers())
-    c.headers.emplace_back(k, v);
-  c.idempotent = in_.idempotent();
-  c.wait_for_ready = in_.wait_for_ready();
-  c.payload.reserve(frames.size() - 2);
-  for (std::size_t i = 2; i < frames.size(); ++i)
-    c.payload.push_back(std::move(frames[i]));
-  c.accepted = now_;
-  c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
-  c.stats = metrics_.methods.find_or_add(c.service, c.method);
-  ++c.stats->calls;
-  ++c.stats->in_flight;
-  Call* call = calls_.add(std::move(c));
+  // Filled in place: the call table lends the storage of a call that ended.
+  Call* call = calls_.add_in_place([&](Call& c) {
+    c.caller = from;
+    c.caller_id = id;
+    c.service = in_.service();
+    c.method = in_.method();
+    c.routing_key = in_.routing_key();
+    c.trace_id = in_.trace_id();
+    for (const auto& [k, v] : in_.headers())
+      c.headers.emplace_back(k, v);
+    c.idempotent = in_.idempotent();
+    c.wait_for_ready = in_.wait_for_ready();
+    c.payload.reserve(frames.size() - 2);
+    for (std::size_t i = 2; i < frames.size(); ++i)
+      c.payload.push_back(std::move(frames[i]));
+    c.accepted = now_;
+    c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
+    c.stats = metrics_.methods.find_or_add(c.service, c.method);
+  });
+  ++call->stats->calls;
+  ++call->stats->in_flight;
   // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
   if (spdlog::should_log(spdlog::level::debug))
     spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,

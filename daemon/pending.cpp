@@ -2,25 +2,58 @@
 
 namespace sagebus::broker {
 
-Call* PendingCalls::add(Call call) {
-  if (full()) return nullptr;
+void Call::reset_() noexcept {
+  // Every field, as declared. A field added to Call changes its size and fails this (the
+  // size checked is that of 64-bit libstdc++; other targets are not checked).
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 400,
+                "a field was added to Call: reset_() must reset it too, then update this size");
+  id = 0;
+  kind = CallKind::request;
+  caller.clear();
+  caller_id = 0;
+  service.clear();
+  method.clear();
+  routing_key.clear();
+  trace_id.clear();
+  headers.clear();
+  idempotent = false;
+  wait_for_ready = false;
+  payload.clear();
+  accepted = {};
+  deadline = {};
+  peer.clear();
+  send_deadline = {};
+  state = CallState::waiting;
+  instance.clear();
+  retried = false;
+  lost_reason.clear();
+  caller_lost = false;
+  stats = nullptr;
+  outcome_claimed_ = false;
+  counted_ = false;
+}
+
+PendingCalls::Table::node_type PendingCalls::blank_node_() {
+  if (spare_.empty()) {
+    scratch_.try_emplace(0);
+    return scratch_.extract(scratch_.begin());
+  }
+  Table::node_type node = std::move(spare_.back());
+  spare_.pop_back();
+  return node;
+}
+
+Call* PendingCalls::enter_(Table::node_type node) {
+  Call& call = node.mapped();
   call.id = next_id_++;
+  node.key() = call.id;
   call.counted_ = !call.outcome_claimed();
   if (call.counted_) ++pending_by_caller_[call.caller];
   const TimePoint deadline = call.deadline;
-  Table::iterator it;
-  if (spare_.empty()) {
-    it = calls_.emplace(call.id, std::move(call)).first;
-  } else {
-    Table::node_type node = std::move(spare_.back());
-    spare_.pop_back();
-    node.key() = call.id;
-    node.mapped() = std::move(call);
-    it = calls_.insert(std::move(node)).position;
-  }
-  deadlines_.emplace(deadline, it->first);
+  Call* entered = &calls_.insert(std::move(node)).position->second;
+  deadlines_.emplace(deadline, entered->id);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
-  return &it->second;
+  return entered;
 }
 
 Call* PendingCalls::find(CallId id) {
@@ -37,8 +70,8 @@ void PendingCalls::erase(CallId id) {
     return;
   }
   Table::node_type node = calls_.extract(it);
-  // The payload's buffers are released now, not when the node is next used.
-  node.mapped().payload.clear();
+  // Blanked now: the payload's buffers are released at once, not at the node's next use.
+  node.mapped().reset_();
   spare_.push_back(std::move(node));
 }
 

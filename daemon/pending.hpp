@@ -90,6 +90,9 @@ class Call {
 
  private:
   friend class PendingCalls;
+  // Makes it a default Call again, keeping the storage of its strings and vectors.
+  void reset_() noexcept;
+
   bool outcome_claimed_ = false;
   bool counted_ = false;  // counted in PendingCalls::pending_of(caller)
 };
@@ -107,7 +110,19 @@ class PendingCalls {
 
   // Enters `call` with a fresh dispatch id and returns it, or nullptr when the table is
   // full. The reference stays valid until erase(id).
-  Call* add(Call call);
+  Call* add(Call call) {
+    return add_in_place([&](Call& blank) { blank = std::move(call); });
+  }
+  // The same for a call that `fill(Call&)` writes into a blank Call in place, which lends
+  // it the storage of a call erased before (strings, payload vector): the broker's calls
+  // then allocate nothing. `fill` is not called when the table is full.
+  template <class Fill>
+  Call* add_in_place(Fill&& fill) {
+    if (full()) return nullptr;
+    Table::node_type node = blank_node_();
+    fill(node.mapped());
+    return enter_(std::move(node));
+  }
   Call* find(CallId id);
   void erase(CallId id);
 
@@ -154,19 +169,24 @@ class PendingCalls {
 
  private:
   using Entry = std::pair<TimePoint, CallId>;
+  using Table = std::unordered_map<CallId, Call>;
+  // A node of calls_ holding a default Call, not in the table.
+  Table::node_type blank_node_();
+  Call* enter_(Table::node_type node);
   void drop_stale_top_();
   void compact_heap_();
   void uncount_(Call& call);
 
-  using Table = std::unordered_map<CallId, Call>;
-  // Erased calls' nodes, kept for add(): a call then costs no allocation and no free. As
-  // many as a burst of calls ends in one tick, in the common case; the rest are freed.
+  // Erased calls' nodes, blanked and kept for add(): a call then costs no allocation and
+  // no free. As many as a burst of calls ends in one tick, in the common case; the rest
+  // are freed.
   static constexpr std::size_t kSpareNodes = 64;
 
   std::size_t capacity_;
   CallId next_id_;
   Table calls_;
   std::vector<Table::node_type> spare_;
+  Table scratch_;  // where blank_node_() makes a node when there is no spare
   std::unordered_map<RoutingId, std::size_t> pending_by_caller_;  // no zero entries
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
   // entries (and those of moved deadlines) are skipped when they reach the top, and the

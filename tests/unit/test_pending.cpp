@@ -1,6 +1,8 @@
 // The call table: every caller gets exactly one outcome, deadlines come out in order,
 // and a reply counts only from the instance the call was given to.
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -177,4 +179,72 @@ TEST_CASE("a deadline moved away and back expires once", "[pending]") {
   calls.set_deadline(*call, t0 + 2s);
   calls.set_deadline(*call, t0 + 1s);
   CHECK(calls.take_expired(t0 + 3s) == std::vector<CallId>{id});
+}
+
+TEST_CASE("a call entered after others ended starts blank, whatever they held", "[pending]") {
+  PendingCalls calls(10);
+  std::vector<CallId> ended;
+  for (int i = 0; i < 3; ++i) {
+    Call c = make_call("A", 7, t0 + 1s);
+    c.kind = CallKind::send;
+    c.routing_key = std::string(100, 'k');  // heap-allocated strings, to be reused
+    c.trace_id = "trace";
+    c.headers.emplace_back("h", "v");
+    c.idempotent = true;
+    c.wait_for_ready = true;
+    c.payload.emplace_back("payload", 7);
+    c.peer = "node-7";
+    c.send_deadline = t0 + 2s;
+    c.retried = true;
+    c.lost_reason = "lost";
+    c.caller_lost = true;
+    Call* call = calls.add(std::move(c));
+    calls.set_dispatched(*call, "instance");
+    REQUIRE(calls.claim_outcome(*call));
+    ended.push_back(call->id);
+  }
+  for (const CallId id : ended)
+    calls.erase(id);
+
+  Call* call = calls.add_in_place([](Call& blank) {
+    CHECK(blank.id == 0);
+    CHECK(blank.kind == CallKind::request);
+    CHECK(blank.caller.empty());
+    CHECK(blank.caller_id == 0);
+    CHECK(blank.service.empty());
+    CHECK(blank.method.empty());
+    CHECK(blank.routing_key.empty());
+    CHECK(blank.trace_id.empty());
+    CHECK(blank.headers.empty());
+    CHECK_FALSE(blank.idempotent);
+    CHECK_FALSE(blank.wait_for_ready);
+    CHECK(blank.payload.empty());
+    CHECK(blank.accepted == TimePoint{});
+    CHECK(blank.deadline == TimePoint{});
+    CHECK(blank.peer.empty());
+    CHECK(blank.send_deadline == TimePoint{});
+    CHECK(blank.state == CallState::waiting);
+    CHECK(blank.instance.empty());
+    CHECK_FALSE(blank.retried);
+    CHECK(blank.lost_reason.empty());
+    CHECK_FALSE(blank.caller_lost);
+    CHECK(blank.stats == nullptr);
+    CHECK_FALSE(blank.outcome_claimed());
+    blank.caller = "B";
+    blank.deadline = t0 + 1s;
+  });
+  REQUIRE(call != nullptr);
+  CHECK(calls.find(call->id) == call);
+  CHECK(calls.pending_of("B") == 1);
+  CHECK(calls.pending_of("A") == 0);
+  CHECK(calls.next_deadline() == t0 + 1s);
+  CHECK(calls.claim_outcome(*call));  // its outcome is its own, not the ended calls'
+}
+
+TEST_CASE("a full table does not fill a call in place", "[pending]") {
+  PendingCalls calls(1);
+  REQUIRE(calls.add(make_call("A", 1, t0 + 1s)) != nullptr);
+  bool filled = false;
+  CHECK(calls.add_in_place([&](Call&) { filled = true; }) == nullptr);
+  CHECK_FALSE(filled);
 }
