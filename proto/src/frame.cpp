@@ -276,6 +276,26 @@ DecodeResult decode(const zmq::message_t& frame, Header& out, std::size_t max_by
   return DecodeResult::ok;
 }
 
+std::optional<KindAndId> peek_kind_and_id(const zmq::message_t& frame) {
+  const auto* p = static_cast<const std::uint8_t*>(frame.data());
+  const std::uint8_t* const end = p + frame.size();
+  std::optional<std::uint64_t> kind;
+  // Keys of fields 1, 2 and 3 as varints are one byte each: 0x08, 0x10, 0x18.
+  for (std::uint8_t expected : {std::uint8_t{0x08}, std::uint8_t{0x10}, std::uint8_t{0x18}}) {
+    if (p == end || *p != expected) {
+      if (expected == 0x08) continue;  // version is optional here; kind and id are not
+      return std::nullopt;
+    }
+    ++p;
+    std::uint64_t value = 0;
+    if (!read_varint(p, end, value)) return std::nullopt;
+    if (expected == 0x10) kind = value;
+    if (expected == 0x18 && value != 0 && kind)
+      return KindAndId{static_cast<Kind>(static_cast<int>(*kind)), value};
+  }
+  return std::nullopt;
+}
+
 std::string_view status_name(Status status) {
   if (!Status_IsValid(status)) return "UNKNOWN_STATUS";
   return Status_Name(status);

@@ -263,7 +263,8 @@ TEST_CASE("another protocol version is answered INVALID_ARGUMENT naming both ver
   bus.check_undisturbed();
 }
 
-TEST_CASE("a header over max-header is dropped and counted against that limit", "[hostile]") {
+TEST_CASE("a header over max-header is refused by the id it starts with, and counted",
+          "[hostile]") {
   Bus bus;
   RawPeer raw(bus.broker.endpoint());
   REQUIRE(raw.hello("raw-header"));
@@ -271,12 +272,23 @@ TEST_CASE("a header over max-header is dropped and counted against that limit", 
   const auto refused = bus.refusals("max-header");
   wire::Header big = request("echo", "echo");
   (*big.mutable_headers())["padding"] = std::string(kMaxHeader, 'p');
-  raw.send(big, {"x"});
+  const auto answer = raw.reply_to(raw.send(big, {"x"}));
+  REQUIRE(answer);
+  CHECK(answer->status() == wire::INVALID_ARGUMENT);
+  CHECK_THAT(answer->message(), Catch::Contains("over sage-busd's max-header of 4096 bytes"));
+  CHECK(bus.counters().malformed() == malformed + 1);
+  CHECK(bus.refusals("max-header") == refused + 1);
+
+  // Without kind and id where encoders put them, there is no one to answer.
+  wire::Header with_id = big;
+  with_id.set_id(424242);
+  std::string unmarked = wire::encode(with_id).to_string();
+  unmarked.insert(0, "\x72\x01z");  // a field 14 (hello) before anything else
+  raw.send_frames({unmarked, "x"});
   int answered = 0;
   REQUIRE(raw.sync(&answered));
   CHECK(answered == 0);
-  CHECK(bus.counters().malformed() == malformed + 1);
-  CHECK(bus.refusals("max-header") == refused + 1);
+  CHECK(bus.refusals("max-header") == refused + 2);
 
   // Just under the limit is a header like any other.
   wire::Header fits = request("echo", "echo");

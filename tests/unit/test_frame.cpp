@@ -211,6 +211,27 @@ TEST_CASE("encode stamps the protocol version whatever the header held", "[frame
   CHECK(out.version() == 1);
 }
 
+TEST_CASE("peek_kind_and_id reads a header's kind and id from its first bytes", "[frame]") {
+  wire::Header h;
+  h.set_kind(wire::REQUEST);
+  h.set_service(std::string(100000, 's'));  // far over any limit: only the start is read
+  for (const std::uint64_t id : {std::uint64_t{1}, std::uint64_t{300}, ~std::uint64_t{0}}) {
+    h.set_id(id);
+    const auto head = wire::peek_kind_and_id(wire::encode(h));
+    REQUIRE(head);
+    CHECK(head->kind == wire::REQUEST);
+    CHECK(head->id == id);
+  }
+  // No version field is fine; no id, id 0, another field first, or a cut-off varint is not.
+  const auto bytes = [](std::string s) { return zmq::message_t(s.data(), s.size()); };
+  CHECK(wire::peek_kind_and_id(bytes(std::string("\x10\x08\x18\x05", 4)))->id == 5);
+  CHECK_FALSE(wire::peek_kind_and_id(bytes(std::string("\x08\x01\x10\x08", 4))));
+  CHECK_FALSE(wire::peek_kind_and_id(bytes(std::string("\x08\x01\x10\x08\x18\x00", 6))));
+  CHECK_FALSE(wire::peek_kind_and_id(bytes(std::string("\x32\x01s\x10\x08\x18\x05", 7))));
+  CHECK_FALSE(wire::peek_kind_and_id(bytes(std::string("\x10\x08\x18\xff", 4))));
+  CHECK_FALSE(wire::peek_kind_and_id(bytes("")));
+}
+
 TEST_CASE("decoding into a reused header leaves nothing of the previous one", "[frame]") {
   wire::Header first;
   first.set_kind(wire::REQUEST);

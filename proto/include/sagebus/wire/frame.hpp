@@ -39,6 +39,16 @@ enum class DecodeResult { ok, too_large, malformed, bad_version };
 DecodeResult decode(const zmq::message_t& frame, Header& out,
                     std::size_t max_bytes = kMaxHeaderBytes);
 
+// The kind and id of a header decode() would not parse (too_large), so that its sender
+// can still be answered: read from the header's first fields when they are version, kind
+// and id, in that order, as every encoder writes them (protobuf writes fields in number
+// order). Nothing when they are not, or the id is 0. Reads at most the first 33 bytes.
+struct KindAndId {
+  Kind kind;
+  std::uint64_t id;
+};
+std::optional<KindAndId> peek_kind_and_id(const zmq::message_t& frame);
+
 namespace detail {
 // decode()'s own parser, here so that the unit tests and the fuzz target can hold it to
 // protobuf's. Takes only the scalar and string fields of Header (all but headers, hello,
