@@ -212,8 +212,9 @@ class Engine {
       last_heard_ = now_;
       on_message_();
     }
-    for (const auto& core : subscription_cores_)
+    for (const auto& core : to_flush_)
       core->flush();  // hands on what on_event_() took, once per batch
+    to_flush_.clear();
   }
 
   void on_message_() {
@@ -682,6 +683,9 @@ class Engine {
     if (it == subscriptions_.end()) return;  // unsubscribed meanwhile
     std::string_view payload;
     if (!frames_.empty()) payload = {frames_.front().data<char>(), frames_.front().size()};
+    // Flushed at the end of the batch: only the subscriptions that got something, so
+    // that a client with thousands of them does not walk them all for every batch.
+    if (!it->second->holds_unflushed()) to_flush_.push_back(it->second);
     it->second->deliver(in_.topic(), payload, in_.dropped());
   }
 
@@ -909,6 +913,8 @@ class Engine {
   std::map<std::string, ServiceEntry> services_;
   std::unordered_map<std::uint64_t, RegistrationAnswer> registrations_;
   std::vector<std::shared_ptr<SubscriptionCore>> subscription_cores_;
+  // Those on_event_() delivered to in the receive batch being read (drain_socket_).
+  std::vector<std::shared_ptr<SubscriptionCore>> to_flush_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
       subscriptions_;  // by wire id
   std::deque<std::pair<zmq::message_t, zmq::message_t>> outbox_;

@@ -69,6 +69,8 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   void flush() {
     if (!incoming_.empty()) hand_over_();
   }
+  // I/O thread: whether deliver() took something since the last flush().
+  bool holds_unflushed() const noexcept { return !incoming_.empty(); }
   // I/O thread: credit to grant on a fresh SUBSCRIBE (room left for messages not handled).
   std::uint32_t room();
   std::uint64_t wire_id = 0;
