@@ -91,6 +91,19 @@ class HeaderWriter {
     return *this;
   }
 
+  // Where the header stands now, and a way back to it: for headers that share a start
+  // and differ in their last fields (EventHeader).
+  struct Mark {
+    std::size_t size;
+    int last_field;
+  };
+  Mark mark() const noexcept { return {size_, last_field_}; }
+  HeaderWriter& rewind(Mark to) noexcept {
+    size_ = to.size;
+    last_field_ = to.last_field;
+    return *this;
+  }
+
   // Bytes written so far.
   std::size_t size() const noexcept { return size_; }
   std::string_view bytes() const noexcept {
