@@ -133,6 +133,18 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
   }
 }
 
+EchoInstance::EchoInstance(const std::string& endpoint, const std::string& name)
+    : client_(at(endpoint, name + "-echo-instance")), service_(client_, name) {
+  service_.handle("echo", [](const Request& r) { return std::string(r.payload); });
+  service_.start();
+  if (!service_.wait_registered(5s))
+    throw std::runtime_error("echo service " + name + " was not registered within 5 s");
+}
+
+EchoInstance::~EchoInstance() {
+  service_.stop();
+}
+
 admin::BrokerStatus broker_status(Client& client) {
   admin::BrokerStatus status;
   const auto reply = client.call("$broker", "status", "", {.timeout = 5s});

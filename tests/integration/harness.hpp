@@ -100,6 +100,21 @@ class Inbox {
   std::vector<Message> messages_;
 };
 
+// An echo instance of service `name` in this process, on its own client: method "echo"
+// answers the payload. Registered when constructed (throws if not within 5 s); stopped
+// before its client goes.
+class EchoInstance {
+ public:
+  EchoInstance(const std::string& endpoint, const std::string& name);
+  ~EchoInstance();
+  EchoInstance(const EchoInstance&) = delete;
+  EchoInstance& operator=(const EchoInstance&) = delete;
+
+ private:
+  Client client_;
+  Service service_;
+};
+
 // The broker's own reports, through the admin service "$broker".
 admin::BrokerStatus broker_status(Client& client);
 admin::ServiceList broker_services(Client& client);

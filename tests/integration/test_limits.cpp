@@ -49,22 +49,6 @@ class GatedService {
   Service service_;
 };
 
-// An echo instance of `name` in this process.
-class EchoService {
- public:
-  EchoService(const std::string& endpoint, const std::string& name)
-      : client_(at(endpoint, name + "-echo-instance")), service_(client_, name) {
-    service_.handle("echo", [](const Request& r) { return std::string(r.payload); });
-    service_.start();
-    REQUIRE(service_.wait_registered(5s));
-  }
-  ~EchoService() { service_.stop(); }
-
- private:
-  Client client_;
-  Service service_;
-};
-
 // The calls the broker counts as pending for the connection named `name`.
 unsigned pending(Client& observer, const std::string& name) {
   const auto list = broker_clients(observer);
@@ -105,7 +89,7 @@ TEST_CASE(
     "[limits][per-client]") {
   Broker broker({"--max-calls-per-client", "4"});
   GatedService slow(broker.endpoint(), "slow", 2);
-  EchoService echo(broker.endpoint(), "echo");
+  EchoInstance echo(broker.endpoint(), "echo");
   Client greedy(at(broker, "greedy"));
   Client other(at(broker, "other"));
   Client observer(at(broker, "observer"));
@@ -166,7 +150,7 @@ TEST_CASE("the pending count of a connection returns to 0 whichever way its call
   };
 
   SECTION("replies") {
-    EchoService echo(broker.endpoint(), "echo");
+    EchoInstance echo(broker.endpoint(), "echo");
     std::vector<std::future<Reply>> calls;
     for (int i = 0; i < 3; ++i)
       calls.push_back(caller.call_async("echo", "echo", "r"));
@@ -204,7 +188,7 @@ TEST_CASE("the pending count of a connection returns to 0 whichever way its call
           caller.call_async("retried", "echo", "again", {.timeout = 20s, .idempotent = true}));
     REQUIRE(eventually([&] { return in_flight(observer, "retried") == 3; }, 10s));
     CHECK(pending(observer, "caller") == 3);
-    EchoService spare(broker.endpoint(), "retried");
+    EchoInstance spare(broker.endpoint(), "retried");
     lossy->signal(SIGKILL);
     for (auto& c : calls)
       CHECK(c.get().payload == "again");
@@ -297,7 +281,7 @@ TEST_CASE(
   write(file, base + "max-header = 2048\n");
   Process busd({busd_path(), "--config", file}, dir.path() + "/busd.log");
   REQUIRE(busd.wait_for_log("listening on " + endpoint, 10s));
-  EchoService echo(endpoint, "echo");
+  EchoInstance echo(endpoint, "echo");
   Client caller(at(endpoint, "caller"));
   Client observer(at(endpoint, "observer"));
   const CallOptions big{.timeout = 1s, .headers = {{"padding", std::string(3000, 'p')}}};

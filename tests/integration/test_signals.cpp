@@ -82,16 +82,6 @@ class QuietHandler {
   struct sigaction previous_ {};
 };
 
-struct Echo {
-  Client client;
-  Service service;
-  explicit Echo(const Broker& broker) : client(at(broker, "echo-instance")), service(client, "echo") {
-    service.handle("echo", [](const Request& r) { return std::string(r.payload); });
-    service.start();
-    REQUIRE(service.wait_registered(5s));
-  }
-};
-
 // Calls for `duration`, 64 in flight at a time; each must come back with its own payload.
 struct Calls {
   unsigned done = 0;
@@ -134,7 +124,7 @@ std::string tail(const std::string& text, int lines) {
 TEST_CASE("a storm of SIGHUPs to the broker while calls flow costs no call and no client",
           "[signals][reload]") {
   Broker broker;
-  Echo echo(broker);
+  EchoInstance echo(broker.endpoint(), "echo");
   Client caller(at(broker));
   REQUIRE(caller.call("echo", "echo", "before").payload == "before");
   Calls calls;
@@ -158,7 +148,7 @@ TEST_CASE("signals to a program that links the SDK cost no call and no thread",
           "[signals][sdk]") {
   Broker broker;
   QuietHandler handler(SIGRTMIN);
-  Echo echo(broker);
+  EchoInstance echo(broker.endpoint(), "echo");
   Client caller(at(broker));
   REQUIRE(caller.call("echo", "echo", "before").payload == "before");
   Calls calls;
