@@ -77,6 +77,22 @@ zmq::message_t adopt(std::string&& s) {
       [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
 }
 
+// The ZeroMQ context every Client of this process shares, made with the first and ended
+// with the last. One ZeroMQ I/O thread then serves all of them, as with raw sockets of one
+// context: under load it moves several clients' messages per wake-up, where a context per
+// client woke a thread of its own for each message.
+std::shared_ptr<zmq::context_t> shared_context() {
+  static std::mutex mutex;
+  static std::weak_ptr<zmq::context_t> current;
+  std::lock_guard lock(mutex);
+  auto context = current.lock();
+  if (!context) {
+    context = std::make_shared<zmq::context_t>(1);
+    current = context;
+  }
+  return context;
+}
+
 std::string to_string(const zmq::message_t& frame) {
   return std::string(static_cast<const char*>(frame.data()), frame.size());
 }
@@ -101,8 +117,8 @@ class Engine {
   explicit Engine(Connection& owner)
       : owner_(owner),
         endpoint_(owner.options_.endpoint),
-        socket_(context_, zmq::socket_type::dealer),
-        monitor_(context_, zmq::socket_type::pair) {
+        socket_(*context_, zmq::socket_type::dealer),
+        monitor_(*context_, zmq::socket_type::pair) {
     const auto& o = owner.options_;
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::reconnect_ivl, static_cast<int>(o.reconnect_min.count()));
@@ -876,7 +892,7 @@ class Engine {
 
   Connection& owner_;
   const std::string endpoint_;
-  zmq::context_t context_{1};
+  const std::shared_ptr<zmq::context_t> context_ = shared_context();  // outlives the sockets
   zmq::socket_t socket_;
   zmq::socket_t monitor_;
   wire::Hello hello_;
