@@ -19,22 +19,7 @@ Outcome ask(Client& client, RequestSpec spec) {
                    "a synchronous request from a handler on the client's I/O thread "
                    "(ServiceOptions::on_io_thread) would wait for that thread forever; use "
                    "call_async, or another Client");
-  // On this thread's stack: `done` runs exactly once and touches the waiter only under its
-  // lock, so nothing else is allocated for a synchronous request (a promise would take
-  // three allocations: its state, a shared_ptr to it, and the std::function holding that).
-  struct Waiter {
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::optional<Outcome> outcome;
-  } waiter;
-  client.connection().start(std::move(spec), [&waiter](Outcome o) {
-    std::lock_guard lock(waiter.mutex);
-    waiter.outcome.emplace(std::move(o));
-    waiter.cv.notify_one();  // under the lock: the waiter may not leave before it returns
-  });
-  std::unique_lock lock(waiter.mutex);
-  waiter.cv.wait(lock, [&waiter] { return waiter.outcome.has_value(); });
-  return std::move(*waiter.outcome);
+  return client.connection().call(std::move(spec));
 }
 
 Outcome wait(Client& client, RequestSpec spec) {

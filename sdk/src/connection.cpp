@@ -158,6 +158,8 @@ void Connection::start(RequestSpec spec, Done done) {
   post_(Start{std::move(spec), std::move(done)});
 }
 
+Outcome Connection::call(RequestSpec spec) { return detail::call(*engine_, std::move(spec)); }
+
 void Connection::publish(std::string_view topic, std::string_view payload,
                          std::chrono::milliseconds timeout) {
   if (!connected() && (failing() || !wait_connected(timeout)))

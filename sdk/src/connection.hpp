@@ -1,10 +1,12 @@
 // detail::Connection: the engine behind one sagebus::Client, as user threads see it.
 //
-// The client's I/O thread (detail::Engine, engine.hpp) owns the DEALER socket, its
-// monitor and every table of calls, registrations and subscriptions; other threads never
-// touch them. User threads hand work over through a mutex-guarded command list and an
-// eventfd that wakes the I/O thread. Completions (Done) run on the I/O thread and must
-// be quick: they fulfil a promise or post to the callback thread.
+// The engine (detail::Engine, engine.hpp) holds the DEALER socket, its monitor and every
+// table of calls, registrations and subscriptions, under one mutex. Its I/O thread runs
+// it; a thread in a synchronous call() runs it too, while no other thread waits on the
+// socket (engine.hpp). Other user threads hand work over through a mutex-guarded command
+// list and an eventfd that wakes whichever thread waits on the socket. Completions (Done)
+// run on the thread running the engine and must be quick: they wake a waiting caller or
+// post to the callback thread.
 //
 // Connection states (as gRPC's): connecting (since start or since a loss, until the
 // first connect attempt fails), ready (welcomed by the broker), failing (an attempt
@@ -95,6 +97,9 @@ class Connection {
 
   // Starts a request; `done` runs exactly once with its outcome. Never blocks.
   void start(RequestSpec spec, Done done);
+  // Runs a request to its end on this thread and returns its outcome (engine.hpp). Not
+  // from a handler on the I/O thread (on_io_thread()), which it would wait for forever.
+  Outcome call(RequestSpec spec);
   // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
   // Error(OVERLOADED) if that lasts `timeout`, Error(UNAVAILABLE) when not connected.
   void publish(std::string_view topic, std::string_view payload, std::chrono::milliseconds timeout);
@@ -134,6 +139,7 @@ class Connection {
   struct Start {
     RequestSpec spec;
     Done done;
+    bool sync = false;  // from call(): its caller waits for it
   };
   struct Publish {
     std::string topic;
@@ -192,6 +198,7 @@ class Connection {
   std::deque<Message> inbox_;
 
   CallbackThread callbacks_;
+  Engine* engine_ = nullptr;  // set by the I/O thread before the constructor returns
   std::thread io_thread_;
 };
 

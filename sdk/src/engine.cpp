@@ -134,40 +134,60 @@ class Engine {
     hello_.set_instance_id(random_hex(8));
     hello_.set_sdk_version(SAGEBUS_VERSION);
     hello_.set_takeover(o.takeover);
+    owner_.engine_ = this;
   }
 
+  // The I/O thread's loop: turns until the connection stops, but naps while callers
+  // drive (see call()), then ends every request and says GOODBYE.
   void run() {
-    // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"): the monitor
-    // is read until it has nothing whenever its fd says so (and once at the start), the
-    // DEALER whenever its fd says so or ZMQ_EVENTS, asked just before waiting, does.
-    const int socket_fd = socket_.get(zmq::sockopt::fd);
-    const int monitor_fd = monitor_.get(zmq::sockopt::fd);
-    bool monitor_due = true;
+    std::unique_lock lock(mutex_);
     while (!owner_.stopping_.load(std::memory_order_acquire)) {
-      const int events = wire::events(socket_);
-      const bool want_out = !outbox_.empty() || heartbeat_due_;
-      const bool can_read = (events & ZMQ_POLLIN) != 0;
-      const bool can_act = can_read || monitor_due || (want_out && (events & ZMQ_POLLOUT) != 0);
-      pollfd fds[] = {{socket_fd, POLLIN, 0}, {monitor_fd, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
-      const int timeout = can_act ? 0 : static_cast<int>(next_timeout_().count());
-      if (::poll(fds, 3, timeout) < 0 && errno != EINTR)
-        throw std::system_error(errno, std::generic_category(), "poll");
-      now_ = Clock::now();
-      check_stall_();
-      if (monitor_due || (fds[1].revents & POLLIN) != 0) drain_monitor_();
-      monitor_due = false;
-      if ((fds[2].revents & POLLIN) != 0) drain_commands_();
-      if (can_read || (fds[0].revents & POLLIN) != 0) drain_socket_();
-      // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
-      // that keeps the socket full would never be heard and lose its own lease.
-      run_timers_();
-      flush_outbox_();
-      last_ran_ = Clock::now();
+      if (callers_drive_) {
+        nap_(lock);
+        continue;
+      }
+      turn_(lock, Driver::io);
+      // The caller just handed its outcome will likely call again at once: let it wait on
+      // the socket itself then, instead of through this thread.
+      if (sync_ended_ && callers_may_drive_() && requests_.empty()) callers_drive_ = true;
+      sync_ended_ = false;
     }
     shut_down_();
+    stopped_ = true;
+  }
+
+  // A synchronous request from a user thread (Connection::call). It is sent from this
+  // thread. If no other thread waits on the sockets, this one does (leader/follower) until
+  // the request ends, so that a call crosses no thread of ours: as with a raw DEALER, the
+  // caller sleeps in ::poll() and wakes to the reply. Else the thread that waits there
+  // ends it, as for any request.
+  Outcome call(RequestSpec spec) {
+    struct Waiter {
+      std::mutex mutex;
+      std::condition_variable cv;
+      std::optional<Outcome> outcome;
+    } waiter;
+    Connection::Start start{std::move(spec),
+                            [&waiter](Outcome o) {
+                              std::lock_guard lock(waiter.mutex);
+                              waiter.outcome.emplace(std::move(o));
+                              // Under the lock: the waiter may not leave before it returns.
+                              waiter.cv.notify_one();
+                            },
+                            true};
+    drive_(start, [&waiter] {
+      std::lock_guard lock(waiter.mutex);
+      return waiter.outcome.has_value();
+    });
+    std::unique_lock lock(waiter.mutex);
+    waiter.cv.wait(lock, [&waiter] { return waiter.outcome.has_value(); });
+    return std::move(*waiter.outcome);
   }
 
  private:
+  // Which thread waits in ::poll() on the sockets (mutex_ released meanwhile).
+  enum class Driver { none, io, caller };
+
   enum class Link { connecting, ready, failing };
 
   struct Request {
@@ -176,6 +196,7 @@ class Engine {
     Done done;
     Clock::time_point deadline;
     bool sent = false;
+    bool sync = false;  // a caller waits for it in call()
   };
 
   struct ServiceEntry {
@@ -187,6 +208,105 @@ class Engine {
     std::string service;
     bool unregister;
   };
+
+  // call()'s part in the engine: starts `start` and, while no other thread waits on the
+  // sockets, turns the loop until `ended`. noexcept: what could throw here (libzmq, poll(),
+  // allocation) would end the I/O thread, and so the program, just the same; and a
+  // request left behind would call back into a caller's stack that is gone.
+  template <class Ended>
+  void drive_(Connection::Start& start, const Ended& ended) noexcept {
+    std::unique_lock lock(mutex_);
+    if (stopped_)
+      return start.done(failure(Status::cancelled, "the client was closed before the request was sent"));
+    now_ = Clock::now();
+    handle_(start);
+    bool drove = false;
+    while (!ended()) {
+      if (polling_ != Driver::none || !callers_may_drive_()) {
+        follow_();
+        break;
+      }
+      drove = callers_drive_ = true;
+      turn_(lock, Driver::caller);
+    }
+    if (!drove) return;
+    caller_left_ = Clock::now();
+    // What is still open must not wait for this thread's next call.
+    if (!callers_may_drive_() || !requests_.empty() || !outbox_.empty() || heartbeat_due_)
+      wake_io_thread_();
+  }
+
+  // --- the loop ------------------------------------------------------------------------
+
+  // One turn: waits without mutex_ for the sockets, the wake fd or the next timer, then
+  // acts on all that is due. `lock` holds mutex_ on entry and on return.
+  //
+  // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"): the monitor is
+  // read until it has nothing whenever its fd says so (and once at the start), the DEALER
+  // whenever its fd says so or ZMQ_EVENTS, asked just before waiting, does. A thread that
+  // uses the socket while another waits on its fd wakes that one if the socket became
+  // readable meanwhile (follow_): the fd signals only changes that nobody has seen yet.
+  void turn_(std::unique_lock<std::mutex>& lock, Driver driver) {
+    const int events = wire::events(socket_);
+    const bool want_out = !outbox_.empty() || heartbeat_due_;
+    const bool can_read = (events & ZMQ_POLLIN) != 0;
+    const bool can_act = can_read || monitor_due_ || (want_out && (events & ZMQ_POLLOUT) != 0);
+    pollfd fds[] = {{socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
+    const auto timeout = can_act ? milliseconds(0) : next_timeout_();
+    polling_ = driver;
+    wakes_at_ = Clock::now() + timeout;
+    lock.unlock();
+    const int polled = ::poll(fds, 3, static_cast<int>(timeout.count()));
+    const int poll_errno = errno;
+    lock.lock();
+    polling_ = Driver::none;
+    if (polled < 0 && poll_errno != EINTR)
+      throw std::system_error(poll_errno, std::generic_category(), "poll");
+    now_ = Clock::now();
+    check_stall_();
+    if (monitor_due_ || (fds[1].revents & POLLIN) != 0) drain_monitor_();
+    monitor_due_ = false;
+    if ((fds[2].revents & POLLIN) != 0) drain_commands_();
+    if (can_read || (fds[0].revents & POLLIN) != 0) drain_socket_();
+    // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
+    // that keeps the socket full would never be heard and lose its own lease.
+    run_timers_();
+    flush_outbox_();
+    last_ran_ = Clock::now();
+  }
+
+  // Callers may wait on the sockets for their own calls only where nothing else needs
+  // this thread: handlers (ServiceOptions::on_io_thread) run on it, and events are not
+  // to wait for a caller's next call.
+  bool callers_may_drive_() const { return services_.empty() && subscription_cores_.empty(); }
+
+  // The I/O thread while callers drive: it wakes every kNap, and takes the sockets back
+  // once no caller has waited on them for that long.
+  void nap_(std::unique_lock<std::mutex>& lock) {
+    nap_cv_.wait_for(lock, kNap);
+    if (!callers_drive_ || owner_.stopping_.load(std::memory_order_acquire)) return;
+    if (polling_ == Driver::caller || Clock::now() - caller_left_ < kNap) return;
+    callers_drive_ = false;
+  }
+
+  void wake_io_thread_() {
+    callers_drive_ = false;
+    nap_cv_.notify_one();
+  }
+
+  // A caller that sent while another thread waits on the sockets (or nobody does):
+  // makes sure that thread will see what it must.
+  void follow_() {
+    if (polling_ == Driver::none) return wake_io_thread_();  // it naps: it must take over
+    // This thread's use of the socket may have taken the signal the fd was to give; and
+    // the waiting thread's timer does not know this request's deadline.
+    const bool readable = (wire::events(socket_) & ZMQ_POLLIN) != 0;
+    const bool sooner = !deadlines_.empty() && deadlines_.top().first < wakes_at_;
+    if (readable || sooner) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const auto n = ::write(owner_.wake_fd_, &one, sizeof one);
+    }
+  }
 
   // --- input ---------------------------------------------------------------------------
 
@@ -205,9 +325,9 @@ class Engine {
   void drain_monitor_() {
     for (;;) {
       zmq::message_t event;
-      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+      if (!wire::receive(monitor_, event, zmq::recv_flags::dontwait)) return;
       zmq::message_t address;
-      (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+      (void)wire::receive(monitor_, address, zmq::recv_flags::dontwait);
       if (event.size() < sizeof(std::uint16_t)) continue;
       std::uint16_t id = 0;
       std::memcpy(&id, event.data(), sizeof id);
@@ -218,11 +338,11 @@ class Engine {
   void drain_socket_() {
     for (int i = 0; i < kReceiveBatch; ++i) {
       zmq::message_t header_frame;
-      if (!socket_.recv(header_frame, zmq::recv_flags::dontwait)) break;
+      if (!wire::receive(socket_, header_frame, zmq::recv_flags::dontwait)) break;
       frames_.clear();
       for (bool more = header_frame.more(); more; more = frames_.back().more()) {
         frames_.emplace_back();
-        (void)socket_.recv(frames_.back(), zmq::recv_flags::dontwait);
+        (void)wire::receive(socket_, frames_.back(), zmq::recv_flags::dontwait);
       }
       if (wire::decode(header_frame, in_) != wire::DecodeResult::ok) continue;  // not ours to fix
       last_heard_ = now_;
@@ -448,7 +568,7 @@ class Engine {
       return c.done(failure(Status::unavailable, not_connected_text_()));
     const auto id = ++next_id_;
     const auto deadline = now_ + o.timeout + c.spec.hold;
-    Request request{std::move(c.spec), {}, std::move(c.done), deadline, false};
+    Request request{std::move(c.spec), {}, std::move(c.done), deadline, false, c.sync};
     request.payload = adopt(std::move(request.spec.payload));
     requests_.emplace(id, std::move(request));
     // Sent, it is timed under the id it is sent with (send_request_).
@@ -562,6 +682,7 @@ class Engine {
 
   void finish_(std::unordered_map<std::uint64_t, Request>::iterator it, Outcome outcome) {
     auto done = std::move(it->second.done);
+    sync_ended_ |= it->second.sync;
     requests_.erase(it);
     done(std::move(outcome));
   }
@@ -642,8 +763,8 @@ class Engine {
     if (link_ != Link::ready) return;
     while (!outbox_.empty()) {
       auto& [header, payload] = outbox_.front();
-      if (!socket_.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
-      (void)socket_.send(payload, zmq::send_flags::dontwait);
+      if (!wire::send(socket_, header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
+      (void)wire::send(socket_, payload, zmq::send_flags::dontwait);
       last_sent_ = now_;
       outbox_.pop_front();
       owner_.publish_slots_.release();
@@ -863,8 +984,8 @@ class Engine {
   bool send_(std::optional<zmq::message_t> payload = std::nullopt) {
     auto header = wire::encode(out_);
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
-    if (!socket_.send(header, more | zmq::send_flags::dontwait)) return false;
-    if (payload) (void)socket_.send(*payload, zmq::send_flags::dontwait);
+    if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
+    if (payload) (void)wire::send(socket_, *payload, zmq::send_flags::dontwait);
     last_sent_ = now_;
     return true;
   }
@@ -890,11 +1011,27 @@ class Engine {
     zmq_socket_monitor(socket_.handle(), nullptr, 0);
   }
 
+  // While callers drive, the I/O thread wakes this often to see whether they still do.
+  static constexpr milliseconds kNap{1};
+
   Connection& owner_;
   const std::string endpoint_;
+  // Held by whichever thread runs the engine (the I/O thread, or a caller in call()),
+  // except while it waits in ::poll(): guards everything below and every use of the sockets.
+  std::mutex mutex_;
+  std::condition_variable nap_cv_;  // the I/O thread naps on it while callers drive
+  Driver polling_ = Driver::none;
+  Clock::time_point wakes_at_;      // when the thread in ::poll() wakes at the latest
+  bool callers_drive_ = false;      // callers wait on the sockets; the I/O thread naps
+  Clock::time_point caller_left_;   // when a caller last stopped waiting on them
+  bool sync_ended_ = false;         // a turn ended a request a caller waits for in call()
+  bool stopped_ = false;            // the I/O loop has ended
+  bool monitor_due_ = true;         // the monitor is read in the first turn
   const std::shared_ptr<zmq::context_t> context_ = shared_context();  // outlives the sockets
   zmq::socket_t socket_;
   zmq::socket_t monitor_;
+  const int socket_fd_ = socket_.get(zmq::sockopt::fd);
+  const int monitor_fd_ = monitor_.get(zmq::sockopt::fd);
   wire::Hello hello_;
 
   Clock::time_point now_ = Clock::now();
@@ -954,5 +1091,7 @@ void run_io_thread(Connection& connection, std::promise<void>& started) {
   started.set_value();
   engine->run();
 }
+
+Outcome call(Engine& engine, RequestSpec spec) { return engine.call(std::move(spec)); }
 
 }  // namespace sagebus::detail

@@ -1,5 +1,14 @@
-// The I/O thread of a detail::Connection. It alone owns the DEALER socket, the socket
-// monitor and every table of requests, registrations and subscriptions (engine.cpp).
+// The engine of a detail::Connection: the DEALER socket, the socket monitor and every
+// table of requests, registrations and subscriptions (engine.cpp), under one mutex held by
+// the thread that runs it.
+//
+// Its I/O thread runs it: waits on the sockets, reads them, runs timers and the commands
+// other threads post. A user thread in a synchronous call (call()) sends its request
+// itself, and, if no other thread waits on the sockets, waits on them itself until its
+// request ends (leader/follower): a call then crosses no thread of ours, as with a raw
+// DEALER. Meanwhile the I/O thread naps, and takes over again once no caller has waited
+// on the sockets for a millisecond. Callers never run the engine of a client that
+// serves or subscribes: handlers and events stay on the I/O thread.
 #pragma once
 
 #include <future>
@@ -12,5 +21,8 @@ namespace sagebus::detail {
 // then runs the I/O loop until `connection` is stopping. On the way out it ends every
 // request still pending with CANCELLED and says GOODBYE.
 void run_io_thread(Connection& connection, std::promise<void>& started);
+
+// Connection::call: sends `spec` from this thread and returns its outcome.
+Outcome call(Engine& engine, RequestSpec spec);
 
 }  // namespace sagebus::detail

@@ -714,3 +714,43 @@ TEST_CASE("after a broker restart, clients reconnect within reconnect_max howeve
   // The cap, plus libzmq's jitter (up to reconnect_min), plus a margin.
   CHECK(took <= kMax + kMin + 500ms);
 }
+
+// A caller in a synchronous call may wait on the client's socket itself (Engine::call); a
+// second caller's request, sent meanwhile, must still end at its own deadline, though the
+// first one's wait was planned without it.
+TEST_CASE(
+    "a call to a silent broker ends at its deadline while another thread's call waits on the "
+    "same client",
+    "[liveness][deadline]") {
+  Broker broker;
+  EchoInstance echo(broker.endpoint(), "echo");
+  Client instance_client(at(broker, "held-instance"));
+  Service held(instance_client, "held");
+  Gate gate;
+  held.handle("wait", [waiter = gate.waiter()](const Request& r) {
+    waiter.wait();
+    return std::string(r.payload);
+  });
+  held.start();
+  REQUIRE(held.wait_registered(5s));
+  Client admin(at(broker, "admin"));
+  Client shared(at(broker, "shared"));
+  // Right after a call of its own, a caller is the likeliest to wait on the socket itself.
+  auto first = std::async(std::launch::async, [&] {
+    shared.call("echo", "echo", "warm");
+    return shared.call("held", "wait", "first", {.timeout = 20s}).payload;
+  });
+  REQUIRE(eventually([&] { return in_flight(admin, "held") == 1; }, 5s));
+
+  broker.process().signal(SIGSTOP);
+  const auto asked_at = Clock::now();
+  const auto status = status_of([&] { shared.call("echo", "echo", "short", {.timeout = 300ms}); });
+  const auto took = Clock::now() - asked_at;
+  broker.process().signal(SIGCONT);
+  gate.open();
+
+  WARN("the short call ended after " << ms(took) << " ms (deadline 300 ms)");
+  CHECK(status == Status::deadline_exceeded);
+  CHECK(took <= 300ms + kDeadlineMargin);
+  CHECK(first.get() == "first");
+}

@@ -5,11 +5,16 @@
 // libzmq answers EINTR when a signal arrives while a socket call checks its command
 // mailbox, even a non-blocking one; cppzmq throws it. Unhandled, that ends the broker's loop
 // or the SDK's I/O thread (std::terminate).
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -168,4 +173,53 @@ TEST_CASE("signals to a program that links the SDK cost no call and no thread",
   CHECK(caller.call("echo", "echo", "after").payload == "after");
   WARN(calls.done << " calls while " << sent << " SIGRTMINs were sent to this process");
   CHECK(sent > 10000);
+}
+
+// A thread in a synchronous call may wait on the client's socket itself, and read and
+// write it (Engine::call): signals reach it there, as the program did not block them.
+TEST_CASE("signals landing on threads in synchronous calls cost no call", "[signals][sdk]") {
+  Broker broker;
+  QuietHandler handler(SIGRTMIN);
+  EchoInstance echo(broker.endpoint(), "echo");
+  // Two callers on each client: on each, one may wait on the socket while the other
+  // waits for it.
+  Client first(at(broker, "first")), second(at(broker, "second"));
+  BlockedHere blocked(SIGRTMIN);  // here and in the storm; the callers unblock it
+  std::atomic<bool> stop{false};
+  std::atomic<unsigned> calls{0};
+  std::mutex failure_mutex;
+  std::string failure;
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i)
+    callers.emplace_back([&, i] {
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGRTMIN);
+      ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+      Client& client = i % 2 == 0 ? first : second;
+      for (unsigned n = 0; !stop.load(); ++n) {
+        const auto payload = "caller-" + std::to_string(i) + "-" + std::to_string(n);
+        try {
+          const auto got = client.call("echo", "echo", payload, {.timeout = 5s}).payload;
+          if (got != payload) throw std::runtime_error(payload + " came back as " + got);
+          calls.fetch_add(1);
+        } catch (const std::exception& e) {
+          std::lock_guard lock(failure_mutex);
+          if (failure.empty()) failure = payload + ": " + e.what();
+          return;
+        }
+      }
+    });
+  unsigned sent = 0;
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < until)
+    for (auto& caller : callers)
+      if (::pthread_kill(caller.native_handle(), SIGRTMIN) == 0) ++sent;
+  stop.store(true);
+  for (auto& caller : callers)
+    caller.join();
+  CHECK(failure == "");
+  WARN(calls.load() << " synchronous calls while " << sent << " SIGRTMINs were sent to their threads");
+  CHECK(sent > 10000);
+  CHECK(calls.load() > 100);
 }
