@@ -43,7 +43,7 @@ detail::RequestSpec call_spec(std::string_view service, std::string_view method,
   detail::RequestSpec spec;
   spec.service = std::string(service);
   spec.method = std::string(method);
-  spec.payload = std::string(payload);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
   spec.options = options;
   return spec;
 }
@@ -69,12 +69,13 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
   auto promise = std::make_shared<std::promise<Reply>>();
   auto future = promise->get_future();
   try {
-    connection_->start(call_spec(service, method, payload, options), [promise](detail::Outcome o) {
-      if (o.status == Status::ok)
-        promise->set_value(to_reply(std::move(o)));
-      else
-        promise->set_exception(std::make_exception_ptr(Error(o.status, o.message)));
-    });
+    connection_->start(
+        call_spec(service, method, payload, options), detail::Done([promise](detail::Outcome o) {
+          if (o.status == Status::ok)
+            promise->set_value(to_reply(std::move(o)));
+          else
+            promise->set_exception(std::make_exception_ptr(Error(o.status, o.message)));
+        }));
   } catch (const Error&) {
     promise->set_exception(std::current_exception());
   }
@@ -83,16 +84,11 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
 
 void Client::call_async(std::string_view service, std::string_view method, std::string_view payload,
                         const CallOptions& options, std::function<void(Reply)> done) {
-  auto* connection = connection_.get();
-  auto post = [connection, done = std::move(done)](detail::Outcome o) mutable {
-    connection->post_callback([done = std::move(done), reply = to_reply(std::move(o))]() mutable {
-      done(std::move(reply));
-    });
-  };
+  detail::Done posted(connection_->callback_thread(), std::move(done));
   try {
-    connection_->start(call_spec(service, method, payload, options), std::move(post));
+    connection_->start(call_spec(service, method, payload, options), std::move(posted));
   } catch (const Error& e) {
-    post(detail::failure(e.status(), e.message()));
+    posted(detail::failure(e.status(), e.message()));
   }
 }
 
@@ -112,7 +108,7 @@ std::size_t Client::publish(std::string_view topic, std::string_view payload,
   detail::RequestSpec spec;
   spec.kind = wire::PUBLISH;
   spec.target = std::string(topic);
-  spec.payload = std::string(payload);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
   spec.options.timeout = options.timeout;
   return detail::wait(*this, std::move(spec)).count;
 }
@@ -139,7 +135,7 @@ void Client::send(std::string_view peer, std::string_view payload, const SendOpt
   detail::RequestSpec spec;
   spec.kind = wire::SEND;
   spec.target = std::string(peer);
-  spec.payload = std::string(payload);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
   spec.hold = options.hold;
   spec.options.timeout = options.timeout;
   detail::wait(*this, std::move(spec));

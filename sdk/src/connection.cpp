@@ -65,27 +65,33 @@ CallbackThread::~CallbackThread() {
   thread_.join();
 }
 
-void CallbackThread::post(std::function<void()> fn) {
+void CallbackThread::post(Callback callback, Reply reply) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(fn));
+    queue_.push_back({std::move(callback), std::move(reply)});
   }
   cv_.notify_one();
 }
 
 void CallbackThread::run_() {
-  std::deque<std::function<void()>> batch;  // all that was posted, taken under one lock
+  std::deque<Posted> batch;  // all that was posted, taken under one lock
   std::unique_lock lock(mutex_);
   for (;;) {
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and everything posted has run
     batch.swap(queue_);
     lock.unlock();
-    for (auto& fn : batch)
-      fn();
+    for (auto& posted : batch)
+      posted.callback(std::move(posted.reply));
     batch.clear();
     lock.lock();
   }
+}
+
+void Done::operator()(Outcome outcome) {
+  if (!thread_) return fn_(std::move(outcome));
+  thread_->post(std::move(callback_),
+                Reply{outcome.status, std::move(outcome.message), std::move(outcome.payload)});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,7 +164,9 @@ void Connection::start(RequestSpec spec, Done done) {
   post_(Start{std::move(spec), std::move(done)});
 }
 
-Outcome Connection::call(RequestSpec spec) { return detail::call(*engine_, std::move(spec)); }
+Outcome Connection::call(RequestSpec spec) {
+  return detail::call(*engine_, std::move(spec));
+}
 
 void Connection::publish(std::string_view topic, std::string_view payload,
                          std::chrono::milliseconds timeout) {

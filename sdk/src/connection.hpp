@@ -54,35 +54,56 @@ struct Outcome {
   std::uint64_t count = 0;  // PUBLISH with confirm, QUEUE_SIZE
   std::uint64_t tag = 0;    // QUEUE_GET
 };
-// Called exactly once per request, on the I/O thread.
-using Done = std::function<void(Outcome)>;
-
 Outcome failure(Status status, std::string message);
 
-// Runs posted functions in order on one thread of its own.
+// A user's callback for call_async, with the reply it is to be given.
+using Callback = std::function<void(Reply)>;
+
+// Runs posted callbacks in order on one thread of its own.
 class CallbackThread {
  public:
   CallbackThread();
   ~CallbackThread();  // runs what is queued, then joins
-  void post(std::function<void()> fn);
+  void post(Callback callback, Reply reply);
 
  private:
+  struct Posted {
+    Callback callback;
+    Reply reply;
+  };
   void run_();
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
+  std::deque<Posted> queue_;
   bool stopping_ = false;
   std::thread thread_;
+};
+
+// Where a request's outcome goes, exactly once, from the thread running the engine: a
+// function run there (it must be quick: it wakes a waiting caller), or a user's callback,
+// posted with the reply to the client's callback thread — no function wrapping another.
+class Done {
+ public:
+  Done() = default;
+  explicit Done(std::function<void(Outcome)> fn) : fn_(std::move(fn)) {}
+  Done(CallbackThread& thread, Callback callback)
+      : thread_(&thread), callback_(std::move(callback)) {}
+  void operator()(Outcome outcome);
+
+ private:
+  std::function<void(Outcome)> fn_;
+  CallbackThread* thread_ = nullptr;
+  Callback callback_;
 };
 
 // Anything the client asks of the broker and waits to hear back about: a call, a
 // confirmed publish, a send, a queue operation. Only the fields of its kind are used.
 struct RequestSpec {
   wire::Kind kind = wire::REQUEST;
-  std::string service{};  // REQUEST
-  std::string method{};   // REQUEST
-  std::string target{};   // PUBLISH: topic; SEND: peer; QUEUE_*: queue
-  std::string payload{};
+  std::string service{};              // REQUEST
+  std::string method{};               // REQUEST
+  std::string target{};               // PUBLISH: topic; SEND: peer; QUEUE_*: queue
+  zmq::message_t payload{};           // the caller's bytes, copied once, straight into the frame
   std::uint64_t tag = 0;              // QUEUE_GET, QUEUE_ACK
   std::chrono::milliseconds hold{0};  // SEND
   CallOptions options{};
@@ -124,7 +145,7 @@ class Connection {
   bool offer_to_inbox(Message message);
   std::optional<Message> receive(std::chrono::milliseconds timeout);
 
-  void post_callback(std::function<void()> fn) { callbacks_.post(std::move(fn)); }
+  CallbackThread& callback_thread() { return callbacks_; }
   bool connected() const { return ready_.load(std::memory_order_acquire); }
   bool failing() const { return failing_.load(std::memory_order_acquire); }
   std::optional<Error> connection_error() const;

@@ -167,13 +167,12 @@ class Engine {
       std::condition_variable cv;
       std::optional<Outcome> outcome;
     } waiter;
-    Connection::Start start{std::move(spec),
-                            [&waiter](Outcome o) {
+    Connection::Start start{std::move(spec), Done([&waiter](Outcome o) {
                               std::lock_guard lock(waiter.mutex);
                               waiter.outcome.emplace(std::move(o));
                               // Under the lock: the waiter may not leave before it returns.
                               waiter.cv.notify_one();
-                            },
+                            }),
                             true};
     drive_(start, [&waiter] {
       std::lock_guard lock(waiter.mutex);
@@ -191,8 +190,7 @@ class Engine {
   enum class Link { connecting, ready, failing };
 
   struct Request {
-    RequestSpec spec;  // spec.payload is moved into `payload`
-    zmq::message_t payload;
+    RequestSpec spec;
     Done done;
     Clock::time_point deadline;
     bool sent = false;
@@ -217,7 +215,8 @@ class Engine {
   void drive_(Connection::Start& start, const Ended& ended) noexcept {
     std::unique_lock lock(mutex_);
     if (stopped_)
-      return start.done(failure(Status::cancelled, "the client was closed before the request was sent"));
+      return start.done(
+          failure(Status::cancelled, "the client was closed before the request was sent"));
     now_ = Clock::now();
     handle_(start);
     bool drove = false;
@@ -251,7 +250,8 @@ class Engine {
     const bool want_out = !outbox_.empty() || heartbeat_due_;
     const bool can_read = (events & ZMQ_POLLIN) != 0;
     const bool can_act = can_read || monitor_due_ || (want_out && (events & ZMQ_POLLOUT) != 0);
-    pollfd fds[] = {{socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
+    pollfd fds[] = {
+        {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
     const auto timeout = can_act ? milliseconds(0) : next_timeout_();
     polling_ = driver;
     wakes_at_ = Clock::now() + timeout;
@@ -568,8 +568,7 @@ class Engine {
       return c.done(failure(Status::unavailable, not_connected_text_()));
     const auto id = ++next_id_;
     const auto deadline = now_ + o.timeout + c.spec.hold;
-    Request request{std::move(c.spec), {}, std::move(c.done), deadline, false, c.sync};
-    request.payload = adopt(std::move(request.spec.payload));
+    Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
     requests_.emplace(id, std::move(request));
     // Sent, it is timed under the id it is sent with (send_request_).
     if (link_ == Link::ready)
@@ -583,11 +582,11 @@ class Engine {
     auto node = requests_.extract(id);
     Request& request = node.mapped();
     if (request.deadline <= now_) return request.done(deadline_failure_(request));
-    if (request.payload.size() > max_payload_)
-      return request.done(
-          failure(Status::invalid_argument, "payload of " + std::to_string(request.payload.size()) +
-                                                " bytes exceeds the broker's limit of " +
-                                                std::to_string(max_payload_) + " bytes"));
+    if (request.spec.payload.size() > max_payload_)
+      return request.done(failure(Status::invalid_argument,
+                                  "payload of " + std::to_string(request.spec.payload.size()) +
+                                      " bytes exceeds the broker's limit of " +
+                                      std::to_string(max_payload_) + " bytes"));
     const auto fresh = ++next_id_;
     const auto& spec = request.spec;
     const auto& o = spec.options;
@@ -625,7 +624,7 @@ class Engine {
     std::optional<zmq::message_t> payload;
     if (has_payload) {
       payload.emplace();
-      payload->copy(request.payload);  // shares the buffer: the request keeps it to re-send
+      payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
     }
     if (!send_(std::move(payload)))
       return request.done(
@@ -763,7 +762,8 @@ class Engine {
     if (link_ != Link::ready) return;
     while (!outbox_.empty()) {
       auto& [header, payload] = outbox_.front();
-      if (!wire::send(socket_, header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
+      if (!wire::send(socket_, header, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        return;
       (void)wire::send(socket_, payload, zmq::send_flags::dontwait);
       last_sent_ = now_;
       outbox_.pop_front();
@@ -1021,12 +1021,12 @@ class Engine {
   std::mutex mutex_;
   std::condition_variable nap_cv_;  // the I/O thread naps on it while callers drive
   Driver polling_ = Driver::none;
-  Clock::time_point wakes_at_;      // when the thread in ::poll() wakes at the latest
-  bool callers_drive_ = false;      // callers wait on the sockets; the I/O thread naps
-  Clock::time_point caller_left_;   // when a caller last stopped waiting on them
-  bool sync_ended_ = false;         // a turn ended a request a caller waits for in call()
-  bool stopped_ = false;            // the I/O loop has ended
-  bool monitor_due_ = true;         // the monitor is read in the first turn
+  Clock::time_point wakes_at_;     // when the thread in ::poll() wakes at the latest
+  bool callers_drive_ = false;     // callers wait on the sockets; the I/O thread naps
+  Clock::time_point caller_left_;  // when a caller last stopped waiting on them
+  bool sync_ended_ = false;        // a turn ended a request a caller waits for in call()
+  bool stopped_ = false;           // the I/O loop has ended
+  bool monitor_due_ = true;        // the monitor is read in the first turn
   const std::shared_ptr<zmq::context_t> context_ = shared_context();  // outlives the sockets
   zmq::socket_t socket_;
   zmq::socket_t monitor_;
@@ -1074,7 +1074,7 @@ class Engine {
 
   wire::Header in_;
   wire::Header out_;
-  std::vector<zmq::message_t> frames_;  // payload frames of the message being handled
+  std::vector<zmq::message_t> frames_;      // payload frames of the message being handled
   std::vector<Connection::Command> taken_;  // the commands being handled; empty between
 };
 
@@ -1092,6 +1092,8 @@ void run_io_thread(Connection& connection, std::promise<void>& started) {
   engine->run();
 }
 
-Outcome call(Engine& engine, RequestSpec spec) { return engine.call(std::move(spec)); }
+Outcome call(Engine& engine, RequestSpec spec) {
+  return engine.call(std::move(spec));
+}
 
 }  // namespace sagebus::detail

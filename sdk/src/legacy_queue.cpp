@@ -13,7 +13,7 @@ detail::RequestSpec queue_request(wire::Kind kind, const std::string& name, std:
   spec.kind = kind;
   spec.target = name;
   spec.tag = tag;
-  spec.payload = std::string(payload);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
   spec.options.timeout = timeout;
   return spec;
 }

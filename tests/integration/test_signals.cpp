@@ -149,8 +149,7 @@ TEST_CASE("a storm of SIGHUPs to the broker while calls flow costs no call and n
   CHECK(sent > 1000);
 }
 
-TEST_CASE("signals to a program that links the SDK cost no call and no thread",
-          "[signals][sdk]") {
+TEST_CASE("signals to a program that links the SDK cost no call and no thread", "[signals][sdk]") {
   Broker broker;
   QuietHandler handler(SIGRTMIN);
   EchoInstance echo(broker.endpoint(), "echo");
@@ -219,7 +218,8 @@ TEST_CASE("signals landing on threads in synchronous calls cost no call", "[sign
   for (auto& caller : callers)
     caller.join();
   CHECK(failure == "");
-  WARN(calls.load() << " synchronous calls while " << sent << " SIGRTMINs were sent to their threads");
+  WARN(calls.load() << " synchronous calls while " << sent
+                    << " SIGRTMINs were sent to their threads");
   CHECK(sent > 10000);
   CHECK(calls.load() > 100);
 }
