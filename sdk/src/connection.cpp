@@ -161,7 +161,10 @@ std::optional<Error> Connection::connection_error() const {
 }
 
 void Connection::start(RequestSpec spec, Done done) {
-  post_(Start{std::move(spec), std::move(done)});
+  Start start{std::move(spec), std::move(done)};
+  // Not on the I/O thread, which holds the engine's lock while it runs a handler.
+  if (!on_io_thread() && detail::try_start(*engine_, start)) return;
+  post_(std::move(start));
 }
 
 Outcome Connection::call(RequestSpec spec) {

@@ -116,6 +116,13 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
+  // A request to start, and where its outcome goes.
+  struct Start {
+    RequestSpec spec;
+    Done done;
+    bool sync = false;  // from call(): its caller waits for it
+  };
+
   // Starts a request; `done` runs exactly once with its outcome. Never blocks.
   void start(RequestSpec spec, Done done);
   // Runs a request to its end on this thread and returns its outcome (engine.hpp). Not
@@ -157,11 +164,6 @@ class Connection {
  private:
   friend class Engine;
 
-  struct Start {
-    RequestSpec spec;
-    Done done;
-    bool sync = false;  // from call(): its caller waits for it
-  };
   struct Publish {
     std::string topic;
     zmq::message_t payload;  // the caller's bytes, copied once, straight into the frame

@@ -183,6 +183,19 @@ class Engine {
     return std::move(*waiter.outcome);
   }
 
+  // An asynchronous request from a user thread (Connection::start): started and sent from
+  // this thread when no other thread runs the engine at the moment; false, and nothing
+  // done, when one does (the request is then posted to it). noexcept as drive_().
+  bool try_start(Connection::Start& start) noexcept {
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock() || stopped_) return false;
+    now_ = Clock::now();
+    take_posted_();
+    handle_(start);
+    follow_();
+    return true;
+  }
+
  private:
   // Which thread waits in ::poll() on the sockets (mutex_ released meanwhile).
   enum class Driver { none, io, caller };
@@ -218,6 +231,7 @@ class Engine {
       return start.done(
           failure(Status::cancelled, "the client was closed before the request was sent"));
     now_ = Clock::now();
+    take_posted_();
     handle_(start);
     bool drove = false;
     while (!ended()) {
@@ -309,6 +323,17 @@ class Engine {
   }
 
   // --- input ---------------------------------------------------------------------------
+
+  // Handles what was posted before, so that a request started by a user thread itself
+  // (call(), try_start()) goes out after what the same thread posted earlier.
+  void take_posted_() {
+    bool any = false;
+    {
+      std::lock_guard lock(owner_.commands_mutex_);
+      any = !owner_.commands_.empty();
+    }
+    if (any) drain_commands_();
+  }
 
   void drain_commands_() {
     std::uint64_t count = 0;
@@ -579,6 +604,7 @@ class Engine {
 
   // Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent.
   void send_request_(std::uint64_t id) {
+    flush_outbox_();  // unconfirmed publishes made before it go first
     auto node = requests_.extract(id);
     Request& request = node.mapped();
     if (request.deadline <= now_) return request.done(deadline_failure_(request));
@@ -1094,6 +1120,10 @@ void run_io_thread(Connection& connection, std::promise<void>& started) {
 
 Outcome call(Engine& engine, RequestSpec spec) {
   return engine.call(std::move(spec));
+}
+
+bool try_start(Engine& engine, Connection::Start& start) {
+  return engine.try_start(start);
 }
 
 }  // namespace sagebus::detail

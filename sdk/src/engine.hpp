@@ -6,9 +6,10 @@
 // other threads post. A user thread in a synchronous call (call()) sends its request
 // itself, and, if no other thread waits on the sockets, waits on them itself until its
 // request ends (leader/follower): a call then crosses no thread of ours, as with a raw
-// DEALER. Meanwhile the I/O thread naps, and takes over again once no caller has waited
-// on the sockets for a millisecond. Callers never run the engine of a client that
-// serves or subscribes: handlers and events stay on the I/O thread.
+// DEALER. An asynchronous request, too, is started and sent by its caller's thread when
+// no other thread runs the engine at that moment. Meanwhile the I/O thread naps, and takes over
+// again once no caller has waited on the sockets for a millisecond. Callers never run the engine of
+// a client that serves or subscribes: handlers and events stay on the I/O thread.
 #pragma once
 
 #include <future>
@@ -24,5 +25,8 @@ void run_io_thread(Connection& connection, std::promise<void>& started);
 
 // Connection::call: sends `spec` from this thread and returns its outcome.
 Outcome call(Engine& engine, RequestSpec spec);
+// Connection::start: starts `start` from this thread if no other thread runs the engine
+// now; false, and `start` untouched, if one does.
+bool try_start(Engine& engine, Connection::Start& start);
 
 }  // namespace sagebus::detail

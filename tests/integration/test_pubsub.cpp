@@ -257,6 +257,32 @@ TEST_CASE("publish with confirm returns how many subscriptions matched", "[pubsu
   CHECK(publisher.publish("nobody.listens", "3", {.confirm = true}) == 0);
 }
 
+// An unconfirmed publish is posted to the client's I/O thread; a confirmed one is sent by
+// the publishing thread itself when it can (Engine::call). What a thread posted goes out
+// first all the same.
+TEST_CASE("unconfirmed and confirmed publishes of one thread arrive in the order made",
+          "[pubsub][order]") {
+  Broker broker;
+  Client subscriber(at(broker.endpoint(), "subscriber"));
+  Inbox inbox;
+  auto subscription = subscriber.subscribe("order.>", inbox.handler(), {.window = 10000});
+  REQUIRE(subscription.wait_subscribed(5s));
+  Client publisher(at(broker.endpoint(), "publisher"));
+  constexpr int kRounds = 500;
+  std::vector<std::string> sent;
+  for (int i = 0; i < kRounds; ++i) {
+    for (const bool confirm : {false, true}) {
+      sent.push_back((confirm ? "confirmed-" : "plain-") + std::to_string(i));
+      publisher.publish("order.test", sent.back(), {.confirm = confirm});
+    }
+  }
+  REQUIRE(eventually([&] { return inbox.size() == sent.size(); }, 10s));
+  std::vector<std::string> got;
+  for (const auto& m : inbox.messages())
+    got.push_back(m.payload);
+  CHECK(got == sent);
+}
+
 TEST_CASE("invalid topics and patterns are refused with INVALID_ARGUMENT", "[pubsub][errors]") {
   Broker broker;
   Client client(at(broker.endpoint(), "client"));
