@@ -142,9 +142,13 @@ class Engine {
   void run() {
     std::unique_lock lock(mutex_);
     while (!owner_.stopping_.load(std::memory_order_acquire)) {
-      if (callers_drive_) {
-        nap_(lock);
-        continue;
+      if (callers_drive_.load(std::memory_order_relaxed)) {
+        lock.unlock();
+        nap_();
+        lock.lock();
+        // A caller may have begun to wait on the sockets meanwhile.
+        if (callers_drive_ && (polling_ == Driver::caller || caller_was_here_())) continue;
+        callers_drive_ = false;
       }
       turn_(lock, Driver::io);
       // The caller just handed its outcome will likely call again at once: let it wait on
@@ -243,7 +247,7 @@ class Engine {
       turn_(lock, Driver::caller);
     }
     if (!drove) return;
-    caller_left_ = Clock::now();
+    caller_left_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     // What is still open must not wait for this thread's next call.
     if (!callers_may_drive_() || !requests_.empty() || !outbox_.empty() || heartbeat_due_)
       wake_io_thread_();
@@ -268,12 +272,14 @@ class Engine {
         {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
     const auto timeout = can_act ? milliseconds(0) : next_timeout_();
     polling_ = driver;
+    if (driver == Driver::caller) caller_polling_.store(true, std::memory_order_relaxed);
     wakes_at_ = Clock::now() + timeout;
     lock.unlock();
     const int polled = ::poll(fds, 3, static_cast<int>(timeout.count()));
     const int poll_errno = errno;
     lock.lock();
     polling_ = Driver::none;
+    caller_polling_.store(false, std::memory_order_relaxed);
     if (polled < 0 && poll_errno != EINTR)
       throw std::system_error(poll_errno, std::generic_category(), "poll");
     now_ = Clock::now();
@@ -294,17 +300,35 @@ class Engine {
   // to wait for a caller's next call.
   bool callers_may_drive_() const { return services_.empty() && subscription_cores_.empty(); }
 
-  // The I/O thread while callers drive: it wakes every kNap, and takes the sockets back
-  // once no caller has waited on them for that long.
-  void nap_(std::unique_lock<std::mutex>& lock) {
-    nap_cv_.wait_for(lock, kNap);
-    if (!callers_drive_ || owner_.stopping_.load(std::memory_order_acquire)) return;
-    if (polling_ == Driver::caller || Clock::now() - caller_left_ < kNap) return;
-    callers_drive_ = false;
+  // The I/O thread while callers drive, without mutex_ (so that it never holds up a
+  // caller): wakes every kNap and returns when asked to take the sockets back
+  // (wake_io_thread_), or once no caller has waited on them for that long, or to stop.
+  void nap_() {
+    std::unique_lock nap(nap_mutex_);
+    for (;;) {
+      if (nap_cv_.wait_for(nap, kNap, [this] { return take_over_; })) break;
+      if (owner_.stopping_.load(std::memory_order_acquire) ||
+          !callers_drive_.load(std::memory_order_relaxed))
+        break;
+      if (!caller_polling_.load(std::memory_order_relaxed) && !caller_was_here_()) break;
+    }
+    take_over_ = false;
   }
 
+  // A caller stopped waiting on the sockets less than kNap ago.
+  bool caller_was_here_() const {
+    const Clock::duration since(Clock::now().time_since_epoch().count() -
+                                caller_left_.load(std::memory_order_relaxed));
+    return since < kNap;
+  }
+
+  // Under mutex_: the I/O thread is to wait on the sockets again, now.
   void wake_io_thread_() {
     callers_drive_ = false;
+    {
+      std::lock_guard nap(nap_mutex_);
+      take_over_ = true;
+    }
     nap_cv_.notify_one();
   }
 
@@ -1045,14 +1069,19 @@ class Engine {
   // Held by whichever thread runs the engine (the I/O thread, or a caller in call()),
   // except while it waits in ::poll(): guards everything below and every use of the sockets.
   std::mutex mutex_;
-  std::condition_variable nap_cv_;  // the I/O thread naps on it while callers drive
   Driver polling_ = Driver::none;
-  Clock::time_point wakes_at_;     // when the thread in ::poll() wakes at the latest
-  bool callers_drive_ = false;     // callers wait on the sockets; the I/O thread naps
-  Clock::time_point caller_left_;  // when a caller last stopped waiting on them
-  bool sync_ended_ = false;        // a turn ended a request a caller waits for in call()
-  bool stopped_ = false;           // the I/O loop has ended
-  bool monitor_due_ = true;        // the monitor is read in the first turn
+  Clock::time_point wakes_at_;  // when the thread in ::poll() wakes at the latest
+  // Callers wait on the sockets; the I/O thread naps. Written under mutex_, read by the
+  // napping I/O thread without it, as are the two below.
+  std::atomic<bool> callers_drive_{false};
+  std::atomic<bool> caller_polling_{false};  // polling_ == Driver::caller
+  std::atomic<Clock::rep> caller_left_{0};   // when a caller last stopped waiting
+  std::mutex nap_mutex_;                     // the nap's, with nap_cv_ and take_over_
+  std::condition_variable nap_cv_;
+  bool take_over_ = false;   // wake_io_thread_() asked
+  bool sync_ended_ = false;  // a turn ended a request a caller waits for in call()
+  bool stopped_ = false;     // the I/O loop has ended
+  bool monitor_due_ = true;  // the monitor is read in the first turn
   const std::shared_ptr<zmq::context_t> context_ = shared_context();  // outlives the sockets
   zmq::socket_t socket_;
   zmq::socket_t monitor_;
