@@ -42,7 +42,6 @@
 #include "admin.hpp"
 #include "config.hpp"
 #include "event_header.hpp"
-#include "header_writer.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
@@ -50,6 +49,7 @@
 #include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
+#include "sagebus/wire/header_writer.hpp"
 #include "token_bucket.hpp"
 #include "topics.hpp"
 
@@ -254,7 +254,7 @@ class Broker {
   TimePoint next_lease_check_{};
   wire::Header in_;   // reused for every decoded header
   wire::Header out_;  // reused for the rare headers the broker sends through protobuf
-  HeaderWriter head_;  // for the ones sent per call or answer
+  wire::HeaderWriter head_;  // for the ones sent per call or answer
   Frames frames_;
   std::vector<InstanceLoad> loads_;     // scratch for the balancer
   EventHeader event_header_;  // publish_'s, reset for each publish

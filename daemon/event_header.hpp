@@ -15,8 +15,8 @@
 
 #include <zmq.hpp>
 
-#include "header_writer.hpp"
 #include "sagebus/wire.pb.h"
+#include "sagebus/wire/header_writer.hpp"
 
 namespace sagebus::broker {
 
@@ -38,8 +38,8 @@ class EventHeader {
   }
 
  private:
-  HeaderWriter writer_;
-  HeaderWriter::Mark shared_ = writer_.mark();  // the end of the fields every EVENT shares
+  wire::HeaderWriter writer_;
+  wire::HeaderWriter::Mark shared_ = writer_.mark();  // the end of the fields every EVENT shares
 };
 
 }  // namespace sagebus::broker

@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/header_writer.hpp"
 #include "sagebus/wire/socket.hpp"
 #include "service_core.hpp"
 #include "subscription_core.hpp"
@@ -640,33 +641,36 @@ class Engine {
     const auto fresh = ++next_id_;
     const auto& spec = request.spec;
     const auto& o = spec.options;
-    out_.Clear();
-    out_.set_kind(spec.kind);
-    out_.set_id(fresh);
     // Rounded up: the broker must not end the request before its caller's deadline.
     const auto left = std::chrono::ceil<milliseconds>(request.deadline - now_).count();
-    out_.set_timeout_ms(static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1)));
+    const auto timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
+    // Fields in rising number (wire::HeaderWriter).
+    using H = wire::Header;
+    head_.start(spec.kind).varint(H::kIdFieldNumber, fresh);
     switch (spec.kind) {
       case wire::REQUEST:
-        out_.set_service(spec.service);
-        out_.set_method(spec.method);
-        out_.set_idempotent(o.idempotent);
-        out_.set_wait_for_ready(o.wait_for_ready);
-        if (!o.routing_key.empty()) out_.set_routing_key(o.routing_key);
-        for (const auto& [k, v] : o.headers)
-          (*out_.mutable_headers())[k] = v;
+        head_.string(H::kServiceFieldNumber, spec.service)
+            .string(H::kMethodFieldNumber, spec.method)
+            .varint(H::kTimeoutMsFieldNumber, timeout_ms)
+            .varint(H::kIdempotentFieldNumber, o.idempotent)
+            .varint(H::kWaitForReadyFieldNumber, o.wait_for_ready)
+            .string(H::kRoutingKeyFieldNumber, o.routing_key)
+            .map(H::kHeadersFieldNumber, o.headers);
         break;
       case wire::PUBLISH:
-        out_.set_topic(spec.target);
-        out_.set_confirm(true);
+        head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+            .string(H::kTopicFieldNumber, spec.target)
+            .varint(H::kConfirmFieldNumber, true);
         break;
       case wire::SEND:
-        out_.set_peer(spec.target);
-        out_.set_hold_ms(static_cast<std::uint32_t>(spec.hold.count()));
+        head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+            .string(H::kPeerFieldNumber, spec.target)
+            .varint(H::kHoldMsFieldNumber, static_cast<std::uint32_t>(spec.hold.count()));
         break;
       default:  // QUEUE_*
-        out_.set_queue(spec.target);
-        out_.set_tag(spec.tag);
+        head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+            .string(H::kQueueFieldNumber, spec.target)
+            .varint(H::kTagFieldNumber, spec.tag);
         break;
     }
     const bool has_payload = spec.kind != wire::QUEUE_GET && spec.kind != wire::QUEUE_ACK &&
@@ -676,7 +680,7 @@ class Engine {
       payload.emplace();
       payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
     }
-    if (!send_(std::move(payload)))
+    if (!send_header_(head_.frame(), std::move(payload)))
       return request.done(
           failure(Status::overloaded, "the queue from this client to sage-busd is full"));
     request.sent = true;
@@ -923,9 +927,6 @@ class Engine {
 
   // A reply the queue refuses is lost; its caller's deadline ends the call.
   void reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
-    out_.Clear();
-    out_.set_kind(wire::REPLY);
-    out_.set_id(id);
     if (payload.size() > max_payload_) {
       // The broker would refuse it; its caller hears why instead of a lost connection.
       status = Status::handler_error;
@@ -934,9 +935,12 @@ class Engine {
                 " bytes";
       payload.clear();
     }
-    out_.set_status(static_cast<wire::Status>(status));
-    if (!message.empty()) out_.set_message(std::move(message));
-    (void)send_(adopt(std::move(payload)));
+    using H = wire::Header;
+    head_.start(wire::REPLY)
+        .varint(H::kIdFieldNumber, id)
+        .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
+        .string(H::kMessageFieldNumber, message);
+    (void)send_header_(head_.frame(), adopt(std::move(payload)));
   }
 
   void send_register_(const ServiceCore& core) {
@@ -1032,7 +1036,11 @@ class Engine {
   // Sends out_ with an optional payload frame. False when the queue to the broker is
   // full (ZeroMQ's high-water mark): the message was not sent.
   bool send_(std::optional<zmq::message_t> payload = std::nullopt) {
-    auto header = wire::encode(out_);
+    return send_header_(wire::encode(out_), std::move(payload));
+  }
+
+  // Sends `header` (then `payload`); false, and nothing sent, when the queue is full.
+  bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload) {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
     if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
     if (payload) (void)wire::send(socket_, *payload, zmq::send_flags::dontwait);
@@ -1128,8 +1136,9 @@ class Engine {
   std::deque<std::pair<zmq::message_t, zmq::message_t>> outbox_;
 
   wire::Header in_;
-  wire::Header out_;
-  std::vector<zmq::message_t> frames_;      // payload frames of the message being handled
+  wire::Header out_;                    // the headers written through protobuf (the rarer kinds)
+  wire::HeaderWriter head_;             // those written by hand: requests and replies
+  std::vector<zmq::message_t> frames_;  // payload frames of the message being handled
   std::vector<Connection::Command> taken_;  // the commands being handled; empty between
 };
 

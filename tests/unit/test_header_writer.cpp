@@ -1,4 +1,4 @@
-// HeaderWriter (daemon/header_writer.hpp): a header written by hand is, byte for byte,
+// HeaderWriter (sagebus/wire/header_writer.hpp): a header written by hand is, byte for byte,
 // the one protobuf's generated code writes for the same fields, so that the SDK and
 // busctl, which parse it with protobuf, read exactly what they read before.
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "header_writer.hpp"
+#include "sagebus/wire/header_writer.hpp"
 #include "sagebus/wire/frame.hpp"
 
 using namespace sagebus;
@@ -28,7 +28,7 @@ const std::vector<std::string> kStrings{"", "x", "bench-echo", std::string(127, 
 
 // The headers map written in the order protobuf's Map iterates, the one freedom the
 // writer has, so that the bytes must match too.
-void write_headers(broker::HeaderWriter& w, const wire::Header& h) {
+void write_headers(wire::HeaderWriter& w, const wire::Header& h) {
   w.map(wire::Header::kHeadersFieldNumber, h.headers());
 }
 
@@ -37,7 +37,7 @@ std::string by_protobuf(wire::Header& h) {
   return wire::encode(h).to_string();
 }
 
-wire::Header parsed(const broker::HeaderWriter& w) {
+wire::Header parsed(const wire::HeaderWriter& w) {
   wire::Header h;
   const std::string_view bytes = w.bytes();
   REQUIRE(h.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
@@ -47,7 +47,7 @@ wire::Header parsed(const broker::HeaderWriter& w) {
 }  // namespace
 
 TEST_CASE("a REQUEST written by hand is the one protobuf writes", "[header_writer]") {
-  broker::HeaderWriter w;
+  wire::HeaderWriter w;
   int checked = 0;
   for (const std::uint64_t id : kIds)
     for (const std::string& name : kStrings)
@@ -85,7 +85,7 @@ TEST_CASE("a REQUEST written by hand is the one protobuf writes", "[header_write
 }
 
 TEST_CASE("a REPLY written by hand is the one protobuf writes, any status", "[header_writer]") {
-  broker::HeaderWriter w;
+  wire::HeaderWriter w;
   for (const std::uint64_t id : kIds)
     for (const int status : {0, 1, 2, 8, 11, 12, 127, 128, -1, std::numeric_limits<int>::min(),
                              std::numeric_limits<int>::max()})
@@ -116,7 +116,7 @@ TEST_CASE("any set of Header's scalar, string and map fields is written as proto
   std::mt19937_64 random(20261124);
   auto pick = [&](const auto& values) { return values[random() % values.size()]; };
   auto maybe = [&] { return random() % 3 == 0; };  // most fields absent, as in real headers
-  broker::HeaderWriter w;
+  wire::HeaderWriter w;
   for (int round = 0; round < 5000; ++round) {
     wire::Header h;
     // Every field the broker could write, each present or not, in the order of its number.
@@ -174,7 +174,7 @@ TEST_CASE("any set of Header's scalar, string and map fields is written as proto
 }
 
 TEST_CASE("headers map entries in any order parse to the same map", "[header_writer]") {
-  broker::HeaderWriter w;
+  wire::HeaderWriter w;
   w.start(wire::REPLY)
       .map_entry(wire::Header::kHeadersFieldNumber, "b", "2")
       .map_entry(wire::Header::kHeadersFieldNumber, "a", "")
@@ -189,7 +189,7 @@ TEST_CASE("headers map entries in any order parse to the same map", "[header_wri
 }
 
 TEST_CASE("a writer reused for a shorter header keeps none of the longer one", "[header_writer]") {
-  broker::HeaderWriter w;
+  wire::HeaderWriter w;
   w.start(wire::REQUEST).string(wire::Header::kServiceFieldNumber, std::string(5000, 's'));
   w.start(wire::HEARTBEAT).varint(wire::Header::kIdFieldNumber, 7);
   wire::Header h;

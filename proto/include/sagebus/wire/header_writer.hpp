@@ -1,7 +1,7 @@
-// HeaderWriter: a sagebus.wire.Header serialized by hand, for the headers the broker
-// sends on every call and answer (the REQUEST it dispatches, the REPLY a caller gets,
-// the DELIVER of a send), where protobuf's Clear(), setters, ByteSizeLong() and
-// serializer cost more than the message they write.
+// HeaderWriter: a sagebus.wire.Header serialized by hand, for the headers sent on every
+// call and answer (the broker's REQUEST, REPLY, DELIVER and EVENT; the SDK's requests and
+// replies), where protobuf's Clear(), setters, ByteSizeLong() and serializer cost more
+// than the message they write.
 //
 // start() writes the version and kind; the caller then adds fields in rising field
 // number, as protobuf's generated code writes them, and takes frame(). Zero values
@@ -34,16 +34,16 @@
 #include "sagebus/wire.pb.h"
 #include "sagebus/wire/frame.hpp"
 
-namespace sagebus::broker {
+namespace sagebus::wire {
 
 class HeaderWriter {
  public:
   // Starts a header of kind `kind`, with the protocol version wire::encode stamps.
-  HeaderWriter& start(wire::Kind kind) {
+  HeaderWriter& start(Kind kind) {
     size_ = 0;
     last_field_ = 0;
-    varint(wire::Header::kVersionFieldNumber, wire::kProtocolVersion);
-    return enumeration(wire::Header::kKindFieldNumber, kind);
+    varint(Header::kVersionFieldNumber, kProtocolVersion);
+    return enumeration(Header::kKindFieldNumber, kind);
   }
 
   // A uint32, uint64 or bool field.
@@ -148,4 +148,4 @@ class HeaderWriter {
   int last_field_ = 0;
 };
 
-}  // namespace sagebus::broker
+}  // namespace sagebus::wire
