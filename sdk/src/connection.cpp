@@ -142,6 +142,7 @@ void Connection::post_(Command command) {
   if (was_empty) {
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+    detail::wake_if_napping(*engine_);
   }
 }
 

@@ -145,18 +145,23 @@ class Engine {
     while (!owner_.stopping_.load(std::memory_order_acquire)) {
       if (callers_drive_.load(std::memory_order_relaxed)) {
         lock.unlock();
-        nap_();
+        const bool asked = nap_();
         lock.lock();
         // A caller may have begun to wait on the sockets meanwhile.
-        if (callers_drive_ && (polling_ == Driver::caller || caller_was_here_())) continue;
+        if (callers_drive_ && (polling_ == Driver::caller || (!asked && caller_was_here_())))
+          continue;
         callers_drive_ = false;
       }
+      sync_ended_ = false;
       turn_(lock, Driver::io);
       // The caller just handed its outcome will likely call again at once: let it wait on
       // the socket itself then, instead of through this thread.
       if (sync_ended_ && callers_may_drive_() && requests_.empty()) callers_drive_ = true;
-      sync_ended_ = false;
     }
+    // The client is being destroyed, and another thread may be in a call on it: callers
+    // in drive_() leave it first (they see stopping_, and the destructor's wake-up ends
+    // their ::poll()); shut_down_() then ends their requests CANCELLED.
+    left_cv_.wait(lock, [this] { return driving_ == 0; });
     shut_down_();
     stopped_ = true;
   }
@@ -197,8 +202,17 @@ class Engine {
     now_ = Clock::now();
     take_posted_();
     handle_(start);
-    follow_();
+    follow_(false);
     return true;
+  }
+
+  // Connection::post_: posted work must not wait for the nap's end when nobody waits on
+  // the sockets (a caller that does sees it through the wake fd).
+  void wake_if_napping() {
+    if (!callers_drive_.load(std::memory_order_relaxed) ||
+        caller_polling_.load(std::memory_order_relaxed))
+      return;
+    ask_to_take_over_();
   }
 
  private:
@@ -235,23 +249,26 @@ class Engine {
     if (stopped_)
       return start.done(
           failure(Status::cancelled, "the client was closed before the request was sent"));
+    ++driving_;
     now_ = Clock::now();
     take_posted_();
     handle_(start);
     bool drove = false;
-    while (!ended()) {
-      if (polling_ != Driver::none || !callers_may_drive_()) {
-        follow_();
-        break;
-      }
+    while (!ended() && polling_ == Driver::none && callers_may_drive_() &&
+           !owner_.stopping_.load(std::memory_order_acquire)) {
       drove = callers_drive_ = true;
       turn_(lock, Driver::caller);
     }
-    if (!drove) return;
-    caller_left_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-    // What is still open must not wait for this thread's next call.
-    if (!callers_may_drive_() || !requests_.empty() || !outbox_.empty() || heartbeat_due_)
-      wake_io_thread_();
+    if (!drove) {
+      follow_(ended());
+    } else {
+      caller_left_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      // What is still open (this request too, if it stopped driving before its end) must
+      // not wait for this thread's next call.
+      if (!callers_may_drive_() || !requests_.empty() || !outbox_.empty() || heartbeat_due_)
+        wake_io_thread_();
+    }
+    if (--driving_ == 0 && owner_.stopping_.load(std::memory_order_acquire)) left_cv_.notify_all();
   }
 
   // --- the loop ------------------------------------------------------------------------
@@ -288,7 +305,9 @@ class Engine {
     if (monitor_due_ || (fds[1].revents & POLLIN) != 0) drain_monitor_();
     monitor_due_ = false;
     if ((fds[2].revents & POLLIN) != 0) drain_commands_();
-    if (can_read || (fds[0].revents & POLLIN) != 0) drain_socket_();
+    // Also when only woken: the waker may have seen a message that the fd will not signal.
+    if (can_read || (fds[0].revents & POLLIN) != 0 || (fds[2].revents & POLLIN) != 0)
+      drain_socket_();
     // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
     // that keeps the socket full would never be heard and lose its own lease.
     run_timers_();
@@ -304,7 +323,8 @@ class Engine {
   // The I/O thread while callers drive, without mutex_ (so that it never holds up a
   // caller): wakes every kNap and returns when asked to take the sockets back
   // (wake_io_thread_), or once no caller has waited on them for that long, or to stop.
-  void nap_() {
+  // True when asked.
+  bool nap_() {
     std::unique_lock nap(nap_mutex_);
     for (;;) {
       if (nap_cv_.wait_for(nap, kNap, [this] { return take_over_; })) break;
@@ -313,7 +333,7 @@ class Engine {
         break;
       if (!caller_polling_.load(std::memory_order_relaxed) && !caller_was_here_()) break;
     }
-    take_over_ = false;
+    return std::exchange(take_over_, false);
   }
 
   // A caller stopped waiting on the sockets less than kNap ago.
@@ -326,6 +346,10 @@ class Engine {
   // Under mutex_: the I/O thread is to wait on the sockets again, now.
   void wake_io_thread_() {
     callers_drive_ = false;
+    ask_to_take_over_();
+  }
+
+  void ask_to_take_over_() {
     {
       std::lock_guard nap(nap_mutex_);
       take_over_ = true;
@@ -333,15 +357,22 @@ class Engine {
     nap_cv_.notify_one();
   }
 
-  // A caller that sent while another thread waits on the sockets (or nobody does):
-  // makes sure that thread will see what it must.
-  void follow_() {
-    if (polling_ == Driver::none) return wake_io_thread_();  // it naps: it must take over
-    // This thread's use of the socket may have taken the signal the fd was to give; and
-    // the waiting thread's timer does not know this request's deadline.
-    const bool readable = (wire::events(socket_) & ZMQ_POLLIN) != 0;
+  // A caller that used the socket without waiting on it, because another thread waits
+  // there or nobody does (the I/O thread naps): makes sure that thread sees what it must.
+  // `ended`: the caller's request has its outcome already (refused at once).
+  void follow_(bool ended) {
+    if (polling_ == Driver::none) {
+      if (!ended) wake_io_thread_();  // someone must wait for the outcome
+      return;
+    }
+    // This thread's use of the socket may have taken the signal that the waiting thread's
+    // fd was to give (a message to read, room to write what it holds back); and that
+    // thread's timer does not know this request's deadline.
+    const int events = wire::events(socket_);
+    const bool readable = (events & ZMQ_POLLIN) != 0;
+    const bool writable = (!outbox_.empty() || heartbeat_due_) && (events & ZMQ_POLLOUT) != 0;
     const bool sooner = !deadlines_.empty() && deadlines_.top().first < wakes_at_;
-    if (readable || sooner) {
+    if (readable || writable || sooner) {
       const std::uint64_t one = 1;
       [[maybe_unused]] const auto n = ::write(owner_.wake_fd_, &one, sizeof one);
     }
@@ -1086,7 +1117,10 @@ class Engine {
   std::atomic<Clock::rep> caller_left_{0};   // when a caller last stopped waiting
   std::mutex nap_mutex_;                     // the nap's, with nap_cv_ and take_over_
   std::condition_variable nap_cv_;
-  bool take_over_ = false;   // wake_io_thread_() asked
+  bool take_over_ = false;
+  int driving_ = 0;  // callers in drive_()
+  std::condition_variable
+      left_cv_;  // with mutex_: the last of them left, while stopping   // wake_io_thread_() asked
   bool sync_ended_ = false;  // a turn ended a request a caller waits for in call()
   bool stopped_ = false;     // the I/O loop has ended
   bool monitor_due_ = true;  // the monitor is read in the first turn
@@ -1162,6 +1196,10 @@ Outcome call(Engine& engine, RequestSpec spec) {
 
 bool try_start(Engine& engine, Connection::Start& start) {
   return engine.try_start(start);
+}
+
+void wake_if_napping(Engine& engine) {
+  engine.wake_if_napping();
 }
 
 }  // namespace sagebus::detail

@@ -28,5 +28,8 @@ Outcome call(Engine& engine, RequestSpec spec);
 // Connection::start: starts `start` from this thread if no other thread runs the engine
 // now; false, and `start` untouched, if one does.
 bool try_start(Engine& engine, Connection::Start& start);
+// Connection::post_: has the I/O thread take the sockets back if it naps while no caller
+// waits on them, so that what was posted is not left until its nap ends.
+void wake_if_napping(Engine& engine);
 
 }  // namespace sagebus::detail

@@ -1,7 +1,10 @@
 // Request-response through the real broker: every call ends with exactly its own
 // outcome, whoever shares the client and however calls nest.
 #include <atomic>
+#include <future>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -94,6 +97,41 @@ TEST_CASE("one client shared by 64 threads gives each thread exactly its own rep
   CHECK(wrong == 0);
   CHECK(failed == 0);
   CHECK(right == kThreads * kCalls);
+}
+
+// A thread in a synchronous call may be the one waiting on the client's socket
+// (Engine::call); the client must still outlive it, and end its call as any other.
+TEST_CASE("a client destroyed while threads are in calls on it ends each call CANCELLED",
+          "[reqrep][threads][lifecycle]") {
+  Broker broker;
+  Client instance_client(at(broker, "held-instance"));
+  Service held(instance_client, "held", {.max_inflight = 8});
+  std::promise<void> gate;
+  held.handle("wait", [opened = gate.get_future().share()](const Request& r) {
+    opened.wait();
+    return std::string(r.payload);
+  });
+  held.start();
+  REQUIRE(held.wait_registered(5s));
+  Client admin(at(broker, "admin"));
+
+  auto doomed = std::make_unique<Client>(at(broker, "doomed"));
+  // A synchronous call that ends leaves the socket to the next caller (Engine::run).
+  CHECK(status_of([&] { doomed->call("held", "unknown", ""); }) == Status::not_found);
+  constexpr int kCallers = 4;
+  std::vector<std::future<Status>> calls;
+  for (int i = 0; i < kCallers; ++i)
+    calls.push_back(std::async(std::launch::async, [&client = *doomed] {
+      return status_of([&] { client.call("held", "wait", "", {.timeout = 20s}); });
+    }));
+  REQUIRE(eventually([&] { return in_flight(admin, "held") == kCallers; }, 5s));
+
+  doomed.reset();
+  for (auto& call : calls) {
+    REQUIRE(call.wait_for(5s) == std::future_status::ready);
+    CHECK(call.get() == Status::cancelled);
+  }
+  gate.set_value();
 }
 
 TEST_CASE("nested calls: a handler that calls another service gets its own answers",
