@@ -26,21 +26,28 @@ void MethodStats::finish(int status, std::chrono::microseconds took) noexcept {
   latency.observe(took);
 }
 
+std::size_t MethodTable::KeyHash::operator()(KeyView key) const noexcept {
+  const std::size_t h = std::hash<std::string_view>{}(key.service);
+  // Combined so that service "a" + method "bc" and service "ab" + method "c" differ.
+  return h ^
+         (std::hash<std::string_view>{}(key.method) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+}
+
+MethodStats* MethodTable::find(std::string_view service, std::string_view method) {
+  auto it = by_key_.find(KeyView{service, method});
+  return it == by_key_.end() ? nullptr : &it->second;
+}
+
 MethodStats* MethodTable::find_or_add(std::string_view service, std::string_view method) {
-  std::string key;
-  key.reserve(service.size() + method.size() + 1);
-  key.append(service).append(1, '\0').append(method);
-  if (auto it = by_key_.find(key); it != by_key_.end()) return &it->second.second;
+  if (MethodStats* stats = find(service, method)) return stats;
   if (by_key_.size() >= kMaxMethodSeries) return &other_;
-  auto& entry = by_key_[std::move(key)];
-  entry.first = {std::string(service), std::string(method)};
-  return &entry.second;
+  return &by_key_[Key{std::string(service), std::string(method)}];
 }
 
 std::map<std::pair<std::string, std::string>, const MethodStats*> MethodTable::sorted() const {
   std::map<std::pair<std::string, std::string>, const MethodStats*> out;
-  for (const auto& [key, entry] : by_key_)
-    out.emplace(entry.first, &entry.second);
+  for (const auto& [key, stats] : by_key_)
+    out.emplace(std::pair{key.service, key.method}, &stats);
   if (other_.calls > 0) out.emplace(std::pair{"_other", "_other"}, &other_);
   return out;
 }
