@@ -76,12 +76,16 @@ struct Service {
   std::size_t live_instances() const;
 };
 
-// Hashes a routing id without building a std::string from its frame. libzmq's own ids (a
-// zero byte and a 32-bit counter, unless a peer sets one) fit in one word, which is mixed
-// instead of hashed byte by byte.
+// Hash and equality of routing ids that take a view of the frame, so that finding a client
+// builds no std::string. libzmq's own ids (a zero byte and a 32-bit counter, unless a peer
+// sets one) fit in one word, which is mixed and compared whole instead of byte by byte.
 struct RoutingIdHash {
   using is_transparent = void;
   std::size_t operator()(std::string_view rid) const noexcept;
+};
+struct RoutingIdEqual {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const noexcept;
 };
 
 struct RegisterResult {
@@ -92,7 +96,7 @@ struct RegisterResult {
 
 class Registry {
  public:
-  using Clients = std::unordered_map<RoutingId, ClientInfo, RoutingIdHash, std::equal_to<>>;
+  using Clients = std::unordered_map<RoutingId, ClientInfo, RoutingIdHash, RoutingIdEqual>;
 
   // Records a HELLO. Returns true for a new client, false for a refresh of a known one
   // (its registrations and handle are kept). The name must not belong to another client.

@@ -238,3 +238,17 @@ TEST_CASE("routing ids that differ only in length or trailing zeros are differen
   CHECK(reg.client(long_id)->name == "c");
   CHECK(RoutingIdHash{}(zero_counter) != RoutingIdHash{}(longer));
 }
+
+TEST_CASE("routing ids of every length up to a word compare by every byte", "[registry]") {
+  const RoutingIdEqual equal;
+  for (const std::string id :
+       {"a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh", "abcdefghi"}) {
+    CHECK(equal(id, id));
+    for (std::size_t i = 0; i < id.size(); ++i) {
+      std::string other = id;
+      other[i] = 'z';
+      CHECK_FALSE(equal(id, other));
+    }
+    CHECK_FALSE(equal(id, id + "a"));
+  }
+}
