@@ -162,6 +162,7 @@ AdminSources Broker::admin_sources_() const {
 
 void Broker::tick_() {
   now_ = Clock::now();
+  debug_ = spdlog::should_log(spdlog::level::debug);
   // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"). The ROUTER is
   // also sent on, so ZMQ_EVENTS says whether it can be read before waiting; the monitor
   // and the HTTP control are read whenever their fds say so, until they have nothing.
@@ -205,6 +206,7 @@ void Broker::after_messages_() {
 
 void Broker::handle_for_test(Frames& frames) {
   now_ = Clock::now();
+  debug_ = spdlog::should_log(spdlog::level::debug);
   handle_message_(frames);
   apply_removals_();
   handle_connection_events_();
@@ -700,7 +702,7 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
   // outcomes of its calls (forget_caller_).
   const ClientInfo* caller = registry_.client(call.caller);
   // Guarded: printable() and status_name() would run on every outcome otherwise.
-  if (spdlog::should_log(spdlog::level::debug)) {
+  if (debug_) {
     const std::string from = caller != nullptr ? printable(caller->rid) : "a client that left";
     if (call.kind == CallKind::send)
       spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer, from,

@@ -251,6 +251,9 @@ class Broker {
   std::string shutdown_reason_ = "broker shutting down";
 
   TimePoint now_{};  // cached once per tick
+  // spdlog::should_log(debug), also read once per tick: per-call debug lines check this
+  // instead of asking spdlog's registry up to three times per call.
+  bool debug_ = false;
   TimePoint next_lease_check_{};
   wire::Header in_;   // reused for every decoded header
   wire::Header out_;  // reused for the rare headers the broker sends through protobuf

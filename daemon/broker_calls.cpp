@@ -110,7 +110,7 @@ void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
   ++call->stats->calls;
   ++call->stats->in_flight;
   // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
-  if (spdlog::should_log(spdlog::level::debug))
+  if (debug_)
     spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
                   call->method, caller.name, id, in_.timeout_ms());
   route_(*call);
@@ -205,8 +205,9 @@ Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, instance.handle);
     ++instance.in_flight;
-    spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
-                  instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
+    if (debug_)
+      spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
+                    instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
   }
   return sent;
 }
