@@ -198,7 +198,7 @@ TEST_CASE("a client is found by its handle until it leaves, and a HELLO again ke
   CHECK(reg.client(a) == nullptr);
 }
 
-TEST_CASE("a new client with a gone one's routing id gets a new handle; the old stays dead",
+TEST_CASE("a new client with a gone one's routing id gets a new handle, and the old stays dead",
           "[registry][handles]") {
   Registry reg;
   reg.hello("A", hello("a"), -1, t0);
