@@ -124,7 +124,7 @@ std::string clients_payload(const AdminSources& src) {
     for (const auto& service : c->services)
       info->add_services(service);
     info->set_subscriptions(u32(src.subscriptions.count(c->rid)));
-    info->set_calls_pending(u32(src.calls.pending_of(c->rid)));
+    info->set_calls_pending(u32(src.calls.pending_of(c->handle)));
     if (auto it = src.held.find(c->name); it != src.held.end())
       info->set_held(u32(it->second.size()));
   }

@@ -53,7 +53,7 @@ std::string random_session() {
   return s;
 }
 
-std::string printable(const RoutingId& rid) {
+std::string printable(std::string_view rid) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string s;
   for (const char c : rid) {
@@ -162,6 +162,7 @@ AdminSources Broker::admin_sources_() const {
 
 void Broker::tick_() {
   now_ = Clock::now();
+  debug_ = spdlog::should_log(spdlog::level::debug);
   // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"). The ROUTER is
   // also sent on, so ZMQ_EVENTS says whether it can be read before waiting; the monitor
   // and the HTTP control are read whenever their fds say so, until they have nothing.
@@ -205,6 +206,7 @@ void Broker::after_messages_() {
 
 void Broker::handle_for_test(Frames& frames) {
   now_ = Clock::now();
+  debug_ = spdlog::should_log(spdlog::level::debug);
   handle_message_(frames);
   apply_removals_();
   handle_connection_events_();
@@ -241,7 +243,9 @@ void Broker::handle_message_(Frames& frames) {
     ++metrics_.malformed;
     return;
   }
-  const RoutingId from = frames[0].to_string();
+  // The sender's routing id, as a view of its frame: a known client's is found by it once,
+  // and handlers get the registry's copy; only HELLOs and unknown peers need a string.
+  const std::string_view rid(static_cast<const char*>(frames[0].data()), frames[0].size());
   switch (wire::decode(frames[1], in_, config_.max_header)) {
     case wire::DecodeResult::ok:
       break;
@@ -251,10 +255,10 @@ void Broker::handle_message_(Frames& frames) {
       ++metrics_.malformed;
       metrics_.refused(Limit::max_header);
       spdlog::debug("refused a header of {} bytes from {}: over max-header ({} bytes)",
-                    frames[1].size(), printable(from), config_.max_header);
+                    frames[1].size(), printable(rid), config_.max_header);
       if (const auto head = wire::peek_kind_and_id(frames[1]);
-          head && answered_by_reply(head->kind) && registry_.client(from) != nullptr)
-        reply_(from, head->id, wire::INVALID_ARGUMENT,
+          head && answered_by_reply(head->kind) && registry_.client(rid) != nullptr)
+        reply_(RoutingId(rid), head->id, wire::INVALID_ARGUMENT,
                "a header of " + std::to_string(frames[1].size()) +
                    " bytes is over sage-busd's max-header of " +
                    std::to_string(config_.max_header) +
@@ -264,31 +268,31 @@ void Broker::handle_message_(Frames& frames) {
       // No trustworthy id to answer.
       ++metrics_.malformed;
       spdlog::debug("dropped a malformed header ({} bytes) from {}", frames[1].size(),
-                    printable(from));
+                    printable(rid));
       return;
     case wire::DecodeResult::bad_version:
       ++metrics_.malformed;
-      reply_(from, in_.id(), wire::INVALID_ARGUMENT,
+      reply_(RoutingId(rid), in_.id(), wire::INVALID_ARGUMENT,
              "protocol version " + std::to_string(in_.version()) +
                  " is not supported; this broker speaks version " +
                  std::to_string(wire::kProtocolVersion));
       return;
   }
 
-  if (in_.kind() != wire::HELLO) {
-    ClientInfo* client = registry_.client(from);
-    if (client == nullptr) {
-      on_unknown_peer_(from);
-      return;
-    }
-    client->last_seen = now_;  // every message renews the lease
+  // A HELLO carries no payload and is taken while draining: nothing below refuses it.
+  if (in_.kind() == wire::HELLO) return on_hello_(RoutingId(rid), frames[1]);
+  ClientInfo* client = registry_.client(rid);
+  if (client == nullptr) {
+    on_unknown_peer_(RoutingId(rid));
+    return;
   }
+  client->last_seen = now_;  // every message renews the lease
+  // Stays put until this message is handled: clients are removed after it (removals_).
+  const RoutingId& from = client->rid;
   if (refuse_payload_(from, frames)) return;
   if (draining_ && refuse_while_draining_(from)) return;
 
   switch (in_.kind()) {
-    case wire::HELLO:
-      return on_hello_(from, frames[1]);
     case wire::HEARTBEAT:
       return on_heartbeat_(from);
     case wire::GOODBYE:
@@ -298,9 +302,9 @@ void Broker::handle_message_(Frames& frames) {
     case wire::UNREGISTER:
       return on_unregister_(from);
     case wire::REQUEST:
-      return on_request_(from, frames);
+      return on_request_(*client, frames);
     case wire::REPLY:
-      return on_reply_(from, frames);
+      return on_reply_(*client, frames);
     case wire::SUBSCRIBE:
       return on_subscribe_(from);
     case wire::UNSUBSCRIBE:
@@ -310,7 +314,7 @@ void Broker::handle_message_(Frames& frames) {
     case wire::PUBLISH:
       return on_publish_(from, frames);
     case wire::SEND:
-      return on_send_(from, frames);
+      return on_send_(*client, frames);
     case wire::QUEUE_PUT:
       return on_queue_put_(from, frames);
     case wire::QUEUE_GET:
@@ -459,7 +463,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_max_payload(config_.max_payload);
   w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);
-  if (send_(from, out_, {}, false) == Sent::ok) release_held_(c.name, from);
+  if (send_(from, out_, {}, false) == Sent::ok) release_held_(c);
 }
 
 bool Broker::claim_name_(const RoutingId& from) {
@@ -528,7 +532,7 @@ void Broker::on_unregister_(const RoutingId& from) {
     return;
   }
   Service* s = registry_.service(service);
-  Instance* inst = s == nullptr ? nullptr : s->find(from);
+  Instance* inst = s == nullptr ? nullptr : s->find(registry_.client(from)->handle);
   const std::uint32_t in_flight = inst == nullptr ? 0 : inst->in_flight;
   const bool was = registry_.unregister_instance(from, service);
   // Idempotent: not being an instance is what was asked for.
@@ -573,11 +577,13 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
   const std::string name = c->name;
   const std::string instance_id = c->instance_id;
 
+  const ClientHandle handle = c->handle;
+
   // Its own calls and sends first, so that one it made to itself is then only dropped.
-  forget_caller_(rid);
+  forget_caller_(handle);
   std::vector<CallId> on_it;  // calls and sends dispatched to it
   calls_.for_each([&](const Call& call) {
-    if (call.state == CallState::dispatched && call.instance == rid) on_it.push_back(call.id);
+    if (call.state == CallState::dispatched && call.instance == handle) on_it.push_back(call.id);
   });
   subscriptions_.remove_client(rid);
   QueueEffects fx;
@@ -692,18 +698,24 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
   if (call.stats != nullptr)
     call.stats->finish(status,
                        std::chrono::duration_cast<std::chrono::microseconds>(now_ - call.accepted));
+  // Its caller is known while the outcome is unclaimed: removing a client claims the
+  // outcomes of its calls (forget_caller_).
+  const ClientInfo* caller = registry_.client(call.caller);
   // Guarded: printable() and status_name() would run on every outcome otherwise.
-  if (spdlog::should_log(spdlog::level::debug)) {
+  if (debug_) {
+    const std::string from = caller != nullptr ? printable(caller->rid) : "a client that left";
     if (call.kind == CallKind::send)
-      spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer,
-                    printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
-                    message);
+      spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer, from,
+                    wire::status_name(status), message.empty() ? "" : ": ", message);
     else
-      spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method,
-                    printable(call.caller), wire::status_name(status), message.empty() ? "" : ": ",
-                    message);
+      spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method, from,
+                    wire::status_name(status), message.empty() ? "" : ": ", message);
   }
-  answer_request_(call.caller, call.caller_id, status, message, payload, headers);
+  if (caller == nullptr) {
+    count_outcome_(status, Sent::peer_gone);
+    return true;
+  }
+  answer_request_(caller->rid, call.caller_id, status, message, payload, headers);
   return true;
 }
 

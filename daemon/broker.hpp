@@ -151,11 +151,11 @@ class Broker {
   void remove_client_(const RoutingId& rid, const std::string& why);
 
   // Calls (broker_calls.cpp)
-  void on_request_(const RoutingId& from, Frames& frames);
-  void on_reply_(const RoutingId& from, Frames& frames);
+  void on_request_(const ClientInfo& from, Frames& frames);
+  void on_reply_(const ClientInfo& from, Frames& frames);
   // Answers a REQUEST or SEND OVERLOADED when its caller has max-calls-per-client pending
   // or the call table is full; true if so. `what` names them ("calls", "sends").
-  bool refuse_call_(const RoutingId& from, std::uint64_t id, std::string_view what);
+  bool refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what);
   // Passes an instance's or peer's REPLY on to the call's caller; a payload over
   // max-payload is refused, and the caller told so (HANDLER_ERROR) instead.
   void forward_reply_(Call& call, Frames& frames);
@@ -167,7 +167,7 @@ class Broker {
   void pump_(Service* service);
   void run_deadlines_();
   void instance_lost_(CallId id, const std::string& why);
-  void forget_caller_(const RoutingId& rid);
+  void forget_caller_(ClientHandle caller);
 
   // Publish-subscribe (broker_pubsub.cpp)
   void on_subscribe_(const RoutingId& from);
@@ -179,9 +179,9 @@ class Broker {
   std::size_t publish_(const std::string& topic, std::span<zmq::message_t> payload, bool consume);
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
-  void on_send_(const RoutingId& from, Frames& frames);
-  Sent deliver_(Call& call, const RoutingId& peer);
-  void release_held_(const std::string& name, const RoutingId& peer);
+  void on_send_(const ClientInfo& from, Frames& frames);
+  Sent deliver_(Call& call, const ClientInfo& peer);
+  void release_held_(const ClientInfo& peer);
   void on_send_reply_(Call& call, Frames& frames);
   void send_expired_(Call& call);
   void peer_lost_(CallId id, const std::string& why);
@@ -251,6 +251,9 @@ class Broker {
   std::string shutdown_reason_ = "broker shutting down";
 
   TimePoint now_{};  // cached once per tick
+  // spdlog::should_log(debug), also read once per tick: per-call debug lines check this
+  // instead of asking spdlog's registry up to three times per call.
+  bool debug_ = false;
   TimePoint next_lease_check_{};
   wire::Header in_;   // reused for every decoded header
   wire::Header out_;  // reused for the rare headers the broker sends through protobuf

@@ -40,19 +40,25 @@ std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
 
 }  // namespace
 
-void Broker::on_request_(const RoutingId& from, Frames& frames) {
+void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
+  const RoutingId& from = caller.rid;
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
     answer_request_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
     return;
   }
-  if (auto error = wire::check_name("service name", in_.service())) {
-    answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
-    return;
-  }
-  if (auto error = wire::check_name("method name", in_.method())) {
-    answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
-    return;
+  // The method table holds only pairs whose names passed these checks (they are added
+  // below, after them), so a pair called before skips them.
+  MethodStats* stats = metrics_.methods.find(in_.service(), in_.method());
+  if (stats == nullptr) {
+    if (auto error = wire::check_name("service name", in_.service())) {
+      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      return;
+    }
+    if (auto error = wire::check_name("method name", in_.method())) {
+      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      return;
+    }
   }
   // Dispatched under the broker's id instead of the caller's, the header must still be
   // one an instance reads (found by the fuzz harness: tests/fuzz/regressions/
@@ -79,11 +85,12 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
                                          : std::span<zmq::message_t>());
     return;
   }
-  if (refuse_call_(from, id, "calls")) return;
+  if (refuse_call_(caller, id, "calls")) return;
+  if (stats == nullptr) stats = metrics_.methods.find_or_add(in_.service(), in_.method());
 
   // Filled in place: the call table lends the storage of a call that ended.
   Call* call = calls_.add_in_place([&](Call& c) {
-    c.caller = from;
+    c.caller = caller.handle;
     c.caller_id = id;
     c.service = in_.service();
     c.method = in_.method();
@@ -98,14 +105,14 @@ void Broker::on_request_(const RoutingId& from, Frames& frames) {
       c.payload.push_back(std::move(frames[i]));
     c.accepted = now_;
     c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
-    c.stats = metrics_.methods.find_or_add(c.service, c.method);
+    c.stats = stats;
   });
   ++call->stats->calls;
   ++call->stats->in_flight;
   // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
-  if (spdlog::should_log(spdlog::level::debug))
+  if (debug_)
     spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
-                  call->method, registry_.client(from)->name, id, in_.timeout_ms());
+                  call->method, caller.name, id, in_.timeout_ms());
   route_(*call);
 }
 
@@ -196,31 +203,32 @@ Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
   const bool keep_payload = call.idempotent && !call.retried;
   const Sent sent = send_head_(instance.client, call.payload, keep_payload);
   if (sent == Sent::ok) {
-    calls_.set_dispatched(call, instance.client);
+    calls_.set_dispatched(call, instance.handle);
     ++instance.in_flight;
-    spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
-                  instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
+    if (debug_)
+      spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
+                    instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
   }
   return sent;
 }
 
-void Broker::on_reply_(const RoutingId& from, Frames& frames) {
+void Broker::on_reply_(const ClientInfo& from, Frames& frames) {
   const CallId id = in_.id();
   Call* call = nullptr;
-  switch (calls_.check_reply(id, from, &call)) {
+  switch (calls_.check_reply(id, from.handle, &call)) {
     case PendingCalls::ReplyCheck::accepted:
       break;
     case PendingCalls::ReplyCheck::unknown_id:
     case PendingCalls::ReplyCheck::wrong_sender:
       ++metrics_.rejected_replies;
       spdlog::debug("rejected a REPLY for dispatch id {} from {}: not given that call", id,
-                    registry_.client(from)->name);
+                    from.name);
       return;
   }
   if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
   // Found once: nothing below adds or removes a service entry before pump_.
   Service* service = registry_.service(call->service);
-  Instance* instance = service == nullptr ? nullptr : service->find(from);
+  Instance* instance = service == nullptr ? nullptr : service->find(from.handle);
   if (instance != nullptr) {
     if (instance->in_flight > 0) --instance->in_flight;
     ++instance->served;
@@ -238,18 +246,19 @@ void Broker::on_reply_(const RoutingId& from, Frames& frames) {
   // An unregistered instance leaves with its last call. (One marked draining because its
   // connection was found gone leaves with its client, in apply_removals_.)
   const bool removal_pending = std::any_of(removals_.begin(), removals_.end(),
-                                           [&](const auto& r) { return r.first == from; });
+                                           [&](const auto& r) { return r.first == from.rid; });
   if (instance != nullptr && instance->draining && instance->in_flight == 0 && !removal_pending) {
     const std::string instance_id = instance->instance_id;
-    registry_.remove_instance(service->name, from);
+    registry_.remove_instance(service->name, from.rid);
     spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service->name);
   }
   pump_(service);
 }
 
-bool Broker::refuse_call_(const RoutingId& from, std::uint64_t id, std::string_view what) {
+bool Broker::refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what) {
   std::string why;
-  if (const std::size_t mine = calls_.pending_of(from); mine >= config_.max_calls_per_client) {
+  if (const std::size_t mine = calls_.pending_of(from.handle);
+      mine >= config_.max_calls_per_client) {
     metrics_.refused(Limit::max_calls_per_client);
     why = "this connection has " + std::to_string(mine) + " " + std::string(what) +
           " pending, the broker's max-calls-per-client; wait for some to end, or raise "
@@ -262,12 +271,11 @@ bool Broker::refuse_call_(const RoutingId& from, std::uint64_t id, std::string_v
     return false;
   }
   spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::info : spdlog::level::debug,
-              "refused a {} from '{}': {}", wire::kind_name(in_.kind()),
-              registry_.client(from)->name, why);
+              "refused a {} from '{}': {}", wire::kind_name(in_.kind()), from.name, why);
   if (in_.kind() == wire::REQUEST)
-    answer_request_(from, id, wire::OVERLOADED, why);
+    answer_request_(from.rid, id, wire::OVERLOADED, why);
   else
-    answer_(from, id, wire::OVERLOADED, why);
+    answer_(from.rid, id, wire::OVERLOADED, why);
   return true;
 }
 
@@ -395,10 +403,10 @@ void Broker::instance_lost_(CallId id, const std::string& why) {
   calls_.erase(id);
 }
 
-void Broker::forget_caller_(const RoutingId& rid) {
+void Broker::forget_caller_(ClientHandle caller) {
   std::vector<CallId> waiting;
   calls_.for_each([&](Call& call) {
-    if (call.caller != rid || call.outcome_claimed()) return;
+    if (call.caller != caller || call.outcome_claimed()) return;
     // Nobody is left to answer. A dispatched call stays until its instance replies, so
     // that the instance's in-flight count stays true.
     calls_.claim_outcome(call);

@@ -23,7 +23,8 @@ std::string millis(TimePoint from, TimePoint to) {
 
 }  // namespace
 
-void Broker::on_send_(const RoutingId& from, Frames& frames) {
+void Broker::on_send_(const ClientInfo& sender, Frames& frames) {
+  const RoutingId& from = sender.rid;
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
     answer_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a send needs a deadline");
@@ -45,12 +46,12 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
                 " a peer reads; send less in trace_id");
     return;
   }
-  if (refuse_call_(from, id, "calls and sends")) return;
+  if (refuse_call_(sender, id, "calls and sends")) return;
   ++metrics_.sends;
   const std::uint32_t hold_ms = in_.hold_ms();
   Call c;
   c.kind = CallKind::send;
-  c.caller = from;
+  c.caller = sender.handle;
   c.caller_id = id;
   c.peer = in_.peer();
   c.trace_id = in_.trace_id();
@@ -63,8 +64,9 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
   Call* call = calls_.add(std::move(c));
   const CallId call_id = call->id;
 
-  const auto peer = registry_.client_by_name(call->peer);
-  if (peer) {
+  const auto peer_rid = registry_.client_by_name(call->peer);
+  const ClientInfo* peer = peer_rid ? registry_.client(*peer_rid) : nullptr;
+  if (peer != nullptr) {
     switch (deliver_(*call, *peer)) {
       case Sent::ok:
         return;
@@ -79,8 +81,8 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
   }
   if (hold_ms == 0) {
     answer_caller_(*call, wire::UNDELIVERABLE,
-                   peer ? "peer '" + call->peer + "' left before taking the message"
-                        : "no connection named '" + call->peer + "' is connected");
+                   peer != nullptr ? "peer '" + call->peer + "' left before taking the message"
+                                   : "no connection named '" + call->peer + "' is connected");
     calls_.erase(call_id);
     return;
   }
@@ -102,21 +104,23 @@ void Broker::on_send_(const RoutingId& from, Frames& frames) {
                 line.size());
 }
 
-Broker::Sent Broker::deliver_(Call& call, const RoutingId& peer) {
+Broker::Sent Broker::deliver_(Call& call, const ClientInfo& peer) {
   const ClientInfo* sender = registry_.client(call.caller);
   head_.start(wire::DELIVER)
       .varint(wire::Header::kIdFieldNumber, call.id)
       .string(wire::Header::kTraceIdFieldNumber, call.trace_id)
-      .string(wire::Header::kPeerFieldNumber, sender != nullptr ? sender->name : std::string_view());
-  const Sent sent = send_head_(peer, call.payload, false);
+      .string(wire::Header::kPeerFieldNumber,
+              sender != nullptr ? sender->name : std::string_view());
+  const Sent sent = send_head_(peer.rid, call.payload, false);
   if (sent == Sent::ok) {
-    calls_.set_dispatched(call, peer);
+    calls_.set_dispatched(call, peer.handle);
     call.payload.clear();  // moved to the peer
   }
   return sent;
 }
 
-void Broker::release_held_(const std::string& name, const RoutingId& peer) {
+void Broker::release_held_(const ClientInfo& peer) {
+  const std::string& name = peer.name;
   auto it = held_.find(name);
   if (it == held_.end()) return;
   std::deque<CallId> line = std::move(it->second);

@@ -26,21 +26,34 @@ void MethodStats::finish(int status, std::chrono::microseconds took) noexcept {
   latency.observe(took);
 }
 
+std::size_t MethodTable::KeyHash::operator()(KeyView key) const noexcept {
+  // FNV-1a, inline: names are short, where std::hash's calls cost more than the bytes. The
+  // separator makes service "a" + method "bc" differ from service "ab" + method "c".
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  auto add = [&h](unsigned char byte) { h = (h ^ byte) * 0x100000001b3ULL; };
+  for (const char c : key.service)
+    add(static_cast<unsigned char>(c));
+  add(0);
+  for (const char c : key.method)
+    add(static_cast<unsigned char>(c));
+  return static_cast<std::size_t>(h);
+}
+
+MethodStats* MethodTable::find(std::string_view service, std::string_view method) {
+  auto it = by_key_.find(KeyView{service, method});
+  return it == by_key_.end() ? nullptr : &it->second;
+}
+
 MethodStats* MethodTable::find_or_add(std::string_view service, std::string_view method) {
-  std::string key;
-  key.reserve(service.size() + method.size() + 1);
-  key.append(service).append(1, '\0').append(method);
-  if (auto it = by_key_.find(key); it != by_key_.end()) return &it->second.second;
+  if (MethodStats* stats = find(service, method)) return stats;
   if (by_key_.size() >= kMaxMethodSeries) return &other_;
-  auto& entry = by_key_[std::move(key)];
-  entry.first = {std::string(service), std::string(method)};
-  return &entry.second;
+  return &by_key_[Key{std::string(service), std::string(method)}];
 }
 
 std::map<std::pair<std::string, std::string>, const MethodStats*> MethodTable::sorted() const {
   std::map<std::pair<std::string, std::string>, const MethodStats*> out;
-  for (const auto& [key, entry] : by_key_)
-    out.emplace(entry.first, &entry.second);
+  for (const auto& [key, stats] : by_key_)
+    out.emplace(std::pair{key.service, key.method}, &stats);
   if (other_.calls > 0) out.emplace(std::pair{"_other", "_other"}, &other_);
   return out;
 }

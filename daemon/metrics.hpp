@@ -62,13 +62,37 @@ class MethodTable {
   // The stats of service.method; the shared "_other" series once the table is full.
   // The pointer stays valid for the table's life (entries are never erased).
   MethodStats* find_or_add(std::string_view service, std::string_view method);
+  // The stats of service.method if find_or_add() added the pair before, else nullptr
+  // (never the "_other" series). One hash lookup, building no string: the broker adds
+  // only pairs whose names it checked, so a REQUEST for a pair found here skips the check.
+  MethodStats* find(std::string_view service, std::string_view method);
   // (service, method) -> stats, ordered for stable output.
   std::map<std::pair<std::string, std::string>, const MethodStats*> sorted() const;
   std::size_t size() const noexcept { return by_key_.size(); }
 
  private:
-  std::unordered_map<std::string, std::pair<std::pair<std::string, std::string>, MethodStats>>
-      by_key_;
+  struct KeyView {
+    std::string_view service;
+    std::string_view method;
+  };
+  struct Key {
+    std::string service;
+    std::string method;
+    operator KeyView() const noexcept { return {service, method}; }
+  };
+  // Transparent, so that find() looks up the views of a header's fields.
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(KeyView key) const noexcept;
+  };
+  struct KeyEqual {
+    using is_transparent = void;
+    bool operator()(KeyView a, KeyView b) const noexcept {
+      return a.service == b.service && a.method == b.method;
+    }
+  };
+
+  std::unordered_map<Key, MethodStats, KeyHash, KeyEqual> by_key_;
   MethodStats other_;
 };
 

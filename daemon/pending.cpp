@@ -5,11 +5,11 @@ namespace sagebus::broker {
 void Call::reset_() noexcept {
   // Every field, as declared. A field added to Call changes its size and fails this (the
   // size checked is that of 64-bit libstdc++; other targets are not checked).
-  static_assert(sizeof(void*) != 8 || sizeof(Call) == 400,
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 344,
                 "a field was added to Call: reset_() must reset it too, then update this size");
   id = 0;
   kind = CallKind::request;
-  caller.clear();
+  caller = {};
   caller_id = 0;
   service.clear();
   method.clear();
@@ -24,7 +24,7 @@ void Call::reset_() noexcept {
   peer.clear();
   send_deadline = {};
   state = CallState::waiting;
-  instance.clear();
+  instance = {};
   retried = false;
   lost_reason.clear();
   caller_lost = false;
@@ -47,8 +47,14 @@ Call* PendingCalls::enter_(Table::node_type node) {
   Call& call = node.mapped();
   call.id = next_id_++;
   node.key() = call.id;
-  call.counted_ = !call.outcome_claimed();
-  if (call.counted_) ++pending_by_caller_[call.caller];
+  call.counted_ = call.caller && !call.outcome_claimed();
+  if (call.counted_) {
+    if (call.caller.slot >= pending_by_caller_.size())
+      pending_by_caller_.resize(call.caller.slot + std::size_t{1});
+    CallerCount& count = pending_by_caller_[call.caller.slot];
+    if (count.caller != call.caller) count = {call.caller, 0};  // the slot's new owner
+    ++count.pending;
+  }
   const TimePoint deadline = call.deadline;
   Call* entered = &calls_.insert(std::move(node)).position->second;
   deadlines_.emplace(deadline, entered->id);
@@ -81,27 +87,27 @@ bool PendingCalls::claim_outcome(Call& call) {
   return true;
 }
 
-std::size_t PendingCalls::pending_of(const RoutingId& caller) const {
-  auto it = pending_by_caller_.find(caller);
-  return it == pending_by_caller_.end() ? 0 : it->second;
+std::size_t PendingCalls::pending_of(ClientHandle caller) const {
+  if (caller.slot >= pending_by_caller_.size()) return 0;
+  const CallerCount& count = pending_by_caller_[caller.slot];
+  return count.caller == caller ? count.pending : 0;
 }
 
 void PendingCalls::uncount_(Call& call) {
   if (!call.counted_) return;
   call.counted_ = false;
-  auto it = pending_by_caller_.find(call.caller);
-  if (it == pending_by_caller_.end()) return;  // cannot happen: counted_ says it is there
-  if (--it->second == 0) pending_by_caller_.erase(it);
+  CallerCount& count = pending_by_caller_[call.caller.slot];  // made by enter_
+  if (count.caller == call.caller && count.pending > 0) --count.pending;
 }
 
-void PendingCalls::set_dispatched(Call& call, const RoutingId& instance) {
+void PendingCalls::set_dispatched(Call& call, ClientHandle instance) {
   call.state = CallState::dispatched;
   call.instance = instance;
 }
 
 void PendingCalls::set_waiting(Call& call) {
   call.state = CallState::waiting;
-  call.instance.clear();
+  call.instance = {};
 }
 
 void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
@@ -111,7 +117,7 @@ void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
 }
 
-PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, const RoutingId& from, Call** out) {
+PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, ClientHandle from, Call** out) {
   Call* call = find(id);
   if (call == nullptr) return ReplyCheck::unknown_id;
   if (call->state != CallState::dispatched || call->instance != from)

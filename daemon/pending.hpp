@@ -16,7 +16,9 @@
 // It also counts, per caller connection, the calls whose outcome that caller still awaits
 // (pending_of: for the max-calls-per-client limit). A call stops counting when its outcome
 // is claimed through the table or when it is erased, whichever comes first, so the count
-// is exact whatever way a call ends.
+// is exact whatever way a call ends. Connections are known by their ClientHandle
+// (registry.hpp), and the counts are kept per handle slot: a handle that took over the
+// slot of one gone starts at zero, and calls of the gone one no longer count anywhere.
 //
 // A call leaves the table when the broker is done with it, which is not always when the
 // caller has its outcome: a dispatched call whose deadline passed stays (holding its
@@ -37,12 +39,15 @@
 
 #include <zmq.hpp>
 
+#include "handle_table.hpp"
+
 namespace sagebus::broker {
 
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using RoutingId = std::string;
 using CallId = std::uint64_t;
+using ClientHandle = Handle;  // a connected client's, given by the Registry
 struct MethodStats;
 
 enum class CallState { waiting, dispatched };
@@ -52,7 +57,7 @@ class Call {
  public:
   CallId id = 0;  // the broker's dispatch id, assigned by PendingCalls::add
   CallKind kind = CallKind::request;
-  RoutingId caller;             // the caller's connection
+  ClientHandle caller;          // the caller's connection
   std::uint64_t caller_id = 0;  // the caller's own id for the call, echoed in its outcome
   std::string service;
   std::string method;
@@ -72,7 +77,7 @@ class Call {
   TimePoint send_deadline{};
 
   CallState state = CallState::waiting;
-  RoutingId instance;       // the connection it was dispatched to, when dispatched
+  ClientHandle instance;    // the connection it was dispatched to, when dispatched
   bool retried = false;     // dispatched a second time after losing its first instance
   std::string lost_reason;  // why its first instance was lost, for a retry that fails
   bool caller_lost = false;
@@ -130,9 +135,9 @@ class PendingCalls {
   // the call as pending for its caller. True exactly once per call.
   bool claim_outcome(Call& call);
   // Calls and sends made by connection `caller` whose outcome it still awaits.
-  std::size_t pending_of(const RoutingId& caller) const;
+  std::size_t pending_of(ClientHandle caller) const;
 
-  void set_dispatched(Call& call, const RoutingId& instance);
+  void set_dispatched(Call& call, ClientHandle instance);
   void set_waiting(Call& call);
   // Moves the call's deadline (its earlier one is forgotten).
   void set_deadline(Call& call, TimePoint deadline);
@@ -144,7 +149,7 @@ class PendingCalls {
   };
   // Whether a REPLY with dispatch id `id` from connection `from` belongs to a call.
   // Changes nothing; on `accepted`, *out points at the call.
-  ReplyCheck check_reply(CallId id, const RoutingId& from, Call** out);
+  ReplyCheck check_reply(CallId id, ClientHandle from, Call** out);
 
   // The earliest deadline of a call whose caller still awaits its outcome.
   std::optional<TimePoint> next_deadline();
@@ -187,7 +192,12 @@ class PendingCalls {
   Table calls_;
   std::vector<Table::node_type> spare_;
   Table scratch_;  // where blank_node_() makes a node when there is no spare
-  std::unordered_map<RoutingId, std::size_t> pending_by_caller_;  // no zero entries
+  // Indexed by the caller's handle slot: whose count it is, and the count.
+  struct CallerCount {
+    ClientHandle caller;
+    std::size_t pending = 0;
+  };
+  std::vector<CallerCount> pending_by_caller_;
   // Min-heap of deadlines. Finished calls are not searched for and removed; their
   // entries (and those of moved deadlines) are skipped when they reach the top, and the
   // heap is rebuilt when stale entries outnumber live calls.

@@ -1,6 +1,7 @@
 #include "registry.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "sagebus/wire/frame.hpp"
 
@@ -10,9 +11,9 @@ bool Instance::has_method(std::string_view method) const {
   return std::binary_search(methods.begin(), methods.end(), method, std::less<>());
 }
 
-Instance* Service::find(const RoutingId& client) {
+Instance* Service::find(ClientHandle client) {
   for (auto& i : instances)
-    if (i.client == client) return &i;
+    if (i.handle == client) return &i;
   return nullptr;
 }
 
@@ -21,11 +22,46 @@ std::size_t Service::live_instances() const {
       std::count_if(instances.begin(), instances.end(), [](const auto& i) { return !i.draining; }));
 }
 
+namespace {
+
+// Up to 8 bytes as one word, without a library call: two overlapping loads of 4 bytes
+// from each end (or, below 4 bytes, the first, middle and last byte) cover every byte,
+// so two ids of the same length have the same word only when they are equal.
+std::uint64_t pack(std::string_view rid) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(rid.data());
+  const std::size_t n = rid.size();
+  if (n >= 4) {
+    std::uint32_t first = 0;
+    std::uint32_t last = 0;
+    std::memcpy(&first, p, 4);
+    std::memcpy(&last, p + n - 4, 4);
+    return (std::uint64_t{last} << 32) | first;
+  }
+  if (n == 0) return 0;
+  return (std::uint64_t{p[0]} << 16) | (std::uint64_t{p[n / 2]} << 8) | p[n - 1];
+}
+
+}  // namespace
+
+std::size_t RoutingIdHash::operator()(std::string_view rid) const noexcept {
+  if (rid.size() > sizeof(std::uint64_t)) return std::hash<std::string_view>{}(rid);
+  std::uint64_t word = pack(rid) ^ rid.size();
+  word *= 0x9e3779b97f4a7c15ULL;  // Fibonacci hashing; the high bits are the mixed ones
+  return static_cast<std::size_t>(word ^ (word >> 32));
+}
+
+bool RoutingIdEqual::operator()(std::string_view a, std::string_view b) const noexcept {
+  if (a.size() != b.size()) return false;
+  if (a.size() > sizeof(std::uint64_t)) return a == b;
+  return pack(a) == pack(b);
+}
+
 bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, TimePoint now) {
   auto [it, created] = clients_.try_emplace(rid);
   ClientInfo& c = it->second;
   if (created) {
     c.rid = rid;
+    c.handle = handles_.add(&c);
     c.connected_at = now;
   }
   const std::string name = hello.name().substr(0, wire::kMaxNameBytes);
@@ -46,7 +82,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   // Instances copy the client's identity for listings and the hash ring.
   for (const auto& service_name : c.services) {
     if (Service* s = service(service_name)) {
-      if (Instance* i = s->find(rid)) {
+      if (Instance* i = s->find(c.handle)) {
         if (i->instance_id != c.instance_id) s->balancer.membership_changed();
         i->client_name = c.name;
         i->instance_id = c.instance_id;
@@ -56,7 +92,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   return created;
 }
 
-ClientInfo* Registry::client(const RoutingId& rid) {
+ClientInfo* Registry::client(std::string_view rid) {
   auto it = clients_.find(rid);
   return it == clients_.end() ? nullptr : &it->second;
 }
@@ -88,6 +124,8 @@ void Registry::extend_leases(Clock::duration by) {
 std::vector<std::string> Registry::remove_client(const RoutingId& rid) {
   auto it = clients_.find(rid);
   if (it == clients_.end()) return {};
+  const ClientHandle handle = it->second.handle;
+  handles_.remove(handle);
   std::vector<std::string> left = std::move(it->second.services);
   if (it->second.fd >= 0) {
     auto f = by_fd_.find(it->second.fd);
@@ -99,7 +137,7 @@ std::vector<std::string> Registry::remove_client(const RoutingId& rid) {
   for (const auto& name : left) {
     Service* s = service(name);
     if (s == nullptr) continue;
-    std::erase_if(s->instances, [&](const Instance& i) { return i.client == rid; });
+    std::erase_if(s->instances, [&](const Instance& i) { return i.handle == handle; });
     s->balancer.membership_changed();
   }
   return left;
@@ -129,7 +167,7 @@ RegisterResult Registry::register_instance(const RoutingId& rid, const std::stri
   Service* s = service(name);
   if (s != nullptr) {
     const bool others = std::any_of(s->instances.begin(), s->instances.end(),
-                                    [&](const Instance& i) { return i.client != rid; });
+                                    [&](const Instance& i) { return i.handle != c->handle; });
     if (others && s->strategy() != reg.strategy())
       return {wire::INVALID_ARGUMENT,
               "service '" + name + "' uses strategy " +
@@ -141,11 +179,12 @@ RegisterResult Registry::register_instance(const RoutingId& rid, const std::stri
   Service& svc = ensure_service(name);
   if (svc.strategy() != reg.strategy()) svc.balancer = Balancer(reg.strategy());
 
-  Instance* inst = svc.find(rid);
+  Instance* inst = svc.find(c->handle);
   const bool created = inst == nullptr;
   if (created) {
     inst = &svc.instances.emplace_back();
     inst->client = rid;
+    inst->handle = c->handle;
     c->services.push_back(name);
   }
   inst->client_name = c->name;
@@ -161,8 +200,9 @@ RegisterResult Registry::register_instance(const RoutingId& rid, const std::stri
 }
 
 bool Registry::unregister_instance(const RoutingId& rid, const std::string& name) {
-  Service* s = service(name);
-  Instance* inst = s == nullptr ? nullptr : s->find(rid);
+  const ClientInfo* c = client(rid);
+  Service* s = c == nullptr ? nullptr : service(name);
+  Instance* inst = s == nullptr ? nullptr : s->find(c->handle);
   if (inst == nullptr) return false;
   inst->draining = true;
   s->balancer.membership_changed();
@@ -175,18 +215,20 @@ void Registry::drain_client(const RoutingId& rid) {
   if (c == nullptr) return;
   for (const auto& name : c->services) {
     if (Service* s = service(name)) {
-      if (Instance* i = s->find(rid)) i->draining = true;
+      if (Instance* i = s->find(c->handle)) i->draining = true;
       s->balancer.membership_changed();
     }
   }
 }
 
 void Registry::remove_instance(const std::string& name, const RoutingId& rid) {
+  ClientInfo* c = client(rid);
+  if (c == nullptr) return;
   if (Service* s = service(name)) {
-    std::erase_if(s->instances, [&](const Instance& i) { return i.client == rid; });
+    std::erase_if(s->instances, [&](const Instance& i) { return i.handle == c->handle; });
     s->balancer.membership_changed();
   }
-  if (ClientInfo* c = client(rid)) std::erase(c->services, name);
+  std::erase(c->services, name);
 }
 
 Service* Registry::service(std::string_view name) {

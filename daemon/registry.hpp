@@ -1,6 +1,12 @@
 // Registry: who is connected and what they serve. Clients by routing id (with their
-// lease and the fd of their connection) and by name, service instances, and services
-// (their strategy, instances, wait queue and balancer).
+// lease and the fd of their connection), by handle and by name, service instances, and
+// services (their strategy, instances, wait queue and balancer).
+//
+// Each client gets a ClientHandle at its first HELLO (handle_table.hpp) and keeps it until
+// it is removed: the broker finds a message's client once, by routing id, and from then on
+// refers to it by handle (calls record their caller and instance so). A handle kept after
+// its client was removed resolves to nothing, even when a new client arrives with the
+// same routing id; a HELLO again from a client still known keeps its handle.
 //
 // A name belongs to at most one client. The registry records names; the broker decides
 // whether a HELLO may take a name (docs/protocol.md, "Connection names").
@@ -9,7 +15,8 @@
 // exactly the status the REGISTER gets. The registry never sends anything and never
 // touches calls; the broker decides what happens to calls when an instance leaves.
 //
-// Pointers and references into it are valid until the next call that adds or removes a
+// A ClientInfo stays at its address until its client is removed. Other pointers and
+// references into the registry are valid until the next call that adds or removes a
 // client, instance or service. Used by the broker's loop thread only; not thread safe.
 #pragma once
 
@@ -25,6 +32,7 @@
 #include <vector>
 
 #include "balancer.hpp"
+#include "handle_table.hpp"
 #include "pending.hpp"
 #include "sagebus/wire.pb.h"
 
@@ -32,6 +40,7 @@ namespace sagebus::broker {
 
 struct ClientInfo {
   RoutingId rid;
+  ClientHandle handle;
   std::string name;
   std::string instance_id;
   std::string sdk_version;
@@ -42,7 +51,8 @@ struct ClientInfo {
 };
 
 struct Instance {
-  RoutingId client;
+  RoutingId client;     // where calls are sent
+  ClientHandle handle;  // which client it is
   std::string client_name;
   std::string instance_id;
   std::vector<std::string> methods;  // sorted, unique
@@ -62,8 +72,20 @@ struct Service {
   Balancer balancer;
 
   wire::Strategy strategy() const noexcept { return balancer.strategy(); }
-  Instance* find(const RoutingId& client);
+  Instance* find(ClientHandle client);
   std::size_t live_instances() const;
+};
+
+// Hash and equality of routing ids that take a view of the frame, so that finding a client
+// builds no std::string. libzmq's own ids (a zero byte and a 32-bit counter, unless a peer
+// sets one) fit in one word, which is mixed and compared whole instead of byte by byte.
+struct RoutingIdHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view rid) const noexcept;
+};
+struct RoutingIdEqual {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const noexcept;
 };
 
 struct RegisterResult {
@@ -74,13 +96,18 @@ struct RegisterResult {
 
 class Registry {
  public:
+  using Clients = std::unordered_map<RoutingId, ClientInfo, RoutingIdHash, RoutingIdEqual>;
+
   // Records a HELLO. Returns true for a new client, false for a refresh of a known one
-  // (its registrations are kept). The name must not belong to another client.
+  // (its registrations and handle are kept). The name must not belong to another client.
   bool hello(const RoutingId& rid, const wire::Hello& hello, int fd, TimePoint now);
-  ClientInfo* client(const RoutingId& rid);
+  // The client with routing id `rid`, or nullptr.
+  ClientInfo* client(std::string_view rid);
+  // The client of `handle`, or nullptr when it was removed (or the handle is null).
+  ClientInfo* client(ClientHandle handle) const noexcept { return handles_.get(handle); }
   // The client that has `name`, if any.
   std::optional<RoutingId> client_by_name(std::string_view name) const;
-  const std::unordered_map<RoutingId, ClientInfo>& clients() const noexcept { return clients_; }
+  const Clients& clients() const noexcept { return clients_; }
 
   // The client whose connection uses `fd`, if any.
   std::optional<RoutingId> client_by_fd(int fd) const;
@@ -114,7 +141,8 @@ class Registry {
   std::size_t instance_count() const;
 
  private:
-  std::unordered_map<RoutingId, ClientInfo> clients_;
+  Clients clients_;  // node-based: a ClientInfo never moves
+  HandleTable<ClientInfo> handles_;
   std::unordered_map<int, RoutingId> by_fd_;
   std::map<std::string, RoutingId, std::less<>> by_name_;
   std::map<std::string, Service, std::less<>> services_;

@@ -52,6 +52,21 @@ TEST_CASE("the method table keeps at most kMaxMethodSeries pairs, then shares _o
   CHECK(MethodTable{}.find_or_add("a", "bc") != nullptr);
 }
 
+TEST_CASE("the method table finds only pairs added before, never the shared _other series",
+          "[metrics]") {
+  MethodTable t;
+  CHECK(t.find("svc", "m") == nullptr);
+  MethodStats* added = t.find_or_add("svc", "m");
+  CHECK(t.find("svc", "m") == added);
+  CHECK(t.find("sv", "cm") == nullptr);  // the same bytes, split elsewhere
+  for (std::size_t i = 1; i < kMaxMethodSeries; ++i)
+    t.find_or_add("svc", "m" + std::to_string(i));
+  MethodStats* other = t.find_or_add("svc", "beyond");
+  CHECK(other != nullptr);
+  CHECK(t.find("svc", "beyond") == nullptr);
+  CHECK(t.size() == kMaxMethodSeries);
+}
+
 TEST_CASE("the Prometheus text has every limit's value and refusals, labelled by its key",
           "[metrics][limits]") {
   BrokerIdentity identity;

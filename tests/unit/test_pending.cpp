@@ -14,8 +14,13 @@ using namespace std::chrono_literals;
 namespace {
 
 const TimePoint t0{};
+// Connections, as the Registry's handles would name them.
+constexpr ClientHandle kA{0, 1};
+constexpr ClientHandle kB{1, 1};
+constexpr ClientHandle kI1{2, 1};
+constexpr ClientHandle kI2{3, 1};
 
-Call make_call(const RoutingId& caller, std::uint64_t caller_id, TimePoint deadline) {
+Call make_call(ClientHandle caller, std::uint64_t caller_id, TimePoint deadline) {
   Call c;
   c.caller = caller;
   c.caller_id = caller_id;
@@ -30,8 +35,8 @@ Call make_call(const RoutingId& caller, std::uint64_t caller_id, TimePoint deadl
 
 TEST_CASE("each call gets a distinct dispatch id, never 0", "[pending]") {
   PendingCalls calls(10);
-  const CallId a = calls.add(make_call("A", 1, t0 + 1s))->id;
-  const CallId b = calls.add(make_call("A", 1, t0 + 1s))->id;  // same caller id: still distinct
+  const CallId a = calls.add(make_call(kA, 1, t0 + 1s))->id;
+  const CallId b = calls.add(make_call(kA, 1, t0 + 1s))->id;  // same caller id: still distinct
   CHECK(a != 0);
   CHECK(b != 0);
   CHECK(a != b);
@@ -39,7 +44,7 @@ TEST_CASE("each call gets a distinct dispatch id, never 0", "[pending]") {
 
 TEST_CASE("a call's outcome can be claimed exactly once", "[pending]") {
   PendingCalls calls(10);
-  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  Call* call = calls.add(make_call(kA, 1, t0 + 1s));
   CHECK(call->claim_outcome());
   CHECK_FALSE(call->claim_outcome());
   CHECK_FALSE(call->claim_outcome());
@@ -48,18 +53,18 @@ TEST_CASE("a call's outcome can be claimed exactly once", "[pending]") {
 
 TEST_CASE("a full table refuses a new call", "[pending]") {
   PendingCalls calls(2);
-  REQUIRE(calls.add(make_call("A", 1, t0 + 1s)) != nullptr);
-  REQUIRE(calls.add(make_call("A", 2, t0 + 1s)) != nullptr);
+  REQUIRE(calls.add(make_call(kA, 1, t0 + 1s)) != nullptr);
+  REQUIRE(calls.add(make_call(kA, 2, t0 + 1s)) != nullptr);
   CHECK(calls.full());
-  CHECK(calls.add(make_call("A", 3, t0 + 1s)) == nullptr);
+  CHECK(calls.add(make_call(kA, 3, t0 + 1s)) == nullptr);
   CHECK(calls.size() == 2);
 }
 
 TEST_CASE("deadlines expire earliest first, each once", "[pending]") {
   PendingCalls calls(10);
-  const CallId late = calls.add(make_call("A", 1, t0 + 3s))->id;
-  const CallId early = calls.add(make_call("A", 2, t0 + 1s))->id;
-  const CallId middle = calls.add(make_call("A", 3, t0 + 2s))->id;
+  const CallId late = calls.add(make_call(kA, 1, t0 + 3s))->id;
+  const CallId early = calls.add(make_call(kA, 2, t0 + 1s))->id;
+  const CallId middle = calls.add(make_call(kA, 3, t0 + 2s))->id;
 
   CHECK(calls.next_deadline() == t0 + 1s);
   CHECK(calls.take_expired(t0 + 500ms).empty());
@@ -71,9 +76,9 @@ TEST_CASE("deadlines expire earliest first, each once", "[pending]") {
 TEST_CASE("finished calls are skipped by the deadline heap without being searched for",
           "[pending]") {
   PendingCalls calls(10);
-  const CallId replied = calls.add(make_call("A", 1, t0 + 1s))->id;
-  Call* answered = calls.add(make_call("A", 2, t0 + 2s));
-  const CallId open = calls.add(make_call("A", 3, t0 + 3s))->id;
+  const CallId replied = calls.add(make_call(kA, 1, t0 + 1s))->id;
+  Call* answered = calls.add(make_call(kA, 2, t0 + 2s));
+  const CallId open = calls.add(make_call(kA, 3, t0 + 3s))->id;
 
   calls.erase(replied);                // its reply came
   REQUIRE(answered->claim_outcome());  // e.g. its instance was lost
@@ -86,7 +91,7 @@ TEST_CASE("finished calls are skipped by the deadline heap without being searche
 TEST_CASE("the deadline heap is compacted when finished calls pile up", "[pending]") {
   PendingCalls calls(100000);
   for (int i = 0; i < 5000; ++i) {
-    const CallId id = calls.add(make_call("A", 1, t0 + 1h))->id;
+    const CallId id = calls.add(make_call(kA, 1, t0 + 1h))->id;
     calls.erase(id);  // fast replies, long deadlines
   }
   CHECK(calls.size() == 0);
@@ -95,9 +100,9 @@ TEST_CASE("the deadline heap is compacted when finished calls pile up", "[pendin
 
 TEST_CASE("a dispatched call past its deadline keeps its slot until its late reply", "[pending]") {
   PendingCalls calls(10);
-  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  Call* call = calls.add(make_call(kA, 1, t0 + 1s));
   const CallId id = call->id;
-  calls.set_dispatched(*call, "I1");
+  calls.set_dispatched(*call, kI1);
 
   // The deadline passes: the caller gets DEADLINE_EXCEEDED, the call stays.
   REQUIRE(calls.take_expired(t0 + 2s) == std::vector<CallId>{id});
@@ -109,7 +114,7 @@ TEST_CASE("a dispatched call past its deadline keeps its slot until its late rep
   // The late reply is accepted (it frees the instance's slot) but cannot be a second
   // outcome.
   Call* found = nullptr;
-  REQUIRE(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::accepted);
+  REQUIRE(calls.check_reply(id, kI1, &found) == PendingCalls::ReplyCheck::accepted);
   CHECK(found == calls.find(id));
   CHECK_FALSE(found->claim_outcome());
 }
@@ -117,40 +122,40 @@ TEST_CASE("a dispatched call past its deadline keeps its slot until its late rep
 TEST_CASE("a reply from a connection not given the call is rejected and changes nothing",
           "[pending]") {
   PendingCalls calls(10);
-  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  Call* call = calls.add(make_call(kA, 1, t0 + 1s));
   const CallId id = call->id;
-  calls.set_dispatched(*call, "I1");
+  calls.set_dispatched(*call, kI1);
 
   Call* found = nullptr;
-  CHECK(calls.check_reply(id, "I2", &found) == PendingCalls::ReplyCheck::wrong_sender);
+  CHECK(calls.check_reply(id, kI2, &found) == PendingCalls::ReplyCheck::wrong_sender);
   CHECK(found == nullptr);
   CHECK_FALSE(calls.find(id)->outcome_claimed());
-  CHECK(calls.find(id)->instance == "I1");
-  CHECK(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::accepted);
+  CHECK(calls.find(id)->instance == kI1);
+  CHECK(calls.check_reply(id, kI1, &found) == PendingCalls::ReplyCheck::accepted);
 }
 
 TEST_CASE("a reply for an id never issued is rejected", "[pending]") {
   PendingCalls calls(10);
-  calls.add(make_call("A", 1, t0 + 1s));
+  calls.add(make_call(kA, 1, t0 + 1s));
   Call* found = nullptr;
-  CHECK(calls.check_reply(12345, "I1", &found) == PendingCalls::ReplyCheck::unknown_id);
+  CHECK(calls.check_reply(12345, kI1, &found) == PendingCalls::ReplyCheck::unknown_id);
 }
 
 TEST_CASE("a reply for a call still waiting for an instance is rejected", "[pending]") {
   PendingCalls calls(10);
-  const CallId id = calls.add(make_call("A", 1, t0 + 1s))->id;
+  const CallId id = calls.add(make_call(kA, 1, t0 + 1s))->id;
   Call* found = nullptr;
-  CHECK(calls.check_reply(id, "I1", &found) == PendingCalls::ReplyCheck::wrong_sender);
+  CHECK(calls.check_reply(id, kI1, &found) == PendingCalls::ReplyCheck::wrong_sender);
 }
 
 TEST_CASE("a call sent back to waiting forgets its instance", "[pending]") {
   PendingCalls calls(10);
-  Call* call = calls.add(make_call("A", 1, t0 + 1s));
-  calls.set_dispatched(*call, "I1");
+  Call* call = calls.add(make_call(kA, 1, t0 + 1s));
+  calls.set_dispatched(*call, kI1);
   calls.set_waiting(*call);
   CHECK(call->state == CallState::waiting);
   Call* found = nullptr;
-  CHECK(calls.check_reply(call->id, "I1", &found) == PendingCalls::ReplyCheck::wrong_sender);
+  CHECK(calls.check_reply(call->id, kI1, &found) == PendingCalls::ReplyCheck::wrong_sender);
 }
 
 TEST_CASE("an idempotent call's kept payload shares its buffer with the copy sent", "[pending]") {
@@ -164,7 +169,7 @@ TEST_CASE("an idempotent call's kept payload shares its buffer with the copy sen
 
 TEST_CASE("a moved deadline replaces the earlier one", "[pending]") {
   PendingCalls calls(10);
-  Call* held = calls.add(make_call("A", 1, t0 + 1s));  // e.g. a send held for 1 s
+  Call* held = calls.add(make_call(kA, 1, t0 + 1s));  // e.g. a send held for 1 s
   const CallId id = held->id;
   calls.set_deadline(*held, t0 + 5s);  // delivered: now the send's own deadline counts
   CHECK(calls.next_deadline() == t0 + 5s);
@@ -174,7 +179,7 @@ TEST_CASE("a moved deadline replaces the earlier one", "[pending]") {
 
 TEST_CASE("a deadline moved away and back expires once", "[pending]") {
   PendingCalls calls(10);
-  Call* call = calls.add(make_call("A", 1, t0 + 1s));
+  Call* call = calls.add(make_call(kA, 1, t0 + 1s));
   const CallId id = call->id;
   calls.set_deadline(*call, t0 + 2s);
   calls.set_deadline(*call, t0 + 1s);
@@ -185,7 +190,7 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
   PendingCalls calls(10);
   std::vector<CallId> ended;
   for (int i = 0; i < 3; ++i) {
-    Call c = make_call("A", 7, t0 + 1s);
+    Call c = make_call(kA, 7, t0 + 1s);
     c.kind = CallKind::send;
     c.routing_key = std::string(100, 'k');  // heap-allocated strings, to be reused
     c.trace_id = "trace";
@@ -199,7 +204,7 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     c.lost_reason = "lost";
     c.caller_lost = true;
     Call* call = calls.add(std::move(c));
-    calls.set_dispatched(*call, "instance");
+    calls.set_dispatched(*call, kI1);
     REQUIRE(calls.claim_outcome(*call));
     ended.push_back(call->id);
   }
@@ -209,7 +214,7 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
   Call* call = calls.add_in_place([](Call& blank) {
     CHECK(blank.id == 0);
     CHECK(blank.kind == CallKind::request);
-    CHECK(blank.caller.empty());
+    CHECK_FALSE(blank.caller);
     CHECK(blank.caller_id == 0);
     CHECK(blank.service.empty());
     CHECK(blank.method.empty());
@@ -224,26 +229,26 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     CHECK(blank.peer.empty());
     CHECK(blank.send_deadline == TimePoint{});
     CHECK(blank.state == CallState::waiting);
-    CHECK(blank.instance.empty());
+    CHECK_FALSE(blank.instance);
     CHECK_FALSE(blank.retried);
     CHECK(blank.lost_reason.empty());
     CHECK_FALSE(blank.caller_lost);
     CHECK(blank.stats == nullptr);
     CHECK_FALSE(blank.outcome_claimed());
-    blank.caller = "B";
+    blank.caller = kB;
     blank.deadline = t0 + 1s;
   });
   REQUIRE(call != nullptr);
   CHECK(calls.find(call->id) == call);
-  CHECK(calls.pending_of("B") == 1);
-  CHECK(calls.pending_of("A") == 0);
+  CHECK(calls.pending_of(kB) == 1);
+  CHECK(calls.pending_of(kA) == 0);
   CHECK(calls.next_deadline() == t0 + 1s);
   CHECK(calls.claim_outcome(*call));  // its outcome is its own, not the ended calls'
 }
 
 TEST_CASE("a full table does not fill a call in place", "[pending]") {
   PendingCalls calls(1);
-  REQUIRE(calls.add(make_call("A", 1, t0 + 1s)) != nullptr);
+  REQUIRE(calls.add(make_call(kA, 1, t0 + 1s)) != nullptr);
   bool filled = false;
   CHECK(calls.add_in_place([&](Call&) { filled = true; }) == nullptr);
   CHECK_FALSE(filled);

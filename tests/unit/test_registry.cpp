@@ -183,3 +183,72 @@ TEST_CASE("removing a client whose name was taken over leaves the new owner's na
   reg.remove_client("A");  // a second removal of the old one changes nothing
   CHECK(reg.client_by_name("node") == RoutingId("B"));
 }
+
+TEST_CASE("a client is found by its handle until it leaves, and a HELLO again keeps the handle",
+          "[registry][handles]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  const ClientHandle a = reg.client("A")->handle;
+  CHECK(a);
+  CHECK(reg.client(a) == reg.client("A"));
+  reg.hello("A", hello("a-renamed"), -1, t0 + 1s);
+  CHECK(reg.client("A")->handle == a);
+  CHECK(reg.client(a)->name == "a-renamed");
+  reg.remove_client("A");
+  CHECK(reg.client(a) == nullptr);
+}
+
+TEST_CASE("a new client with a gone one's routing id gets a new handle, and the old stays dead",
+          "[registry][handles]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  const ClientHandle old = reg.client("A")->handle;
+  reg.remove_client("A");
+  reg.hello("A", hello("a"), -1, t0 + 1s);
+  const ClientHandle fresh = reg.client("A")->handle;
+  CHECK(fresh != old);
+  CHECK(reg.client(old) == nullptr);
+  CHECK(reg.client(fresh) == reg.client("A"));
+}
+
+TEST_CASE("an instance is known by its client's handle", "[registry][handles]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.hello("B", hello("b"), -1, t0);
+  reg.register_instance("A", "memory", registration());
+  Service* s = reg.service("memory");
+  REQUIRE(s != nullptr);
+  CHECK(s->find(reg.client("A")->handle) == &s->instances[0]);
+  CHECK(s->instances[0].client == "A");
+  CHECK(s->find(reg.client("B")->handle) == nullptr);
+}
+
+TEST_CASE("routing ids that differ only in length or trailing zeros are different clients",
+          "[registry]") {
+  Registry reg;
+  const RoutingId zero_counter("\0\0\0\0\1", 5);  // libzmq's own: a zero and a counter
+  const RoutingId longer("\0\0\0\0\1\0", 6);
+  const RoutingId long_id(40, 'x');  // over a word: hashed as bytes
+  reg.hello(zero_counter, hello("a"), -1, t0);
+  reg.hello(longer, hello("b"), -1, t0);
+  reg.hello(long_id, hello("c"), -1, t0);
+  CHECK(reg.clients().size() == 3);
+  CHECK(reg.client(zero_counter)->name == "a");
+  CHECK(reg.client(longer)->name == "b");
+  CHECK(reg.client(long_id)->name == "c");
+  CHECK(RoutingIdHash{}(zero_counter) != RoutingIdHash{}(longer));
+}
+
+TEST_CASE("routing ids of every length up to a word compare by every byte", "[registry]") {
+  const RoutingIdEqual equal;
+  for (const std::string id :
+       {"a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh", "abcdefghi"}) {
+    CHECK(equal(id, id));
+    for (std::size_t i = 0; i < id.size(); ++i) {
+      std::string other = id;
+      other[i] = 'z';
+      CHECK_FALSE(equal(id, other));
+    }
+    CHECK_FALSE(equal(id, id + "a"));
+  }
+}
