@@ -292,6 +292,7 @@ TEST_CASE(
 
   frozen.signal(SIGSTOP);
   const auto error = error_of([&] { sender.send("frozen", "letter", {.timeout = 10s}); });
+  INFO("the send ended: " << error.what() << "; the frozen peer's log:\n" << frozen.log());
   REQUIRE(error.status() == Status::undeliverable);
   frozen.signal(SIGCONT);
   REQUIRE(eventually([&] { return has_client(admin, "frozen"); }, 10s));

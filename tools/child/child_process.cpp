@@ -121,7 +121,24 @@ bool ChildProcess::running() {
 }
 
 void ChildProcess::signal(int sig) {
-  if (running()) ::kill(pid_, sig);
+  if (!running()) return;
+  ::kill(pid_, sig);
+  if (sig != SIGSTOP) return;
+  // The thread that takes the signal stops the others, each when it next runs: on a busy
+  // machine they may go on for milliseconds after kill(). Wait for the whole stop.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG | WUNTRACED);
+    if (r == pid_ && WIFSTOPPED(status)) return;
+    if (r == pid_) {  // it exited
+      status_ = status;
+      forget(pid_);
+      return;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  throw std::runtime_error("pid " + std::to_string(pid_) + " did not stop within 5 s of SIGSTOP");
 }
 
 int ChildProcess::wait_exit(std::chrono::milliseconds timeout) {

@@ -47,6 +47,8 @@ class ChildProcess {
 
   pid_t pid() const { return pid_; }
   bool running();
+  // Sends `sig`. SIGSTOP returns once the child is stopped, all its threads (throws
+  // std::runtime_error after 5 s): until then, some of them may still run.
   void signal(int sig);
   // Waits up to `timeout` for the child to exit; returns its wait status, or -1.
   int wait_exit(std::chrono::milliseconds timeout);
