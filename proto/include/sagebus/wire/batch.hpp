@@ -1,0 +1,123 @@
+// Batches: several events, or several publishes, in the one payload frame of an
+// EVENT_BATCH or a PUBLISH_BATCH (docs/protocol.md, "Batches"). A ZeroMQ message costs
+// its sender and its receiver far more than the bytes of a small event (about 1,300
+// instructions each side in libzmq), so a subscriber due many small events at once gets
+// them as one message, and a publisher with several small publishes waiting sends them
+// as one.
+//
+// The frame is a sequence of records and nothing else. Numbers are varints (7 bits a
+// byte, low first, at most 10 bytes, as in protobuf); a string is a length varint and
+// that many bytes.
+//
+//   EVENT_BATCH record:    subscription, dropped, topic, payload
+//   PUBLISH_BATCH record:  topic, payload
+//
+// A topic of length 0 repeats the topic of the record before it (a valid topic is never
+// empty); the first record must name one. A record's topic is not checked here: the
+// broker checks a PUBLISH_BATCH's as it checks a PUBLISH's.
+//
+// BatchWriter builds a frame, BatchReader reads one, checking every length against the
+// frame's end: a record cut short, a varint longer than 10 bytes or a first record
+// without a topic stops it with malformed() set, never a read past the end.
+//
+// Value types; not thread safe. BatchReader views the bytes it was given: they must
+// outlive it and the string_views it returns.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+
+namespace sagebus::wire {
+
+// Payloads larger than this are never batched: they travel alone (EVENT, PUBLISH), their
+// frames moved, not copied.
+inline constexpr std::size_t kMaxBatchedPayload = 1024;
+// The most bytes a writer (the broker, the SDK) puts in one batch frame: libzmq's own TCP
+// write batch. Larger batches would save little more per event, and a subscriber's queue
+// holds batches of up to this size (docs/protocol.md, "Batches").
+inline constexpr std::size_t kMaxBatchBytes = 8 * 1024;
+// The most records in one batch. The broker refuses a PUBLISH_BATCH with more, so that one
+// message cannot hold its loop for long.
+inline constexpr std::size_t kMaxBatchRecords = 1024;
+
+struct EventRecord {
+  std::uint64_t subscription = 0;
+  std::uint64_t dropped = 0;
+  std::string_view topic;
+  std::string_view payload;
+};
+
+struct PublishRecord {
+  std::string_view topic;
+  std::string_view payload;
+};
+
+class BatchWriter {
+ public:
+  // Whether one more record with this topic and payload keeps the frame within `limit`
+  // bytes and kMaxBatchRecords records. (Counted as if the topic were written in full.)
+  bool fits(std::string_view topic, std::size_t payload, std::size_t limit) const noexcept {
+    return records_ < kMaxBatchRecords &&
+           bytes_.size() + kMaxRecordOverhead + topic.size() + payload <= limit;
+  }
+  void add_event(std::uint64_t subscription, std::uint64_t dropped, std::string_view topic,
+                 std::string_view payload);
+  void add_publish(std::string_view topic, std::string_view payload);
+
+  std::size_t records() const noexcept { return records_; }
+  bool empty() const noexcept { return records_ == 0; }
+  std::string_view bytes() const noexcept { return bytes_; }
+  // The frame: a copy of bytes().
+  zmq::message_t frame() const { return zmq::message_t(bytes_.data(), bytes_.size()); }
+  // Empties the batch, keeping its storage.
+  void clear() noexcept;
+
+ private:
+  // Three varints of at most 10 bytes each around an event's topic and payload.
+  static constexpr std::size_t kMaxRecordOverhead = 30;
+
+  void varint_(std::uint64_t value);
+  void string_(std::string_view value);
+  void topic_(std::string_view topic);
+
+  std::string bytes_;
+  std::size_t records_ = 0;
+  // Where the last topic written in full is in bytes_ (which may move as it grows).
+  std::size_t topic_at_ = 0;
+  std::size_t topic_size_ = 0;
+};
+
+class BatchReader {
+ public:
+  BatchReader(const void* data, std::size_t size) noexcept
+      : p_(static_cast<const std::uint8_t*>(data)), end_(p_ + size) {}
+  explicit BatchReader(const zmq::message_t& frame) noexcept
+      : BatchReader(frame.data(), frame.size()) {}
+
+  // The next record into `out`: false at the end of the frame, or at a malformed record
+  // (then malformed() is true, `out` is unspecified, and nothing more is read).
+  bool next(EventRecord& out) noexcept;
+  bool next(PublishRecord& out) noexcept;
+  bool malformed() const noexcept { return malformed_; }
+
+ private:
+  bool varint_(std::uint64_t& value) noexcept;
+  bool string_(std::string_view& value) noexcept;
+  bool topic_(std::string_view& topic) noexcept;
+  bool fail_() noexcept {
+    malformed_ = true;
+    p_ = end_;
+    return false;
+  }
+
+  const std::uint8_t* p_;
+  const std::uint8_t* end_;
+  std::string_view last_topic_;
+  bool malformed_ = false;
+};
+
+}  // namespace sagebus::wire
