@@ -4,8 +4,9 @@
 //
 // Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
 // deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
-// handler per Header.kind, dispatched in handle_message_); act on connections the monitor
-// saw close; run timers (call and send deadlines, queue waits, leases). Every send is
+// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes
+// they produced (event_batches.hpp); act on connections the monitor saw close; run timers
+// (call and send deadlines, queue waits, leases). Every send is
 // non-blocking; a peer found gone is removed after the handler that found it, never while
 // a table is being iterated.
 //
@@ -41,12 +42,14 @@
 
 #include "admin.hpp"
 #include "config.hpp"
+#include "event_batches.hpp"
 #include "event_header.hpp"
 #include "header_writer.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
 #include "pending.hpp"
+#include "published.hpp"
 #include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
@@ -174,9 +177,16 @@ class Broker {
   void on_unsubscribe_(const RoutingId& from);
   void on_credit_(const RoutingId& from);
   void on_publish_(const RoutingId& from, Frames& frames);
-  // Sends an EVENT to every subscription matching `topic`; returns how many matched.
-  // With `consume`, the last EVENT takes the payload frames instead of a shared copy.
-  std::size_t publish_(const std::string& topic, std::span<zmq::message_t> payload, bool consume);
+  void on_publish_batch_(const RoutingId& from, Frames& frames);
+  // Sends an EVENT to every subscription matching `topic`, or puts it in the connection's
+  // EVENT_BATCH; returns how many matched. With `consume`, the last EVENT takes the
+  // payload frames instead of a shared copy.
+  std::size_t publish_(std::string_view topic, Published& payload, bool consume);
+  // Sends `batch` (an EVENT when it holds one event) and settles it.
+  void send_batch_(EventBatch& batch);
+  // Sends every batch of the round; before the subscription table changes, and at the end
+  // of each receive batch and tick.
+  void flush_events_();
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
   void on_send_(const RoutingId& from, Frames& frames);
@@ -258,6 +268,9 @@ class Broker {
   Frames frames_;
   std::vector<InstanceLoad> loads_;     // scratch for the balancer
   EventHeader event_header_;  // publish_'s, reset for each publish
+
+  EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
+  EventBatches events_;
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };
 
