@@ -631,6 +631,12 @@ Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> p
 
 Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                                   std::span<zmq::message_t> payload, bool copy_payload) {
+  if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
+  return write_frames_(to, header_frame, payload, copy_payload);
+}
+
+Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                                   std::span<zmq::message_t> payload, bool copy_payload) {
   zmq::message_t id_frame(to.data(), to.size());
   const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
   try {

@@ -213,9 +213,14 @@ class Broker {
              bool copy_payload);
   // send_ of the header written in head_.
   Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
-  // send_ with the header already encoded.
+  // send_ with the header already encoded. What `to` has in an EVENT_BATCH of this round
+  // goes first, so that the broker's messages to a connection leave in the order it made
+  // them.
   Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                     std::span<zmq::message_t> payload, bool copy_payload);
+  // send_frames_ without that.
+  Sent write_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                     std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
   void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,

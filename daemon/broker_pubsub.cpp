@@ -138,8 +138,6 @@ std::size_t Broker::publish_(std::string_view topic, Published& payload, bool co
       batch.add(sub, topic, payload.bytes());
       continue;
     }
-    // What it already has in a batch goes first: publish order per subscription.
-    if (EventBatch* holding = events_.holding(sub)) send_batch_(*holding);
     if (!std::exchange(header_written, true)) event_header_.reset(topic);
     zmq::message_t header = event_header_.frame(sub.id, sub.gap);
     // would_block: the subscriber's queue (--peer-queue) is full; peer_gone: send_ has
@@ -164,11 +162,11 @@ void Broker::send_batch_(EventBatch& batch) {
     lone_event_header_.reset(event.topic);
     zmq::message_t header = lone_event_header_.frame(event.subscription, event.dropped);
     zmq::message_t payload(event.payload.data(), event.payload.size());
-    sent = send_frames_(batch.client(), header, std::span<zmq::message_t>(&payload, 1), false);
+    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&payload, 1), false);
   } else {
     zmq::message_t header = events_.header();
     zmq::message_t records = batch.frame();
-    sent = send_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
+    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
   }
   (sent == Sent::ok ? metrics_.events_delivered : metrics_.events_dropped) += batch.size();
   batch.settle(sent == Sent::ok);

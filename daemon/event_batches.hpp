@@ -8,8 +8,10 @@
 // when the loop has handled what it received at once (Broker::flush_events_): each batch
 // goes then, as one EVENT_BATCH, or as a plain EVENT when it holds one event. No event
 // waits for later traffic; a batch only gathers what the messages of one round produced.
-// A batch that would grow past wire::kMaxBatchBytes is sent first, and so is one holding
-// events of a subscription about to be sent an EVENT on its own: per-subscription order.
+// A batch that would grow past wire::kMaxBatchBytes is sent first, and so is a batch whose
+// connection is about to be sent anything else (Broker::send_frames_): the broker's
+// messages to a connection leave in the order it made them, and so do a subscription's
+// events.
 //
 // A subscription's credit is spent, and its gap taken, when its event goes into a batch;
 // whether the event counts as delivered or dropped is settled when the batch is sent
@@ -74,10 +76,11 @@ class EventBatches {
 
   // The batch of `sub`'s connection in this round, started if there is none.
   EventBatch& of(Subscription& sub);
-  // The batch of `sub`'s connection in this round, if `sub` had an event put in it this
-  // round and it holds events: they must go before an EVENT sent to `sub` on its own.
-  EventBatch* holding(const Subscription& sub) const noexcept {
-    return sub.batch_round == round_ && !sub.batch->empty() ? sub.batch : nullptr;
+  // The batch of connection `client` in this round, if it holds events.
+  EventBatch* pending(std::string_view client) const {
+    if (used_ == 0) return nullptr;  // the common case of a round without events
+    const auto it = by_client_.find(client);
+    return it != by_client_.end() && !it->second->empty() ? it->second : nullptr;
   }
   // Calls send(batch) for every batch of this round that holds events, in the order they
   // were started, then starts the next round. `send` must settle() the batch.
