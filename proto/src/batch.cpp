@@ -1,5 +1,7 @@
 #include "sagebus/wire/batch.hpp"
 
+#include "sagebus/wire/varint.hpp"
+
 namespace sagebus::wire {
 
 void BatchWriter::add_event(std::uint64_t subscription, std::uint64_t dropped,
@@ -60,16 +62,7 @@ bool BatchReader::next(PublishRecord& out) noexcept {
 }
 
 bool BatchReader::varint_(std::uint64_t& value) noexcept {
-  std::uint64_t v = 0;
-  for (unsigned shift = 0; shift < 70 && p_ != end_; shift += 7) {
-    const std::uint8_t byte = *p_++;
-    v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-    if (byte < 0x80) {
-      value = v;
-      return true;
-    }
-  }
-  return false;
+  return detail::read_varint(p_, end_, value);
 }
 
 bool BatchReader::string_(std::string_view& value) noexcept {
