@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -93,6 +94,23 @@ std::vector<Seen> events_until_sync(RawPeer& peer, int* batches = nullptr,
   }
 }
 
+// A broker (with `args`), a raw subscriber to `pattern` as subscription kSubscription
+// with `credit`, which reads batches if `reads_batches`, and a raw publisher.
+struct Pair {
+  Broker broker;
+  Client admin{at(broker, "batch-admin")};
+  RawPeer subscriber{broker.endpoint()};
+  RawPeer publisher{broker.endpoint()};
+
+  Pair(std::vector<std::string> args, bool reads_batches, const std::string& pattern,
+       std::uint32_t credit)
+      : broker(std::move(args)) {
+    REQUIRE(subscriber.hello("batch-subscriber", reads_batches));
+    subscribe(subscriber, pattern, credit);
+    REQUIRE(publisher.hello("batch-publisher"));
+  }
+};
+
 admin::SubscriptionInfo subscription_record(Client& admin, const std::string& client) {
   const auto topics = broker_topics(admin);
   for (const auto& s : topics.subscriptions())
@@ -107,13 +125,8 @@ TEST_CASE(
     "a subscriber that reads batches gets one message's events in one EVENT_BATCH, in "
     "publish order, one credit each, and is told what it missed",
     "[pubsub][batches]") {
-  Broker broker;
-  Client admin(at(broker, "batch-admin"));
-  RawPeer subscriber(broker.endpoint());
-  REQUIRE(subscriber.hello("batch-subscriber", true));
-  subscribe(subscriber, "orders.>", 60);
-  RawPeer publisher(broker.endpoint());
-  REQUIRE(publisher.hello("batch-publisher"));
+  Pair pair({}, true, "orders.>", 60);
+  auto& [broker, admin, subscriber, publisher] = pair;
 
   publish_batch(publisher, "orders.new", numbered(0, 100));
   REQUIRE(publisher.sync());
@@ -160,12 +173,8 @@ TEST_CASE(
 
 TEST_CASE("a subscriber whose HELLO does not read batches gets each event as an EVENT",
           "[pubsub][batches]") {
-  Broker broker;
-  RawPeer subscriber(broker.endpoint());
-  REQUIRE(subscriber.hello("plain-subscriber"));
-  subscribe(subscriber, "orders.>", 0);
-  RawPeer publisher(broker.endpoint());
-  REQUIRE(publisher.hello("batch-publisher"));
+  Pair pair({}, false, "orders.>", 0);
+  auto& [broker, admin, subscriber, publisher] = pair;
 
   publish_batch(publisher, "orders.new", numbered(0, 5));
   REQUIRE(publisher.sync());
@@ -179,12 +188,8 @@ TEST_CASE("a subscriber whose HELLO does not read batches gets each event as an 
 
 TEST_CASE("a large event travels alone, after the batched events of its subscription",
           "[pubsub][batches]") {
-  Broker broker;
-  RawPeer subscriber(broker.endpoint());
-  REQUIRE(subscriber.hello("batch-subscriber", true));
-  subscribe(subscriber, "orders.>", 0);
-  RawPeer publisher(broker.endpoint());
-  REQUIRE(publisher.hello("batch-publisher"));
+  Pair pair({}, true, "orders.>", 0);
+  auto& [broker, admin, subscriber, publisher] = pair;
 
   const std::string large(wire::kMaxBatchedPayload + 1, 'L');
   publish_batch(publisher, "orders.new", {"0", "1", large, "3", "4"});
@@ -204,13 +209,8 @@ TEST_CASE(
     "a PUBLISH_BATCH the broker cannot take is refused whole: malformed, an invalid "
     "topic, too many records, not one frame; over max-payload it is dropped and counted",
     "[pubsub][batches][hostile]") {
-  Broker broker({"--max-payload", "4096"});
-  Client admin(at(broker, "batch-admin"));
-  RawPeer subscriber(broker.endpoint());
-  REQUIRE(subscriber.hello("batch-subscriber", true));
-  subscribe(subscriber, ">", 0);
-  RawPeer publisher(broker.endpoint());
-  REQUIRE(publisher.hello("batch-publisher"));
+  Pair pair({"--max-payload", "4096"}, true, ">", 0);
+  auto& [broker, admin, subscriber, publisher] = pair;
   auto refused = [&](std::uint64_t id) {
     const auto answer = publisher.reply_to(id);
     REQUIRE(answer);
@@ -262,13 +262,8 @@ TEST_CASE(
     "event it gets says how many it missed",
     "[pubsub][batches][slow]") {
   // A long lease: the subscriber says nothing while the publisher floods it.
-  Broker broker({"--peer-queue", "10", "--heartbeat-ms", "10000"});
-  Client admin(at(broker, "batch-admin"));
-  RawPeer subscriber(broker.endpoint());
-  REQUIRE(subscriber.hello("batch-subscriber", true));
-  subscribe(subscriber, "flood.>", 1'000'000);
-  RawPeer publisher(broker.endpoint());
-  REQUIRE(publisher.hello("batch-publisher"));
+  Pair pair({"--peer-queue", "10", "--heartbeat-ms", "10000"}, true, "flood.>", 1'000'000);
+  auto& [broker, admin, subscriber, publisher] = pair;
 
   // 48 MiB of events in batches of 8 KiB, far more than a queue of 10 messages and the
   // subscriber's socket buffers hold while it does not read.

@@ -15,23 +15,20 @@ namespace {
 
 constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
 
-std::vector<wire::EventRecord> events_of(std::string_view bytes, bool& malformed) {
+// Every record of `bytes`, read as EventRecords or PublishRecords; `malformed` as the
+// reader says.
+template <class Record>
+std::vector<Record> records_of(std::string_view bytes, bool& malformed) {
   wire::BatchReader reader(bytes.data(), bytes.size());
-  std::vector<wire::EventRecord> out;
-  for (wire::EventRecord r; reader.next(r);)
+  std::vector<Record> out;
+  for (Record r; reader.next(r);)
     out.push_back(r);
   malformed = reader.malformed();
   return out;
 }
 
-std::vector<wire::PublishRecord> publishes_of(std::string_view bytes, bool& malformed) {
-  wire::BatchReader reader(bytes.data(), bytes.size());
-  std::vector<wire::PublishRecord> out;
-  for (wire::PublishRecord r; reader.next(r);)
-    out.push_back(r);
-  malformed = reader.malformed();
-  return out;
-}
+const auto events_of = records_of<wire::EventRecord>;
+const auto publishes_of = records_of<wire::PublishRecord>;
 
 }  // namespace
 
