@@ -651,10 +651,11 @@ class Engine {
           static_cast<std::size_t>(std::min<std::uint64_t>(wire::kMaxBatchBytes, max_payload_));
       batch_.clear();
       for (const QueuedPublish& p : outbox_) {
-        if (p.payload.size() > wire::kMaxBatchedPayload ||
-            !batch_.fits(p.topic, p.payload.size(), limit))
+        const std::string_view payload = p.payload.to_string_view();
+        if (payload.size() > wire::kMaxBatchedPayload ||
+            !batch_.fits(p.topic, payload.size(), limit))
           break;
-        batch_.add_publish(p.topic, p.payload.to_string_view());
+        batch_.add_publish(p.topic, payload);
         ++batched;
       }
     }

@@ -109,12 +109,18 @@ TEST_CASE("clear empties a batch for the next one", "[batch]") {
 }
 
 TEST_CASE("fits keeps a batch within its byte limit and kMaxBatchRecords records", "[batch]") {
-  wire::BatchWriter writer;
   const std::string payload(100, 'x');
-  while (writer.fits("a.b", payload.size(), wire::kMaxBatchBytes))
-    writer.add_publish("a.b", payload);
-  CHECK(writer.bytes().size() <= wire::kMaxBatchBytes);
-  CHECK(writer.bytes().size() > wire::kMaxBatchBytes - 2 * (100 + 30 + 3));
+  wire::BatchWriter publishes;
+  while (publishes.fits("a.b", payload.size(), wire::kMaxBatchBytes))
+    publishes.add_publish("a.b", payload);
+  CHECK(publishes.bytes().size() <= wire::kMaxBatchBytes);
+  CHECK(publishes.bytes().size() > wire::kMaxBatchBytes - 2 * (100 + 40 + 3));
+
+  // Events with the longest varints there are, each topic written in full.
+  wire::BatchWriter events;
+  for (int i = 0; events.fits("a.b", payload.size(), wire::kMaxBatchBytes); ++i)
+    events.add_event(kMax, kMax, i % 2 == 0 ? "a.b" : "a.c", payload);
+  CHECK(events.bytes().size() <= wire::kMaxBatchBytes);
 
   wire::BatchWriter tiny;
   while (tiny.fits("a.b", 0, 1 << 20))

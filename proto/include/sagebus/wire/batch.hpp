@@ -21,15 +21,18 @@
 // without a topic stops it with malformed() set, never a read past the end.
 //
 // Value types; not thread safe. BatchReader views the bytes it was given: they must
-// outlive it and the string_views it returns.
+// outlive it and the string_views it returns. It is inline: a subscriber reads every event
+// through it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <string_view>
+#include <vector>
 
 #include <zmq.hpp>
+
+#include "sagebus/wire/varint.hpp"
 
 namespace sagebus::wire {
 
@@ -62,7 +65,7 @@ class BatchWriter {
   // bytes and kMaxBatchRecords records. (Counted as if the topic were written in full.)
   bool fits(std::string_view topic, std::size_t payload, std::size_t limit) const noexcept {
     return records_ < kMaxBatchRecords &&
-           bytes_.size() + kMaxRecordOverhead + topic.size() + payload <= limit;
+           size_ + kMaxRecordOverhead + topic.size() + payload <= limit;
   }
   void add_event(std::uint64_t subscription, std::uint64_t dropped, std::string_view topic,
                  std::string_view payload);
@@ -70,23 +73,30 @@ class BatchWriter {
 
   std::size_t records() const noexcept { return records_; }
   bool empty() const noexcept { return records_ == 0; }
-  std::string_view bytes() const noexcept { return bytes_; }
+  std::string_view bytes() const noexcept {
+    return {reinterpret_cast<const char*>(buffer_.data()), size_};
+  }
   // The frame: a copy of bytes().
-  zmq::message_t frame() const { return zmq::message_t(bytes_.data(), bytes_.size()); }
+  zmq::message_t frame() const { return zmq::message_t(buffer_.data(), size_); }
   // Empties the batch, keeping its storage.
   void clear() noexcept;
 
  private:
-  // Three varints of at most 10 bytes each around an event's topic and payload.
-  static constexpr std::size_t kMaxRecordOverhead = 30;
+  // Four varints of at most 10 bytes each around an event's topic and payload.
+  static constexpr std::size_t kMaxRecordOverhead = 40;
 
-  void varint_(std::uint64_t value);
-  void string_(std::string_view value);
-  void topic_(std::string_view topic);
+  // Room at the end of the batch for a record with this topic and payload.
+  std::uint8_t* reserve_(std::size_t topic, std::size_t payload);
+  // Writes the topic (or 0 for the one before) and returns the end of it.
+  std::uint8_t* topic_(std::uint8_t* out, std::string_view topic);
+  static std::uint8_t* string_(std::uint8_t* out, std::string_view value);
 
-  std::string bytes_;
+  // The first size_ bytes are the batch; the buffer only grows, so that a writer reused
+  // for batch after batch allocates nothing.
+  std::vector<std::uint8_t> buffer_;
+  std::size_t size_ = 0;
   std::size_t records_ = 0;
-  // Where the last topic written in full is in bytes_ (which may move as it grows).
+  // Where the last topic written in full is in buffer_.
   std::size_t topic_at_ = 0;
   std::size_t topic_size_ = 0;
 };
@@ -100,14 +110,37 @@ class BatchReader {
 
   // The next record into `out`: false at the end of the frame, or at a malformed record
   // (then malformed() is true, `out` is unspecified, and nothing more is read).
-  bool next(EventRecord& out) noexcept;
-  bool next(PublishRecord& out) noexcept;
+  bool next(EventRecord& out) noexcept {
+    if (p_ == end_) return false;
+    return (varint_(out.subscription) && varint_(out.dropped) && topic_(out.topic) &&
+            string_(out.payload)) ||
+           fail_();
+  }
+  bool next(PublishRecord& out) noexcept {
+    if (p_ == end_) return false;
+    return (topic_(out.topic) && string_(out.payload)) || fail_();
+  }
   bool malformed() const noexcept { return malformed_; }
 
  private:
-  bool varint_(std::uint64_t& value) noexcept;
-  bool string_(std::string_view& value) noexcept;
-  bool topic_(std::string_view& topic) noexcept;
+  bool varint_(std::uint64_t& value) noexcept { return detail::read_varint(p_, end_, value); }
+  bool string_(std::string_view& value) noexcept {
+    std::uint64_t size = 0;
+    if (!varint_(size) || size > static_cast<std::uint64_t>(end_ - p_)) return false;
+    value = {reinterpret_cast<const char*>(p_), static_cast<std::size_t>(size)};
+    p_ += size;
+    return true;
+  }
+  bool topic_(std::string_view& topic) noexcept {
+    if (!string_(topic)) return false;
+    if (!topic.empty()) {
+      last_topic_ = topic;
+      return true;
+    }
+    if (last_topic_.empty()) return false;  // the first record names its topic
+    topic = last_topic_;
+    return true;
+  }
   bool fail_() noexcept {
     malformed_ = true;
     p_ = end_;
