@@ -129,11 +129,13 @@ std::size_t Broker::publish_(std::string_view topic, Published& payload, bool co
   const std::vector<Subscription*>& matched = subscriptions_.matching(topic);
   const bool batchable = payload.batchable();
   auto batched = [&](const Subscription& sub) { return batchable && sub.reads_batches; };
-  // Every EVENT shares the payload's buffers; the last one sent may take the frames.
+  // Every EVENT shares the payload's buffers; the last subscription sent anything may
+  // take the frames, if it is sent an EVENT: none after it reads them (a batch copies
+  // their bytes when its event is added, so it must not come after a taker).
   std::size_t last = matched.size();
   if (consume)
     for (std::size_t i = matched.size(); i-- > 0;)
-      if (matched[i]->credit > 0 && !batched(*matched[i])) {
+      if (matched[i]->credit > 0) {
         last = i;
         break;
       }

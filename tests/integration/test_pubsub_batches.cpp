@@ -206,6 +206,41 @@ TEST_CASE("a large event travels alone, after the batched events of its subscrip
 }
 
 TEST_CASE(
+    "subscribers that read batches and subscribers that do not all get a PUBLISH's "
+    "payload, in whichever order they subscribed",
+    "[pubsub][batches]") {
+  Pair pair({}, false, "mixed.>", 0);
+  auto& [broker, admin, plain, publisher] = pair;
+  RawPeer batched(broker.endpoint());
+  REQUIRE(batched.hello("batch-reader", true));
+  subscribe(batched, "mixed.>", 0);
+  // The same two on another topic, subscribed the other way round.
+  RawPeer batched_first(broker.endpoint());
+  REQUIRE(batched_first.hello("batch-reader-first", true));
+  subscribe(batched_first, "other.>", 0);
+  RawPeer plain_second(broker.endpoint());
+  REQUIRE(plain_second.hello("plain-second"));
+  subscribe(plain_second, "other.>", 0);
+
+  for (const std::string topic : {"mixed.a", "other.a"}) {
+    wire::Header h = header(wire::PUBLISH);
+    h.set_topic(topic);
+    publisher.send(h, {"payload on " + topic});
+  }
+  REQUIRE(publisher.sync());
+  const std::vector<std::pair<RawPeer*, std::string>> subscribers{{&plain, "mixed.a"},
+                                                                  {&batched, "mixed.a"},
+                                                                  {&batched_first, "other.a"},
+                                                                  {&plain_second, "other.a"}};
+  for (const auto& [peer, topic] : subscribers) {
+    INFO("a subscriber on " << topic);
+    const auto seen = events_until_sync(*peer);
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].payload == "payload on " + topic);
+  }
+}
+
+TEST_CASE(
     "a PUBLISH_BATCH the broker cannot take is refused whole: malformed, an invalid "
     "topic, too many records, not one frame; over max-payload it is dropped and counted",
     "[pubsub][batches][hostile]") {
