@@ -109,6 +109,15 @@ struct Pair {
     subscribe(subscriber, pattern, credit);
     REQUIRE(publisher.hello("batch-publisher"));
   }
+
+  // Publishes `payloads` on `topic` in one PUBLISH_BATCH; returns the events the
+  // subscriber got, `batches` counting the EVENT_BATCHes among them.
+  std::vector<Seen> publish(const std::string& topic, const std::vector<std::string>& payloads,
+                            int* batches = nullptr) {
+    publish_batch(publisher, topic, payloads);
+    REQUIRE(publisher.sync());
+    return events_until_sync(subscriber, batches);
+  }
 };
 
 admin::SubscriptionInfo subscription_record(Client& admin, const std::string& client) {
@@ -128,10 +137,8 @@ TEST_CASE(
   Pair pair({}, true, "orders.>", 60);
   auto& [broker, admin, subscriber, publisher] = pair;
 
-  publish_batch(publisher, "orders.new", numbered(0, 100));
-  REQUIRE(publisher.sync());
   int batches = 0;
-  const auto seen = events_until_sync(subscriber, &batches);
+  const auto seen = pair.publish("orders.new", numbered(0, 100), &batches);
   CHECK(batches == 1);
   REQUIRE(seen.size() == 60);  // its credit
   for (std::size_t i = 0; i < seen.size(); ++i) {
@@ -149,9 +156,7 @@ TEST_CASE(
   // The next events say what was missed before them.
   give_credit(subscriber, 10);
   REQUIRE(subscriber.sync());
-  publish_batch(publisher, "orders.new", {"after the gap", "next"});
-  REQUIRE(publisher.sync());
-  const auto next = events_until_sync(subscriber, &batches);
+  const auto next = pair.publish("orders.new", {"after the gap", "next"}, &batches);
   CHECK(batches == 2);
   REQUIRE(next.size() == 2);
   CHECK(next[0].payload == "after the gap");
@@ -159,9 +164,7 @@ TEST_CASE(
   CHECK(next[1].dropped == 0);
 
   // One event alone goes as an EVENT.
-  publish_batch(publisher, "orders.new", {"alone"});
-  REQUIRE(publisher.sync());
-  const auto alone = events_until_sync(subscriber, &batches);
+  const auto alone = pair.publish("orders.new", {"alone"}, &batches);
   CHECK(batches == 2);
   REQUIRE(alone.size() == 1);
   CHECK(alone[0].payload == "alone");
@@ -174,12 +177,9 @@ TEST_CASE(
 TEST_CASE("a subscriber whose HELLO does not read batches gets each event as an EVENT",
           "[pubsub][batches]") {
   Pair pair({}, false, "orders.>", 0);
-  auto& [broker, admin, subscriber, publisher] = pair;
 
-  publish_batch(publisher, "orders.new", numbered(0, 5));
-  REQUIRE(publisher.sync());
   int batches = 0;
-  const auto seen = events_until_sync(subscriber, &batches);
+  const auto seen = pair.publish("orders.new", numbered(0, 5), &batches);
   CHECK(batches == 0);
   REQUIRE(seen.size() == 5);
   for (std::size_t i = 0; i < seen.size(); ++i)
@@ -189,13 +189,10 @@ TEST_CASE("a subscriber whose HELLO does not read batches gets each event as an 
 TEST_CASE("a large event travels alone, after the batched events of its subscription",
           "[pubsub][batches]") {
   Pair pair({}, true, "orders.>", 0);
-  auto& [broker, admin, subscriber, publisher] = pair;
 
   const std::string large(wire::kMaxBatchedPayload + 1, 'L');
-  publish_batch(publisher, "orders.new", {"0", "1", large, "3", "4"});
-  REQUIRE(publisher.sync());
   int batches = 0;
-  const auto seen = events_until_sync(subscriber, &batches);
+  const auto seen = pair.publish("orders.new", {"0", "1", large, "3", "4"}, &batches);
   CHECK(batches == 2);  // 0 and 1; then the large one alone; then 3 and 4
   REQUIRE(seen.size() == 5);
   CHECK(seen[0].payload == "0");
