@@ -27,6 +27,7 @@ bool answered_by_reply(wire::Kind kind) {
     case wire::SUBSCRIBE:
     case wire::UNSUBSCRIBE:
     case wire::PUBLISH:
+    case wire::PUBLISH_BATCH:
     case wire::SEND:
     case wire::QUEUE_PUT:
     case wire::QUEUE_GET:
@@ -202,6 +203,7 @@ void Broker::after_messages_() {
   apply_removals_();
   run_queue_deadlines_();
   apply_removals_();
+  flush_events_();  // what the queues' deadlines published
 }
 
 void Broker::handle_for_test(Frames& frames) {
@@ -226,7 +228,7 @@ std::chrono::milliseconds Broker::poll_timeout_() {
 void Broker::receive_batch_() {
   for (std::size_t n = 0; n < kReceiveBatch; ++n) {
     frames_.clear();
-    if (!wire::receive_message(router_, frames_)) return;
+    if (!wire::receive_message(router_, frames_)) break;
     try {
       handle_message_(frames_);
     } catch (const std::exception& e) {
@@ -236,6 +238,8 @@ void Broker::receive_batch_() {
     }
     apply_removals_();
   }
+  // The round ends with what came in at once: its events go now (event_batches.hpp).
+  flush_events_();
 }
 
 void Broker::handle_message_(Frames& frames) {
@@ -313,6 +317,8 @@ void Broker::handle_message_(Frames& frames) {
       return on_credit_(from);
     case wire::PUBLISH:
       return on_publish_(from, frames);
+    case wire::PUBLISH_BATCH:
+      return on_publish_batch_(from, frames);
     case wire::SEND:
       return on_send_(*client, frames);
     case wire::QUEUE_PUT:
@@ -338,8 +344,8 @@ void Broker::handle_message_(Frames& frames) {
 bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
   const wire::Kind kind = in_.kind();
   // A REPLY's payload is checked once its call is found (on_reply_); other kinds carry none.
-  if (kind != wire::REQUEST && kind != wire::PUBLISH && kind != wire::SEND &&
-      kind != wire::QUEUE_PUT)
+  if (kind != wire::REQUEST && kind != wire::PUBLISH && kind != wire::PUBLISH_BATCH &&
+      kind != wire::SEND && kind != wire::QUEUE_PUT)
     return false;
   std::uint64_t bytes = 0;
   for (std::size_t i = 2; i < frames.size(); ++i)
@@ -352,9 +358,9 @@ bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
   spdlog::debug("refused a {} from {}: {}", wire::kind_name(kind), printable(from), why);
   if (kind == wire::REQUEST)
     answer_request_(from, in_.id(), wire::INVALID_ARGUMENT, why);
-  else if (kind != wire::PUBLISH || in_.confirm())
+  else if (kind != wire::PUBLISH_BATCH && (kind != wire::PUBLISH || in_.confirm()))
     answer_(from, in_.id(), wire::INVALID_ARGUMENT, why);
-  return true;  // an unconfirmed PUBLISH is dropped: it expects no answer
+  return true;  // unconfirmed publishes are dropped: they expect no answer
 }
 
 void Broker::handle_connection_events_() {
@@ -463,6 +469,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_max_payload(config_.max_payload);
   w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);
+  w->set_publish_batches(true);
   if (send_(from, out_, {}, false) == Sent::ok) release_held_(c);
 }
 
@@ -585,6 +592,7 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
   calls_.for_each([&](const Call& call) {
     if (call.state == CallState::dispatched && call.instance == handle) on_it.push_back(call.id);
   });
+  flush_events_();  // batches point at subscriptions
   subscriptions_.remove_client(rid);
   QueueEffects fx;
   queues_.remove_client(rid, fx);
@@ -629,6 +637,12 @@ Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> p
 
 Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                                   std::span<zmq::message_t> payload, bool copy_payload) {
+  if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
+  return write_frames_(to, header_frame, payload, copy_payload);
+}
+
+Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                                   std::span<zmq::message_t> payload, bool copy_payload) {
   zmq::message_t id_frame(to.data(), to.size());
   const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
   try {

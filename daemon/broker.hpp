@@ -4,8 +4,9 @@
 //
 // Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
 // deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
-// handler per Header.kind, dispatched in handle_message_); act on connections the monitor
-// saw close; run timers (call and send deadlines, queue waits, leases). Every send is
+// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes
+// they produced (event_batches.hpp); act on connections the monitor saw close; run timers
+// (call and send deadlines, queue waits, leases). Every send is
 // non-blocking; a peer found gone is removed after the handler that found it, never while
 // a table is being iterated.
 //
@@ -41,11 +42,13 @@
 
 #include "admin.hpp"
 #include "config.hpp"
+#include "event_batches.hpp"
 #include "event_header.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
 #include "pending.hpp"
+#include "published.hpp"
 #include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
@@ -174,9 +177,16 @@ class Broker {
   void on_unsubscribe_(const RoutingId& from);
   void on_credit_(const RoutingId& from);
   void on_publish_(const RoutingId& from, Frames& frames);
-  // Sends an EVENT to every subscription matching `topic`; returns how many matched.
-  // With `consume`, the last EVENT takes the payload frames instead of a shared copy.
-  std::size_t publish_(const std::string& topic, std::span<zmq::message_t> payload, bool consume);
+  void on_publish_batch_(const RoutingId& from, Frames& frames);
+  // Sends an EVENT to every subscription matching `topic`, or puts it in the connection's
+  // EVENT_BATCH; returns how many matched. With `consume`, the last EVENT takes the
+  // payload frames instead of a shared copy.
+  std::size_t publish_(std::string_view topic, Published& payload, bool consume);
+  // Sends `batch` (an EVENT when it holds one event) and settles it.
+  void send_batch_(EventBatch& batch);
+  // Sends every batch of the round; before the subscription table changes, and at the end
+  // of each receive batch and tick.
+  void flush_events_();
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
   void on_send_(const ClientInfo& from, Frames& frames);
@@ -203,9 +213,14 @@ class Broker {
              bool copy_payload);
   // send_ of the header written in head_.
   Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
-  // send_ with the header already encoded.
+  // send_ with the header already encoded. What `to` has in an EVENT_BATCH of this round
+  // goes first, so that the broker's messages to a connection leave in the order it made
+  // them.
   Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                     std::span<zmq::message_t> payload, bool copy_payload);
+  // send_frames_ without that.
+  Sent write_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                     std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
   void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
@@ -261,6 +276,9 @@ class Broker {
   Frames frames_;
   std::vector<InstanceLoad> loads_;     // scratch for the balancer
   EventHeader event_header_;  // publish_'s, reset for each publish
+
+  EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
+  EventBatches events_;
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };
 

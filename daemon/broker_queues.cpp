@@ -55,8 +55,10 @@ void Broker::apply_(QueueEffects& fx) {
     metrics_.queue_redeliveries += current.redeliveries;
     for (std::size_t i = 0; i < kLimitCount; ++i)
       metrics_.limit_refusals[i] += current.refused[i];
-    for (auto& p : current.publishes)
-      publish_(p.topic, p.payload, true);
+    for (auto& p : current.publishes) {
+      Published payload{std::span<zmq::message_t>(p.payload)};
+      publish_(p.topic, payload, true);
+    }
     std::vector<std::uint64_t> undelivered;
     for (auto& a : current.answers) {
       const Sent sent = answer_(a.to, a.id, a.status, a.message, 0, a.tag, a.payload);

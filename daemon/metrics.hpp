@@ -112,9 +112,9 @@ struct Metrics {
   std::uint64_t retried = 0;             // idempotent calls re-dispatched after losing an instance
   std::uint64_t leases_expired = 0;      // clients removed for silence
   std::uint64_t disconnects = 0;         // connections the socket monitor saw close
-  std::uint64_t published = 0;           // PUBLISH messages accepted
-  std::uint64_t events_delivered = 0;    // EVENTs handed to subscribers
-  std::uint64_t events_dropped = 0;      // EVENTs a subscriber missed (no credit, queue full)
+  std::uint64_t published = 0;           // publishes accepted (PUBLISH_BATCH: each record)
+  std::uint64_t events_delivered = 0;    // events handed to subscribers, batched or not
+  std::uint64_t events_dropped = 0;      // events a subscriber missed (no credit, queue full)
   std::uint64_t sends = 0;               // SEND messages accepted
   std::uint64_t undeliverable = 0;       // SENDs answered UNDELIVERABLE
   std::uint64_t held = 0;                // SENDs held for a peer that was not connected

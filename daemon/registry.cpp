@@ -72,6 +72,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   c.name = name;
   by_name_[name] = rid;
   c.instance_id = hello.instance_id().substr(0, wire::kMaxNameBytes);
+  c.event_batches = hello.event_batches();
   c.sdk_version = hello.sdk_version().substr(0, wire::kMaxNameBytes);
   c.last_seen = now;
   if (fd >= 0 && fd != c.fd) {

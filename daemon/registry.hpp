@@ -45,6 +45,8 @@ struct ClientInfo {
   std::string instance_id;
   std::string sdk_version;
   int fd = -1;  // the connection's socket in this process, -1 when unknown
+  // Its HELLO said it reads EVENT_BATCH.
+  bool event_batches = false;
   TimePoint connected_at{};
   TimePoint last_seen{};
   std::vector<std::string> services;  // services it has an instance of

@@ -14,7 +14,9 @@
 //
 // Flow control (docs/protocol.md, "Publish-subscribe") is accounted per Subscription:
 // credit is spent by each EVENT sent; an event it misses (no credit, its connection's
-// queue full) counts as dropped and into the gap that the next EVENT reports.
+// queue full) counts as dropped and into the gap that the next EVENT reports. An event
+// put in an EVENT_BATCH (event_batches.hpp) spends its credit and takes the gap at once,
+// and counts as delivered or dropped when its batch is sent or refused.
 //
 // Pointers to Subscriptions are valid until that subscription is removed (replacing it
 // keeps it). Used by the broker's loop thread only; not thread safe.
@@ -29,11 +31,14 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "pending.hpp"
 
 namespace sagebus::broker {
+
+class EventBatch;
 
 struct Subscription {
   // SUBSCRIBE.credit 0 means this many.
@@ -48,6 +53,12 @@ struct Subscription {
   std::uint64_t delivered = 0;
   std::uint64_t dropped = 0;  // events it missed, in all
   std::uint64_t gap = 0;      // events it missed since the last EVENT it was sent
+  // Its connection's HELLO set event_batches.
+  bool reads_batches = false;
+  // The EVENT_BATCH of its connection in the current round of EventBatches, when
+  // batch_round is that round (event_batches.hpp).
+  EventBatch* batch = nullptr;
+  std::uint64_t batch_round = 0;
 
   // An EVENT carrying `gap` was sent: spends one credit and clears the gap.
   void sent() noexcept {
@@ -59,6 +70,21 @@ struct Subscription {
   void missed() noexcept {
     ++dropped;
     ++gap;
+  }
+  // Its event went into a batch: spends one credit; returns the gap the event carries,
+  // which is cleared.
+  std::uint64_t add_to_batch() noexcept {
+    if (credit > 0) --credit;
+    return std::exchange(gap, 0);
+  }
+  // The batch holding its event was sent.
+  void batch_sent() noexcept { ++delivered; }
+  // It was refused (the connection's queue is full, or the connection gone): the event
+  // is dropped, it and the gap it carried go back into the gap, and so does its credit.
+  void batch_refused(std::uint64_t carried) noexcept {
+    ++dropped;
+    gap += carried + 1;
+    add_credit(1);
   }
   void add_credit(std::uint32_t more) noexcept;
 };

@@ -2,9 +2,10 @@
 
 #include <google/protobuf/stubs/common.h>
 
-#include <bit>
 #include <cstring>
 #include <limits>
+
+#include "sagebus/wire/varint.hpp"
 
 namespace sagebus::wire {
 
@@ -15,62 +16,6 @@ namespace {
 // Varints are 7 bits a byte, low first, the high bit set on every byte but the last.
 constexpr std::uint32_t kVarint = 0;
 constexpr std::uint32_t kLengthDelimited = 2;
-
-// A varint of at most 10 bytes, bits past the 64th dropped: what protobuf 3.21's
-// VarintParse accepts and how it reads it (the uint32 fields keep the low 32 bits of the
-// same value). An 11th byte makes protobuf fail; so does running off the end; both are
-// left to it.
-bool read_varint_bytewise(const std::uint8_t*& p, const std::uint8_t* end, std::uint64_t& value) {
-  std::uint64_t v = 0;
-  for (unsigned shift = 0; shift < 70 && p != end; shift += 7) {
-    const std::uint8_t byte = *p++;
-    v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-    if (byte < 0x80) {
-      value = v;
-      return true;
-    }
-  }
-  return false;
-}
-
-// The same, faster for the long varints every header has (the SDK's ids use all 64 bits,
-// the broker's 61): the first eight bytes are read as one word, their 7-bit groups put
-// together in three steps.
-bool read_varint(const std::uint8_t*& p, const std::uint8_t* end, std::uint64_t& value) {
-  if (p != end && *p < 0x80) {
-    value = *p++;
-    return true;
-  }
-  if constexpr (std::endian::native != std::endian::little)
-    return read_varint_bytewise(p, end, value);
-  if (end - p < 8) return read_varint_bytewise(p, end, value);
-  std::uint64_t word;
-  std::memcpy(&word, p, sizeof word);
-  // The high bit of each byte that ends the varint; the lowest is the varint's last byte.
-  const std::uint64_t last = ~word & 0x8080808080808080ULL;
-  const int bits = last == 0 ? 64 : std::countr_zero(last) + 1;  // 8 per byte of the varint
-  if (bits < 64) word &= (std::uint64_t{1} << bits) - 1;
-  word &= 0x7f7f7f7f7f7f7f7fULL;
-  word = (word & 0x007f007f007f007fULL) | (word & 0x7f007f007f007f00ULL) >> 1;
-  word = (word & 0x00003fff00003fffULL) | (word & 0x3fff00003fff0000ULL) >> 2;
-  word = (word & 0x000000000fffffffULL) | (word & 0x0fffffff00000000ULL) >> 4;
-  p += bits / 8;
-  if (last == 0) {
-    // Nine or ten bytes; bits of the tenth past the 64th are dropped.
-    for (unsigned shift = 56; shift < 70; shift += 7) {
-      if (p == end) return false;
-      const std::uint8_t byte = *p++;
-      word |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-      if (byte < 0x80) {
-        value = word;
-        return true;
-      }
-    }
-    return false;
-  }
-  value = word;
-  return true;
-}
 
 // Whether a string field's bytes pass protobuf's own check for proto3 strings. ASCII,
 // which names and topics are, is valid UTF-8 by any definition and is checked here a word
@@ -288,7 +233,7 @@ std::optional<KindAndId> peek_kind_and_id(const zmq::message_t& frame) {
     }
     ++p;
     std::uint64_t value = 0;
-    if (!read_varint(p, end, value)) return std::nullopt;
+    if (!detail::read_varint(p, end, value)) return std::nullopt;
     if (expected == 0x10) kind = value;
     if (expected == 0x18 && value != 0 && kind)
       return KindAndId{static_cast<Kind>(static_cast<int>(*kind)), value};

@@ -166,7 +166,9 @@ class Connection {
 
   struct Publish {
     std::string topic;
-    zmq::message_t payload;  // the caller's bytes, copied once, straight into the frame
+    // The caller's bytes, copied once, straight into the frame; a small one is copied
+    // again into a PUBLISH_BATCH (Engine::make_outgoing_).
+    zmq::message_t payload;
   };
   struct AddService {
     std::shared_ptr<ServiceCore> core;

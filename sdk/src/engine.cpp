@@ -13,9 +13,11 @@
 #include <random>
 #include <system_error>
 #include <unordered_map>
+#include <utility>
 
 #include <zmq.hpp>
 
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/header_writer.hpp"
 #include "sagebus/wire/socket.hpp"
@@ -135,6 +137,7 @@ class Engine {
     hello_.set_instance_id(random_hex(8));
     hello_.set_sdk_version(SAGEBUS_VERSION);
     hello_.set_takeover(o.takeover);
+    hello_.set_event_batches(true);  // on_event_batch_
     owner_.engine_ = this;
   }
 
@@ -450,6 +453,8 @@ class Engine {
         return on_request_();
       case wire::EVENT:
         return on_event_();
+      case wire::EVENT_BATCH:
+        return on_event_batch_();
       case wire::DELIVER:
         return on_deliver_();
       default:
@@ -513,6 +518,7 @@ class Engine {
     heartbeat_ = milliseconds(w.heartbeat_ms() ? w.heartbeat_ms() : kDefaultHeartbeatMs);
     liveness_ = w.liveness() ? w.liveness() : kDefaultLiveness;
     max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
+    publish_batches_ = w.publish_batches();
     owner_.max_payload_.store(max_payload_, std::memory_order_relaxed);
     hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
     set_link_(Link::ready);
@@ -835,25 +841,56 @@ class Engine {
   // --- publishing ----------------------------------------------------------------------
 
   // Unconfirmed publishes wait in the outbox while the socket is full or the link down,
-  // in order; each frees a publish slot once it is handed to the socket.
+  // in order; each frees a publish slot once it is handed to the socket. Several small
+  // ones waiting together go as one PUBLISH_BATCH, when the broker reads them.
   void handle_(Connection::Publish& c) {
-    out_.Clear();
-    out_.set_kind(wire::PUBLISH);
-    out_.set_topic(std::move(c.topic));
-    outbox_.emplace_back(wire::encode(out_), std::move(c.payload));
+    outbox_.push_back(QueuedPublish{std::move(c.topic), std::move(c.payload)});
   }
 
   void flush_outbox_() {
     if (link_ != Link::ready) return;
     while (!outbox_.empty()) {
-      auto& [header, payload] = outbox_.front();
-      if (!wire::send(socket_, header, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
-        return;
-      (void)wire::send(socket_, payload, zmq::send_flags::dontwait);
+      // A batch made before a reconnect, for a broker that read batches, is made again.
+      if (outgoing_.publishes > 1 && !publish_batches_) outgoing_.publishes = 0;
+      if (outgoing_.publishes == 0) make_outgoing_();
+      if (!wire::send(socket_, outgoing_.header,
+                      zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        return;  // kept, to be sent as it is when the socket has room
+      (void)wire::send(socket_, outgoing_.body, zmq::send_flags::dontwait);
       last_sent_ = now_;
-      outbox_.pop_front();
-      owner_.publish_slots_.release();
+      const auto sent = static_cast<std::ptrdiff_t>(std::exchange(outgoing_.publishes, 0));
+      outbox_.erase(outbox_.begin(), outbox_.begin() + sent);
+      owner_.publish_slots_.release(sent);
     }
+  }
+
+  // The next message of the outbox: the publishes at its front that fit in one
+  // PUBLISH_BATCH, when there are several, or else the first one alone.
+  void make_outgoing_() {
+    std::size_t batched = 0;
+    if (publish_batches_) {
+      const auto limit =
+          static_cast<std::size_t>(std::min<std::uint64_t>(wire::kMaxBatchBytes, max_payload_));
+      batch_.clear();
+      for (const QueuedPublish& p : outbox_) {
+        const std::string_view payload = p.payload.to_string_view();
+        if (payload.size() > wire::kMaxBatchedPayload ||
+            !batch_.fits(p.topic, payload.size(), limit))
+          break;
+        batch_.add_publish(p.topic, payload);
+        ++batched;
+      }
+    }
+    out_.Clear();
+    if (batched > 1) {
+      out_.set_kind(wire::PUBLISH_BATCH);
+      outgoing_ = Outgoing{wire::encode(out_), batch_.frame(), batched};
+      return;
+    }
+    QueuedPublish& first = outbox_.front();
+    out_.set_kind(wire::PUBLISH);
+    out_.set_topic(first.topic);
+    outgoing_ = Outgoing{wire::encode(out_), std::move(first.payload), 1};
   }
 
   // --- subscriptions -------------------------------------------------------------------
@@ -901,14 +938,41 @@ class Engine {
   }
 
   void on_event_() {
-    auto it = subscriptions_.find(in_.subscription());
-    if (it == subscriptions_.end()) return;  // unsubscribed meanwhile
     std::string_view payload;
-    if (!frames_.empty()) payload = {frames_.front().data<char>(), frames_.front().size()};
+    if (!frames_.empty()) payload = frames_.front().to_string_view();
+    deliver_(subscription_(in_.subscription()), in_.topic(), payload, in_.dropped());
+  }
+
+  // Several events in one frame (sagebus/wire/batch.hpp), in order. A malformed record
+  // ends the batch: the events before it are delivered.
+  void on_event_batch_() {
+    if (frames_.size() != 1) return;  // not ours to fix
+    wire::BatchReader reader(frames_.front());
+    const std::shared_ptr<SubscriptionCore>* core = nullptr;
+    std::uint64_t core_id = 0;
+    for (wire::EventRecord event; reader.next(event);) {
+      // Consecutive events are mostly for one subscription: found once for them.
+      if (core == nullptr || event.subscription != core_id) {
+        core = subscription_(event.subscription);
+        core_id = event.subscription;
+      }
+      deliver_(core, event.topic, event.payload, event.dropped);
+    }
+  }
+
+  // The subscription of wire id `id`, or nullptr.
+  const std::shared_ptr<SubscriptionCore>* subscription_(std::uint64_t id) const {
+    auto it = subscriptions_.find(id);
+    return it == subscriptions_.end() ? nullptr : &it->second;
+  }
+
+  void deliver_(const std::shared_ptr<SubscriptionCore>* core, std::string_view topic,
+                std::string_view payload, std::uint64_t dropped) {
+    if (core == nullptr) return;  // unsubscribed meanwhile
     // Flushed at the end of the batch: only the subscriptions that got something, so
     // that a client with thousands of them does not walk them all for every batch.
-    if (!it->second->holds_unflushed()) to_flush_.push_back(it->second);
-    it->second->deliver(in_.topic(), payload, in_.dropped());
+    if (!(*core)->holds_unflushed()) to_flush_.push_back(*core);
+    (*core)->deliver(topic, payload, dropped);
   }
 
   // --- point-to-point ------------------------------------------------------------------
@@ -1167,7 +1231,22 @@ class Engine {
   std::vector<std::shared_ptr<SubscriptionCore>> to_flush_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
       subscriptions_;  // by wire id
-  std::deque<std::pair<zmq::message_t, zmq::message_t>> outbox_;
+  struct QueuedPublish {
+    std::string topic;
+    zmq::message_t payload;
+  };
+  std::deque<QueuedPublish> outbox_;
+  // A message made of the first `publishes` of outbox_ (make_outgoing_), while it waits
+  // for the socket to take it; none when `publishes` is 0.
+  struct Outgoing {
+    zmq::message_t header;
+    zmq::message_t body;
+    std::size_t publishes = 0;
+  };
+  Outgoing outgoing_;
+  wire::BatchWriter batch_;  // make_outgoing_'s, reused
+  // The broker's WELCOME says it reads PUBLISH_BATCH.
+  bool publish_batches_ = false;
 
   wire::Header in_;
   wire::Header out_;                    // the headers written through protobuf (the rarer kinds)

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/socket.hpp"
 #include "sagebus/wire/topic.hpp"
@@ -414,6 +415,9 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
     case wire::EVENT:
     case wire::GOODBYE:
       break;
+    case wire::EVENT_BATCH:
+      check_batch_(letter, message);
+      break;
     default:
       finding("the broker sent peer %c a %s", letter,
               std::string(wire::kind_name(received_.kind())).c_str());
@@ -424,6 +428,24 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
         "last a %s)",
         letter, static_cast<unsigned long long>(received_.id()),
         std::string(wire::kind_name(received_.kind())).c_str());
+}
+
+void Harness::check_batch_(char letter, const std::vector<zmq::message_t>& message) {
+  if (message.size() != 2)
+    finding("the broker sent peer %c an EVENT_BATCH of %zu payload frames", letter,
+            message.size() - 1);
+  wire::BatchReader reader(message[1]);
+  std::size_t events = 0;
+  for (wire::EventRecord event; reader.next(event);) {
+    ++events;
+    if (wire::check_topic(event.topic))
+      finding("the broker sent peer %c an EVENT_BATCH whose event %zu has an invalid topic", letter,
+              events);
+  }
+  if (reader.malformed())
+    finding("the broker sent peer %c a malformed EVENT_BATCH (after %zu events)", letter, events);
+  // One event goes as an EVENT.
+  if (events < 2) finding("the broker sent peer %c an EVENT_BATCH of %zu events", letter, events);
 }
 
 void Harness::settle_(bool connecting) {

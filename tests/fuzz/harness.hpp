@@ -7,7 +7,8 @@
 //
 // What counts as a finding (the harness aborts with a line saying which):
 //   - an exception escaping the broker (the real loop would log an internal error);
-//   - a header the broker sent that the wire library cannot decode;
+//   - a header the broker sent that the wire library cannot decode, or an EVENT_BATCH whose
+//     records do not read back (sagebus/wire/batch.hpp) or hold fewer than two events;
 //   - more answers to one id than messages the peer sent with that id (exactly one
 //     outcome);
 //   - wire::topic_matches or SubscriptionTable::matching disagreeing with a plain
@@ -93,6 +94,7 @@ class Harness {
                 bool (*until)(const Peer&) = nullptr);
   void receive_all_();
   void check_(std::size_t peer, const std::vector<zmq::message_t>& message);
+  void check_batch_(char letter, const std::vector<zmq::message_t>& message);
   // GOODBYE from every peer, then a HELLO/WELCOME round trip on each, so that nothing
   // the broker sent for this input arrives during the next. With `connecting` (the first
   // time), the HELLO is repeated until the broker knows the connection.

@@ -1,0 +1,156 @@
+// Batches: several events, or several publishes, in the one payload frame of an
+// EVENT_BATCH or a PUBLISH_BATCH (docs/protocol.md, "Batches"). A ZeroMQ message costs
+// its sender and its receiver far more than the bytes of a small event (about 1,300
+// instructions each side in libzmq), so a subscriber due many small events at once gets
+// them as one message, and a publisher with several small publishes waiting sends them
+// as one.
+//
+// The frame is a sequence of records and nothing else. Numbers are varints (7 bits a
+// byte, low first, at most 10 bytes, as in protobuf); a string is a length varint and
+// that many bytes.
+//
+//   EVENT_BATCH record:    subscription, dropped, topic, payload
+//   PUBLISH_BATCH record:  topic, payload
+//
+// A topic of length 0 repeats the topic of the record before it (a valid topic is never
+// empty); the first record must name one. A record's topic is not checked here: the
+// broker checks a PUBLISH_BATCH's as it checks a PUBLISH's.
+//
+// BatchWriter builds a frame, BatchReader reads one, checking every length against the
+// frame's end: a record cut short, a varint longer than 10 bytes or a first record
+// without a topic stops it with malformed() set, never a read past the end.
+//
+// Value types; not thread safe. BatchReader views the bytes it was given: they must
+// outlive it and the string_views it returns. It is inline: a subscriber reads every event
+// through it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "sagebus/wire/varint.hpp"
+
+namespace sagebus::wire {
+
+// Payloads larger than this are never batched: they travel alone (EVENT, PUBLISH), their
+// frames moved, not copied.
+inline constexpr std::size_t kMaxBatchedPayload = 1024;
+// The most bytes a writer (the broker, the SDK) puts in one batch frame: libzmq's own TCP
+// write batch. Larger batches would save little more per event, and a subscriber's queue
+// holds batches of up to this size (docs/protocol.md, "Batches").
+inline constexpr std::size_t kMaxBatchBytes = 8 * 1024;
+// The most records in one batch. The broker refuses a PUBLISH_BATCH with more, so that one
+// message cannot hold its loop for long.
+inline constexpr std::size_t kMaxBatchRecords = 1024;
+
+struct EventRecord {
+  std::uint64_t subscription = 0;
+  std::uint64_t dropped = 0;
+  std::string_view topic;
+  std::string_view payload;
+};
+
+struct PublishRecord {
+  std::string_view topic;
+  std::string_view payload;
+};
+
+class BatchWriter {
+ public:
+  // Whether one more record with this topic and payload keeps the frame within `limit`
+  // bytes and kMaxBatchRecords records. (Counted as if the topic were written in full.)
+  bool fits(std::string_view topic, std::size_t payload, std::size_t limit) const noexcept {
+    return records_ < kMaxBatchRecords &&
+           size_ + kMaxRecordOverhead + topic.size() + payload <= limit;
+  }
+  void add_event(std::uint64_t subscription, std::uint64_t dropped, std::string_view topic,
+                 std::string_view payload);
+  void add_publish(std::string_view topic, std::string_view payload);
+
+  std::size_t records() const noexcept { return records_; }
+  bool empty() const noexcept { return records_ == 0; }
+  std::string_view bytes() const noexcept {
+    return {reinterpret_cast<const char*>(buffer_.data()), size_};
+  }
+  // The frame: a copy of bytes().
+  zmq::message_t frame() const { return zmq::message_t(buffer_.data(), size_); }
+  // Empties the batch, keeping its storage.
+  void clear() noexcept;
+
+ private:
+  // Four varints of at most 10 bytes each around an event's topic and payload.
+  static constexpr std::size_t kMaxRecordOverhead = 40;
+
+  // Room at the end of the batch for a record with this topic and payload.
+  std::uint8_t* reserve_(std::size_t topic, std::size_t payload);
+  // Writes the topic (or 0 for the one before) and returns the end of it.
+  std::uint8_t* topic_(std::uint8_t* out, std::string_view topic);
+  static std::uint8_t* string_(std::uint8_t* out, std::string_view value);
+
+  // The first size_ bytes are the batch; the buffer only grows, so that a writer reused
+  // for batch after batch allocates nothing.
+  std::vector<std::uint8_t> buffer_;
+  std::size_t size_ = 0;
+  std::size_t records_ = 0;
+  // Where the last topic written in full is in buffer_.
+  std::size_t topic_at_ = 0;
+  std::size_t topic_size_ = 0;
+};
+
+class BatchReader {
+ public:
+  BatchReader(const void* data, std::size_t size) noexcept
+      : p_(static_cast<const std::uint8_t*>(data)), end_(p_ + size) {}
+  explicit BatchReader(const zmq::message_t& frame) noexcept
+      : BatchReader(frame.data(), frame.size()) {}
+
+  // The next record into `out`: false at the end of the frame, or at a malformed record
+  // (then malformed() is true, `out` is unspecified, and nothing more is read).
+  bool next(EventRecord& out) noexcept {
+    if (p_ == end_) return false;
+    return (varint_(out.subscription) && varint_(out.dropped) && topic_(out.topic) &&
+            string_(out.payload)) ||
+           fail_();
+  }
+  bool next(PublishRecord& out) noexcept {
+    if (p_ == end_) return false;
+    return (topic_(out.topic) && string_(out.payload)) || fail_();
+  }
+  bool malformed() const noexcept { return malformed_; }
+
+ private:
+  bool varint_(std::uint64_t& value) noexcept { return detail::read_varint(p_, end_, value); }
+  bool string_(std::string_view& value) noexcept {
+    std::uint64_t size = 0;
+    if (!varint_(size) || size > static_cast<std::uint64_t>(end_ - p_)) return false;
+    value = {reinterpret_cast<const char*>(p_), static_cast<std::size_t>(size)};
+    p_ += size;
+    return true;
+  }
+  bool topic_(std::string_view& topic) noexcept {
+    if (!string_(topic)) return false;
+    if (!topic.empty()) {
+      last_topic_ = topic;
+      return true;
+    }
+    if (last_topic_.empty()) return false;  // the first record names its topic
+    topic = last_topic_;
+    return true;
+  }
+  bool fail_() noexcept {
+    malformed_ = true;
+    p_ = end_;
+    return false;
+  }
+
+  const std::uint8_t* p_;
+  const std::uint8_t* end_;
+  std::string_view last_topic_;
+  bool malformed_ = false;
+};
+
+}  // namespace sagebus::wire

@@ -1,0 +1,56 @@
+#include "sagebus/wire/batch.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace sagebus::wire {
+
+void BatchWriter::add_event(std::uint64_t subscription, std::uint64_t dropped,
+                            std::string_view topic, std::string_view payload) {
+  std::uint8_t* out = reserve_(topic.size(), payload.size());
+  out = detail::put_varint(out, subscription);
+  out = detail::put_varint(out, dropped);
+  out = string_(topic_(out, topic), payload);
+  size_ = static_cast<std::size_t>(out - buffer_.data());
+  ++records_;
+}
+
+void BatchWriter::add_publish(std::string_view topic, std::string_view payload) {
+  std::uint8_t* out = string_(topic_(reserve_(topic.size(), payload.size()), topic), payload);
+  size_ = static_cast<std::size_t>(out - buffer_.data());
+  ++records_;
+}
+
+void BatchWriter::clear() noexcept {
+  size_ = 0;
+  records_ = 0;
+  topic_at_ = 0;
+  topic_size_ = 0;
+}
+
+std::uint8_t* BatchWriter::reserve_(std::size_t topic, std::size_t payload) {
+  const std::size_t n = kMaxRecordOverhead + topic + payload;
+  if (buffer_.size() - size_ < n) buffer_.resize(std::max(2 * buffer_.size(), size_ + n));
+  return buffer_.data() + size_;
+}
+
+std::uint8_t* BatchWriter::topic_(std::uint8_t* out, std::string_view topic) {
+  if (records_ != 0 && !topic.empty() && topic.size() == topic_size_ &&
+      std::memcmp(buffer_.data() + topic_at_, topic.data(), topic.size()) == 0) {
+    *out++ = 0;  // the same as the record before
+    return out;
+  }
+  out = detail::put_varint(out, topic.size());
+  topic_at_ = static_cast<std::size_t>(out - buffer_.data());
+  topic_size_ = topic.size();
+  if (!topic.empty()) std::memcpy(out, topic.data(), topic.size());
+  return out + topic.size();
+}
+
+std::uint8_t* BatchWriter::string_(std::uint8_t* out, std::string_view value) {
+  out = detail::put_varint(out, value.size());
+  if (!value.empty()) std::memcpy(out, value.data(), value.size());
+  return out + value.size();
+}
+
+}  // namespace sagebus::wire
