@@ -1,10 +1,13 @@
 // sagebus::Client: one connection to sage-busd, shared by any number of threads.
 //
 // Thread safety: every member function may be called from any thread at the same time.
-// The ZeroMQ socket lives on the client's own I/O thread and never leaves it; callers
-// hand it work through a queue. Callbacks (call_async with a callback) run on the
-// client's callback thread, never on the I/O thread and never on the caller's thread;
-// they may make further calls, but a callback that blocks delays the callbacks behind it.
+// The ZeroMQ socket is used by one thread at a time, under a lock: the client's own I/O
+// thread, or a caller's thread, which sends its own request when the socket is free and,
+// in a synchronous call, may wait on the socket for its reply itself (docs/sdk.md,
+// "Threads"); otherwise callers hand work over through a queue. Callbacks (call_async
+// with a callback) run on the client's callback thread, never on the I/O thread and
+// never on the caller's thread; they may make further calls, but a callback that blocks
+// delays the callbacks behind it.
 //
 // Connection: the constructor returns at once and the client connects in the
 // background, retrying with jittered exponential backoff (reconnect_min doubling up to
