@@ -5,13 +5,14 @@ namespace sagebus::broker {
 void Call::reset_() noexcept {
   // Every field, as declared. A field added to Call changes its size and fails this (the
   // size checked is that of 64-bit libstdc++; other targets are not checked).
-  static_assert(sizeof(void*) != 8 || sizeof(Call) == 344,
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 352,
                 "a field was added to Call: reset_() must reset it too, then update this size");
   id = 0;
   kind = CallKind::request;
   caller = {};
   caller_id = 0;
   service.clear();
+  service_entry = {};
   method.clear();
   routing_key.clear();
   trace_id.clear();

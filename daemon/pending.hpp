@@ -47,7 +47,8 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using RoutingId = std::string;
 using CallId = std::uint64_t;
-using ClientHandle = Handle;  // a connected client's, given by the Registry
+using ClientHandle = Handle;   // a connected client's, given by the Registry
+using ServiceHandle = Handle;  // a service entry's, given by the Registry
 struct MethodStats;
 
 enum class CallState { waiting, dispatched };
@@ -60,6 +61,7 @@ class Call {
   ClientHandle caller;          // the caller's connection
   std::uint64_t caller_id = 0;  // the caller's own id for the call, echoed in its outcome
   std::string service;
+  ServiceHandle service_entry;  // its service's registry entry, once placed (route_)
   std::string method;
   std::string routing_key;
   std::string trace_id;

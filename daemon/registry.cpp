@@ -243,14 +243,19 @@ Service* Registry::service(std::string_view name) {
 
 Service& Registry::ensure_service(const std::string& name) {
   auto [it, created] = services_.try_emplace(name);
-  if (created) it->second.name = name;
+  if (created) {
+    it->second.name = name;
+    it->second.handle = service_handles_.add(&it->second);
+  }
   return it->second;
 }
 
 void Registry::prune(const std::string& name) {
   auto it = services_.find(name);
-  if (it != services_.end() && it->second.instances.empty() && it->second.waiting.empty())
+  if (it != services_.end() && it->second.instances.empty() && it->second.waiting.empty()) {
+    service_handles_.remove(it->second.handle);
     services_.erase(it);
+  }
 }
 
 std::size_t Registry::instance_count() const {

@@ -223,6 +223,23 @@ TEST_CASE("an instance is known by its client's handle", "[registry][handles]") 
   CHECK(s->find(reg.client("B")->handle) == nullptr);
 }
 
+TEST_CASE("a service entry is found by its handle until it is pruned, never by a new entry's",
+          "[registry][handles]") {
+  Registry reg;
+  reg.hello("A", hello("memory-1"), 10, t0);
+  reg.register_instance("A", "memory", registration());
+  const ServiceHandle handle = reg.service("memory")->handle;
+  CHECK(reg.service(handle) == reg.service("memory"));
+  reg.unregister_instance("A", "memory");
+  reg.prune("memory");
+  CHECK(reg.service("memory") == nullptr);
+  CHECK(reg.service(handle) == nullptr);
+  Service& again = reg.ensure_service("memory");
+  CHECK(again.handle != handle);
+  CHECK(reg.service(handle) == nullptr);
+  CHECK(reg.service(again.handle) == &again);
+}
+
 TEST_CASE("routing ids that differ only in length or trailing zeros are different clients",
           "[registry]") {
   Registry reg;
