@@ -237,8 +237,11 @@ void Registry::remove_instance(const std::string& name, const RoutingId& rid) {
 }
 
 Service* Registry::service(std::string_view name) {
+  if (Service* last = service(last_found_); last != nullptr && last->name == name) return last;
   auto it = services_.find(name);
-  return it == services_.end() ? nullptr : &it->second;
+  if (it == services_.end()) return nullptr;
+  last_found_ = it->second.handle;
+  return &it->second;
 }
 
 Service& Registry::ensure_service(const std::string& name) {

@@ -135,6 +135,8 @@ class Registry {
   // Removes one instance (a draining instance that finished its last call).
   void remove_instance(const std::string& service, const RoutingId& rid);
 
+  // The service entry called `name`, or nullptr. The entry found last is remembered, so
+  // that calls to one service in a row compare one name instead of searching the map.
   Service* service(std::string_view name);
   // The service entry of `handle`, or nullptr once that entry was pruned (even when a new
   // entry of the same name exists): a call remembers its service so, instead of looking
@@ -154,6 +156,7 @@ class Registry {
   std::map<std::string, RoutingId, std::less<>> by_name_;
   std::map<std::string, Service, std::less<>> services_;  // node-based: a Service never moves
   HandleTable<Service> service_handles_;
+  ServiceHandle last_found_;  // by service(name); resolves to nothing once pruned
 };
 
 }  // namespace sagebus::broker

@@ -240,6 +240,29 @@ TEST_CASE("a service entry is found by its handle until it is pruned, never by a
   CHECK(reg.service(again.handle) == &again);
 }
 
+TEST_CASE("services are found by name whichever was found last, and not after pruning",
+          "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.register_instance("A", "memory", registration());
+  reg.register_instance("A", "search", registration());
+  Service* memory = reg.service("memory");
+  Service* search = reg.service("search");
+  REQUIRE(memory != nullptr);
+  REQUIRE(search != nullptr);
+  CHECK(memory != search);
+  CHECK(reg.service("memory") == memory);
+  CHECK(reg.service("memory") == memory);
+  CHECK(reg.service("search") == search);
+  CHECK(reg.service("memor") == nullptr);
+  reg.unregister_instance("A", "search");
+  reg.prune("search");
+  CHECK(reg.service("search") == nullptr);
+  Service& again = reg.ensure_service("search");
+  CHECK(reg.service("search") == &again);
+  CHECK(again.instances.empty());
+}
+
 TEST_CASE("routing ids that differ only in length or trailing zeros are different clients",
           "[registry]") {
   Registry reg;
