@@ -154,6 +154,7 @@ Broker::Placement Broker::place_(Call& call, Service* service) {
     if (call.wait_for_ready) return Placement::wait;
     return fail(wire::NO_RESPONDERS, "service '" + call.service + "' has no live instance");
   }
+  call.service_entry = service->handle;
   // Each pass that finds its instance gone marks it draining, so this ends.
   for (;;) {
     loads_.clear();
@@ -226,8 +227,9 @@ void Broker::on_reply_(const ClientInfo& from, Frames& frames) {
       return;
   }
   if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
-  // Found once: nothing below adds or removes a service entry before pump_.
-  Service* service = registry_.service(call->service);
+  // The entry it was placed in: an instance keeps it (not empty) while it holds the call.
+  // Nothing below adds or removes a service entry before pump_.
+  Service* service = registry_.service(call->service_entry);
   Instance* instance = service == nullptr ? nullptr : service->find(from.handle);
   if (instance != nullptr) {
     if (instance->in_flight > 0) --instance->in_flight;

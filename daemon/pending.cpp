@@ -5,13 +5,14 @@ namespace sagebus::broker {
 void Call::reset_() noexcept {
   // Every field, as declared. A field added to Call changes its size and fails this (the
   // size checked is that of 64-bit libstdc++; other targets are not checked).
-  static_assert(sizeof(void*) != 8 || sizeof(Call) == 344,
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 352,
                 "a field was added to Call: reset_() must reset it too, then update this size");
   id = 0;
   kind = CallKind::request;
   caller = {};
   caller_id = 0;
   service.clear();
+  service_entry = {};
   method.clear();
   routing_key.clear();
   trace_id.clear();
@@ -57,7 +58,7 @@ Call* PendingCalls::enter_(Table::node_type node) {
   }
   const TimePoint deadline = call.deadline;
   Call* entered = &calls_.insert(std::move(node)).position->second;
-  deadlines_.emplace(deadline, entered->id);
+  deadlines_.push(deadline, entered->id);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
   return entered;
 }
@@ -113,7 +114,7 @@ void PendingCalls::set_waiting(Call& call) {
 void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
   if (deadline == call.deadline) return;  // one heap entry per (deadline, call)
   call.deadline = deadline;
-  deadlines_.emplace(deadline, call.id);
+  deadlines_.push(deadline, call.id);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
 }
 
@@ -157,7 +158,7 @@ void PendingCalls::compact_heap_() {
   live.reserve(calls_.size());
   for (const auto& [id, call] : calls_)
     if (!call.outcome_claimed()) live.emplace_back(call.deadline, id);
-  deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
+  deadlines_.assign(std::move(live));
 }
 
 CallId first_dispatch_id(std::chrono::system_clock::time_point started) {

@@ -31,7 +31,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <queue>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -39,6 +38,7 @@
 
 #include <zmq.hpp>
 
+#include "deadline_queue.hpp"
 #include "handle_table.hpp"
 
 namespace sagebus::broker {
@@ -47,7 +47,8 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using RoutingId = std::string;
 using CallId = std::uint64_t;
-using ClientHandle = Handle;  // a connected client's, given by the Registry
+using ClientHandle = Handle;   // a connected client's, given by the Registry
+using ServiceHandle = Handle;  // a service entry's, given by the Registry
 struct MethodStats;
 
 enum class CallState { waiting, dispatched };
@@ -60,6 +61,7 @@ class Call {
   ClientHandle caller;          // the caller's connection
   std::uint64_t caller_id = 0;  // the caller's own id for the call, echoed in its outcome
   std::string service;
+  ServiceHandle service_entry;  // its service's registry entry, once placed (route_)
   std::string method;
   std::string routing_key;
   std::string trace_id;
@@ -169,7 +171,7 @@ class PendingCalls {
       f(call);
   }
 
-  // Entries in the deadline heap, stale ones included (for tests of lazy deletion).
+  // Entries in the deadline queue, stale ones included (for tests of lazy deletion).
   std::size_t heap_size() const noexcept { return deadlines_.size(); }
 
  private:
@@ -198,10 +200,11 @@ class PendingCalls {
     std::size_t pending = 0;
   };
   std::vector<CallerCount> pending_by_caller_;
-  // Min-heap of deadlines. Finished calls are not searched for and removed; their
-  // entries (and those of moved deadlines) are skipped when they reach the top, and the
-  // heap is rebuilt when stale entries outnumber live calls.
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> deadlines_;
+  // Deadlines, earliest first (deadline_queue.hpp: calls of one timeout cost no heap
+  // moves). Finished calls are not searched for and removed; their entries (and those of
+  // moved deadlines) are skipped when they reach the top, and the queue is rebuilt when
+  // stale entries outnumber live calls.
+  DeadlineQueue<TimePoint, CallId> deadlines_;
 };
 
 // The first dispatch id of a broker started at `started` (system clock): its Unix time

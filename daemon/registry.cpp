@@ -8,6 +8,11 @@
 namespace sagebus::broker {
 
 bool Instance::has_method(std::string_view method) const {
+  // Asked for every instance on every call. Most services have a few methods, where
+  // equality (lengths first, then bytes) is cheaper than the ordering a binary search needs.
+  constexpr std::size_t kScanned = 8;
+  if (methods.size() <= kScanned)
+    return std::find(methods.begin(), methods.end(), method) != methods.end();
   return std::binary_search(methods.begin(), methods.end(), method, std::less<>());
 }
 
@@ -233,20 +238,28 @@ void Registry::remove_instance(const std::string& name, const RoutingId& rid) {
 }
 
 Service* Registry::service(std::string_view name) {
+  if (Service* last = service(last_found_); last != nullptr && last->name == name) return last;
   auto it = services_.find(name);
-  return it == services_.end() ? nullptr : &it->second;
+  if (it == services_.end()) return nullptr;
+  last_found_ = it->second.handle;
+  return &it->second;
 }
 
 Service& Registry::ensure_service(const std::string& name) {
   auto [it, created] = services_.try_emplace(name);
-  if (created) it->second.name = name;
+  if (created) {
+    it->second.name = name;
+    it->second.handle = service_handles_.add(&it->second);
+  }
   return it->second;
 }
 
 void Registry::prune(const std::string& name) {
   auto it = services_.find(name);
-  if (it != services_.end() && it->second.instances.empty() && it->second.waiting.empty())
+  if (it != services_.end() && it->second.instances.empty() && it->second.waiting.empty()) {
+    service_handles_.remove(it->second.handle);
     services_.erase(it);
+  }
 }
 
 std::size_t Registry::instance_count() const {

@@ -6,7 +6,9 @@
 // it is removed: the broker finds a message's client once, by routing id, and from then on
 // refers to it by handle (calls record their caller and instance so). A handle kept after
 // its client was removed resolves to nothing, even when a new client arrives with the
-// same routing id; a HELLO again from a client still known keeps its handle.
+// same routing id; a HELLO again from a client still known keeps its handle. Each service
+// entry gets a ServiceHandle likewise, from its creation to its pruning (a call placed in
+// it remembers it).
 //
 // A name belongs to at most one client. The registry records names; the broker decides
 // whether a HELLO may take a name (docs/protocol.md, "Connection names").
@@ -69,6 +71,7 @@ struct Instance {
 
 struct Service {
   std::string name;
+  ServiceHandle handle;  // from its entry's creation to its pruning
   std::vector<Instance> instances;
   std::deque<CallId> waiting;  // FIFO of calls queued for capacity or for an instance
   Balancer balancer;
@@ -134,7 +137,13 @@ class Registry {
   // Removes one instance (a draining instance that finished its last call).
   void remove_instance(const std::string& service, const RoutingId& rid);
 
+  // The service entry called `name`, or nullptr. The entry found last is remembered, so
+  // that calls to one service in a row compare one name instead of searching the map.
   Service* service(std::string_view name);
+  // The service entry of `handle`, or nullptr once that entry was pruned (even when a new
+  // entry of the same name exists): a call remembers its service so, instead of looking
+  // its name up again for its reply.
+  Service* service(ServiceHandle handle) const noexcept { return service_handles_.get(handle); }
   // The service entry, created (with no instance) for calls that wait for one.
   Service& ensure_service(const std::string& name);
   // Erases the entry when it has neither instances nor waiting calls.
@@ -147,7 +156,9 @@ class Registry {
   HandleTable<ClientInfo> handles_;
   std::unordered_map<int, RoutingId> by_fd_;
   std::map<std::string, RoutingId, std::less<>> by_name_;
-  std::map<std::string, Service, std::less<>> services_;
+  std::map<std::string, Service, std::less<>> services_;  // node-based: a Service never moves
+  HandleTable<Service> service_handles_;
+  ServiceHandle last_found_;  // by service(name); resolves to nothing once pruned
 };
 
 }  // namespace sagebus::broker

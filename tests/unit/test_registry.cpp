@@ -223,6 +223,46 @@ TEST_CASE("an instance is known by its client's handle", "[registry][handles]") 
   CHECK(s->find(reg.client("B")->handle) == nullptr);
 }
 
+TEST_CASE("a service entry is found by its handle until it is pruned, never by a new entry's",
+          "[registry][handles]") {
+  Registry reg;
+  reg.hello("A", hello("memory-1"), 10, t0);
+  reg.register_instance("A", "memory", registration());
+  const ServiceHandle handle = reg.service("memory")->handle;
+  CHECK(reg.service(handle) == reg.service("memory"));
+  reg.unregister_instance("A", "memory");
+  reg.prune("memory");
+  CHECK(reg.service("memory") == nullptr);
+  CHECK(reg.service(handle) == nullptr);
+  Service& again = reg.ensure_service("memory");
+  CHECK(again.handle != handle);
+  CHECK(reg.service(handle) == nullptr);
+  CHECK(reg.service(again.handle) == &again);
+}
+
+TEST_CASE("services are found by name whichever was found last, and not after pruning",
+          "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.register_instance("A", "memory", registration());
+  reg.register_instance("A", "search", registration());
+  Service* memory = reg.service("memory");
+  Service* search = reg.service("search");
+  REQUIRE(memory != nullptr);
+  REQUIRE(search != nullptr);
+  CHECK(memory != search);
+  CHECK(reg.service("memory") == memory);
+  CHECK(reg.service("memory") == memory);
+  CHECK(reg.service("search") == search);
+  CHECK(reg.service("memor") == nullptr);
+  reg.unregister_instance("A", "search");
+  reg.prune("search");
+  CHECK(reg.service("search") == nullptr);
+  Service& again = reg.ensure_service("search");
+  CHECK(reg.service("search") == &again);
+  CHECK(again.instances.empty());
+}
+
 TEST_CASE("routing ids that differ only in length or trailing zeros are different clients",
           "[registry]") {
   Registry reg;
