@@ -122,8 +122,7 @@ Connection::Connection(ClientOptions options)
 
 Connection::~Connection() {
   stopping_.store(true, std::memory_order_release);
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+  wake_();
   io_thread_.join();
   ::close(wake_fd_);
   // Requests posted while the I/O thread was stopping still end exactly once.
@@ -140,10 +139,14 @@ void Connection::post_(Command command) {
     commands_.push_back(std::move(command));
   }
   if (was_empty) {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+    wake_();
     detail::wake_if_napping(*engine_);
   }
+}
+
+void Connection::wake_() {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
 void Connection::set_link_(bool ready, std::optional<Error> error) {

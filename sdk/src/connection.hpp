@@ -200,6 +200,8 @@ class Connection {
                                AddSubscription, RemoveSubscription, Credit>;
 
   void post_(Command command);
+  // Makes wake_fd_ readable: whichever thread waits on the sockets wakes.
+  void wake_();
   // I/O thread: the link's state; `error` (why it is failing) is set iff it is failing.
   void set_link_(bool ready, std::optional<Error> error);
 

@@ -202,9 +202,7 @@ class Engine {
   bool try_start(Connection::Start& start) noexcept {
     std::unique_lock lock(mutex_, std::try_to_lock);
     if (!lock.owns_lock() || stopped_) return false;
-    now_ = Clock::now();
-    take_posted_();
-    handle_(start);
+    start_here_(start);
     follow_(false);
     return true;
   }
@@ -253,9 +251,7 @@ class Engine {
       return start.done(
           failure(Status::cancelled, "the client was closed before the request was sent"));
     ++driving_;
-    now_ = Clock::now();
-    take_posted_();
-    handle_(start);
+    start_here_(start);
     bool drove = false;
     while (!ended() && polling_ == Driver::none && callers_may_drive_() &&
            !owner_.stopping_.load(std::memory_order_acquire)) {
@@ -268,8 +264,7 @@ class Engine {
       caller_left_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
       // What is still open (this request too, if it stopped driving before its end) must
       // not wait for this thread's next call.
-      if (!callers_may_drive_() || !requests_.empty() || !outbox_.empty() || heartbeat_due_)
-        wake_io_thread_();
+      if (!callers_may_drive_() || !requests_.empty() || wants_out_()) wake_io_thread_();
     }
     if (--driving_ == 0 && owner_.stopping_.load(std::memory_order_acquire)) left_cv_.notify_all();
   }
@@ -286,9 +281,8 @@ class Engine {
   // readable meanwhile (follow_): the fd signals only changes that nobody has seen yet.
   void turn_(std::unique_lock<std::mutex>& lock, Driver driver) {
     const int events = wire::events(socket_);
-    const bool want_out = !outbox_.empty() || heartbeat_due_;
     const bool can_read = (events & ZMQ_POLLIN) != 0;
-    const bool can_act = can_read || monitor_due_ || (want_out && (events & ZMQ_POLLOUT) != 0);
+    const bool can_act = can_read || monitor_due_ || (wants_out_() && (events & ZMQ_POLLOUT) != 0);
     pollfd fds[] = {
         {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
     const auto timeout = can_act ? milliseconds(0) : next_timeout_();
@@ -317,6 +311,9 @@ class Engine {
     flush_outbox_();
     last_ran_ = Clock::now();
   }
+
+  // Something waits for room in the socket: publishes in the outbox, a refused heartbeat.
+  bool wants_out_() const { return !outbox_.empty() || heartbeat_due_; }
 
   // Callers may wait on the sockets for their own calls only where nothing else needs
   // this thread: handlers (ServiceOptions::on_io_thread) run on it, and events are not
@@ -373,25 +370,24 @@ class Engine {
     // thread's timer does not know this request's deadline.
     const int events = wire::events(socket_);
     const bool readable = (events & ZMQ_POLLIN) != 0;
-    const bool writable = (!outbox_.empty() || heartbeat_due_) && (events & ZMQ_POLLOUT) != 0;
+    const bool writable = wants_out_() && (events & ZMQ_POLLOUT) != 0;
     const bool sooner = !deadlines_.empty() && deadlines_.top().first < wakes_at_;
-    if (readable || writable || sooner) {
-      const std::uint64_t one = 1;
-      [[maybe_unused]] const auto n = ::write(owner_.wake_fd_, &one, sizeof one);
-    }
+    if (readable || writable || sooner) owner_.wake_();
   }
 
   // --- input ---------------------------------------------------------------------------
 
-  // Handles what was posted before, so that a request started by a user thread itself
-  // (call(), try_start()) goes out after what the same thread posted earlier.
-  void take_posted_() {
+  // Starts `start` on a user thread (call(), try_start()), after handling what was posted
+  // before, so that it goes out after what the same thread posted earlier.
+  void start_here_(Connection::Start& start) {
+    now_ = Clock::now();
     bool any = false;
     {
       std::lock_guard lock(owner_.commands_mutex_);
       any = !owner_.commands_.empty();
     }
     if (any) drain_commands_();
+    handle_(start);
   }
 
   void drain_commands_() {
