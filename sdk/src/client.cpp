@@ -16,9 +16,9 @@ namespace detail {
 Outcome ask(Client& client, RequestSpec spec) {
   if (client.connection().on_io_thread())
     return failure(Status::invalid_argument,
-                   "a synchronous request from a handler on the client's I/O thread "
-                   "(ServiceOptions::on_io_thread) would wait for that thread forever; use "
-                   "call_async, or another Client");
+                   "a synchronous request from a handler or callback on the client's I/O "
+                   "thread (ServiceOptions::on_io_thread, ClientOptions::inline_callbacks) "
+                   "would wait for that thread forever; use call_async, or another Client");
   return client.connection().call(std::move(spec));
 }
 
@@ -84,12 +84,14 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
 
 void Client::call_async(std::string_view service, std::string_view method, std::string_view payload,
                         const CallOptions& options, std::function<void(Reply)> done) {
-  detail::Done posted(connection_->callback_thread(), std::move(done));
+  detail::RequestSpec spec;
   try {
-    connection_->start(call_spec(service, method, payload, options), std::move(posted));
+    spec = call_spec(service, method, payload, options);
   } catch (const Error& e) {
-    posted(detail::failure(e.status(), e.message()));
+    // Never on the caller's thread, and not inline: nothing here holds the engine.
+    return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
   }
+  connection_->start(std::move(spec), detail::Done(*connection_, std::move(done)));
 }
 
 std::size_t Client::publish(std::string_view topic, std::string_view payload,

@@ -74,7 +74,7 @@ void CallbackThread::post(Callback callback, Reply reply) {
 }
 
 void CallbackThread::run_() {
-  std::deque<Posted> batch;  // all that was posted, taken under one lock
+  std::deque<PostedCallback> batch;  // all that was posted, taken under one lock
   std::unique_lock lock(mutex_);
   for (;;) {
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -89,9 +89,10 @@ void CallbackThread::run_() {
 }
 
 void Done::operator()(Outcome outcome) {
-  if (!thread_) return fn_(std::move(outcome));
-  thread_->post(std::move(callback_),
-                Reply{outcome.status, std::move(outcome.message), std::move(outcome.payload)});
+  if (!connection_) return fn_(std::move(outcome));
+  connection_->post_callback_(
+      std::move(callback_),
+      Reply{outcome.status, std::move(outcome.message), std::move(outcome.payload)});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -131,6 +132,12 @@ Connection::~Connection() {
       start->done(failure(Status::cancelled, "the client was closed before the request was sent"));
 }
 
+void Connection::post_callback_(Callback callback, Reply reply) {
+  if (!options_.inline_callbacks || inline_closed_)
+    return callbacks_.post(std::move(callback), std::move(reply));
+  inline_callbacks_.push_back({std::move(callback), std::move(reply)});
+}
+
 void Connection::post_(Command command) {
   bool was_empty = false;
   {
@@ -166,8 +173,10 @@ std::optional<Error> Connection::connection_error() const {
 
 void Connection::start(RequestSpec spec, Done done) {
   Start start{std::move(spec), std::move(done)};
-  // Not on the I/O thread, which holds the engine's lock while it runs a handler.
-  if (!on_io_thread() && detail::try_start(*engine_, start)) return;
+  // Not on the I/O thread while it holds the engine's lock (it runs a handler there), but
+  // from a callback it runs without it (inline_callbacks).
+  if ((!on_io_thread() || detail::in_callbacks(*engine_)) && detail::try_start(*engine_, start))
+    return;
   post_(std::move(start));
 }
 

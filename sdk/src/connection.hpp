@@ -58,6 +58,10 @@ Outcome failure(Status status, std::string message);
 
 // A user's callback for call_async, with the reply it is to be given.
 using Callback = std::function<void(Reply)>;
+struct PostedCallback {
+  Callback callback;
+  Reply reply;
+};
 
 // Runs posted callbacks in order on one thread of its own.
 class CallbackThread {
@@ -67,32 +71,32 @@ class CallbackThread {
   void post(Callback callback, Reply reply);
 
  private:
-  struct Posted {
-    Callback callback;
-    Reply reply;
-  };
   void run_();
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Posted> queue_;
+  std::deque<PostedCallback> queue_;
   bool stopping_ = false;
   std::thread thread_;
 };
 
+class Connection;
+
 // Where a request's outcome goes, exactly once, from the thread running the engine: a
-// function run there (it must be quick: it wakes a waiting caller), or a user's callback,
-// posted with the reply to the client's callback thread — no function wrapping another.
+// function run there (it must be quick: it wakes a waiting caller), or a user's callback
+// with its reply, handed to the connection (Connection::post_callback_): to its callback
+// thread, or to its I/O thread (ClientOptions::inline_callbacks) — no function wrapping
+// another.
 class Done {
  public:
   Done() = default;
   explicit Done(std::function<void(Outcome)> fn) : fn_(std::move(fn)) {}
-  Done(CallbackThread& thread, Callback callback)
-      : thread_(&thread), callback_(std::move(callback)) {}
+  Done(Connection& connection, Callback callback)
+      : connection_(&connection), callback_(std::move(callback)) {}
   void operator()(Outcome outcome);
 
  private:
   std::function<void(Outcome)> fn_;
-  CallbackThread* thread_ = nullptr;
+  Connection* connection_ = nullptr;
   Callback callback_;
 };
 
@@ -163,6 +167,13 @@ class Connection {
 
  private:
   friend class Engine;
+  friend class Done;
+
+  // Done: `callback` is to run with `reply`. On the callback thread; or, with
+  // inline_callbacks until the I/O thread shuts down, queued in inline_callbacks_ for the
+  // I/O thread (Engine::run_callbacks_). Under the engine's lock, or after the I/O
+  // thread's end.
+  void post_callback_(Callback callback, Reply reply);
 
   struct Publish {
     std::string topic;
@@ -225,6 +236,11 @@ class Connection {
   std::deque<Message> inbox_;
 
   CallbackThread callbacks_;
+  // ClientOptions::inline_callbacks: callbacks of requests that ended, for the I/O thread
+  // to run. Guarded by the engine's lock; inline_closed_ (set as the I/O thread shuts
+  // down) sends the rest to callbacks_.
+  std::vector<PostedCallback> inline_callbacks_;
+  bool inline_closed_ = false;
   Engine* engine_ = nullptr;  // set by the I/O thread before the constructor returns
   std::thread io_thread_;
 };

@@ -157,6 +157,7 @@ class Engine {
       }
       sync_ended_ = false;
       turn_(lock, Driver::io);
+      run_callbacks_(lock);
       // The caller just handed its outcome will likely call again at once: let it wait on
       // the socket itself then, instead of through this thread.
       if (sync_ended_ && callers_may_drive_() && requests_.empty()) callers_drive_ = true;
@@ -165,6 +166,12 @@ class Engine {
     // in drive_() leave it first (they see stopping_, and the destructor's wake-up ends
     // their ::poll()); shut_down_() then ends their requests CANCELLED.
     left_cv_.wait(lock, [this] { return driving_ == 0; });
+    // Callbacks still to run, and those of the requests shut_down_() ends, go to the
+    // callback thread, in order.
+    owner_.inline_closed_ = true;
+    for (auto& posted : owner_.inline_callbacks_)
+      owner_.callbacks_.post(std::move(posted.callback), std::move(posted.reply));
+    owner_.inline_callbacks_.clear();
     shut_down_();
     stopped_ = true;
   }
@@ -206,6 +213,10 @@ class Engine {
     follow_(false);
     return true;
   }
+
+  // Connection::start: true on the I/O thread while it runs callbacks (run_callbacks_),
+  // without mutex_. Read there only.
+  bool in_callbacks() const noexcept { return in_callbacks_; }
 
   // Connection::post_: posted work must not wait for the nap's end when nobody waits on
   // the sockets (a caller that does sees it through the wake fd).
@@ -282,7 +293,8 @@ class Engine {
   void turn_(std::unique_lock<std::mutex>& lock, Driver driver) {
     const int events = wire::events(socket_);
     const bool can_read = (events & ZMQ_POLLIN) != 0;
-    const bool can_act = can_read || monitor_due_ || (wants_out_() && (events & ZMQ_POLLOUT) != 0);
+    const bool can_act = can_read || monitor_due_ || !owner_.inline_callbacks_.empty() ||
+                         (wants_out_() && (events & ZMQ_POLLOUT) != 0);
     pollfd fds[] = {
         {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
     const auto timeout = can_act ? milliseconds(0) : next_timeout_();
@@ -316,9 +328,29 @@ class Engine {
   bool wants_out_() const { return !outbox_.empty() || heartbeat_due_; }
 
   // Callers may wait on the sockets for their own calls only where nothing else needs
-  // this thread: handlers (ServiceOptions::on_io_thread) run on it, and events are not
-  // to wait for a caller's next call.
-  bool callers_may_drive_() const { return services_.empty() && subscription_cores_.empty(); }
+  // this thread: handlers (ServiceOptions::on_io_thread) and callbacks
+  // (ClientOptions::inline_callbacks) run on it, and events are not to wait for a caller's
+  // next call.
+  bool callers_may_drive_() const {
+    return services_.empty() && subscription_cores_.empty() && owner_.inline_callbacks_.empty();
+  }
+
+  // ClientOptions::inline_callbacks: the I/O thread runs the callbacks of the requests
+  // that ended, in order, without mutex_, so that a callback's call_async starts and sends
+  // its request at once, from this thread (Connection::start). `lock` holds mutex_ on
+  // entry and on return.
+  void run_callbacks_(std::unique_lock<std::mutex>& lock) {
+    while (!owner_.inline_callbacks_.empty()) {
+      running_.swap(owner_.inline_callbacks_);
+      in_callbacks_ = true;
+      lock.unlock();
+      for (auto& posted : running_)
+        posted.callback(std::move(posted.reply));
+      running_.clear();  // keeps its storage, which the next swap hands back
+      lock.lock();
+      in_callbacks_ = false;
+    }
+  }
 
   // The I/O thread while callers drive, without mutex_ (so that it never holds up a
   // caller): wakes every kNap and returns when asked to take the sockets back
@@ -361,8 +393,11 @@ class Engine {
   // there or nobody does (the I/O thread naps): makes sure that thread sees what it must.
   // `ended`: the caller's request has its outcome already (refused at once).
   void follow_(bool ended) {
+    const bool callbacks = !owner_.inline_callbacks_.empty();  // for the I/O thread to run
     if (polling_ == Driver::none) {
-      if (!ended) wake_io_thread_();  // someone must wait for the outcome
+      // Someone must wait for the outcome, or run the callbacks; the I/O thread will, if it
+      // is running callbacks now.
+      if ((!ended || callbacks) && !in_callbacks_) wake_io_thread_();
       return;
     }
     // This thread's use of the socket may have taken the signal that the waiting thread's
@@ -372,7 +407,7 @@ class Engine {
     const bool readable = (events & ZMQ_POLLIN) != 0;
     const bool writable = wants_out_() && (events & ZMQ_POLLOUT) != 0;
     const bool sooner = !deadlines_.empty() && deadlines_.top().first < wakes_at_;
-    if (readable || writable || sooner) owner_.wake_();
+    if (readable || writable || sooner || callbacks) owner_.wake_();
   }
 
   // --- input ---------------------------------------------------------------------------
@@ -528,9 +563,11 @@ class Engine {
       for (auto& core : subscription_cores_)
         send_subscribe_(core);
     }
+    // In the order they were made (ids rise so), not the table's.
     std::vector<std::uint64_t> unsent;
     for (auto& [id, request] : requests_)
       if (!request.sent) unsent.push_back(id);
+    std::sort(unsent.begin(), unsent.end());
     for (auto id : unsent)
       send_request_(id);
   }
@@ -1181,9 +1218,11 @@ class Engine {
   int driving_ = 0;  // callers in drive_()
   std::condition_variable
       left_cv_;  // with mutex_: the last of them left, while stopping   // wake_io_thread_() asked
-  bool sync_ended_ = false;  // a turn ended a request a caller waits for in call()
-  bool stopped_ = false;     // the I/O loop has ended
-  bool monitor_due_ = true;  // the monitor is read in the first turn
+  bool sync_ended_ = false;              // a turn ended a request a caller waits for in call()
+  bool in_callbacks_ = false;            // the I/O thread runs callbacks (run_callbacks_)
+  std::vector<PostedCallback> running_;  // the callbacks run_callbacks_() runs
+  bool stopped_ = false;                 // the I/O loop has ended
+  bool monitor_due_ = true;              // the monitor is read in the first turn
   const std::shared_ptr<zmq::context_t> context_ = shared_context();  // outlives the sockets
   zmq::socket_t socket_;
   zmq::socket_t monitor_;
@@ -1271,6 +1310,10 @@ Outcome call(Engine& engine, RequestSpec spec) {
 
 bool try_start(Engine& engine, Connection::Start& start) {
   return engine.try_start(start);
+}
+
+bool in_callbacks(const Engine& engine) {
+  return engine.in_callbacks();
 }
 
 void wake_if_napping(Engine& engine) {

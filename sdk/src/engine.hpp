@@ -9,7 +9,10 @@
 // DEALER. An asynchronous request, too, is started and sent by its caller's thread when
 // no other thread runs the engine at that moment. Meanwhile the I/O thread naps, and takes over
 // again once no caller has waited on the sockets for a millisecond. Callers never run the engine of
-// a client that serves or subscribes: handlers and events stay on the I/O thread.
+// a client that serves or subscribes: handlers and events stay on the I/O thread. With
+// ClientOptions::inline_callbacks the I/O thread also runs call_async callbacks, between
+// turns and without the engine's lock, so that the calls they make are sent from there at
+// once; callers that read such a reply hand its callback to the I/O thread.
 #pragma once
 
 #include <future>
@@ -28,6 +31,9 @@ Outcome call(Engine& engine, RequestSpec spec);
 // Connection::start: starts `start` from this thread if no other thread runs the engine
 // now; false, and `start` untouched, if one does.
 bool try_start(Engine& engine, Connection::Start& start);
+// Connection::start: true on the I/O thread while it runs callbacks
+// (ClientOptions::inline_callbacks) without holding the engine.
+bool in_callbacks(const Engine& engine);
 // Connection::post_: has the I/O thread take the sockets back if it naps while no caller
 // waits on them, so that what was posted is not left until its nap ends.
 void wake_if_napping(Engine& engine);

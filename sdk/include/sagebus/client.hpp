@@ -5,9 +5,9 @@
 // thread, or a caller's thread, which sends its own request when the socket is free and,
 // in a synchronous call, may wait on the socket for its reply itself (docs/sdk.md,
 // "Threads"); otherwise callers hand work over through a queue. Callbacks (call_async
-// with a callback) run on the client's callback thread, never on the I/O thread and
-// never on the caller's thread; they may make further calls, but a callback that blocks
-// delays the callbacks behind it.
+// with a callback) run on the client's callback thread (or, with
+// ClientOptions::inline_callbacks, on its I/O thread), never on the caller's thread; they
+// may make further calls, but a callback that blocks delays the callbacks behind it.
 //
 // Connection: the constructor returns at once and the client connects in the
 // background, retrying with jittered exponential backoff (reconnect_min doubling up to
@@ -59,6 +59,15 @@ struct ClientOptions {
   // that is replaced so stays disconnected (its calls fail UNAVAILABLE saying so) and
   // never takes its name back by itself.
   bool takeover = false;
+  // Where call_async callbacks run. false (default): on the client's callback thread.
+  // true: on the client's I/O thread, as soon as it has read their replies, one at a time
+  // in the order the replies came, with no hand-off to another thread; a call_async made
+  // there is sent at once from that thread. The cheapest way to keep many calls in
+  // flight, for callbacks that return at once: while one runs, the client reads nothing,
+  // so it must not block (nor publish or receive() waiting). A synchronous request through
+  // the same client (call, a confirmed publish, send, a LegacyQueue operation) fails
+  // INVALID_ARGUMENT there, since it would wait for the thread it runs on.
+  bool inline_callbacks = false;
 };
 
 struct PublishOptions {
@@ -116,7 +125,8 @@ class Client {
                                 std::string_view payload, const CallOptions& options = {});
 
   // As call(), but returns at once and later runs `done` exactly once, on the callback
-  // thread, with the reply or the failure (Reply::status != ok).
+  // thread (ClientOptions::inline_callbacks: the I/O thread), with the reply or the
+  // failure (Reply::status != ok).
   void call_async(std::string_view service, std::string_view method, std::string_view payload,
                   const CallOptions& options, std::function<void(Reply)> done);
 
