@@ -165,9 +165,11 @@ void Broker::tick_() {
   now_ = Clock::now();
   debug_ = spdlog::should_log(spdlog::level::debug);
   // One ::poll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"). The ROUTER is
-  // also sent on, so ZMQ_EVENTS says whether it can be read before waiting; the monitor
-  // and the HTTP control are read whenever their fds say so, until they have nothing.
-  const bool can_read = (wire::events(router_) & ZMQ_POLLIN) != 0;
+  // also sent on, so ZMQ_EVENTS says whether it can be read before waiting, unless
+  // nothing was sent since it last had nothing to read; the monitor and the HTTP control
+  // are read whenever their fds say so, until they have nothing.
+  const bool can_read = !router_quiet_ && (wire::events(router_) & ZMQ_POLLIN) != 0;
+  router_quiet_ = !can_read;
   pollfd fds[] = {{router_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {http_fd_, POLLIN, 0}};
   const auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
   if (::poll(fds, http_control_ ? 3 : 2, static_cast<int>(timeout.count())) < 0) {
@@ -228,7 +230,11 @@ std::chrono::milliseconds Broker::poll_timeout_() {
 void Broker::receive_batch_() {
   for (std::size_t n = 0; n < kReceiveBatch; ++n) {
     frames_.clear();
-    if (!wire::receive_message(router_, frames_)) break;
+    if (!wire::receive_message(router_, frames_)) {
+      router_quiet_ = true;
+      break;
+    }
+    router_quiet_ = false;
     try {
       handle_message_(frames_);
     } catch (const std::exception& e) {
@@ -645,6 +651,7 @@ Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_f
                                    std::span<zmq::message_t> payload, bool copy_payload) {
   zmq::message_t id_frame(to.data(), to.size());
   const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
+  router_quiet_ = false;  // a send may take in the news that router_fd_ was to signal
   try {
     // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
     // anything is queued, so the payload is still ours when this returns would_block.

@@ -248,6 +248,10 @@ class Broker {
   int monitor_fd_ = -1;
   int http_fd_ = -1;
   bool monitor_due_ = true;  // read the monitor at the first tick, before its fd has said so
+  // The last call on router_ that takes in ZeroMQ's news (a receive, events()) found
+  // nothing to read, and nothing was sent since: router_fd_ will signal whatever comes
+  // next, so tick_() waits on it without asking events() first (wire/socket.hpp).
+  bool router_quiet_ = false;
 
   Registry registry_;
   PendingCalls calls_;
@@ -270,12 +274,12 @@ class Broker {
   // instead of asking spdlog's registry up to three times per call.
   bool debug_ = false;
   TimePoint next_lease_check_{};
-  wire::Header in_;   // reused for every decoded header
-  wire::Header out_;  // reused for the rare headers the broker sends through protobuf
+  wire::Header in_;          // reused for every decoded header
+  wire::Header out_;         // reused for the rare headers the broker sends through protobuf
   wire::HeaderWriter head_;  // for the ones sent per call or answer
   Frames frames_;
-  std::vector<InstanceLoad> loads_;     // scratch for the balancer
-  EventHeader event_header_;  // publish_'s, reset for each publish
+  std::vector<InstanceLoad> loads_;  // scratch for the balancer
+  EventHeader event_header_;         // publish_'s, reset for each publish
 
   EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
   EventBatches events_;

@@ -155,12 +155,13 @@ class Engine {
           continue;
         callers_drive_ = false;
       }
-      sync_ended_ = false;
+      const auto sync_ends = sync_ends_;
       turn_(lock, Driver::io);
       run_callbacks_(lock);
       // The caller just handed its outcome will likely call again at once: let it wait on
       // the socket itself then, instead of through this thread.
-      if (sync_ended_ && callers_may_drive_() && requests_.empty()) callers_drive_ = true;
+      if (sync_ends_ != sync_ends && callers_may_drive_() && requests_.empty())
+        callers_drive_ = true;
     }
     // The client is being destroyed, and another thread may be in a call on it: callers
     // in drive_() leave it first (they see stopping_, and the destructor's wake-up ends
@@ -291,8 +292,9 @@ class Engine {
   // uses the socket while another waits on its fd wakes that one if the socket became
   // readable meanwhile (follow_): the fd signals only changes that nobody has seen yet.
   void turn_(std::unique_lock<std::mutex>& lock, Driver driver) {
-    const int events = wire::events(socket_);
+    const int events = quiet_ && !wants_out_() ? 0 : wire::events(socket_);
     const bool can_read = (events & ZMQ_POLLIN) != 0;
+    quiet_ = !can_read;
     const bool can_act = can_read || monitor_due_ || !owner_.inline_callbacks_.empty() ||
                          (wants_out_() && (events & ZMQ_POLLOUT) != 0);
     pollfd fds[] = {
@@ -316,7 +318,7 @@ class Engine {
     if ((fds[2].revents & POLLIN) != 0) drain_commands_();
     // Also when only woken: the waker may have seen a message that the fd will not signal.
     if (can_read || (fds[0].revents & POLLIN) != 0 || (fds[2].revents & POLLIN) != 0)
-      drain_socket_();
+      drain_socket_(driver);
     // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
     // that keeps the socket full would never be heard and lose its own lease.
     run_timers_();
@@ -450,10 +452,19 @@ class Engine {
     }
   }
 
-  void drain_socket_() {
+  // Reads what the socket has, up to kReceiveBatch messages; a caller (Driver::caller)
+  // stops after a message that ended a call() (its own, likely), sparing the read that
+  // would find nothing: the next turn asks events() first.
+  void drain_socket_(Driver driver) {
+    const auto sync_ends = sync_ends_;
     for (int i = 0; i < kReceiveBatch; ++i) {
+      if (driver == Driver::caller && sync_ends_ != sync_ends) break;
       zmq::message_t header_frame;
-      if (!wire::receive(socket_, header_frame, zmq::recv_flags::dontwait)) break;
+      if (!wire::receive(socket_, header_frame, zmq::recv_flags::dontwait)) {
+        quiet_ = true;
+        break;
+      }
+      quiet_ = false;
       frames_.clear();
       for (bool more = header_frame.more(); more; more = frames_.back().more()) {
         frames_.emplace_back();
@@ -805,7 +816,7 @@ class Engine {
 
   void finish_(std::unordered_map<std::uint64_t, Request>::iterator it, Outcome outcome) {
     auto done = std::move(it->second.done);
-    sync_ended_ |= it->second.sync;
+    sync_ends_ += it->second.sync;
     requests_.erase(it);
     done(std::move(outcome));
   }
@@ -886,6 +897,7 @@ class Engine {
       // A batch made before a reconnect, for a broker that read batches, is made again.
       if (outgoing_.publishes > 1 && !publish_batches_) outgoing_.publishes = 0;
       if (outgoing_.publishes == 0) make_outgoing_();
+      quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
       if (!wire::send(socket_, outgoing_.header,
                       zmq::send_flags::sndmore | zmq::send_flags::dontwait))
         return;  // kept, to be sent as it is when the socket has room
@@ -1170,6 +1182,7 @@ class Engine {
   // Sends `header` (then `payload`); false, and nothing sent, when the queue is full.
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload) {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
+    quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
     if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
     if (payload) (void)wire::send(socket_, *payload, zmq::send_flags::dontwait);
     last_sent_ = now_;
@@ -1218,7 +1231,11 @@ class Engine {
   int driving_ = 0;  // callers in drive_()
   std::condition_variable
       left_cv_;  // with mutex_: the last of them left, while stopping   // wake_io_thread_() asked
-  bool sync_ended_ = false;              // a turn ended a request a caller waits for in call()
+  std::uint64_t sync_ends_ = 0;  // counts the requests ended that a caller waits for in call()
+  // The last call on socket_ that takes in ZeroMQ's news (a receive, events()) found
+  // nothing to read, and nothing was sent since: socket_fd_ will signal whatever comes
+  // next, so turn_() need not ask events() before waiting (sagebus/wire/socket.hpp).
+  bool quiet_ = false;
   bool in_callbacks_ = false;            // the I/O thread runs callbacks (run_callbacks_)
   std::vector<PostedCallback> running_;  // the callbacks run_callbacks_() runs
   bool stopped_ = false;                 // the I/O loop has ended
