@@ -145,6 +145,28 @@ EchoInstance::~EchoInstance() {
   service_.stop();
 }
 
+GatedService::GatedService(const std::string& endpoint, const std::string& name,
+                           std::size_t max_inflight)
+    : client_(at(endpoint, name + "-instance")),
+      service_(client_, name, {.max_inflight = max_inflight, .workers = max_inflight}) {
+  service_.handle("wait", [opened = opened_](const Request& r) {
+    opened.wait();
+    return std::string(r.payload);
+  });
+  service_.start();
+  if (!service_.wait_registered(5s))
+    throw std::runtime_error("gated service " + name + " was not registered within 5 s");
+}
+
+GatedService::~GatedService() {
+  open();
+  service_.stop();
+}
+
+void GatedService::open() {
+  std::call_once(once_, [this] { gate_.set_value(); });
+}
+
 admin::BrokerStatus broker_status(Client& client) {
   admin::BrokerStatus status;
   const auto reply = client.call("$broker", "status", "", {.timeout = 5s});

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -111,6 +112,25 @@ class EchoInstance {
   EchoInstance& operator=(const EchoInstance&) = delete;
 
  private:
+  Client client_;
+  Service service_;
+};
+
+// An instance of service `name` in this process, on its own client: its handlers of method
+// "wait" block until open() (or the destructor), then answer the payload. Up to
+// `max_inflight` run at once. Registered when constructed (throws if not within 5 s).
+class GatedService {
+ public:
+  GatedService(const std::string& endpoint, const std::string& name, std::size_t max_inflight);
+  ~GatedService();  // opens, then stops
+  GatedService(const GatedService&) = delete;
+  GatedService& operator=(const GatedService&) = delete;
+  void open();
+
+ private:
+  std::promise<void> gate_;
+  std::shared_future<void> opened_ = gate_.get_future().share();
+  std::once_flag once_;
   Client client_;
   Service service_;
 };

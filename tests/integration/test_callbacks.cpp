@@ -162,15 +162,7 @@ TEST_CASE("a client destroyed with calls outstanding runs each callback once, CA
   const bool inline_callbacks = GENERATE(false, true);
   CAPTURE(inline_callbacks);
   Broker broker;
-  Client instance_client(at(broker, "held-instance"));
-  Service held(instance_client, "held", {.max_inflight = 8});
-  std::promise<void> gate;
-  held.handle("wait", [opened = gate.get_future().share()](const Request& r) {
-    opened.wait();
-    return std::string(r.payload);
-  });
-  held.start();
-  REQUIRE(held.wait_registered(5s));
+  GatedService held(broker.endpoint(), "held", 8);
   Client admin(at(broker, "admin"));
 
   constexpr int kCalls = 5;
@@ -183,7 +175,6 @@ TEST_CASE("a client destroyed with calls outstanding runs each callback once, CA
   doomed.reset();  // returns after every callback has run
   CHECK(cancelled == kCalls);
   CHECK(other == 0);
-  gate.set_value();
 }
 
 TEST_CASE("call_async with an invalid name runs its callback with INVALID_ARGUMENT",

@@ -20,35 +20,6 @@ using namespace sagebus::test;
 
 namespace {
 
-// An instance of `name` (method "wait") whose handlers block until open(), then echo.
-class GatedService {
- public:
-  GatedService(const std::string& endpoint, const std::string& name, std::size_t max_inflight)
-      : client_(at(endpoint, name + "-instance")),
-        service_(client_, name, {.max_inflight = max_inflight, .workers = max_inflight}) {
-    service_.handle("wait", [opened = opened_](const Request& r) {
-      opened.wait();
-      return std::string(r.payload);
-    });
-    service_.start();
-    REQUIRE(service_.wait_registered(5s));
-  }
-  ~GatedService() {
-    open();
-    service_.stop();
-  }
-  void open() {
-    std::call_once(once_, [this] { gate_.set_value(); });
-  }
-
- private:
-  std::promise<void> gate_;
-  std::shared_future<void> opened_ = gate_.get_future().share();
-  std::once_flag once_;
-  Client client_;
-  Service service_;
-};
-
 // The calls the broker counts as pending for the connection named `name`.
 unsigned pending(Client& observer, const std::string& name) {
   const auto list = broker_clients(observer);

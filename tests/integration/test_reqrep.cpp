@@ -104,15 +104,7 @@ TEST_CASE("one client shared by 64 threads gives each thread exactly its own rep
 TEST_CASE("a client destroyed while threads are in calls on it ends each call CANCELLED",
           "[reqrep][threads][lifecycle]") {
   Broker broker;
-  Client instance_client(at(broker, "held-instance"));
-  Service held(instance_client, "held", {.max_inflight = 8});
-  std::promise<void> gate;
-  held.handle("wait", [opened = gate.get_future().share()](const Request& r) {
-    opened.wait();
-    return std::string(r.payload);
-  });
-  held.start();
-  REQUIRE(held.wait_registered(5s));
+  GatedService held(broker.endpoint(), "held", 8);
   Client admin(at(broker, "admin"));
 
   auto doomed = std::make_unique<Client>(at(broker, "doomed"));
@@ -131,7 +123,6 @@ TEST_CASE("a client destroyed while threads are in calls on it ends each call CA
     REQUIRE(call.wait_for(5s) == std::future_status::ready);
     CHECK(call.get() == Status::cancelled);
   }
-  gate.set_value();
 }
 
 TEST_CASE("nested calls: a handler that calls another service gets its own answers",

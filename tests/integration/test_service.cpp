@@ -65,7 +65,8 @@ TEST_CASE("handlers on the I/O thread answer, fail, call onward, and refuse to d
   Service downstream(downstream_client, "downstream");
   downstream.handle("upper", [](const Request& r) {
     std::string out(r.payload);
-    for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    for (char& c : out)
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return out;
   });
   downstream.start();
