@@ -9,9 +9,9 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-# Installed programs find the project's libraries beside them, wherever the prefix is.
-set_target_properties(sage-busd busctl PROPERTIES
-  INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+# Installed programs find the project's libraries beside them, wherever the prefix is
+# (sage-busd links none: its wire code is static, proto/CMakeLists.txt).
+set_target_properties(busctl PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 set_target_properties(sagebus PROPERTIES INSTALL_RPATH "$ORIGIN")  # finds libsagebus-wire
 
 install(TARGETS busctl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
@@ -66,7 +66,7 @@ set(CPACK_PACKAGE_CONTACT "sage-bus engineers")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "sage-bus message broker (sage-busd), SDK and busctl")
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libzmq5, libprotobuf32, libspdlog1.10, ... from dpkg-shlibdeps
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libzmq5, libprotobuf32, libprotobuf-lite32, ... from dpkg-shlibdeps
 set(CPACK_GENERATOR DEB)
 # The package holds exactly what `cmake --install` puts in place: the same prefix, so the
 # paths chosen above (sysconfdir, the unit's ExecStart) hold in it too. Configure with

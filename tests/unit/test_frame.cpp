@@ -350,7 +350,7 @@ TEST_CASE("decode's own parser reads every kind's typical header exactly as prot
 
 TEST_CASE("decode's own parser leaves nothing of what the header held before", "[frame][parser]") {
   // Every field of Header set through reflection, so that a field added to wire.proto
-  // that the parser's own clearing misses fails here.
+  // is held to this too.
   wire::Header reused = full_header();
   const auto* const descriptor = wire::Header::GetDescriptor();
   const auto* const reflection = wire::Header::GetReflection();
