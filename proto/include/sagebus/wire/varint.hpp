@@ -12,11 +12,12 @@
 
 namespace sagebus::wire::detail {
 
-// read_varint a byte at a time: near the end of the bytes, and on big-endian machines.
+// read_varint a byte at a time: near the end of the bytes, on big-endian machines, and
+// for the ninth and tenth bytes, where `v` holds the bits read before and `shift` says how
+// many there are.
 inline bool read_varint_bytewise(const std::uint8_t*& p, const std::uint8_t* end,
-                                 std::uint64_t& value) {
-  std::uint64_t v = 0;
-  for (unsigned shift = 0; shift < 70 && p != end; shift += 7) {
+                                 std::uint64_t& value, std::uint64_t v = 0, unsigned shift = 0) {
+  for (; shift < 70 && p != end; shift += 7) {
     const std::uint8_t byte = *p++;
     v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
     if (byte < 0x80) {
@@ -54,19 +55,8 @@ inline bool read_varint(const std::uint8_t*& p, const std::uint8_t* end, std::ui
   word = (word & 0x00003fff00003fffULL) | (word & 0x3fff00003fff0000ULL) >> 2;
   word = (word & 0x000000000fffffffULL) | (word & 0x0fffffff00000000ULL) >> 4;
   p += bits / 8;
-  if (last == 0) {
-    // Nine or ten bytes; bits of the tenth past the 64th are dropped.
-    for (unsigned shift = 56; shift < 70; shift += 7) {
-      if (p == end) return false;
-      const std::uint8_t byte = *p++;
-      word |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-      if (byte < 0x80) {
-        value = word;
-        return true;
-      }
-    }
-    return false;
-  }
+  // Nine or ten bytes; bits of the tenth past the 64th are dropped.
+  if (last == 0) return read_varint_bytewise(p, end, value, word, 56);
   value = word;
   return true;
 }
