@@ -398,8 +398,9 @@ class Engine {
     const bool callbacks = !owner_.inline_callbacks_.empty();  // for the I/O thread to run
     if (polling_ == Driver::none) {
       // Someone must wait for the outcome, or run the callbacks; the I/O thread will, if it
-      // is running callbacks now.
-      if ((!ended || callbacks) && !in_callbacks_) wake_io_thread_();
+      // is running callbacks now and is not to nap after them.
+      const bool io_turns_next = in_callbacks_ && !callers_drive_.load(std::memory_order_relaxed);
+      if ((!ended || callbacks) && !io_turns_next) wake_io_thread_();
       return;
     }
     // This thread's use of the socket may have taken the signal that the waiting thread's
