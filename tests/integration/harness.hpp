@@ -126,6 +126,8 @@ class GatedService {
   GatedService(const GatedService&) = delete;
   GatedService& operator=(const GatedService&) = delete;
   void open();
+  Client& client() { return client_; }
+  Service& service() { return service_; }
 
  private:
   std::promise<void> gate_;

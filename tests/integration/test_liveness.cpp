@@ -403,15 +403,7 @@ TEST_CASE(
     "counted, and the service is not disturbed",
     "[liveness][caller]") {
   Broker broker;
-  Client instance_client(at(broker, "slow-instance"));
-  Service slow(instance_client, "slow", {.max_inflight = 8});
-  Gate gate;
-  slow.handle("wait", [waiter = gate.waiter()](const Request& r) {
-    waiter.wait();
-    return std::string(r.payload);
-  });
-  slow.start();
-  REQUIRE(slow.wait_registered(5s));
+  GatedService slow(broker.endpoint(), "slow", 8);
   Client admin(at(broker, "admin"));
   TempDir dir;
   Process doomed(
@@ -429,7 +421,7 @@ TEST_CASE(
                                                  << " ms after the kill");
   CHECK(Clock::now() - killed_at < 1s);  // its connection's close is seen, not its lease
 
-  gate.open();
+  slow.open();
   CHECK(eventually(
       [&] { return broker_status(admin).counters().dropped_replies() - dropped_before == 3; }, 5s));
   const auto status = broker_status(admin);
@@ -437,8 +429,8 @@ TEST_CASE(
   CHECK(status.calls_waiting() == 0);
   CHECK(in_flight(admin, "slow") == 0);
   CHECK(admin.call("slow", "wait", "still here").payload == "still here");
-  CHECK(instance_client.connected());
-  CHECK(slow.served() == 4);
+  CHECK(slow.client().connected());
+  CHECK(slow.service().served() == 4);
   CHECK(instances_of(admin, "slow") == std::multiset<std::string>{"slow-instance"});
   CHECK(doomed.log().find("outcome") == std::string::npos);
 }
@@ -725,15 +717,7 @@ TEST_CASE(
     "[liveness][deadline]") {
   Broker broker;
   EchoInstance echo(broker.endpoint(), "echo");
-  Client instance_client(at(broker, "held-instance"));
-  Service held(instance_client, "held");
-  Gate gate;
-  held.handle("wait", [waiter = gate.waiter()](const Request& r) {
-    waiter.wait();
-    return std::string(r.payload);
-  });
-  held.start();
-  REQUIRE(held.wait_registered(5s));
+  GatedService held(broker.endpoint(), "held", ServiceOptions{}.max_inflight);
   Client admin(at(broker, "admin"));
   Client shared(at(broker, "shared"));
   // Right after a call of its own, a caller is the likeliest to wait on the socket itself.
@@ -748,7 +732,7 @@ TEST_CASE(
   const auto status = status_of([&] { shared.call("echo", "echo", "short", {.timeout = 300ms}); });
   const auto took = Clock::now() - asked_at;
   broker.process().signal(SIGCONT);
-  gate.open();
+  held.open();
 
   WARN("the short call ended after " << ms(took) << " ms (deadline 300 ms)");
   CHECK(status == Status::deadline_exceeded);
