@@ -1,6 +1,7 @@
 #include "broker.hpp"
 
 #include <poll.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -111,8 +112,14 @@ Broker::~Broker() {
 }
 
 void Broker::run(Requests& requests, const Reloader& reloader) {
-  spdlog::info("sage-busd {} running (session {}, heartbeat {} ms, liveness {})", identity_.version,
-               identity_.session, config_.heartbeat_ms, config_.liveness);
+  spdlog::info("sage-busd {} running (session {}, heartbeat {} ms, liveness {}, spin {} µs)",
+               identity_.version, identity_.session, config_.heartbeat_ms, config_.liveness,
+               config_.spin_us);
+  if (config_.spin_us > 0 && !spin_.knows_load())
+    spdlog::warn(
+        "spin-us is {} but /proc/loadavg cannot be read, so the broker cannot tell "
+        "an idle CPU from a busy one and will not spin",
+        config_.spin_us);
   for (;;) {
     now_ = Clock::now();
     const int stops = requests.stop.load(std::memory_order_relaxed);
@@ -171,7 +178,11 @@ void Broker::tick_() {
   const bool can_read = !router_quiet_ && (wire::events(router_) & ZMQ_POLLIN) != 0;
   router_quiet_ = !can_read;
   pollfd fds[] = {{router_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {http_fd_, POLLIN, 0}};
-  const auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
+  auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
+  // Shortly after a message, while a CPU is idle, look without sleeping (idle_spin.hpp).
+  const bool spin =
+      timeout.count() > 0 && spin_.may_spin(now_, std::chrono::microseconds(config_.spin_us));
+  if (spin) timeout = std::chrono::milliseconds(0);
   if (::poll(fds, http_control_ ? 3 : 2, static_cast<int>(timeout.count())) < 0) {
     if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
     return;  // a signal: the caller checks its stop flag
@@ -184,7 +195,10 @@ void Broker::tick_() {
   const TimePoint woke = now_;
   // Messages before connection events, so that what a peer sent just before closing
   // (a reply, a GOODBYE) is handled before its connection is declared lost.
-  if (can_read || (fds[0].revents & POLLIN) != 0) receive_batch_();
+  if (can_read || (fds[0].revents & POLLIN) != 0)
+    receive_batch_();
+  else if (spin)
+    ::sched_yield();  // nothing yet: whoever waits for this CPU goes first
   if (http_control_ && (fds[2].revents & POLLIN) != 0)
     http_control_->serve(
         [this](const std::string& what, int& status) { return answer_http_(what, status); });
@@ -235,6 +249,7 @@ void Broker::receive_batch_() {
       break;
     }
     router_quiet_ = false;
+    spin_.received(now_);
     try {
       handle_message_(frames_);
     } catch (const std::exception& e) {

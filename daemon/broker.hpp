@@ -45,6 +45,7 @@
 #include "event_batches.hpp"
 #include "event_header.hpp"
 #include "http.hpp"
+#include "idle_spin.hpp"
 #include "metrics.hpp"
 #include "monitor.hpp"
 #include "pending.hpp"
@@ -252,6 +253,7 @@ class Broker {
   // nothing to read, and nothing was sent since: router_fd_ will signal whatever comes
   // next, so tick_() waits on it without asking events() first (wire/socket.hpp).
   bool router_quiet_ = false;
+  IdleSpin spin_;  // whether tick_() may poll router_ without sleeping (idle_spin.hpp)
 
   Registry registry_;
   PendingCalls calls_;

@@ -65,6 +65,12 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
                  "Heartbeats a client may miss before it loses its lease and is removed")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
+  app.add_option("--spin-us", c.spin_us,
+                 "For this many microseconds after a message, look for the next one without "
+                 "sleeping while the host has an idle CPU: lower latency for some CPU; 0: "
+                 "always sleep until woken")
+      ->check(CLI::Range(0u, 10000u))
+      ->capture_default_str();
   app.add_option("--max-payload", c.max_payload,
                  "Largest payload of one message, in bytes; a larger one is answered "
                  "INVALID_ARGUMENT. A frame over twice this (or twice max-header) makes ZeroMQ "
@@ -271,9 +277,9 @@ std::string to_toml(const BrokerConfig& c) {
     mappings.push_back(name + "=" + topic);
   std::ostringstream o;
   o << "# sage-busd configuration (TOML). Options on the command line override these keys.\n"
-       "# SIGHUP re-reads this file: log-level, the limits, drain-timeout-ms and queue-topic\n"
-       "# change at once; endpoint, http, heartbeat-ms, liveness, max-payload and peer-queue\n"
-       "# need a restart. A refusal by any limit is counted by its key in /metrics\n"
+       "# SIGHUP re-reads this file: log-level, the limits, spin-us, drain-timeout-ms and\n"
+       "# queue-topic change at once; endpoint, http, heartbeat-ms, liveness, max-payload and\n"
+       "# peer-queue need a restart. A refusal by any limit is counted by its key in /metrics\n"
        "# (sagebus_limit_refusals_total) and in busctl status.\n\n"
     << "# Endpoints to bind, tcp://HOST:PORT or ipc://PATH (ipc:///run/sage-bus/... under "
        "systemd).\n"
@@ -284,6 +290,9 @@ std::string to_toml(const BrokerConfig& c) {
     << "heartbeat-ms = " << c.heartbeat_ms << "\n"
     << "# Heartbeats a client may miss before it loses its lease (1-1000).\n"
     << "liveness = " << c.liveness << "\n"
+    << "# Microseconds after a message the loop looks for the next one without sleeping,\n"
+    << "# while the host has an idle CPU (0-10000; 0: always sleep until woken).\n"
+    << "spin-us = " << c.spin_us << "\n"
     << "# Largest payload of one message, in bytes; more: INVALID_ARGUMENT. ZeroMQ disconnects\n"
     << "# a peer sending a frame over twice this (or twice max-header).\n"
     << "max-payload = " << c.max_payload << "\n"

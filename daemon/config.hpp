@@ -25,6 +25,9 @@ struct BrokerConfig {
   // lease and is removed as if it had disconnected.
   std::uint32_t heartbeat_ms = 1000;
   std::uint32_t liveness = 3;
+  // For this long after a receive, the loop looks for the next message without sleeping,
+  // while the host has an idle CPU (idle_spin.hpp); 0: it always sleeps until woken.
+  std::uint32_t spin_us = 100;
   // Largest payload (the frames after the header, together) of one message; a larger
   // one is answered INVALID_ARGUMENT (an unconfirmed publish is dropped). Frames larger
   // than frame_limit() (limits.hpp) are not even read: libzmq drops the connection of a

@@ -81,6 +81,7 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
     ++kept;
   };
   live("log-level", cur.log_level, next.log_level);
+  live("spin-us", cur.spin_us, next.spin_us);
   live("max-clients", cur.max_clients, next.max_clients);
   live("max-waiting", cur.max_waiting_per_service, next.max_waiting_per_service);
   live("max-calls", cur.max_calls, next.max_calls);

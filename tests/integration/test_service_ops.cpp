@@ -153,7 +153,8 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("SIGHUP changes the log level and a limit without dropping clients", "[ops][reload]") {
+TEST_CASE("SIGHUP changes the log level, spinning and a limit without dropping clients",
+          "[ops][reload]") {
   TempDir dir;
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const std::string file = dir.path() + "/busd.toml";
@@ -166,10 +167,11 @@ TEST_CASE("SIGHUP changes the log level and a limit without dropping clients", "
   REQUIRE(caller.call("slow", "wait", "before").payload == "before");
   const auto clients = broker_status(caller).clients();
 
-  write(file, base + "log-level = \"debug\"\nmax-calls = 1\n");
+  write(file, base + "log-level = \"debug\"\nmax-calls = 1\nspin-us = 0\n");
   busd.signal(SIGHUP);
   REQUIRE(busd.wait_for_log("reload: max-calls: 100000 -> 1", 5s));
   CHECK(busd.log().find("reload: log-level: info -> debug") != std::string::npos);
+  CHECK(busd.log().find("reload: spin-us: 100 -> 0") != std::string::npos);
 
   // Still connected, and the new limit holds: one call fills the table.
   CHECK(broker_status(caller).clients() == clients);

@@ -63,6 +63,7 @@ TEST_CASE("to_toml reads back to the same configuration", "[config]") {
   c.max_calls_per_client = 17;
   c.max_queue_waiters = 18;
   c.max_unacked = 19;
+  c.spin_us = 0;
   const auto file = temp_file("roundtrip.toml", to_toml(c));
   const ConfigRead r = parse({"--config", file});
   REQUIRE(r.action == ConfigRead::Action::run);
@@ -71,6 +72,7 @@ TEST_CASE("to_toml reads back to the same configuration", "[config]") {
   CHECK(r.config.max_calls_per_client == 17);
   CHECK(r.config.max_queue_waiters == 18);
   CHECK(r.config.max_unacked == 19);
+  CHECK(r.config.spin_us == 0);
   std::filesystem::remove(file);
 }
 
