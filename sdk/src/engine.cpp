@@ -355,26 +355,30 @@ class Engine {
   }
 
   // The I/O thread while callers drive, without mutex_ (so that it never holds up a
-  // caller): wakes every kNap and returns when asked to take the sockets back
-  // (wake_io_thread_), or once no caller has waited on them for that long, or to stop.
-  // True when asked.
+  // caller): returns when asked to take the sockets back (wake_io_thread_: a request, an
+  // outbox or callbacks that need it), or to stop, or once no caller has waited on them
+  // for a nap. Naps start at kNap and double, up to kLongestNap, while callers keep
+  // driving: a client whose callers call back to back wakes this thread ~60 times a
+  // second, not 1,000 (each wake-up a context switch; docs/benchmarks.md, finding 21).
+  // What is then left to this thread alone (heartbeats, a GOODBYE or a lost connection
+  // while no call is open) waits at most two naps. True when asked.
   bool nap_() {
     std::unique_lock nap(nap_mutex_);
-    for (;;) {
-      if (nap_cv_.wait_for(nap, kNap, [this] { return take_over_; })) break;
+    for (milliseconds length = kNap;; length = std::min(2 * length, kLongestNap)) {
+      if (nap_cv_.wait_for(nap, length, [this] { return take_over_; })) break;
       if (owner_.stopping_.load(std::memory_order_acquire) ||
           !callers_drive_.load(std::memory_order_relaxed))
         break;
-      if (!caller_polling_.load(std::memory_order_relaxed) && !caller_was_here_()) break;
+      if (!caller_polling_.load(std::memory_order_relaxed) && !caller_was_here_(length)) break;
     }
     return std::exchange(take_over_, false);
   }
 
-  // A caller stopped waiting on the sockets less than kNap ago.
-  bool caller_was_here_() const {
+  // A caller stopped waiting on the sockets less than `within` ago.
+  bool caller_was_here_(milliseconds within = kNap) const {
     const Clock::duration since(Clock::now().time_since_epoch().count() -
                                 caller_left_.load(std::memory_order_relaxed));
-    return since < kNap;
+    return since < within;
   }
 
   // Under mutex_: the I/O thread is to wait on the sockets again, now.
@@ -1211,8 +1215,10 @@ class Engine {
     zmq_socket_monitor(socket_.handle(), nullptr, 0);
   }
 
-  // While callers drive, the I/O thread wakes this often to see whether they still do.
+  // While callers drive, the I/O thread wakes after kNap, then twice as long each time,
+  // up to kLongestNap, to see whether they still do (nap_).
   static constexpr milliseconds kNap{1};
+  static constexpr milliseconds kLongestNap{16};
 
   Connection& owner_;
   const std::string endpoint_;
