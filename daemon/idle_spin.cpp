@@ -44,11 +44,10 @@ IdleSpin::IdleSpin(RunnableProbe probe, long cpus)
 
 bool IdleSpin::may_spin(Clock::time_point now, std::chrono::microseconds window) {
   if (window.count() <= 0 || now - last_received_ >= window) return false;
-  if (!checked_once_ || now - checked_ >= kRecheck) {
+  if (now >= next_check_) {
     const std::optional<long> runnable = probe_();
     cpu_idle_ = runnable && cpus_ > 0 && *runnable <= cpus_;
-    checked_ = now;
-    checked_once_ = true;
+    next_check_ = now + kRecheck;
   }
   return cpu_idle_;
 }

@@ -59,9 +59,8 @@ class IdleSpin {
   long cpus_;
   bool knows_load_;
   Clock::time_point last_received_{};
-  Clock::time_point checked_{};
-  bool checked_once_ = false;
-  bool cpu_idle_ = false;
+  Clock::time_point next_check_{};  // when the host is next asked; the first time at once
+  bool cpu_idle_ = false;           // its last answer
 };
 
 }  // namespace sagebus::broker
