@@ -87,6 +87,10 @@ Broker::Broker(BrokerConfig config)
   // Above max-payload and max-header, so that a message a little over them is read and
   // answered; a frame beyond even this makes libzmq drop its sender's connection.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(frame_limit(config_)));
+  // A listen backlog as long as the kernel allows (net.core.somaxconn caps it), for
+  // clients that all connect at once, as after a restart: beyond ZeroMQ's default of 100,
+  // SYNs are dropped and each of those clients waits a second or more to try again.
+  router_.set(zmq::sockopt::backlog, 65535);
   monitor_.emplace(context_, router_);
   router_fd_ = router_.get(zmq::sockopt::fd);
   monitor_fd_ = monitor_->socket().get(zmq::sockopt::fd);
