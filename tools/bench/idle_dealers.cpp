@@ -37,46 +37,59 @@ void IdleDealers::run_() {
   context.set(zmq::ctxopt::max_sockets, static_cast<int>(count_ + 64));
   std::vector<zmq::socket_t> sockets;
   sockets.reserve(count_);
-  try {
-    // Connect in batches, so that the server's listen backlog never overflows.
-    constexpr std::size_t kBatch = 250;
-    for (std::size_t first = 0; first < count_ && !stop_; first += kBatch) {
-      const std::size_t last = std::min(count_, first + kBatch);
-      for (std::size_t i = first; i < last; ++i) {
-        zmq::socket_t& s = sockets.emplace_back(context, zmq::socket_type::dealer);
-        s.set(zmq::sockopt::linger, 0);
-        if (protocol_.routing_id) s.set(zmq::sockopt::routing_id, protocol_.routing_id(first_ + i));
-        s.connect(endpoint_);
-        auto hello = protocol_.hello(first_ + i);
-        zmq::send_multipart(s, hello);
-      }
-      const auto until = Clock::now() + 20s;
-      for (std::size_t i = first; i < last; ++i) {
-        std::vector<zmq::message_t> answer;
-        while (!zmq::recv_multipart(sockets[i], std::back_inserter(answer),
-                                    zmq::recv_flags::dontwait)) {
-          if (Clock::now() >= until || stop_)
-            throw std::runtime_error("idle connection " + std::to_string(i) +
-                                     " got no answer within 20 s");
-          std::this_thread::sleep_for(1ms);
-        }
-      }
-    }
-  } catch (const std::exception& e) {
-    error_ = std::string("cannot open the idle connections: ") + e.what();
-    state_ = 2;
-    return;
-  }
-  state_ = 1;
-  // Keep-alive: every connection once per interval, spread over the interval in slices;
-  // what the server answers is read and dropped on the next visit.
+  // One loop of slices, from the first HELLO on: the connections answered so far keep
+  // alive while the next ones connect. (Connecting 10,000 takes longer than a sage-busd
+  // lease, so keep-alives that waited for the last answer came too late for the first.)
+  // Connections open in batches, so that the server's listen backlog never overflows, and
+  // each is visited about once per interval, spread over the interval in slices; what the
+  // server answered is read and dropped on the next visit.
+  constexpr std::size_t kBatch = 250;
   constexpr int kSlices = 100;
-  std::size_t next = 0;
+  constexpr auto kAnswerWithin = 20s;
+  std::size_t answered = 0;  // sockets[0, answered) got their first answer
+  std::size_t next = 0;      // the next of them to keep alive
+  auto batch_deadline = Clock::now();
+  auto next_slice = Clock::now();
   while (!stop_) {
-    const auto slice_end = Clock::now() + protocol_.keepalive_interval / kSlices;
-    const std::size_t per_slice = count_ / kSlices + 1;
-    for (std::size_t k = 0; k < per_slice && !sockets.empty(); ++k, ++next) {
-      zmq::socket_t& s = sockets[next % sockets.size()];
+    try {
+      while (answered < sockets.size()) {
+        std::vector<zmq::message_t> answer;
+        if (!zmq::recv_multipart(sockets[answered], std::back_inserter(answer),
+                                 zmq::recv_flags::dontwait))
+          break;
+        ++answered;
+      }
+      if (answered < sockets.size() && Clock::now() >= batch_deadline)
+        throw std::runtime_error("idle connection " + std::to_string(answered) +
+                                 " got no answer within 20 s");
+      if (answered == sockets.size() && sockets.size() < count_) {
+        const std::size_t last = std::min(count_, sockets.size() + kBatch);
+        for (std::size_t i = sockets.size(); i < last; ++i) {
+          zmq::socket_t& s = sockets.emplace_back(context, zmq::socket_type::dealer);
+          s.set(zmq::sockopt::linger, 0);
+          if (protocol_.routing_id)
+            s.set(zmq::sockopt::routing_id, protocol_.routing_id(first_ + i));
+          s.connect(endpoint_);
+          auto hello = protocol_.hello(first_ + i);
+          zmq::send_multipart(s, hello);
+        }
+        batch_deadline = Clock::now() + kAnswerWithin;
+      }
+    } catch (const std::exception& e) {
+      error_ = std::string("cannot open the idle connections: ") + e.what();
+      state_ = 2;
+      return;
+    }
+    if (answered == count_) state_ = 1;
+    const auto now = Clock::now();
+    if (now < next_slice || answered == 0) {
+      std::this_thread::sleep_for(1ms);  // connections are still to be answered
+      continue;
+    }
+    next_slice = now + protocol_.keepalive_interval / kSlices;
+    const std::size_t per_slice = answered / kSlices + 1;
+    for (std::size_t k = 0; k < per_slice; ++k, ++next) {
+      zmq::socket_t& s = sockets[next % answered];
       zmq::message_t drop;
       while (s.recv(drop, zmq::recv_flags::dontwait)) {
       }
@@ -85,7 +98,7 @@ void IdleDealers::run_() {
         zmq::send_multipart(s, keepalive, zmq::send_flags::dontwait);
       }
     }
-    std::this_thread::sleep_until(slice_end);
+    if (answered == count_) std::this_thread::sleep_until(next_slice);
   }
 }
 
