@@ -530,6 +530,7 @@ bool Broker::claim_name_(const RoutingId& from) {
 }
 
 void Broker::on_heartbeat_(const RoutingId& from) {
+  if (in_.no_answer()) return;  // the lease is renewed; the client knows the broker lives
   head_.start(wire::HEARTBEAT).varint(wire::Header::kIdFieldNumber, in_.id());
   send_head_(from, {}, false);
 }

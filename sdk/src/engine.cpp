@@ -1157,6 +1157,13 @@ class Engine {
         out_.Clear();
         out_.set_kind(wire::HEARTBEAT);
         out_.set_id(++next_id_);
+        // No answer wanted while the broker was heard within liveness - 1.5 heartbeats.
+        // The first heartbeat to ask then goes less than liveness - 0.5 heartbeats into a
+        // silence: the broker has half a heartbeat to answer it, or until the lease ends
+        // if it was stalled. At liveness 3 an idle client asks every other time, whatever
+        // its timers' jitter under half a heartbeat; at 2 or 1, every time.
+        const auto quiet_for = heartbeat_ * (2 * static_cast<std::int64_t>(liveness_) - 3) / 2;
+        out_.set_no_answer(now_ - last_heard_ < quiet_for);
         // A full socket refuses it: it stays due and goes as soon as there is room.
         heartbeat_due_ = !send_();
         if (!heartbeat_due_) next_heartbeat_ = now_ + heartbeat_;

@@ -19,6 +19,7 @@
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
+#include "raw_peer.hpp"
 
 using namespace sagebus;
 using namespace sagebus::test;
@@ -738,4 +739,30 @@ TEST_CASE(
   CHECK(status == Status::deadline_exceeded);
   CHECK(took <= 300ms + kDeadlineMargin);
   CHECK(first.get() == "first");
+}
+
+TEST_CASE(
+    "the broker answers every HEARTBEAT but one that wants no answer, and either renews the "
+    "lease",
+    "[liveness]") {
+  // A lease of 1 s, and a heartbeat that wants no answer every 100 ms for longer than that.
+  Broker broker({"--heartbeat-ms", "250", "--liveness", "4"});
+  RawPeer raw(broker.endpoint());
+  REQUIRE(raw.hello("raw-heartbeats"));
+  wire::Header quiet;
+  quiet.set_kind(wire::HEARTBEAT);
+  quiet.set_no_answer(true);
+  for (int i = 0; i < 15; ++i) {
+    raw.send(quiet);
+    std::this_thread::sleep_for(100ms);  // the pace of the heartbeats, not a wait for an outcome
+  }
+  wire::Header asking;
+  asking.set_kind(wire::HEARTBEAT);
+  const auto id = raw.send(asking);
+  // The first message back answers this one: no quiet heartbeat was answered, and the
+  // lease held (a client without one is answered HELLO_REQUIRED).
+  const auto answer = raw.receive(5s);
+  REQUIRE(answer);
+  CHECK(answer->kind() == wire::HEARTBEAT);
+  CHECK(answer->id() == id);
 }

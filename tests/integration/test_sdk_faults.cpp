@@ -2,9 +2,11 @@
 // the real broker cannot be made to show them on demand: a fake broker (a ROUTER socket
 // the test drives) chooses exactly which messages the broker "forgot".
 // (A handler outliving a broker restart is tested in test_liveness.cpp.)
+#include <algorithm>
 #include <future>
 #include <map>
 #include <optional>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -23,8 +25,8 @@ struct Received {
   std::string payload;
 };
 
-// A broker played by the test: it answers HEARTBEATs and otherwise does only what the
-// test tells it.
+// A broker played by the test: it answers HEARTBEATs (those that want an answer) and
+// otherwise does only what the test tells it.
 class FakeBroker {
  public:
   FakeBroker() : router_(context_, zmq::socket_type::router) {
@@ -52,7 +54,8 @@ class FakeBroker {
       if (frames.size() < 2 || wire::decode(frames[1], r.header) != wire::DecodeResult::ok)
         continue;
       if (frames.size() > 2) r.payload = frames[2].to_string();
-      if (r.header.kind() == wire::HEARTBEAT) {
+      if (r.header.kind() == wire::HELLO) ++hellos_;
+      if (r.header.kind() == wire::HEARTBEAT && !r.header.no_answer()) {
         wire::Header beat;
         beat.set_kind(wire::HEARTBEAT);
         beat.set_id(r.header.id());
@@ -69,16 +72,18 @@ class FakeBroker {
     if (payload) router_.send(zmq::buffer(*payload), zmq::send_flags::none);
   }
 
-  // Answers the next HELLO with a WELCOME of session `session`.
-  std::string welcome(const std::string& session = "fake-session") {
+  // Answers the next HELLO with a WELCOME of session `session`; the heartbeat defaults to
+  // a minute, for no heartbeat traffic.
+  std::string welcome(const std::string& session = "fake-session",
+                      std::uint32_t heartbeat_ms = 60000, std::uint32_t liveness = 3) {
     auto hello = expect(wire::HELLO);
     REQUIRE(hello);
     wire::Header w;
     w.set_kind(wire::WELCOME);
     w.set_id(hello->header.id());
     w.mutable_welcome()->set_broker_session(session);
-    w.mutable_welcome()->set_heartbeat_ms(60000);  // no heartbeat traffic in these tests
-    w.mutable_welcome()->set_liveness(3);
+    w.mutable_welcome()->set_heartbeat_ms(heartbeat_ms);
+    w.mutable_welcome()->set_liveness(liveness);
     send(hello->from, w);
     return hello->from;
   }
@@ -99,10 +104,14 @@ class FakeBroker {
     send(to, h);
   }
 
+  // HELLOs seen by expect() so far.
+  int hellos() const { return hellos_; }
+
  private:
   zmq::context_t context_{1};
   zmq::socket_t router_;
   std::string endpoint_;
+  int hellos_ = 0;
 };
 
 Status outcome_status(std::future<Reply>& f) {
@@ -186,4 +195,39 @@ TEST_CASE(
   broker.reply(again, reregistered->header.id(), wire::OK);
   CHECK_FALSE(broker.expect(wire::REQUEST, 500ms));  // "once" may have run: never again
   service.stop();
+}
+
+namespace {
+
+// The heartbeats a client sends in a row while idle: true for each that wanted an answer.
+std::vector<bool> heartbeats_asking(std::uint32_t liveness, int count) {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  broker.welcome("fake-session", 100, liveness);
+  std::vector<bool> asked;
+  for (int i = 0; i < count; ++i) {
+    auto beat = broker.expect(wire::HEARTBEAT, 2s);
+    REQUIRE(beat);
+    asked.push_back(!beat->header.no_answer());
+  }
+  CHECK(broker.hellos() == 1);  // the link held: the client never said HELLO again
+  return asked;
+}
+
+}  // namespace
+
+TEST_CASE("an idle client at liveness 3 wants every other heartbeat answered, and its link holds",
+          "[sdk][liveness]") {
+  const auto asked = heartbeats_asking(3, 10);
+  const auto asking = std::count(asked.begin(), asked.end(), true);
+  // Alternating, give or take a heartbeat whose timer ran late.
+  CHECK(asking >= 3);
+  CHECK(asking <= 7);
+  for (std::size_t i = 1; i < asked.size(); ++i)
+    CHECK((asked[i - 1] || asked[i]));  // never two in a row without an answer
+}
+
+TEST_CASE("an idle client at liveness 2 wants every heartbeat answered", "[sdk][liveness]") {
+  const auto asked = heartbeats_asking(2, 5);
+  CHECK(std::count(asked.begin(), asked.end(), true) == 5);
 }

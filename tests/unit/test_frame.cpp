@@ -116,6 +116,9 @@ std::vector<wire::Header> typical_headers() {
         h.mutable_hello()->set_name("pipeline");
         h.mutable_hello()->set_instance_id("0123abcd");
         break;
+      case wire::HEARTBEAT:
+        h.set_no_answer(true);
+        break;
       case wire::WELCOME:
         h.mutable_welcome()->set_broker_session("s-1");
         h.mutable_welcome()->set_max_payload(1 << 20);

@@ -91,10 +91,11 @@ void IdleDealers::run_() {
     for (std::size_t k = 0; k < per_slice; ++k, ++next) {
       zmq::socket_t& s = sockets[next % answered];
       zmq::message_t drop;
-      while (s.recv(drop, zmq::recv_flags::dontwait)) {
-      }
+      bool heard = false;
+      while (s.recv(drop, zmq::recv_flags::dontwait))
+        heard = true;
       if (protocol_.keepalive) {
-        auto keepalive = protocol_.keepalive();
+        auto keepalive = protocol_.keepalive(heard);
         zmq::send_multipart(s, keepalive, zmq::send_flags::dontwait);
       }
     }

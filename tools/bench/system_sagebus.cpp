@@ -227,9 +227,12 @@ IdleDealerProtocol sagebus_idle_protocol() {
     message.push_back(wire::encode(header));
     return message;
   };
-  protocol.keepalive = [] {
+  // As the SDK does at the default liveness of 3: no answer wanted from a broker heard
+  // within the last heartbeat.
+  protocol.keepalive = [](bool heard) {
     wire::Header header;
     header.set_kind(wire::HEARTBEAT);
+    header.set_no_answer(heard);
     std::vector<zmq::message_t> message;
     message.push_back(wire::encode(header));
     return message;
