@@ -248,7 +248,9 @@ std::chrono::milliseconds Broker::poll_timeout_() {
 void Broker::receive_batch_() {
   for (std::size_t n = 0; n < kReceiveBatch; ++n) {
     frames_.clear();
-    if (!wire::receive_message(router_, frames_)) {
+    // The routing id, the header and at most kMaxPayloadFrames (refuse_payload_).
+    if (!wire::receive_message(router_, frames_, zmq::recv_flags::dontwait,
+                               2 + wire::kMaxPayloadFrames)) {
       router_quiet_ = true;
       break;
     }
@@ -375,11 +377,17 @@ bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
   std::uint64_t bytes = 0;
   for (std::size_t i = 2; i < frames.size(); ++i)
     bytes += frames[i].size();
-  if (bytes <= config_.max_payload) return false;
+  std::string why;
+  if (wire::truncated(frames))
+    why = "the message has more than " + std::to_string(wire::kMaxPayloadFrames) +
+          " payload frames, the most one may carry; send the payload in one frame";
+  else if (bytes > config_.max_payload)
+    why = "the payload of " + std::to_string(bytes) +
+          " bytes is over the broker's max-payload of " + std::to_string(config_.max_payload) +
+          " bytes; send less, or raise max-payload";
+  else
+    return false;
   metrics_.refused(Limit::max_payload);
-  const std::string why =
-      "the payload of " + std::to_string(bytes) + " bytes is over the broker's max-payload of " +
-      std::to_string(config_.max_payload) + " bytes; send less, or raise max-payload";
   spdlog::debug("refused a {} from {}: {}", wire::kind_name(kind), printable(from), why);
   if (kind == wire::REQUEST)
     answer_request_(from, in_.id(), wire::INVALID_ARGUMENT, why);

@@ -7,6 +7,7 @@
 
 #include "broker.hpp"
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
 
@@ -295,7 +296,11 @@ void Broker::forward_reply_(Call& call, Frames& frames) {
           ? in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id)
           : 0;
   std::string too_large;
-  if (bytes > config_.max_payload) {
+  if (wire::truncated(frames)) {
+    metrics_.refused(Limit::max_payload);
+    too_large = "had more than " + std::to_string(wire::kMaxPayloadFrames) +
+                " payload frames, the most a message may carry";
+  } else if (bytes > config_.max_payload) {
     metrics_.refused(Limit::max_payload);
     too_large = "was " + std::to_string(bytes) + " bytes, over the broker's max-payload of " +
                 std::to_string(config_.max_payload) + " bytes";

@@ -264,6 +264,60 @@ TEST_CASE("a payload over max-payload is answered INVALID_ARGUMENT, or dropped i
   bus.check_undisturbed();
 }
 
+TEST_CASE(
+    "a message of more payload frames than one may carry is refused like a payload over "
+    "max-payload, and one of as many is not",
+    "[hostile]") {
+  Bus bus;
+  RawPeer raw(bus.broker.endpoint());
+  REQUIRE(raw.hello("raw-frames"));
+  const auto refused = bus.refusals("max-payload");
+  const std::vector<std::string> most(wire::kMaxPayloadFrames, "f");
+  const std::vector<std::string> over(wire::kMaxPayloadFrames + 1, "f");
+  // Far more than the broker keeps: it drops them as it reads them.
+  const std::vector<std::string> flood(200000, "");
+
+  const auto fits = raw.reply_to(raw.send(request("nobody", "m"), most));
+  REQUIRE(fits);
+  CHECK(fits->status() == wire::NO_RESPONDERS);  // refused for another reason
+  for (const auto* frames : {&over, &flood}) {
+    const auto call = raw.reply_to(raw.send(request("nobody", "m"), *frames));
+    REQUIRE(call);
+    CHECK(call->status() == wire::INVALID_ARGUMENT);
+    CHECK_THAT(call->message(), Catch::Contains("more than 64 payload frames"));
+  }
+  wire::Header publish = header(wire::PUBLISH);
+  publish.set_topic("events.many");
+  raw.send(publish, over);
+  int answered = 0;
+  REQUIRE(raw.sync(&answered));
+  CHECK(answered == 0);
+
+  // A service's reply of too many frames: its caller hears HANDLER_ERROR instead.
+  wire::Header reg = header(wire::REGISTER);
+  reg.set_service("raw-frames");
+  reg.mutable_registration()->add_methods("m");
+  reg.mutable_registration()->set_max_inflight(1);
+  const auto registered = raw.reply_to(raw.send(reg));
+  REQUIRE(registered);
+  REQUIRE(registered->status() == wire::OK);
+  auto outcome = bus.observer.call_async("raw-frames", "m", "question", {.timeout = 10s});
+  std::optional<wire::Header> given;
+  REQUIRE(eventually(
+      [&] {
+        given = raw.receive(20ms);
+        return given && given->kind() == wire::REQUEST;
+      },
+      5s));
+  wire::Header reply = header(wire::REPLY);
+  reply.set_id(given->id());
+  raw.send(reply, over);
+  CHECK(status_of([&] { outcome.get(); }) == Status::handler_error);
+
+  CHECK(bus.refusals("max-payload") == refused + 4);
+  bus.check_undisturbed();
+}
+
 TEST_CASE("a frame over the frame limit costs its sender the connection, and nobody else",
           "[hostile]") {
   Bus bus;

@@ -20,6 +20,9 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 // The default largest header frame (the broker's max-header can change it): headers
 // carry names, not data.
 inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+// Payload frames one message may carry; the broker keeps no more of a message than these
+// (the SDK sends one). Beyond them the message is refused like a payload over max-payload.
+inline constexpr std::size_t kMaxPayloadFrames = 64;
 // Names of services, methods and connections.
 inline constexpr std::size_t kMaxNameBytes = 128;
 // The service the broker answers itself (busctl's admin API). Names starting with '$'
