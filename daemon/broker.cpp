@@ -227,6 +227,9 @@ void Broker::after_messages_() {
 }
 
 void Broker::handle_for_test(Frames& frames) {
+  // As receive_batch_ reads them.
+  truncated_ = frames.size() > kKeptFrames;
+  if (truncated_) frames.resize(kKeptFrames);
   now_ = Clock::now();
   debug_ = spdlog::should_log(spdlog::level::debug);
   handle_message_(frames);
@@ -248,12 +251,13 @@ std::chrono::milliseconds Broker::poll_timeout_() {
 void Broker::receive_batch_() {
   for (std::size_t n = 0; n < kReceiveBatch; ++n) {
     frames_.clear();
-    // The routing id, the header and at most kMaxPayloadFrames (refuse_payload_).
-    if (!wire::receive_message(router_, frames_, zmq::recv_flags::dontwait,
-                               2 + wire::kMaxPayloadFrames)) {
+    const auto dropped =
+        wire::receive_message(router_, frames_, zmq::recv_flags::dontwait, kKeptFrames);
+    if (!dropped) {
       router_quiet_ = true;
       break;
     }
+    truncated_ = *dropped != 0;
     router_quiet_ = false;
     spin_.received(now_);
     try {
@@ -378,7 +382,7 @@ bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
   for (std::size_t i = 2; i < frames.size(); ++i)
     bytes += frames[i].size();
   std::string why;
-  if (wire::truncated(frames))
+  if (truncated_)
     why = "the message has more than " + std::to_string(wire::kMaxPayloadFrames) +
           " payload frames, the most one may carry; send the payload in one frame";
   else if (bytes > config_.max_payload)

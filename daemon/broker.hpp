@@ -53,6 +53,7 @@
 #include "queues.hpp"
 #include "registry.hpp"
 #include "sagebus/wire.pb.h"
+#include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/header_writer.hpp"
 #include "token_bucket.hpp"
 #include "topics.hpp"
@@ -100,8 +101,9 @@ class Broker {
   const Metrics& metrics() const noexcept { return metrics_; }
 
   // Handles one message as if the ROUTER had just received it (frames[0] is the sender's
-  // routing id), then runs what the tick runs after a message: removals and timers. For
-  // the fuzz target (tests/fuzz); an exception escapes, where the loop would log it.
+  // routing id), then runs what the tick runs after a message: removals and timers. Frames
+  // beyond kKeptFrames are dropped, as the ROUTER's reader drops them. For the fuzz target
+  // (tests/fuzz); an exception escapes, where the loop would log it.
   void handle_for_test(std::vector<zmq::message_t>& frames);
 
  private:
@@ -280,6 +282,10 @@ class Broker {
   wire::Header out_;         // reused for the rare headers the broker sends through protobuf
   wire::HeaderWriter head_;  // for the ones sent per call or answer
   Frames frames_;
+  // The frames kept of a message: the routing id, the header and kMaxPayloadFrames. Of a
+  // longer one, the rest are dropped as read, and `truncated_` says so (refuse_payload_).
+  static constexpr std::size_t kKeptFrames = 2 + wire::kMaxPayloadFrames;
+  bool truncated_ = false;
   std::vector<InstanceLoad> loads_;  // scratch for the balancer
   EventHeader event_header_;         // publish_'s, reset for each publish
 

@@ -7,7 +7,6 @@
 
 #include "broker.hpp"
 #include "sagebus/wire/frame.hpp"
-#include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
 
@@ -296,7 +295,7 @@ void Broker::forward_reply_(Call& call, Frames& frames) {
           ? in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id)
           : 0;
   std::string too_large;
-  if (wire::truncated(frames)) {
+  if (truncated_) {
     metrics_.refused(Limit::max_payload);
     too_large = "had more than " + std::to_string(wire::kMaxPayloadFrames) +
                 " payload frames, the most a message may carry";

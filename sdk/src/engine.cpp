@@ -1157,16 +1157,18 @@ class Engine {
         out_.Clear();
         out_.set_kind(wire::HEARTBEAT);
         out_.set_id(++next_id_);
-        // No answer wanted while the broker was heard within liveness - 1.5 heartbeats.
-        // The first heartbeat to ask then goes less than liveness - 0.5 heartbeats into a
-        // silence: the broker has half a heartbeat to answer it, or until the lease ends
-        // if it was stalled. At liveness 3 an idle client asks every other time, whatever
-        // its timers' jitter under half a heartbeat; at 2 or 1, every time.
-        const auto quiet_for = heartbeat_ * (2 * static_cast<std::int64_t>(liveness_) - 3) / 2;
-        out_.set_no_answer(now_ - last_heard_ < quiet_for);
+        // No answer wanted when the broker was heard since the previous heartbeat went:
+        // if it then falls silent, the next heartbeat asks, less than two heartbeats
+        // after it was last heard, and the broker has the rest of the lease (at least a
+        // heartbeat, at liveness 3 or more) to answer. An idle client asks every other
+        // time, a busy one never; at liveness 2 or 1 every heartbeat asks.
+        out_.set_no_answer(liveness_ >= 3 && last_heard_ > last_heartbeat_);
         // A full socket refuses it: it stays due and goes as soon as there is room.
         heartbeat_due_ = !send_();
-        if (!heartbeat_due_) next_heartbeat_ = now_ + heartbeat_;
+        if (!heartbeat_due_) {
+          next_heartbeat_ = now_ + heartbeat_;
+          last_heartbeat_ = now_;
+        }
       }
     } else if (tcp_up_ && !replaced_ && now_ - hello_sent_at_ >= kHelloRetry) {
       send_hello_();
@@ -1276,6 +1278,7 @@ class Engine {
   std::uint32_t liveness_ = kDefaultLiveness;
   std::uint64_t max_payload_ = kDefaultMaxPayload;
   Clock::time_point last_heard_ = now_;
+  Clock::time_point last_heartbeat_ = now_;  // when the previous HEARTBEAT went
   Clock::time_point last_sent_ = now_;  // when we last handed the broker a message
   Clock::time_point last_ran_ = now_;   // when the loop last went to wait
   // Not 0 after a stall (check_stall_): DELIVER and REQUEST are dropped until a WELCOME with

@@ -745,14 +745,14 @@ TEST_CASE(
     "the broker answers every HEARTBEAT but one that wants no answer, and either renews the "
     "lease",
     "[liveness]") {
-  // A lease of 1 s, and a heartbeat that wants no answer every 100 ms for longer than that.
-  Broker broker({"--heartbeat-ms", "250", "--liveness", "4"});
+  // A lease of 1.6 s, and a heartbeat that wants no answer every 100 ms for longer.
+  Broker broker({"--heartbeat-ms", "400", "--liveness", "4"});
   RawPeer raw(broker.endpoint());
   REQUIRE(raw.hello("raw-heartbeats"));
   wire::Header quiet;
   quiet.set_kind(wire::HEARTBEAT);
   quiet.set_no_answer(true);
-  for (int i = 0; i < 15; ++i) {
+  for (int i = 0; i < 20; ++i) {
     raw.send(quiet);
     std::this_thread::sleep_for(100ms);  // the pace of the heartbeats, not a wait for an outcome
   }

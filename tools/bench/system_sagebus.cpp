@@ -227,8 +227,8 @@ IdleDealerProtocol sagebus_idle_protocol() {
     message.push_back(wire::encode(header));
     return message;
   };
-  // As the SDK does at the default liveness of 3: no answer wanted from a broker heard
-  // within the last heartbeat.
+  // As the SDK does at the default liveness of 3: no answer wanted when the broker was
+  // heard since the previous keep-alive.
   protocol.keepalive = [](bool heard) {
     wire::Header header;
     header.set_kind(wire::HEARTBEAT);

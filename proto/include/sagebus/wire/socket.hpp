@@ -23,6 +23,8 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <optional>
 #include <vector>
 
 #include <zmq.hpp>
@@ -63,34 +65,33 @@ inline zmq::recv_result_t receive(zmq::socket_ref socket, zmq::message_t& frame,
   }
 }
 
-// Appends the next whole message to `frames`: false, and nothing appended, when none
-// waits and `flags` says not to wait. The frames after the first are already there.
-// At most `keep` of its frames are appended; the rest are received and dropped, and the
-// last frame appended then still says more() (truncated() below).
-inline bool receive_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames,
-                            zmq::recv_flags flags = zmq::recv_flags::dontwait,
-                            std::size_t keep = static_cast<std::size_t>(-1)) {
+// Appends the next whole message to `frames`, at most `keep` (at least 1) of its frames:
+// the rest are received and dropped. Returns how many were dropped, or nothing, and
+// appends nothing, when no message waits and `flags` says not to wait. The frames after
+// the first are already there.
+inline std::optional<std::size_t> receive_message(zmq::socket_ref socket,
+                                                  std::vector<zmq::message_t>& frames,
+                                                  zmq::recv_flags flags = zmq::recv_flags::dontwait,
+                                                  std::size_t keep = static_cast<std::size_t>(-1)) {
   zmq::message_t first;
-  if (!receive(socket, first, flags)) return false;
+  if (!receive(socket, first, flags)) return std::nullopt;
   bool more = first.more();
   frames.push_back(std::move(first));
-  zmq::message_t dropped;
-  for (std::size_t kept = 1; more;) {
+  std::size_t kept = 1;
+  std::size_t dropped = 0;
+  while (more) {
     if (kept < keep) {
       (void)receive(socket, frames.emplace_back());
       more = frames.back().more();
       ++kept;
     } else {
-      (void)receive(socket, dropped);
-      more = dropped.more();
+      zmq::message_t frame;
+      (void)receive(socket, frame);
+      more = frame.more();
+      ++dropped;
     }
   }
-  return true;
-}
-
-// Whether receive_message() dropped frames of the message it appended last.
-inline bool truncated(const std::vector<zmq::message_t>& frames) {
-  return !frames.empty() && frames.back().more();
+  return dropped;
 }
 
 // socket.send(what, flags) for a message_t (emptied once sent) or a const_buffer (copied),
