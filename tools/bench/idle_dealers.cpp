@@ -40,7 +40,7 @@ void IdleDealers::run_() {
   // One loop of slices, from the first HELLO on: the connections answered so far keep
   // alive while the next ones connect. (Connecting 10,000 takes longer than a sage-busd
   // lease, so keep-alives that waited for the last answer came too late for the first.)
-  // Connections open in batches, so that the server's listen backlog never overflows, and
+  // Connections open in batches of kBatch, each batch answered before the next opens, and
   // each is visited about once per interval, spread over the interval in slices; what the
   // server answered is read and dropped on the next visit.
   constexpr std::size_t kBatch = 250;
