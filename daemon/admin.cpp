@@ -74,6 +74,7 @@ std::string status_payload(const AdminSources& src) {
   s.set_sends_held(u32(held));
   s.set_heartbeat_ms(id.heartbeat_ms);
   s.set_liveness(id.liveness);
+  s.set_idle_heartbeat_ms(src.config.idle_heartbeat());
   fill_counters(src.metrics, *s.mutable_counters());
   for (const Limit l : kLimits) {
     admin::LimitStatus* limit = s.add_limits();
@@ -121,6 +122,8 @@ std::string clients_payload(const AdminSources& src) {
     info->set_sdk_version(c->sdk_version);
     info->set_connected_ms(millis(c->connected_at, src.now));
     info->set_last_heard_ms(millis(c->last_seen, src.now));
+    info->set_lease_ms(static_cast<std::uint64_t>(src.config.lease(c->idle).count()));
+    info->set_idle(c->idle);
     for (const auto& service : c->services)
       info->add_services(service);
     info->set_subscriptions(u32(src.subscriptions.count(c->rid)));

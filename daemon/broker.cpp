@@ -116,9 +116,11 @@ Broker::~Broker() {
 }
 
 void Broker::run(Requests& requests, const Reloader& reloader) {
-  spdlog::info("sage-busd {} running (session {}, heartbeat {} ms, liveness {}, spin {} µs)",
-               identity_.version, identity_.session, config_.heartbeat_ms, config_.liveness,
-               config_.spin_us);
+  spdlog::info(
+      "sage-busd {} running (session {}, heartbeat {} ms, idle heartbeat {} ms, liveness {}, "
+      "spin {} µs)",
+      identity_.version, identity_.session, config_.heartbeat_ms, config_.idle_heartbeat(),
+      config_.liveness, config_.spin_us);
   if (config_.spin_us > 0 && !spin_.knows_load())
     spdlog::warn(
         "spin-us is {} but /proc/loadavg cannot be read, so the broker cannot tell "
@@ -321,7 +323,8 @@ void Broker::handle_message_(Frames& frames) {
     on_unknown_peer_(RoutingId(rid));
     return;
   }
-  client->last_seen = now_;  // every message renews the lease
+  client->last_seen = now_;  // every message renews the lease, the short one but for an
+  client->idle = false;      // idle HEARTBEAT (on_heartbeat_)
   // Stays put until this message is handled: clients are removed after it (removals_).
   const RoutingId& from = client->rid;
   if (refuse_payload_(from, frames)) return;
@@ -329,7 +332,7 @@ void Broker::handle_message_(Frames& frames) {
 
   switch (in_.kind()) {
     case wire::HEARTBEAT:
-      return on_heartbeat_(from);
+      return on_heartbeat_(*client);
     case wire::GOODBYE:
       return on_goodbye_(from);
     case wire::REGISTER:
@@ -413,12 +416,12 @@ void Broker::handle_connection_events_() {
 }
 
 void Broker::check_leases_() {
-  const auto lease = std::chrono::milliseconds(std::uint64_t{config_.heartbeat_ms} *
-                                               std::max<std::uint32_t>(config_.liveness, 1));
-  for (const auto& rid : registry_.expired(now_, lease)) {
+  for (const auto& rid : registry_.expired(now_, config_.lease(false), config_.lease(true))) {
     ++metrics_.leases_expired;
-    schedule_removal_(
-        rid, "lease expired (silent for more than " + std::to_string(lease.count()) + " ms)");
+    const bool idle = registry_.client(rid)->idle;
+    schedule_removal_(rid, std::string("lease expired (silent for more than ") +
+                               std::to_string(config_.lease(idle).count()) + " ms" +
+                               (idle ? ", the idle lease)" : ")"));
   }
   next_lease_check_ =
       now_ + std::chrono::milliseconds(std::max<std::uint32_t>(config_.heartbeat_ms / 2, 10));
@@ -503,6 +506,8 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_broker_session(identity_.session);
   w->set_heartbeat_ms(config_.heartbeat_ms);
   w->set_liveness(config_.liveness);
+  if (config_.idle_heartbeat() > config_.heartbeat_ms)
+    w->set_idle_heartbeat_ms(config_.idle_heartbeat());
   w->set_max_payload(config_.max_payload);
   w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);
@@ -541,10 +546,13 @@ bool Broker::claim_name_(const RoutingId& from) {
   return true;
 }
 
-void Broker::on_heartbeat_(const RoutingId& from) {
+void Broker::on_heartbeat_(ClientInfo& client) {
+  // The client's word is taken: its SDK says idle only when nothing waits on its loss
+  // (no service, subscription or request), and refusing it would expire a live client.
+  client.idle = in_.idle();
   if (in_.no_answer()) return;  // the lease is renewed; the client knows the broker lives
   head_.start(wire::HEARTBEAT).varint(wire::Header::kIdFieldNumber, in_.id());
-  send_head_(from, {}, false);
+  send_head_(client.rid, {}, false);
 }
 
 void Broker::on_goodbye_(const RoutingId& from) {

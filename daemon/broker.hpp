@@ -145,7 +145,7 @@ class Broker {
 
   // Connections and registrations (broker.cpp)
   void on_hello_(const RoutingId& from, const zmq::message_t& header_frame);
-  void on_heartbeat_(const RoutingId& from);
+  void on_heartbeat_(ClientInfo& client);
   void on_goodbye_(const RoutingId& from);
   void on_register_(const RoutingId& from);
   void on_unregister_(const RoutingId& from);

@@ -65,6 +65,13 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
                  "Heartbeats a client may miss before it loses its lease and is removed")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
+  app.add_option("--idle-heartbeat-ms", c.idle_heartbeat_ms,
+                 "Heartbeat interval a client with nothing at stake (no service, subscription "
+                 "or request in flight) may keep instead, in milliseconds; its lease is this "
+                 "times liveness until it sends anything else. At most heartbeat-ms turns "
+                 "this off")
+      ->check(CLI::Range(10u, 3600000u))
+      ->capture_default_str();
   app.add_option("--spin-us", c.spin_us,
                  "For this many microseconds after a message, look for the next one without "
                  "sleeping while the host has an idle CPU: lower latency for some CPU; 0: "
@@ -278,9 +285,9 @@ std::string to_toml(const BrokerConfig& c) {
   std::ostringstream o;
   o << "# sage-busd configuration (TOML). Options on the command line override these keys.\n"
        "# SIGHUP re-reads this file: log-level, the limits, spin-us, drain-timeout-ms and\n"
-       "# queue-topic change at once; endpoint, http, heartbeat-ms, liveness, max-payload and\n"
-       "# peer-queue need a restart. A refusal by any limit is counted by its key in /metrics\n"
-       "# (sagebus_limit_refusals_total) and in busctl status.\n\n"
+       "# queue-topic change at once; endpoint, http, heartbeat-ms, idle-heartbeat-ms,\n"
+       "# liveness, max-payload and peer-queue need a restart. A refusal by any limit is\n"
+       "# counted by its key in /metrics (sagebus_limit_refusals_total) and in busctl status.\n\n"
     << "# Endpoints to bind, tcp://HOST:PORT or ipc://PATH (ipc:///run/sage-bus/... under "
        "systemd).\n"
     << "endpoint = " << array(c.endpoints) << "\n"
@@ -290,6 +297,10 @@ std::string to_toml(const BrokerConfig& c) {
     << "heartbeat-ms = " << c.heartbeat_ms << "\n"
     << "# Heartbeats a client may miss before it loses its lease (1-1000).\n"
     << "liveness = " << c.liveness << "\n"
+    << "# Heartbeat interval of a client with nothing at stake (no service, subscription or\n"
+    << "# request in flight), in milliseconds (10-3600000); its lease is this times liveness\n"
+    << "# until it sends anything else. At most heartbeat-ms turns this off.\n"
+    << "idle-heartbeat-ms = " << c.idle_heartbeat_ms << "\n"
     << "# Microseconds after a message the loop looks for the next one without sleeping,\n"
     << "# while the host has an idle CPU (0-10000; 0: always sleep until woken).\n"
     << "spin-us = " << c.spin_us << "\n"

@@ -10,6 +10,8 @@
 // Plain functions on values; no global state; thread safe.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -25,6 +27,11 @@ struct BrokerConfig {
   // lease and is removed as if it had disconnected.
   std::uint32_t heartbeat_ms = 1000;
   std::uint32_t liveness = 3;
+  // A client with nothing at stake (no service, subscription or request: docs/protocol.md,
+  // "Liveness") may heartbeat this often instead, and its lease is idle_heartbeat_ms *
+  // liveness until its next message. Never shorter than heartbeat_ms in effect
+  // (idle_heartbeat()).
+  std::uint32_t idle_heartbeat_ms = 10000;
   // For this long after a receive, the loop looks for the next message without sleeping,
   // while the host has an idle CPU (idle_spin.hpp); 0: it always sleeps until woken.
   std::uint32_t spin_us = 100;
@@ -74,6 +81,16 @@ struct BrokerConfig {
   bool http_chosen = false;
   // trace | debug | info | warn | error | off
   std::string log_level = "info";
+
+  // The interval idle clients keep: idle_heartbeat_ms, or heartbeat_ms if that is longer.
+  std::uint32_t idle_heartbeat() const noexcept {
+    return std::max(idle_heartbeat_ms, heartbeat_ms);
+  }
+  // How long a client may stay silent: its interval (the idle one if `idle`) * liveness.
+  std::chrono::milliseconds lease(bool idle) const noexcept {
+    return std::chrono::milliseconds(std::uint64_t{idle ? idle_heartbeat() : heartbeat_ms} *
+                                     std::max<std::uint32_t>(liveness, 1));
+  }
 };
 
 // What read_config() decided.

@@ -115,10 +115,11 @@ std::optional<RoutingId> Registry::client_by_fd(int fd) const {
   return it->second;
 }
 
-std::vector<RoutingId> Registry::expired(TimePoint now, std::chrono::milliseconds lease) const {
+std::vector<RoutingId> Registry::expired(TimePoint now, std::chrono::milliseconds lease,
+                                         std::chrono::milliseconds idle_lease) const {
   std::vector<RoutingId> out;
   for (const auto& [rid, c] : clients_)
-    if (now - c.last_seen > lease) out.push_back(rid);
+    if (now - c.last_seen > (c.idle ? idle_lease : lease)) out.push_back(rid);
   return out;
 }
 

@@ -51,6 +51,8 @@ struct ClientInfo {
   bool event_batches = false;
   TimePoint connected_at{};
   TimePoint last_seen{};
+  // Its last message was a HEARTBEAT that said idle: it holds the idle lease.
+  bool idle = false;
   std::vector<std::string> services;  // services it has an instance of
 };
 
@@ -118,8 +120,10 @@ class Registry {
   std::optional<RoutingId> client_by_fd(int fd) const;
   void forget_fd(int fd) { by_fd_.erase(fd); }
 
-  // Clients whose last message is older than `lease`.
-  std::vector<RoutingId> expired(TimePoint now, std::chrono::milliseconds lease) const;
+  // Clients whose last message is older than their lease: `idle_lease` for those that
+  // hold it (ClientInfo::idle), else `lease`.
+  std::vector<RoutingId> expired(TimePoint now, std::chrono::milliseconds lease,
+                                 std::chrono::milliseconds idle_lease) const;
   // Moves every client's last_seen `by` later: time the broker itself was not reading
   // (stopped, starved of CPU) must not count against the leases of its clients.
   void extend_leases(Clock::duration by);

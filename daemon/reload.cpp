@@ -98,6 +98,7 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
   fixed("endpoint", cur.endpoints, next.endpoints);
   fixed("http", cur.http, next.http);
   fixed("heartbeat-ms", cur.heartbeat_ms, next.heartbeat_ms);
+  fixed("idle-heartbeat-ms", cur.idle_heartbeat_ms, next.idle_heartbeat_ms);
   fixed("liveness", cur.liveness, next.liveness);
   fixed("max-payload", cur.max_payload, next.max_payload);
   fixed("peer-queue", cur.peer_queue, next.peer_queue);

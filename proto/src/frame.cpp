@@ -69,6 +69,7 @@ void clear(Header& out) {
   out.clear_hold_ms();
   out.clear_tag();
   out.clear_no_answer();
+  out.clear_idle();
   // Only unknown fields can be left, after protobuf parsed the previous frame. Neither
   // runtime's proto3 code has unknown_fields(), and the lite one (sage-busd's) has no
   // reflection either; but a header holding nothing else encodes to nothing.
@@ -144,6 +145,9 @@ bool parse_common(const void* data, std::size_t size, Header& out) {
           break;
         case Header::kNoAnswerFieldNumber:
           out.set_no_answer(v != 0);
+          break;
+        case Header::kIdleFieldNumber:
+          out.set_idle(v != 0);
           break;
         // Field 0, unknown fields, and known fields sent as a varint though they are not
         // one (protobuf keeps the last two as unknown fields).

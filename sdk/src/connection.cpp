@@ -232,6 +232,7 @@ void Connection::return_credit(std::shared_ptr<SubscriptionCore> core, std::uint
 }
 
 bool Connection::offer_to_inbox(Message message) {
+  reads_inbox_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(inbox_mutex_);
     if (inbox_.size() >= options_.inbox_size) return false;
@@ -242,6 +243,7 @@ bool Connection::offer_to_inbox(Message message) {
 }
 
 std::optional<Message> Connection::receive(std::chrono::milliseconds timeout) {
+  reads_inbox_.store(true, std::memory_order_relaxed);
   std::unique_lock lock(inbox_mutex_);
   if (!inbox_cv_.wait_for(lock, timeout, [this] { return !inbox_.empty(); })) return std::nullopt;
   Message message = std::move(inbox_.front());

@@ -234,6 +234,9 @@ class Connection {
   std::mutex inbox_mutex_;
   std::condition_variable inbox_cv_;
   std::deque<Message> inbox_;
+  // receive() was called or a message offered: this connection takes point-to-point
+  // messages, and keeps the short lease so that their senders soon learn it is gone.
+  std::atomic<bool> reads_inbox_{false};
 
   CallbackThread callbacks_;
   // ClientOptions::inline_callbacks: callbacks of requests that ended, for the I/O thread

@@ -409,11 +409,12 @@ class Engine {
     }
     // This thread's use of the socket may have taken the signal that the waiting thread's
     // fd was to give (a message to read, room to write what it holds back); and that
-    // thread's timer does not know this request's deadline.
+    // thread's timer does not know what this request made sooner (its deadline; the next
+    // heartbeat and the broker's lease, when it took the short lease: take_short_lease_).
     const int events = wire::events(socket_);
     const bool readable = (events & ZMQ_POLLIN) != 0;
     const bool writable = wants_out_() && (events & ZMQ_POLLOUT) != 0;
-    const bool sooner = !deadlines_.empty() && deadlines_.top().first < wakes_at_;
+    const bool sooner = next_timer_() < wakes_at_;
     if (readable || writable || sooner || callbacks) owner_.wake_();
   }
 
@@ -477,6 +478,7 @@ class Engine {
       }
       if (wire::decode(header_frame, in_) != wire::DecodeResult::ok) continue;  // not ours to fix
       last_heard_ = now_;
+      watch_from_ = now_;
       on_message_();
     }
     for (const auto& core : to_flush_)
@@ -564,6 +566,7 @@ class Engine {
     session_ = w.broker_session();
     heartbeat_ = milliseconds(w.heartbeat_ms() ? w.heartbeat_ms() : kDefaultHeartbeatMs);
     liveness_ = w.liveness() ? w.liveness() : kDefaultLiveness;
+    idle_heartbeat_ = milliseconds(w.idle_heartbeat_ms());  // 0 from a broker without it
     max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
     publish_batches_ = w.publish_batches();
     owner_.max_payload_.store(max_payload_, std::memory_order_relaxed);
@@ -617,7 +620,7 @@ class Engine {
   // WELCOME that answers it. (A broker that did not drop us ends those at their deadlines.)
   void check_stall_() {
     if (link_ != Link::ready) return;
-    const auto lease = heartbeat_ * liveness_;
+    const auto lease = lease_();
     // Both: the loop itself stalled (not a socket full of publishes), for longer than the lease.
     if (now_ - last_ran_ <= heartbeat_ || now_ - last_sent_ <= lease) return;
     discard_before_welcome_ = next_id_ + 1;  // any HELLO sent from now on has an id >= this
@@ -908,6 +911,7 @@ class Engine {
         return;  // kept, to be sent as it is when the socket has room
       (void)wire::send(socket_, outgoing_.body, zmq::send_flags::dontwait);
       last_sent_ = now_;
+      take_short_lease_();
       const auto sent = static_cast<std::ptrdiff_t>(std::exchange(outgoing_.publishes, 0));
       outbox_.erase(outbox_.begin(), outbox_.begin() + sent);
       owner_.publish_slots_.release(sent);
@@ -1124,16 +1128,21 @@ class Engine {
 
   // --- timers --------------------------------------------------------------------------
 
-  milliseconds next_timeout_() const {
+  // When run_timers_() next has something to do (at the latest a second from now_).
+  Clock::time_point next_timer_() const {
     auto next = now_ + milliseconds(1000);
     if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
     if (link_ == Link::ready) {
       if (!heartbeat_due_) next = std::min(next, next_heartbeat_);  // else POLLOUT wakes us
-      next = std::min(next, last_heard_ + heartbeat_ * liveness_);
+      next = std::min(next, watch_from_ + lease_());
     } else if (tcp_up_ && !replaced_) {
       next = std::min(next, hello_sent_at_ + kHelloRetry);
     }
-    return std::max(std::chrono::ceil<milliseconds>(next - Clock::now()), milliseconds(0));
+    return next;
+  }
+
+  milliseconds next_timeout_() const {
+    return std::max(std::chrono::ceil<milliseconds>(next_timer_() - Clock::now()), milliseconds(0));
   }
 
   void run_timers_() {
@@ -1150,23 +1159,27 @@ class Engine {
       finish_(it, deadline_failure_(it->second));
     }
     if (link_ == Link::ready) {
-      if (now_ - last_heard_ > heartbeat_ * liveness_) {
+      if (now_ - watch_from_ > lease_()) {
         lose_link_("no word from sage-busd at " + endpoint_ + " for " +
-                   std::to_string((heartbeat_ * liveness_).count()) + " ms");
+                   std::to_string(lease_().count()) + " ms");
       } else if (heartbeat_due_ || now_ >= next_heartbeat_) {
+        const bool idle = idle_heartbeat_ > heartbeat_ && !at_stake_();
         out_.Clear();
         out_.set_kind(wire::HEARTBEAT);
         out_.set_id(++next_id_);
         // No answer wanted when the broker was heard since the previous heartbeat went:
         // if it then falls silent, the next heartbeat asks, less than two heartbeats
         // after it was last heard, and the broker has the rest of the lease (at least a
-        // heartbeat, at liveness 3 or more) to answer. An idle client asks every other
+        // heartbeat, at liveness 3 or more) to answer. A quiet client asks every other
         // time, a busy one never; at liveness 2 or 1 every heartbeat asks.
         out_.set_no_answer(liveness_ >= 3 && last_heard_ > last_heartbeat_);
+        out_.set_idle(idle);
         // A full socket refuses it: it stays due and goes as soon as there is room.
-        heartbeat_due_ = !send_();
+        heartbeat_due_ = !put_(wire::encode(out_), std::nullopt);
         if (!heartbeat_due_) {
-          next_heartbeat_ = now_ + heartbeat_;
+          if (!idle) take_short_lease_();
+          idle_lease_ = idle;
+          next_heartbeat_ = now_ + (idle ? idle_heartbeat_ : heartbeat_);
           last_heartbeat_ = now_;
         }
       }
@@ -1195,12 +1208,46 @@ class Engine {
 
   // Sends `header` (then `payload`); false, and nothing sent, when the queue is full.
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload) {
+    if (!put_(std::move(header), std::move(payload))) return false;
+    take_short_lease_();
+    return true;
+  }
+
+  // send_header_() but for the lease: the heartbeat's own (run_timers_).
+  bool put_(zmq::message_t header, std::optional<zmq::message_t> payload) {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
     quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
     if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
     if (payload) (void)wire::send(socket_, *payload, zmq::send_flags::dontwait);
     last_sent_ = now_;
     return true;
+  }
+
+  // --- leases --------------------------------------------------------------------------
+  //
+  // The broker holds a lease on this connection (docs/protocol.md, "Handshake and
+  // leases"): heartbeat x liveness, or idle heartbeat x liveness after a HEARTBEAT that
+  // said idle, until the next message. This side keeps the same lease on the broker: it
+  // gives up on a broker silent for as long.
+
+  // Something whose loss must be noticed within the short lease: a service, a
+  // subscription, a request in flight (a call, a send, a queue get, a confirmed publish),
+  // publishes to send, or point-to-point messages taken.
+  bool at_stake_() const {
+    return !services_.empty() || !subscription_cores_.empty() || !requests_.empty() ||
+           !outbox_.empty() || owner_.reads_inbox_.load(std::memory_order_relaxed);
+  }
+
+  milliseconds lease_() const { return (idle_lease_ ? idle_heartbeat_ : heartbeat_) * liveness_; }
+
+  // Any message but an idle HEARTBEAT gives this connection the short lease again, at the
+  // broker and here: heartbeats go at the short interval, and the broker's silence counts
+  // from now (an idle broker owed no word) against the short lease.
+  void take_short_lease_() {
+    if (!idle_lease_) return;
+    idle_lease_ = false;
+    watch_from_ = now_;
+    next_heartbeat_ = std::min(next_heartbeat_, now_ + heartbeat_);
   }
 
   void shut_down_() {
@@ -1275,9 +1322,14 @@ class Engine {
   std::uint64_t session_epoch_ = 0;
   std::uint64_t hello_id_ = 0;
   milliseconds heartbeat_{kDefaultHeartbeatMs};
+  milliseconds idle_heartbeat_{0};  // the welcome's idle heartbeat; 0: none
   std::uint32_t liveness_ = kDefaultLiveness;
+  bool idle_lease_ = false;  // our last message was an idle HEARTBEAT (lease_())
   std::uint64_t max_payload_ = kDefaultMaxPayload;
   Clock::time_point last_heard_ = now_;
+  // The broker's silence counts from here: when it was last heard, or when the short
+  // lease was taken again (take_short_lease_).
+  Clock::time_point watch_from_ = now_;
   Clock::time_point last_heartbeat_ = now_;  // when the previous HEARTBEAT went
   Clock::time_point last_sent_ = now_;  // when we last handed the broker a message
   Clock::time_point last_ran_ = now_;   // when the loop last went to wait

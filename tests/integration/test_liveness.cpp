@@ -13,6 +13,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -69,11 +70,16 @@ Timed outcome_of(std::future<Timed>& call, milliseconds timeout = 15000ms) {
   return call.get();
 }
 
-bool has_client(Client& admin, const std::string& name) {
+// The connection called `name` as the broker lists it, if it has one.
+std::optional<admin::ClientInfo> client_info(Client& admin, const std::string& name) {
   const auto list = broker_clients(admin);
   for (const auto& c : list.clients())
-    if (c.name() == name) return true;
-  return false;
+    if (c.name() == name) return c;
+  return std::nullopt;
+}
+
+bool has_client(Client& admin, const std::string& name) {
+  return client_info(admin, name).has_value();
 }
 
 // The connection names of the instances of `service`, live or draining.
@@ -765,4 +771,91 @@ TEST_CASE(
   REQUIRE(answer);
   CHECK(answer->kind() == wire::HEARTBEAT);
   CHECK(answer->id() == id);
+}
+
+TEST_CASE("a HEARTBEAT that says idle holds the idle lease until the client's next message",
+          "[liveness][lease]") {
+  // A short lease of 400 ms, an idle one of 2 s.
+  Broker broker({"--heartbeat-ms", "100", "--liveness", "4", "--idle-heartbeat-ms", "500"});
+  Client admin(at(broker, "admin"));
+  RawPeer stays_idle(broker.endpoint());
+  RawPeer wakes(broker.endpoint());
+  REQUIRE(stays_idle.hello("stays-idle"));
+  REQUIRE(wakes.hello("wakes"));
+  wire::Header idle;
+  idle.set_kind(wire::HEARTBEAT);
+  idle.set_no_answer(true);
+  idle.set_idle(true);
+  const auto idle_from = Clock::now();
+  stays_idle.send(idle);
+  wakes.send(idle);
+  REQUIRE(eventually(
+      [&] {
+        const auto c = client_info(admin, "wakes");
+        return c && c->idle();
+      },
+      5s));
+  const auto listed = client_info(admin, "stays-idle");
+  REQUIRE(listed);
+  CHECK(listed->idle());
+  CHECK(listed->lease_ms() == 2000);
+
+  // Any other message takes the short lease again: here a heartbeat that does not say idle.
+  wire::Header plain;
+  plain.set_kind(wire::HEARTBEAT);
+  plain.set_no_answer(true);
+  const auto woke_at = Clock::now();
+  wakes.send(plain);
+  REQUIRE(eventually([&] { return !has_client(admin, "wakes"); }, 5s));
+  const auto short_lease = Clock::now() - woke_at;
+  REQUIRE(eventually([&] { return !has_client(admin, "stays-idle"); }, 10s));
+  const auto idle_lease = Clock::now() - idle_from;
+  WARN("dropped " << ms(short_lease) << " ms after its last message (lease 400 ms), and "
+                  << ms(idle_lease) << " ms after its idle heartbeat (idle lease 2000 ms)");
+  CHECK(short_lease >= 400ms);
+  CHECK(short_lease <= 400ms + kDetectionMargin);
+  CHECK(idle_lease >= 2000ms);
+  CHECK(idle_lease <= 2000ms + kDetectionMargin);
+  CHECK(broker_status(admin).counters().leases_expired() == 2);
+  CHECK_THAT(broker.log(), Catch::Contains("lease expired (silent for more than 2000 ms, the idle "
+                                           "lease)"));
+}
+
+TEST_CASE(
+    "an SDK client with nothing at stake holds the idle lease, and one with a call in flight "
+    "or a service the short one",
+    "[liveness][lease]") {
+  // Leases of 300 ms and, idle, 1.8 s.
+  Broker broker({"--heartbeat-ms", "100", "--liveness", "3", "--idle-heartbeat-ms", "600"});
+  Client admin(at(broker, "admin"));
+  Client server(at(broker, "server"));
+  Service slow(server, "slow");
+  Gate gate;
+  auto waiter = gate.waiter();
+  slow.handle("wait", [waiter](const Request&) {
+    waiter.wait();
+    return std::string("done");
+  });
+  slow.start();
+  REQUIRE(slow.wait_registered(5s));
+  Client caller(at(broker, "caller"));
+  const auto lease_of = [&](const std::string& name) {
+    const auto c = client_info(admin, name);
+    return c ? std::to_string(c->lease_ms()) + (c->idle() ? " idle" : "") : "gone";
+  };
+  REQUIRE(eventually([&] { return lease_of("caller") == "1800 idle"; }, 5s));
+  // Five short leases later it is the same connection, never expired.
+  std::this_thread::sleep_for(1500ms);  // the time that passes, not a wait for an outcome
+  const auto held = client_info(admin, "caller");
+  REQUIRE(held);
+  CHECK(held->connected_ms() >= 1500);
+  CHECK(lease_of("server") == "300");
+
+  auto call = call_timed(caller, "slow", "wait", "", {.timeout = 10s});
+  CHECK(eventually([&] { return lease_of("caller") == "300"; }, 5s));
+  gate.open();
+  CHECK(outcome_of(call).reply.payload == "done");
+  CHECK(eventually([&] { return lease_of("caller") == "1800 idle"; }, 5s));
+  CHECK(lease_of("server") == "300");
+  CHECK(broker_status(admin).counters().leases_expired() == 0);
 }

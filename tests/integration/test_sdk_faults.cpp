@@ -73,9 +73,10 @@ class FakeBroker {
   }
 
   // Answers the next HELLO with a WELCOME of session `session`; the heartbeat defaults to
-  // a minute, for no heartbeat traffic.
+  // a minute, for no heartbeat traffic, and no idle heartbeat is offered.
   std::string welcome(const std::string& session = "fake-session",
-                      std::uint32_t heartbeat_ms = 60000, std::uint32_t liveness = 3) {
+                      std::uint32_t heartbeat_ms = 60000, std::uint32_t liveness = 3,
+                      std::uint32_t idle_heartbeat_ms = 0) {
     auto hello = expect(wire::HELLO);
     REQUIRE(hello);
     wire::Header w;
@@ -84,6 +85,7 @@ class FakeBroker {
     w.mutable_welcome()->set_broker_session(session);
     w.mutable_welcome()->set_heartbeat_ms(heartbeat_ms);
     w.mutable_welcome()->set_liveness(liveness);
+    w.mutable_welcome()->set_idle_heartbeat_ms(idle_heartbeat_ms);
     send(hello->from, w);
     return hello->from;
   }
@@ -199,7 +201,8 @@ TEST_CASE(
 
 namespace {
 
-// The heartbeats a client sends in a row while idle: true for each that wanted an answer.
+// The heartbeats a client with nothing to do sends in a row, offered no idle heartbeat:
+// true for each that wanted an answer.
 std::vector<bool> heartbeats_asking(std::uint32_t heartbeat_ms, std::uint32_t liveness, int count) {
   FakeBroker broker;
   Client client(at(broker.endpoint(), "client"));
@@ -216,8 +219,10 @@ std::vector<bool> heartbeats_asking(std::uint32_t heartbeat_ms, std::uint32_t li
 
 }  // namespace
 
-TEST_CASE("an idle client at liveness 3 wants every other heartbeat answered, and its link holds",
-          "[sdk][liveness]") {
+TEST_CASE(
+    "a client with nothing to do at liveness 3 wants every other heartbeat answered, and its "
+    "link holds",
+    "[sdk][liveness]") {
   const auto asked = heartbeats_asking(200, 3, 8);
   // It asks after a heartbeat that heard nothing back, and only then: alternating, unless
   // an answer came later than a heartbeat.
@@ -225,7 +230,130 @@ TEST_CASE("an idle client at liveness 3 wants every other heartbeat answered, an
   CHECK(std::count(asked.begin(), asked.end(), false) >= 2);
 }
 
-TEST_CASE("an idle client at liveness 2 wants every heartbeat answered", "[sdk][liveness]") {
+TEST_CASE("a client with nothing to do at liveness 2 wants every heartbeat answered",
+          "[sdk][liveness]") {
   const auto asked = heartbeats_asking(250, 2, 4);
   CHECK(std::count(asked.begin(), asked.end(), true) == 4);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A HEARTBEAT and when the fake broker read it.
+struct Beat {
+  wire::Header header;
+  Clock::time_point at;
+};
+
+Beat next_beat(FakeBroker& broker, std::chrono::milliseconds within = 2s) {
+  auto beat = broker.expect(wire::HEARTBEAT, within);
+  REQUIRE(beat);
+  return {beat->header, Clock::now()};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "offered an idle heartbeat, a client with nothing at stake keeps it and says so; a call "
+    "takes it back to the short heartbeat until the call ends",
+    "[sdk][liveness]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  const std::string rid = broker.welcome("fake-session", 100, 3, 1500);
+  const Beat first = next_beat(broker);
+  CHECK(first.header.idle());
+  const Beat second = next_beat(broker, 3s);
+  CHECK(second.header.idle());
+  CHECK(second.at - first.at >= 1000ms);  // 1.5 s, less what delayed the first one's arrival
+
+  auto call = client.call_async("svc", "m", "x", {.timeout = 5s});
+  auto request = broker.expect(wire::REQUEST);
+  REQUIRE(request);
+  const auto asked = Clock::now();
+  const Beat busy = next_beat(broker);
+  CHECK_FALSE(busy.header.idle());
+  CHECK(busy.at - asked < 700ms);  // the short interval, not what was left of the idle one
+  CHECK_FALSE(next_beat(broker).header.idle());
+  broker.reply(rid, request->header.id(), wire::OK, "x");
+  CHECK(call.get().payload == "x");
+  // One heartbeat may have gone before the reply was read; the next ones say idle.
+  CHECK((next_beat(broker).header.idle() || next_beat(broker).header.idle()));
+  CHECK(broker.hellos() == 1);  // the link held throughout
+}
+
+TEST_CASE("a client that serves, subscribes or takes point-to-point messages never says idle",
+          "[sdk][liveness]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  const auto never_idle = [&] {
+    for (int i = 0; i < 5; ++i)
+      CHECK_FALSE(next_beat(broker).header.idle());
+  };
+  SECTION("a service") {
+    Service service(client, "svc");
+    service.handle("m", [](const Request&) { return std::string(); });
+    service.start();
+    const std::string rid = broker.welcome("fake-session", 100, 3, 300);
+    auto reg = broker.expect(wire::REGISTER);
+    REQUIRE(reg);
+    broker.reply(rid, reg->header.id(), wire::OK);
+    REQUIRE(service.wait_registered(5s));
+    never_idle();
+  }
+  SECTION("a subscription") {
+    auto subscription = client.subscribe("news.>", [](const Message&) {});
+    broker.welcome("fake-session", 100, 3, 300);
+    REQUIRE(broker.expect(wire::SUBSCRIBE));
+    never_idle();
+  }
+  SECTION("point-to-point messages") {
+    broker.welcome("fake-session", 100, 3, 300);
+    REQUIRE(client.wait_connected(5s));
+    CHECK_FALSE(client.receive(1ms));
+    // A heartbeat may have gone idle before receive() was called; none after it does.
+    (void)next_beat(broker);
+    never_idle();
+  }
+}
+
+TEST_CASE("an idle client gives a silent broker the idle lease, not the short one",
+          "[sdk][liveness]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  broker.welcome("fake-session", 100, 3, 400);  // leases of 300 ms and, idle, 1.2 s
+  REQUIRE(next_beat(broker).header.idle());
+  // From here on the broker reads and answers nothing.
+  const auto silent_from = Clock::now();
+  REQUIRE(eventually([&] { return !client.connected(); }, 5s));
+  const auto gave_up = Clock::now() - silent_from;
+  WARN("an idle client gave up on a silent broker after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(gave_up).count()
+       << " ms (idle lease 1200 ms from its last word)");
+  CHECK(gave_up >= 600ms);  // twice the short lease
+  CHECK(gave_up <= 1200ms + 1000ms);
+}
+
+TEST_CASE(
+    "a client that leaves idle counts a silent broker's silence from then, against the short "
+    "lease",
+    "[sdk][liveness]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  broker.welcome("fake-session", 100, 3, 1000);  // leases of 300 ms and, idle, 3 s
+  REQUIRE(next_beat(broker).header.idle());
+  // The broker reads and answers nothing from here; the client waits idle meanwhile.
+  std::this_thread::sleep_for(
+      800ms);  // the time the broker stays silent, not a wait for an outcome
+  REQUIRE(client.connected());
+  const auto called = Clock::now();
+  auto call = client.call_async("svc", "m", "x", {.timeout = 5s});
+  REQUIRE(call.wait_for(5s) == std::future_status::ready);
+  const auto took = Clock::now() - called;
+  CHECK(outcome_status(call) == Status::unavailable);
+  WARN("the call ended UNAVAILABLE "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+       << " ms after it was made (short lease 300 ms)");
+  CHECK(took >= 250ms);  // not at once, though the broker's last word was 800 ms before
+  CHECK(took <= 300ms + 1000ms);
 }

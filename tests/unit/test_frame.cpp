@@ -118,6 +118,7 @@ std::vector<wire::Header> typical_headers() {
         break;
       case wire::HEARTBEAT:
         h.set_no_answer(true);
+        h.set_idle(true);
         break;
       case wire::WELCOME:
         h.mutable_welcome()->set_broker_session("s-1");

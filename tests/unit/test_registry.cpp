@@ -1,4 +1,5 @@
 // Registration rules (docs/protocol.md, "Registration"), leases and instance lifetimes.
+#include <algorithm>
 #include <chrono>
 
 #include <catch2/catch.hpp>
@@ -123,16 +124,28 @@ TEST_CASE("a silent client's lease expires after the lease time", "[registry]") 
   Registry reg;
   reg.hello("A", hello("a"), -1, t0);
   reg.hello("B", hello("b"), -1, t0 + 2s);
-  CHECK(reg.expired(t0 + 3s, 3000ms).empty());
-  CHECK(reg.expired(t0 + 3001ms, 3000ms) == std::vector<RoutingId>{"A"});
+  CHECK(reg.expired(t0 + 3s, 3000ms, 30s).empty());
+  CHECK(reg.expired(t0 + 3001ms, 3000ms, 30s) == std::vector<RoutingId>{"A"});
+}
+
+TEST_CASE("a client holding the idle lease expires after the idle lease", "[registry]") {
+  Registry reg;
+  reg.hello("A", hello("a"), -1, t0);
+  reg.hello("B", hello("b"), -1, t0);
+  reg.client("B")->idle = true;
+  CHECK(reg.expired(t0 + 3001ms, 3000ms, 30s) == std::vector<RoutingId>{"A"});
+  CHECK(reg.expired(t0 + 30s, 3000ms, 30s) == std::vector<RoutingId>{"A"});
+  auto both = reg.expired(t0 + 30001ms, 3000ms, 30s);
+  std::sort(both.begin(), both.end());
+  CHECK(both == std::vector<RoutingId>{"A", "B"});
 }
 
 TEST_CASE("time the broker itself was stopped does not count against leases", "[registry]") {
   Registry reg;
   reg.hello("A", hello("a"), -1, t0);
   reg.extend_leases(10s);  // the broker was frozen for 10 s
-  CHECK(reg.expired(t0 + 12s, 3000ms).empty());
-  CHECK(reg.expired(t0 + 13001ms, 3000ms) == std::vector<RoutingId>{"A"});
+  CHECK(reg.expired(t0 + 12s, 3000ms, 30s).empty());
+  CHECK(reg.expired(t0 + 13001ms, 3000ms, 30s) == std::vector<RoutingId>{"A"});
 }
 
 TEST_CASE("removing a client removes its instances and its fd", "[registry]") {

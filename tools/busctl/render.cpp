@@ -158,14 +158,15 @@ std::string services_table(const sagebus::admin::ServiceList& services) {
 }
 
 std::string clients_table(const sagebus::admin::ClientList& clients) {
-  std::vector<Row> rows{{"NAME", "INSTANCE", "SDK", "CONNECTED", "LAST-HEARD", "SERVICES", "SUBS",
-                         "PENDING", "HELD"}};
+  std::vector<Row> rows{{"NAME", "INSTANCE", "SDK", "CONNECTED", "LAST-HEARD", "LEASE", "SERVICES",
+                         "SUBS", "PENDING", "HELD"}};
   for (const auto& client : clients.clients())
     rows.push_back({or_dash(client.name()), or_dash(client.instance_id()),
                     or_dash(client.sdk_version()), human_duration(client.connected_ms()),
-                    human_duration(client.last_heard_ms()), or_dash(joined(client.services())),
-                    std::to_string(client.subscriptions()), std::to_string(client.calls_pending()),
-                    std::to_string(client.held())});
+                    human_duration(client.last_heard_ms()),
+                    human_duration(client.lease_ms()) + (client.idle() ? " idle" : ""),
+                    or_dash(joined(client.services())), std::to_string(client.subscriptions()),
+                    std::to_string(client.calls_pending()), std::to_string(client.held())});
   return aligned(rows);
 }
 

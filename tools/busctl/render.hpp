@@ -30,8 +30,9 @@ std::string status_table(const sagebus::admin::BrokerStatus& status);
 // id is marked with '*', explained below the table.
 std::string services_table(const sagebus::admin::ServiceList& services);
 
-// Columns NAME INSTANCE SDK CONNECTED LAST-HEARD SERVICES SUBS PENDING HELD, one row per
-// connection; CONNECTED and LAST-HEARD are how long ago, as human_duration().
+// Columns NAME INSTANCE SDK CONNECTED LAST-HEARD LEASE SERVICES SUBS PENDING HELD, one row
+// per connection; CONNECTED and LAST-HEARD are how long ago, LEASE how long it may stay
+// silent, as human_duration(); LEASE says "idle" after it for the idle lease.
 std::string clients_table(const sagebus::admin::ClientList& clients);
 
 // Two tables, a blank line between: subscriptions (PATTERN CLIENT ID DELIVERED DROPPED
