@@ -72,6 +72,8 @@ void IdleDealers::run_() {
           s.connect(endpoint_);
           auto hello = protocol_.hello(first_ + i);
           zmq::send_multipart(s, hello);
+          // Its next visit may be a whole interval away.
+          if (protocol_.keepalive) zmq::send_multipart(s, protocol_.keepalive(true));
         }
         batch_deadline = Clock::now() + kAnswerWithin;
       }

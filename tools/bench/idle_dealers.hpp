@@ -35,8 +35,9 @@ struct IdleDealerProtocol {
   // The first multipart message connection `i` sends; the first message it receives is
   // taken as the answer.
   std::function<std::vector<zmq::message_t>(std::size_t i)> hello;
-  // Sent by every connection once per `keepalive_interval` (none when empty); `heard`:
-  // the server sent the connection something since its previous keep-alive.
+  // Sent by every connection right after its hello, then once per `keepalive_interval`
+  // (none when empty); `heard`: the server sent the connection something since its
+  // previous keep-alive (true right after the hello).
   std::function<std::vector<zmq::message_t>(bool heard)> keepalive;
   std::chrono::milliseconds keepalive_interval{1000};
 };

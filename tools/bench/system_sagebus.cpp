@@ -227,17 +227,20 @@ IdleDealerProtocol sagebus_idle_protocol() {
     message.push_back(wire::encode(header));
     return message;
   };
-  // As the SDK does at the default liveness of 3: no answer wanted when the broker was
-  // heard since the previous keep-alive.
+  // As the SDK does with nothing at stake, at sage-busd's default idle heartbeat and
+  // liveness of 3: an idle HEARTBEAT every 10 s, which wants no answer when the broker was
+  // heard since the previous one. (The SDK's first one goes a heartbeat after the WELCOME;
+  // these go right after the HELLO, and want no answer, like the SDK's.)
   protocol.keepalive = [](bool heard) {
     wire::Header header;
     header.set_kind(wire::HEARTBEAT);
     header.set_no_answer(heard);
+    header.set_idle(true);
     std::vector<zmq::message_t> message;
     message.push_back(wire::encode(header));
     return message;
   };
-  protocol.keepalive_interval = 1000ms;
+  protocol.keepalive_interval = 10000ms;
   return protocol;
 }
 
