@@ -72,8 +72,8 @@ std::string status_payload(const AdminSources& src) {
   for (const auto& [peer, ids] : src.held)
     held += ids.size();
   s.set_sends_held(u32(held));
-  s.set_heartbeat_ms(id.heartbeat_ms);
-  s.set_liveness(id.liveness);
+  s.set_heartbeat_ms(src.config.heartbeat_ms);
+  s.set_liveness(src.config.liveness);
   s.set_idle_heartbeat_ms(src.config.idle_heartbeat());
   fill_counters(src.metrics, *s.mutable_counters());
   for (const Limit l : kLimits) {

@@ -27,8 +27,6 @@ struct BrokerIdentity {
   std::string session;
   TimePoint started{};
   std::vector<std::string> endpoints;
-  std::uint32_t heartbeat_ms = 0;
-  std::uint32_t liveness = 0;
 };
 
 struct AdminAnswer {

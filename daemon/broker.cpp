@@ -77,8 +77,6 @@ Broker::Broker(BrokerConfig config)
               config_.queue_topics) {
   identity_.version = SAGEBUS_VERSION;
   identity_.session = random_session();
-  identity_.heartbeat_ms = config_.heartbeat_ms;
-  identity_.liveness = config_.liveness;
   router_ = zmq::socket_t(context_, zmq::socket_type::router);
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::router_mandatory, 1);
@@ -506,8 +504,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_broker_session(identity_.session);
   w->set_heartbeat_ms(config_.heartbeat_ms);
   w->set_liveness(config_.liveness);
-  if (config_.idle_heartbeat() > config_.heartbeat_ms)
-    w->set_idle_heartbeat_ms(config_.idle_heartbeat());
+  if (config_.idle_offered()) w->set_idle_heartbeat_ms(config_.idle_heartbeat_ms);
   w->set_max_payload(config_.max_payload);
   w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);

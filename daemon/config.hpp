@@ -82,9 +82,11 @@ struct BrokerConfig {
   // trace | debug | info | warn | error | off
   std::string log_level = "info";
 
-  // The interval idle clients keep: idle_heartbeat_ms, or heartbeat_ms if that is longer.
+  // Whether WELCOME offers clients the idle heartbeat (it is longer than the heartbeat).
+  bool idle_offered() const noexcept { return idle_heartbeat_ms > heartbeat_ms; }
+  // The interval idle clients keep: idle_heartbeat_ms if offered, else heartbeat_ms.
   std::uint32_t idle_heartbeat() const noexcept {
-    return std::max(idle_heartbeat_ms, heartbeat_ms);
+    return idle_offered() ? idle_heartbeat_ms : heartbeat_ms;
   }
   // How long a client may stay silent: its interval (the idle one if `idle`) * liveness.
   std::chrono::milliseconds lease(bool idle) const noexcept {

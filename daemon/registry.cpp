@@ -80,6 +80,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   c.event_batches = hello.event_batches();
   c.sdk_version = hello.sdk_version().substr(0, wire::kMaxNameBytes);
   c.last_seen = now;
+  c.idle = false;  // a HELLO, like any message but an idle HEARTBEAT, takes the short lease
   if (fd >= 0 && fd != c.fd) {
     if (c.fd >= 0) by_fd_.erase(c.fd);
     c.fd = fd;

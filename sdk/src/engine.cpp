@@ -299,10 +299,12 @@ class Engine {
                          (wants_out_() && (events & ZMQ_POLLOUT) != 0);
     pollfd fds[] = {
         {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
-    const auto timeout = can_act ? milliseconds(0) : next_timeout_();
+    // The timer it waits for, exactly (the timeout is rounded up to whole ms).
+    wakes_for_ = can_act ? Clock::now() : next_timer_();
+    const auto timeout =
+        std::max(std::chrono::ceil<milliseconds>(wakes_for_ - Clock::now()), milliseconds(0));
     polling_ = driver;
     if (driver == Driver::caller) caller_polling_.store(true, std::memory_order_relaxed);
-    wakes_at_ = Clock::now() + timeout;
     lock.unlock();
     const int polled = ::poll(fds, 3, static_cast<int>(timeout.count()));
     const int poll_errno = errno;
@@ -414,7 +416,7 @@ class Engine {
     const int events = wire::events(socket_);
     const bool readable = (events & ZMQ_POLLIN) != 0;
     const bool writable = wants_out_() && (events & ZMQ_POLLOUT) != 0;
-    const bool sooner = next_timer_() < wakes_at_;
+    const bool sooner = next_timer_() < wakes_for_;
     if (readable || writable || sooner || callbacks) owner_.wake_();
   }
 
@@ -729,6 +731,7 @@ class Engine {
                                       std::to_string(max_payload_) + " bytes"));
     const auto fresh = ++next_id_;
     const auto& spec = request.spec;
+    if (spec.kind == wire::QUEUE_GET) reads_queues_ = true;
     const auto& o = spec.options;
     // Rounded up: the broker must not end the request before its caller's deadline.
     const auto left = std::chrono::ceil<milliseconds>(request.deadline - now_).count();
@@ -905,12 +908,8 @@ class Engine {
       // A batch made before a reconnect, for a broker that read batches, is made again.
       if (outgoing_.publishes > 1 && !publish_batches_) outgoing_.publishes = 0;
       if (outgoing_.publishes == 0) make_outgoing_();
-      quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
-      if (!wire::send(socket_, outgoing_.header,
-                      zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+      if (!put_(outgoing_.header, &outgoing_.body))
         return;  // kept, to be sent as it is when the socket has room
-      (void)wire::send(socket_, outgoing_.body, zmq::send_flags::dontwait);
-      last_sent_ = now_;
       take_short_lease_();
       const auto sent = static_cast<std::ptrdiff_t>(std::exchange(outgoing_.publishes, 0));
       outbox_.erase(outbox_.begin(), outbox_.begin() + sent);
@@ -1141,10 +1140,6 @@ class Engine {
     return next;
   }
 
-  milliseconds next_timeout_() const {
-    return std::max(std::chrono::ceil<milliseconds>(next_timer_() - Clock::now()), milliseconds(0));
-  }
-
   void run_timers_() {
     while (!deadlines_.empty() && deadlines_.top().first <= now_) {
       const auto [when, id] = deadlines_.top();
@@ -1175,10 +1170,13 @@ class Engine {
         out_.set_no_answer(liveness_ >= 3 && last_heard_ > last_heartbeat_);
         out_.set_idle(idle);
         // A full socket refuses it: it stays due and goes as soon as there is room.
-        heartbeat_due_ = !put_(wire::encode(out_), std::nullopt);
+        zmq::message_t header = wire::encode(out_);
+        heartbeat_due_ = !put_(header, nullptr);
         if (!heartbeat_due_) {
-          if (!idle) take_short_lease_();
-          idle_lease_ = idle;
+          if (idle)
+            idle_lease_ = true;
+          else
+            take_short_lease_();
           next_heartbeat_ = now_ + (idle ? idle_heartbeat_ : heartbeat_);
           last_heartbeat_ = now_;
         }
@@ -1208,13 +1206,14 @@ class Engine {
 
   // Sends `header` (then `payload`); false, and nothing sent, when the queue is full.
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload) {
-    if (!put_(std::move(header), std::move(payload))) return false;
+    if (!put_(header, payload ? &*payload : nullptr)) return false;
     take_short_lease_();
     return true;
   }
 
-  // send_header_() but for the lease: the heartbeat's own (run_timers_).
-  bool put_(zmq::message_t header, std::optional<zmq::message_t> payload) {
+  // send_header_() but for the lease, which the caller sets (take_short_lease_(), or the
+  // heartbeat's own in run_timers_). The frames are emptied once sent, kept when refused.
+  bool put_(zmq::message_t& header, zmq::message_t* payload) {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
     quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
     if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
@@ -1232,10 +1231,11 @@ class Engine {
 
   // Something whose loss must be noticed within the short lease: a service, a
   // subscription, a request in flight (a call, a send, a queue get, a confirmed publish),
-  // publishes to send, or point-to-point messages taken.
+  // publishes to send, or items taken that others wait on (point-to-point messages,
+  // legacy-queue items, which the broker hands on only when this connection is gone).
   bool at_stake_() const {
     return !services_.empty() || !subscription_cores_.empty() || !requests_.empty() ||
-           !outbox_.empty() || owner_.reads_inbox_.load(std::memory_order_relaxed);
+           !outbox_.empty() || reads_queues_ || owner_.reads_inbox_.load(std::memory_order_relaxed);
   }
 
   milliseconds lease_() const { return (idle_lease_ ? idle_heartbeat_ : heartbeat_) * liveness_; }
@@ -1282,7 +1282,7 @@ class Engine {
   // except while it waits in ::poll(): guards everything below and every use of the sockets.
   std::mutex mutex_;
   Driver polling_ = Driver::none;
-  Clock::time_point wakes_at_;  // when the thread in ::poll() wakes at the latest
+  Clock::time_point wakes_for_;  // the timer the thread in ::poll() waits for
   // Callers wait on the sockets; the I/O thread naps. Written under mutex_, read by the
   // napping I/O thread without it, as are the two below.
   std::atomic<bool> callers_drive_{false};
@@ -1325,6 +1325,7 @@ class Engine {
   milliseconds idle_heartbeat_{0};  // the welcome's idle heartbeat; 0: none
   std::uint32_t liveness_ = kDefaultLiveness;
   bool idle_lease_ = false;  // our last message was an idle HEARTBEAT (lease_())
+  bool reads_queues_ = false;  // a QUEUE_GET was sent: legacy-queue items may be held
   std::uint64_t max_payload_ = kDefaultMaxPayload;
   Clock::time_point last_heard_ = now_;
   // The broker's silence counts from here: when it was last heard, or when the short

@@ -82,6 +82,13 @@ bool has_client(Client& admin, const std::string& name) {
   return client_info(admin, name).has_value();
 }
 
+// The lease the broker holds on connection `name`, in ms, with " idle" for the idle
+// lease; "gone" when it has no such connection.
+std::string lease_of(Client& admin, const std::string& name) {
+  const auto c = client_info(admin, name);
+  return c ? std::to_string(c->lease_ms()) + (c->idle() ? " idle" : "") : "gone";
+}
+
 // The connection names of the instances of `service`, live or draining.
 std::multiset<std::string> instances_of(Client& admin, const std::string& service) {
   std::multiset<std::string> names;
@@ -779,44 +786,44 @@ TEST_CASE("a HEARTBEAT that says idle holds the idle lease until the client's ne
   Broker broker({"--heartbeat-ms", "100", "--liveness", "4", "--idle-heartbeat-ms", "500"});
   Client admin(at(broker, "admin"));
   RawPeer stays_idle(broker.endpoint());
-  RawPeer wakes(broker.endpoint());
+  RawPeer beats(broker.endpoint());
+  RawPeer hellos(broker.endpoint());
   REQUIRE(stays_idle.hello("stays-idle"));
-  REQUIRE(wakes.hello("wakes"));
+  REQUIRE(beats.hello("beats"));
+  REQUIRE(hellos.hello("hellos"));
   wire::Header idle;
   idle.set_kind(wire::HEARTBEAT);
   idle.set_no_answer(true);
   idle.set_idle(true);
   const auto idle_from = Clock::now();
-  stays_idle.send(idle);
-  wakes.send(idle);
-  REQUIRE(eventually(
-      [&] {
-        const auto c = client_info(admin, "wakes");
-        return c && c->idle();
-      },
-      5s));
-  const auto listed = client_info(admin, "stays-idle");
-  REQUIRE(listed);
-  CHECK(listed->idle());
-  CHECK(listed->lease_ms() == 2000);
+  for (RawPeer* peer : {&stays_idle, &beats, &hellos})
+    peer->send(idle);
+  REQUIRE(eventually([&] { return lease_of(admin, "hellos") == "2000 idle"; }, 5s));
+  CHECK(lease_of(admin, "stays-idle") == "2000 idle");
+  CHECK(lease_of(admin, "beats") == "2000 idle");
 
-  // Any other message takes the short lease again: here a heartbeat that does not say idle.
+  // Any other message takes the short lease again: a heartbeat that does not say idle,
+  // or a HELLO again.
   wire::Header plain;
   plain.set_kind(wire::HEARTBEAT);
   plain.set_no_answer(true);
   const auto woke_at = Clock::now();
-  wakes.send(plain);
-  REQUIRE(eventually([&] { return !has_client(admin, "wakes"); }, 5s));
+  beats.send(plain);
+  REQUIRE(hellos.hello("hellos"));
+  CHECK(lease_of(admin, "hellos") == "400");
+  REQUIRE(eventually(
+      [&] { return lease_of(admin, "beats") == "gone" && lease_of(admin, "hellos") == "gone"; },
+      5s));
   const auto short_lease = Clock::now() - woke_at;
   REQUIRE(eventually([&] { return !has_client(admin, "stays-idle"); }, 10s));
   const auto idle_lease = Clock::now() - idle_from;
-  WARN("dropped " << ms(short_lease) << " ms after its last message (lease 400 ms), and "
+  WARN("dropped " << ms(short_lease) << " ms after their last messages (lease 400 ms), and "
                   << ms(idle_lease) << " ms after its idle heartbeat (idle lease 2000 ms)");
   CHECK(short_lease >= 400ms);
   CHECK(short_lease <= 400ms + kDetectionMargin);
   CHECK(idle_lease >= 2000ms);
   CHECK(idle_lease <= 2000ms + kDetectionMargin);
-  CHECK(broker_status(admin).counters().leases_expired() == 2);
+  CHECK(broker_status(admin).counters().leases_expired() == 3);
   CHECK_THAT(broker.log(), Catch::Contains("lease expired (silent for more than 2000 ms, the idle "
                                            "lease)"));
 }
@@ -825,8 +832,8 @@ TEST_CASE(
     "an SDK client with nothing at stake holds the idle lease, and one with a call in flight "
     "or a service the short one",
     "[liveness][lease]") {
-  // Leases of 300 ms and, idle, 1.8 s.
-  Broker broker({"--heartbeat-ms", "100", "--liveness", "3", "--idle-heartbeat-ms", "600"});
+  // Leases of 400 ms and, idle, 2 s.
+  Broker broker({"--heartbeat-ms", "100", "--liveness", "4", "--idle-heartbeat-ms", "500"});
   Client admin(at(broker, "admin"));
   Client server(at(broker, "server"));
   Service slow(server, "slow");
@@ -839,23 +846,19 @@ TEST_CASE(
   slow.start();
   REQUIRE(slow.wait_registered(5s));
   Client caller(at(broker, "caller"));
-  const auto lease_of = [&](const std::string& name) {
-    const auto c = client_info(admin, name);
-    return c ? std::to_string(c->lease_ms()) + (c->idle() ? " idle" : "") : "gone";
-  };
-  REQUIRE(eventually([&] { return lease_of("caller") == "1800 idle"; }, 5s));
-  // Five short leases later it is the same connection, never expired.
+  REQUIRE(eventually([&] { return lease_of(admin, "caller") == "2000 idle"; }, 5s));
+  // Almost four short leases later it is the same connection, never expired.
   std::this_thread::sleep_for(1500ms);  // the time that passes, not a wait for an outcome
   const auto held = client_info(admin, "caller");
   REQUIRE(held);
   CHECK(held->connected_ms() >= 1500);
-  CHECK(lease_of("server") == "300");
+  CHECK(lease_of(admin, "server") == "400");
 
   auto call = call_timed(caller, "slow", "wait", "", {.timeout = 10s});
-  CHECK(eventually([&] { return lease_of("caller") == "300"; }, 5s));
+  CHECK(eventually([&] { return lease_of(admin, "caller") == "400"; }, 5s));
   gate.open();
   CHECK(outcome_of(call).reply.payload == "done");
-  CHECK(eventually([&] { return lease_of("caller") == "1800 idle"; }, 5s));
-  CHECK(lease_of("server") == "300");
+  CHECK(eventually([&] { return lease_of(admin, "caller") == "2000 idle"; }, 5s));
+  CHECK(lease_of(admin, "server") == "400");
   CHECK(broker_status(admin).counters().leases_expired() == 0);
 }

@@ -64,6 +64,7 @@ TEST_CASE("to_toml reads back to the same configuration", "[config]") {
   c.max_queue_waiters = 18;
   c.max_unacked = 19;
   c.spin_us = 0;
+  c.idle_heartbeat_ms = 20000;
   const auto file = temp_file("roundtrip.toml", to_toml(c));
   const ConfigRead r = parse({"--config", file});
   REQUIRE(r.action == ConfigRead::Action::run);
@@ -73,7 +74,20 @@ TEST_CASE("to_toml reads back to the same configuration", "[config]") {
   CHECK(r.config.max_queue_waiters == 18);
   CHECK(r.config.max_unacked == 19);
   CHECK(r.config.spin_us == 0);
+  CHECK(r.config.idle_heartbeat_ms == 20000);
   std::filesystem::remove(file);
+}
+
+TEST_CASE("the idle heartbeat is offered only when it is longer than the heartbeat", "[config]") {
+  BrokerConfig c;
+  CHECK(c.idle_offered());
+  CHECK(c.idle_heartbeat() == 10000);
+  CHECK(c.lease(false) == std::chrono::milliseconds(3000));
+  CHECK(c.lease(true) == std::chrono::milliseconds(30000));
+  c.heartbeat_ms = 20000;  // longer than the idle heartbeat: idle clients keep it too
+  CHECK_FALSE(c.idle_offered());
+  CHECK(c.idle_heartbeat() == 20000);
+  CHECK(c.lease(true) == std::chrono::milliseconds(60000));
 }
 
 TEST_CASE("every limit is a flag and a key named as it is reported, and reads back its value",

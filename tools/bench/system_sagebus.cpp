@@ -1,6 +1,7 @@
 // sage-bus as a measured System: sage-busd as a child with its default settings, echo
 // instances and callers through the public SDK, idle clients as raw DEALERs speaking the
-// wire protocol (HELLO, then a HEARTBEAT per heartbeat interval, as the SDK does).
+// wire protocol (HELLO, then an idle HEARTBEAT per idle heartbeat interval, as the SDK does
+// with nothing at stake).
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
@@ -213,7 +214,8 @@ class SagebusSystem : public System {
 
 }  // namespace
 
-// HELLO with a name of its own, then a HEARTBEAT per sage-busd's default --heartbeat-ms.
+// HELLO with a name of its own, then an idle HEARTBEAT per sage-busd's default
+// --idle-heartbeat-ms.
 IdleDealerProtocol sagebus_idle_protocol() {
   IdleDealerProtocol protocol;
   protocol.hello = [](std::size_t i) {
