@@ -28,9 +28,9 @@ struct BrokerConfig {
   std::uint32_t heartbeat_ms = 1000;
   std::uint32_t liveness = 3;
   // A client with nothing at stake (no service, subscription or request: docs/protocol.md,
-  // "Liveness") may heartbeat this often instead, and its lease is idle_heartbeat_ms *
-  // liveness until its next message. Never shorter than heartbeat_ms in effect
-  // (idle_heartbeat()).
+  // "Handshake and leases") may heartbeat this often instead, and its lease is
+  // idle_heartbeat_ms * liveness until its next message. Offered only when longer than
+  // heartbeat_ms (idle_offered()).
   std::uint32_t idle_heartbeat_ms = 10000;
   // For this long after a receive, the loop looks for the next message without sleeping,
   // while the host has an idle CPU (idle_spin.hpp); 0: it always sleeps until woken.
