@@ -243,7 +243,7 @@ bool Connection::offer_to_inbox(Message message) {
 }
 
 std::optional<Message> Connection::receive(std::chrono::milliseconds timeout) {
-  reads_inbox_.store(true, std::memory_order_relaxed);
+  if (!reads_inbox_.exchange(true, std::memory_order_relaxed)) post_(ReadsInbox{});
   std::unique_lock lock(inbox_mutex_);
   if (!inbox_cv_.wait_for(lock, timeout, [this] { return !inbox_.empty(); })) return std::nullopt;
   Message message = std::move(inbox_.front());

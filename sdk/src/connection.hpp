@@ -207,8 +207,11 @@ class Connection {
     std::shared_ptr<SubscriptionCore> core;
     std::uint32_t credit;
   };
+  // The first receive(): the connection takes the short lease now, not at its next idle
+  // heartbeat.
+  struct ReadsInbox {};
   using Command = std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply,
-                               AddSubscription, RemoveSubscription, Credit>;
+                               AddSubscription, RemoveSubscription, Credit, ReadsInbox>;
 
   void post_(Command command);
   // Makes wake_fd_ readable: whichever thread waits on the sockets wakes.

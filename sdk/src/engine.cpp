@@ -1250,6 +1250,12 @@ class Engine {
     next_heartbeat_ = std::min(next_heartbeat_, now_ + heartbeat_);
   }
 
+  // Nothing is sent for a receive(): a heartbeat now, which no longer says idle, takes the
+  // short lease.
+  void handle_(Connection::ReadsInbox&) {
+    if (idle_lease_) next_heartbeat_ = std::min(next_heartbeat_, now_);
+  }
+
   void shut_down_() {
     for (auto it = requests_.begin(); it != requests_.end();) {
       auto next = std::next(it);
