@@ -1,5 +1,8 @@
 // busctl against a real broker and service: output, --json, and errors as
 // "STATUS_NAME: message" with a non-zero exit code.
+#include <sstream>
+#include <string>
+
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
@@ -61,6 +64,34 @@ TEST_CASE("busctl shows status and services, calls, and reports errors", "[busct
     CHECK(r.exit_code != 0);
     CHECK_THAT(r.err, Catch::StartsWith("NO_RESPONDERS: "));
   }
+  echo.stop();
+}
+
+TEST_CASE("busctl clients shows each connection's lease, and which hold the idle one",
+          "[busctl][lease]") {
+  // Leases of 400 ms and, idle, 4 s.
+  Broker broker({"--heartbeat-ms", "100", "--liveness", "4", "--idle-heartbeat-ms", "1000"});
+  Client serving({.endpoint = broker.endpoint(), .name = "busctl-serving"});
+  Service echo(serving, "echo");
+  echo.handle("echo", [](const Request& r) { return std::string(r.payload); });
+  echo.start();
+  REQUIRE(echo.wait_registered(5s));
+  Client idle({.endpoint = broker.endpoint(), .name = "busctl-idle"});
+  REQUIRE(idle.wait_connected(5s));
+  // The row of connection `name` in `busctl clients`, or "" when it has none.
+  const auto row = [&](const std::string& name) {
+    const auto r = run({busctl_path(), "--endpoint", broker.endpoint(), "clients"});
+    REQUIRE(r.exit_code == 0);
+    REQUIRE_THAT(r.out, Catch::StartsWith("NAME") && Catch::Contains("LEASE"));
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind(name + " ", 0) == 0) return line;
+    return std::string();
+  };
+  // The idle client says idle with its first heartbeat, a heartbeat after its WELCOME.
+  CHECK(eventually([&] { return row("busctl-idle").find(" 4s idle ") != std::string::npos; }, 5s));
+  const std::string serving_row = row("busctl-serving");
+  CHECK_THAT(serving_row, Catch::Contains(" 400ms ") && !Catch::Contains("idle"));
   echo.stop();
 }
 
