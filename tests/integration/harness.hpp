@@ -45,6 +45,7 @@ class Broker {
   void start();  // waits until it listens; throws on timeout
   int stop();    // SIGTERM; returns the wait status
   const std::string& endpoint() const { return endpoint_; }
+  int port() const { return port_; }
   Process& process() { return *process_; }
   std::string log() const { return process_ ? process_->log() : std::string(); }
 

@@ -459,8 +459,7 @@ TEST_CASE("the broker listens with as long a backlog as the kernel allows", "[li
   // ZeroMQ's default of 100 drops the SYNs of clients beyond it that connect at once (all
   // of them, after a restart), and each waits a second or more to try again.
   Broker broker;
-  const std::string& endpoint = broker.endpoint();
-  const auto port = static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));
+  const auto port = static_cast<std::uint16_t>(broker.port());
   const long cap = somaxconn();
   REQUIRE(cap > 0);
   INFO("-1: the kernel's sock_diag did not report the broker's listening socket");
