@@ -13,7 +13,7 @@ namespace sagebus {
 
 namespace detail {
 
-Outcome ask(Client& client, RequestSpec spec) {
+Outcome ask(Client& client, RequestSpec&& spec) {
   if (client.connection().on_io_thread())
     return failure(Status::invalid_argument,
                    "a synchronous request from a handler or callback on the client's I/O "
@@ -22,7 +22,7 @@ Outcome ask(Client& client, RequestSpec spec) {
   return client.connection().call(std::move(spec));
 }
 
-Outcome wait(Client& client, RequestSpec spec) {
+Outcome wait(Client& client, RequestSpec&& spec) {
   auto outcome = ask(client, std::move(spec));
   if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
   return outcome;

@@ -7,8 +7,8 @@
 namespace sagebus::detail {
 
 // Starts `spec` and waits for its outcome, whatever its status.
-Outcome ask(Client& client, RequestSpec spec);
+Outcome ask(Client& client, RequestSpec&& spec);
 // As ask(), but throws Error unless the status is OK.
-Outcome wait(Client& client, RequestSpec spec);
+Outcome wait(Client& client, RequestSpec&& spec);
 
 }  // namespace sagebus::detail

@@ -180,7 +180,7 @@ void Connection::start(RequestSpec spec, Done done) {
   post_(std::move(start));
 }
 
-Outcome Connection::call(RequestSpec spec) {
+Outcome Connection::call(RequestSpec&& spec) {
   return detail::call(*engine_, std::move(spec));
 }
 

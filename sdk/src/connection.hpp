@@ -131,7 +131,7 @@ class Connection {
   void start(RequestSpec spec, Done done);
   // Runs a request to its end on this thread and returns its outcome (engine.hpp). Not
   // from a handler on the I/O thread (on_io_thread()), which it would wait for forever.
-  Outcome call(RequestSpec spec);
+  Outcome call(RequestSpec&& spec);
   // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
   // Error(OVERLOADED) if that lasts `timeout`, Error(UNAVAILABLE) when not connected.
   void publish(std::string_view topic, std::string_view payload, std::chrono::milliseconds timeout);

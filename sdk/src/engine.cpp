@@ -182,7 +182,7 @@ class Engine {
   // the request ends, so that a call crosses no thread of ours: as with a raw DEALER, the
   // caller sleeps in ::poll() and wakes to the reply. Else the thread that waits there
   // ends it, as for any request.
-  Outcome call(RequestSpec spec) {
+  Outcome call(RequestSpec&& spec) {
     struct Waiter {
       std::mutex mutex;
       std::condition_variable cv;
@@ -1397,7 +1397,7 @@ void run_io_thread(Connection& connection, std::promise<void>& started) {
   engine->run();
 }
 
-Outcome call(Engine& engine, RequestSpec spec) {
+Outcome call(Engine& engine, RequestSpec&& spec) {
   return engine.call(std::move(spec));
 }
 

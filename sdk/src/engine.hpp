@@ -27,7 +27,7 @@ namespace sagebus::detail {
 void run_io_thread(Connection& connection, std::promise<void>& started);
 
 // Connection::call: sends `spec` from this thread and returns its outcome.
-Outcome call(Engine& engine, RequestSpec spec);
+Outcome call(Engine& engine, RequestSpec&& spec);
 // Connection::start: starts `start` from this thread if no other thread runs the engine
 // now; false, and `start` untouched, if one does.
 bool try_start(Engine& engine, Connection::Start& start);
