@@ -21,6 +21,12 @@ void BatchWriter::add_publish(std::string_view topic, std::string_view payload) 
   ++records_;
 }
 
+void BatchWriter::add_message(std::string_view header, std::string_view payload) {
+  std::uint8_t* out = string_(string_(reserve_(header.size(), payload.size()), header), payload);
+  size_ = static_cast<std::size_t>(out - buffer_.data());
+  ++records_;
+}
+
 void BatchWriter::clear() noexcept {
   size_ = 0;
   records_ = 0;

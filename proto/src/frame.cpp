@@ -218,11 +218,14 @@ zmq::message_t encode(Header& header) {
 
 DecodeResult decode(const zmq::message_t& frame, Header& out, std::size_t max_bytes) {
   // Each of size() and data() is a call into libzmq; once is enough.
-  const std::size_t size = frame.size();
+  return decode(frame.data(), frame.size(), out, max_bytes);
+}
+
+DecodeResult decode(const void* const data, const std::size_t size, Header& out,
+                    std::size_t max_bytes) {
   // ParseFromArray takes an int; no limit may let a larger frame reach it.
   if (size > max_bytes || size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     return DecodeResult::too_large;
-  const void* const data = frame.data();
   // What the hand-written parser does not take, protobuf parses again from the start.
   if (!detail::parse_common(data, size, out) && !out.ParseFromArray(data, static_cast<int>(size)))
     return DecodeResult::malformed;

@@ -29,6 +29,7 @@ std::vector<Record> records_of(std::string_view bytes, bool& malformed) {
 
 const auto events_of = records_of<wire::EventRecord>;
 const auto publishes_of = records_of<wire::PublishRecord>;
+const auto replies_of = records_of<wire::MessageRecord>;
 
 }  // namespace
 
@@ -81,6 +82,33 @@ TEST_CASE("publishes written to a batch are read back as written, in order", "[b
   CHECK(read[1].payload == "2");
   CHECK(read[2].payload.empty());
   CHECK(read[3].payload == "4");
+}
+
+TEST_CASE("whole messages written to a batch are read back as written, in order", "[batch]") {
+  const std::string long_header(300, 'h');  // a length that takes a 2-byte varint
+  const std::string large(wire::kMaxBatchedPayload, 'p');
+  const std::vector<std::pair<std::string, std::string>> written{
+      {"\x10\x09\x18\x01", "one"}, {long_header, large}, {"\x10\x09", ""}};
+  wire::BatchWriter batch;
+  for (const auto& [header, payload] : written)
+    batch.add_message(header, payload);
+  CHECK(batch.records() == 3);
+  bool malformed = true;
+  const auto read = replies_of(batch.bytes(), malformed);
+  CHECK_FALSE(malformed);
+  REQUIRE(read.size() == written.size());
+  for (std::size_t i = 0; i < read.size(); ++i) {
+    CHECK(read[i].header == written[i].first);
+    CHECK(read[i].payload == written[i].second);
+  }
+  // Cut anywhere inside, the batch is malformed after the records it still holds whole.
+  const std::string bytes(batch.bytes());
+  for (std::size_t cut = 1; cut < bytes.size(); ++cut) {
+    const auto partial = replies_of(std::string_view(bytes).substr(0, cut), malformed);
+    CHECK(partial.size() <= 2);
+    const bool on_boundary = cut == 1 + 4 + 1 + 3 || cut == bytes.size() - 4;
+    CHECK(malformed != on_boundary);
+  }
 }
 
 TEST_CASE("a topic repeated from the record before is written once", "[batch]") {

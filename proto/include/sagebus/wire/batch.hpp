@@ -1,9 +1,9 @@
-// Batches: several events, or several publishes, in the one payload frame of an
-// EVENT_BATCH or a PUBLISH_BATCH (docs/protocol.md, "Batches"). A ZeroMQ message costs
-// its sender and its receiver far more than the bytes of a small event (about 1,300
+// Batches: several events, publishes or whole messages in the one payload frame of an
+// EVENT_BATCH, a PUBLISH_BATCH or a BATCH (docs/protocol.md, "Batches"). A ZeroMQ message
+// costs its sender and its receiver far more than the bytes of a small event (about 1,300
 // instructions each side in libzmq), so a subscriber due many small events at once gets
-// them as one message, and a publisher with several small publishes waiting sends them
-// as one.
+// them as one message, a publisher with several small publishes waiting sends them as one,
+// and a service, or the broker, with several small replies due at once sends them as one.
 //
 // The frame is a sequence of records and nothing else. Numbers are varints (7 bits a
 // byte, low first, at most 10 bytes, as in protobuf); a string is a length varint and
@@ -11,6 +11,10 @@
 //
 //   EVENT_BATCH record:    subscription, dropped, topic, payload
 //   PUBLISH_BATCH record:  topic, payload
+//   BATCH record:          header, payload
+//
+// A BATCH record is a whole message: its header is an encoded Header, as a header frame
+// holds it, and its payload is that message's one payload frame (empty when it has none).
 //
 // A topic of length 0 repeats the topic of the record before it (a valid topic is never
 // empty); the first record must name one. A record's topic is not checked here: the
@@ -59,6 +63,11 @@ struct PublishRecord {
   std::string_view payload;
 };
 
+struct MessageRecord {
+  std::string_view header;
+  std::string_view payload;
+};
+
 class BatchWriter {
  public:
   // Whether one more record with this topic and payload keeps the frame within `limit`
@@ -70,6 +79,8 @@ class BatchWriter {
   void add_event(std::uint64_t subscription, std::uint64_t dropped, std::string_view topic,
                  std::string_view payload);
   void add_publish(std::string_view topic, std::string_view payload);
+  // A BATCH record: fits() with the header in place of a topic says whether it fits.
+  void add_message(std::string_view header, std::string_view payload);
 
   std::size_t records() const noexcept { return records_; }
   bool empty() const noexcept { return records_ == 0; }
@@ -119,6 +130,10 @@ class BatchReader {
   bool next(PublishRecord& out) noexcept {
     if (p_ == end_) return false;
     return (topic_(out.topic) && string_(out.payload)) || fail_();
+  }
+  bool next(MessageRecord& out) noexcept {
+    if (p_ == end_) return false;
+    return (string_(out.header) && string_(out.payload)) || fail_();
   }
   bool malformed() const noexcept { return malformed_; }
 

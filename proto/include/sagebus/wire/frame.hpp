@@ -41,6 +41,9 @@ enum class DecodeResult { ok, too_large, malformed, bad_version };
 // written for them (detail::parse_common), the rest by protobuf.
 DecodeResult decode(const zmq::message_t& frame, Header& out,
                     std::size_t max_bytes = kMaxHeaderBytes);
+// The same for a header's bytes held elsewhere (a BATCH record).
+DecodeResult decode(const void* data, std::size_t size, Header& out,
+                    std::size_t max_bytes = kMaxHeaderBytes);
 
 // The kind and id of a header decode() would not parse (too_large), so that its sender
 // can still be answered: read from the header's first fields when they are version, kind
