@@ -35,6 +35,8 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_names_refused(m.names_refused);
   c.set_takeovers(m.takeovers);
   c.set_invalid_argument(m.invalid_argument);
+  c.set_batches(m.batches);
+  c.set_batches_sent(m.batches_sent);
 }
 
 std::uint64_t millis(TimePoint from, TimePoint to) {

@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/socket.hpp"
 
@@ -223,7 +224,7 @@ void Broker::after_messages_() {
   apply_removals_();
   run_queue_deadlines_();
   apply_removals_();
-  flush_events_();  // what the queues' deadlines published
+  flush_batches_();  // what the deadlines answered, what the queues' deadlines published
 }
 
 void Broker::handle_for_test(Frames& frames) {
@@ -269,11 +270,12 @@ void Broker::receive_batch_() {
     }
     apply_removals_();
   }
-  // The round ends with what came in at once: its events go now (event_batches.hpp).
-  flush_events_();
+  // The round ends with what came in at once: its events and replies go now
+  // (event_batches.hpp, reply_batches.hpp).
+  flush_batches_();
 }
 
-void Broker::handle_message_(Frames& frames) {
+void Broker::handle_message_(Frames& frames, bool in_batch) {
   if (frames.size() < 2) {
     ++metrics_.malformed;
     return;
@@ -314,6 +316,12 @@ void Broker::handle_message_(Frames& frames) {
       return;
   }
 
+  if (in_batch && (in_.kind() == wire::HELLO || in_.kind() == wire::BATCH)) {
+    ++metrics_.malformed;
+    spdlog::debug("dropped a {} in a BATCH from {}: it must come alone",
+                  wire::kind_name(in_.kind()), printable(rid));
+    return;
+  }
   // A HELLO carries no payload and is taken while draining: nothing below refuses it.
   if (in_.kind() == wire::HELLO) return on_hello_(RoutingId(rid), frames[1]);
   ClientInfo* client = registry_.client(rid);
@@ -341,6 +349,8 @@ void Broker::handle_message_(Frames& frames) {
       return on_request_(*client, frames);
     case wire::REPLY:
       return on_reply_(*client, frames);
+    case wire::BATCH:
+      return on_batch_(*client, frames);
     case wire::SUBSCRIBE:
       return on_subscribe_(from);
     case wire::UNSUBSCRIBE:
@@ -370,6 +380,45 @@ void Broker::handle_message_(Frames& frames) {
                        " is not a message kind of protocol version " +
                        std::to_string(wire::kProtocolVersion));
       return;
+  }
+}
+
+void Broker::on_batch_(const ClientInfo& from, Frames& frames) {
+  // One payload frame of records (sagebus/wire/batch.hpp). A batch is not answered: what
+  // cannot be read of it is dropped and counted, as a malformed message would be.
+  if (frames.size() != 3 || truncated_) {
+    ++metrics_.malformed;
+    spdlog::debug("dropped a BATCH from '{}' with {} payload frames: it carries one", from.name,
+                  frames.size() - 2);
+    return;
+  }
+  ++metrics_.batches;
+  const zmq::message_t batch = std::move(frames[2]);
+  wire::BatchReader reader(batch);
+  wire::MessageRecord record;
+  record_frames_.resize(3);
+  for (std::size_t n = 0; reader.next(record); ++n) {
+    if (n == wire::kMaxBatchRecords) {
+      ++metrics_.malformed;
+      spdlog::debug(
+          "dropped what follows record {} of a BATCH from '{}': a batch holds at most "
+          "that many",
+          n, from.name);
+      return;
+    }
+    // The message it holds, as if it had come alone: the sender's routing id, the header
+    // frame and one payload frame.
+    record_frames_[0].rebuild(from.rid.data(), from.rid.size());
+    record_frames_[1].rebuild(record.header.data(), record.header.size());
+    record_frames_[2].rebuild(record.payload.data(), record.payload.size());
+    handle_message_(record_frames_, true);
+  }
+  if (reader.malformed()) {
+    ++metrics_.malformed;
+    spdlog::debug(
+        "dropped the rest of a BATCH from '{}': a record is cut short or has a varint "
+        "over 10 bytes",
+        from.name);
   }
 }
 
@@ -440,6 +489,7 @@ void Broker::shutdown_() {
     out_.set_message("broker shutting down");
     send_(rid, out_, {}, false);
   }
+  flush_batches_();
   router_.set(zmq::sockopt::linger, kShutdownLingerMs);
   removals_.clear();
 }
@@ -509,6 +559,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_max_header(config_.max_header);
   w->set_broker_version(identity_.version);
   w->set_publish_batches(true);
+  w->set_batches(true);
   if (send_(from, out_, {}, false) == Sent::ok) release_held_(c);
 }
 
@@ -680,7 +731,10 @@ Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> p
 
 Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                                   std::span<zmq::message_t> payload, bool copy_payload) {
+  // At most one of the two holds something for `to`: each is sent before the other takes
+  // anything for it.
   if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
+  if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
   return write_frames_(to, header_frame, payload, copy_payload);
 }
 
@@ -773,8 +827,46 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
     count_outcome_(status, Sent::peer_gone);
     return true;
   }
-  answer_request_(caller->rid, call.caller_id, status, message, payload, headers);
+  answer_or_batch_(*caller, call.caller_id, status, message, payload, headers);
   return true;
+}
+
+void Broker::answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
+                              std::string_view message, std::span<zmq::message_t> payload,
+                              const HeaderMap* headers) {
+  if (!caller.batches) return answer_request_(caller.rid, id, status, message, payload, headers);
+  head_.start(wire::REPLY)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .enumeration(wire::Header::kStatusFieldNumber, status)
+      .string(wire::Header::kMessageFieldNumber, message);
+  if (headers != nullptr) head_.map(wire::Header::kHeadersFieldNumber, *headers);
+  if (!ReplyBatch::batchable(head_.size(), payload))
+    return count_outcome_(status, send_head_(caller.rid, payload, false));
+  // The broker's messages to a connection leave in the order it made them.
+  if (EventBatch* events = events_.pending(caller.rid)) send_batch_(*events);
+  ReplyBatch& batch = replies_.of(caller.rid);
+  if (!batch.fits(head_.size(), payload)) send_replies_(batch);
+  batch.add(head_.bytes(), payload, status);
+}
+
+void Broker::send_replies_(ReplyBatch& batch) {
+  Sent sent;
+  if (batch.size() == 1) {
+    sent = write_frames_(batch.client(), batch.lone_header(), batch.lone_payload(), false);
+  } else {
+    zmq::message_t header = replies_.header();
+    zmq::message_t records = batch.records();
+    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
+    if (sent == Sent::ok) ++metrics_.batches_sent;
+  }
+  for (const wire::Status status : batch.statuses())
+    count_outcome_(status, sent);
+  batch.clear();
+}
+
+void Broker::flush_batches_() {
+  flush_events_();
+  replies_.flush([this](ReplyBatch& batch) { send_replies_(batch); });
 }
 
 void Broker::count_outcome_(wire::Status status, Sent sent) {

@@ -4,11 +4,11 @@
 //
 // Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
 // deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
-// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes
-// they produced (event_batches.hpp); act on connections the monitor saw close; run timers
-// (call and send deadlines, queue waits, leases). Every send is
-// non-blocking; a peer found gone is removed after the handler that found it, never while
-// a table is being iterated.
+// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes and
+// the BATCHes of replies they produced (event_batches.hpp, reply_batches.hpp); act on
+// connections the monitor saw close; run timers (call and send deadlines, queue waits,
+// leases). Every send is non-blocking; a peer found gone is removed after the handler that
+// found it, never while a table is being iterated.
 //
 // The handlers live in one file per message family: broker.cpp (connections, names,
 // registrations), broker_calls.cpp (requests), broker_pubsub.cpp (publish-subscribe),
@@ -52,6 +52,7 @@
 #include "published.hpp"
 #include "queues.hpp"
 #include "registry.hpp"
+#include "reply_batches.hpp"
 #include "sagebus/wire.pb.h"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/header_writer.hpp"
@@ -116,7 +117,10 @@ class Broker {
   void tick_();
   std::chrono::milliseconds poll_timeout_();
   void receive_batch_();
-  void handle_message_(Frames& frames);
+  // `in_batch`: a record of a BATCH, which may not be a HELLO or a BATCH itself.
+  void handle_message_(Frames& frames, bool in_batch = false);
+  // Each record of a BATCH, handled as the message it holds (docs/protocol.md, "Batches").
+  void on_batch_(const ClientInfo& from, Frames& frames);
   void handle_connection_events_();
   // What a tick runs after reading messages and closed connections: call and queue
   // deadlines, each followed by the removals it scheduled.
@@ -190,6 +194,11 @@ class Broker {
   // Sends every batch of the round; before the subscription table changes, and at the end
   // of each receive batch and tick.
   void flush_events_();
+  // Sends `batch` (a REPLY when it holds one reply) and counts its replies' outcomes.
+  void send_replies_(ReplyBatch& batch);
+  // Sends every EVENT_BATCH and BATCH of the round: at the end of each receive batch
+  // and tick.
+  void flush_batches_();
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
   void on_send_(const ClientInfo& from, Frames& frames);
@@ -226,6 +235,11 @@ class Broker {
                      std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
+  // answer_caller_'s REPLY, put in the caller's BATCH of this round when it reads
+  // them and the reply is small enough; else sent at once.
+  void answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
+                        std::string_view message, std::span<zmq::message_t> payload,
+                        const HeaderMap* headers);
   void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
                        std::string_view message, std::span<zmq::message_t> payload = {},
                        const HeaderMap* headers = nullptr);
@@ -291,6 +305,8 @@ class Broker {
 
   EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
   EventBatches events_;
+  ReplyBatches replies_;
+  Frames record_frames_;  // on_batch_'s, one message at a time
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };
 

@@ -147,6 +147,8 @@ void counters(Text& t, const Metrics& m) {
        m.rejected_replies},
       {"sagebus_dropped_replies_total", "Outcomes for a caller that is gone or not reading",
        m.dropped_replies},
+      {"sagebus_batches_total", "BATCH messages received, several messages each", m.batches},
+      {"sagebus_batches_sent_total", "BATCH messages sent, several replies each", m.batches_sent},
       {"sagebus_malformed_total", "Messages that could not be decoded", m.malformed},
       {"sagebus_invalid_argument_total",
        "Messages answered INVALID_ARGUMENT: invalid names, kinds, versions or sizes",

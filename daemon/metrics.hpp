@@ -102,6 +102,8 @@ struct Metrics {
   std::uint64_t late_replies = 0;      // replies after the caller's outcome was sent
   std::uint64_t rejected_replies = 0;  // replies from a connection not given the call
   std::uint64_t dropped_replies = 0;   // outcomes for a caller that is gone or not reading
+  std::uint64_t batches = 0;           // BATCHes received (each record counts as its message)
+  std::uint64_t batches_sent = 0;      // BATCHes sent (the replies of one round to a caller)
   std::uint64_t malformed = 0;         // messages that could not be decoded
   std::uint64_t invalid_argument = 0;  // messages answered INVALID_ARGUMENT
   std::uint64_t hello_required = 0;    // messages from peers that had not said HELLO

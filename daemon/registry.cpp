@@ -78,6 +78,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   by_name_[name] = rid;
   c.instance_id = hello.instance_id().substr(0, wire::kMaxNameBytes);
   c.event_batches = hello.event_batches();
+  c.batches = hello.batches();
   c.sdk_version = hello.sdk_version().substr(0, wire::kMaxNameBytes);
   c.last_seen = now;
   c.idle = false;  // a HELLO, like any message but an idle HEARTBEAT, takes the short lease

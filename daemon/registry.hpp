@@ -47,8 +47,9 @@ struct ClientInfo {
   std::string instance_id;
   std::string sdk_version;
   int fd = -1;  // the connection's socket in this process, -1 when unknown
-  // Its HELLO said it reads EVENT_BATCH.
+  // Its HELLO said it reads EVENT_BATCH, BATCH.
   bool event_batches = false;
+  bool batches = false;
   TimePoint connected_at{};
   TimePoint last_seen{};
   // Its last message was a HEARTBEAT that said idle: it holds the idle lease.

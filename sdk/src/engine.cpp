@@ -35,6 +35,9 @@ using std::chrono::milliseconds;
 constexpr milliseconds kLocalGrace{50};
 // While connected but not welcomed, HELLO is repeated this often.
 constexpr milliseconds kHelloRetry{1000};
+// About the longest a reply waits for others to go with it (flush_replies_): a handler on
+// the I/O thread that takes long must not hold up the replies of the ones before it.
+constexpr std::chrono::microseconds kMaxReplyWait{100};
 // Until the first WELCOME says otherwise.
 constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
 constexpr std::uint32_t kDefaultLiveness = 3;
@@ -138,6 +141,9 @@ class Engine {
     hello_.set_sdk_version(SAGEBUS_VERSION);
     hello_.set_takeover(o.takeover);
     hello_.set_event_batches(true);  // on_event_batch_
+    hello_.set_batches(true);        // on_batch_
+    wire::HeaderWriter batch_header;
+    batch_header_ = batch_header.start(wire::BATCH).bytes();
     owner_.engine_ = this;
   }
 
@@ -321,6 +327,7 @@ class Engine {
     // Also when only woken: the waker may have seen a message that the fd will not signal.
     if (can_read || (fds[0].revents & POLLIN) != 0 || (fds[2].revents & POLLIN) != 0)
       drain_socket_(driver);
+    flush_replies_();  // what the commands and messages of this turn answered
     // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher
     // that keeps the socket full would never be heard and lose its own lease.
     run_timers_();
@@ -499,7 +506,9 @@ class Engine {
       case wire::GOODBYE:
         return on_goodbye_();
       case wire::REPLY:
-        return on_reply_();
+        return on_reply_(frames_.empty() ? std::string_view() : frames_.front().to_string_view());
+      case wire::BATCH:
+        return on_batch_();
       case wire::REQUEST:
         return on_request_();
       case wire::EVENT:
@@ -571,6 +580,7 @@ class Engine {
     idle_heartbeat_ = milliseconds(w.idle_heartbeat_ms());  // 0 from a broker without it
     max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
     publish_batches_ = w.publish_batches();
+    batches_ = w.batches();
     owner_.max_payload_.store(max_payload_, std::memory_order_relaxed);
     hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
     set_link_(Link::ready);
@@ -793,10 +803,11 @@ class Engine {
     deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(open));
   }
 
-  void on_reply_() {
+  // The REPLY in in_, whose payload is `payload`.
+  void on_reply_(std::string_view payload) {
     if (auto it = requests_.find(in_.id()); it != requests_.end()) {
-      Outcome outcome{from_wire(in_.status()), in_.message(), {}, in_.count(), in_.tag()};
-      if (!frames_.empty()) outcome.payload = to_string(frames_.front());
+      Outcome outcome{from_wire(in_.status()), in_.message(), std::string(payload), in_.count(),
+                      in_.tag()};
       finish_(it, std::move(outcome));
       return;
     }
@@ -823,6 +834,27 @@ class Engine {
       fail_unsent_impatient_();
     }
     // Otherwise: the answer to a request that already ended (its deadline passed).
+  }
+
+  // Each record of a BATCH, as the message it holds, had it come alone (docs/protocol.md,
+  // "Batches").
+  void on_batch_() {
+    if (frames_.size() != 1) return;  // not a batch: not ours to fix
+    const zmq::message_t batch = std::move(frames_.front());
+    wire::BatchReader reader(batch);
+    wire::MessageRecord record;
+    while (reader.next(record)) {
+      if (wire::decode(record.header.data(), record.header.size(), in_) != wire::DecodeResult::ok ||
+          in_.kind() == wire::BATCH)
+        continue;
+      if (in_.kind() == wire::REPLY) {  // the common case, read in place
+        on_reply_(record.payload);
+        continue;
+      }
+      frames_.clear();
+      frames_.emplace_back(record.payload.data(), record.payload.size());
+      on_message_();
+    }
   }
 
   void finish_(std::unordered_map<std::uint64_t, Request>::iterator it, Outcome outcome) {
@@ -1088,7 +1120,43 @@ class Engine {
         .varint(H::kIdFieldNumber, id)
         .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
         .string(H::kMessageFieldNumber, message);
+    // Small replies wait for the end of this turn, to go together (flush_replies_), but
+    // none longer than kMaxReplyWait.
+    if (batches_ && payload.size() <= wire::kMaxBatchedPayload) {
+      const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
+      const auto now = Clock::now();
+      if (!replies_.fits(head_.bytes(), payload.size(), limit) ||
+          (!replies_.empty() && now - replies_since_ > kMaxReplyWait))
+        flush_replies_();
+      if (replies_.fits(head_.bytes(), payload.size(), limit)) {
+        if (replies_.empty()) replies_since_ = now;
+        replies_.add_message(head_.bytes(), payload);
+        return;
+      }
+    }
     (void)send_header_(head_.frame(), adopt(std::move(payload)));
+  }
+
+  // Sends the replies gathered since the last flush, as one BATCH, or as a REPLY
+  // when there is one: after each turn's messages and commands are handled, and before
+  // anything else is sent (put_), so that this side's messages leave in the order it made
+  // them. When the queue to the broker is full they are dropped, as a REPLY would be: the
+  // broker ends their calls at their deadlines.
+  void flush_replies_() {
+    if (replies_.empty()) return;
+    zmq::message_t header;
+    zmq::message_t payload;
+    if (replies_.records() == 1) {
+      wire::MessageRecord lone;
+      wire::BatchReader(replies_.bytes().data(), replies_.bytes().size()).next(lone);
+      header.rebuild(lone.header.data(), lone.header.size());
+      payload.rebuild(lone.payload.data(), lone.payload.size());
+    } else {
+      header.rebuild(batch_header_.data(), batch_header_.size());
+      payload = replies_.frame();
+    }
+    replies_.clear();
+    if (write_(header, &payload)) take_short_lease_();
   }
 
   void send_register_(const ServiceCore& core) {
@@ -1121,7 +1189,12 @@ class Engine {
     if (!frames_.empty()) job.payload = std::move(frames_.front());
     ServiceCore& core = *it->second.core;
     if (!core.options().on_io_thread) return core.submit(std::move(job));
-    Answer answer = core.run(job);  // here and now: ServiceOptions::on_io_thread
+    // Here and now: ServiceOptions::on_io_thread. After a handler that took longer than
+    // kMaxReplyWait, the replies waiting go before the next one runs: it may be as slow.
+    if (slow_handler_) flush_replies_();
+    const auto started = Clock::now();
+    Answer answer = core.run(job);
+    slow_handler_ = Clock::now() - started > kMaxReplyWait;
     reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
   }
 
@@ -1214,6 +1287,12 @@ class Engine {
   // send_header_() but for the lease, which the caller sets (take_short_lease_(), or the
   // heartbeat's own in run_timers_). The frames are emptied once sent, kept when refused.
   bool put_(zmq::message_t& header, zmq::message_t* payload) {
+    flush_replies_();
+    return write_(header, payload);
+  }
+
+  // put_() of this message alone.
+  bool write_(zmq::message_t& header, zmq::message_t* payload) {
     const auto more = payload ? zmq::send_flags::sndmore : zmq::send_flags::none;
     quiet_ = false;  // a send may take in the news that socket_fd_ was to signal
     if (!wire::send(socket_, header, more | zmq::send_flags::dontwait)) return false;
@@ -1373,8 +1452,15 @@ class Engine {
   };
   Outgoing outgoing_;
   wire::BatchWriter batch_;  // make_outgoing_'s, reused
-  // The broker's WELCOME says it reads PUBLISH_BATCH.
+  // The broker's WELCOME says it reads PUBLISH_BATCH, BATCH.
   bool publish_batches_ = false;
+  bool batches_ = false;
+  // Replies that wait for the end of the turn (flush_replies_), and the header of their
+  // BATCH.
+  wire::BatchWriter replies_;
+  Clock::time_point replies_since_{};  // when the first of replies_ was made
+  bool slow_handler_ = false;          // the last handler run here took over kMaxReplyWait
+  std::string batch_header_;
 
   wire::Header in_;
   wire::Header out_;                    // the headers written through protobuf (the rarer kinds)

@@ -235,8 +235,20 @@ void Harness::message_(const Step& step) {
                      kLetters[step.peer], frames[1].size(), static_cast<int>(decoded));
     }
     if ((decoded == wire::DecodeResult::ok || decoded == wire::DecodeResult::bad_version) &&
-        step.peer != kUnconnected)
+        step.peer != kUnconnected) {
       ++peers_[step.peer].owed[header_.id()];
+      // Each message of a BATCH may be answered as if it had come alone.
+      if (decoded == wire::DecodeResult::ok && header_.kind() == wire::BATCH &&
+          frames.size() == 3) {
+        wire::BatchReader reader(frames[2]);
+        wire::Header record;
+        for (wire::MessageRecord r; reader.next(r);) {
+          const auto result = wire::decode(r.header.data(), r.header.size(), record);
+          if (result == wire::DecodeResult::ok || result == wire::DecodeResult::bad_version)
+            ++peers_[step.peer].owed[record.id()];
+        }
+      }
+    }
   }
   handle_(frames);
   receive_all_();
@@ -400,9 +412,9 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
       p.ids.push_back(received_.id());
       break;
     case wire::REPLY:
-      if (received_.tag() != 0) p.tags.push_back(received_.tag());
-      answer = true;
-      break;
+      return account_reply_(peer);
+    case wire::BATCH:
+      return check_message_batch_(peer, message);
     case wire::WELCOME:
       if (received_.id() == kSyncIds + inputs_) p.synced = true;
       answer = true;
@@ -428,6 +440,37 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
         "last a %s)",
         letter, static_cast<unsigned long long>(received_.id()),
         std::string(wire::kind_name(received_.kind())).c_str());
+}
+
+void Harness::account_reply_(std::size_t peer) {
+  Peer& p = peers_[peer];
+  if (received_.tag() != 0) p.tags.push_back(received_.tag());
+  if (--p.owed[received_.id()] < 0)
+    finding(
+        "peer %c got more answers with id %llu than it sent messages with that id (the "
+        "last a REPLY)",
+        kLetters[peer], static_cast<unsigned long long>(received_.id()));
+}
+
+void Harness::check_message_batch_(std::size_t peer, const std::vector<zmq::message_t>& message) {
+  const char letter = kLetters[peer];
+  if (message.size() != 2)
+    finding("the broker sent peer %c a BATCH of %zu payload frames", letter, message.size() - 1);
+  wire::BatchReader reader(message[1]);
+  std::size_t replies = 0;
+  for (wire::MessageRecord r; reader.next(r);) {
+    ++replies;
+    if (wire::decode(r.header.data(), r.header.size(), received_) != wire::DecodeResult::ok)
+      finding("the broker sent peer %c a BATCH whose message %zu does not decode", letter, replies);
+    if (received_.kind() != wire::REPLY)
+      finding("the broker sent peer %c a BATCH holding a %s", letter,
+              std::string(wire::kind_name(received_.kind())).c_str());
+    account_reply_(peer);
+  }
+  if (reader.malformed())
+    finding("the broker sent peer %c a malformed BATCH (after %zu replies)", letter, replies);
+  // One reply goes as a REPLY.
+  if (replies < 2) finding("the broker sent peer %c a BATCH of %zu replies", letter, replies);
 }
 
 void Harness::check_batch_(char letter, const std::vector<zmq::message_t>& message) {

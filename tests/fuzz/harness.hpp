@@ -95,6 +95,10 @@ class Harness {
   void receive_all_();
   void check_(std::size_t peer, const std::vector<zmq::message_t>& message);
   void check_batch_(char letter, const std::vector<zmq::message_t>& message);
+  // A BATCH the broker sent: whole REPLYs, each accounted for as if it came alone.
+  void check_message_batch_(std::size_t peer, const std::vector<zmq::message_t>& message);
+  // received_, a REPLY alone or in a BATCH: its tag, and one answer fewer owed for its id.
+  void account_reply_(std::size_t peer);
   // GOODBYE from every peer, then a HELLO/WELCOME round trip on each, so that nothing
   // the broker sent for this input arrives during the next. With `connecting` (the first
   // time), the HELLO is repeated until the broker knows the connection.

@@ -73,13 +73,15 @@ class RawPeer {
   }
   std::optional<wire::Header> reply_to(std::uint64_t id) { return answer(wire::REPLY, id); }
 
-  // Says HELLO as `name` (reading EVENT_BATCH if `event_batches`); true once WELCOMEd.
-  bool hello(const std::string& name, bool event_batches = false) {
+  // Says HELLO as `name` (reading EVENT_BATCH if `event_batches`, BATCH if
+  // `batches`); true once WELCOMEd.
+  bool hello(const std::string& name, bool event_batches = false, bool batches = false) {
     wire::Header h;
     h.set_kind(wire::HELLO);
     h.mutable_hello()->set_name(name);
     h.mutable_hello()->set_instance_id("raw-" + name);
     h.mutable_hello()->set_event_batches(event_batches);
+    h.mutable_hello()->set_batches(batches);
     return answer(wire::WELCOME, send(h)).has_value();
   }
   // A HEARTBEAT and its answer. The broker handles one connection's messages in order, so

@@ -3,6 +3,7 @@
 // the test drives) chooses exactly which messages the broker "forgot".
 // (A handler outliving a broker restart is tested in test_liveness.cpp.)
 #include <algorithm>
+#include <atomic>
 #include <future>
 #include <map>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 
 using namespace sagebus;
@@ -87,6 +89,7 @@ class FakeBroker {
     w.mutable_welcome()->set_heartbeat_ms(heartbeat_ms);
     w.mutable_welcome()->set_liveness(liveness);
     w.mutable_welcome()->set_idle_heartbeat_ms(idle_heartbeat_ms);
+    w.mutable_welcome()->set_batches(offer_batches);
     send(hello->from, w);
     return hello->from;
   }
@@ -110,6 +113,9 @@ class FakeBroker {
   // HELLOs seen by expect() so far.
   int hellos() const { return hellos_; }
 
+  // Whether welcome() says this broker reads BATCH.
+  bool offer_batches = false;
+
  private:
   zmq::context_t context_{1};
   zmq::socket_t router_;
@@ -122,6 +128,85 @@ Status outcome_status(std::future<Reply>& f) {
 }
 
 }  // namespace
+
+TEST_CASE(
+    "a BATCH ends each call it answers with its own status and payload and skips a "
+    "BATCH inside it",
+    "[sdk][batches]") {
+  FakeBroker broker;
+  Client client(at(broker.endpoint(), "client"));
+  const std::string rid = broker.welcome();
+  std::vector<std::future<Reply>> calls;
+  std::vector<std::uint64_t> ids;
+  for (const char* payload : {"one", "two", "three"}) {
+    calls.push_back(client.call_async("svc", "m", payload, {.timeout = 5s}));
+    const auto request = broker.expect(wire::REQUEST);
+    REQUIRE(request);
+    ids.push_back(request->header.id());
+  }
+  const auto record = [](std::uint64_t id, wire::Kind kind, wire::Status status) {
+    wire::Header h;
+    h.set_kind(kind);
+    h.set_id(id);
+    h.set_status(status);
+    return wire::encode(h).to_string();
+  };
+  wire::BatchWriter batch;
+  batch.add_message(record(ids[2], wire::REPLY, wire::OK), "THREE");
+  batch.add_message(record(ids[1], wire::BATCH, wire::OK), "not read: batches do not nest");
+  batch.add_message(record(ids[0], wire::REPLY, wire::OVERLOADED), "");
+  batch.add_message(record(ids[1], wire::REPLY, wire::OK), "TWO");
+  wire::Header h;
+  h.set_kind(wire::BATCH);
+  broker.send(rid, h, std::string(batch.bytes()));
+
+  CHECK(outcome_status(calls[0]) == Status::overloaded);
+  CHECK(calls[1].get().payload == "TWO");
+  CHECK(calls[2].get().payload == "THREE");
+}
+
+TEST_CASE("a slow handler on the I/O thread does not hold back the replies before it",
+          "[sdk][batches]") {
+  FakeBroker broker;
+  broker.offer_batches = true;
+  Client client(at(broker.endpoint(), "client"));
+  Service service(client, "svc", {.on_io_thread = true});
+  // The first handler is slow; the second waits until the test has seen the first reply,
+  // which must therefore leave before it runs, not in a batch with its reply.
+  std::promise<void> first_reply_seen;
+  std::shared_future<void> seen = first_reply_seen.get_future().share();
+  std::atomic<bool> waited_in_vain{false};
+  service.handle("m", [&](const Request& r) {
+    if (r.payload == "1") std::this_thread::sleep_for(20ms);  // slower than a batch waits
+    if (r.payload == "2" && seen.wait_for(3s) != std::future_status::ready) waited_in_vain = true;
+    return std::string(r.payload);
+  });
+  service.start();
+  const std::string rid = broker.welcome();
+  auto reg = broker.expect(wire::REGISTER);
+  REQUIRE(reg);
+  broker.reply(rid, reg->header.id(), wire::OK);
+
+  // Both at once: the I/O thread reads the second in the turn of the first, as it is there
+  // when the first handler ends.
+  for (std::uint64_t id = 1; id <= 2; ++id) {
+    wire::Header dispatch;
+    dispatch.set_kind(wire::REQUEST);
+    dispatch.set_id(id);
+    dispatch.set_service("svc");
+    dispatch.set_method("m");
+    dispatch.set_timeout_ms(10000);
+    broker.send(rid, dispatch, std::to_string(id));
+  }
+  const auto first = broker.expect(wire::REPLY, 5s);  // a BATCH of both would be skipped
+  REQUIRE(first);
+  CHECK(first->header.id() == 1);
+  first_reply_seen.set_value();
+  const auto second = broker.expect(wire::REPLY, 5s);
+  REQUIRE(second);
+  CHECK(second->header.id() == 2);
+  CHECK_FALSE(waited_in_vain);
+}
 
 TEST_CASE(
     "calls the broker refused with HELLO_REQUIRED are sent again after WELCOME, and the "
