@@ -1,7 +1,5 @@
 #include "event_batches.hpp"
 
-#include "sagebus/wire/header_writer.hpp"
-
 namespace sagebus::broker {
 
 void EventBatch::add(Subscription& sub, std::string_view topic, std::string_view payload) {
@@ -21,32 +19,12 @@ void EventBatch::settle(bool sent) noexcept {
   writer_.clear();
 }
 
-EventBatches::EventBatches() {
-  wire::HeaderWriter writer;
-  header_ = writer.start(wire::EVENT_BATCH).bytes();
-}
-
 EventBatch& EventBatches::of(Subscription& sub) {
-  if (sub.batch_round == round_) return *sub.batch;
-  EventBatch* batch;
-  if (auto it = by_client_.find(sub.client); it != by_client_.end()) {
-    batch = it->second;
-  } else {
-    if (used_ == batches_.size()) batches_.push_back(std::make_unique<EventBatch>());
-    batch = batches_[used_++].get();
-    batch->client_ = sub.client;
-    by_client_.emplace(batch->client_, batch);
-  }
-  sub.batch = batch;
-  sub.batch_round = round_;
-  return *batch;
-}
-
-void EventBatches::next_round_() {
-  ++round_;
-  used_ = 0;
-  by_client_.clear();
-  if (batches_.size() > kKeptBatches) batches_.resize(kKeptBatches);
+  if (sub.batch_round == round()) return *sub.batch;
+  EventBatch& batch = of(sub.client);
+  sub.batch = &batch;
+  sub.batch_round = round();
+  return batch;
 }
 
 }  // namespace sagebus::broker

@@ -19,20 +19,19 @@
 // each subscription's gap and credit are as if its events had been refused one by one.
 //
 // Batches hold Subscription pointers: the broker flushes every batch before the
-// subscription table changes. Batch objects are reused from round to round (their
-// storage too, up to kKeptBatches of them); a Subscription finds its connection's batch
-// through the pointer it keeps for the round, without a lookup. Not thread safe.
+// subscription table changes. Batch objects are reused from round to round
+// (round_batches.hpp); a Subscription finds its connection's batch through the pointer it
+// keeps for the round, without a lookup. Not thread safe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
 
+#include "round_batches.hpp"
 #include "sagebus/wire/batch.hpp"
 #include "topics.hpp"
 
@@ -58,7 +57,8 @@ class EventBatch {
   void settle(bool sent) noexcept;
 
  private:
-  friend class EventBatches;
+  template <class>
+  friend class RoundBatches;
 
   struct Held {
     Subscription* sub;
@@ -70,40 +70,14 @@ class EventBatch {
   std::vector<Held> held_;
 };
 
-class EventBatches {
+class EventBatches : public RoundBatches<EventBatch> {
  public:
-  EventBatches();
+  EventBatches() : RoundBatches(wire::EVENT_BATCH) {}
 
-  // The batch of `sub`'s connection in this round, started if there is none.
+  using RoundBatches::of;
+  // The batch of `sub`'s connection in this round, started if there is none; found
+  // through the pointer `sub` keeps for the round, without a lookup.
   EventBatch& of(Subscription& sub);
-  // The batch of connection `client` in this round, if it holds events.
-  EventBatch* pending(std::string_view client) const {
-    if (used_ == 0) return nullptr;  // the common case of a round without events
-    const auto it = by_client_.find(client);
-    return it != by_client_.end() && !it->second->empty() ? it->second : nullptr;
-  }
-  // Calls send(batch) for every batch of this round that holds events, in the order they
-  // were started, then starts the next round. `send` must settle() the batch.
-  template <class Send>
-  void flush(Send&& send) {
-    for (std::size_t i = 0; i < used_; ++i)
-      if (!batches_[i]->empty()) send(*batches_[i]);
-    next_round_();
-  }
-  // The header frame of an EVENT_BATCH.
-  zmq::message_t header() const { return zmq::message_t(header_.data(), header_.size()); }
-
-  static constexpr std::size_t kKeptBatches = 64;
-
- private:
-  void next_round_();
-
-  std::string header_;
-  std::uint64_t round_ = 1;
-  std::vector<std::unique_ptr<EventBatch>> batches_;  // the first used_ are this round's
-  std::size_t used_ = 0;
-  // This round's batches by connection; the keys view EventBatch::client_.
-  std::unordered_map<std::string_view, EventBatch*> by_client_;
 };
 
 }  // namespace sagebus::broker

@@ -1,7 +1,5 @@
 #include "reply_batches.hpp"
 
-#include "sagebus/wire/header_writer.hpp"
-
 namespace sagebus::broker {
 
 namespace {
@@ -47,26 +45,6 @@ void ReplyBatch::clear() noexcept {
   bytes_ = 0;
   first_has_payload_ = false;
   first_payload_.rebuild();
-}
-
-ReplyBatches::ReplyBatches() {
-  wire::HeaderWriter writer;
-  header_ = writer.start(wire::BATCH).bytes();
-}
-
-ReplyBatch& ReplyBatches::of(const RoutingId& client) {
-  if (auto it = by_client_.find(client); it != by_client_.end()) return *it->second;
-  if (used_ == batches_.size()) batches_.push_back(std::make_unique<ReplyBatch>());
-  ReplyBatch* batch = batches_[used_++].get();
-  batch->client_ = client;
-  by_client_.emplace(batch->client_, batch);
-  return *batch;
-}
-
-void ReplyBatches::next_round_() {
-  used_ = 0;
-  by_client_.clear();
-  if (batches_.size() > kKeptBatches) batches_.resize(kKeptBatches);
 }
 
 }  // namespace sagebus::broker

@@ -17,20 +17,18 @@
 //
 // The first reply of a batch is kept as its frames (moved, not copied), so that a batch of
 // one goes exactly as the REPLY would have without batches; only a second reply makes it a
-// BATCH, written as records. Batch objects are reused from round to round (their
-// storage too, up to kKeptBatches of them). Not thread safe.
+// BATCH, written as records. Batch objects are reused from round to round
+// (round_batches.hpp). Not thread safe.
 #pragma once
 
 #include <cstddef>
-#include <memory>
 #include <span>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
 
-#include "registry.hpp"
+#include "round_batches.hpp"
 #include "sagebus/wire.pb.h"
 #include "sagebus/wire/batch.hpp"
 
@@ -62,7 +60,8 @@ class ReplyBatch {
   void clear() noexcept;
 
  private:
-  friend class ReplyBatches;
+  template <class>
+  friend class RoundBatches;
 
   static std::size_t bytes_of(std::size_t header, std::span<const zmq::message_t> payload) noexcept;
   static std::string_view view(const zmq::message_t& frame) noexcept {
@@ -78,39 +77,10 @@ class ReplyBatch {
   std::vector<wire::Status> statuses_;
 };
 
-class ReplyBatches {
+// A caller's replies of one round, sent as a BATCH.
+class ReplyBatches : public RoundBatches<ReplyBatch> {
  public:
-  ReplyBatches();
-
-  // The batch of connection `client` in this round, started if there is none.
-  ReplyBatch& of(const RoutingId& client);
-  // The batch of connection `client` in this round, if it holds replies.
-  ReplyBatch* pending(std::string_view client) const {
-    if (used_ == 0) return nullptr;  // the common case of a round without batched replies
-    const auto it = by_client_.find(client);
-    return it != by_client_.end() && !it->second->empty() ? it->second : nullptr;
-  }
-  // Calls send(batch) for every batch of this round that holds replies, in the order they
-  // were started, then starts the next round. `send` must clear() the batch.
-  template <class Send>
-  void flush(Send&& send) {
-    for (std::size_t i = 0; i < used_; ++i)
-      if (!batches_[i]->empty()) send(*batches_[i]);
-    next_round_();
-  }
-  // The header frame of a BATCH.
-  zmq::message_t header() const { return zmq::message_t(header_.data(), header_.size()); }
-
-  static constexpr std::size_t kKeptBatches = 64;
-
- private:
-  void next_round_();
-
-  std::string header_;
-  std::vector<std::unique_ptr<ReplyBatch>> batches_;  // the first used_ are this round's
-  std::size_t used_ = 0;
-  // This round's batches by connection; the keys view ReplyBatch::client_.
-  std::unordered_map<std::string_view, ReplyBatch*> by_client_;
+  ReplyBatches() : RoundBatches(wire::BATCH) {}
 };
 
 }  // namespace sagebus::broker

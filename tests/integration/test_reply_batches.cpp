@@ -32,6 +32,14 @@ struct Answer {
   std::string payload;
 };
 
+// `answers` is the one reply `id` with `payload`.
+void check_one(const std::vector<Answer>& answers, std::uint64_t id, const std::string& payload) {
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].id == id);
+  CHECK(answers[0].status == wire::OK);
+  CHECK(answers[0].payload == payload);
+}
+
 // The REPLY header of `id` with `status`, encoded.
 std::string reply_header(std::uint64_t id, wire::Status status = wire::OK) {
   wire::Header h = header(wire::REPLY);
@@ -86,6 +94,14 @@ struct Fixture {
       out.emplace_back(got->id(), instance.payload()[0]);
     }
     return out;
+  }
+
+  // The instance answers dispatch `id` with a plain REPLY of `payload`.
+  void reply(std::uint64_t id, const std::string& payload) {
+    wire::Header h = header(wire::REPLY);
+    h.set_id(id);
+    instance.send(h, {payload});
+    REQUIRE(instance.sync());
   }
 
   // What the caller receives until its HEARTBEAT comes back, `batches` counting the
@@ -174,20 +190,10 @@ TEST_CASE("a lone reply to a caller that reads batches comes as a plain REPLY",
   Fixture f(true);
   const auto ids = f.call({"x"});
   const auto given = f.given(1);
-  f.instance.send(
-      [&] {
-        wire::Header h = header(wire::REPLY);
-        h.set_id(given[0].first);
-        return h;
-      }(),
-      {"X"});
-  REQUIRE(f.instance.sync());
+  f.reply(given[0].first, "X");
   int batches = 0;
-  const auto answers = f.answers(batches);
+  check_one(f.answers(batches), ids[0], "X");
   CHECK(batches == 0);
-  REQUIRE(answers.size() == 1);
-  CHECK(answers[0].id == ids[0]);
-  CHECK(answers[0].payload == "X");
 }
 
 TEST_CASE("what cannot be read of a BATCH is dropped and counted and the rest handled",
@@ -213,26 +219,13 @@ TEST_CASE("what cannot be read of a BATCH is dropped and counted and the rest ha
   REQUIRE(f.instance.sync());
 
   int batches = 0;
-  auto answers = f.answers(batches);
-  REQUIRE(answers.size() == 1);
-  CHECK(answers[0].id == ids[0]);
-  CHECK(answers[0].payload == "A");
+  check_one(f.answers(batches), ids[0], "A");
   // The HELLO, the undecodable record, the cut-short tail, the two-frame batch.
   CHECK(f.counters().malformed() == malformed + 4);
 
   // The second call is still the instance's to answer.
-  f.instance.send(
-      [&] {
-        wire::Header h = header(wire::REPLY);
-        h.set_id(given[1].first);
-        return h;
-      }(),
-      {"B"});
-  REQUIRE(f.instance.sync());
-  answers = f.answers(batches);
-  REQUIRE(answers.size() == 1);
-  CHECK(answers[0].id == ids[1]);
-  CHECK(answers[0].payload == "B");
+  f.reply(given[1].first, "B");
+  check_one(f.answers(batches), ids[1], "B");
 }
 
 TEST_CASE("a caller's REQUESTs in one BATCH are calls as if each had come alone",
