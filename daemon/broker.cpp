@@ -396,7 +396,10 @@ void Broker::on_batch_(const ClientInfo& from, Frames& frames) {
   const zmq::message_t batch = std::move(frames[2]);
   wire::BatchReader reader(batch);
   wire::MessageRecord record;
+  // Each message it holds, as if it had come alone: the sender's routing id, the header
+  // frame and one payload frame.
   record_frames_.resize(3);
+  record_frames_[0].rebuild(from.rid.data(), from.rid.size());
   for (std::size_t n = 0; reader.next(record); ++n) {
     if (n == wire::kMaxBatchRecords) {
       ++metrics_.malformed;
@@ -406,9 +409,6 @@ void Broker::on_batch_(const ClientInfo& from, Frames& frames) {
           n, from.name);
       return;
     }
-    // The message it holds, as if it had come alone: the sender's routing id, the header
-    // frame and one payload frame.
-    record_frames_[0].rebuild(from.rid.data(), from.rid.size());
     record_frames_[1].rebuild(record.header.data(), record.header.size());
     record_frames_[2].rebuild(record.payload.data(), record.payload.size());
     handle_message_(record_frames_, true);
@@ -796,12 +796,17 @@ Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status
 void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
                              std::string_view message, std::span<zmq::message_t> payload,
                              const HeaderMap* headers) {
+  reply_head_(id, status, message, headers);
+  count_outcome_(status, send_head_(to, payload, false));
+}
+
+void Broker::reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
+                         const HeaderMap* headers) {
   head_.start(wire::REPLY)
       .varint(wire::Header::kIdFieldNumber, id)
       .enumeration(wire::Header::kStatusFieldNumber, status)
       .string(wire::Header::kMessageFieldNumber, message);
   if (headers != nullptr) head_.map(wire::Header::kHeadersFieldNumber, *headers);
-  count_outcome_(status, send_head_(to, payload, false));
 }
 
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
@@ -834,13 +839,8 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
 void Broker::answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
                               std::string_view message, std::span<zmq::message_t> payload,
                               const HeaderMap* headers) {
-  if (!caller.batches) return answer_request_(caller.rid, id, status, message, payload, headers);
-  head_.start(wire::REPLY)
-      .varint(wire::Header::kIdFieldNumber, id)
-      .enumeration(wire::Header::kStatusFieldNumber, status)
-      .string(wire::Header::kMessageFieldNumber, message);
-  if (headers != nullptr) head_.map(wire::Header::kHeadersFieldNumber, *headers);
-  if (!ReplyBatch::batchable(head_.size(), payload))
+  reply_head_(id, status, message, headers);
+  if (!caller.batches || !ReplyBatch::batchable(head_.size(), payload))
     return count_outcome_(status, send_head_(caller.rid, payload, false));
   // The broker's messages to a connection leave in the order it made them.
   if (EventBatch* events = events_.pending(caller.rid)) send_batch_(*events);
@@ -852,10 +852,11 @@ void Broker::answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::
 void Broker::send_replies_(ReplyBatch& batch) {
   Sent sent;
   if (batch.size() == 1) {
-    sent = write_frames_(batch.client(), batch.lone_header(), batch.lone_payload(), false);
+    sent = write_frames_(batch.client(), batch.replies().lone_header(),
+                         batch.replies().lone_payload(), false);
   } else {
     zmq::message_t header = replies_.header();
-    zmq::message_t records = batch.records();
+    zmq::message_t records = batch.replies().records();
     sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
     if (sent == Sent::ok) ++metrics_.batches_sent;
   }

@@ -235,6 +235,9 @@ class Broker {
                      std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
+  // Writes a REPLY header in head_.
+  void reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
+                   const HeaderMap* headers);
   // answer_caller_'s REPLY, put in the caller's BATCH of this round when it reads
   // them and the reply is small enough; else sent at once.
   void answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,

@@ -15,10 +15,8 @@
 // A reply's outcome (sent, or dropped because its caller is gone or not reading) is counted
 // when its batch goes: every reply of a batch shares the batch's fate.
 //
-// The first reply of a batch is kept as its frames (moved, not copied), so that a batch of
-// one goes exactly as the REPLY would have without batches; only a second reply makes it a
-// BATCH, written as records. Batch objects are reused from round to round
-// (round_batches.hpp). Not thread safe.
+// A batch of one goes exactly as the REPLY would have without batches (wire::MessageBatch).
+// Batch objects are reused from round to round (round_batches.hpp). Not thread safe.
 #pragma once
 
 #include <cstddef>
@@ -37,43 +35,41 @@ namespace sagebus::broker {
 class ReplyBatch {
  public:
   const RoutingId& client() const noexcept { return client_; }
-  std::size_t size() const noexcept { return statuses_.size(); }
-  bool empty() const noexcept { return statuses_.empty(); }
+  std::size_t size() const noexcept { return replies_.size(); }
+  bool empty() const noexcept { return replies_.empty(); }
   // The outcome of each reply, in order.
   std::span<const wire::Status> statuses() const noexcept { return statuses_; }
 
   // Whether a reply with this header and payload may go in a batch at all, alone.
   static bool batchable(std::size_t header, std::span<const zmq::message_t> payload) noexcept;
   // Whether it fits in this batch beside what it holds.
-  bool fits(std::size_t header, std::span<const zmq::message_t> payload) const noexcept;
-  // Adds a reply: `header` is its REPLY header, `payload` its frames (moved from).
-  void add(std::string_view header, std::span<zmq::message_t> payload, wire::Status status);
-
-  // A batch of one: its REPLY's frames.
-  zmq::message_t& lone_header() noexcept { return first_header_; }
-  std::span<zmq::message_t> lone_payload() noexcept {
-    return {&first_payload_, first_has_payload_ ? 1u : 0u};
+  bool fits(std::size_t header, std::span<const zmq::message_t> payload) const noexcept {
+    return replies_.fits(header, bytes_of(payload), wire::kMaxBatchBytes);
   }
-  // A batch of more: the records frame of its BATCH.
-  zmq::message_t records() const { return writer_.frame(); }
+  // Adds a reply: `header` is its REPLY header, `payload` its frames (moved from).
+  void add(std::string_view header, std::span<zmq::message_t> payload, wire::Status status) {
+    replies_.add(header, payload.empty() ? nullptr : &payload.front());
+    statuses_.push_back(status);
+  }
 
-  void clear() noexcept;
+  // What goes: a REPLY when it holds one (its frames), else a BATCH (the records).
+  wire::MessageBatch& replies() noexcept { return replies_; }
+
+  void clear() noexcept {
+    replies_.clear();
+    statuses_.clear();
+  }
 
  private:
   template <class>
   friend class RoundBatches;
 
-  static std::size_t bytes_of(std::size_t header, std::span<const zmq::message_t> payload) noexcept;
-  static std::string_view view(const zmq::message_t& frame) noexcept {
-    return {static_cast<const char*>(frame.data()), frame.size()};
+  static std::size_t bytes_of(std::span<const zmq::message_t> payload) noexcept {
+    return payload.empty() ? 0 : payload.front().size();
   }
 
   RoutingId client_;
-  zmq::message_t first_header_;
-  zmq::message_t first_payload_;
-  bool first_has_payload_ = false;
-  std::size_t bytes_ = 0;  // the records' bytes, the first's counted as a record too
-  wire::BatchWriter writer_;
+  wire::MessageBatch replies_;
   std::vector<wire::Status> statuses_;
 };
 

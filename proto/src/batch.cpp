@@ -27,6 +27,30 @@ void BatchWriter::add_message(std::string_view header, std::string_view payload)
   ++records_;
 }
 
+void MessageBatch::add(std::string_view header, zmq::message_t* payload) {
+  const auto view = [](const zmq::message_t& frame) {
+    return std::string_view(static_cast<const char*>(frame.data()), frame.size());
+  };
+  bytes_ += record_bytes(header.size(), payload != nullptr ? payload->size() : 0);
+  if (size_ == 0) {
+    first_header_.rebuild(header.data(), header.size());
+    first_has_payload_ = payload != nullptr;
+    if (first_has_payload_) first_payload_.move(*payload);
+  } else {
+    if (size_ == 1) writer_.add_message(view(first_header_), view(first_payload_));
+    writer_.add_message(header, payload != nullptr ? view(*payload) : std::string_view());
+  }
+  ++size_;
+}
+
+void MessageBatch::clear() noexcept {
+  size_ = 0;
+  bytes_ = 0;
+  first_has_payload_ = false;
+  first_payload_.rebuild();
+  writer_.clear();
+}
+
 void BatchWriter::clear() noexcept {
   size_ = 0;
   records_ = 0;

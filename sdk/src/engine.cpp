@@ -1125,12 +1125,13 @@ class Engine {
     if (batches_ && payload.size() <= wire::kMaxBatchedPayload) {
       const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
       const auto now = Clock::now();
-      if (!replies_.fits(head_.bytes(), payload.size(), limit) ||
+      if (!replies_.fits(head_.size(), payload.size(), limit) ||
           (!replies_.empty() && now - replies_since_ > kMaxReplyWait))
         flush_replies_();
-      if (replies_.fits(head_.bytes(), payload.size(), limit)) {
+      if (replies_.fits(head_.size(), payload.size(), limit)) {
         if (replies_.empty()) replies_since_ = now;
-        replies_.add_message(head_.bytes(), payload);
+        zmq::message_t frame = adopt(std::move(payload));
+        replies_.add(head_.bytes(), &frame);
         return;
       }
     }
@@ -1144,19 +1145,17 @@ class Engine {
   // broker ends their calls at their deadlines.
   void flush_replies_() {
     if (replies_.empty()) return;
-    zmq::message_t header;
-    zmq::message_t payload;
-    if (replies_.records() == 1) {
-      wire::MessageRecord lone;
-      wire::BatchReader(replies_.bytes().data(), replies_.bytes().size()).next(lone);
-      header.rebuild(lone.header.data(), lone.header.size());
-      payload.rebuild(lone.payload.data(), lone.payload.size());
+    bool sent;
+    if (replies_.size() == 1) {
+      const auto payload = replies_.lone_payload();
+      sent = write_(replies_.lone_header(), payload.empty() ? nullptr : payload.data());
     } else {
-      header.rebuild(batch_header_.data(), batch_header_.size());
-      payload = replies_.frame();
+      zmq::message_t header(batch_header_.data(), batch_header_.size());
+      zmq::message_t records = replies_.records();
+      sent = write_(header, &records);
     }
     replies_.clear();
-    if (write_(header, &payload)) take_short_lease_();
+    if (sent) take_short_lease_();
   }
 
   void send_register_(const ServiceCore& core) {
@@ -1457,7 +1456,7 @@ class Engine {
   bool batches_ = false;
   // Replies that wait for the end of the turn (flush_replies_), and the header of their
   // BATCH.
-  wire::BatchWriter replies_;
+  wire::MessageBatch replies_;
   Clock::time_point replies_since_{};  // when the first of replies_ was made
   bool slow_handler_ = false;          // the last handler run here took over kMaxReplyWait
   std::string batch_header_;

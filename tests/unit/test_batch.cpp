@@ -29,7 +29,7 @@ std::vector<Record> records_of(std::string_view bytes, bool& malformed) {
 
 const auto events_of = records_of<wire::EventRecord>;
 const auto publishes_of = records_of<wire::PublishRecord>;
-const auto replies_of = records_of<wire::MessageRecord>;
+const auto messages_of = records_of<wire::MessageRecord>;
 
 }  // namespace
 
@@ -94,7 +94,7 @@ TEST_CASE("whole messages written to a batch are read back as written, in order"
     batch.add_message(header, payload);
   CHECK(batch.records() == 3);
   bool malformed = true;
-  const auto read = replies_of(batch.bytes(), malformed);
+  const auto read = messages_of(batch.bytes(), malformed);
   CHECK_FALSE(malformed);
   REQUIRE(read.size() == written.size());
   for (std::size_t i = 0; i < read.size(); ++i) {
@@ -104,11 +104,59 @@ TEST_CASE("whole messages written to a batch are read back as written, in order"
   // Cut anywhere inside, the batch is malformed after the records it still holds whole.
   const std::string bytes(batch.bytes());
   for (std::size_t cut = 1; cut < bytes.size(); ++cut) {
-    const auto partial = replies_of(std::string_view(bytes).substr(0, cut), malformed);
+    const auto partial = messages_of(std::string_view(bytes).substr(0, cut), malformed);
     CHECK(partial.size() <= 2);
     const bool on_boundary = cut == 1 + 4 + 1 + 3 || cut == bytes.size() - 4;
     CHECK(malformed != on_boundary);
   }
+}
+
+TEST_CASE("a message batch of one holds the message's own frames, of more its records", "[batch]") {
+  wire::MessageBatch batch;
+  CHECK(batch.empty());
+  zmq::message_t first("payload-1", 9);
+  batch.add("header-1", &first);
+  CHECK(first.size() == 0);  // moved, not copied
+  REQUIRE(batch.size() == 1);
+  CHECK(batch.lone_header().to_string() == "header-1");
+  REQUIRE(batch.lone_payload().size() == 1);
+  CHECK(batch.lone_payload()[0].to_string() == "payload-1");
+
+  batch.add("header-2", nullptr);  // no payload frame: an empty payload in its record
+  zmq::message_t third("payload-3", 9);
+  batch.add("header-3", &third);
+  CHECK(batch.size() == 3);
+  bool malformed = true;
+  const zmq::message_t records = batch.records();
+  const auto read = messages_of(records.to_string_view(), malformed);
+  CHECK_FALSE(malformed);
+  REQUIRE(read.size() == 3);
+  CHECK(read[0].header == "header-1");
+  CHECK(read[0].payload == "payload-1");
+  CHECK(read[1].header == "header-2");
+  CHECK(read[1].payload.empty());
+  CHECK(read[2].header == "header-3");
+  CHECK(read[2].payload == "payload-3");
+
+  batch.clear();
+  CHECK(batch.empty());
+  batch.add("header-4", nullptr);
+  CHECK(batch.lone_payload().empty());
+}
+
+TEST_CASE("a message batch fits within its byte limit and kMaxBatchRecords messages", "[batch]") {
+  wire::MessageBatch batch;
+  const std::size_t one = wire::MessageBatch::record_bytes(8, 100);
+  CHECK(batch.fits(8, 100, one));
+  CHECK_FALSE(batch.fits(8, 100, one - 1));
+  zmq::message_t payload(100);
+  batch.add("header-1", &payload);
+  CHECK(batch.fits(8, 100, 2 * one));
+  CHECK_FALSE(batch.fits(8, 100, 2 * one - 1));
+  batch.clear();
+  for (std::size_t i = 0; i < wire::kMaxBatchRecords; ++i)
+    batch.add("h", nullptr);
+  CHECK_FALSE(batch.fits(1, 0, std::numeric_limits<std::size_t>::max() / 2));
 }
 
 TEST_CASE("a topic repeated from the record before is written once", "[batch]") {

@@ -20,7 +20,8 @@
 // empty); the first record must name one. A record's topic is not checked here: the
 // broker checks a PUBLISH_BATCH's as it checks a PUBLISH's.
 //
-// BatchWriter builds a frame, BatchReader reads one, checking every length against the
+// BatchWriter builds a frame, BatchReader reads one, MessageBatch gathers whole messages
+// for a BATCH (sending a lone one as itself), checking every length against the
 // frame's end: a record cut short, a varint longer than 10 bytes or a first record
 // without a topic stops it with malformed() set, never a read past the end.
 //
@@ -31,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -110,6 +112,50 @@ class BatchWriter {
   // Where the last topic written in full is in buffer_.
   std::size_t topic_at_ = 0;
   std::size_t topic_size_ = 0;
+};
+
+// Whole messages gathered to go as one BATCH, by a sender that sends a lone message as
+// itself (the broker's replies to a caller, a service's replies). The first message is
+// kept as its frames, its payload moved, not copied, so that a batch of one goes exactly
+// as that message would have without batches; a second one makes it a BATCH, written as
+// records.
+class MessageBatch {
+ public:
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  // The bytes a message's record takes at most, with its header and payload.
+  static std::size_t record_bytes(std::size_t header, std::size_t payload) noexcept {
+    return kRecordOverhead + header + payload;
+  }
+  // Whether one more message of this header and payload keeps the records within `limit`
+  // bytes and kMaxBatchRecords messages.
+  bool fits(std::size_t header, std::size_t payload, std::size_t limit) const noexcept {
+    return size_ < kMaxBatchRecords && bytes_ + record_bytes(header, payload) <= limit;
+  }
+  // Adds a message: `header` its header's bytes, `payload` its one payload frame (moved
+  // from), or nullptr when it has none.
+  void add(std::string_view header, zmq::message_t* payload);
+
+  // A batch of one: the frames of its message.
+  zmq::message_t& lone_header() noexcept { return first_header_; }
+  std::span<zmq::message_t> lone_payload() noexcept {
+    return {&first_payload_, first_has_payload_ ? 1u : 0u};
+  }
+  // A batch of more: the frame of its records.
+  zmq::message_t records() const { return writer_.frame(); }
+  // Empties the batch, keeping its storage.
+  void clear() noexcept;
+
+ private:
+  // Two length varints of at most 10 bytes each around a record's header and payload.
+  static constexpr std::size_t kRecordOverhead = 20;
+
+  zmq::message_t first_header_;
+  zmq::message_t first_payload_;
+  bool first_has_payload_ = false;
+  std::size_t size_ = 0;
+  std::size_t bytes_ = 0;  // the records' bytes, the first message's counted as one too
+  BatchWriter writer_;
 };
 
 class BatchReader {
