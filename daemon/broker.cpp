@@ -12,6 +12,7 @@
 
 #include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
 #include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
@@ -560,6 +561,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_broker_version(identity_.version);
   w->set_publish_batches(true);
   w->set_batches(true);
+  w->set_host(wire::host_id());
   if (send_(from, out_, {}, false) == Sent::ok) release_held_(c);
 }
 

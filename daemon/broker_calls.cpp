@@ -7,6 +7,7 @@
 
 #include "broker.hpp"
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
 
 namespace sagebus::broker {
 
@@ -33,8 +34,9 @@ bool may_encode_over(const wire::Header& header, std::size_t frame_bytes, std::s
          header.has_welcome() || header.has_registration();
 }
 
+// Rounded down, so that the instance's deadline is never later than the caller's.
 std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  const auto left = std::chrono::floor<std::chrono::milliseconds>(deadline - now).count();
   return static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
 }
 
@@ -104,7 +106,7 @@ void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
     for (std::size_t i = 2; i < frames.size(); ++i)
       c.payload.push_back(std::move(frames[i]));
     c.accepted = now_;
-    c.deadline = now_ + std::chrono::milliseconds(in_.timeout_ms());
+    c.deadline = wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
     c.stats = stats;
   });
   ++call->stats->calls;
@@ -200,6 +202,8 @@ Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
       .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
       .map(wire::Header::kHeadersFieldNumber, call.headers)
       .string(wire::Header::kTraceIdFieldNumber, call.trace_id);
+  if (instance.same_host)
+    head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
   const Sent sent = send_head_(instance.client, call.payload, keep_payload);

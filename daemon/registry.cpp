@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
 
 namespace sagebus::broker {
 
@@ -79,6 +80,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
   c.instance_id = hello.instance_id().substr(0, wire::kMaxNameBytes);
   c.event_batches = hello.event_batches();
   c.batches = hello.batches();
+  c.same_host = wire::same_host(hello.host());
   c.sdk_version = hello.sdk_version().substr(0, wire::kMaxNameBytes);
   c.last_seen = now;
   c.idle = false;  // a HELLO, like any message but an idle HEARTBEAT, takes the short lease
@@ -94,6 +96,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
         if (i->instance_id != c.instance_id) s->balancer.membership_changed();
         i->client_name = c.name;
         i->instance_id = c.instance_id;
+        i->same_host = c.same_host;
       }
     }
   }
@@ -198,6 +201,7 @@ RegisterResult Registry::register_instance(const RoutingId& rid, const std::stri
   }
   inst->client_name = c->name;
   inst->instance_id = c->instance_id;
+  inst->same_host = c->same_host;
   inst->methods.assign(reg.methods().begin(), reg.methods().end());
   std::sort(inst->methods.begin(), inst->methods.end());
   inst->methods.erase(std::unique(inst->methods.begin(), inst->methods.end()), inst->methods.end());

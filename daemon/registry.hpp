@@ -50,6 +50,9 @@ struct ClientInfo {
   // Its HELLO said it reads EVENT_BATCH, BATCH.
   bool event_batches = false;
   bool batches = false;
+  // Its HELLO named this host's boot id: it shares the broker's steady clock, and its
+  // REQUESTs' deadline_us counts (sagebus/wire/host_clock.hpp).
+  bool same_host = false;
   TimePoint connected_at{};
   TimePoint last_seen{};
   // Its last message was a HEARTBEAT that said idle: it holds the idle lease.
@@ -66,6 +69,7 @@ struct Instance {
   std::string version;
   std::uint32_t max_inflight = 1;
   std::uint32_t in_flight = 0;
+  bool same_host = false;  // its client's (ClientInfo::same_host): REQUESTs carry deadline_us
   std::uint64_t served = 0;
   bool draining = false;  // unregistered (or its peer found gone): never chosen again
 
