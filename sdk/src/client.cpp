@@ -147,6 +147,10 @@ std::optional<Message> Client::receive(std::chrono::milliseconds timeout) {
   return connection_->receive(timeout);
 }
 
+ClientStats Client::stats() const {
+  return ClientStats{.late_replies = connection_->late_replies()};
+}
+
 std::optional<Error> Client::connection_error() const {
   return connection_->connection_error();
 }

@@ -172,6 +172,7 @@ std::optional<Error> Connection::connection_error() const {
 }
 
 void Connection::start(RequestSpec spec, Done done) {
+  spec.asked = Clock::now();
   Start start{std::move(spec), std::move(done)};
   // Not on the I/O thread while it holds the engine's lock (it runs a handler there), but
   // from a callback it runs without it (inline_callbacks).
@@ -181,6 +182,7 @@ void Connection::start(RequestSpec spec, Done done) {
 }
 
 Outcome Connection::call(RequestSpec&& spec) {
+  spec.asked = Clock::now();
   return detail::call(*engine_, std::move(spec));
 }
 

@@ -111,6 +111,9 @@ struct RequestSpec {
   std::uint64_t tag = 0;              // QUEUE_GET, QUEUE_ACK
   std::chrono::milliseconds hold{0};  // SEND
   CallOptions options{};
+  // When the user asked for it: its deadline counts from here (timeout + hold), not from
+  // when the engine takes it up. Set by Connection::start() and call().
+  Clock::time_point asked{};
 };
 
 class Connection {
@@ -160,6 +163,7 @@ class Connection {
   bool connected() const { return ready_.load(std::memory_order_acquire); }
   bool failing() const { return failing_.load(std::memory_order_acquire); }
   std::optional<Error> connection_error() const;
+  std::uint64_t late_replies() const { return late_replies_.load(std::memory_order_relaxed); }
   bool wait_connected(std::chrono::milliseconds timeout) const;
   const ClientOptions& options() const noexcept { return options_; }
   // True on the client's I/O thread (where ServiceOptions::on_io_thread handlers run).
@@ -240,6 +244,8 @@ class Connection {
   // receive() was called or a message offered: this connection takes point-to-point
   // messages, and keeps the short lease so that their senders soon learn it is gone.
   std::atomic<bool> reads_inbox_{false};
+  // Replies read after their call's deadline, dropped (ClientStats::late_replies).
+  std::atomic<std::uint64_t> late_replies_{0};
 
   CallbackThread callbacks_;
   // ClientOptions::inline_callbacks: callbacks of requests that ended, for the I/O thread

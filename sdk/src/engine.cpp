@@ -20,6 +20,7 @@
 #include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/header_writer.hpp"
+#include "sagebus/wire/host_clock.hpp"
 #include "sagebus/wire/socket.hpp"
 #include "service_core.hpp"
 #include "subscription_core.hpp"
@@ -31,7 +32,8 @@ namespace {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-// A sent request whose broker never answers ends this long after its deadline.
+// A sent request other than a call, whose outcome the broker decides, ends this long after
+// its deadline if the broker never answers. A call ends at its deadline, answered or not.
 constexpr milliseconds kLocalGrace{50};
 // While connected but not welcomed, HELLO is repeated this often.
 constexpr milliseconds kHelloRetry{1000};
@@ -142,6 +144,7 @@ class Engine {
     hello_.set_takeover(o.takeover);
     hello_.set_event_batches(true);  // on_event_batch_
     hello_.set_batches(true);        // on_batch_
+    hello_.set_host(wire::host_id());
     wire::HeaderWriter batch_header;
     batch_header_ = batch_header.start(wire::BATCH).bytes();
     owner_.engine_ = this;
@@ -246,6 +249,9 @@ class Engine {
     Clock::time_point deadline;
     bool sent = false;
     bool sync = false;  // a caller waits for it in call()
+    // Sent with wait_for_ready just before the link was lost (lose_link_): it reached the
+    // broker, or it waits in the socket for the next connection.
+    bool in_doubt = false;
   };
 
   struct ServiceEntry {
@@ -332,11 +338,14 @@ class Engine {
     // that keeps the socket full would never be heard and lose its own lease.
     run_timers_();
     flush_outbox_();
+    flush_waiting_requests_();
     last_ran_ = Clock::now();
   }
 
   // Something waits for room in the socket: publishes in the outbox, a refused heartbeat.
-  bool wants_out_() const { return !outbox_.empty() || heartbeat_due_; }
+  bool wants_out_() const {
+    return !outbox_.empty() || heartbeat_due_ || !waiting_for_room_.empty();
+  }
 
   // Callers may wait on the sockets for their own calls only where nothing else needs
   // this thread: handlers (ServiceOptions::on_io_thread) and callbacks
@@ -554,10 +563,13 @@ class Engine {
   // The broker closes this connection: it is shutting down (we will connect again), or a
   // new connection took our name (PERMISSION_DENIED: the name is no longer ours, so we
   // never say HELLO again).
+  // A broker that shuts down answers every request it read before its GOODBYE: those
+  // still open were never read, and are sent again after the next WELCOME if they wait
+  // for ready (lose_link_).
   void on_goodbye_() {
     if (in_.status() == wire::PERMISSION_DENIED) replaced_ = true;
     lose_link_("sage-busd at " + endpoint_ + " closed this connection: " + in_.message(),
-               !replaced_);
+               !replaced_, !replaced_);
   }
 
   void on_welcome_() {
@@ -581,6 +593,7 @@ class Engine {
     max_payload_ = w.max_payload() ? w.max_payload() : kDefaultMaxPayload;
     publish_batches_ = w.publish_batches();
     batches_ = w.batches();
+    same_host_ = wire::same_host(w.host());
     owner_.max_payload_.store(max_payload_, std::memory_order_relaxed);
     hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
     set_link_(Link::ready);
@@ -594,7 +607,9 @@ class Engine {
       for (auto& core : subscription_cores_)
         send_subscribe_(core);
     }
+    end_in_doubt_();
     // In the order they were made (ids rise so), not the table's.
+    waiting_for_room_.clear();
     std::vector<std::uint64_t> unsent;
     for (auto& [id, request] : requests_)
       if (!request.sent) unsent.push_back(id);
@@ -669,7 +684,8 @@ class Engine {
   // The broker is gone, refused us, or has forgotten this connection: requests it was
   // given cannot be answered any more. New ones fail fast until a WELCOME comes.
   // `forgotten`: the broker certainly holds nothing of ours any more (the connection closed).
-  void lose_link_(const std::string& why, bool forgotten = false) {
+  // `unread`: nor did it read any request it has not answered (its GOODBYE).
+  void lose_link_(const std::string& why, bool forgotten = false, bool unread = false) {
     last_failure_ = why;
     failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
     set_link_(Link::failing);
@@ -677,12 +693,45 @@ class Engine {
     const std::string text = why + "; the request may or may not have taken effect";
     for (auto it = requests_.begin(); it != requests_.end();) {
       auto next = std::next(it);
-      if (it->second.sent) requeue_or_fail_(it, forgotten, text);
+      Request& request = it->second;
+      // Never took effect: as if never sent (fail_unsent_impatient_). But for an ack, whose
+      // tag a new broker may give another item; a get's ack goes with the connection.
+      if (unread && request.sent && request.spec.kind != wire::QUEUE_ACK) {
+        request.sent = false;
+        request.in_doubt = false;
+        request.spec.tag = 0;
+        it = next;
+        continue;
+      }
+      // A request that waits for ready may never have left this side: ZeroMQ keeps what
+      // the old connection did not carry and hands it to the next, where the broker
+      // refuses it with HELLO_REQUIRED (on_hello_required_ sends it again). What the old
+      // connection did carry ends at the next WELCOME (end_in_doubt_).
+      if (request.sent && request.spec.options.wait_for_ready &&
+          request.spec.kind != wire::QUEUE_GET && !replaced_)
+        request.in_doubt = true;
+      else if (request.sent)
+        requeue_or_fail_(it, forgotten, text);
       it = next;
     }
     fail_unsent_impatient_();
     forget_registration_answers_();
     if (tcp_up_ && !replaced_) send_hello_();
+  }
+
+  // At a WELCOME: the requests sent on a connection that was lost, and not refused since
+  // by HELLO_REQUIRED, reached the broker before it lost that connection, and nobody will
+  // answer them.
+  void end_in_doubt_() {
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      auto next = std::next(it);
+      if (it->second.sent && it->second.in_doubt)
+        finish_(it, failure(lost_status_(it->second),
+                            "the connection to sage-busd at " + endpoint_ +
+                                " was lost after the request was sent; the request may or "
+                                "may not have taken effect"));
+      it = next;
+    }
   }
 
   // Registrations are replayed after the next WELCOME; an unregistering service need not
@@ -718,7 +767,7 @@ class Engine {
     if (link_ == Link::failing && !o.wait_for_ready)
       return c.done(failure(Status::unavailable, not_connected_text_()));
     const auto id = ++next_id_;
-    const auto deadline = now_ + o.timeout + c.spec.hold;
+    const auto deadline = c.spec.asked + o.timeout + c.spec.hold;
     Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
     requests_.emplace(id, std::move(request));
     // Sent, it is timed under the id it is sent with (send_request_).
@@ -728,22 +777,53 @@ class Engine {
       deadlines_.emplace(deadline, id);
   }
 
-  // Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent.
+  // Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent. When
+  // the socket's queue is full, or requests wait for room before it, it waits for room
+  // in order (flush_waiting_requests_), timed by its deadline; the client's own bound is
+  // max_pending (handle_), not the socket's.
   void send_request_(std::uint64_t id) {
     flush_outbox_();  // unconfirmed publishes made before it go first
+    if (!waiting_for_room_.empty() || !try_send_request_(id)) {
+      deadlines_.emplace(requests_.at(id).deadline, id);
+      waiting_for_room_.push_back(id);
+    }
+  }
+
+  // Sends what waits for room in the socket's queue, in order, while it takes them.
+  void flush_waiting_requests_() {
+    if (link_ != Link::ready) return;
+    while (!waiting_for_room_.empty()) {
+      const auto id = waiting_for_room_.front();
+      auto it = requests_.find(id);
+      // Ended meanwhile (at its deadline), or sent already.
+      if (it != requests_.end() && !it->second.sent && !try_send_request_(id)) return;
+      waiting_for_room_.pop_front();
+    }
+  }
+
+  // send_request_() now: false, and the request left as it was, when the socket's queue
+  // is full.
+  bool try_send_request_(std::uint64_t id) {
     auto node = requests_.extract(id);
     Request& request = node.mapped();
-    if (request.deadline <= now_) return request.done(deadline_failure_(request));
-    if (request.spec.payload.size() > max_payload_)
-      return request.done(failure(Status::invalid_argument,
-                                  "payload of " + std::to_string(request.spec.payload.size()) +
-                                      " bytes exceeds the broker's limit of " +
-                                      std::to_string(max_payload_) + " bytes"));
+    if (request.deadline <= now_) {
+      request.done(deadline_failure_(request));
+      return true;
+    }
+    if (request.spec.payload.size() > max_payload_) {
+      request.done(failure(Status::invalid_argument,
+                           "payload of " + std::to_string(request.spec.payload.size()) +
+                               " bytes exceeds the broker's limit of " +
+                               std::to_string(max_payload_) + " bytes"));
+      return true;
+    }
     const auto fresh = ++next_id_;
     const auto& spec = request.spec;
     if (spec.kind == wire::QUEUE_GET) reads_queues_ = true;
     const auto& o = spec.options;
-    // Rounded up: the broker must not end the request before its caller's deadline.
+    // Rounded up: the broker does not end the request before its caller's deadline (which
+    // ends a call here, answered or not). A broker on this host gets the deadline itself
+    // (deadline_us), which the time in transit does not move.
     const auto left = std::chrono::ceil<milliseconds>(request.deadline - now_).count();
     const auto timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
     // Fields in rising number (wire::HeaderWriter).
@@ -758,6 +838,7 @@ class Engine {
             .varint(H::kWaitForReadyFieldNumber, o.wait_for_ready)
             .string(H::kRoutingKeyFieldNumber, o.routing_key)
             .map(H::kHeadersFieldNumber, o.headers);
+        if (same_host_) head_.varint(H::kDeadlineUsFieldNumber, wire::to_deadline_us(request.deadline));
         break;
       case wire::PUBLISH:
         head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
@@ -782,16 +863,19 @@ class Engine {
       payload.emplace();
       payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
     }
-    if (!send_header_(head_.frame(), std::move(payload)))
-      return request.done(
-          failure(Status::overloaded, "the queue from this client to sage-busd is full"));
+    if (!send_header_(head_.frame(), std::move(payload))) {
+      requests_.insert(std::move(node));
+      return false;
+    }
     request.sent = true;
+    request.in_doubt = false;
     node.key() = fresh;
     deadlines_.emplace(request.deadline, fresh);
     requests_.insert(std::move(node));
     // Entries of requests that ended stay until their time comes; keep them from
     // outnumbering the live ones (at 100,000 calls/s with 10 s deadlines, a million).
     if (deadlines_.size() > 2 * requests_.size() + kDeadlineSlack) prune_deadlines_();
+    return true;
   }
 
   // One entry per request still open, at its deadline (run_timers_ adds the grace).
@@ -806,6 +890,16 @@ class Engine {
   // The REPLY in in_, whose payload is `payload`.
   void on_reply_(std::string_view payload) {
     if (auto it = requests_.find(in_.id()); it != requests_.end()) {
+      // A call's outcome is never later than its deadline: a reply read after it is
+      // dropped, counted (but the broker's own DEADLINE_EXCEEDED, which is no reply of
+      // the service), and the call ends DEADLINE_EXCEEDED now (run_timers_ would have
+      // ended it, had this thread woken first).
+      if (it->second.spec.kind == wire::REQUEST && Clock::now() > it->second.deadline) {
+        if (in_.status() != wire::DEADLINE_EXCEEDED)
+          owner_.late_replies_.fetch_add(1, std::memory_order_relaxed);
+        finish_(it, deadline_failure_(it->second));
+        return;
+      }
       Outcome outcome{from_wire(in_.status()), in_.message(), std::string(payload), in_.count(),
                       in_.tag()};
       finish_(it, std::move(outcome));
@@ -921,7 +1015,12 @@ class Engine {
         duration_cast<milliseconds>(request.spec.options.timeout + request.spec.hold);
     std::string text =
         describe(request.spec) + " had no answer within " + std::to_string(waited.count()) + " ms";
-    if (!request.sent) text += " (never sent: not connected to sage-busd at " + endpoint_ + ")";
+    if (request.in_doubt)
+      text += " (the connection to sage-busd at " + endpoint_ + " was lost after it was sent)";
+    else if (!request.sent)
+      text += link_ == Link::ready
+                  ? " (never sent: the queue from this client to sage-busd stayed full)"
+                  : " (never sent: not connected to sage-busd at " + endpoint_ + ")";
     return failure(Status::deadline_exceeded, std::move(text));
   }
 
@@ -1184,7 +1283,7 @@ class Engine {
             .method = in_.method(),
             .headers = {in_.headers().begin(), in_.headers().end()},
             .payload = {},
-            .deadline = now_ + milliseconds(in_.timeout_ms())};
+            .deadline = wire::deadline_of(now_, in_.timeout_ms(), same_host_ ? in_.deadline_us() : 0)};
     if (!frames_.empty()) job.payload = std::move(frames_.front());
     ServiceCore& core = *it->second.core;
     if (!core.options().on_io_thread) return core.submit(std::move(job));
@@ -1218,8 +1317,10 @@ class Engine {
       deadlines_.pop();
       auto it = requests_.find(id);
       if (it == requests_.end()) continue;  // ended already, or re-sent under another id
-      if (it->second.sent && now_ < it->second.deadline + kLocalGrace) {
-        // The broker answers at the deadline; give its answer a moment to arrive.
+      if (it->second.sent && it->second.spec.kind != wire::REQUEST &&
+          now_ < it->second.deadline + kLocalGrace) {
+        // The broker decides the outcome and answers at the deadline; give its answer a
+        // moment to arrive.
         deadlines_.emplace(it->second.deadline + kLocalGrace, id);
         continue;
       }
@@ -1428,6 +1529,9 @@ class Engine {
   // Every message this side starts takes a fresh id, so ids rise in sending order.
   std::uint64_t next_id_ = first_own_id();
   std::unordered_map<std::uint64_t, Request> requests_;
+  // Unsent requests, in sending order, that wait for room in the socket's queue
+  // (send_request_); ids of requests that ended meanwhile are skipped.
+  std::deque<std::uint64_t> waiting_for_room_;
   using Deadline = std::pair<Clock::time_point, std::uint64_t>;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::map<std::string, ServiceEntry> services_;
@@ -1454,6 +1558,9 @@ class Engine {
   // The broker's WELCOME says it reads PUBLISH_BATCH, BATCH.
   bool publish_batches_ = false;
   bool batches_ = false;
+  // The broker's WELCOME named this host's boot id: it shares our steady clock, and
+  // REQUESTs both ways carry their deadline itself (sagebus/wire/host_clock.hpp).
+  bool same_host_ = false;
   // Replies that wait for the end of the turn (flush_replies_), and the header of their
   // BATCH.
   wire::MessageBatch replies_;

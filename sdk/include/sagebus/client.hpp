@@ -107,6 +107,14 @@ struct Reply {
   bool ok() const noexcept { return status == Status::ok; }
 };
 
+// What a client has counted since it was made.
+struct ClientStats {
+  // Services' replies read after their call's deadline but before this client's timer
+  // ended the call: each was dropped, and its call ended DEADLINE_EXCEEDED. (Those the
+  // broker reads after the deadline, it counts itself: late_replies in busctl status.)
+  std::uint64_t late_replies = 0;
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options = {});
@@ -165,6 +173,9 @@ class Client {
   bool wait_connected(std::chrono::milliseconds timeout) const;
 
   const ClientOptions& options() const noexcept;
+
+  // The client's counters, read now.
+  ClientStats stats() const;
 
   // For sagebus::Service; not part of the stable API.
   detail::Connection& connection() noexcept { return *connection_; }
