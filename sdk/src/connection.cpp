@@ -9,7 +9,7 @@
 #include <cstring>
 #include <future>
 
-#include "engine.hpp"
+#include "driver.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/socket.hpp"
 
@@ -128,7 +128,7 @@ Connection::~Connection() {
   ::close(wake_fd_);
   // Requests posted while the I/O thread was stopping still end exactly once.
   for (auto& command : commands_)
-    if (auto* start = std::get_if<Start>(&command))
+    if (auto* start = std::get_if<command::Start>(&command))
       start->done(failure(Status::cancelled, "the client was closed before the request was sent"));
 }
 
@@ -138,7 +138,7 @@ void Connection::post_callback_(Callback callback, Reply reply) {
   inline_callbacks_.push_back({std::move(callback), std::move(reply)});
 }
 
-void Connection::post_(Command command) {
+void Connection::post_(command::Command command) {
   bool was_empty = false;
   {
     std::lock_guard lock(commands_mutex_);
@@ -147,7 +147,7 @@ void Connection::post_(Command command) {
   }
   if (was_empty) {
     wake_();
-    detail::wake_if_napping(*engine_);
+    detail::wake_if_napping(*driver_);
   }
 }
 
@@ -156,7 +156,7 @@ void Connection::wake_() {
   [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
-void Connection::set_link_(bool ready, std::optional<Error> error) {
+void Connection::link_changed(bool ready, std::optional<Error> error) {
   failing_.store(error.has_value(), std::memory_order_release);
   {
     std::lock_guard lock(ready_mutex_);
@@ -173,17 +173,17 @@ std::optional<Error> Connection::connection_error() const {
 
 void Connection::start(RequestSpec spec, Done done) {
   spec.asked = Clock::now();
-  Start start{std::move(spec), std::move(done)};
-  // Not on the I/O thread while it holds the engine's lock (it runs a handler there), but
+  command::Start start{std::move(spec), std::move(done)};
+  // Not on the I/O thread while it holds the driver's lock (it runs a handler there), but
   // from a callback it runs without it (inline_callbacks).
-  if ((!on_io_thread() || detail::in_callbacks(*engine_)) && detail::try_start(*engine_, start))
+  if ((!on_io_thread() || detail::in_callbacks(*driver_)) && detail::try_start(*driver_, start))
     return;
   post_(std::move(start));
 }
 
 Outcome Connection::call(RequestSpec&& spec) {
   spec.asked = Clock::now();
-  return detail::call(*engine_, std::move(spec));
+  return detail::call(*driver_, std::move(spec));
 }
 
 void Connection::publish(std::string_view topic, std::string_view payload,
@@ -201,36 +201,36 @@ void Connection::publish(std::string_view topic, std::string_view payload,
                                         std::to_string(options_.max_queued_publishes) +
                                         " messages still wait for the socket after " +
                                         std::to_string(timeout.count()) + " ms");
-  post_(Publish{std::string(topic), zmq::message_t(payload.data(), payload.size())});
+  post_(command::Publish{std::string(topic), zmq::message_t(payload.data(), payload.size())});
 }
 
 void Connection::add_service(std::shared_ptr<ServiceCore> core) {
-  post_(AddService{std::move(core)});
+  post_(command::AddService{std::move(core)});
 }
 
 void Connection::unregister_service(const std::string& name) {
-  post_(Unregister{name});
+  post_(command::Unregister{name});
 }
 
 void Connection::remove_service(const std::string& name) {
-  post_(RemoveService{name});
+  post_(command::RemoveService{name});
 }
 
 void Connection::send_reply(std::uint64_t id, std::uint64_t epoch, Status status,
                             std::string message, std::string payload) {
-  post_(SendReply{id, epoch, status, std::move(message), std::move(payload)});
+  post_(command::SendReply{id, epoch, status, std::move(message), std::move(payload)});
 }
 
 void Connection::add_subscription(std::shared_ptr<SubscriptionCore> core) {
-  post_(AddSubscription{std::move(core)});
+  post_(command::AddSubscription{std::move(core)});
 }
 
 void Connection::remove_subscription(std::shared_ptr<SubscriptionCore> core) {
-  post_(RemoveSubscription{std::move(core)});
+  post_(command::RemoveSubscription{std::move(core)});
 }
 
 void Connection::return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit) {
-  post_(Credit{std::move(core), credit});
+  post_(command::Credit{std::move(core), credit});
 }
 
 bool Connection::offer_to_inbox(Message message) {
@@ -245,7 +245,7 @@ bool Connection::offer_to_inbox(Message message) {
 }
 
 std::optional<Message> Connection::receive(std::chrono::milliseconds timeout) {
-  if (!reads_inbox_.exchange(true, std::memory_order_relaxed)) post_(ReadsInbox{});
+  if (!reads_inbox_.exchange(true, std::memory_order_relaxed)) post_(command::ReadsInbox{});
   std::unique_lock lock(inbox_mutex_);
   if (!inbox_cv_.wait_for(lock, timeout, [this] { return !inbox_.empty(); })) return std::nullopt;
   Message message = std::move(inbox_.front());

@@ -1,12 +1,14 @@
-// detail::Connection: the engine behind one sagebus::Client, as user threads see it.
+// detail::Connection: one sagebus::Client's connection to the broker, as user threads
+// see it.
 //
-// The engine (detail::Engine, engine.hpp) holds the DEALER socket, its monitor and every
-// table of calls, registrations and subscriptions, under one mutex. Its I/O thread runs
-// it; a thread in a synchronous call() runs it too, while no other thread waits on the
-// socket (engine.hpp). Other user threads hand work over through a mutex-guarded command
-// list and an eventfd that wakes whichever thread waits on the socket. Completions (Done)
-// run on the thread running the engine and must be quick: they wake a waiting caller or
-// post to the callback thread.
+// Two parts behind it: the protocol, a sans-I/O detail::Session (session/session.hpp)
+// holding every table of calls, registrations and subscriptions; and the driver
+// (driver.hpp), which owns the DEALER socket, its monitor, the I/O thread and the
+// session, under one mutex. The I/O thread runs the driver; a thread in a synchronous
+// call() runs it too, while no other thread waits on the socket. Other user threads hand
+// work over through a mutex-guarded command list and an eventfd that wakes whichever
+// thread waits on the socket. Completions (Done) run on the thread running the driver and
+// must be quick: they wake a waiting caller or post to the callback thread.
 //
 // Connection states (as gRPC's): connecting (since start or since a loss, until the
 // first connect attempt fails), ready (welcomed by the broker), failing (an attempt
@@ -35,6 +37,7 @@
 
 #include "sagebus/client.hpp"
 #include "sagebus/wire.pb.h"
+#include "session/outputs.hpp"
 
 namespace sagebus::detail {
 
@@ -43,7 +46,7 @@ inline constexpr std::uint64_t kDefaultMaxPayload = 16u << 20;
 
 class ServiceCore;
 class SubscriptionCore;
-class Engine;
+class Driver;
 using Clock = std::chrono::steady_clock;
 
 // The outcome of anything the broker answers with a REPLY.
@@ -81,7 +84,7 @@ class CallbackThread {
 
 class Connection;
 
-// Where a request's outcome goes, exactly once, from the thread running the engine: a
+// Where a request's outcome goes, exactly once, from the thread running the driver: a
 // function run there (it must be quick: it wakes a waiting caller), or a user's callback
 // with its reply, handed to the connection (Connection::post_callback_): to its callback
 // thread, or to its I/O thread (ClientOptions::inline_callbacks) — no function wrapping
@@ -112,27 +115,87 @@ struct RequestSpec {
   std::chrono::milliseconds hold{0};  // SEND
   CallOptions options{};
   // When the user asked for it: its deadline counts from here (timeout + hold), not from
-  // when the engine takes it up. Set by Connection::start() and call().
+  // when the session takes it up. Set by Connection::start() and call().
   Clock::time_point asked{};
 };
 
-class Connection {
+// What user threads hand the session (session/session.hpp), through the driver.
+namespace command {
+
+// A request to start, and where its outcome goes.
+struct Start {
+  RequestSpec spec;
+  Done done;
+  bool sync = false;  // from call(): its caller waits for it
+};
+struct Publish {
+  std::string topic;
+  // The caller's bytes, copied once, straight into the frame; a small one is copied
+  // again into a PUBLISH_BATCH (Session::make_outgoing_).
+  zmq::message_t payload;
+};
+struct AddService {
+  std::shared_ptr<ServiceCore> core;
+};
+struct Unregister {
+  std::string name;
+};
+struct RemoveService {
+  std::string name;
+};
+struct SendReply {
+  std::uint64_t id;
+  std::uint64_t epoch;
+  Status status;
+  std::string message;
+  std::string payload;
+};
+struct AddSubscription {
+  std::shared_ptr<SubscriptionCore> core;
+};
+struct RemoveSubscription {
+  std::shared_ptr<SubscriptionCore> core;
+};
+struct Credit {
+  std::shared_ptr<SubscriptionCore> core;
+  std::uint32_t credit;
+};
+// The first receive(): the connection takes the short lease now, not at its next idle
+// heartbeat.
+struct ReadsInbox {};
+using Command = std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply,
+                             AddSubscription, RemoveSubscription, Credit, ReadsInbox>;
+
+}  // namespace command
+
+// What a service's or a subscription's core asks of the connection that carries it.
+class CoreLink {
+ public:
+  // Sends UNREGISTER; the core hears the broker's answer through on_unregistered().
+  virtual void unregister_service(const std::string& name) = 0;
+  // Forgets the service: requests for it are answered UNAVAILABLE from now on.
+  virtual void remove_service(const std::string& name) = 0;
+  // Sends the reply of dispatch `id`, received in broker session `epoch` (Job::epoch);
+  // dropped if the broker has been replaced since. From a service worker.
+  virtual void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
+                          std::string payload) = 0;
+  virtual void remove_subscription(std::shared_ptr<SubscriptionCore> core) = 0;
+  virtual void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit) = 0;
+
+ protected:
+  ~CoreLink() = default;
+};
+
+class Connection final : public CoreLink, public SessionHost {
  public:
   explicit Connection(ClientOptions options);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // A request to start, and where its outcome goes.
-  struct Start {
-    RequestSpec spec;
-    Done done;
-    bool sync = false;  // from call(): its caller waits for it
-  };
-
   // Starts a request; `done` runs exactly once with its outcome. Never blocks.
   void start(RequestSpec spec, Done done);
-  // Runs a request to its end on this thread and returns its outcome (engine.hpp). Not
+  // Runs a request to its end on this thread and returns its outcome (driver.hpp). Not
   // from a handler on the I/O thread (on_io_thread()), which it would wait for forever.
   Outcome call(RequestSpec&& spec);
   // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
@@ -141,23 +204,31 @@ class Connection {
 
   // Services: registered now and after every new session; calls routed to them.
   void add_service(std::shared_ptr<ServiceCore> core);
-  // Sends UNREGISTER; the core hears the broker's answer through on_unregistered().
-  void unregister_service(const std::string& name);
-  // Forgets the service: requests for it are answered UNAVAILABLE from now on.
-  void remove_service(const std::string& name);
-  // Sends the reply of dispatch `id`, received in broker session `epoch` (Job::epoch);
-  // dropped if the broker has been replaced since. From a service worker.
+  // CoreLink.
+  void unregister_service(const std::string& name) override;
+  void remove_service(const std::string& name) override;
   void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
-                  std::string payload);
+                  std::string payload) override;
+  void remove_subscription(std::shared_ptr<SubscriptionCore> core) override;
+  void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit) override;
 
   // Subscriptions: subscribed now and after every new session.
   void add_subscription(std::shared_ptr<SubscriptionCore> core);
-  void remove_subscription(std::shared_ptr<SubscriptionCore> core);
-  void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit);
 
-  // The point-to-point inbox: the I/O thread offers, receive() takes.
-  bool offer_to_inbox(Message message);
+  // The point-to-point inbox: the I/O thread offers (SessionHost), receive() takes.
   std::optional<Message> receive(std::chrono::milliseconds timeout);
+
+  // SessionHost: from the thread running the driver.
+  void link_changed(bool ready, std::optional<Error> error) override;
+  void max_payload_changed(std::uint64_t max_payload) override {
+    max_payload_.store(max_payload, std::memory_order_relaxed);
+  }
+  bool offer_to_inbox(Message message) override;
+  bool reads_inbox() const override { return reads_inbox_.load(std::memory_order_relaxed); }
+  void publishes_sent(std::size_t count) override {
+    publish_slots_.release(static_cast<std::ptrdiff_t>(count));
+  }
+  void late_reply() override { late_replies_.fetch_add(1, std::memory_order_relaxed); }
 
   CallbackThread& callback_thread() { return callbacks_; }
   bool connected() const { return ready_.load(std::memory_order_acquire); }
@@ -170,58 +241,18 @@ class Connection {
   bool on_io_thread() const noexcept { return std::this_thread::get_id() == io_thread_.get_id(); }
 
  private:
-  friend class Engine;
+  friend class Driver;
   friend class Done;
 
   // Done: `callback` is to run with `reply`. On the callback thread; or, with
   // inline_callbacks until the I/O thread shuts down, queued in inline_callbacks_ for the
-  // I/O thread (Engine::run_callbacks_). Under the engine's lock, or after the I/O
+  // I/O thread (Driver::run_callbacks_). Under the driver's lock, or after the I/O
   // thread's end.
   void post_callback_(Callback callback, Reply reply);
 
-  struct Publish {
-    std::string topic;
-    // The caller's bytes, copied once, straight into the frame; a small one is copied
-    // again into a PUBLISH_BATCH (Engine::make_outgoing_).
-    zmq::message_t payload;
-  };
-  struct AddService {
-    std::shared_ptr<ServiceCore> core;
-  };
-  struct Unregister {
-    std::string name;
-  };
-  struct RemoveService {
-    std::string name;
-  };
-  struct SendReply {
-    std::uint64_t id;
-    std::uint64_t epoch;
-    Status status;
-    std::string message;
-    std::string payload;
-  };
-  struct AddSubscription {
-    std::shared_ptr<SubscriptionCore> core;
-  };
-  struct RemoveSubscription {
-    std::shared_ptr<SubscriptionCore> core;
-  };
-  struct Credit {
-    std::shared_ptr<SubscriptionCore> core;
-    std::uint32_t credit;
-  };
-  // The first receive(): the connection takes the short lease now, not at its next idle
-  // heartbeat.
-  struct ReadsInbox {};
-  using Command = std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply,
-                               AddSubscription, RemoveSubscription, Credit, ReadsInbox>;
-
-  void post_(Command command);
+  void post_(command::Command command);
   // Makes wake_fd_ readable: whichever thread waits on the sockets wakes.
   void wake_();
-  // I/O thread: the link's state; `error` (why it is failing) is set iff it is failing.
-  void set_link_(bool ready, std::optional<Error> error);
 
   ClientOptions options_;
   std::atomic<bool> ready_{false};
@@ -231,7 +262,7 @@ class Connection {
   mutable std::condition_variable ready_cv_;
 
   std::mutex commands_mutex_;
-  std::vector<Command> commands_;
+  std::vector<command::Command> commands_;
   int wake_fd_ = -1;  // eventfd: readable when commands_ is non-empty or on stop
   std::atomic<bool> stopping_{false};
   std::counting_semaphore<> publish_slots_;  // released as publishes reach the socket
@@ -249,11 +280,11 @@ class Connection {
 
   CallbackThread callbacks_;
   // ClientOptions::inline_callbacks: callbacks of requests that ended, for the I/O thread
-  // to run. Guarded by the engine's lock; inline_closed_ (set as the I/O thread shuts
+  // to run. Guarded by the driver's lock; inline_closed_ (set as the I/O thread shuts
   // down) sends the rest to callbacks_.
   std::vector<PostedCallback> inline_callbacks_;
   bool inline_closed_ = false;
-  Engine* engine_ = nullptr;  // set by the I/O thread before the constructor returns
+  Driver* driver_ = nullptr;  // set by the I/O thread before the constructor returns
   std::thread io_thread_;
 };
 

@@ -9,7 +9,7 @@
 namespace sagebus {
 namespace detail {
 
-ServiceCore::ServiceCore(Connection& connection, std::string name, ServiceOptions options,
+ServiceCore::ServiceCore(CoreLink& connection, std::string name, ServiceOptions options,
                          std::map<std::string, Handler> handlers)
     : connection_(connection),
       name_(std::move(name)),

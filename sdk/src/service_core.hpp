@@ -26,7 +26,7 @@ namespace sagebus::detail {
 
 struct Job {
   std::uint64_t id;     // the broker's dispatch id, echoed in the reply
-  std::uint64_t epoch;  // the broker session it came in (Connection::send_reply)
+  std::uint64_t epoch;  // the broker session it came in (CoreLink::send_reply)
   std::string method;
   std::map<std::string, std::string> headers;
   zmq::message_t payload;  // the frame as it came in: the handler reads it in place
@@ -42,7 +42,7 @@ struct Answer {
 
 class ServiceCore {
  public:
-  ServiceCore(Connection& connection, std::string name, ServiceOptions options,
+  ServiceCore(CoreLink& connection, std::string name, ServiceOptions options,
               std::map<std::string, Handler> handlers);
 
   const std::string& name() const noexcept { return name_; }
@@ -66,7 +66,7 @@ class ServiceCore {
  private:
   void work_();
 
-  Connection& connection_;
+  CoreLink& connection_;
   const std::string name_;
   const ServiceOptions options_;
   const std::map<std::string, Handler> handlers_;

@@ -45,7 +45,7 @@ void MessageBatch::clear() {
   }
 }
 
-SubscriptionCore::SubscriptionCore(Connection& connection, std::string pattern,
+SubscriptionCore::SubscriptionCore(CoreLink& connection, std::string pattern,
                                    MessageHandler handler, std::uint32_t window)
     : connection_(connection),
       pattern_(std::move(pattern)),

@@ -55,7 +55,7 @@ class MessageBatch {
 
 class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
  public:
-  SubscriptionCore(Connection& connection, std::string pattern, MessageHandler handler,
+  SubscriptionCore(CoreLink& connection, std::string pattern, MessageHandler handler,
                    std::uint32_t window);
 
   const std::string& pattern() const noexcept { return pattern_; }
@@ -84,7 +84,7 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   // Stops it, waiting for a handler call in progress (so never call it from the
   // handler). True the first time, false after.
   bool stop();
-  Connection& connection() noexcept { return connection_; }
+  CoreLink& connection() noexcept { return connection_; }
 
   std::uint64_t missed() const noexcept { return missed_.load(std::memory_order_relaxed); }
   std::uint64_t handled() const noexcept { return handled_.load(std::memory_order_relaxed); }
@@ -93,7 +93,7 @@ class SubscriptionCore : public std::enable_shared_from_this<SubscriptionCore> {
   void hand_over_();
   void run_();
 
-  Connection& connection_;
+  CoreLink& connection_;
   const std::string pattern_;
   const MessageHandler handler_;
   const std::uint32_t window_;

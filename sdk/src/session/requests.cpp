@@ -1,0 +1,325 @@
+// Requests: calls and everything else the broker answers with a REPLY; their deadlines,
+// the order they go in, and their one outcome each.
+#include "session.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "../service_core.hpp"
+#include "../subscription_core.hpp"
+#include "protocol.hpp"
+#include "sagebus/wire/batch.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
+
+namespace sagebus::detail {
+
+using namespace protocol;
+using std::chrono::duration_cast;
+
+namespace {
+
+std::string describe(const RequestSpec& spec) {
+  switch (spec.kind) {
+    case wire::REQUEST:
+      return "call to " + spec.service + "." + spec.method;
+    case wire::PUBLISH:
+      return "publish on " + spec.target;
+    case wire::SEND:
+      return "send to " + spec.target;
+    default:
+      return "operation on queue " + spec.target;
+  }
+}
+
+}  // namespace
+
+void Session::handle_(command::Start& c) {
+  const auto& o = c.spec.options;
+  if (o.timeout.count() <= 0 ||
+      o.timeout > milliseconds(std::numeric_limits<std::uint32_t>::max() / 2))
+    return c.done(
+        failure(Status::invalid_argument, "timeout must be between 1 ms and 2^31 ms, not " +
+                                              std::to_string(o.timeout.count()) + " ms"));
+  if (requests_.size() >= options_.max_pending)
+    return c.done(
+        failure(Status::overloaded, "this client already has " + std::to_string(requests_.size()) +
+                                        " requests outstanding (ClientOptions::max_pending)"));
+  if (link_ == Link::failing && !o.wait_for_ready)
+    return c.done(failure(Status::unavailable, not_connected_text_()));
+  const auto id = ++next_id_;
+  const auto deadline = c.spec.asked + o.timeout + c.spec.hold;
+  Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
+  requests_.emplace(id, std::move(request));
+  // Sent, it is timed under the id it is sent with (send_request_).
+  if (link_ == Link::ready)
+    send_request_(id);
+  else
+    deadlines_.emplace(deadline, id);
+}
+
+// Sends (or re-sends under a fresh id) request `id`, which is in requests_, unsent. When
+// the socket's queue is full, or requests wait for room before it, it waits for room
+// in order (flush_waiting_requests_), timed by its deadline; the client's own bound is
+// max_pending (handle_), not the socket's.
+void Session::send_request_(std::uint64_t id) {
+  flush_outbox_();  // unconfirmed publishes made before it go first
+  if (!waiting_for_room_.empty() || !try_send_request_(id)) {
+    deadlines_.emplace(requests_.at(id).deadline, id);
+    waiting_for_room_.push_back(id);
+  }
+}
+
+// Sends what waits for room in the socket's queue, in order, while it takes them.
+void Session::flush_waiting_requests_() {
+  if (link_ != Link::ready) return;
+  while (!waiting_for_room_.empty()) {
+    const auto id = waiting_for_room_.front();
+    auto it = requests_.find(id);
+    // Ended meanwhile (at its deadline), or sent already.
+    if (it != requests_.end() && !it->second.sent && !try_send_request_(id)) return;
+    waiting_for_room_.pop_front();
+  }
+}
+
+// send_request_() now: false, and the request left as it was, when the socket's queue
+// is full.
+bool Session::try_send_request_(std::uint64_t id) {
+  auto node = requests_.extract(id);
+  Request& request = node.mapped();
+  if (request.deadline <= now_) {
+    request.done(deadline_failure_(request));
+    return true;
+  }
+  if (request.spec.payload.size() > max_payload_) {
+    request.done(failure(Status::invalid_argument, "payload of " +
+                                                       std::to_string(request.spec.payload.size()) +
+                                                       " bytes exceeds the broker's limit of " +
+                                                       std::to_string(max_payload_) + " bytes"));
+    return true;
+  }
+  const auto fresh = ++next_id_;
+  const auto& spec = request.spec;
+  if (spec.kind == wire::QUEUE_GET) reads_queues_ = true;
+  const auto& o = spec.options;
+  // Rounded up: the broker does not end the request before its caller's deadline (which
+  // ends a call here, answered or not). A broker on this host gets the deadline itself
+  // (deadline_us), which the time in transit does not move.
+  const auto left = std::chrono::ceil<milliseconds>(request.deadline - now_).count();
+  const auto timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
+  // Fields in rising number (wire::HeaderWriter).
+  using H = wire::Header;
+  head_.start(spec.kind).varint(H::kIdFieldNumber, fresh);
+  switch (spec.kind) {
+    case wire::REQUEST:
+      head_.string(H::kServiceFieldNumber, spec.service)
+          .string(H::kMethodFieldNumber, spec.method)
+          .varint(H::kTimeoutMsFieldNumber, timeout_ms)
+          .varint(H::kIdempotentFieldNumber, o.idempotent)
+          .varint(H::kWaitForReadyFieldNumber, o.wait_for_ready)
+          .string(H::kRoutingKeyFieldNumber, o.routing_key)
+          .map(H::kHeadersFieldNumber, o.headers);
+      if (same_host_)
+        head_.varint(H::kDeadlineUsFieldNumber, wire::to_deadline_us(request.deadline));
+      break;
+    case wire::PUBLISH:
+      head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+          .string(H::kTopicFieldNumber, spec.target)
+          .varint(H::kConfirmFieldNumber, true);
+      break;
+    case wire::SEND:
+      head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+          .string(H::kPeerFieldNumber, spec.target)
+          .varint(H::kHoldMsFieldNumber, static_cast<std::uint32_t>(spec.hold.count()));
+      break;
+    default:  // QUEUE_*
+      head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
+          .string(H::kQueueFieldNumber, spec.target)
+          .varint(H::kTagFieldNumber, spec.tag);
+      break;
+  }
+  const bool has_payload =
+      spec.kind != wire::QUEUE_GET && spec.kind != wire::QUEUE_ACK && spec.kind != wire::QUEUE_SIZE;
+  std::optional<zmq::message_t> payload;
+  if (has_payload) {
+    payload.emplace();
+    payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
+  }
+  if (!send_header_(head_.frame(), std::move(payload))) {
+    requests_.insert(std::move(node));
+    return false;
+  }
+  request.sent = true;
+  request.in_doubt = false;
+  node.key() = fresh;
+  deadlines_.emplace(request.deadline, fresh);
+  requests_.insert(std::move(node));
+  // Entries of requests that ended stay until their time comes; keep them from
+  // outnumbering the live ones (at 100,000 calls/s with 10 s deadlines, a million).
+  if (deadlines_.size() > 2 * requests_.size() + kDeadlineSlack) prune_deadlines_();
+  return true;
+}
+
+// One entry per request still open, at its deadline (expire_requests_ adds the grace).
+void Session::prune_deadlines_() {
+  std::vector<Deadline> open;
+  open.reserve(requests_.size() + kDeadlineSlack);
+  for (const auto& [id, request] : requests_)
+    open.emplace_back(request.deadline, id);
+  deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(open));
+}
+
+// The REPLY in in_, whose payload is `payload`.
+void Session::on_reply_(std::string_view payload) {
+  if (auto it = requests_.find(in_.id()); it != requests_.end()) {
+    // A call's outcome is never later than its deadline: a reply read after it is
+    // dropped, counted (but the broker's own DEADLINE_EXCEEDED, which is no reply of
+    // the service), and the call ends DEADLINE_EXCEEDED now (expire_requests_ would have
+    // ended it, had this thread woken first).
+    if (it->second.spec.kind == wire::REQUEST && now_ > it->second.deadline) {
+      if (in_.status() != wire::DEADLINE_EXCEEDED) host_.late_reply();
+      finish_(it, deadline_failure_(it->second));
+      return;
+    }
+    Outcome outcome{from_wire(in_.status()), in_.message(), std::string(payload), in_.count(),
+                    in_.tag()};
+    finish_(it, std::move(outcome));
+    return;
+  }
+  if (auto it = registrations_.find(in_.id()); it != registrations_.end()) {
+    auto answer = std::move(it->second);
+    registrations_.erase(it);
+    auto service = services_.find(answer.service);
+    if (service == services_.end()) return;
+    if (answer.unregister)
+      service->second.core->on_unregistered();
+    else
+      service->second.core->on_registered(from_wire(in_.status()), in_.message());
+    return;
+  }
+  if (auto it = subscriptions_.find(in_.id()); it != subscriptions_.end()) {
+    it->second->on_subscribed(from_wire(in_.status()), in_.message());
+    return;
+  }
+  if (in_.id() == hello_id_ && in_.status() != wire::OK) {
+    // The broker refused our HELLO (e.g. the name is taken). Retried every kHelloRetry.
+    last_failure_ = "sage-busd refused this connection: " + in_.message();
+    failure_status_ = from_wire(in_.status());
+    set_link_(Link::failing);
+    fail_unsent_impatient_();
+  }
+  // Otherwise: the answer to a request that already ended (its deadline passed).
+}
+
+// Each record of a BATCH, as the message it holds, had it come alone (docs/protocol.md,
+// "Batches").
+void Session::on_batch_() {
+  if (frames_.size() != 1) return;  // not a batch: not ours to fix
+  const zmq::message_t batch = std::move(frames_.front());
+  wire::BatchReader reader(batch);
+  wire::MessageRecord record;
+  while (reader.next(record)) {
+    if (wire::decode(record.header.data(), record.header.size(), in_) != wire::DecodeResult::ok ||
+        in_.kind() == wire::BATCH)
+      continue;
+    if (in_.kind() == wire::REPLY) {  // the common case, read in place
+      on_reply_(record.payload);
+      continue;
+    }
+    frames_.clear();
+    frames_.emplace_back(record.payload.data(), record.payload.size());
+    dispatch_();
+  }
+}
+
+void Session::finish_(Requests::iterator it, Outcome outcome) {
+  auto done = std::move(it->second.done);
+  sync_ends_ += it->second.sync;
+  requests_.erase(it);
+  done(std::move(outcome));
+}
+
+// Fails every request sent to the broker.
+void Session::fail_sent_(const std::string& why) {
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    auto next = std::next(it);
+    if (it->second.sent) finish_(it, failure(lost_status_(it->second), why));
+    it = next;
+  }
+}
+
+// Request `it` was sent, and the broker may not answer it any more. A QUEUE_GET that
+// waits for ready is asked again after the next WELCOME, within its timeout, if the broker
+// has `forgotten` it (asked twice, a broker that still held it could hand an item to the
+// copy nobody reads); the ack it carried goes with it, moot now that the connection that
+// held the item is gone (its tag may name another item on a new broker). Any other
+// request ends with `why`.
+void Session::requeue_or_fail_(Requests::iterator it, bool forgotten, const std::string& why) {
+  Request& request = it->second;
+  if (forgotten && !replaced_ && request.spec.kind == wire::QUEUE_GET &&
+      request.spec.options.wait_for_ready) {
+    request.sent = false;
+    request.spec.tag = 0;
+    return;
+  }
+  finish_(it, failure(lost_status_(request), why));
+}
+
+// A send whose link is lost was not delivered as far as anyone can tell.
+Status Session::lost_status_(const Request& request) {
+  return request.spec.kind == wire::SEND ? Status::undeliverable : Status::unavailable;
+}
+
+// Fails the unsent requests that did not ask to wait for the connection.
+void Session::fail_unsent_impatient_() {
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    auto next = std::next(it);
+    if (!it->second.sent && !it->second.spec.options.wait_for_ready)
+      finish_(it, failure(Status::unavailable, not_connected_text_()));
+    it = next;
+  }
+}
+
+std::string Session::not_connected_text_() const {
+  if (replaced_)
+    return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
+           "); this client does not reconnect by itself: make a new Client, with "
+           "ClientOptions::takeover to reclaim the name";
+  return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
+         "); the client keeps retrying in the background; set "
+         "CallOptions::wait_for_ready to wait for it";
+}
+
+Outcome Session::deadline_failure_(const Request& request) const {
+  const auto waited = duration_cast<milliseconds>(request.spec.options.timeout + request.spec.hold);
+  std::string text =
+      describe(request.spec) + " had no answer within " + std::to_string(waited.count()) + " ms";
+  if (request.in_doubt)
+    text += " (the connection to sage-busd at " + endpoint_ + " was lost after it was sent)";
+  else if (!request.sent)
+    text += link_ == Link::ready
+                ? " (never sent: the queue from this client to sage-busd stayed full)"
+                : " (never sent: not connected to sage-busd at " + endpoint_ + ")";
+  return failure(Status::deadline_exceeded, std::move(text));
+}
+
+// Ends the requests whose deadline has passed: a call at its deadline; a request whose
+// outcome the broker decides a grace later, if the broker has not answered by then.
+void Session::expire_requests_() {
+  while (!deadlines_.empty() && deadlines_.top().first <= now_) {
+    const auto [when, id] = deadlines_.top();
+    deadlines_.pop();
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;  // ended already, or re-sent under another id
+    if (it->second.sent && it->second.spec.kind != wire::REQUEST &&
+        now_ < it->second.deadline + kLocalGrace) {
+      // The broker decides the outcome and answers at the deadline; give its answer a
+      // moment to arrive.
+      deadlines_.emplace(it->second.deadline + kLocalGrace, id);
+      continue;
+    }
+    finish_(it, deadline_failure_(it->second));
+  }
+}
+
+}  // namespace sagebus::detail

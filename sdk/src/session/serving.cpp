@@ -1,0 +1,159 @@
+// Serving: registrations, calls dispatched to this client, their replies (gathered into
+// BATCHes), and point-to-point deliveries.
+#include "session.hpp"
+
+#include <algorithm>
+
+#include "../service_core.hpp"
+#include "protocol.hpp"
+#include "sagebus/wire/host_clock.hpp"
+
+namespace sagebus::detail {
+
+using namespace protocol;
+using std::chrono::duration_cast;
+
+void Session::handle_(command::AddService& c) {
+  const auto name = c.core->name();
+  services_[name] = ServiceEntry{std::move(c.core), true};
+  if (link_ == Link::ready) send_register_(*services_[name].core);
+}
+
+void Session::handle_(command::Unregister& c) {
+  auto it = services_.find(c.name);
+  if (it == services_.end()) return;
+  it->second.registered = false;
+  if (link_ != Link::ready) return it->second.core->on_unregistered();
+  out_.Clear();
+  out_.set_kind(wire::UNREGISTER);
+  out_.set_id(++next_id_);
+  out_.set_service(c.name);
+  registrations_[out_.id()] = RegistrationAnswer{c.name, true};
+  if (!send_()) it->second.core->on_unregistered();
+}
+
+void Session::handle_(command::RemoveService& c) {
+  services_.erase(c.name);
+}
+
+// A reply to a dispatch of an earlier broker session is dropped: the broker it was for
+// is gone, and the new one numbers its dispatches afresh, so the id may name a call it
+// gave this instance since — the reply would answer that call's caller.
+void Session::handle_(command::SendReply& c) {
+  if (c.epoch != session_epoch_) return;
+  reply_(c.id, c.status, std::move(c.message), std::move(c.payload));
+}
+
+// A reply the queue refuses is lost; its caller's deadline ends the call.
+void Session::reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
+  if (payload.size() > max_payload_) {
+    // The broker would refuse it; its caller hears why instead of a lost connection.
+    status = Status::handler_error;
+    message = "the handler's reply of " + std::to_string(payload.size()) +
+              " bytes exceeds the broker's max-payload of " + std::to_string(max_payload_) +
+              " bytes";
+    payload.clear();
+  }
+  using H = wire::Header;
+  head_.start(wire::REPLY)
+      .varint(H::kIdFieldNumber, id)
+      .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
+      .string(H::kMessageFieldNumber, message);
+  // Small replies wait for the end of this turn, to go together (flush_replies_), but
+  // none longer than kMaxReplyWait.
+  if (batches_ && payload.size() <= wire::kMaxBatchedPayload) {
+    const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
+    if (!replies_.fits(head_.size(), payload.size(), limit) || replies_waited_too_long_())
+      flush_replies_();
+    if (replies_.fits(head_.size(), payload.size(), limit)) {
+      if (replies_.empty()) replies_since_ = now_;
+      zmq::message_t frame = adopt(std::move(payload));
+      replies_.add(head_.bytes(), &frame);
+      return;
+    }
+  }
+  (void)send_header_(head_.frame(), adopt(std::move(payload)));
+}
+
+// Sends the replies gathered since the last flush, as one BATCH, or as a REPLY
+// when there is one: after each turn's messages and commands are handled, and before
+// anything else is sent (put_), so that this side's messages leave in the order it made
+// them. When the queue to the broker is full they are dropped, as a REPLY would be: the
+// broker ends their calls at their deadlines.
+bool Session::replies_waited_too_long_() const {
+  return !replies_.empty() && now_ - replies_since_ > kMaxReplyWait;
+}
+
+void Session::flush_replies_() {
+  if (replies_.empty()) return;
+  bool sent;
+  if (replies_.size() == 1) {
+    const auto payload = replies_.lone_payload();
+    sent = write_(replies_.lone_header(), payload.empty() ? nullptr : payload.data());
+  } else {
+    zmq::message_t header(batch_header_.data(), batch_header_.size());
+    zmq::message_t records = replies_.records();
+    sent = write_(header, &records);
+  }
+  replies_.clear();
+  if (sent) take_short_lease_();
+}
+
+void Session::send_register_(const ServiceCore& core) {
+  out_.Clear();
+  out_.set_kind(wire::REGISTER);
+  out_.set_id(++next_id_);
+  out_.set_service(core.name());
+  auto& r = *out_.mutable_registration();
+  for (auto& m : core.methods())
+    r.add_methods(m);
+  r.set_version(core.options().version);
+  r.set_max_inflight(static_cast<std::uint32_t>(core.options().max_inflight));
+  r.set_strategy(static_cast<wire::Strategy>(core.options().strategy));
+  registrations_[out_.id()] = RegistrationAnswer{core.name(), false};
+  (void)send_();
+}
+
+void Session::on_request_() {
+  if (discard_before_welcome_ != 0) return;  // its caller was answered for us: check_stall_
+  auto it = services_.find(in_.service());
+  if (it == services_.end())
+    return reply_(in_.id(), Status::unavailable,
+                  "service " + in_.service() + " is no longer served on this connection", {});
+  Job job{
+      .id = in_.id(),
+      .epoch = session_epoch_,
+      .method = in_.method(),
+      .headers = {in_.headers().begin(), in_.headers().end()},
+      .payload = {},
+      .deadline = wire::deadline_of(now_, in_.timeout_ms(), same_host_ ? in_.deadline_us() : 0)};
+  if (!frames_.empty()) job.payload = std::move(frames_.front());
+  ServiceCore& core = *it->second.core;
+  if (!core.options().on_io_thread) return core.submit(std::move(job));
+  // Here and now: ServiceOptions::on_io_thread. After handlers that took longer than
+  // kMaxReplyWait (the driver's time moved on that much while they ran), the replies
+  // waiting go before the next one runs: it may be as slow.
+  if (replies_waited_too_long_()) flush_replies_();
+  Answer answer = core.run(job);
+  reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
+}
+
+void Session::on_deliver_() {
+  if (discard_before_welcome_ != 0) return;  // its sender was answered for us: check_stall_
+  Message message{{}, in_.peer(), {}, 0};
+  if (!frames_.empty()) message.payload = frames_.front().to_string();
+  const bool taken = host_.offer_to_inbox(std::move(message));
+  reply_(in_.id(), taken ? Status::ok : Status::overloaded,
+         taken ? std::string()
+               : "the inbox of " + options_.name + " is full (" +
+                     std::to_string(options_.inbox_size) + " messages)",
+         {});
+}
+
+// Nothing is sent for a receive(): a heartbeat now, which no longer says idle, takes the
+// short lease.
+void Session::handle_(command::ReadsInbox&) {
+  if (idle_lease_) next_heartbeat_ = std::min(next_heartbeat_, now_);
+}
+
+}  // namespace sagebus::detail

@@ -1,0 +1,188 @@
+// The session's turn: what it is fed, how a message reaches its handler, the timers, and
+// the one way out to the Port.
+#include "session.hpp"
+
+#include <algorithm>
+
+#include "../service_core.hpp"
+#include "../subscription_core.hpp"
+#include "protocol.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
+
+namespace sagebus::detail {
+
+using namespace protocol;
+
+Session::Session(const ClientOptions& options, Port& port, SessionHost& host, Clock::time_point now)
+    : options_(options),
+      endpoint_(options.endpoint),
+      port_(port),
+      host_(host),
+      now_(now),
+      heartbeat_(kDefaultHeartbeatMs),
+      liveness_(kDefaultLiveness),
+      last_heard_(now),
+      watch_from_(now),
+      last_heartbeat_(now),
+      last_sent_(now),
+      last_ran_(now),
+      next_heartbeat_(now),
+      hello_sent_at_(now - kHelloRetry),
+      next_id_(first_own_id()) {
+  hello_.set_name(options.name);
+  hello_.set_instance_id(random_hex(8));
+  hello_.set_sdk_version(SAGEBUS_VERSION);
+  hello_.set_takeover(options.takeover);
+  hello_.set_event_batches(true);  // on_event_batch_
+  hello_.set_batches(true);        // on_batch_
+  hello_.set_host(wire::host_id());
+  wire::HeaderWriter batch_header;
+  batch_header_ = batch_header.start(wire::BATCH).bytes();
+}
+
+// --- input -------------------------------------------------------------------------------
+
+void Session::begin_turn(Clock::time_point now) {
+  now_ = now;
+  check_stall_();
+}
+
+void Session::on_message(const zmq::message_t& header, std::vector<zmq::message_t>& frames) {
+  if (wire::decode(header, in_) != wire::DecodeResult::ok) return;  // not ours to fix
+  last_heard_ = now_;
+  watch_from_ = now_;
+  frames_.swap(frames);
+  dispatch_();
+  frames_.swap(frames);  // the driver's vector keeps its storage for the next message
+}
+
+void Session::end_of_input() {
+  for (const auto& core : to_flush_)
+    core->flush();  // hands on what on_event_() took, once per batch
+  to_flush_.clear();
+}
+
+void Session::start(command::Start& start) {
+  handle_(start);
+}
+
+void Session::handle(command::Command& command) {
+  std::visit([this](auto& c) { handle_(c); }, command);
+}
+
+void Session::end_turn(Clock::time_point now) {
+  flush_replies_();  // what the commands and messages of this turn answered
+  // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher that
+  // keeps the transport full would never be heard and lose its own lease.
+  run_timers_();
+  flush_outbox_();
+  flush_waiting_requests_();
+  last_ran_ = now;
+}
+
+// The message in in_, to its handler by kind.
+void Session::dispatch_() {
+  switch (in_.kind()) {
+    case wire::WELCOME:
+      return on_welcome_();
+    case wire::HELLO_REQUIRED:
+      return on_hello_required_(in_.id());
+    case wire::HEARTBEAT:
+      return;
+    case wire::GOODBYE:
+      return on_goodbye_();
+    case wire::REPLY:
+      return on_reply_(frames_.empty() ? std::string_view() : frames_.front().to_string_view());
+    case wire::BATCH:
+      return on_batch_();
+    case wire::REQUEST:
+      return on_request_();
+    case wire::EVENT:
+      return on_event_();
+    case wire::EVENT_BATCH:
+      return on_event_batch_();
+    case wire::DELIVER:
+      return on_deliver_();
+    default:
+      return;  // kinds a broker does not send; nothing to answer
+  }
+}
+
+// --- timers ------------------------------------------------------------------------------
+
+Clock::time_point Session::next_wakeup() const {
+  auto next = now_ + milliseconds(1000);
+  if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
+  if (link_ == Link::ready) {
+    if (!heartbeat_due_) next = std::min(next, next_heartbeat_);  // else room wakes us
+    next = std::min(next, watch_from_ + lease_());
+  } else if (tcp_up_ && !replaced_) {
+    next = std::min(next, hello_sent_at_ + kHelloRetry);
+  }
+  return next;
+}
+
+void Session::run_timers_() {
+  expire_requests_();
+  if (link_ == Link::ready) {
+    if (now_ - watch_from_ > lease_())
+      lose_link_("no word from sage-busd at " + endpoint_ + " for " +
+                 std::to_string(lease_().count()) + " ms");
+    else
+      heartbeat_if_due_();
+  } else if (tcp_up_ && !replaced_ && now_ - hello_sent_at_ >= kHelloRetry) {
+    send_hello_();
+  }
+}
+
+// --- output ------------------------------------------------------------------------------
+
+// Sends out_ with an optional payload frame. False when the transport's queue is full:
+// the message was not sent.
+bool Session::send_(std::optional<zmq::message_t> payload) {
+  return send_header_(wire::encode(out_), std::move(payload));
+}
+
+// Sends `header` (then `payload`); false, and nothing sent, when the queue is full.
+bool Session::send_header_(zmq::message_t header, std::optional<zmq::message_t> payload) {
+  if (!put_(header, payload ? &*payload : nullptr)) return false;
+  take_short_lease_();
+  return true;
+}
+
+// send_header_() but for the lease, which the caller sets (take_short_lease_(), or the
+// heartbeat's own). Replies waiting for company go first, so that this side's messages
+// leave in the order it made them. The frames are emptied once sent, kept when refused.
+bool Session::put_(zmq::message_t& header, zmq::message_t* payload) {
+  flush_replies_();
+  return write_(header, payload);
+}
+
+// put_() of this message alone.
+bool Session::write_(zmq::message_t& header, zmq::message_t* payload) {
+  if (!port_.write(header, payload)) return false;
+  last_sent_ = now_;
+  return true;
+}
+
+void Session::shut_down() {
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    auto next = std::next(it);
+    finish_(it, failure(Status::cancelled, "the client was closed before the request ended"));
+    it = next;
+  }
+  for (auto& [name, entry] : services_)
+    entry.core->on_unregistered();
+  host_.publishes_sent(outbox_.size());
+  outbox_.clear();
+  if (link_ == Link::ready) {
+    out_.Clear();
+    out_.set_kind(wire::GOODBYE);
+    out_.set_message("client closed");
+    (void)send_();
+  }
+  set_link_(Link::failing);
+}
+
+}  // namespace sagebus::detail

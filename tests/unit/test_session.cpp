@@ -1,0 +1,462 @@
+// detail::Session alone: the client's side of the protocol driven by hand, with a fake
+// transport (it records what the session writes, and can refuse like a full socket) and a
+// clock that moves only when the test says.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
+#include "service_core.hpp"
+#include "session/session.hpp"
+#include "subscription_core.hpp"
+
+using namespace sagebus;
+using namespace sagebus::detail;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Written {
+  wire::Header header;
+  std::string payload;
+};
+
+// The transport: what the session wrote, in order. While `full`, it refuses everything.
+class FakePort final : public Port {
+ public:
+  bool write(zmq::message_t& header, zmq::message_t* payload) override {
+    if (full) return false;
+    Written w;
+    REQUIRE(wire::decode(header, w.header) == wire::DecodeResult::ok);
+    if (payload) w.payload = payload->to_string();
+    written.push_back(std::move(w));
+    return true;
+  }
+  // The messages of `kind` written since the last take, in order; the rest are dropped.
+  std::vector<Written> take(wire::Kind kind) {
+    std::vector<Written> out;
+    for (auto& w : written)
+      if (w.header.kind() == kind) out.push_back(std::move(w));
+    written.clear();
+    return out;
+  }
+  bool full = false;
+  std::vector<Written> written;
+};
+
+class FakeHost final : public SessionHost {
+ public:
+  void link_changed(bool is_ready, std::optional<Error>) override { ready = is_ready; }
+  void max_payload_changed(std::uint64_t) override {}
+  bool offer_to_inbox(Message message) override {
+    inbox.push_back(std::move(message));
+    return true;
+  }
+  bool reads_inbox() const override { return !inbox.empty(); }
+  void publishes_sent(std::size_t count) override { published += count; }
+  void late_reply() override { ++late; }
+  bool ready = false;
+  std::vector<Message> inbox;
+  std::size_t published = 0;
+  int late = 0;
+};
+
+// What services and subscriptions ask of their connection: recorded, not acted on.
+class FakeLink final : public CoreLink {
+ public:
+  void unregister_service(const std::string&) override {}
+  void remove_service(const std::string&) override {}
+  void send_reply(std::uint64_t, std::uint64_t, Status, std::string, std::string) override {}
+  void remove_subscription(std::shared_ptr<SubscriptionCore>) override {}
+  void return_credit(std::shared_ptr<SubscriptionCore>, std::uint32_t) override {}
+};
+
+// A session, its fakes, and the test's clock.
+struct Fixture {
+  ClientOptions options{.endpoint = "tcp://127.0.0.1:1", .name = "tester"};
+  FakePort port;
+  FakeHost host;
+  FakeLink link;
+  Clock::time_point now = Clock::time_point{} + 1000h;
+  Session session{options, port, host, now};
+
+  // Outcomes of the requests start() made, by the order they were made.
+  std::vector<std::optional<Outcome>> outcomes;
+  std::vector<int> ends;  // how many outcomes each request had
+
+  // A turn at the current time in which `act` happens.
+  template <class Act>
+  void turn(const Act& act) {
+    session.begin_turn(now);
+    act();
+    session.end_of_input();
+    session.end_turn(now);
+  }
+  void feed(wire::Header header, std::optional<std::string> payload = {}) {
+    const zmq::message_t frame = wire::encode(header);
+    std::vector<zmq::message_t> frames;
+    if (payload) frames.emplace_back(payload->data(), payload->size());
+    session.advance(now);
+    session.on_message(frame, frames);
+  }
+  // The transport connects; the broker welcomes the HELLO with `broker_session`.
+  void connect(const std::string& broker_session = "broker-1") {
+    turn([&] { session.on_link_event(LinkEvent::connected); });
+    auto hellos = port.take(wire::HELLO);  // one, or more after a GOODBYE
+    REQUIRE(!hellos.empty());
+    welcome(hellos.back().header.id(), broker_session);
+  }
+  void welcome(std::uint64_t hello_id, const std::string& broker_session) {
+    wire::Header w;
+    w.set_kind(wire::WELCOME);
+    w.set_id(hello_id);
+    w.mutable_welcome()->set_broker_session(broker_session);
+    w.mutable_welcome()->set_heartbeat_ms(60000);
+    w.mutable_welcome()->set_liveness(3);
+    turn([&] { feed(w); });
+    REQUIRE(host.ready);
+  }
+  // Starts a call of `method` on service "svc"; returns its index in outcomes.
+  std::size_t call(const std::string& method, std::chrono::milliseconds timeout = 1s,
+                   bool wait_for_ready = false) {
+    const std::size_t index = outcomes.size();
+    outcomes.emplace_back();
+    ends.push_back(0);
+    command::Start start;
+    start.spec.kind = wire::REQUEST;
+    start.spec.service = "svc";
+    start.spec.method = method;
+    start.spec.options.timeout = timeout;
+    start.spec.options.wait_for_ready = wait_for_ready;
+    start.spec.asked = now;
+    start.done = Done([this, index](Outcome o) {
+      outcomes[index] = std::move(o);
+      ++ends[index];
+    });
+    session.advance(now);
+    session.start(start);
+    return index;
+  }
+  void reply(std::uint64_t id, wire::Status status, const std::string& payload) {
+    wire::Header r;
+    r.set_kind(wire::REPLY);
+    r.set_id(id);
+    r.set_status(status);
+    turn([&] { feed(r, payload); });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a call's reply read exactly at its deadline is its outcome", "[session]") {
+  Fixture f;
+  f.connect();
+  const auto c = f.call("m", 100ms);
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  f.now += 100ms;
+  f.reply(sent[0].header.id(), wire::OK, "just in time");
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->status == Status::ok);
+  CHECK(f.outcomes[c]->payload == "just in time");
+  CHECK(f.host.late == 0);
+}
+
+TEST_CASE(
+    "a call's reply read after its deadline is dropped, counted, and the call ends "
+    "DEADLINE_EXCEEDED",
+    "[session]") {
+  Fixture f;
+  f.connect();
+  const auto c = f.call("m", 100ms);
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  f.now += 100ms + 1us;
+  // The reply is read in the same turn as the deadline passes, before the timers run.
+  f.reply(sent[0].header.id(), wire::OK, "too late");
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->status == Status::deadline_exceeded);
+  CHECK(f.ends[c] == 1);
+  CHECK(f.host.late == 1);
+}
+
+TEST_CASE("a call nobody answers ends DEADLINE_EXCEEDED at its deadline, not later", "[session]") {
+  Fixture f;
+  f.connect();
+  const auto c = f.call("m", 100ms);
+  CHECK(f.session.next_wakeup() == f.now + 100ms);
+  f.now += 99ms;
+  f.turn([] {});
+  CHECK_FALSE(f.outcomes[c]);
+  f.now += 1ms;
+  f.turn([] {});
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->status == Status::deadline_exceeded);
+}
+
+TEST_CASE("a duplicate reply and a reply to an id never sent change nothing", "[session]") {
+  Fixture f;
+  f.connect();
+  const auto c = f.call("m");
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  f.reply(sent[0].header.id(), wire::OK, "first");
+  f.reply(sent[0].header.id(), wire::OK, "second");
+  f.reply(sent[0].header.id() + 1000, wire::OK, "foreign");
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->payload == "first");
+  CHECK(f.ends[c] == 1);
+  CHECK(f.port.written.empty());  // nothing answered back
+}
+
+TEST_CASE(
+    "after a reconnect the broker refused, registrations are replayed and the refused "
+    "calls sent again; those it had taken end UNAVAILABLE",
+    "[session]") {
+  Fixture f;
+  auto core = std::make_shared<ServiceCore>(
+      f.link, "echo", ServiceOptions{.on_io_thread = true},
+      std::map<std::string, Handler>{
+          {"echo", [](const Request& r) { return std::string(r.payload); }}});
+  f.connect();
+  f.turn([&] {
+    command::Command add = command::AddService{core};
+    f.session.handle(add);
+  });
+  REQUIRE(f.port.take(wire::REGISTER).size() == 1);
+  const auto taken = f.call("m");
+  const auto refused = f.call("m");
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 2);
+
+  // The broker forgot this connection: it refuses the second call, naming it. (A HELLO
+  // goes again at most every 100 ms.)
+  f.now += 101ms;
+  wire::Header h;
+  h.set_kind(wire::HELLO_REQUIRED);
+  h.set_id(sent[1].header.id());
+  f.turn([&] { f.feed(h); });
+  REQUIRE(f.outcomes[taken]);
+  CHECK(f.outcomes[taken]->status == Status::unavailable);
+  CHECK_FALSE(f.outcomes[refused]);
+  const auto hellos = f.port.take(wire::HELLO);
+  REQUIRE(hellos.size() == 1);
+
+  f.welcome(hellos[0].header.id(), "broker-1");
+  std::vector<wire::Kind> kinds;
+  for (const auto& w : f.port.written)
+    kinds.push_back(w.header.kind());
+  CHECK(kinds == std::vector<wire::Kind>{wire::REGISTER, wire::REQUEST});
+  const auto again = f.port.take(wire::REQUEST);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].header.id() > sent[1].header.id());  // a fresh id: ids rise in sending order
+  f.reply(again[0].header.id(), wire::OK, "ran once");
+  REQUIRE(f.outcomes[refused]);
+  CHECK(f.outcomes[refused]->payload == "ran once");
+}
+
+TEST_CASE(
+    "a GOODBYE from a broker shutting down: calls waiting for ready go again after the "
+    "next WELCOME, the others fail UNAVAILABLE",
+    "[session]") {
+  Fixture f;
+  f.connect();
+  const auto patient = f.call("m", 10s, true);
+  const auto impatient = f.call("m", 10s, false);
+  REQUIRE(f.port.take(wire::REQUEST).size() == 2);
+  wire::Header bye;
+  bye.set_kind(wire::GOODBYE);
+  bye.set_status(wire::UNAVAILABLE);
+  bye.set_message("broker shutting down");
+  f.turn([&] { f.feed(bye); });
+  REQUIRE(f.outcomes[impatient]);
+  CHECK(f.outcomes[impatient]->status == Status::unavailable);
+  CHECK_FALSE(f.outcomes[patient]);
+  f.turn([&] { f.session.on_link_event(LinkEvent::disconnected); });
+  f.connect("broker-2");
+  const auto again = f.port.take(wire::REQUEST);
+  REQUIRE(again.size() == 1);
+  f.reply(again[0].header.id(), wire::OK, "after");
+  REQUIRE(f.outcomes[patient]);
+  CHECK(f.outcomes[patient]->payload == "after");
+}
+
+TEST_CASE("requests the full transport refuses wait in order, and go as it takes them",
+          "[session]") {
+  Fixture f;
+  f.connect();
+  f.port.full = true;
+  for (int i = 0; i < 5; ++i)
+    f.call("m" + std::to_string(i));
+  CHECK(f.session.wants_out());
+  for (const auto& o : f.outcomes)
+    CHECK_FALSE(o);  // waiting, not OVERLOADED
+  f.port.full = false;
+  f.turn([] {});
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 5);
+  for (int i = 0; i < 5; ++i)
+    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  CHECK_FALSE(f.session.wants_out());
+}
+
+TEST_CASE("a request that waits for room past its deadline ends DEADLINE_EXCEEDED, never sent",
+          "[session]") {
+  Fixture f;
+  f.connect();
+  f.port.full = true;
+  const auto c = f.call("m", 50ms);
+  f.now += 50ms;
+  f.turn([] {});
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->status == Status::deadline_exceeded);
+  CHECK_THAT(f.outcomes[c]->message, Catch::Contains("never sent"));
+  f.port.full = false;
+  f.turn([] {});
+  CHECK(f.port.take(wire::REQUEST).empty());
+}
+
+TEST_CASE(
+    "a subscription whose credit is used up is replayed with credit 1, and credit "
+    "returned goes as CREDIT",
+    "[session]") {
+  Fixture f;
+  auto core = std::make_shared<SubscriptionCore>(
+      f.link, "events.>", [](const Message&) {}, 4);
+  f.connect();
+  f.turn([&] {
+    command::Command add = command::AddSubscription{core};
+    f.session.handle(add);
+  });
+  auto subscribes = f.port.take(wire::SUBSCRIBE);
+  REQUIRE(subscribes.size() == 1);
+  CHECK(subscribes[0].header.credit() == 4);
+  const auto wire_id = subscribes[0].header.id();
+  // Four events use the window up: the handler thread is not running, nothing is handled.
+  f.turn([&] {
+    for (int i = 0; i < 4; ++i) {
+      wire::Header e;
+      e.set_kind(wire::EVENT);
+      e.set_subscription(wire_id);
+      e.set_topic("events.x");
+      f.feed(e, "payload");
+    }
+  });
+  CHECK(core->room() == 0);
+  // A new broker: the subscription goes again under its first id, with credit 1.
+  f.turn([&] { f.session.on_link_event(LinkEvent::disconnected); });
+  f.connect("broker-2");
+  subscribes = f.port.take(wire::SUBSCRIBE);
+  REQUIRE(subscribes.size() == 1);
+  CHECK(subscribes[0].header.id() == wire_id);
+  CHECK(subscribes[0].header.credit() == 1);
+  f.turn([&] {
+    command::Command credit = command::Credit{core, 3};
+    f.session.handle(credit);
+  });
+  const auto credits = f.port.take(wire::CREDIT);
+  REQUIRE(credits.size() == 1);
+  CHECK(credits[0].header.credit() == 3);
+  CHECK(credits[0].header.subscription() == wire_id);
+}
+
+TEST_CASE(
+    "a service unregistered with calls in hand still sends their replies; a call after "
+    "it is removed is answered UNAVAILABLE",
+    "[session]") {
+  Fixture f;
+  // Workers are never started: the calls it is given stay in hand.
+  auto core = std::make_shared<ServiceCore>(
+      f.link, "svc", ServiceOptions{},
+      std::map<std::string, Handler>{{"m", [](const Request&) { return std::string("x"); }}});
+  f.connect();
+  f.turn([&] {
+    command::Command add = command::AddService{core};
+    f.session.handle(add);
+  });
+  REQUIRE(f.port.take(wire::REGISTER).size() == 1);
+  wire::Header request;
+  request.set_kind(wire::REQUEST);
+  request.set_id(7);
+  request.set_service("svc");
+  request.set_method("m");
+  request.set_timeout_ms(1000);
+  f.turn([&] { f.feed(request, "in hand"); });
+
+  f.turn([&] {
+    command::Command unregister = command::Unregister{"svc"};
+    f.session.handle(unregister);
+  });
+  const auto unregisters = f.port.take(wire::UNREGISTER);
+  REQUIRE(unregisters.size() == 1);
+  // The worker finishes the call in hand after the UNREGISTER went.
+  f.turn([&] {
+    command::Command reply = command::SendReply{7, 1, Status::ok, "", "done"};
+    f.session.handle(reply);
+  });
+  auto replies = f.port.take(wire::REPLY);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].header.id() == 7);
+  CHECK(replies[0].payload == "done");
+
+  f.turn([&] {
+    command::Command remove = command::RemoveService{"svc"};
+    f.session.handle(remove);
+  });
+  request.set_id(8);
+  f.turn([&] { f.feed(request, "too late"); });
+  replies = f.port.take(wire::REPLY);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].header.id() == 8);
+  CHECK(replies[0].header.status() == wire::UNAVAILABLE);
+}
+
+TEST_CASE(
+    "a broker on this host: a call carries its deadline itself, and a dispatched call's "
+    "handler sees the broker's deadline as it is",
+    "[session]") {
+  Fixture f;
+  Clock::time_point seen{};
+  auto core =
+      std::make_shared<ServiceCore>(f.link, "svc", ServiceOptions{.on_io_thread = true},
+                                    std::map<std::string, Handler>{{"m", [&](const Request& r) {
+                                                                      seen = r.deadline;
+                                                                      return std::string();
+                                                                    }}});
+  f.turn([&] { f.session.on_link_event(LinkEvent::connected); });
+  const auto hello = f.port.take(wire::HELLO);
+  REQUIRE(hello.size() == 1);
+  CHECK(hello[0].header.hello().host() == wire::host_id());
+  wire::Header w;
+  w.set_kind(wire::WELCOME);
+  w.set_id(hello[0].header.id());
+  w.mutable_welcome()->set_broker_session("b");
+  w.mutable_welcome()->set_host(wire::host_id());
+  f.turn([&] { f.feed(w); });
+
+  f.call("m", 250ms);
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].header.deadline_us() == wire::to_deadline_us(f.now + 250ms));
+  CHECK(sent[0].header.timeout_ms() == 250);
+
+  f.turn([&] {
+    command::Command add = command::AddService{core};
+    f.session.handle(add);
+  });
+  wire::Header request;
+  request.set_kind(wire::REQUEST);
+  request.set_id(9);
+  request.set_service("svc");
+  request.set_method("m");
+  request.set_timeout_ms(1000);  // later than the deadline it carries: that one wins
+  request.set_deadline_us(wire::to_deadline_us(f.now + 300ms));
+  f.turn([&] { f.feed(request); });
+  CHECK(seen == f.now + 300ms);
+}
