@@ -1,10 +1,12 @@
-// The chaos test (issue 5): 4 instances of service "chaos" (sagebus-chaos-instance
+// The chaos test: 4 instances of service "chaos" (sagebus-chaos-instance
 // processes), 8 callers calling them continuously for 60 s, while a killer SIGKILLs and
 // restarts instances at random, SIGSTOPs one for longer than its lease, and restarts the
 // broker once. Afterwards it prints a summary and checks that
 //   - every call had exactly one outcome (calls issued = replies + errors);
 //   - no caller got a reply to a call it did not make;
-//   - no outcome came later than the call's deadline + 100 ms;
+//   - no outcome came later than the call's deadline + kLateMargin (docs/sdk.md, "Calls":
+//     the outcome is decided at the deadline; this leaves room for a loaded machine and
+//     the sanitizer build);
 //   - the broker's peak RSS stayed under kRssBoundKib (64 MiB; the broker runs with its
 //     default limits, and its RSS is sampled every 100 ms from /proc);
 //   - no call that was not marked idempotent was executed twice (each instance logs the
@@ -69,7 +71,7 @@ constexpr unsigned kHeartbeatMs = 200;
 constexpr unsigned kLiveness = 3;
 constexpr milliseconds kLease{kHeartbeatMs * kLiveness};
 constexpr milliseconds kStopFor = kLease * 5 / 2;
-constexpr milliseconds kLateMargin{100};
+constexpr milliseconds kLateMargin{25};
 // How long past its deadline a caller waits before it declares a call without outcome.
 constexpr milliseconds kWatchdog{3000};
 // The broker's memory bound. Under ASan every allocation carries redzones and freed
