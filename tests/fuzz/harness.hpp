@@ -47,10 +47,10 @@
 
 #include <zmq.hpp>
 
-#include "broker.hpp"
+#include "loop/broker.hpp"
+#include "routing/topics.hpp"
 #include "sagebus/wire.pb.h"
 #include "script.hpp"
-#include "topics.hpp"
 
 namespace sagebus::fuzz {
 

@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "balancer.hpp"
+#include "routing/balancer.hpp"
 
 using namespace sagebus;
 using namespace sagebus::broker;

@@ -10,8 +10,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "config.hpp"
-#include "limits.hpp"
+#include "operations/config.hpp"
+#include "operations/limits.hpp"
 
 using namespace sagebus::broker;
 

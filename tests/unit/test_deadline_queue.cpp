@@ -8,7 +8,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "deadline_queue.hpp"
+#include "routing/deadline_queue.hpp"
 
 using namespace sagebus::broker;
 

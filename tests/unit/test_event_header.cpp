@@ -1,4 +1,4 @@
-// EventHeader (daemon/event_header.hpp): the hand-written EVENT header decodes to the
+// EventHeader (daemon/loop/event_header.hpp): the hand-written EVENT header decodes to the
 // Header protobuf's own code would have written, byte for byte.
 #include <cstdint>
 #include <limits>
@@ -6,7 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "event_header.hpp"
+#include "loop/event_header.hpp"
 #include "sagebus/wire/frame.hpp"
 
 using namespace sagebus;

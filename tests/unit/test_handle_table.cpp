@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "handle_table.hpp"
+#include "loop/handle_table.hpp"
 
 using namespace sagebus::broker;
 

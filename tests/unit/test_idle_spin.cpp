@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "idle_spin.hpp"
+#include "loop/idle_spin.hpp"
 
 using namespace sagebus::broker;
 using namespace std::chrono_literals;

@@ -1,8 +1,8 @@
 // Histogram buckets, the bounded per-method table, and the limits in the Prometheus text.
 #include <catch2/catch.hpp>
 
-#include "admin.hpp"
-#include "metrics.hpp"
+#include "operations/admin.hpp"
+#include "operations/metrics.hpp"
 
 using namespace sagebus::broker;
 using std::chrono::microseconds;

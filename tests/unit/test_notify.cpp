@@ -1,4 +1,4 @@
-// sd_notify (daemon/notify.hpp): what systemd's socket receives, for a path and for an
+// sd_notify (daemon/operations/notify.hpp): what systemd's socket receives, for a path and for an
 // abstract socket name, and nothing at all outside systemd.
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,7 +11,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "notify.hpp"
+#include "operations/notify.hpp"
 
 namespace {
 

@@ -6,7 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "pending.hpp"
+#include "routing/pending.hpp"
 
 using namespace sagebus::broker;
 using namespace std::chrono_literals;

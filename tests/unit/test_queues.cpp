@@ -1,4 +1,4 @@
-// The legacy queues (daemon/queues.hpp): FIFO, waiting readers and putters, the depth
+// The legacy queues (daemon/routing/queues.hpp): FIFO, waiting readers and putters, the depth
 // bound, acknowledgements, and items going back to the front when their reader leaves.
 #include <chrono>
 #include <string>
@@ -6,7 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "queues.hpp"
+#include "routing/queues.hpp"
 
 using namespace sagebus;
 using namespace sagebus::broker;

@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "registry.hpp"
+#include "routing/registry.hpp"
 
 using namespace sagebus;
 using namespace sagebus::broker;

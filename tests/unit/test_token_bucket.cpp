@@ -3,7 +3,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "token_bucket.hpp"
+#include "loop/token_bucket.hpp"
 
 using sagebus::broker::TokenBucket;
 using namespace std::chrono_literals;

@@ -1,4 +1,4 @@
-// The subscription table (daemon/topics.hpp): matching through the trie, replacing and
+// The subscription table (daemon/routing/topics.hpp): matching through the trie, replacing and
 // removing subscriptions, credit and gap accounting, and the recent-topics counts.
 #include <algorithm>
 #include <set>
@@ -8,8 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "routing/topics.hpp"
 #include "sagebus/wire/topic.hpp"
-#include "topics.hpp"
 
 using namespace sagebus;
 using namespace sagebus::broker;

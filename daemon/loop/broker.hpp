@@ -1,0 +1,316 @@
+// Broker: the sage-busd event loop. It owns the ROUTER socket, the socket monitor and
+// every table (registry, call table, subscriptions, legacy queues, held messages); one
+// thread runs it and nothing else touches them, so there are no locks.
+//
+// Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
+// deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
+// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes and
+// the BATCHes of replies they produced (event_batches.hpp, reply_batches.hpp); act on
+// connections the monitor saw close; run timers (call and send deadlines, queue waits,
+// leases). Every send is non-blocking; a peer found gone is removed after the handler that
+// found it, never while a table is being iterated.
+//
+// The handlers live in one file per message family: broker.cpp (connections, names,
+// registrations), broker_calls.cpp (requests), broker_pubsub.cpp (publish-subscribe),
+// broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
+//
+// Construction binds the endpoints (throws BindError); run() loops until asked to stop
+// (Requests, set by signal handlers). The first stop request drains
+// (operations/drain.cpp): new calls, sends and queue operations are answered UNAVAILABLE
+// while the calls already accepted may finish, up to drain_timeout_ms. Then, or at a
+// second stop request, it shuts down: every call still pending is answered UNAVAILABLE
+// and every client is sent GOODBYE. A reload request re-reads the configuration and
+// applies what can change while running (operations/reload.cpp). Not thread safe, except
+// that Requests may be set from any thread or signal handler.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "loop/event_batches.hpp"
+#include "loop/event_header.hpp"
+#include "loop/idle_spin.hpp"
+#include "loop/monitor.hpp"
+#include "loop/reply_batches.hpp"
+#include "loop/token_bucket.hpp"
+#include "operations/admin.hpp"
+#include "operations/config.hpp"
+#include "operations/http.hpp"
+#include "operations/metrics.hpp"
+#include "routing/pending.hpp"
+#include "routing/published.hpp"
+#include "routing/queues.hpp"
+#include "routing/registry.hpp"
+#include "routing/topics.hpp"
+#include "sagebus/wire.pb.h"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/header_writer.hpp"
+
+namespace sagebus::broker {
+
+class BindError : public std::runtime_error {
+ public:
+  BindError(std::string endpoint, int code, const std::string& what)
+      : std::runtime_error(what), endpoint_(std::move(endpoint)), code_(code) {}
+  const std::string& endpoint() const noexcept { return endpoint_; }
+  int code() const noexcept { return code_; }  // the errno from zmq_bind
+
+ private:
+  std::string endpoint_;
+  int code_;
+};
+
+// What signal handlers ask of the loop; it acts on them between ticks.
+struct Requests {
+  std::atomic<int> stop{0};         // stop signals received: 1 drains, 2 stops at once
+  std::atomic<int> stop_signal{0};  // the last one, for the log
+  std::atomic<bool> reload{false};
+  static_assert(std::atomic<int>::is_always_lock_free);
+};
+
+// Re-reads the configuration (file and command line) for a reload.
+using Reloader = std::function<ConfigRead()>;
+
+class Broker {
+ public:
+  // Binds every endpoint of `config`; throws BindError naming the one that failed.
+  explicit Broker(BrokerConfig config);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // The endpoints as bound ("tcp://127.0.0.1:*" resolved to its port).
+  const std::vector<std::string>& endpoints() const noexcept { return identity_.endpoints; }
+
+  // Runs the loop until asked to stop, then drains and shuts down (see above).
+  void run(Requests& requests, const Reloader& reloader);
+  bool draining() const noexcept { return draining_; }
+
+  const Metrics& metrics() const noexcept { return metrics_; }
+
+  // Handles one message as if the ROUTER had just received it (frames[0] is the sender's
+  // routing id), then runs what the tick runs after a message: removals and timers. Frames
+  // beyond kKeptFrames are dropped, as the ROUTER's reader drops them. For the fuzz target
+  // (tests/fuzz); an exception escapes, where the loop would log it.
+  void handle_for_test(std::vector<zmq::message_t>& frames);
+
+ private:
+  using Frames = std::vector<zmq::message_t>;
+  using HeaderMap = google::protobuf::Map<std::string, std::string>;
+  enum class Sent { ok, would_block, peer_gone };
+  enum class Placement { done, wait };
+
+  // The tick (broker.cpp)
+  void tick_();
+  std::chrono::milliseconds poll_timeout_();
+  void receive_batch_();
+  // `in_batch`: a record of a BATCH, which may not be a HELLO or a BATCH itself.
+  void handle_message_(Frames& frames, bool in_batch = false);
+  // Each record of a BATCH, handled as the message it holds (docs/protocol.md, "Batches").
+  void on_batch_(const ClientInfo& from, Frames& frames);
+  void handle_connection_events_();
+  // What a tick runs after reading messages and closed connections: call and queue
+  // deadlines, each followed by the removals it scheduled.
+  void after_messages_();
+  void check_leases_();
+  void shutdown_();
+  void start_http_();
+  std::string answer_http_(const std::string& what, int& status);
+  AdminSources admin_sources_() const;
+  // Whether the message's payload (frames after the header) is over max-payload; if so,
+  // it has been refused: answered INVALID_ARGUMENT where it expects an answer, and counted.
+  bool refuse_payload_(const RoutingId& from, const Frames& frames);
+
+  // Draining (operations/drain.cpp)
+  void start_drain_(int signal);
+  // Whether the drain is over (nothing left in flight, or out of time); logs how it ended.
+  bool drain_over_(bool cut_short);
+  std::size_t calls_in_flight_() const;
+  // While draining: answers a new call, send or queue operation UNAVAILABLE; true if so.
+  bool refuse_while_draining_(const RoutingId& from);
+
+  // Reloading (operations/reload.cpp)
+  void reload_(const Reloader& reloader);
+  // Applies what may change while running; returns how many keys changed and were kept.
+  std::pair<int, int> apply_config_(const BrokerConfig& next);
+
+  // Connections and registrations (broker.cpp)
+  void on_hello_(const RoutingId& from, const zmq::message_t& header_frame);
+  void on_heartbeat_(ClientInfo& client);
+  void on_goodbye_(const RoutingId& from);
+  void on_register_(const RoutingId& from);
+  void on_unregister_(const RoutingId& from);
+  void on_unknown_peer_(const RoutingId& from);
+  // Whether the HELLO may take its name; frees it from an older connection on takeover.
+  bool claim_name_(const RoutingId& from);
+  void schedule_removal_(const RoutingId& rid, std::string why);
+  void apply_removals_();
+  void remove_client_(const RoutingId& rid, const std::string& why);
+
+  // Calls (broker_calls.cpp)
+  void on_request_(const ClientInfo& from, Frames& frames);
+  void on_reply_(const ClientInfo& from, Frames& frames);
+  // Answers a REQUEST or SEND OVERLOADED when its caller has max-calls-per-client pending
+  // or the call table is full; true if so. `what` names them ("calls", "sends").
+  bool refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what);
+  // Passes an instance's or peer's REPLY on to the call's caller; a payload over
+  // max-payload is refused, and the caller told so (HANDLER_ERROR) instead.
+  void forward_reply_(Call& call, Frames& frames);
+  void route_(Call& call);
+  Placement place_(Call& call, Service* service);
+  Sent dispatch_(Call& call, Instance& instance);
+  // Places the calls waiting for `service`, in order, as far as its instances have room.
+  void pump_(const std::string& service);
+  void pump_(Service* service);
+  void run_deadlines_();
+  void instance_lost_(CallId id, const std::string& why);
+  void forget_caller_(ClientHandle caller);
+
+  // Publish-subscribe (broker_pubsub.cpp)
+  void on_subscribe_(const RoutingId& from);
+  void on_unsubscribe_(const RoutingId& from);
+  void on_credit_(const RoutingId& from);
+  void on_publish_(const RoutingId& from, Frames& frames);
+  void on_publish_batch_(const RoutingId& from, Frames& frames);
+  // Sends an EVENT to every subscription matching `topic`, or puts it in the connection's
+  // EVENT_BATCH; returns how many matched. With `consume`, the last EVENT takes the
+  // payload frames instead of a shared copy.
+  std::size_t publish_(std::string_view topic, Published& payload, bool consume);
+  // Sends `batch` (an EVENT when it holds one event) and settles it.
+  void send_batch_(EventBatch& batch);
+  // Sends every batch of the round; before the subscription table changes, and at the end
+  // of each receive batch and tick.
+  void flush_events_();
+  // Sends `batch` (a REPLY when it holds one reply) and counts its replies' outcomes.
+  void send_replies_(ReplyBatch& batch);
+  // Sends every EVENT_BATCH and BATCH of the round: at the end of each receive batch
+  // and tick.
+  void flush_batches_();
+
+  // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
+  void on_send_(const ClientInfo& from, Frames& frames);
+  Sent deliver_(Call& call, const ClientInfo& peer);
+  void release_held_(const ClientInfo& peer);
+  void on_send_reply_(Call& call, Frames& frames);
+  void send_expired_(Call& call);
+  void peer_lost_(CallId id, const std::string& why);
+  void forget_held_(const Call& call);
+
+  // Legacy queues (broker_queues.cpp)
+  void on_queue_put_(const RoutingId& from, Frames& frames);
+  void on_queue_get_(const RoutingId& from);
+  void on_queue_ack_(const RoutingId& from);
+  void on_queue_size_(const RoutingId& from);
+  bool check_queue_name_(const RoutingId& from);
+  // Publishes and sends what a queue operation produced.
+  void apply_(QueueEffects& fx);
+  void run_queue_deadlines_();
+
+  // Sending (broker.cpp). answer_caller_ is the only way a call's caller hears its
+  // outcome; reply_ answers a message that is not a call in the table.
+  Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
+             bool copy_payload);
+  // send_ of the header written in head_.
+  Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
+  // send_ with the header already encoded. What `to` has in an EVENT_BATCH of this round
+  // goes first, so that the broker's messages to a connection leave in the order it made
+  // them.
+  Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                    std::span<zmq::message_t> payload, bool copy_payload);
+  // send_frames_ without that.
+  Sent write_frames_(const RoutingId& to, zmq::message_t& header_frame,
+                     std::span<zmq::message_t> payload, bool copy_payload);
+  bool answer_caller_(Call& call, wire::Status status, std::string_view message,
+                      std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
+  // Writes a REPLY header in head_.
+  void reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
+                   const HeaderMap* headers);
+  // answer_caller_'s REPLY, put in the caller's BATCH of this round when it reads
+  // them and the reply is small enough; else sent at once.
+  void answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
+                        std::string_view message, std::span<zmq::message_t> payload,
+                        const HeaderMap* headers);
+  void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                       std::string_view message, std::span<zmq::message_t> payload = {},
+                       const HeaderMap* headers = nullptr);
+  Sent reply_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message);
+  // Answers a pub-sub, point-to-point or queue message, counting its outcome.
+  Sent answer_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message,
+               std::uint64_t count = 0, std::uint64_t tag = 0,
+               std::span<zmq::message_t> payload = {});
+  // The one place an outcome's status becomes a counter (count_status_), and whether it
+  // reached its caller.
+  void count_outcome_(wire::Status status, Sent sent);
+  void count_status_(wire::Status status);
+
+  BrokerConfig config_;
+  BrokerIdentity identity_;
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  std::optional<ConnectionMonitor> monitor_;
+  std::optional<HttpControl> http_control_;  // the loop's side of /metrics and /healthz
+  std::unique_ptr<HttpEndpoint> http_;
+  // Their ZMQ_FDs, which tick_() waits on (-1: no HTTP endpoint).
+  int router_fd_ = -1;
+  int monitor_fd_ = -1;
+  int http_fd_ = -1;
+  bool monitor_due_ = true;  // read the monitor at the first tick, before its fd has said so
+  // The last call on router_ that takes in ZeroMQ's news (a receive, events()) found
+  // nothing to read, and nothing was sent since: router_fd_ will signal whatever comes
+  // next, so tick_() waits on it without asking events() first (wire/socket.hpp).
+  bool router_quiet_ = false;
+  IdleSpin spin_;  // whether tick_() may poll router_ without sleeping (idle_spin.hpp)
+
+  Registry registry_;
+  PendingCalls calls_;
+  SubscriptionTable subscriptions_;
+  RecentTopics topics_;
+  LegacyQueues queues_;
+  // Held point-to-point messages per peer name, oldest first. Each is a waiting Call.
+  std::unordered_map<std::string, std::deque<CallId>> held_;
+  Metrics metrics_;
+  TokenBucket hello_limiter_{10000.0, 10000.0};
+  TokenBucket refusal_log_limiter_{1.0, 10.0};
+
+  bool draining_ = false;
+  TimePoint drain_started_{};
+  TimePoint drain_deadline_{};
+  std::string shutdown_reason_ = "broker shutting down";
+
+  TimePoint now_{};  // cached once per tick
+  // spdlog::should_log(debug), also read once per tick: per-call debug lines check this
+  // instead of asking spdlog's registry up to three times per call.
+  bool debug_ = false;
+  TimePoint next_lease_check_{};
+  wire::Header in_;          // reused for every decoded header
+  wire::Header out_;         // reused for the rare headers the broker sends through protobuf
+  wire::HeaderWriter head_;  // for the ones sent per call or answer
+  Frames frames_;
+  // The frames kept of a message: the routing id, the header and kMaxPayloadFrames. Of a
+  // longer one, the rest are dropped as read, and `truncated_` says so (refuse_payload_).
+  static constexpr std::size_t kKeptFrames = 2 + wire::kMaxPayloadFrames;
+  bool truncated_ = false;
+  std::vector<InstanceLoad> loads_;  // scratch for the balancer
+  EventHeader event_header_;         // publish_'s, reset for each publish
+
+  EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
+  EventBatches events_;
+  ReplyBatches replies_;
+  Frames record_frames_;  // on_batch_'s, one message at a time
+  std::vector<std::pair<RoutingId, std::string>> removals_;
+};
+
+}  // namespace sagebus::broker

@@ -1,0 +1,441 @@
+// The call half of the Broker: accepting REQUESTs, choosing instances, routing REPLYs,
+// deadlines, wait queues, and what happens to calls when a connection is lost.
+#include <algorithm>
+#include <bit>
+
+#include <spdlog/spdlog.h>
+
+#include "loop/broker.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/host_clock.hpp"
+
+namespace sagebus::broker {
+
+namespace {
+
+// The bytes a header's id field takes for `id` (none for 0: proto3 leaves it out), and
+// at most (a key byte and a 10-byte varint).
+std::size_t id_field_bytes(std::uint64_t id) {
+  return id == 0 ? 0 : 1 + (static_cast<std::size_t>(std::bit_width(id)) + 6) / 7;
+}
+constexpr std::size_t kMaxIdFieldBytes = 11;
+
+// Whether `header`, parsed from a frame of `frame_bytes`, could take more than `limit`
+// bytes when protobuf encodes it again; if not, the checks below need not measure it
+// (ByteSizeLong() is a pass over all 26 fields, twice per call). Encoded again, a header is
+// no longer than the frame it was parsed from (keys, lengths and varints only get their
+// shortest form, a repeated field keeps its last value, unknown fields their bytes), but
+// for two things: a negative kind or status takes 10 bytes where the frame may have used
+// 5, and map entries and submessages may grow more (an entry gets its empty key and value
+// written), so headers with them are always measured.
+bool may_encode_over(const wire::Header& header, std::size_t frame_bytes, std::size_t limit) {
+  constexpr std::size_t kEnumGrowth = 2 * 5;
+  return frame_bytes + kEnumGrowth > limit || header.headers_size() != 0 || header.has_hello() ||
+         header.has_welcome() || header.has_registration();
+}
+
+// Rounded down, so that the instance's deadline is never later than the caller's.
+std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
+  const auto left = std::chrono::floor<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<std::uint32_t>(std::max<std::int64_t>(left, 1));
+}
+
+}  // namespace
+
+void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
+  const RoutingId& from = caller.rid;
+  const std::uint64_t id = in_.id();
+  if (in_.timeout_ms() == 0) {
+    answer_request_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
+    return;
+  }
+  // The method table holds only pairs whose names passed these checks (they are added
+  // below, after them), so a pair called before skips them.
+  MethodStats* stats = metrics_.methods.find(in_.service(), in_.method());
+  if (stats == nullptr) {
+    if (auto error = wire::check_name("service name", in_.service())) {
+      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      return;
+    }
+    if (auto error = wire::check_name("method name", in_.method())) {
+      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      return;
+    }
+  }
+  // Dispatched under the broker's id instead of the caller's, the header must still be
+  // one an instance reads (found by the fuzz harness: tests/fuzz/regressions/
+  // request-header-grows-past-what-an-instance-reads.txt).
+  if (const std::size_t bytes =
+          may_encode_over(in_, frames[1].size(), wire::kMaxHeaderBytes - kMaxIdFieldBytes)
+              ? in_.ByteSizeLong() - id_field_bytes(id) + kMaxIdFieldBytes
+              : 0;
+      bytes > wire::kMaxHeaderBytes) {
+    metrics_.refused(Limit::max_header);
+    answer_request_(from, id, wire::INVALID_ARGUMENT,
+                    "the request's header would be up to " + std::to_string(bytes) +
+                        " bytes with the broker's dispatch id, over the " +
+                        std::to_string(wire::kMaxHeaderBytes) +
+                        " an instance reads; send less in headers, routing_key or trace_id");
+    return;
+  }
+  ++metrics_.calls;
+  if (in_.service() == wire::kBrokerService) {
+    AdminAnswer a = answer_admin(in_.method(), admin_sources_());
+    zmq::message_t payload(a.payload.data(), a.payload.size());
+    answer_request_(from, id, a.status, a.message,
+                    a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
+                                         : std::span<zmq::message_t>());
+    return;
+  }
+  if (refuse_call_(caller, id, "calls")) return;
+  if (stats == nullptr) stats = metrics_.methods.find_or_add(in_.service(), in_.method());
+
+  // Filled in place: the call table lends the storage of a call that ended.
+  Call* call = calls_.add_in_place([&](Call& c) {
+    c.caller = caller.handle;
+    c.caller_id = id;
+    c.service = in_.service();
+    c.method = in_.method();
+    c.routing_key = in_.routing_key();
+    c.trace_id = in_.trace_id();
+    for (const auto& [k, v] : in_.headers())
+      c.headers.emplace_back(k, v);
+    c.idempotent = in_.idempotent();
+    c.wait_for_ready = in_.wait_for_ready();
+    c.payload.reserve(frames.size() - 2);
+    for (std::size_t i = 2; i < frames.size(); ++i)
+      c.payload.push_back(std::move(frames[i]));
+    c.accepted = now_;
+    c.deadline = wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
+    c.stats = stats;
+  });
+  ++call->stats->calls;
+  ++call->stats->in_flight;
+  // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
+  if (debug_)
+    spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
+                  call->method, caller.name, id, in_.timeout_ms());
+  route_(*call);
+}
+
+void Broker::route_(Call& call) {
+  Service* service = registry_.service(call.service);
+  if (place_(call, service) == Placement::done) return;
+  Service& s = service != nullptr ? *service : registry_.ensure_service(call.service);
+  if (s.waiting.size() >= config_.max_waiting_per_service) {
+    metrics_.refused(Limit::max_waiting);
+    const CallId id = call.id;
+    answer_caller_(call, wire::OVERLOADED,
+                   "service '" + s.name + "' has " + std::to_string(s.waiting.size()) +
+                       " calls waiting for capacity, its max-waiting; try again later");
+    calls_.erase(id);
+    registry_.prune(s.name);
+    return;
+  }
+  calls_.set_waiting(call);
+  s.waiting.push_back(call.id);
+  spdlog::debug("call #{} waits in the queue of '{}' ({} waiting)", call.id, s.name,
+                s.waiting.size());
+}
+
+// Dispatches the call, or answers it and erases it (done), or says it must wait (the
+// caller queues it). After `done`, `call` no longer exists.
+Broker::Placement Broker::place_(Call& call, Service* service) {
+  const CallId id = call.id;
+  // A retried call that cannot be placed tells its caller about the loss, not about the
+  // service in general.
+  auto fail = [&](wire::Status status, const std::string& message) {
+    if (call.retried)
+      answer_caller_(call, wire::UNAVAILABLE, call.lost_reason + "; no other instance can take it");
+    else
+      answer_caller_(call, status, message);
+    calls_.erase(id);
+    return Placement::done;
+  };
+  if (service == nullptr) {
+    if (call.wait_for_ready) return Placement::wait;
+    return fail(wire::NO_RESPONDERS, "service '" + call.service + "' has no live instance");
+  }
+  call.service_entry = service->handle;
+  // Each pass that finds its instance gone marks it draining, so this ends.
+  for (;;) {
+    loads_.clear();
+    for (const auto& i : service->instances)
+      loads_.push_back(
+          {i.instance_id, i.in_flight, i.max_inflight, i.draining, i.has_method(call.method)});
+    const Pick pick = service->balancer.pick(loads_, call.routing_key);
+    switch (pick.outcome) {
+      case Pick::Outcome::chosen:
+        switch (dispatch_(call, service->instances[pick.index])) {
+          case Sent::ok:
+            return Placement::done;
+          case Sent::peer_gone:
+            continue;
+          case Sent::would_block:
+            answer_caller_(call, wire::OVERLOADED,
+                           "instance " + service->instances[pick.index].instance_id +
+                               " of service '" + call.service +
+                               "' is not reading its messages (its queue is full)");
+            calls_.erase(id);
+            return Placement::done;
+        }
+        break;
+      case Pick::Outcome::busy:
+        return Placement::wait;
+      case Pick::Outcome::no_instance:
+        if (call.wait_for_ready) return Placement::wait;
+        return fail(wire::NO_RESPONDERS, "service '" + call.service + "' has no live instance");
+      case Pick::Outcome::no_method:
+        return fail(wire::NOT_FOUND,
+                    "service '" + call.service + "' has no method '" + call.method + "'");
+    }
+  }
+}
+
+Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
+  head_.start(wire::REQUEST)
+      .varint(wire::Header::kIdFieldNumber, call.id)
+      .string(wire::Header::kServiceFieldNumber, call.service)
+      .string(wire::Header::kMethodFieldNumber, call.method)
+      .varint(wire::Header::kTimeoutMsFieldNumber, millis_left(call.deadline, now_))
+      .varint(wire::Header::kIdempotentFieldNumber, call.idempotent)
+      .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
+      .map(wire::Header::kHeadersFieldNumber, call.headers)
+      .string(wire::Header::kTraceIdFieldNumber, call.trace_id);
+  if (instance.same_host)
+    head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
+  // An idempotent call keeps its payload until it can no longer be retried.
+  const bool keep_payload = call.idempotent && !call.retried;
+  const Sent sent = send_head_(instance.client, call.payload, keep_payload);
+  if (sent == Sent::ok) {
+    calls_.set_dispatched(call, instance.handle);
+    ++instance.in_flight;
+    if (debug_)
+      spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
+                    instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
+  }
+  return sent;
+}
+
+void Broker::on_reply_(const ClientInfo& from, Frames& frames) {
+  const CallId id = in_.id();
+  Call* call = nullptr;
+  switch (calls_.check_reply(id, from.handle, &call)) {
+    case PendingCalls::ReplyCheck::accepted:
+      break;
+    case PendingCalls::ReplyCheck::unknown_id:
+    case PendingCalls::ReplyCheck::wrong_sender:
+      ++metrics_.rejected_replies;
+      spdlog::debug("rejected a REPLY for dispatch id {} from {}: not given that call", id,
+                    from.name);
+      return;
+  }
+  if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
+  // The entry it was placed in: an instance keeps it (not empty) while it holds the call.
+  // Nothing below adds or removes a service entry before pump_.
+  Service* service = registry_.service(call->service_entry);
+  Instance* instance = service == nullptr ? nullptr : service->find(from.handle);
+  if (instance != nullptr) {
+    if (instance->in_flight > 0) --instance->in_flight;
+    ++instance->served;
+  }
+  if (call->caller_lost) {
+    ++metrics_.dropped_replies;
+  } else if (call->outcome_claimed()) {
+    ++metrics_.late_replies;
+    spdlog::debug("late reply for call #{} {}.{} dropped: its caller already had its outcome", id,
+                  call->service, call->method);
+  } else {
+    forward_reply_(*call, frames);
+  }
+  calls_.erase(id);
+  // An unregistered instance leaves with its last call. (One marked draining because its
+  // connection was found gone leaves with its client, in apply_removals_.)
+  const bool removal_pending = std::any_of(removals_.begin(), removals_.end(),
+                                           [&](const auto& r) { return r.first == from.rid; });
+  if (instance != nullptr && instance->draining && instance->in_flight == 0 && !removal_pending) {
+    const std::string instance_id = instance->instance_id;
+    registry_.remove_instance(service->name, from.rid);
+    spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service->name);
+  }
+  pump_(service);
+}
+
+bool Broker::refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what) {
+  std::string why;
+  if (const std::size_t mine = calls_.pending_of(from.handle);
+      mine >= config_.max_calls_per_client) {
+    metrics_.refused(Limit::max_calls_per_client);
+    why = "this connection has " + std::to_string(mine) + " " + std::string(what) +
+          " pending, the broker's max-calls-per-client; wait for some to end, or raise "
+          "max-calls-per-client";
+  } else if (calls_.full()) {
+    metrics_.refused(Limit::max_calls);
+    why = "the broker's call table is full (" + std::to_string(calls_.size()) +
+          " calls and sends pending, its max-calls); try again later";
+  } else {
+    return false;
+  }
+  spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::info : spdlog::level::debug,
+              "refused a {} from '{}': {}", wire::kind_name(in_.kind()), from.name, why);
+  if (in_.kind() == wire::REQUEST)
+    answer_request_(from.rid, id, wire::OVERLOADED, why);
+  else
+    answer_(from.rid, id, wire::OVERLOADED, why);
+  return true;
+}
+
+void Broker::forward_reply_(Call& call, Frames& frames) {
+  std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
+  std::uint64_t bytes = 0;
+  for (const auto& frame : payload)
+    bytes += frame.size();
+  // The caller gets the reply's message and headers under its own id, which may take more
+  // bytes than the instance's: a header larger than a client reads would be dropped by
+  // the caller's SDK, and the call would end at its deadline instead (found by the fuzz
+  // harness: tests/fuzz/regressions/reply-header-grows-past-what-a-client-reads.txt).
+  const std::size_t header_bytes =
+      may_encode_over(in_, frames[1].size(), wire::kMaxHeaderBytes - kMaxIdFieldBytes)
+          ? in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id)
+          : 0;
+  std::string too_large;
+  if (truncated_) {
+    metrics_.refused(Limit::max_payload);
+    too_large = "had more than " + std::to_string(wire::kMaxPayloadFrames) +
+                " payload frames, the most a message may carry";
+  } else if (bytes > config_.max_payload) {
+    metrics_.refused(Limit::max_payload);
+    too_large = "was " + std::to_string(bytes) + " bytes, over the broker's max-payload of " +
+                std::to_string(config_.max_payload) + " bytes";
+  } else if (header_bytes > wire::kMaxHeaderBytes) {
+    metrics_.refused(Limit::max_header);
+    too_large = "would have a header of " + std::to_string(header_bytes) +
+                " bytes (its message and headers), over the " +
+                std::to_string(wire::kMaxHeaderBytes) + " a client reads";
+  } else {
+    answer_caller_(call, in_.status(), in_.message(), payload, &in_.headers());
+    return;
+  }
+  // The answer cannot be passed on; the caller still gets its one outcome.
+  const ClientInfo* from = registry_.client(call.instance);
+  const std::string who = from != nullptr ? "'" + from->name + "'" : "the instance";
+  const std::string what = call.kind == CallKind::send
+                               ? "the answer of peer '" + call.peer + "' to a send"
+                               : "the reply of " + who + " to " + call.service + "." + call.method;
+  answer_caller_(call, wire::HANDLER_ERROR, what + " " + too_large);
+}
+
+void Broker::pump_(const std::string& name) {
+  pump_(registry_.service(name));
+}
+
+void Broker::pump_(Service* service) {
+  // Runs after every reply: the common case, nothing waiting, must cost nothing.
+  if (service == nullptr || service->waiting.empty()) return;
+  std::deque<CallId> queue;
+  queue.swap(service->waiting);
+  std::deque<CallId> keep;
+  // When live instances exist but none has room, nothing in the queue can move.
+  auto saturated = [&] {
+    bool live = false;
+    for (const auto& i : service->instances) {
+      if (i.draining) continue;
+      live = true;
+      if (i.in_flight < i.max_inflight) return false;
+    }
+    return live;
+  };
+  for (const CallId id : queue) {
+    Call* call = calls_.find(id);
+    if (call == nullptr || call->outcome_claimed()) {
+      if (call != nullptr) calls_.erase(id);
+      continue;
+    }
+    if (saturated()) {
+      keep.push_back(id);
+      continue;
+    }
+    // FIFO: every call gets its chance in order; one whose instance is busy stays in
+    // place and the ones behind it may still go elsewhere.
+    if (place_(*call, service) == Placement::wait) keep.push_back(id);
+  }
+  // place_ never queues, so nothing was added to service->waiting meanwhile.
+  service->waiting = std::move(keep);
+  registry_.prune(std::string(service->name));  // a copy: prune may erase the entry
+}
+
+void Broker::run_deadlines_() {
+  for (const CallId id : calls_.take_expired(now_)) {
+    Call* call = calls_.find(id);
+    if (call == nullptr) continue;
+    if (call->kind == CallKind::send) {
+      send_expired_(*call);
+      continue;
+    }
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - call->accepted)
+            .count();
+    if (call->state == CallState::waiting) {
+      const std::string name = call->service;
+      if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
+      answer_caller_(
+          *call, wire::DEADLINE_EXCEEDED,
+          "no instance of '" + name + "' could take the call within " + std::to_string(ms) + " ms");
+      calls_.erase(id);
+      registry_.prune(name);
+    } else {
+      // Stays in the table, holding its instance's slot, until the late reply or the
+      // instance's loss: a hung handler is not given more than max_inflight.
+      answer_caller_(*call, wire::DEADLINE_EXCEEDED,
+                     "service '" + call->service + "' did not reply to " + call->method +
+                         " within " + std::to_string(ms) + " ms");
+    }
+  }
+}
+
+void Broker::instance_lost_(CallId id, const std::string& why) {
+  Call* call = calls_.find(id);
+  if (call == nullptr) return;
+  if (call->outcome_claimed()) {  // its caller is gone or already had its outcome
+    calls_.erase(id);
+    return;
+  }
+  if (call->idempotent && !call->retried) {
+    call->retried = true;
+    call->lost_reason = why;
+    calls_.set_waiting(*call);
+    ++metrics_.retried;
+    spdlog::debug("call #{} retried: {}", id, why);
+    route_(*call);
+    return;
+  }
+  answer_caller_(*call, wire::UNAVAILABLE, why);
+  calls_.erase(id);
+}
+
+void Broker::forget_caller_(ClientHandle caller) {
+  std::vector<CallId> waiting;
+  calls_.for_each([&](Call& call) {
+    if (call.caller != caller || call.outcome_claimed()) return;
+    // Nobody is left to answer. A dispatched call stays until its instance replies, so
+    // that the instance's in-flight count stays true.
+    calls_.claim_outcome(call);
+    call.caller_lost = true;
+    if (call.stats != nullptr) call.stats->forget();
+    if (call.state == CallState::waiting) waiting.push_back(call.id);
+  });
+  for (const CallId id : waiting) {
+    const Call* call = calls_.find(id);
+    if (call->kind == CallKind::send) {  // held for a peer
+      forget_held_(*call);
+      calls_.erase(id);
+      continue;
+    }
+    const std::string name = call->service;
+    if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
+    calls_.erase(id);
+    registry_.prune(name);
+  }
+}
+
+}  // namespace sagebus::broker

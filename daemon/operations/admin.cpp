@@ -1,0 +1,192 @@
+#include "operations/admin.hpp"
+
+#include <algorithm>
+
+#include "sagebus/admin.pb.h"
+
+namespace sagebus::broker {
+
+namespace {
+
+void fill_counters(const Metrics& m, admin::Counters& c) {
+  c.set_calls(m.calls);
+  c.set_replies(m.replies);
+  c.set_late_replies(m.late_replies);
+  c.set_rejected_replies(m.rejected_replies);
+  c.set_dropped_replies(m.dropped_replies);
+  c.set_malformed(m.malformed);
+  c.set_hello_required(m.hello_required);
+  c.set_no_responders(m.no_responders);
+  c.set_deadline_exceeded(m.deadline_exceeded);
+  c.set_overloaded(m.overloaded);
+  c.set_unavailable(m.unavailable);
+  c.set_retried(m.retried);
+  c.set_leases_expired(m.leases_expired);
+  c.set_disconnects(m.disconnects);
+  c.set_published(m.published);
+  c.set_events_delivered(m.events_delivered);
+  c.set_events_dropped(m.events_dropped);
+  c.set_sends(m.sends);
+  c.set_undeliverable(m.undeliverable);
+  c.set_held(m.held);
+  c.set_queue_puts(m.queue_puts);
+  c.set_queue_gets(m.queue_gets);
+  c.set_queue_redeliveries(m.queue_redeliveries);
+  c.set_names_refused(m.names_refused);
+  c.set_takeovers(m.takeovers);
+  c.set_invalid_argument(m.invalid_argument);
+  c.set_batches(m.batches);
+  c.set_batches_sent(m.batches_sent);
+}
+
+std::uint64_t millis(TimePoint from, TimePoint to) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
+}
+
+std::uint32_t u32(std::size_t n) {
+  return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
+}
+
+std::string status_payload(const AdminSources& src) {
+  const BrokerIdentity& id = src.identity;
+  admin::BrokerStatus s;
+  s.set_version(id.version);
+  s.set_session(id.session);
+  s.set_uptime_ms(millis(id.started, src.now));
+  for (const auto& e : id.endpoints)
+    s.add_endpoints(e);
+  s.set_clients(u32(src.registry.clients().size()));
+  s.set_services(u32(src.registry.services().size()));
+  s.set_instances(u32(src.registry.instance_count()));
+  std::uint32_t dispatched = 0;
+  std::uint32_t waiting = 0;
+  src.calls.for_each([&](const Call& c) {
+    if (c.kind != CallKind::request) return;  // sends are not calls to a service
+    if (c.state == CallState::dispatched)
+      ++dispatched;
+    else
+      ++waiting;
+  });
+  s.set_calls_in_flight(dispatched);
+  s.set_calls_waiting(waiting);
+  std::size_t held = 0;
+  for (const auto& [peer, ids] : src.held)
+    held += ids.size();
+  s.set_sends_held(u32(held));
+  s.set_heartbeat_ms(src.config.heartbeat_ms);
+  s.set_liveness(src.config.liveness);
+  s.set_idle_heartbeat_ms(src.config.idle_heartbeat());
+  fill_counters(src.metrics, *s.mutable_counters());
+  for (const Limit l : kLimits) {
+    admin::LimitStatus* limit = s.add_limits();
+    limit->set_name(std::string(limit_key(l)));
+    limit->set_value(limit_value(src.config, l));
+    limit->set_refusals(src.metrics.refusals(l));
+  }
+  return s.SerializeAsString();
+}
+
+std::string services_payload(const Registry& registry) {
+  admin::ServiceList list;
+  for (const auto& [name, svc] : registry.services()) {
+    admin::ServiceInfo* info = list.add_services();
+    info->set_name(name);
+    info->set_strategy(svc.strategy());
+    info->set_waiting(static_cast<std::uint32_t>(svc.waiting.size()));
+    for (const auto& i : svc.instances) {
+      admin::InstanceInfo* ii = info->add_instances();
+      ii->set_id(i.instance_id);
+      ii->set_client(i.client_name);
+      for (const auto& m : i.methods)
+        ii->add_methods(m);
+      ii->set_version(i.version);
+      ii->set_max_inflight(i.max_inflight);
+      ii->set_in_flight(i.in_flight);
+      ii->set_served(i.served);
+      ii->set_draining(i.draining);
+    }
+  }
+  return list.SerializeAsString();
+}
+
+std::string clients_payload(const AdminSources& src) {
+  std::vector<const ClientInfo*> clients;
+  for (const auto& [rid, c] : src.registry.clients())
+    clients.push_back(&c);
+  std::sort(clients.begin(), clients.end(),
+            [](const ClientInfo* a, const ClientInfo* b) { return a->name < b->name; });
+  admin::ClientList list;
+  for (const ClientInfo* c : clients) {
+    admin::ClientInfo* info = list.add_clients();
+    info->set_name(c->name);
+    info->set_instance_id(c->instance_id);
+    info->set_sdk_version(c->sdk_version);
+    info->set_connected_ms(millis(c->connected_at, src.now));
+    info->set_last_heard_ms(millis(c->last_seen, src.now));
+    info->set_lease_ms(static_cast<std::uint64_t>(src.config.lease(c->idle).count()));
+    info->set_idle(c->idle);
+    for (const auto& service : c->services)
+      info->add_services(service);
+    info->set_subscriptions(u32(src.subscriptions.count(c->rid)));
+    info->set_calls_pending(u32(src.calls.pending_of(c->handle)));
+    if (auto it = src.held.find(c->name); it != src.held.end())
+      info->set_held(u32(it->second.size()));
+  }
+  return list.SerializeAsString();
+}
+
+std::string topics_payload(const AdminSources& src) {
+  admin::TopicList list;
+  src.subscriptions.for_each([&](const Subscription& sub) {
+    admin::SubscriptionInfo* info = list.add_subscriptions();
+    info->set_pattern(sub.pattern);
+    auto it = src.registry.clients().find(sub.client);
+    if (it != src.registry.clients().end()) info->set_client(it->second.name);
+    info->set_id(sub.id);
+    info->set_delivered(sub.delivered);
+    info->set_dropped(sub.dropped);
+    info->set_credit(sub.credit);
+  });
+  src.topics.for_each([&](const std::string& topic, std::uint64_t published) {
+    admin::TopicStats* stats = list.add_topics();
+    stats->set_topic(topic);
+    stats->set_published(published);
+  });
+  return list.SerializeAsString();
+}
+
+std::string queues_payload(const AdminSources& src) {
+  admin::QueueList list;
+  for (const auto& [name, q] : src.queues.queues()) {
+    admin::QueueInfo* info = list.add_queues();
+    info->set_name(name);
+    info->set_topic(q.topic);
+    info->set_depth(u32(q.items.size()));
+    info->set_max_depth(u32(src.queues.limits().max_depth));
+    info->set_readers(u32(q.readers.size()));
+    info->set_writers(u32(q.writers.size()));
+    info->set_unacked(u32(q.unacked));
+    info->set_puts(q.puts);
+    info->set_gets(q.gets);
+    info->set_redeliveries(q.redeliveries);
+  }
+  return list.SerializeAsString();
+}
+
+}  // namespace
+
+AdminAnswer answer_admin(std::string_view method, const AdminSources& src) {
+  if (method == "status") return {wire::OK, {}, status_payload(src)};
+  if (method == "services") return {wire::OK, {}, services_payload(src.registry)};
+  if (method == "clients") return {wire::OK, {}, clients_payload(src)};
+  if (method == "topics") return {wire::OK, {}, topics_payload(src)};
+  if (method == "queues") return {wire::OK, {}, queues_payload(src)};
+  if (method == "metrics") return {wire::OK, {}, prometheus_text(src, src.draining)};
+  return {wire::NOT_FOUND,
+          "service '$broker' has no method '" + std::string(method) +
+              "'; it has 'status', 'services', 'clients', 'topics', 'queues' and 'metrics'",
+          {}};
+}
+
+}  // namespace sagebus::broker

@@ -1,0 +1,170 @@
+#include "routing/pending.hpp"
+
+namespace sagebus::broker {
+
+void Call::reset_() noexcept {
+  // Every field, as declared. A field added to Call changes its size and fails this (the
+  // size checked is that of 64-bit libstdc++; other targets are not checked).
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 352,
+                "a field was added to Call: reset_() must reset it too, then update this size");
+  id = 0;
+  kind = CallKind::request;
+  caller = {};
+  caller_id = 0;
+  service.clear();
+  service_entry = {};
+  method.clear();
+  routing_key.clear();
+  trace_id.clear();
+  headers.clear();
+  idempotent = false;
+  wait_for_ready = false;
+  payload.clear();
+  accepted = {};
+  deadline = {};
+  peer.clear();
+  send_deadline = {};
+  state = CallState::waiting;
+  instance = {};
+  retried = false;
+  lost_reason.clear();
+  caller_lost = false;
+  stats = nullptr;
+  outcome_claimed_ = false;
+  counted_ = false;
+}
+
+PendingCalls::Table::node_type PendingCalls::blank_node_() {
+  if (spare_.empty()) {
+    scratch_.try_emplace(0);
+    return scratch_.extract(scratch_.begin());
+  }
+  Table::node_type node = std::move(spare_.back());
+  spare_.pop_back();
+  return node;
+}
+
+Call* PendingCalls::enter_(Table::node_type node) {
+  Call& call = node.mapped();
+  call.id = next_id_++;
+  node.key() = call.id;
+  call.counted_ = call.caller && !call.outcome_claimed();
+  if (call.counted_) {
+    if (call.caller.slot >= pending_by_caller_.size())
+      pending_by_caller_.resize(call.caller.slot + std::size_t{1});
+    CallerCount& count = pending_by_caller_[call.caller.slot];
+    if (count.caller != call.caller) count = {call.caller, 0};  // the slot's new owner
+    ++count.pending;
+  }
+  const TimePoint deadline = call.deadline;
+  Call* entered = &calls_.insert(std::move(node)).position->second;
+  deadlines_.push(deadline, entered->id);
+  if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
+  return entered;
+}
+
+Call* PendingCalls::find(CallId id) {
+  auto it = calls_.find(id);
+  return it == calls_.end() ? nullptr : &it->second;
+}
+
+void PendingCalls::erase(CallId id) {
+  auto it = calls_.find(id);
+  if (it == calls_.end()) return;
+  uncount_(it->second);
+  if (spare_.size() >= kSpareNodes) {
+    calls_.erase(it);
+    return;
+  }
+  Table::node_type node = calls_.extract(it);
+  // Blanked now: the payload's buffers are released at once, not at the node's next use.
+  node.mapped().reset_();
+  spare_.push_back(std::move(node));
+}
+
+bool PendingCalls::claim_outcome(Call& call) {
+  if (!call.claim_outcome()) return false;
+  uncount_(call);
+  return true;
+}
+
+std::size_t PendingCalls::pending_of(ClientHandle caller) const {
+  if (caller.slot >= pending_by_caller_.size()) return 0;
+  const CallerCount& count = pending_by_caller_[caller.slot];
+  return count.caller == caller ? count.pending : 0;
+}
+
+void PendingCalls::uncount_(Call& call) {
+  if (!call.counted_) return;
+  call.counted_ = false;
+  CallerCount& count = pending_by_caller_[call.caller.slot];  // made by enter_
+  if (count.caller == call.caller && count.pending > 0) --count.pending;
+}
+
+void PendingCalls::set_dispatched(Call& call, ClientHandle instance) {
+  call.state = CallState::dispatched;
+  call.instance = instance;
+}
+
+void PendingCalls::set_waiting(Call& call) {
+  call.state = CallState::waiting;
+  call.instance = {};
+}
+
+void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
+  if (deadline == call.deadline) return;  // one heap entry per (deadline, call)
+  call.deadline = deadline;
+  deadlines_.push(deadline, call.id);
+  if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
+}
+
+PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, ClientHandle from, Call** out) {
+  Call* call = find(id);
+  if (call == nullptr) return ReplyCheck::unknown_id;
+  if (call->state != CallState::dispatched || call->instance != from)
+    return ReplyCheck::wrong_sender;
+  *out = call;
+  return ReplyCheck::accepted;
+}
+
+void PendingCalls::drop_stale_top_() {
+  while (!deadlines_.empty()) {
+    const Call* call = find(deadlines_.top().second);
+    if (call != nullptr && !call->outcome_claimed() && call->deadline == deadlines_.top().first)
+      return;
+    deadlines_.pop();
+  }
+}
+
+std::optional<TimePoint> PendingCalls::next_deadline() {
+  drop_stale_top_();
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.top().first;
+}
+
+std::vector<CallId> PendingCalls::take_expired(TimePoint now) {
+  std::vector<CallId> expired;
+  for (drop_stale_top_(); !deadlines_.empty() && deadlines_.top().first <= now; drop_stale_top_()) {
+    // A deadline moved away and back leaves two equal entries, which pop together.
+    if (expired.empty() || expired.back() != deadlines_.top().second)
+      expired.push_back(deadlines_.top().second);
+    deadlines_.pop();
+  }
+  return expired;
+}
+
+void PendingCalls::compact_heap_() {
+  std::vector<Entry> live;
+  live.reserve(calls_.size());
+  for (const auto& [id, call] : calls_)
+    if (!call.outcome_claimed()) live.emplace_back(call.deadline, id);
+  deadlines_.assign(std::move(live));
+}
+
+CallId first_dispatch_id(std::chrono::system_clock::time_point started) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(started.time_since_epoch());
+  constexpr CallId kBelowTopBit = (CallId{1} << 63) - 1;
+  return ((static_cast<CallId>(ms.count()) << 20) & kBelowTopBit) | 1;
+}
+
+}  // namespace sagebus::broker

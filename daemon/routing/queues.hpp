@@ -1,0 +1,180 @@
+// LegacyQueues: the named FIFOs of the legacy-queue adapter (docs/protocol.md, "Legacy
+// queues"). Pure bookkeeping: no sockets, and the clock is passed in, so every rule is
+// unit-testable.
+//
+// A queue is created by its first put or get. Items hold their payload frames (moved in,
+// never copied). A get takes the head and the item moves to the reader's connection's
+// unacknowledged set under a fresh delivery tag until acknowledged; if that connection is
+// removed first, its items go back to the front of their queues in the order they were
+// taken. An empty queue parks gets (FIFO) until an item comes or their deadline; a full
+// one parks puts (FIFO, with their payload) until there is room or their deadline. Every
+// item appended is also to be published on the queue's topic.
+//
+// Nothing is sent from here: each operation appends to a QueueEffects what the broker
+// must do — answers (REPLYs) owed to clients, and publishes — and counts what happened.
+// Answers and publishes carry shared copies of the item's frames (refcounted; no bytes
+// copied), so they stay valid whatever the table does next.
+//
+// Everything is bounded: queues (an idle one is evicted for a new one when the table is
+// full), depth (puts wait beyond it), waiting gets and puts per queue, and unacknowledged
+// items per connection. Items put back after their reader left may briefly take a queue
+// past its depth; puts wait until it is below again.
+//
+// Used by the broker's loop thread only; not thread safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "operations/limits.hpp"
+#include "routing/pending.hpp"
+#include "sagebus/wire.pb.h"
+
+namespace sagebus::broker {
+
+using Frames = std::vector<zmq::message_t>;
+
+struct QueueLimits {
+  std::size_t max_depth = 10000;    // items per queue before puts wait
+  std::size_t max_queues = 10000;   // queues in the table
+  std::size_t max_waiting = 10000;  // waiting gets, and waiting puts, per queue
+  std::size_t max_unacked = 10000;  // unacknowledged items per connection
+};
+
+// A REPLY the broker owes: to the request that just came, or to one that waited.
+struct QueueAnswer {
+  RoutingId to;
+  std::uint64_t id = 0;  // the request's own id
+  wire::Status status = wire::OK;
+  std::string message;
+  std::uint64_t tag = 0;  // OK to a get: the item's delivery tag
+  Frames payload;         // OK to a get: the item (shared copies)
+};
+
+struct QueuePublish {
+  std::string topic;
+  Frames payload;  // shared copies
+};
+
+struct QueueEffects {
+  std::vector<QueueAnswer> answers;
+  std::vector<QueuePublish> publishes;
+  std::uint64_t puts = 0;          // items appended
+  std::uint64_t gets = 0;          // items handed to readers
+  std::uint64_t redeliveries = 0;  // items put back because their reader left
+  // Answers OVERLOADED, by the limit that refused them.
+  std::array<std::uint64_t, kLimitCount> refused{};
+
+  void refuse(Limit limit) noexcept { ++refused[static_cast<std::size_t>(limit)]; }
+  bool empty() const noexcept { return answers.empty() && publishes.empty(); }
+};
+
+class LegacyQueues {
+ public:
+  struct Waiter {
+    std::uint64_t seq = 0;  // identifies it in the deadline index
+    RoutingId client;
+    std::uint64_t id = 0;  // the request's id
+    TimePoint since{};
+    TimePoint deadline{};
+    Frames payload;  // a waiting put's item
+  };
+  struct Queue {
+    std::string name;
+    std::string topic;
+    std::deque<Frames> items;
+    std::deque<Waiter> readers;  // gets waiting for an item, oldest first
+    std::deque<Waiter> writers;  // puts waiting for room, oldest first
+    std::size_t unacked = 0;
+    std::uint64_t puts = 0;
+    std::uint64_t gets = 0;
+    std::uint64_t redeliveries = 0;
+    TimePoint last_used{};
+  };
+
+  // `topics` maps queue names to topics; other queues publish on "legacy.<name>".
+  LegacyQueues(QueueLimits limits, std::map<std::string, std::string, std::less<>> topics);
+
+  // The error text for a queue name the broker refuses, or nothing. A name must be a
+  // valid topic, and so must the topic it maps to.
+  std::optional<std::string> check_name(std::string_view name) const;
+  std::string topic_for(std::string_view name) const;
+
+  // QUEUE_PUT: appends `payload`, or parks the put until `deadline` when the queue is
+  // full (answered at once when `deadline` <= `now`). `name` must pass check_name.
+  void put(const RoutingId& from, std::uint64_t id, std::string_view name, Frames payload,
+           TimePoint now, TimePoint deadline, QueueEffects& fx);
+  // QUEUE_GET: acknowledges `ack_tag` (if it is `from`'s), then takes the head, or parks
+  // the get until `deadline` when the queue is empty.
+  void get(const RoutingId& from, std::uint64_t id, std::string_view name, std::uint64_t ack_tag,
+           TimePoint now, TimePoint deadline, QueueEffects& fx);
+  // QUEUE_ACK: returns whether `tag` was an item `from` held.
+  bool ack(const RoutingId& from, std::uint64_t tag);
+  // QUEUE_SIZE: items in the queue, not counting taken ones (0 for an unknown queue).
+  std::size_t size(std::string_view name) const;
+
+  // The answer handing item `tag` over could not be sent: the item goes back to the
+  // front of its queue, uncounted as a get of the queue (the caller uncounts its own
+  // total) and not counted as a redelivery: nobody saw it.
+  void give_back(std::uint64_t tag, QueueEffects& fx);
+  // A connection is gone: forgets its waiting gets and puts, and puts the items it held
+  // back at the front of their queues, in the order it took them.
+  void remove_client(const RoutingId& client, QueueEffects& fx);
+
+  std::optional<TimePoint> next_deadline() const;
+  // Answers the waiters whose deadline is at or before `now`: gets DEADLINE_EXCEEDED,
+  // puts OVERLOADED.
+  void expire(TimePoint now, QueueEffects& fx);
+
+  const std::map<std::string, Queue, std::less<>>& queues() const noexcept { return queues_; }
+  const QueueLimits& limits() const noexcept { return limits_; }
+  // New limits apply to what comes next: items already queued beyond a lower depth stay
+  // (puts wait until it is below), and no queue is forgotten for a lower max_queues.
+  void set_limits(const QueueLimits& limits);
+  // New mapping; existing queues publish their next items on their new topic.
+  void set_topics(std::map<std::string, std::string, std::less<>> topics);
+  std::size_t unacked(const RoutingId& client) const;
+
+ private:
+  struct Taken {
+    std::string queue;
+    RoutingId reader;
+    Frames item;
+  };
+
+  Queue* open_(std::string_view name, TimePoint now);
+  // Answers OVERLOADED: open_ found no room for another queue.
+  void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
+                         QueueEffects& fx) const;
+  void append_(Queue& q, Frames item, QueueEffects& fx);
+  void serve_(Queue& q, QueueEffects& fx);
+  void admit_(Queue& q, QueueEffects& fx);
+  void erase_taken_(std::uint64_t tag);
+  Waiter& park_(std::deque<Waiter>& line, const RoutingId& from, std::uint64_t id, TimePoint now,
+                TimePoint deadline);
+
+  QueueLimits limits_;
+  std::map<std::string, std::string, std::less<>> topics_;
+  std::map<std::string, Queue, std::less<>> queues_;
+  std::uint64_t next_tag_ = 1;
+  std::uint64_t next_seq_ = 1;
+  std::unordered_map<std::uint64_t, Taken> taken_;
+  // Tags held per connection; ascending tags are the order the items were taken in.
+  std::unordered_map<RoutingId, std::set<std::uint64_t>> taken_by_;
+  // Waiters by deadline, and the queue each waits in.
+  std::set<std::pair<TimePoint, std::uint64_t>> deadlines_;
+  std::unordered_map<std::uint64_t, std::string> waiting_in_;
+};
+
+}  // namespace sagebus::broker
