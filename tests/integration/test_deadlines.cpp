@@ -79,8 +79,9 @@ TEST_CASE("a handler slower than the timeout by a few ms ends DEADLINE_EXCEEDED 
     {  // the callback
       std::promise<Timed> done;
       const auto deadline = Clock::now() + timeout;
-      caller.call_async("sleepy", "sleep", payload, options,
-                        [&](Reply r) { done.set_value({r.status, Clock::now() - deadline}); });
+      caller.call_async("sleepy", "sleep", payload, options, [&](Reply r) {
+        done.set_value({r.status, Clock::now() - deadline});
+      });
       outcomes.push_back(done.get_future().get());
     }
   }
@@ -92,8 +93,8 @@ TEST_CASE("a handler slower than the timeout by a few ms ends DEADLINE_EXCEEDED 
   const auto latest_us = std::chrono::duration_cast<std::chrono::microseconds>(latest).count();
   CHECK(latest_us <= std::chrono::duration_cast<std::chrono::microseconds>(kMargin).count());
   // Every late reply was dropped (by the broker, or by the client when it came first).
-  const auto counted = caller.stats().late_replies +
-                       broker_status(caller).counters().late_replies();
+  const auto counted =
+      caller.stats().late_replies + broker_status(caller).counters().late_replies();
   CHECK(counted <= outcomes.size());
 }
 
@@ -128,8 +129,8 @@ TEST_CASE("a handler's deadline is never later than its caller's", "[deadline]")
   Client instance_client(at(broker, "deadline-instance"));
   Service service(instance_client, "clock", {.max_inflight = 16});
   service.handle("deadline", [](const Request& r) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-        r.deadline.time_since_epoch());
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(r.deadline.time_since_epoch());
     return std::to_string(us.count());
   });
   service.start();
@@ -213,7 +214,8 @@ TEST_CASE("a wait_for_ready call made as the broker restarts waits for it and su
 
   // SIGTERM: the broker drains and says GOODBYE; the call goes while it does.
   broker->process().signal(SIGTERM);
-  auto call = caller.call_async("phoenix", "echo", "after", {.timeout = 20s, .wait_for_ready = true});
+  auto call =
+      caller.call_async("phoenix", "echo", "after", {.timeout = 20s, .wait_for_ready = true});
   REQUIRE(broker->process().wait_exit(10s) != -1);
   TempDir dir;
   Process again({busd_path(), "--endpoint", endpoint, "--heartbeat-ms", "200"},

@@ -460,3 +460,21 @@ TEST_CASE(
   f.turn([&] { f.feed(request); });
   CHECK(seen == f.now + 300ms);
 }
+
+TEST_CASE("a kind no broker sends is dropped, alone or in a BATCH, and changes nothing",
+          "[session][kinds]") {
+  Fixture f;
+  f.connect();
+  const auto c = f.call("m");
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  for (const auto kind : {wire::HELLO, wire::SUBSCRIBE, wire::QUEUE_GET, wire::KIND_UNSPECIFIED}) {
+    wire::Header h;
+    h.set_kind(kind);
+    h.set_id(sent[0].header.id());
+    f.turn([&] { f.feed(h, "x"); });
+  }
+  CHECK(f.port.written.empty());
+  CHECK_FALSE(f.outcomes[c]);
+  CHECK(f.host.ready);
+}

@@ -98,15 +98,15 @@ void Session::on_welcome_() {
 }
 
 // The broker does not know this connection (it forgot it, or it is a new broker): it did
-// not act on message `id`, and has forgotten every request it was given before. Say
-// HELLO again. The requests sent before `id` may have run and will never be answered:
-// they end UNAVAILABLE (but a QUEUE_GET, which is asked again: see requeue_or_fail_).
-// Those sent from `id` on were refused like `id` (the broker cannot know us again before
-// our next HELLO), so they never ran: they are sent again after WELCOME — also those
-// whose own HELLO_REQUIRED the broker's rate limit dropped. When `id` is not ours (it
-// named a REPLY of ours) nothing says where the forgetting began, so every request sent
-// ends UNAVAILABLE.
-void Session::on_hello_required_(std::uint64_t id) {
+// not act on the message whose `id` it names, and has forgotten every request it was given before.
+// Say HELLO again. The requests sent before `id` may have run and will never be answered: they end
+// UNAVAILABLE (but a QUEUE_GET, which is asked again: see requeue_or_fail_). Those sent from `id`
+// on were refused like `id` (the broker cannot know us again before our next HELLO), so they never
+// ran: they are sent again after WELCOME — also those whose own HELLO_REQUIRED the broker's rate
+// limit dropped. When `id` is not ours (it named a REPLY of ours) nothing says where the forgetting
+// began, so every request sent ends UNAVAILABLE.
+void Session::on_hello_required_() {
+  std::uint64_t id = in_.id();
   // A SUBSCRIBE sent again keeps its first id (the broker's key for the subscription):
   // its place in the sending order is the fresh id it took when it was sent.
   if (auto it = subscriptions_.find(id); it != subscriptions_.end()) id = it->second->sent_as;

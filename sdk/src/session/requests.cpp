@@ -11,6 +11,7 @@
 #include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
+#include "sagebus/wire/kinds.hpp"
 
 namespace sagebus::detail {
 
@@ -138,10 +139,8 @@ bool Session::try_send_request_(std::uint64_t id) {
           .varint(H::kTagFieldNumber, spec.tag);
       break;
   }
-  const bool has_payload =
-      spec.kind != wire::QUEUE_GET && spec.kind != wire::QUEUE_ACK && spec.kind != wire::QUEUE_SIZE;
   std::optional<zmq::message_t> payload;
-  if (has_payload) {
+  if (wire::kind_info(spec.kind).payload) {
     payload.emplace();
     payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
   }
@@ -170,6 +169,10 @@ void Session::prune_deadlines_() {
 }
 
 // The REPLY in in_, whose payload is `payload`.
+void Session::on_reply_message_() {
+  on_reply_(frames_.empty() ? std::string_view() : frames_.front().to_string_view());
+}
+
 void Session::on_reply_(std::string_view payload) {
   if (auto it = requests_.find(in_.id()); it != requests_.end()) {
     // A call's outcome is never later than its deadline: a reply read after it is
@@ -220,7 +223,7 @@ void Session::on_batch_() {
   wire::MessageRecord record;
   while (reader.next(record)) {
     if (wire::decode(record.header.data(), record.header.size(), in_) != wire::DecodeResult::ok ||
-        in_.kind() == wire::BATCH)
+        !wire::kind_info(in_.kind()).batchable)
       continue;
     if (in_.kind() == wire::REPLY) {  // the common case, read in place
       on_reply_(record.payload);

@@ -3,12 +3,14 @@
 #include "session.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include "../service_core.hpp"
 #include "../subscription_core.hpp"
 #include "protocol.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
+#include "sagebus/wire/kinds.hpp"
 
 namespace sagebus::detail {
 
@@ -81,32 +83,45 @@ void Session::end_turn(Clock::time_point now) {
   last_ran_ = now;
 }
 
-// The message in in_, to its handler by kind.
+// The session's handler of each kind a broker sends, by kind; the facts about each kind
+// (who sends it, whether it carries a payload or travels in a BATCH) are the wire's
+// (sagebus/wire/kinds.hpp).
+constexpr std::array<Session::Handler, wire::Kind_ARRAYSIZE> Session::handlers_() {
+  std::array<Handler, wire::Kind_ARRAYSIZE> h{};
+  h[wire::WELCOME] = &Session::on_welcome_;
+  h[wire::HELLO_REQUIRED] = &Session::on_hello_required_;
+  h[wire::HEARTBEAT] = &Session::on_heartbeat_;
+  h[wire::GOODBYE] = &Session::on_goodbye_;
+  h[wire::REQUEST] = &Session::on_request_;
+  h[wire::REPLY] = &Session::on_reply_message_;
+  h[wire::EVENT] = &Session::on_event_;
+  h[wire::DELIVER] = &Session::on_deliver_;
+  h[wire::EVENT_BATCH] = &Session::on_event_batch_;
+  h[wire::BATCH] = &Session::on_batch_;
+  return h;
+}
+
+namespace {
+
+// A handler for every kind a broker sends, and for nothing else.
+template <class Handlers>
+constexpr bool handles_what_brokers_send(const Handlers& handlers) {
+  for (std::size_t k = 0; k < handlers.size(); ++k)
+    if (wire::sent_by_broker(wire::kind_info(static_cast<wire::Kind>(k))) !=
+        (handlers[k] != nullptr))
+      return false;
+  return true;
+}
+
+}  // namespace
+
+// The message in in_, to its handler by kind. A kind no broker sends is dropped: nothing
+// to answer, and not ours to fix.
 void Session::dispatch_() {
-  switch (in_.kind()) {
-    case wire::WELCOME:
-      return on_welcome_();
-    case wire::HELLO_REQUIRED:
-      return on_hello_required_(in_.id());
-    case wire::HEARTBEAT:
-      return;
-    case wire::GOODBYE:
-      return on_goodbye_();
-    case wire::REPLY:
-      return on_reply_(frames_.empty() ? std::string_view() : frames_.front().to_string_view());
-    case wire::BATCH:
-      return on_batch_();
-    case wire::REQUEST:
-      return on_request_();
-    case wire::EVENT:
-      return on_event_();
-    case wire::EVENT_BATCH:
-      return on_event_batch_();
-    case wire::DELIVER:
-      return on_deliver_();
-    default:
-      return;  // kinds a broker does not send; nothing to answer
-  }
+  static constexpr auto kHandlers = handlers_();
+  static_assert(handles_what_brokers_send(kHandlers));
+  const auto& info = wire::kind_info(in_.kind());
+  if (const Handler handler = kHandlers[static_cast<std::size_t>(info.kind)]) (this->*handler)();
 }
 
 // --- timers ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 // Done runs on the thread that fed the input that ended its request; it must be quick.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -135,6 +136,8 @@ class Session {
   void handle_(command::Credit& c);
   void handle_(command::ReadsInbox& c);
   void dispatch_();
+  using Handler = void (Session::*)();
+  static constexpr std::array<Handler, wire::Kind_ARRAYSIZE> handlers_();
   void run_timers_();
   bool send_(std::optional<zmq::message_t> payload = std::nullopt);
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload);
@@ -144,7 +147,8 @@ class Session {
   // link.cpp
   void on_goodbye_();
   void on_welcome_();
-  void on_hello_required_(std::uint64_t id);
+  void on_hello_required_();
+  void on_heartbeat_() {}  // the broker lives (on_message): nothing more to do
   void check_stall_();
   void restart_session_(std::uint64_t id, bool forgotten, const std::string& why);
   void lose_link_(const std::string& why, bool forgotten = false, bool unread = false);
@@ -158,6 +162,7 @@ class Session {
   void flush_waiting_requests_();
   bool try_send_request_(std::uint64_t id);
   void prune_deadlines_();
+  void on_reply_message_();
   void on_reply_(std::string_view payload);
   void on_batch_();
   void finish_(Requests::iterator it, Outcome outcome);
