@@ -284,7 +284,7 @@ class Driver final : public Port {
   // outbox or callbacks that need it), or to stop, or once no caller has waited on them
   // for a nap. Naps start at kNap and double, up to kLongestNap, while callers keep
   // driving: a client whose callers call back to back wakes this thread ~60 times a
-  // second, not 1,000 (each wake-up a context switch; docs/benchmarks.md, finding 21).
+  // second, not 1,000 (each wake-up a context switch).
   // What is then left to this thread alone (heartbeats, a GOODBYE or a lost connection
   // while no call is open) waits at most two naps. True when asked.
   bool nap_() {

@@ -1,4 +1,4 @@
-// Liveness and broker restarts (issue #5): leases in both directions, callers and
+// Liveness and broker restarts: leases in both directions, callers and
 // handlers that vanish or hang, and broker restarts that must neither lose a call's
 // outcome nor run a call twice. Each case WARNs the times it measured.
 //

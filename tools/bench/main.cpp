@@ -1,5 +1,5 @@
 // sage-bus-bench: measures sage-bus against the floor of a ZeroMQ broker and against
-// NATS, on this machine, with the scenarios of issue 6. docs/benchmarks.md tells how to
+// NATS, on this machine, in the scenarios of scenarios.hpp. docs/benchmarks.md tells how to
 // run it and how to read it. This file is the command line and the report; the scenarios
 // are in scenarios.cpp, the systems in system_sagebus.cpp, baseline_zmq.cpp and
 // baseline_nats.cpp.

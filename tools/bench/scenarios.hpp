@@ -1,4 +1,4 @@
-// The scenarios of issue 6 and their drivers, the same for every System: each run starts a
+// The benchmark's scenarios (docs/benchmarks.md) and their drivers, the same for every System: each run starts a
 // fresh server (through the factory), measures one scenario and stops it again.
 //
 // Not thread safe: run one scenario at a time (they start their own threads).

@@ -146,16 +146,13 @@ void Session::restart_session_(std::uint64_t id, bool forgotten, const std::stri
   set_link_(Link::connecting);
   fresh_session_ = true;
   const bool ours = (id & kOwnIdBit) != 0;
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
-    if (it->second.sent) {
-      if (ours && it->first >= id)
-        it->second.sent = false;
-      else
-        requeue_or_fail_(it, forgotten, why);
-    }
-    it = next;
-  }
+  for_each_request_([&](Requests::iterator it) {
+    if (!it->second.sent) return;
+    if (ours && it->first >= id)
+      it->second.sent = false;
+    else
+      requeue_or_fail_(it, forgotten, why);
+  });
   forget_registration_answers_();
   if (now_ - hello_sent_at_ > milliseconds(100)) send_hello_();
 }
@@ -170,29 +167,26 @@ void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
   set_link_(Link::failing);
   fresh_session_ = true;
   const std::string text = why + "; the request may or may not have taken effect";
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
+  for_each_request_([&](Requests::iterator it) {
     Request& request = it->second;
+    if (!request.sent) return;
     // Never took effect: as if never sent (fail_unsent_impatient_). But for an ack, whose
     // tag a new broker may give another item; a get's ack goes with the connection.
-    if (unread && request.sent && request.spec.kind != wire::QUEUE_ACK) {
+    if (unread && request.spec.kind != wire::QUEUE_ACK) {
       request.sent = false;
       request.in_doubt = false;
       request.spec.tag = 0;
-      it = next;
-      continue;
+      return;
     }
     // A request that waits for ready may never have left this side: ZeroMQ keeps what
     // the old connection did not carry and hands it to the next, where the broker
     // refuses it with HELLO_REQUIRED (on_hello_required_ sends it again). What the old
     // connection did carry ends at the next WELCOME (end_in_doubt_).
-    if (request.sent && request.spec.options.wait_for_ready &&
-        request.spec.kind != wire::QUEUE_GET && !replaced_)
+    if (request.spec.options.wait_for_ready && request.spec.kind != wire::QUEUE_GET && !replaced_)
       request.in_doubt = true;
-    else if (request.sent)
+    else
       requeue_or_fail_(it, forgotten, text);
-    it = next;
-  }
+  });
   fail_unsent_impatient_();
   forget_registration_answers_();
   if (tcp_up_ && !replaced_) send_hello_();
@@ -202,15 +196,12 @@ void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
 // by HELLO_REQUIRED, reached the broker before it lost that connection, and nobody will
 // answer them.
 void Session::end_in_doubt_() {
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
-    if (it->second.sent && it->second.in_doubt)
-      finish_(it, failure(lost_status_(it->second),
-                          "the connection to sage-busd at " + endpoint_ +
-                              " was lost after the request was sent; the request may or "
-                              "may not have taken effect"));
-    it = next;
-  }
+  const std::string why = "the connection to sage-busd at " + endpoint_ +
+                          " was lost after the request was sent; the request may or may not "
+                          "have taken effect";
+  for_each_request_([&](Requests::iterator it) {
+    if (it->second.sent && it->second.in_doubt) finish_(it, failure(lost_status_(it->second), why));
+  });
 }
 
 // Registrations are replayed after the next WELCOME; an unregistering service need not

@@ -244,11 +244,9 @@ void Session::finish_(Requests::iterator it, Outcome outcome) {
 
 // Fails every request sent to the broker.
 void Session::fail_sent_(const std::string& why) {
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
+  for_each_request_([&](Requests::iterator it) {
     if (it->second.sent) finish_(it, failure(lost_status_(it->second), why));
-    it = next;
-  }
+  });
 }
 
 // Request `it` was sent, and the broker may not answer it any more. A QUEUE_GET that
@@ -275,12 +273,10 @@ Status Session::lost_status_(const Request& request) {
 
 // Fails the unsent requests that did not ask to wait for the connection.
 void Session::fail_unsent_impatient_() {
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
+  for_each_request_([&](Requests::iterator it) {
     if (!it->second.sent && !it->second.spec.options.wait_for_ready)
       finish_(it, failure(Status::unavailable, not_connected_text_()));
-    it = next;
-  }
+  });
 }
 
 std::string Session::not_connected_text_() const {

@@ -182,11 +182,9 @@ bool Session::write_(zmq::message_t& header, zmq::message_t* payload) {
 }
 
 void Session::shut_down() {
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto next = std::next(it);
+  for_each_request_([&](Requests::iterator it) {
     finish_(it, failure(Status::cancelled, "the client was closed before the request ended"));
-    it = next;
-  }
+  });
   for (auto& [name, entry] : services_)
     entry.core->on_unregistered();
   host_.publishes_sent(outbox_.size());

@@ -166,6 +166,15 @@ class Session {
   void on_reply_(std::string_view payload);
   void on_batch_();
   void finish_(Requests::iterator it, Outcome outcome);
+  // Calls `visit` with each open request; it may end the one it is given (finish_).
+  template <class Visit>
+  void for_each_request_(const Visit& visit) {
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      const auto next = std::next(it);
+      visit(it);
+      it = next;
+    }
+  }
   void fail_sent_(const std::string& why);
   void requeue_or_fail_(Requests::iterator it, bool forgotten, const std::string& why);
   static Status lost_status_(const Request& request);
