@@ -41,10 +41,9 @@ void Session::on_link_event(LinkEvent event) {
 
 // The broker closes this connection: it is shutting down (we will connect again), or a
 // new connection took our name (PERMISSION_DENIED: the name is no longer ours, so we
-// never say HELLO again).
-// A broker that shuts down answers every request it read before its GOODBYE: those
-// still open were never read, and are sent again after the next WELCOME if they wait
-// for ready (lose_link_).
+// never say HELLO again). A broker that shuts down answers every request it read before
+// its GOODBYE: those still open were never read, and are sent again after the next
+// WELCOME if they wait for ready (lose_link_).
 void Session::on_goodbye_() {
   if (in_.status() == wire::PERMISSION_DENIED) replaced_ = true;
   lose_link_("sage-busd at " + endpoint_ + " closed this connection: " + in_.message(), !replaced_,

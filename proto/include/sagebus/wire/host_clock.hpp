@@ -39,8 +39,7 @@ inline bool same_host(const std::string& peer_host) {
 
 // A steady-clock instant as Header.deadline_us (rounded down: never later than it).
 inline std::uint64_t to_deadline_us(std::chrono::steady_clock::time_point t) {
-  const auto us =
-      std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
+  const auto us = std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
   return us > 0 ? static_cast<std::uint64_t>(us) : 1;
 }
 
