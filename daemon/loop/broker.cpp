@@ -13,6 +13,7 @@
 #include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
+#include "sagebus/wire/kinds.hpp"
 #include "sagebus/wire/socket.hpp"
 
 namespace sagebus::broker {
@@ -21,26 +22,6 @@ namespace {
 
 constexpr std::size_t kReceiveBatch = 256;
 
-// The kinds a client sends that the broker answers with a REPLY.
-bool answered_by_reply(wire::Kind kind) {
-  switch (kind) {
-    case wire::REGISTER:
-    case wire::UNREGISTER:
-    case wire::REQUEST:
-    case wire::SUBSCRIBE:
-    case wire::UNSUBSCRIBE:
-    case wire::PUBLISH:
-    case wire::PUBLISH_BATCH:
-    case wire::SEND:
-    case wire::QUEUE_PUT:
-    case wire::QUEUE_GET:
-    case wire::QUEUE_ACK:
-    case wire::QUEUE_SIZE:
-      return true;
-    default:
-      return false;
-  }
-}
 constexpr std::chrono::milliseconds kMaxPollWait{1000};
 // A pause of the loop itself longer than this does not count against client leases.
 constexpr std::chrono::milliseconds kStall{50};
@@ -295,7 +276,9 @@ void Broker::handle_message_(Frames& frames, bool in_batch) {
       spdlog::debug("refused a header of {} bytes from {}: over max-header ({} bytes)",
                     frames[1].size(), printable(rid), config_.max_header);
       if (const auto head = wire::peek_kind_and_id(frames[1]);
-          head && answered_by_reply(head->kind) && registry_.client(rid) != nullptr)
+          head && wire::sent_by_client(wire::kind_info(head->kind)) &&
+          wire::may_be_answered_by_reply(wire::kind_info(head->kind)) &&
+          registry_.client(rid) != nullptr)
         reply_(RoutingId(rid), head->id, wire::INVALID_ARGUMENT,
                "a header of " + std::to_string(frames[1].size()) +
                    " bytes is over sage-busd's max-header of " +
@@ -317,74 +300,40 @@ void Broker::handle_message_(Frames& frames, bool in_batch) {
       return;
   }
 
-  if (in_batch && (in_.kind() == wire::HELLO || in_.kind() == wire::BATCH)) {
+  const wire::Kind kind = in_.kind();
+  if (in_batch && !wire::kind_info(kind).batchable) {
     ++metrics_.malformed;
-    spdlog::debug("dropped a {} in a BATCH from {}: it must come alone",
-                  wire::kind_name(in_.kind()), printable(rid));
+    spdlog::debug("dropped a {} in a BATCH from {}: it must come alone", wire::kind_name(kind),
+                  printable(rid));
     return;
   }
+  const KindRow& row = kind_row_(kind);
   // A HELLO carries no payload and is taken while draining: nothing below refuses it.
-  if (in_.kind() == wire::HELLO) return on_hello_(RoutingId(rid), frames[1]);
+  if (row.admit == Admit::stranger) return on_hello_(RoutingId(rid), frames[1]);
   ClientInfo* client = registry_.client(rid);
   if (client == nullptr) {
-    on_unknown_peer_(RoutingId(rid));
+    on_unknown_peer_(RoutingId(rid), row);
     return;
   }
   client->last_seen = now_;  // every message renews the lease, the short one but for an
   client->idle = false;      // idle HEARTBEAT (on_heartbeat_)
   // Stays put until this message is handled: clients are removed after it (removals_).
   const RoutingId& from = client->rid;
-  if (refuse_payload_(from, frames)) return;
-  if (draining_ && refuse_while_draining_(from)) return;
-
-  switch (in_.kind()) {
-    case wire::HEARTBEAT:
-      return on_heartbeat_(*client);
-    case wire::GOODBYE:
-      return on_goodbye_(from);
-    case wire::REGISTER:
-      return on_register_(from);
-    case wire::UNREGISTER:
-      return on_unregister_(from);
-    case wire::REQUEST:
-      return on_request_(*client, frames);
-    case wire::REPLY:
-      return on_reply_(*client, frames);
-    case wire::BATCH:
-      return on_batch_(*client, frames);
-    case wire::SUBSCRIBE:
-      return on_subscribe_(from);
-    case wire::UNSUBSCRIBE:
-      return on_unsubscribe_(from);
-    case wire::CREDIT:
-      return on_credit_(from);
-    case wire::PUBLISH:
-      return on_publish_(from, frames);
-    case wire::PUBLISH_BATCH:
-      return on_publish_batch_(from, frames);
-    case wire::SEND:
-      return on_send_(*client, frames);
-    case wire::QUEUE_PUT:
-      return on_queue_put_(from, frames);
-    case wire::QUEUE_GET:
-      return on_queue_get_(from);
-    case wire::QUEUE_ACK:
-      return on_queue_ack_(from);
-    case wire::QUEUE_SIZE:
-      return on_queue_size_(from);
-    default:
-      reply_(from, in_.id(), wire::INVALID_ARGUMENT,
-             wire::Kind_IsValid(in_.kind())
-                 ? "clients may not send " + std::string(wire::kind_name(in_.kind())) + " (kind " +
-                       std::to_string(static_cast<int>(in_.kind())) + ")"
-                 : "kind " + std::to_string(static_cast<int>(in_.kind())) +
-                       " is not a message kind of protocol version " +
-                       std::to_string(wire::kProtocolVersion));
-      return;
+  if (row.admit == Admit::never) {
+    reply_(from, in_.id(), wire::INVALID_ARGUMENT,
+           wire::Kind_IsValid(kind) ? "clients may not send " + std::string(wire::kind_name(kind)) +
+                                          " (kind " + std::to_string(static_cast<int>(kind)) + ")"
+                                    : "kind " + std::to_string(static_cast<int>(kind)) +
+                                          " is not a message kind of protocol version " +
+                                          std::to_string(wire::kProtocolVersion));
+    return;
   }
+  if (refuse_payload_(from, frames, row)) return;
+  if (draining_ && refuse_while_draining_(from, row)) return;
+  (this->*row.handler)(*client, frames);
 }
 
-void Broker::on_batch_(const ClientInfo& from, Frames& frames) {
+void Broker::on_batch_(ClientInfo& from, Frames& frames) {
   // One payload frame of records (sagebus/wire/batch.hpp). A batch is not answered: what
   // cannot be read of it is dropped and counted, as a malformed message would be.
   if (frames.size() != 3 || truncated_) {
@@ -423,12 +372,8 @@ void Broker::on_batch_(const ClientInfo& from, Frames& frames) {
   }
 }
 
-bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
-  const wire::Kind kind = in_.kind();
-  // A REPLY's payload is checked once its call is found (on_reply_); other kinds carry none.
-  if (kind != wire::REQUEST && kind != wire::PUBLISH && kind != wire::PUBLISH_BATCH &&
-      kind != wire::SEND && kind != wire::QUEUE_PUT)
-    return false;
+bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames, const KindRow& row) {
+  if (row.payload != PayloadLimit::on_arrival) return false;
   std::uint64_t bytes = 0;
   for (std::size_t i = 2; i < frames.size(); ++i)
     bytes += frames[i].size();
@@ -443,12 +388,16 @@ bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames) {
   else
     return false;
   metrics_.refused(Limit::max_payload);
-  spdlog::debug("refused a {} from {}: {}", wire::kind_name(kind), printable(from), why);
-  if (kind == wire::REQUEST)
-    answer_request_(from, in_.id(), wire::INVALID_ARGUMENT, why);
-  else if (kind != wire::PUBLISH_BATCH && (kind != wire::PUBLISH || in_.confirm()))
-    answer_(from, in_.id(), wire::INVALID_ARGUMENT, why);
-  return true;  // unconfirmed publishes are dropped: they expect no answer
+  spdlog::debug("refused a {} from {}: {}", wire::kind_name(in_.kind()), printable(from), why);
+  refuse_(from, wire::INVALID_ARGUMENT, why);
+  return true;
+}
+
+void Broker::refuse_(const RoutingId& from, wire::Status status, std::string_view why) {
+  const wire::Answer answer = wire::kind_info(in_.kind()).answer;
+  if (answer == wire::Answer::reply ||
+      (answer == wire::Answer::reply_if_confirmed && in_.confirm()))
+    answer_(from, in_.id(), status, why);
 }
 
 void Broker::handle_connection_events_() {
@@ -596,7 +545,7 @@ bool Broker::claim_name_(const RoutingId& from) {
   return true;
 }
 
-void Broker::on_heartbeat_(ClientInfo& client) {
+void Broker::on_heartbeat_(ClientInfo& client, Frames&) {
   // The client's word is taken: its SDK says idle only when nothing waits on its loss
   // (no service, subscription or request), and refusing it would expire a live client.
   client.idle = in_.idle();
@@ -605,55 +554,57 @@ void Broker::on_heartbeat_(ClientInfo& client) {
   send_head_(client.rid, {}, false);
 }
 
-void Broker::on_goodbye_(const RoutingId& from) {
+void Broker::on_goodbye_(ClientInfo& sender, Frames&) {
   std::string why = "said goodbye";
   if (!in_.message().empty()) why += " (" + in_.message().substr(0, 200) + ")";
-  schedule_removal_(from, std::move(why));
+  schedule_removal_(sender.rid, std::move(why));
 }
 
-void Broker::on_register_(const RoutingId& from) {
+void Broker::on_register_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   const RegisterResult r = registry_.register_instance(from, in_.service(), in_.registration());
   reply_(from, in_.id(), r.status, r.message);
-  const ClientInfo& c = *registry_.client(from);
   if (r.status != wire::OK) {
-    spdlog::info("refused registration of '{}' by '{}': {}: {}", in_.service(), c.name,
+    spdlog::info("refused registration of '{}' by '{}': {}: {}", in_.service(), sender.name,
                  wire::status_name(r.status), r.message);
     return;
   }
   const auto& reg = in_.registration();
   auto log = r.created ? spdlog::level::info : spdlog::level::debug;
   spdlog::log(log, "instance {} of '{}' {}: client '{}', {} methods, max_inflight {}, {}",
-              c.instance_id, in_.service(), r.created ? "registered" : "re-registered", c.name,
-              reg.methods_size(), reg.max_inflight(), wire::strategy_name(reg.strategy()));
+              sender.instance_id, in_.service(), r.created ? "registered" : "re-registered",
+              sender.name, reg.methods_size(), reg.max_inflight(),
+              wire::strategy_name(reg.strategy()));
   pump_(in_.service());
 }
 
-void Broker::on_unregister_(const RoutingId& from) {
+void Broker::on_unregister_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   const std::string service = in_.service();
   if (auto error = wire::check_name("service name", service)) {
     reply_(from, in_.id(), wire::INVALID_ARGUMENT, *error);
     return;
   }
   Service* s = registry_.service(service);
-  Instance* inst = s == nullptr ? nullptr : s->find(registry_.client(from)->handle);
+  Instance* inst = s == nullptr ? nullptr : s->find(sender.handle);
   const std::uint32_t in_flight = inst == nullptr ? 0 : inst->in_flight;
   const bool was = registry_.unregister_instance(from, service);
   // Idempotent: not being an instance is what was asked for.
   reply_(from, in_.id(), wire::OK, was ? "" : "was not registered");
   if (was)
-    spdlog::info("instance of '{}' by '{}' unregistered: {}", service, registry_.client(from)->name,
+    spdlog::info("instance of '{}' by '{}' unregistered: {}", service, sender.name,
                  in_flight == 0 ? "left" : "draining " + std::to_string(in_flight) + " calls");
   pump_(service);
 }
 
-void Broker::on_unknown_peer_(const RoutingId& from) {
+void Broker::on_unknown_peer_(const RoutingId& from, const KindRow& row) {
   ++metrics_.hello_required;
-  if (in_.kind() == wire::GOODBYE) return;  // it is leaving; nothing to ask of it
-  if (!hello_limiter_.take(now_)) return;   // counted above, dropped here
+  if (row.stranger_refusal.empty()) return;
+  if (!hello_limiter_.take(now_)) return;  // counted above, dropped here
   out_.Clear();
   out_.set_kind(wire::HELLO_REQUIRED);
   out_.set_id(in_.id());
-  out_.set_message("say HELLO first: this broker does not know the connection");
+  out_.set_message(std::string(row.stranger_refusal));
   send_(from, out_, {}, false);
 }
 

@@ -4,15 +4,19 @@
 //
 // Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
 // deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
-// handler per Header.kind, dispatched in handle_message_), then send the EVENT_BATCHes and
-// the BATCHes of replies they produced (event_batches.hpp, reply_batches.hpp); act on
-// connections the monitor saw close; run timers (call and send deadlines, queue waits,
-// leases). Every send is non-blocking; a peer found gone is removed after the handler that
-// found it, never while a table is being iterated.
+// handler per Header.kind, dispatched in handle_message_ from the table of kinds), then
+// send the EVENT_BATCHes and the BATCHes of replies they produced (event_batches.hpp,
+// reply_batches.hpp); act on connections the monitor saw close; run timers (call and send
+// deadlines, queue waits, leases). Every send is non-blocking; a peer found gone is
+// removed after the handler that found it, never while a table is being iterated.
 //
-// The handlers live in one file per message family: broker.cpp (connections, names,
-// registrations), broker_calls.cpp (requests), broker_pubsub.cpp (publish-subscribe),
-// broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
+// What the broker does with each kind is one row of broker_kinds.cpp (whom it is taken
+// from, its handler, whether it is taken while draining, when its payload is held to
+// max-payload, what a refused sender is told), beside the facts both sides share
+// (sagebus/wire/kinds.hpp). The handlers live in one file per message family: broker.cpp
+// (connections, names, registrations), broker_calls.cpp (requests), broker_pubsub.cpp
+// (publish-subscribe), broker_sends.cpp (point-to-point), broker_queues.cpp (legacy
+// queues).
 //
 // Construction binds the endpoints (throws BindError); run() loops until asked to stop
 // (Requests, set by signal handlers). The first stop request drains
@@ -113,6 +117,37 @@ class Broker {
   enum class Sent { ok, would_block, peer_gone };
   enum class Placement { done, wait };
 
+  // The broker's row of a message kind (broker_kinds.cpp).
+  using Handler = void (Broker::*)(ClientInfo& sender, Frames& frames);
+  enum class Admit : std::uint8_t {
+    stranger,  // from any peer, before the broker knows it: HELLO, taken by on_hello_
+    client,    // from a connection that said HELLO, taken by the row's handler
+    never,     // from nobody: clients may not send it
+  };
+  enum class Draining : std::uint8_t {
+    taken,
+    refused,     // answered UNAVAILABLE with the row's draining_refusal
+    admin_only,  // likewise, unless addressed to the broker itself ("$broker")
+  };
+  enum class PayloadLimit : std::uint8_t {
+    none,        // carries no payload
+    on_arrival,  // held to max-payload before its handler runs
+    in_handler,  // held to it by its handler: a REPLY once its call is found, a BATCH's
+                 // records one by one
+  };
+  struct KindRow {
+    wire::Kind kind;
+    Admit admit;
+    Handler handler;  // for Admit::client
+    Draining draining;
+    std::string_view draining_refusal;
+    PayloadLimit payload;
+    // Sent in a HELLO_REQUIRED to a peer that has not said HELLO; empty: not answered.
+    std::string_view stranger_refusal;
+  };
+  // The row of `kind`, of every number a header may carry.
+  static const KindRow& kind_row_(wire::Kind kind) noexcept;
+
   // The tick (broker.cpp)
   void tick_();
   std::chrono::milliseconds poll_timeout_();
@@ -120,7 +155,7 @@ class Broker {
   // `in_batch`: a record of a BATCH, which may not be a HELLO or a BATCH itself.
   void handle_message_(Frames& frames, bool in_batch = false);
   // Each record of a BATCH, handled as the message it holds (docs/protocol.md, "Batches").
-  void on_batch_(const ClientInfo& from, Frames& frames);
+  void on_batch_(ClientInfo& from, Frames& frames);
   void handle_connection_events_();
   // What a tick runs after reading messages and closed connections: call and queue
   // deadlines, each followed by the removals it scheduled.
@@ -132,15 +167,19 @@ class Broker {
   AdminSources admin_sources_() const;
   // Whether the message's payload (frames after the header) is over max-payload; if so,
   // it has been refused: answered INVALID_ARGUMENT where it expects an answer, and counted.
-  bool refuse_payload_(const RoutingId& from, const Frames& frames);
+  bool refuse_payload_(const RoutingId& from, const Frames& frames, const KindRow& row);
+  // Answers the message being handled `status`, `why`, if its kind answers a refusal: a
+  // PUBLISH when it asked for confirmation, never a PUBLISH_BATCH (whose handler answers
+  // what it refuses itself).
+  void refuse_(const RoutingId& from, wire::Status status, std::string_view why);
 
   // Draining (operations/drain.cpp)
   void start_drain_(int signal);
   // Whether the drain is over (nothing left in flight, or out of time); logs how it ended.
   bool drain_over_(bool cut_short);
   std::size_t calls_in_flight_() const;
-  // While draining: answers a new call, send or queue operation UNAVAILABLE; true if so.
-  bool refuse_while_draining_(const RoutingId& from);
+  // While draining: answers a message its row refuses then UNAVAILABLE; true if so.
+  bool refuse_while_draining_(const RoutingId& from, const KindRow& row);
 
   // Reloading (operations/reload.cpp)
   void reload_(const Reloader& reloader);
@@ -149,11 +188,12 @@ class Broker {
 
   // Connections and registrations (broker.cpp)
   void on_hello_(const RoutingId& from, const zmq::message_t& header_frame);
-  void on_heartbeat_(ClientInfo& client);
-  void on_goodbye_(const RoutingId& from);
-  void on_register_(const RoutingId& from);
-  void on_unregister_(const RoutingId& from);
-  void on_unknown_peer_(const RoutingId& from);
+  void on_heartbeat_(ClientInfo& client, Frames& frames);
+  void on_goodbye_(ClientInfo& sender, Frames& frames);
+  void on_register_(ClientInfo& sender, Frames& frames);
+  void on_unregister_(ClientInfo& sender, Frames& frames);
+  // A message from a peer that has not said HELLO: answered HELLO_REQUIRED as its row says.
+  void on_unknown_peer_(const RoutingId& from, const KindRow& row);
   // Whether the HELLO may take its name; frees it from an older connection on takeover.
   bool claim_name_(const RoutingId& from);
   void schedule_removal_(const RoutingId& rid, std::string why);
@@ -161,11 +201,11 @@ class Broker {
   void remove_client_(const RoutingId& rid, const std::string& why);
 
   // Calls (broker_calls.cpp)
-  void on_request_(const ClientInfo& from, Frames& frames);
-  void on_reply_(const ClientInfo& from, Frames& frames);
+  void on_request_(ClientInfo& caller, Frames& frames);
+  void on_reply_(ClientInfo& from, Frames& frames);
   // Answers a REQUEST or SEND OVERLOADED when its caller has max-calls-per-client pending
   // or the call table is full; true if so. `what` names them ("calls", "sends").
-  bool refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what);
+  bool refuse_call_(const ClientInfo& from, std::string_view what);
   // Passes an instance's or peer's REPLY on to the call's caller; a payload over
   // max-payload is refused, and the caller told so (HANDLER_ERROR) instead.
   void forward_reply_(Call& call, Frames& frames);
@@ -180,11 +220,11 @@ class Broker {
   void forget_caller_(ClientHandle caller);
 
   // Publish-subscribe (broker_pubsub.cpp)
-  void on_subscribe_(const RoutingId& from);
-  void on_unsubscribe_(const RoutingId& from);
-  void on_credit_(const RoutingId& from);
-  void on_publish_(const RoutingId& from, Frames& frames);
-  void on_publish_batch_(const RoutingId& from, Frames& frames);
+  void on_subscribe_(ClientInfo& sender, Frames& frames);
+  void on_unsubscribe_(ClientInfo& sender, Frames& frames);
+  void on_credit_(ClientInfo& sender, Frames& frames);
+  void on_publish_(ClientInfo& sender, Frames& frames);
+  void on_publish_batch_(ClientInfo& sender, Frames& frames);
   // Sends an EVENT to every subscription matching `topic`, or puts it in the connection's
   // EVENT_BATCH; returns how many matched. With `consume`, the last EVENT takes the
   // payload frames instead of a shared copy.
@@ -201,7 +241,7 @@ class Broker {
   void flush_batches_();
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
-  void on_send_(const ClientInfo& from, Frames& frames);
+  void on_send_(ClientInfo& sender, Frames& frames);
   Sent deliver_(Call& call, const ClientInfo& peer);
   void release_held_(const ClientInfo& peer);
   void on_send_reply_(Call& call, Frames& frames);
@@ -210,10 +250,10 @@ class Broker {
   void forget_held_(const Call& call);
 
   // Legacy queues (broker_queues.cpp)
-  void on_queue_put_(const RoutingId& from, Frames& frames);
-  void on_queue_get_(const RoutingId& from);
-  void on_queue_ack_(const RoutingId& from);
-  void on_queue_size_(const RoutingId& from);
+  void on_queue_put_(ClientInfo& sender, Frames& frames);
+  void on_queue_get_(ClientInfo& sender, Frames& frames);
+  void on_queue_ack_(ClientInfo& sender, Frames& frames);
+  void on_queue_size_(ClientInfo& sender, Frames& frames);
   bool check_queue_name_(const RoutingId& from);
   // Publishes and sends what a queue operation produced.
   void apply_(QueueEffects& fx);

@@ -42,7 +42,7 @@ std::uint32_t millis_left(TimePoint deadline, TimePoint now) {
 
 }  // namespace
 
-void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
+void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   const RoutingId& from = caller.rid;
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
@@ -87,7 +87,7 @@ void Broker::on_request_(const ClientInfo& caller, Frames& frames) {
                                          : std::span<zmq::message_t>());
     return;
   }
-  if (refuse_call_(caller, id, "calls")) return;
+  if (refuse_call_(caller, "calls")) return;
   if (stats == nullptr) stats = metrics_.methods.find_or_add(in_.service(), in_.method());
 
   // Filled in place: the call table lends the storage of a call that ended.
@@ -217,7 +217,7 @@ Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
   return sent;
 }
 
-void Broker::on_reply_(const ClientInfo& from, Frames& frames) {
+void Broker::on_reply_(ClientInfo& from, Frames& frames) {
   const CallId id = in_.id();
   Call* call = nullptr;
   switch (calls_.check_reply(id, from.handle, &call)) {
@@ -261,7 +261,7 @@ void Broker::on_reply_(const ClientInfo& from, Frames& frames) {
   pump_(service);
 }
 
-bool Broker::refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_view what) {
+bool Broker::refuse_call_(const ClientInfo& from, std::string_view what) {
   std::string why;
   if (const std::size_t mine = calls_.pending_of(from.handle);
       mine >= config_.max_calls_per_client) {
@@ -278,10 +278,7 @@ bool Broker::refuse_call_(const ClientInfo& from, std::uint64_t id, std::string_
   }
   spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::info : spdlog::level::debug,
               "refused a {} from '{}': {}", wire::kind_name(in_.kind()), from.name, why);
-  if (in_.kind() == wire::REQUEST)
-    answer_request_(from.rid, id, wire::OVERLOADED, why);
-  else
-    answer_(from.rid, id, wire::OVERLOADED, why);
+  refuse_(from.rid, wire::OVERLOADED, why);
   return true;
 }
 

@@ -26,7 +26,8 @@ std::string printable_ascii(std::string text) {
 
 }  // namespace
 
-void Broker::on_subscribe_(const RoutingId& from) {
+void Broker::on_subscribe_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   const std::uint64_t id = in_.id();
   if (auto error = wire::check_pattern(in_.topic())) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
@@ -42,26 +43,28 @@ void Broker::on_subscribe_(const RoutingId& from) {
                 " subscriptions, the most the broker allows; unsubscribe some first");
     return;
   }
-  const ClientInfo& client = *registry_.client(from);
-  subscriptions_.find(from, id)->reads_batches = client.event_batches;
-  spdlog::debug("'{}' {} subscription {} on '{}'", client.name,
+  subscriptions_.find(from, id)->reads_batches = sender.event_batches;
+  spdlog::debug("'{}' {} subscription {} on '{}'", sender.name,
                 added == SubscriptionTable::Added::added ? "added" : "replaced", id, in_.topic());
   answer_(from, id, wire::OK, {});
 }
 
-void Broker::on_unsubscribe_(const RoutingId& from) {
+void Broker::on_unsubscribe_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   flush_events_();  // batches point at subscriptions
   const bool was = subscriptions_.unsubscribe(from, in_.subscription());
   answer_(from, in_.id(), wire::OK, was ? "" : "was not subscribed");
 }
 
-void Broker::on_credit_(const RoutingId& from) {
+void Broker::on_credit_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   // Not answered; credit for a subscription that is gone is ignored.
   if (Subscription* sub = subscriptions_.find(from, in_.subscription()))
     sub->add_credit(in_.credit());
 }
 
-void Broker::on_publish_(const RoutingId& from, Frames& frames) {
+void Broker::on_publish_(ClientInfo& sender, Frames& frames) {
+  const RoutingId& from = sender.rid;
   const std::uint64_t id = in_.id();
   const bool confirm = in_.confirm();
   const std::string& topic = in_.topic();  // in_ stays put until the next message
@@ -78,7 +81,8 @@ void Broker::on_publish_(const RoutingId& from, Frames& frames) {
   if (confirm) answer_(from, id, wire::OK, {}, matched);
 }
 
-void Broker::on_publish_batch_(const RoutingId& from, Frames& frames) {
+void Broker::on_publish_batch_(ClientInfo& sender, Frames& frames) {
+  const RoutingId& from = sender.rid;
   const std::uint64_t id = in_.id();
   auto refuse = [&](const std::string& why) {
     answer_(from, id, wire::INVALID_ARGUMENT,

@@ -15,7 +15,8 @@ bool Broker::check_queue_name_(const RoutingId& from) {
   return true;
 }
 
-void Broker::on_queue_put_(const RoutingId& from, Frames& frames) {
+void Broker::on_queue_put_(ClientInfo& sender, Frames& frames) {
+  const RoutingId& from = sender.rid;
   if (!check_queue_name_(from)) return;
   Frames item;
   item.reserve(frames.size() - 2);
@@ -27,7 +28,8 @@ void Broker::on_queue_put_(const RoutingId& from, Frames& frames) {
   apply_(fx);
 }
 
-void Broker::on_queue_get_(const RoutingId& from) {
+void Broker::on_queue_get_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   if (!check_queue_name_(from)) return;
   QueueEffects fx;
   queues_.get(from, in_.id(), in_.queue(), in_.tag(), now_,
@@ -35,14 +37,16 @@ void Broker::on_queue_get_(const RoutingId& from) {
   apply_(fx);
 }
 
-void Broker::on_queue_ack_(const RoutingId& from) {
+void Broker::on_queue_ack_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   // Tags are broker-wide, so the queue name is not needed to find the item.
   const bool was = queues_.ack(from, in_.tag());
   answer_(from, in_.id(), wire::OK,
           was ? "" : "tag " + std::to_string(in_.tag()) + " is not held by this connection");
 }
 
-void Broker::on_queue_size_(const RoutingId& from) {
+void Broker::on_queue_size_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
   if (!check_queue_name_(from)) return;
   answer_(from, in_.id(), wire::OK, {}, queues_.size(in_.queue()));
 }

@@ -23,7 +23,7 @@ std::string millis(TimePoint from, TimePoint to) {
 
 }  // namespace
 
-void Broker::on_send_(const ClientInfo& sender, Frames& frames) {
+void Broker::on_send_(ClientInfo& sender, Frames& frames) {
   const RoutingId& from = sender.rid;
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
@@ -46,7 +46,7 @@ void Broker::on_send_(const ClientInfo& sender, Frames& frames) {
                 " a peer reads; send less in trace_id");
     return;
   }
-  if (refuse_call_(sender, id, "calls and sends")) return;
+  if (refuse_call_(sender, "calls and sends")) return;
   ++metrics_.sends;
   const std::uint32_t hold_ms = in_.hold_ms();
   Call c;

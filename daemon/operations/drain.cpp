@@ -15,8 +15,6 @@ namespace sagebus::broker {
 
 namespace {
 
-constexpr const char* kDraining = "draining: sage-busd is shutting down";
-
 std::string signal_name(int signal) {
   if (signal == SIGTERM) return "SIGTERM";
   if (signal == SIGINT) return "SIGINT";
@@ -82,22 +80,19 @@ bool Broker::drain_over_(bool cut_short) {
   return false;
 }
 
-bool Broker::refuse_while_draining_(const RoutingId& from) {
-  switch (in_.kind()) {
-    case wire::REQUEST:
-      if (in_.service() == wire::kBrokerService) return false;
-      ++metrics_.refused_draining;
-      answer_request_(from, in_.id(), wire::UNAVAILABLE, kDraining);
-      return true;
-    case wire::SEND:
-    case wire::QUEUE_PUT:
-    case wire::QUEUE_GET:
-      ++metrics_.refused_draining;
-      answer_(from, in_.id(), wire::UNAVAILABLE, kDraining);
-      return true;
-    default:
+bool Broker::refuse_while_draining_(const RoutingId& from, const KindRow& row) {
+  switch (row.draining) {
+    case Draining::taken:
       return false;
+    case Draining::admin_only:
+      if (in_.service() == wire::kBrokerService) return false;
+      break;
+    case Draining::refused:
+      break;
   }
+  ++metrics_.refused_draining;
+  refuse_(from, wire::UNAVAILABLE, row.draining_refusal);
+  return true;
 }
 
 }  // namespace sagebus::broker

@@ -1,0 +1,85 @@
+// The broker's table of message kinds: for each wire::Kind, whom the broker takes it from
+// and which handler, whether it is taken while the broker drains, when its payload is
+// held to max-payload, and what a sender is told when the message is refused. The facts
+// both sides share (who sends it, its answer, payload, batching) are wire::kind_info's
+// (sagebus/wire/kinds.hpp); handle_message_ dispatches from the two rows.
+#include <array>
+
+#include "loop/broker.hpp"
+#include "sagebus/wire/kinds.hpp"
+
+namespace sagebus::broker {
+
+namespace {
+
+constexpr std::string_view kDraining = "draining: sage-busd is shutting down";
+constexpr std::string_view kHello = "say HELLO first: this broker does not know the connection";
+
+}  // namespace
+
+const Broker::KindRow& Broker::kind_row_(wire::Kind kind) noexcept {
+  namespace w = wire;
+  using B = Broker;
+  using A = Admit;
+  using D = Draining;
+  using P = PayloadLimit;
+  // A kind clients may not send, and every number that is no kind.
+  static constexpr KindRow kNever{
+      wire::KIND_UNSPECIFIED, A::never, nullptr, D::taken, {}, P::none, kHello};
+  // Columns: whom the kind is taken from and by what; whether it is taken while draining
+  // and, if not, what its sender is told (when its kind answers a refusal: see refuse_);
+  // when its payload is held to max-payload; what a peer that has not said HELLO is told
+  // in a HELLO_REQUIRED ({}: nothing).
+  // clang-format off
+  static constexpr std::array<KindRow, wire::Kind_ARRAYSIZE> kRows{{
+    // kind             admit        handler                draining       refusal    payload        stranger
+    kNever,
+    {w::HELLO,          A::stranger, nullptr,               D::taken,      {},        P::none,       {}},
+    {w::WELCOME,        A::never,    nullptr,               D::taken,      {},        P::none,       kHello},
+    {w::HELLO_REQUIRED, A::never,    nullptr,               D::taken,      {},        P::none,       kHello},
+    {w::HEARTBEAT,      A::client,   &B::on_heartbeat_,     D::taken,      {},        P::none,       kHello},
+    // A stranger's GOODBYE is not answered: it is leaving, there is nothing to ask of it.
+    {w::GOODBYE,        A::client,   &B::on_goodbye_,       D::taken,      {},        P::none,       {}},
+    {w::REGISTER,       A::client,   &B::on_register_,      D::taken,      {},        P::none,       kHello},
+    {w::UNREGISTER,     A::client,   &B::on_unregister_,    D::taken,      {},        P::none,       kHello},
+    // Calls already accepted may finish while the broker drains; new ones may not, but
+    // for admin calls, so that busctl sees the drain.
+    {w::REQUEST,        A::client,   &B::on_request_,       D::admin_only, kDraining, P::on_arrival, kHello},
+    {w::REPLY,          A::client,   &B::on_reply_,         D::taken,      {},        P::in_handler, kHello},
+    {w::SUBSCRIBE,      A::client,   &B::on_subscribe_,     D::taken,      {},        P::none,       kHello},
+    {w::UNSUBSCRIBE,    A::client,   &B::on_unsubscribe_,   D::taken,      {},        P::none,       kHello},
+    {w::PUBLISH,        A::client,   &B::on_publish_,       D::taken,      {},        P::on_arrival, kHello},
+    {w::EVENT,          A::never,    nullptr,               D::taken,      {},        P::none,       kHello},
+    {w::CREDIT,         A::client,   &B::on_credit_,        D::taken,      {},        P::none,       kHello},
+    {w::SEND,           A::client,   &B::on_send_,          D::refused,    kDraining, P::on_arrival, kHello},
+    {w::DELIVER,        A::never,    nullptr,               D::taken,      {},        P::none,       kHello},
+    {w::QUEUE_PUT,      A::client,   &B::on_queue_put_,     D::refused,    kDraining, P::on_arrival, kHello},
+    {w::QUEUE_GET,      A::client,   &B::on_queue_get_,     D::refused,    kDraining, P::none,       kHello},
+    {w::QUEUE_ACK,      A::client,   &B::on_queue_ack_,     D::taken,      {},        P::none,       kHello},
+    {w::QUEUE_SIZE,     A::client,   &B::on_queue_size_,    D::taken,      {},        P::none,       kHello},
+    {w::EVENT_BATCH,    A::never,    nullptr,               D::taken,      {},        P::none,       kHello},
+    {w::PUBLISH_BATCH,  A::client,   &B::on_publish_batch_, D::taken,      {},        P::on_arrival, kHello},
+    {w::BATCH,          A::client,   &B::on_batch_,         D::taken,      {},        P::in_handler, kHello},
+  }};
+  // clang-format on
+
+  // The rows agree with each other and with the wire's.
+  static_assert([] {
+    for (std::size_t n = 0; n < kRows.size(); ++n) {
+      const KindRow& row = kRows[n];
+      const wire::KindInfo& info = wire::kKinds[n];
+      if (row.kind != info.kind) return false;
+      if ((row.admit == A::client) != (row.handler != nullptr)) return false;
+      if ((row.draining == D::taken) != row.draining_refusal.empty()) return false;
+      if (row.admit != A::never &&
+          (!wire::sent_by_client(info) || (row.payload != P::none) != info.payload))
+        return false;
+    }
+    return true;
+  }());
+
+  const int n = static_cast<int>(kind);
+  return n >= 0 && n < wire::Kind_ARRAYSIZE ? kRows[static_cast<std::size_t>(n)] : kNever;
+}
+
+}  // namespace sagebus::broker
