@@ -86,29 +86,28 @@ void Session::end_turn(Clock::time_point now) {
 // The session's handler of each kind a broker sends, by kind; the facts about each kind
 // (who sends it, whether it carries a payload or travels in a BATCH) are the wire's
 // (sagebus/wire/kinds.hpp).
-constexpr std::array<Session::Handler, wire::Kind_ARRAYSIZE> Session::handlers_() {
-  std::array<Handler, wire::Kind_ARRAYSIZE> h{};
-  h[wire::WELCOME] = &Session::on_welcome_;
-  h[wire::HELLO_REQUIRED] = &Session::on_hello_required_;
-  h[wire::HEARTBEAT] = &Session::on_heartbeat_;
-  h[wire::GOODBYE] = &Session::on_goodbye_;
-  h[wire::REQUEST] = &Session::on_request_;
-  h[wire::REPLY] = &Session::on_reply_message_;
-  h[wire::EVENT] = &Session::on_event_;
-  h[wire::DELIVER] = &Session::on_deliver_;
-  h[wire::EVENT_BATCH] = &Session::on_event_batch_;
-  h[wire::BATCH] = &Session::on_batch_;
-  return h;
+constexpr std::array<Session::KindRow, wire::Kind_ARRAYSIZE> Session::kind_rows_() {
+  std::array<KindRow, wire::Kind_ARRAYSIZE> rows{};
+  rows[wire::WELCOME] = {&Session::on_welcome_, true};
+  rows[wire::HELLO_REQUIRED] = {&Session::on_hello_required_, true};
+  rows[wire::HEARTBEAT] = {&Session::on_heartbeat_, true};
+  rows[wire::GOODBYE] = {&Session::on_goodbye_, true};
+  rows[wire::REQUEST] = {&Session::on_request_, true};
+  rows[wire::REPLY] = {&Session::on_reply_message_, true};
+  rows[wire::EVENT] = {&Session::on_event_, true};
+  rows[wire::DELIVER] = {&Session::on_deliver_, true};
+  rows[wire::EVENT_BATCH] = {&Session::on_event_batch_, true};
+  rows[wire::BATCH] = {&Session::on_batch_, true};
+  return rows;
 }
 
 namespace {
 
 // A handler for every kind a broker sends, and for nothing else.
-template <class Handlers>
-constexpr bool handles_what_brokers_send(const Handlers& handlers) {
-  for (std::size_t k = 0; k < handlers.size(); ++k)
-    if (wire::sent_by_broker(wire::kind_info(static_cast<wire::Kind>(k))) !=
-        (handlers[k] != nullptr))
+template <class Rows>
+constexpr bool handles_what_brokers_send(const Rows& rows) {
+  for (std::size_t k = 0; k < rows.size(); ++k)
+    if (wire::sent_by_broker(wire::kind_info(static_cast<wire::Kind>(k))) != rows[k].handled)
       return false;
   return true;
 }
@@ -118,10 +117,10 @@ constexpr bool handles_what_brokers_send(const Handlers& handlers) {
 // The message in in_, to its handler by kind. A kind no broker sends is dropped: nothing
 // to answer, and not ours to fix.
 void Session::dispatch_() {
-  static constexpr auto kHandlers = handlers_();
-  static_assert(handles_what_brokers_send(kHandlers));
-  const auto& info = wire::kind_info(in_.kind());
-  if (const Handler handler = kHandlers[static_cast<std::size_t>(info.kind)]) (this->*handler)();
+  static constexpr auto kRows = kind_rows_();
+  static_assert(handles_what_brokers_send(kRows));
+  const KindRow& row = kRows[static_cast<std::size_t>(wire::kind_info(in_.kind()).kind)];
+  if (row.handled) (this->*row.handler)();
 }
 
 // --- timers ------------------------------------------------------------------------------

@@ -136,8 +136,11 @@ class Session {
   void handle_(command::Credit& c);
   void handle_(command::ReadsInbox& c);
   void dispatch_();
-  using Handler = void (Session::*)();
-  static constexpr std::array<Handler, wire::Kind_ARRAYSIZE> handlers_();
+  struct KindRow {
+    void (Session::*handler)() = nullptr;
+    bool handled = false;  // said apart from handler, which a constant cannot compare
+  };
+  static constexpr std::array<KindRow, wire::Kind_ARRAYSIZE> kind_rows_();
   void run_timers_();
   bool send_(std::optional<zmq::message_t> payload = std::nullopt);
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload);
