@@ -684,11 +684,17 @@ Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> p
 
 Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                                   std::span<zmq::message_t> payload, bool copy_payload) {
+  send_pending_(to, Batched::none);
+  return write_frames_(to, header_frame, payload, copy_payload);
+}
+
+void Broker::send_pending_(std::string_view to, Batched keep) {
   // At most one of the two holds something for `to`: each is sent before the other takes
   // anything for it.
-  if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
-  if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
-  return write_frames_(to, header_frame, payload, copy_payload);
+  if (keep != Batched::events)
+    if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
+  if (keep != Batched::replies)
+    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
 }
 
 Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_frame,
@@ -724,10 +730,7 @@ Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_f
 
 Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status status,
                             std::string_view message) {
-  head_.start(wire::REPLY)
-      .varint(wire::Header::kIdFieldNumber, id)
-      .enumeration(wire::Header::kStatusFieldNumber, status)
-      .string(wire::Header::kMessageFieldNumber, message);
+  reply_head_(id, status, message);
   count_status_(status);
   return send_head_(to, {}, false);
 }
@@ -735,31 +738,20 @@ Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status 
 Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status status,
                              std::string_view message, std::uint64_t count, std::uint64_t tag,
                              std::span<zmq::message_t> payload) {
-  head_.start(wire::REPLY)
-      .varint(wire::Header::kIdFieldNumber, id)
-      .enumeration(wire::Header::kStatusFieldNumber, status)
-      .string(wire::Header::kMessageFieldNumber, message)
-      .varint(wire::Header::kCountFieldNumber, count)
-      .varint(wire::Header::kTagFieldNumber, tag);
+  reply_head_(id, status, message, nullptr, count, tag);
   const Sent sent = send_head_(to, payload, false);
   count_outcome_(status, sent);
   return sent;
 }
 
-void Broker::answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
-                             std::string_view message, std::span<zmq::message_t> payload,
-                             const HeaderMap* headers) {
-  reply_head_(id, status, message, headers);
-  count_outcome_(status, send_head_(to, payload, false));
-}
-
 void Broker::reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
-                         const HeaderMap* headers) {
+                         const HeaderMap* headers, std::uint64_t count, std::uint64_t tag) {
   head_.start(wire::REPLY)
       .varint(wire::Header::kIdFieldNumber, id)
       .enumeration(wire::Header::kStatusFieldNumber, status)
       .string(wire::Header::kMessageFieldNumber, message);
   if (headers != nullptr) head_.map(wire::Header::kHeadersFieldNumber, *headers);
+  head_.varint(wire::Header::kCountFieldNumber, count).varint(wire::Header::kTagFieldNumber, tag);
 }
 
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
@@ -795,8 +787,7 @@ void Broker::answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::
   reply_head_(id, status, message, headers);
   if (!caller.batches || !ReplyBatch::batchable(head_.size(), payload))
     return count_outcome_(status, send_head_(caller.rid, payload, false));
-  // The broker's messages to a connection leave in the order it made them.
-  if (EventBatch* events = events_.pending(caller.rid)) send_batch_(*events);
+  send_pending_(caller.rid, Batched::replies);
   ReplyBatch& batch = replies_.of(caller.rid);
   if (!batch.fits(head_.size(), payload)) send_replies_(batch);
   batch.add(head_.bytes(), payload, status);

@@ -259,35 +259,40 @@ class Broker {
   void apply_(QueueEffects& fx);
   void run_queue_deadlines_();
 
-  // Sending (broker.cpp). answer_caller_ is the only way a call's caller hears its
-  // outcome; reply_ answers a message that is not a call in the table.
+  // Sending (broker.cpp). A message to a connection goes at once through send_frames_,
+  // or into this round's batch for it (an event, a caller's reply); write_frames_ is the
+  // one function that writes to the ROUTER. Whatever a connection has in a batch goes
+  // before anything else the broker sends it (send_pending_), so that the broker's
+  // messages to a connection leave in the order it made them. answer_caller_ is the only
+  // way a call's caller hears its outcome; answer_ answers any other message, counting its
+  // outcome, and reply_ answers one that is not counted as a reply.
   Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
              bool copy_payload);
   // send_ of the header written in head_.
   Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
-  // send_ with the header already encoded. What `to` has in an EVENT_BATCH of this round
-  // goes first, so that the broker's messages to a connection leave in the order it made
-  // them.
+  // send_ with the header already encoded.
   Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
                     std::span<zmq::message_t> payload, bool copy_payload);
-  // send_frames_ without that.
+  // The batches of this round a message may join.
+  enum class Batched { none, events, replies };
+  // Sends what `to` has in this round's batches but those of kind `keep`: before a message
+  // to `to` that goes at once (none) or joins a batch of that kind.
+  void send_pending_(std::string_view to, Batched keep);
   Sent write_frames_(const RoutingId& to, zmq::message_t& header_frame,
                      std::span<zmq::message_t> payload, bool copy_payload);
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
-  // Writes a REPLY header in head_.
+  // Writes a REPLY header in head_: the one place the broker writes one. Zero values are
+  // left out (wire::HeaderWriter).
   void reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
-                   const HeaderMap* headers);
+                   const HeaderMap* headers = nullptr, std::uint64_t count = 0,
+                   std::uint64_t tag = 0);
   // answer_caller_'s REPLY, put in the caller's BATCH of this round when it reads
   // them and the reply is small enough; else sent at once.
   void answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
                         std::string_view message, std::span<zmq::message_t> payload,
                         const HeaderMap* headers);
-  void answer_request_(const RoutingId& to, std::uint64_t id, wire::Status status,
-                       std::string_view message, std::span<zmq::message_t> payload = {},
-                       const HeaderMap* headers = nullptr);
   Sent reply_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message);
-  // Answers a pub-sub, point-to-point or queue message, counting its outcome.
   Sent answer_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message,
                std::uint64_t count = 0, std::uint64_t tag = 0,
                std::span<zmq::message_t> payload = {});

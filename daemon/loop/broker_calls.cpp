@@ -46,7 +46,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   const RoutingId& from = caller.rid;
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
-    answer_request_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
+    answer_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
     return;
   }
   // The method table holds only pairs whose names passed these checks (they are added
@@ -54,11 +54,11 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   MethodStats* stats = metrics_.methods.find(in_.service(), in_.method());
   if (stats == nullptr) {
     if (auto error = wire::check_name("service name", in_.service())) {
-      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      answer_(from, id, wire::INVALID_ARGUMENT, *error);
       return;
     }
     if (auto error = wire::check_name("method name", in_.method())) {
-      answer_request_(from, id, wire::INVALID_ARGUMENT, *error);
+      answer_(from, id, wire::INVALID_ARGUMENT, *error);
       return;
     }
   }
@@ -71,20 +71,20 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
               : 0;
       bytes > wire::kMaxHeaderBytes) {
     metrics_.refused(Limit::max_header);
-    answer_request_(from, id, wire::INVALID_ARGUMENT,
-                    "the request's header would be up to " + std::to_string(bytes) +
-                        " bytes with the broker's dispatch id, over the " +
-                        std::to_string(wire::kMaxHeaderBytes) +
-                        " an instance reads; send less in headers, routing_key or trace_id");
+    answer_(from, id, wire::INVALID_ARGUMENT,
+            "the request's header would be up to " + std::to_string(bytes) +
+                " bytes with the broker's dispatch id, over the " +
+                std::to_string(wire::kMaxHeaderBytes) +
+                " an instance reads; send less in headers, routing_key or trace_id");
     return;
   }
   ++metrics_.calls;
   if (in_.service() == wire::kBrokerService) {
     AdminAnswer a = answer_admin(in_.method(), admin_sources_());
     zmq::message_t payload(a.payload.data(), a.payload.size());
-    answer_request_(from, id, a.status, a.message,
-                    a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
-                                         : std::span<zmq::message_t>());
+    answer_(from, id, a.status, a.message, 0, 0,
+            a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)
+                                 : std::span<zmq::message_t>());
     return;
   }
   if (refuse_call_(caller, "calls")) return;

@@ -154,8 +154,7 @@ std::size_t Broker::publish_(std::string_view topic, Published& payload, bool co
       continue;
     }
     if (batched(sub)) {
-      // The broker's messages to a connection leave in the order it made them.
-      if (ReplyBatch* replies = replies_.pending(sub.client)) send_replies_(*replies);
+      send_pending_(sub.client, Batched::events);
       EventBatch& batch = events_.of(sub);
       if (!batch.fits(topic, payload.bytes().size())) send_batch_(batch);
       batch.add(sub, topic, payload.bytes());

@@ -9,7 +9,7 @@
 // goes then, as one EVENT_BATCH, or as a plain EVENT when it holds one event. No event
 // waits for later traffic; a batch only gathers what the messages of one round produced.
 // A batch that would grow past wire::kMaxBatchBytes is sent first, and so is a batch whose
-// connection is about to be sent anything else (Broker::send_frames_): the broker's
+// connection is about to be sent anything else (Broker::send_pending_): the broker's
 // messages to a connection leave in the order it made them, and so do a subscription's
 // events.
 //

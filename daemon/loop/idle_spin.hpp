@@ -5,9 +5,8 @@
 // I/O threads), and each one asleep costs a wake-up. On a virtual machine whose vCPU has
 // halted, that wake-up goes through the hypervisor and costs tens of microseconds:
 // sage-bus-bench reqrep_c1 took 160 µs a call at p50 with the broker sleeping in ::poll()
-// between messages, and 90 µs with it polling without sleeping (docs/benchmarks.md,
-// finding 19). Go's scheduler, under nats-server, spins its idle threads before parking
-// them, too.
+// between messages, and 90 µs with it polling without sleeping (docs/benchmarks.md).
+// Go's scheduler, under nats-server, spins its idle threads before parking them, too.
 //
 // The contract:
 // - The window: for `window` after the last receive that found a message, may_spin()

@@ -9,8 +9,8 @@
 // at once, or has run its timers; each batch goes then, as one BATCH, or as the
 // plain REPLY it held when it holds one. A batch that would grow past wire::kMaxBatchBytes
 // is sent first, and so is a batch whose connection is about to be sent anything else
-// (Broker::send_frames_, and an event put in an EVENT_BATCH): the broker's messages to a
-// connection leave in the order it made them.
+// (Broker::send_pending_, also before an event put in an EVENT_BATCH): the broker's
+// messages to a connection leave in the order it made them.
 //
 // A reply's outcome (sent, or dropped because its caller is gone or not reading) is counted
 // when its batch goes: every reply of a batch shares the batch's fate.
