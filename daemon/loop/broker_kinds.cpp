@@ -63,13 +63,13 @@ const Broker::KindRow& Broker::kind_row_(wire::Kind kind) noexcept {
   }};
   // clang-format on
 
-  // The rows agree with each other and with the wire's.
+  // The rows agree with each other and with the wire's. (Whether a row's handler is null
+  // is left out: GCC cannot compare member pointers at compile time under -fsanitize.)
   static_assert([] {
     for (std::size_t n = 0; n < kRows.size(); ++n) {
       const KindRow& row = kRows[n];
       const wire::KindInfo& info = wire::kKinds[n];
       if (row.kind != info.kind) return false;
-      if ((row.admit == A::client) != (row.handler != nullptr)) return false;
       if ((row.draining == D::taken) != row.draining_refusal.empty()) return false;
       if (row.admit != A::never &&
           (!wire::sent_by_client(info) || (row.payload != P::none) != info.payload))
