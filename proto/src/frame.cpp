@@ -149,6 +149,9 @@ bool parse_common(const void* data, std::size_t size, Header& out) {
         case Header::kIdleFieldNumber:
           out.set_idle(v != 0);
           break;
+        case Header::kDeadlineUsFieldNumber:
+          out.set_deadline_us(v);
+          break;
         // Field 0, unknown fields, and known fields sent as a varint though they are not
         // one (protobuf keeps the last two as unknown fields).
         default:
