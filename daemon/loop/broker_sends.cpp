@@ -17,10 +17,6 @@ namespace {
 // A header's id field at most: a key byte and a 10-byte varint.
 constexpr std::size_t kMaxIdFieldBytes = 11;
 
-std::string millis(TimePoint from, TimePoint to) {
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
-}
-
 }  // namespace
 
 void Broker::on_send_(ClientInfo& sender, Frames& frames) {
@@ -171,14 +167,15 @@ void Broker::send_expired_(Call& call) {
   if (call.state == CallState::waiting) {
     forget_held_(call);
     answer_caller_(call, wire::UNDELIVERABLE,
-                   "held " + millis(call.accepted, now_) + " ms; peer never connected");
+                   "held " + std::to_string(millis_between(call.accepted, now_)) +
+                       " ms; peer never connected");
     calls_.erase(id);
     return;
   }
   // Stays in the table until the peer answers (a late reply) or is lost.
   answer_caller_(call, wire::DEADLINE_EXCEEDED,
                  "peer '" + call.peer + "' did not take the message within " +
-                     millis(call.accepted, now_) + " ms");
+                     std::to_string(millis_between(call.accepted, now_)) + " ms");
 }
 
 void Broker::peer_lost_(CallId id, const std::string& why) {

@@ -39,9 +39,9 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_batches_sent(m.batches_sent);
 }
 
+// millis_between, never below 0: the admin fields are unsigned.
 std::uint64_t millis(TimePoint from, TimePoint to) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
-  return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(millis_between(from, to), 0));
 }
 
 std::uint32_t u32(std::size_t n) {

@@ -21,10 +21,6 @@ std::string signal_name(int signal) {
   return signal > 0 ? "signal " + std::to_string(signal) : "a stop request";
 }
 
-std::int64_t millis(TimePoint from, TimePoint to) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
-}
-
 }  // namespace
 
 std::size_t Broker::calls_in_flight_() const {
@@ -52,7 +48,7 @@ void Broker::start_drain_(int signal) {
 
 bool Broker::drain_over_(bool cut_short) {
   const std::size_t left = calls_in_flight_();
-  const auto took = millis(drain_started_, now_);
+  const auto took = millis_between(drain_started_, now_);
   if (left == 0) {
     spdlog::info("drained in {} ms: no call left in flight; {} new requests refused meanwhile",
                  took, metrics_.refused_draining);

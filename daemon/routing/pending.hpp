@@ -45,6 +45,11 @@ namespace sagebus::broker {
 
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
+// Whole milliseconds from `from` to `to`, negative when `to` is earlier: the unit of the
+// broker's logs and admin answers.
+inline std::int64_t millis_between(TimePoint from, TimePoint to) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+}
 using RoutingId = std::string;
 using CallId = std::uint64_t;
 using ClientHandle = Handle;   // a connected client's, given by the Registry

@@ -17,10 +17,6 @@ Frames share(Frames& frames) {
   return out;
 }
 
-std::string millis(TimePoint from, TimePoint to) {
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
-}
-
 }  // namespace
 
 LegacyQueues::LegacyQueues(QueueLimits limits,
@@ -303,13 +299,13 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
     auto is_it = [&](const Waiter& w) { return w.seq == seq; };
     if (auto r = std::find_if(queue.readers.begin(), queue.readers.end(), is_it);
         r != queue.readers.end()) {
-      fx.answers.push_back(
-          {r->client,
-           r->id,
-           wire::DEADLINE_EXCEEDED,
-           "queue '" + queue.name + "' stayed empty for " + millis(r->since, now) + " ms",
-           0,
-           {}});
+      fx.answers.push_back({r->client,
+                            r->id,
+                            wire::DEADLINE_EXCEEDED,
+                            "queue '" + queue.name + "' stayed empty for " +
+                                std::to_string(millis_between(r->since, now)) + " ms",
+                            0,
+                            {}});
       queue.readers.erase(r);
     } else if (auto w = std::find_if(queue.writers.begin(), queue.writers.end(), is_it);
                w != queue.writers.end()) {
@@ -319,7 +315,7 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
                             wire::OVERLOADED,
                             "queue '" + queue.name + "' stayed full (" +
                                 std::to_string(queue.items.size()) + " items) for " +
-                                millis(w->since, now) + " ms",
+                                std::to_string(millis_between(w->since, now)) + " ms",
                             0,
                             {}});
       queue.writers.erase(w);
