@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -60,7 +59,6 @@ TEST_CASE("a handler slower than the timeout by a few ms ends DEADLINE_EXCEEDED 
   constexpr auto timeout = 100ms;
   const CallOptions options{.timeout = timeout};
   std::vector<Timed> outcomes;
-  std::mutex mutex;
 
   for (int over : {2, 3, 5, 8}) {
     const std::string payload = std::to_string(timeout.count() + over);

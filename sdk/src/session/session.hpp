@@ -84,8 +84,6 @@ class Session {
   bool no_requests() const { return requests_.empty(); }
   // Counts the requests ended that a caller waits for in Connection::call().
   std::uint64_t sync_ends() const { return sync_ends_; }
-  // The link is welcomed by the broker.
-  bool ready() const { return link_ == Link::ready; }
 
  private:
   enum class Link { connecting, ready, failing };
