@@ -206,7 +206,7 @@ void Broker::after_messages_() {
   apply_removals_();
   run_queue_deadlines_();
   apply_removals_();
-  flush_batches_();  // what the deadlines answered, what the queues' deadlines published
+  outbox_.flush();  // what the deadlines answered, what the queues' deadlines published
 }
 
 void Broker::handle_for_test(Frames& frames) {
@@ -253,8 +253,8 @@ void Broker::receive_batch_() {
     apply_removals_();
   }
   // The round ends with what came in at once: its events and replies go now
-  // (event_batches.hpp, reply_batches.hpp).
-  flush_batches_();
+  // (outbox.hpp).
+  outbox_.flush();
 }
 
 void Broker::handle_message_(Frames& frames, bool in_batch) {
@@ -437,9 +437,9 @@ void Broker::shutdown_() {
     out_.set_kind(wire::GOODBYE);
     out_.set_status(wire::UNAVAILABLE);
     out_.set_message("broker shutting down");
-    send_(rid, out_, {}, false);
+    outbox_.send(rid, wire::encode(out_));
   }
-  flush_batches_();
+  outbox_.flush();
   router_.set(zmq::sockopt::linger, kShutdownLingerMs);
   removals_.clear();
 }
@@ -511,7 +511,7 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   w->set_publish_batches(true);
   w->set_batches(true);
   w->set_host(wire::host_id());
-  if (send_(from, out_, {}, false) == Sent::ok) release_held_(c);
+  if (outbox_.send(from, wire::encode(out_)) == Sent::ok) release_held_(c);
 }
 
 bool Broker::claim_name_(const RoutingId& from) {
@@ -540,7 +540,7 @@ bool Broker::claim_name_(const RoutingId& from) {
   // PERMISSION_DENIED tells the SDK not to say HELLO again: the name is no longer its.
   out_.set_status(wire::PERMISSION_DENIED);
   out_.set_message("replaced by a new connection with the same name");
-  send_(*owner, out_, {}, false);
+  outbox_.send(*owner, wire::encode(out_));
   remove_client_(*owner, "replaced by a new connection with the same name");
   return true;
 }
@@ -551,7 +551,7 @@ void Broker::on_heartbeat_(ClientInfo& client, Frames&) {
   client.idle = in_.idle();
   if (in_.no_answer()) return;  // the lease is renewed; the client knows the broker lives
   head_.start(wire::HEARTBEAT).varint(wire::Header::kIdFieldNumber, in_.id());
-  send_head_(client.rid, {}, false);
+  outbox_.send(client.rid, head_.frame());
 }
 
 void Broker::on_goodbye_(ClientInfo& sender, Frames&) {
@@ -605,7 +605,7 @@ void Broker::on_unknown_peer_(const RoutingId& from, const KindRow& row) {
   out_.set_kind(wire::HELLO_REQUIRED);
   out_.set_id(in_.id());
   out_.set_message(std::string(row.stranger_refusal));
-  send_(from, out_, {}, false);
+  outbox_.send(from, wire::encode(out_));
 }
 
 void Broker::schedule_removal_(const RoutingId& rid, std::string why) {
@@ -639,7 +639,7 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
   calls_.for_each([&](const Call& call) {
     if (call.state == CallState::dispatched && call.instance == handle) on_it.push_back(call.id);
   });
-  flush_events_();  // batches point at subscriptions
+  outbox_.flush_events();  // batches point at subscriptions
   subscriptions_.remove_client(rid);
   QueueEffects fx;
   queues_.remove_client(rid, fx);
@@ -668,79 +668,21 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Sending
+// Answering
 
-Broker::Sent Broker::send_(const RoutingId& to, wire::Header& header,
-                           std::span<zmq::message_t> payload, bool copy_payload) {
-  zmq::message_t header_frame = wire::encode(header);
-  return send_frames_(to, header_frame, payload, copy_payload);
-}
-
-Broker::Sent Broker::send_head_(const RoutingId& to, std::span<zmq::message_t> payload,
-                                bool copy_payload) {
-  zmq::message_t header_frame = head_.frame();
-  return send_frames_(to, header_frame, payload, copy_payload);
-}
-
-Broker::Sent Broker::send_frames_(const RoutingId& to, zmq::message_t& header_frame,
-                                  std::span<zmq::message_t> payload, bool copy_payload) {
-  send_pending_(to, Batched::none);
-  return write_frames_(to, header_frame, payload, copy_payload);
-}
-
-void Broker::send_pending_(std::string_view to, Batched keep) {
-  // At most one of the two holds something for `to`: each is sent before the other takes
-  // anything for it.
-  if (keep != Batched::events)
-    if (EventBatch* batch = events_.pending(to)) send_batch_(*batch);
-  if (keep != Batched::replies)
-    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
-}
-
-Broker::Sent Broker::write_frames_(const RoutingId& to, zmq::message_t& header_frame,
-                                   std::span<zmq::message_t> payload, bool copy_payload) {
-  zmq::message_t id_frame(to.data(), to.size());
-  const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
-  router_quiet_ = false;  // a send may take in the news that router_fd_ was to signal
-  try {
-    // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
-    // anything is queued, so the payload is still ours when this returns would_block.
-    if (!wire::send(router_, id_frame, more)) {
-      metrics_.refused(Limit::peer_queue);  // the peer's queue (--peer-queue) is full
-      return Sent::would_block;
-    }
-    (void)wire::send(router_, header_frame, payload.empty() ? zmq::send_flags::dontwait : more);
-    for (std::size_t i = 0; i < payload.size(); ++i) {
-      const auto flags = i + 1 == payload.size() ? zmq::send_flags::dontwait : more;
-      if (copy_payload) {
-        zmq::message_t shared;
-        shared.copy(payload[i]);  // shares the buffer (refcounted), copies no bytes
-        (void)wire::send(router_, shared, flags);
-      } else {
-        (void)wire::send(router_, payload[i], flags);
-      }
-    }
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EHOSTUNREACH) throw;
-    schedule_removal_(to, "connection closed");
-    return Sent::peer_gone;
-  }
-  return Sent::ok;
-}
-
-Broker::Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status status,
-                            std::string_view message) {
+Sent Broker::reply_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                    std::string_view message) {
   reply_head_(id, status, message);
-  count_status_(status);
-  return send_head_(to, {}, false);
+  metrics_.count_status(status);
+  return outbox_.send(to, head_.frame());
 }
 
-Broker::Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status status,
-                             std::string_view message, std::uint64_t count, std::uint64_t tag,
-                             std::span<zmq::message_t> payload) {
+Sent Broker::answer_(const RoutingId& to, std::uint64_t id, wire::Status status,
+                     std::string_view message, std::uint64_t count, std::uint64_t tag,
+                     std::span<zmq::message_t> payload) {
   reply_head_(id, status, message, nullptr, count, tag);
-  const Sent sent = send_head_(to, payload, false);
-  count_outcome_(status, sent);
+  const Sent sent = outbox_.send(to, head_.frame(), payload);
+  metrics_.count_outcome(status, sent == Sent::ok);
   return sent;
 }
 
@@ -774,77 +716,12 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
                     wire::status_name(status), message.empty() ? "" : ": ", message);
   }
   if (caller == nullptr) {
-    count_outcome_(status, Sent::peer_gone);
+    metrics_.count_outcome(status, false);
     return true;
   }
-  answer_or_batch_(*caller, call.caller_id, status, message, payload, headers);
+  reply_head_(call.caller_id, status, message, headers);
+  outbox_.reply(caller->rid, caller->batches, head_.bytes(), payload, status);
   return true;
-}
-
-void Broker::answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
-                              std::string_view message, std::span<zmq::message_t> payload,
-                              const HeaderMap* headers) {
-  reply_head_(id, status, message, headers);
-  if (!caller.batches || !ReplyBatch::batchable(head_.size(), payload))
-    return count_outcome_(status, send_head_(caller.rid, payload, false));
-  send_pending_(caller.rid, Batched::replies);
-  ReplyBatch& batch = replies_.of(caller.rid);
-  if (!batch.fits(head_.size(), payload)) send_replies_(batch);
-  batch.add(head_.bytes(), payload, status);
-}
-
-void Broker::send_replies_(ReplyBatch& batch) {
-  Sent sent;
-  if (batch.size() == 1) {
-    sent = write_frames_(batch.client(), batch.replies().lone_header(),
-                         batch.replies().lone_payload(), false);
-  } else {
-    zmq::message_t header = replies_.header();
-    zmq::message_t records = batch.replies().records();
-    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
-    if (sent == Sent::ok) ++metrics_.batches_sent;
-  }
-  for (const wire::Status status : batch.statuses())
-    count_outcome_(status, sent);
-  batch.clear();
-}
-
-void Broker::flush_batches_() {
-  flush_events_();
-  replies_.flush([this](ReplyBatch& batch) { send_replies_(batch); });
-}
-
-void Broker::count_outcome_(wire::Status status, Sent sent) {
-  count_status_(status);
-  if (sent == Sent::ok)
-    ++metrics_.replies;
-  else
-    ++metrics_.dropped_replies;  // the caller is gone, or not reading (its queue is full)
-}
-
-void Broker::count_status_(wire::Status status) {
-  switch (status) {
-    case wire::NO_RESPONDERS:
-      ++metrics_.no_responders;
-      break;
-    case wire::DEADLINE_EXCEEDED:
-      ++metrics_.deadline_exceeded;
-      break;
-    case wire::OVERLOADED:
-      ++metrics_.overloaded;
-      break;
-    case wire::UNAVAILABLE:
-      ++metrics_.unavailable;
-      break;
-    case wire::UNDELIVERABLE:
-      ++metrics_.undeliverable;
-      break;
-    case wire::INVALID_ARGUMENT:
-      ++metrics_.invalid_argument;
-      break;
-    default:
-      break;
-  }
 }
 
 }  // namespace sagebus::broker

@@ -5,9 +5,10 @@
 // Each tick is linear: poll the ROUTER and the monitor (timeout = the next call or queue
 // deadline or lease check, at most 1 s); receive a batch of messages and handle each (one
 // handler per Header.kind, dispatched in handle_message_ from the table of kinds), then
-// send the EVENT_BATCHes and the BATCHes of replies they produced (event_batches.hpp,
-// reply_batches.hpp); act on connections the monitor saw close; run timers (call and send
-// deadlines, queue waits, leases). Every send is non-blocking; a peer found gone is
+// end the round: send the batches of events and replies the messages produced (the
+// outbox, outbox.hpp, through which every message to a connection goes); act on
+// connections the monitor saw close; run timers (call and send deadlines, queue waits,
+// leases), and end their round too. Every send is non-blocking; a peer found gone is
 // removed after the handler that found it, never while a table is being iterated.
 //
 // What the broker does with each kind is one row of broker_kinds.cpp (whom it is taken
@@ -44,11 +45,10 @@
 
 #include <zmq.hpp>
 
-#include "loop/event_batches.hpp"
 #include "loop/event_header.hpp"
 #include "loop/idle_spin.hpp"
 #include "loop/monitor.hpp"
-#include "loop/reply_batches.hpp"
+#include "loop/outbox.hpp"
 #include "loop/token_bucket.hpp"
 #include "operations/admin.hpp"
 #include "operations/config.hpp"
@@ -114,7 +114,6 @@ class Broker {
  private:
   using Frames = std::vector<zmq::message_t>;
   using HeaderMap = google::protobuf::Map<std::string, std::string>;
-  enum class Sent { ok, would_block, peer_gone };
   enum class Placement { done, wait };
 
   // The broker's row of a message kind (broker_kinds.cpp).
@@ -229,16 +228,6 @@ class Broker {
   // EVENT_BATCH; returns how many matched. With `consume`, the last EVENT takes the
   // payload frames instead of a shared copy.
   std::size_t publish_(std::string_view topic, Published& payload, bool consume);
-  // Sends `batch` (an EVENT when it holds one event) and settles it.
-  void send_batch_(EventBatch& batch);
-  // Sends every batch of the round; before the subscription table changes, and at the end
-  // of each receive batch and tick.
-  void flush_events_();
-  // Sends `batch` (a REPLY when it holds one reply) and counts its replies' outcomes.
-  void send_replies_(ReplyBatch& batch);
-  // Sends every EVENT_BATCH and BATCH of the round: at the end of each receive batch
-  // and tick.
-  void flush_batches_();
 
   // Point-to-point (broker_sends.cpp). A SEND is a Call of kind `send`.
   void on_send_(ClientInfo& sender, Frames& frames);
@@ -259,27 +248,10 @@ class Broker {
   void apply_(QueueEffects& fx);
   void run_queue_deadlines_();
 
-  // Sending (broker.cpp). A message to a connection goes at once through send_frames_,
-  // or into this round's batch for it (an event, a caller's reply); write_frames_ is the
-  // one function that writes to the ROUTER. Whatever a connection has in a batch goes
-  // before anything else the broker sends it (send_pending_), so that the broker's
-  // messages to a connection leave in the order it made them. answer_caller_ is the only
-  // way a call's caller hears its outcome; answer_ answers any other message, counting its
-  // outcome, and reply_ answers one that is not counted as a reply.
-  Sent send_(const RoutingId& to, wire::Header& header, std::span<zmq::message_t> payload,
-             bool copy_payload);
-  // send_ of the header written in head_.
-  Sent send_head_(const RoutingId& to, std::span<zmq::message_t> payload, bool copy_payload);
-  // send_ with the header already encoded.
-  Sent send_frames_(const RoutingId& to, zmq::message_t& header_frame,
-                    std::span<zmq::message_t> payload, bool copy_payload);
-  // The batches of this round a message may join.
-  enum class Batched { none, events, replies };
-  // Sends what `to` has in this round's batches but those of kind `keep`: before a message
-  // to `to` that goes at once (none) or joins a batch of that kind.
-  void send_pending_(std::string_view to, Batched keep);
-  Sent write_frames_(const RoutingId& to, zmq::message_t& header_frame,
-                     std::span<zmq::message_t> payload, bool copy_payload);
+  // Answering (broker.cpp). Every message goes out through outbox_ (outbox.hpp), which
+  // alone decides what travels in a batch. answer_caller_ is the only way a call's caller
+  // hears its outcome; answer_ answers any other message, counting its outcome, and
+  // reply_ answers one that is not counted as a reply (a refused HELLO, REGISTER...).
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
                       std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
   // Writes a REPLY header in head_: the one place the broker writes one. Zero values are
@@ -287,19 +259,10 @@ class Broker {
   void reply_head_(std::uint64_t id, wire::Status status, std::string_view message,
                    const HeaderMap* headers = nullptr, std::uint64_t count = 0,
                    std::uint64_t tag = 0);
-  // answer_caller_'s REPLY, put in the caller's BATCH of this round when it reads
-  // them and the reply is small enough; else sent at once.
-  void answer_or_batch_(const ClientInfo& caller, std::uint64_t id, wire::Status status,
-                        std::string_view message, std::span<zmq::message_t> payload,
-                        const HeaderMap* headers);
   Sent reply_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message);
   Sent answer_(const RoutingId& to, std::uint64_t id, wire::Status status, std::string_view message,
                std::uint64_t count = 0, std::uint64_t tag = 0,
                std::span<zmq::message_t> payload = {});
-  // The one place an outcome's status becomes a counter (count_status_), and whether it
-  // reached its caller.
-  void count_outcome_(wire::Status status, Sent sent);
-  void count_status_(wire::Status status);
 
   BrokerConfig config_;
   BrokerIdentity identity_;
@@ -351,9 +314,9 @@ class Broker {
   std::vector<InstanceLoad> loads_;  // scratch for the balancer
   EventHeader event_header_;         // publish_'s, reset for each publish
 
-  EventHeader lone_event_header_;  // send_batch_'s, for a batch of one event
-  EventBatches events_;
-  ReplyBatches replies_;
+  // Every write to a connection; a write that finds one gone schedules its removal.
+  Outbox outbox_{router_, router_quiet_, metrics_,
+                 [this](const RoutingId& rid) { schedule_removal_(rid, "connection closed"); }};
   Frames record_frames_;  // on_batch_'s, one message at a time
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };

@@ -106,7 +106,8 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
     for (std::size_t i = 2; i < frames.size(); ++i)
       c.payload.push_back(std::move(frames[i]));
     c.accepted = now_;
-    c.deadline = wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
+    c.deadline =
+        wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
     c.stats = stats;
   });
   ++call->stats->calls;
@@ -192,7 +193,7 @@ Broker::Placement Broker::place_(Call& call, Service* service) {
   }
 }
 
-Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
+Sent Broker::dispatch_(Call& call, Instance& instance) {
   head_.start(wire::REQUEST)
       .varint(wire::Header::kIdFieldNumber, call.id)
       .string(wire::Header::kServiceFieldNumber, call.service)
@@ -206,7 +207,7 @@ Broker::Sent Broker::dispatch_(Call& call, Instance& instance) {
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
-  const Sent sent = send_head_(instance.client, call.payload, keep_payload);
+  const Sent sent = outbox_.send(instance.client, head_.frame(), call.payload, keep_payload);
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, instance.handle);
     ++instance.in_flight;

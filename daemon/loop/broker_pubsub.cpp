@@ -33,7 +33,7 @@ void Broker::on_subscribe_(ClientInfo& sender, Frames&) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
     return;
   }
-  flush_events_();  // batches point at subscriptions
+  outbox_.flush_events();  // batches point at subscriptions
   const auto added = subscriptions_.subscribe(from, id, in_.topic(), in_.credit(),
                                               config_.max_subscriptions_per_client);
   if (added == SubscriptionTable::Added::too_many) {
@@ -51,7 +51,7 @@ void Broker::on_subscribe_(ClientInfo& sender, Frames&) {
 
 void Broker::on_unsubscribe_(ClientInfo& sender, Frames&) {
   const RoutingId& from = sender.rid;
-  flush_events_();  // batches point at subscriptions
+  outbox_.flush_events();  // batches point at subscriptions
   const bool was = subscriptions_.unsubscribe(from, in_.subscription());
   answer_(from, in_.id(), wire::OK, was ? "" : "was not subscribed");
 }
@@ -154,17 +154,14 @@ std::size_t Broker::publish_(std::string_view topic, Published& payload, bool co
       continue;
     }
     if (batched(sub)) {
-      send_pending_(sub.client, Batched::events);
-      EventBatch& batch = events_.of(sub);
-      if (!batch.fits(topic, payload.bytes().size())) send_batch_(batch);
-      batch.add(sub, topic, payload.bytes());
+      outbox_.event(sub, topic, payload.bytes());
       continue;
     }
     if (!std::exchange(header_written, true)) event_header_.reset(topic);
-    zmq::message_t header = event_header_.frame(sub.id, sub.gap);
-    // would_block: the subscriber's queue (--peer-queue) is full; peer_gone: send_ has
-    // scheduled its removal. Either way this event is dropped for it alone.
-    if (send_frames_(sub.client, header, payload.frames(), i != last) == Sent::ok) {
+    // would_block: the subscriber's queue (--peer-queue) is full; peer_gone: the outbox
+    // has scheduled its removal. Either way this event is dropped for it alone.
+    if (outbox_.send(sub.client, event_header_.frame(sub.id, sub.gap), payload.frames(),
+                     i != last) == Sent::ok) {
       sub.sent();
       ++metrics_.events_delivered;
     } else {
@@ -173,29 +170,6 @@ std::size_t Broker::publish_(std::string_view topic, Published& payload, bool co
     }
   }
   return matched.size();
-}
-
-void Broker::send_batch_(EventBatch& batch) {
-  Sent sent;
-  if (batch.size() == 1) {
-    // One event goes as an EVENT, as it would have without batches.
-    wire::EventRecord event;
-    wire::BatchReader(batch.bytes().data(), batch.bytes().size()).next(event);
-    lone_event_header_.reset(event.topic);
-    zmq::message_t header = lone_event_header_.frame(event.subscription, event.dropped);
-    zmq::message_t payload(event.payload.data(), event.payload.size());
-    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&payload, 1), false);
-  } else {
-    zmq::message_t header = events_.header();
-    zmq::message_t records = batch.frame();
-    sent = write_frames_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
-  }
-  (sent == Sent::ok ? metrics_.events_delivered : metrics_.events_dropped) += batch.size();
-  batch.settle(sent == Sent::ok);
-}
-
-void Broker::flush_events_() {
-  events_.flush([this](EventBatch& batch) { send_batch_(batch); });
 }
 
 }  // namespace sagebus::broker

@@ -100,14 +100,14 @@ void Broker::on_send_(ClientInfo& sender, Frames& frames) {
                 line.size());
 }
 
-Broker::Sent Broker::deliver_(Call& call, const ClientInfo& peer) {
+Sent Broker::deliver_(Call& call, const ClientInfo& peer) {
   const ClientInfo* sender = registry_.client(call.caller);
   head_.start(wire::DELIVER)
       .varint(wire::Header::kIdFieldNumber, call.id)
       .string(wire::Header::kTraceIdFieldNumber, call.trace_id)
       .string(wire::Header::kPeerFieldNumber,
               sender != nullptr ? sender->name : std::string_view());
-  const Sent sent = send_head_(peer.rid, call.payload, false);
+  const Sent sent = outbox_.send(peer.rid, head_.frame(), call.payload);
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, peer.handle);
     call.payload.clear();  // moved to the peer

@@ -3,13 +3,13 @@
 // "Batches"), so that a subscriber sent many small events at once pays libzmq's cost per
 // message once for all of them.
 //
-// The broker puts an event in its connection's batch when the connection reads batches
+// The outbox (outbox.hpp) puts an event in its connection's batch when the connection reads batches
 // (its HELLO said so) and the payload is small (wire::kMaxBatchedPayload). A round ends
-// when the loop has handled what it received at once (Broker::flush_events_): each batch
+// when the loop has handled what it received at once (Outbox::flush): each batch
 // goes then, as one EVENT_BATCH, or as a plain EVENT when it holds one event. No event
 // waits for later traffic; a batch only gathers what the messages of one round produced.
 // A batch that would grow past wire::kMaxBatchBytes is sent first, and so is a batch whose
-// connection is about to be sent anything else (Broker::send_pending_): the broker's
+// connection is about to be sent anything else (outbox.hpp, "Order"): the broker's
 // messages to a connection leave in the order it made them, and so do a subscription's
 // events.
 //

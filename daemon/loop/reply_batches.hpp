@@ -3,13 +3,13 @@
 // that a caller whose calls end together (a pipelined caller, the replies a service sent
 // in one BATCH) pays libzmq's cost per message once for all of them.
 //
-// The broker puts a reply in its caller's batch when the connection reads them (its HELLO
-// said so) and the reply is small: at most one payload frame of at most
+// The outbox (outbox.hpp) puts a reply in its caller's batch when the connection reads them (its
+// HELLO said so) and the reply is small: at most one payload frame of at most
 // wire::kMaxBatchedPayload bytes. A round ends when the loop has handled what it received
 // at once, or has run its timers; each batch goes then, as one BATCH, or as the
 // plain REPLY it held when it holds one. A batch that would grow past wire::kMaxBatchBytes
 // is sent first, and so is a batch whose connection is about to be sent anything else
-// (Broker::send_pending_, also before an event put in an EVENT_BATCH): the broker's
+// (outbox.hpp, "Order"; also before an event put in an EVENT_BATCH): the broker's
 // messages to a connection leave in the order it made them.
 //
 // A reply's outcome (sent, or dropped because its caller is gone or not reading) is counted

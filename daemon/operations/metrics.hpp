@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "operations/limits.hpp"
+#include "sagebus/wire.pb.h"
 
 namespace sagebus::broker {
 
@@ -132,6 +133,37 @@ struct Metrics {
   MethodTable methods;
 
   void refused(Limit limit) noexcept { ++limit_refusals[static_cast<std::size_t>(limit)]; }
+  // An outcome told to a caller (`delivered`) or dropped (it is gone, or not reading):
+  // the one place an outcome's status becomes a counter.
+  void count_outcome(wire::Status status, bool delivered) noexcept {
+    count_status(status);
+    ++(delivered ? replies : dropped_replies);
+  }
+  // A status answered, whether or not it counts as a call's outcome.
+  void count_status(wire::Status status) noexcept {
+    switch (status) {
+      case wire::NO_RESPONDERS:
+        ++no_responders;
+        break;
+      case wire::DEADLINE_EXCEEDED:
+        ++deadline_exceeded;
+        break;
+      case wire::OVERLOADED:
+        ++overloaded;
+        break;
+      case wire::UNAVAILABLE:
+        ++unavailable;
+        break;
+      case wire::UNDELIVERABLE:
+        ++undeliverable;
+        break;
+      case wire::INVALID_ARGUMENT:
+        ++invalid_argument;
+        break;
+      default:
+        break;
+    }
+  }
   std::uint64_t refusals(Limit limit) const noexcept {
     return limit_refusals[static_cast<std::size_t>(limit)];
   }

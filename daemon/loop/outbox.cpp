@@ -1,0 +1,124 @@
+#include "loop/outbox.hpp"
+
+#include <cerrno>
+#include <utility>
+
+#include "sagebus/wire/batch.hpp"
+#include "sagebus/wire/socket.hpp"
+
+namespace sagebus::broker {
+
+Outbox::Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone)
+    : router_(router), router_quiet_(router_quiet), metrics_(metrics), gone_(std::move(gone)) {}
+
+Sent Outbox::send(const RoutingId& to, zmq::message_t header, std::span<zmq::message_t> payload,
+                  bool share_payload) {
+  send_held_(to, Keep::nothing);
+  return write_(to, header, payload, share_payload);
+}
+
+void Outbox::reply(const RoutingId& to, bool batches, std::string_view header,
+                   std::span<zmq::message_t> payload, wire::Status status) {
+  if (!batches || !ReplyBatch::batchable(header.size(), payload)) {
+    zmq::message_t frame(header.data(), header.size());
+    metrics_.count_outcome(status, send(to, std::move(frame), payload) == Sent::ok);
+    return;
+  }
+  send_held_(to, Keep::replies);
+  ReplyBatch& batch = replies_.of(to);
+  if (!batch.fits(header.size(), payload)) send_replies_(batch);
+  batch.add(header, payload, status);
+}
+
+void Outbox::event(Subscription& sub, std::string_view topic, std::string_view payload) {
+  send_held_(sub.client, Keep::events);
+  EventBatch& batch = events_.of(sub);
+  if (!batch.fits(topic, payload.size())) send_events_(batch);
+  batch.add(sub, topic, payload);
+}
+
+void Outbox::flush() {
+  flush_events();
+  replies_.flush([this](ReplyBatch& batch) { send_replies_(batch); });
+}
+
+void Outbox::flush_events() {
+  events_.flush([this](EventBatch& batch) { send_events_(batch); });
+}
+
+void Outbox::send_held_(std::string_view to, Keep keep) {
+  // At most one of the two holds something for `to`: each is sent before the other takes
+  // anything for it.
+  if (keep != Keep::events)
+    if (EventBatch* batch = events_.pending(to)) send_events_(*batch);
+  if (keep != Keep::replies)
+    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
+}
+
+void Outbox::send_events_(EventBatch& batch) {
+  Sent sent;
+  if (batch.size() == 1) {
+    // One event goes as an EVENT, as it would have without batches.
+    wire::EventRecord event;
+    wire::BatchReader(batch.bytes().data(), batch.bytes().size()).next(event);
+    lone_event_header_.reset(event.topic);
+    zmq::message_t header = lone_event_header_.frame(event.subscription, event.dropped);
+    zmq::message_t payload(event.payload.data(), event.payload.size());
+    sent = write_(batch.client(), header, std::span<zmq::message_t>(&payload, 1), false);
+  } else {
+    zmq::message_t header = events_.header();
+    zmq::message_t records = batch.frame();
+    sent = write_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
+  }
+  (sent == Sent::ok ? metrics_.events_delivered : metrics_.events_dropped) += batch.size();
+  batch.settle(sent == Sent::ok);
+}
+
+void Outbox::send_replies_(ReplyBatch& batch) {
+  Sent sent;
+  if (batch.size() == 1) {
+    sent = write_(batch.client(), batch.replies().lone_header(), batch.replies().lone_payload(),
+                  false);
+  } else {
+    zmq::message_t header = replies_.header();
+    zmq::message_t records = batch.replies().records();
+    sent = write_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
+    if (sent == Sent::ok) ++metrics_.batches_sent;
+  }
+  for (const wire::Status status : batch.statuses())
+    metrics_.count_outcome(status, sent == Sent::ok);
+  batch.clear();
+}
+
+Sent Outbox::write_(const RoutingId& to, zmq::message_t& header, std::span<zmq::message_t> payload,
+                    bool share_payload) {
+  zmq::message_t id_frame(to.data(), to.size());
+  const auto more = zmq::send_flags::dontwait | zmq::send_flags::sndmore;
+  router_quiet_ = false;
+  try {
+    // With ROUTER_MANDATORY, a full or unknown peer fails on the first frame, before
+    // anything is queued, so the payload is still ours when this returns would_block.
+    if (!wire::send(router_, id_frame, more)) {
+      metrics_.refused(Limit::peer_queue);  // the peer's queue (--peer-queue) is full
+      return Sent::would_block;
+    }
+    (void)wire::send(router_, header, payload.empty() ? zmq::send_flags::dontwait : more);
+    for (std::size_t i = 0; i < payload.size(); ++i) {
+      const auto flags = i + 1 == payload.size() ? zmq::send_flags::dontwait : more;
+      if (share_payload) {
+        zmq::message_t shared;
+        shared.copy(payload[i]);  // shares the buffer (refcounted), copies no bytes
+        (void)wire::send(router_, shared, flags);
+      } else {
+        (void)wire::send(router_, payload[i], flags);
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EHOSTUNREACH) throw;
+    gone_(to);
+    return Sent::peer_gone;
+  }
+  return Sent::ok;
+}
+
+}  // namespace sagebus::broker

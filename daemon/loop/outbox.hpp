@@ -1,0 +1,100 @@
+// Outbox: the one way the broker writes to its connections. Every message the broker
+// sends goes through it, and it alone decides what travels in a batch (docs/protocol.md,
+// "Batches").
+//
+// A message goes one of two ways:
+// - Into the connection's batch of this round: a caller's reply (reply()) when the
+//   connection reads BATCHes and the reply is small, an event (event()) when the
+//   subscription reads EVENT_BATCHes. The round ends when the loop has handled what it
+//   received at once, or has run its timers (flush()); each batch goes then, as one
+//   message, or as the plain REPLY or EVENT it held when it holds one. Its outcome is
+//   settled then: every reply of a batch is counted delivered or dropped with it, every
+//   event settles its subscription's credit and gap.
+// - At once (send()), for a message whose handler acts on what the ROUTER says: a REQUEST
+//   that finds its instance's queue full goes to another instance, a DELIVER that cannot
+//   go stays held, a queue item a reader cannot be told of goes back to the queue, held
+//   messages are released only after the WELCOME went. A reply or event too large for a
+//   batch also goes this way (reply() counts it).
+// The per-connection queue beyond that is libzmq's: a successful write has put the
+// message in the connection's pipe (up to --peer-queue messages), and libzmq's I/O thread
+// writes the pipe to the socket, many messages per system call.
+//
+// Order: the broker's messages to a connection leave in the order it made them. A
+// connection holds at most one batch at a time; whatever it holds goes first when the
+// connection is sent anything that cannot join it (a message sent at once, a message for
+// the other batch, one the batch has no room for).
+//
+// A write that finds the connection closed (EHOSTUNREACH: libzmq no longer has the peer)
+// calls the `gone` callback at once, so the broker can schedule the connection's removal.
+// Owned and called by the broker's loop thread only; not thread safe.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "loop/event_batches.hpp"
+#include "loop/event_header.hpp"
+#include "loop/reply_batches.hpp"
+#include "operations/metrics.hpp"
+#include "routing/pending.hpp"
+#include "routing/topics.hpp"
+
+namespace sagebus::broker {
+
+// What a write did: put the message in the connection's pipe, found the pipe full
+// (--peer-queue messages), or found the connection gone.
+enum class Sent { ok, would_block, peer_gone };
+
+class Outbox {
+ public:
+  using Gone = std::function<void(const RoutingId&)>;
+
+  // `router` is the broker's ROUTER (ROUTER_MANDATORY set); `router_quiet` is cleared by
+  // every write (a send may take in news the ROUTER's fd was to signal: wire/socket.hpp).
+  Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone);
+
+  // Sends a message to `to` now, after what it has in this round's batch. `header` is the
+  // encoded header; with `share_payload` the payload frames are sent as shared copies
+  // (refcounted, no bytes copied) and stay the caller's, else they are moved.
+  Sent send(const RoutingId& to, zmq::message_t header, std::span<zmq::message_t> payload = {},
+            bool share_payload = false);
+
+  // A REPLY that is an outcome (`status`) for a caller: in `to`'s batch when `batches`
+  // (the connection reads BATCHes) and it is small, else sent now. `header` is its
+  // encoded header; the payload frames are moved. Counted delivered or dropped when it
+  // goes.
+  void reply(const RoutingId& to, bool batches, std::string_view header,
+             std::span<zmq::message_t> payload, wire::Status status);
+
+  // An event for `sub` in its connection's EVENT_BATCH of this round, spending its credit;
+  // `sub` must read EVENT_BATCHes.
+  void event(Subscription& sub, std::string_view topic, std::string_view payload);
+
+  // Sends every batch of the round and starts the next round.
+  void flush();
+  // Sends every EVENT_BATCH of the round: before the subscription table changes, since
+  // a batch holds its subscriptions' pointers.
+  void flush_events();
+
+ private:
+  // What `to` holds in this round's batches, but batches of the kind `keep`.
+  enum class Keep { nothing, events, replies };
+  void send_held_(std::string_view to, Keep keep);
+  void send_events_(EventBatch& batch);
+  void send_replies_(ReplyBatch& batch);
+  Sent write_(const RoutingId& to, zmq::message_t& header, std::span<zmq::message_t> payload,
+              bool share_payload);
+
+  zmq::socket_t& router_;
+  bool& router_quiet_;
+  Metrics& metrics_;
+  Gone gone_;
+  EventBatches events_;
+  ReplyBatches replies_;
+  EventHeader lone_event_header_;  // for a batch of one event, sent as an EVENT
+};
+
+}  // namespace sagebus::broker
