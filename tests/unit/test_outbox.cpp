@@ -1,0 +1,206 @@
+// Outbox (daemon/loop/outbox.hpp): what goes in a batch and what goes at once, the order
+// of a connection's messages, when outcomes are counted, and what a full or closed
+// connection does. A real ROUTER on inproc:// and a DEALER peer stand for the broker's
+// socket and one client.
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "loop/outbox.hpp"
+#include "sagebus/wire/batch.hpp"
+#include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/header_writer.hpp"
+#include "sagebus/wire/socket.hpp"
+
+using namespace sagebus;
+using broker::Outbox;
+using broker::Sent;
+
+namespace {
+
+struct Fixture {
+  zmq::context_t context;
+  zmq::socket_t router{context, zmq::socket_type::router};
+  zmq::socket_t peer{context, zmq::socket_type::dealer};
+  bool quiet = true;
+  broker::Metrics metrics;
+  std::vector<broker::RoutingId> gone;
+  Outbox outbox{router, quiet, metrics,
+                [this](const broker::RoutingId& to) { gone.push_back(to); }};
+  const broker::RoutingId rid = "peer";
+
+  // `queue`: the messages the peer's pipe holds (both sides' high-water marks).
+  explicit Fixture(int queue = 1000) {
+    router.set(zmq::sockopt::router_mandatory, 1);
+    router.set(zmq::sockopt::sndhwm, queue);
+    router.set(zmq::sockopt::linger, 0);
+    router.bind("inproc://outbox");
+    peer.set(zmq::sockopt::routing_id, rid);
+    peer.set(zmq::sockopt::rcvhwm, 1);
+    peer.set(zmq::sockopt::linger, 0);
+    peer.connect("inproc://outbox");
+    // The ROUTER knows the peer once it has read something from it.
+    peer.send(zmq::str_buffer("hi"));
+    router.set(zmq::sockopt::rcvtimeo, 2000);
+    std::vector<zmq::message_t> got;
+    REQUIRE(wire::receive_message(router, got, zmq::recv_flags::none, 4));
+  }
+
+  // The next message the peer reads, header decoded; fails after 2 s.
+  wire::Header read(std::vector<zmq::message_t>& frames) {
+    frames.clear();
+    peer.set(zmq::sockopt::rcvtimeo, 2000);
+    REQUIRE(wire::receive_message(peer, frames, zmq::recv_flags::none, 8));
+    wire::Header h;
+    REQUIRE(wire::decode(frames.at(0), h) == wire::DecodeResult::ok);
+    return h;
+  }
+  bool nothing_to_read() {
+    zmq::message_t m;
+    return !peer.recv(m, zmq::recv_flags::dontwait);
+  }
+};
+
+std::string reply_header(std::uint64_t id, wire::Status status = wire::OK) {
+  wire::HeaderWriter w;
+  w.start(wire::REPLY)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .enumeration(wire::Header::kStatusFieldNumber, status);
+  return std::string(w.bytes());
+}
+
+zmq::message_t heartbeat() {
+  wire::HeaderWriter w;
+  return w.start(wire::HEARTBEAT).frame();
+}
+
+}  // namespace
+
+TEST_CASE("a lone reply in a batch goes as a plain REPLY when the round ends", "[outbox]") {
+  Fixture f;
+  zmq::message_t payload(std::string_view("result"));
+  f.outbox.reply(f.rid, true, reply_header(7), std::span<zmq::message_t>(&payload, 1), wire::OK);
+  CHECK(f.nothing_to_read());
+  CHECK(f.metrics.replies == 0);  // counted when it goes
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  const wire::Header h = f.read(frames);
+  CHECK(h.kind() == wire::REPLY);
+  CHECK(h.id() == 7);
+  REQUIRE(frames.size() == 2);
+  CHECK(frames[1].to_string() == "result");
+  CHECK(f.metrics.replies == 1);
+  CHECK(f.metrics.batches_sent == 0);
+  CHECK_FALSE(f.quiet);  // a write may have taken in the ROUTER's news
+}
+
+TEST_CASE("a connection's batch goes before anything else it is sent", "[outbox]") {
+  Fixture f;
+  for (std::uint64_t id = 1; id <= 3; ++id)
+    f.outbox.reply(f.rid, true, reply_header(id), {}, wire::OK);
+  CHECK(f.outbox.send(f.rid, heartbeat()) == Sent::ok);
+  std::vector<zmq::message_t> frames;
+  wire::Header h = f.read(frames);
+  REQUIRE(h.kind() == wire::BATCH);
+  REQUIRE(frames.size() == 2);
+  wire::BatchReader reader(frames[1].data(), frames[1].size());
+  std::vector<std::uint64_t> ids;
+  for (wire::MessageRecord record; reader.next(record);) {
+    wire::Header r;
+    REQUIRE(r.ParseFromArray(record.header.data(), static_cast<int>(record.header.size())));
+    ids.push_back(r.id());
+  }
+  CHECK(ids == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(f.read(frames).kind() == wire::HEARTBEAT);
+  CHECK(f.metrics.replies == 3);
+  CHECK(f.metrics.batches_sent == 1);
+  f.outbox.flush();  // nothing left for the round
+  CHECK(f.nothing_to_read());
+}
+
+TEST_CASE("a reply to a connection that does not read batches goes at once", "[outbox]") {
+  Fixture f;
+  f.outbox.reply(f.rid, false, reply_header(9, wire::NO_RESPONDERS), {}, wire::NO_RESPONDERS);
+  std::vector<zmq::message_t> frames;
+  CHECK(f.read(frames).id() == 9);
+  CHECK(f.metrics.replies == 1);
+  CHECK(f.metrics.no_responders == 1);
+}
+
+TEST_CASE("a reply too large for a batch goes at once, after the batch", "[outbox]") {
+  Fixture f;
+  f.outbox.reply(f.rid, true, reply_header(1), {}, wire::OK);
+  zmq::message_t large(std::string(wire::kMaxBatchedPayload + 1, 'x'));
+  f.outbox.reply(f.rid, true, reply_header(2), std::span<zmq::message_t>(&large, 1), wire::OK);
+  std::vector<zmq::message_t> frames;
+  CHECK(f.read(frames).id() == 1);
+  CHECK(f.read(frames).id() == 2);
+  CHECK(frames.at(1).size() == wire::kMaxBatchedPayload + 1);
+}
+
+TEST_CASE("events and replies to one connection leave in the order they were made", "[outbox]") {
+  Fixture f;
+  broker::Subscription sub;
+  sub.client = f.rid;
+  sub.id = 4;
+  sub.credit = 10;
+  sub.reads_batches = true;
+  f.outbox.event(sub, "jobs.a", "e1");
+  f.outbox.reply(f.rid, true, reply_header(1), {}, wire::OK);
+  f.outbox.event(sub, "jobs.a", "e2");
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  wire::Header h = f.read(frames);
+  CHECK(h.kind() == wire::EVENT);
+  CHECK(frames.at(1).to_string() == "e1");
+  CHECK(f.read(frames).kind() == wire::REPLY);
+  CHECK(f.read(frames).kind() == wire::EVENT);
+  CHECK(frames.at(1).to_string() == "e2");
+  CHECK(sub.credit == 8);
+  CHECK(sub.delivered == 2);
+  CHECK(f.metrics.events_delivered == 2);
+}
+
+TEST_CASE("a write to a connection that is gone says so and tells the broker", "[outbox]") {
+  Fixture f;
+  CHECK(f.outbox.send("nobody", heartbeat()) == Sent::peer_gone);
+  CHECK(f.gone == std::vector<broker::RoutingId>{"nobody"});
+  f.outbox.reply("nobody", true, reply_header(1, wire::UNAVAILABLE), {}, wire::UNAVAILABLE);
+  f.outbox.flush();
+  CHECK(f.metrics.dropped_replies == 1);
+  CHECK(f.metrics.unavailable == 1);
+  CHECK(f.gone.size() == 2);
+}
+
+TEST_CASE(
+    "a full connection refuses a batch whole: its replies are dropped, its events "
+    "go back to their subscription",
+    "[outbox]") {
+  Fixture f(1);
+  // Fill the pipe: the router's high-water mark and the peer's together.
+  while (f.outbox.send(f.rid, heartbeat()) == Sent::ok) {
+  }
+  const auto refused = f.metrics.refusals(broker::Limit::peer_queue);
+  CHECK(refused >= 1);
+  f.outbox.reply(f.rid, true, reply_header(1), {}, wire::OK);
+  f.outbox.reply(f.rid, true, reply_header(2), {}, wire::OK);
+  f.outbox.flush();
+  CHECK(f.metrics.dropped_replies == 2);
+  CHECK(f.metrics.replies == 0);
+
+  broker::Subscription sub;
+  sub.client = f.rid;
+  sub.credit = 5;
+  sub.reads_batches = true;
+  f.outbox.event(sub, "t", "a");
+  f.outbox.event(sub, "t", "b");
+  CHECK(sub.credit == 3);
+  f.outbox.flush();
+  CHECK(sub.credit == 5);  // given back
+  CHECK(sub.gap == 2);     // the next event says it missed both
+  CHECK(f.metrics.events_dropped == 2);
+  CHECK(f.metrics.refusals(broker::Limit::peer_queue) == refused + 2);
+  CHECK(f.gone.empty());
+}
