@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 readonly PACKAGES=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libprotobuf-dev
-                   protobuf-compiler libspdlog-dev libcli11-dev catch2)
+                   protobuf-compiler libspdlog-dev libcli11-dev libtomlplusplus-dev catch2)
 # The fuzz step's: clang, its runtimes (libFuzzer, ASan, UBSan), and llvm-symbolizer for
 # readable crash reports.
 readonly FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev llvm-14)
