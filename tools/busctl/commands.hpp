@@ -1,5 +1,6 @@
-// The busctl commands. Each one connects to sage-busd (see session.hpp), does its one
-// job, writes what it got to `out` (a table, raw bytes, text lines or JSON) and returns.
+// The busctl commands. Each one but keygen connects to sage-busd (see session.hpp), does
+// its one job, writes what it got to `out` (a table, raw bytes, text lines or JSON) and
+// returns.
 //
 // Failures are thrown as sagebus::Error, whose what() is the "STATUS_NAME: message" line
 // busctl prints. A one-shot command does not outlive options.timeout by more than the
@@ -10,7 +11,8 @@
 //
 // Implemented per family: commands_inspect.cpp (the `$broker` admin views),
 // commands_stats.cpp (`$broker`.metrics),
-// commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp.
+// commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp,
+// commands_keys.cpp.
 #pragma once
 
 #include <atomic>
@@ -103,5 +105,13 @@ void queue_get(const Options& options, const std::string& name, std::ostream& ou
 
 // Writes the number of items in queue `name` (JSON: {"queue":...,"size":N}).
 void queue_size(const Options& options, const std::string& name, std::ostream& out);
+
+// --- Keys ----------------------------------------------------------------------------
+
+// Generates a CURVE key pair and writes NAME.key (public, 0644) and NAME.key_secret
+// (secret, 0600); NAME may include a directory. Writes both paths and the public key
+// (JSON: {"public_file":...,"secret_file":...,"public_key":...}). Throws
+// sagebus::wire::KeyFileError, writing neither file, when either exists. Needs no broker.
+void keygen(const Options& options, const std::string& name, std::ostream& out);
 
 }  // namespace busctl

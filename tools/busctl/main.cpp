@@ -8,11 +8,13 @@
 //   busctl [OPTIONS] send PEER [PAYLOAD|-] [--hold MS]
 //   busctl [OPTIONS] receive [--count N]
 //   busctl [OPTIONS] queue put NAME [PAYLOAD|-] | queue get NAME | queue size NAME
+//   busctl [--json] keygen NAME
 //
 // OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover; they may also
 // follow the subcommand. Exit status: 0 on success (subscribe and receive also when
 // stopped by SIGINT or SIGTERM), 1 when the bus answered an error (printed to stderr as
-// "STATUS_NAME: message"), 2 for usage errors.
+// "STATUS_NAME: message") or keygen could not write its files ("PATH: problem"), 2 for
+// usage errors.
 #include <atomic>
 #include <csignal>
 #include <cstdint>
@@ -138,6 +140,12 @@ int main(int argc, char** argv) {
   CLI::App* size_cmd = queue_cmd->add_subcommand("size", "print how many items queue NAME holds");
   size_cmd->add_option("NAME", target, "queue name")->required();
 
+  // Keys; no broker needed.
+  CLI::App* keygen_cmd = app.add_subcommand(
+      "keygen", "write a new CURVE key pair: NAME.key (public) and NAME.key_secret (secret)");
+  keygen_cmd->add_option("NAME", target, "the files' path without .key; may include a directory")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -160,6 +168,7 @@ int main(int argc, char** argv) {
     if (put_cmd->parsed()) busctl::queue_put(options, target, payload_of(payload), std::cout);
     if (get_cmd->parsed()) busctl::queue_get(options, target, std::cout);
     if (size_cmd->parsed()) busctl::queue_size(options, target, std::cout);
+    if (keygen_cmd->parsed()) busctl::keygen(options, target, std::cout);
     if (subscribe_cmd->parsed() || receive_cmd->parsed()) {
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
