@@ -236,6 +236,8 @@ class Reader {
   }
 
   toml::table parse() const {
+    if (std::error_code error; std::filesystem::is_directory(path_, error))
+      fail("is a directory; give the path of the rules file");
     std::ifstream in(path_);
     if (!in)
       fail("cannot read it: " + std::string(std::strerror(errno)) +

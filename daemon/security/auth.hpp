@@ -96,7 +96,8 @@ struct Principal {
   Rules rules;
 };
 
-// The whole rules file: the broker's key pair and the principals.
+// The whole rules file: the broker's key pair and the principals. Default-constructed, it
+// has no keys and no principals.
 class AuthConfig {
  public:
   AuthConfig() = default;

@@ -227,9 +227,10 @@ void write_all(FileDescriptor& fd, const std::string& path, std::string_view tex
     fail(path, "cannot write it: " + errno_text(errno));
 }
 
+// Whether something is at `path`; when that cannot be told, creating it will say why.
 bool exists(const std::string& path) {
   struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0 || errno != ENOENT;
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 }  // namespace
