@@ -322,16 +322,12 @@ TEST_CASE("rules file problems are refused naming the file and the line", "[auth
     CHECK_THAT(message, Catch::StartsWith(dir.at(5) + "TOML syntax: "));
   }
   SECTION("an unreadable file") {
-    CHECK_THAT(
-        [&] {
-          try {
-            read_auth_config(dir / "missing.toml");
-          } catch (const AuthConfigError& e) {
-            return std::string(e.what());
-          }
-          return std::string();
-        }(),
+    CHECK_THROWS_WITH(
+        read_auth_config(dir / "missing.toml"),
         Catch::StartsWith(dir / "missing.toml: cannot read it: No such file or directory"));
+    std::filesystem::create_directory(dir / "rules");
+    CHECK_THROWS_WITH(read_auth_config(dir / "rules"),
+                      Catch::StartsWith(dir / "rules: is a directory"));
   }
   SECTION("no [broker]") {
     CHECK_THAT(dir.error(principal_a), Catch::StartsWith(dir.path() + ": no [broker] table"));
