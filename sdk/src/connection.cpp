@@ -10,6 +10,7 @@
 #include <future>
 
 #include "driver.hpp"
+#include "sagebus/wire/curve_keys.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/socket.hpp"
 
@@ -33,6 +34,29 @@ std::ptrdiff_t publish_slots(const ClientOptions& options) {
   return static_cast<std::ptrdiff_t>(options.max_queued_publishes);
 }
 
+// Replaces server_key and client_key, each given as Z85 text or a certificate's path, by
+// the Z85 keys the socket takes: the broker's public key and this client's secret key.
+void resolve_keys(ClientOptions& options) {
+  if (options.server_key.empty() && options.client_key.empty()) return;
+  if (options.server_key.empty() || options.client_key.empty())
+    throw Error(Status::invalid_argument,
+                "server_key and client_key go together: give both for a broker with auth, "
+                "or neither");
+  try {
+    options.server_key = wire::key_or_file(options.server_key).public_key;
+    if (!wire::valid_curve_key(options.client_key)) {
+      wire::CurveKeys keys = wire::read_key_file(options.client_key);
+      if (keys.secret_key.empty())
+        throw Error(Status::invalid_argument,
+                    "client_key " + options.client_key +
+                        " is a public certificate; give this client's NAME.key_secret");
+      options.client_key = std::move(keys.secret_key);
+    }
+  } catch (const wire::KeyFileError& e) {
+    throw Error(Status::invalid_argument, e.what());
+  }
+}
+
 ClientOptions checked(ClientOptions options) {
   if (options.name.empty()) options.name = default_name();
   if (auto error = wire::check_name("client name", options.name))
@@ -42,6 +66,7 @@ ClientOptions checked(ClientOptions options) {
                 "reconnect_min must be positive and reconnect_max at least reconnect_min");
   if (options.inbox_size == 0)
     throw Error(Status::invalid_argument, "inbox_size must be at least 1");
+  resolve_keys(options);
   return options;
 }
 

@@ -29,6 +29,7 @@
 
 #include <zmq.hpp>
 
+#include "sagebus/wire/curve_keys.hpp"
 #include "sagebus/wire/socket.hpp"
 #include "session/protocol.hpp"
 #include "session/session.hpp"
@@ -71,10 +72,17 @@ class Driver final : public Port {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::reconnect_ivl, static_cast<int>(o.reconnect_min.count()));
     socket_.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(o.reconnect_max.count()));
+    if (!o.server_key.empty()) {  // Z85 keys, resolved by Connection's checks
+      socket_.set(zmq::sockopt::curve_serverkey, o.server_key);
+      socket_.set(zmq::sockopt::curve_publickey, wire::curve_public_key(o.client_key));
+      socket_.set(zmq::sockopt::curve_secretkey, o.client_key);
+    }
     const std::string monitor_address = "inproc://sagebus-monitor-" + protocol::random_hex(8);
-    if (zmq_socket_monitor(
-            socket_.handle(), monitor_address.c_str(),
-            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED) != 0)
+    if (zmq_socket_monitor(socket_.handle(), monitor_address.c_str(),
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |
+                               ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
       throw zmq::error_t();
     monitor_.connect(monitor_address);
     socket_.connect(o.endpoint);
@@ -377,6 +385,9 @@ class Driver final : public Port {
       if (event.size() < sizeof(std::uint16_t)) continue;
       std::uint16_t id = 0;
       std::memcpy(&id, event.data(), sizeof id);
+      std::uint32_t value = 0;
+      if (event.size() >= sizeof id + sizeof value)
+        std::memcpy(&value, static_cast<const char*>(event.data()) + sizeof id, sizeof value);
       switch (id) {
         case ZMQ_EVENT_CONNECTED:
           session_.on_link_event(LinkEvent::connected);
@@ -386,6 +397,17 @@ class Driver final : public Port {
           break;
         case ZMQ_EVENT_DISCONNECTED:
           session_.on_link_event(LinkEvent::disconnected);
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:  // the broker's ZAP handler said no
+          session_.on_link_event(LinkEvent::key_refused);
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+          session_.on_link_event(LinkEvent::handshake_failed);
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+          session_.on_link_event(value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                                     ? LinkEvent::mechanism_mismatch
+                                     : LinkEvent::handshake_failed);
           break;
         default:
           break;

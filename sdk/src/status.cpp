@@ -28,6 +28,8 @@ std::string_view status_name(Status status) noexcept {
       return "CANCELLED";
     case Status::internal:
       return "INTERNAL";
+    case Status::unauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN_STATUS";
 }

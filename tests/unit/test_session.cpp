@@ -52,7 +52,10 @@ class FakePort final : public Port {
 
 class FakeHost final : public SessionHost {
  public:
-  void link_changed(bool is_ready, std::optional<Error>) override { ready = is_ready; }
+  void link_changed(bool is_ready, std::optional<Error> why) override {
+    ready = is_ready;
+    error = std::move(why);
+  }
   void max_payload_changed(std::uint64_t) override {}
   bool offer_to_inbox(Message message) override {
     inbox.push_back(std::move(message));
@@ -62,6 +65,7 @@ class FakeHost final : public SessionHost {
   void publishes_sent(std::size_t count) override { published += count; }
   void late_reply() override { ++late; }
   bool ready = false;
+  std::optional<Error> error;  // what the last change said, when not ready
   std::vector<Message> inbox;
   std::size_t published = 0;
   int late = 0;
@@ -477,4 +481,50 @@ TEST_CASE("a kind no broker sends is dropped, alone or in a BATCH, and changes n
   CHECK(f.port.written.empty());
   CHECK_FALSE(f.outcomes[c]);
   CHECK(f.host.ready);
+}
+
+TEST_CASE(
+    "a refused key ends every request not sent UNAUTHENTICATED, those waiting for ready "
+    "too; a handshake failing without detail ends them at the second in a row",
+    "[session][auth]") {
+  SECTION("the broker refused the key") {
+    Fixture f;
+    const auto patient = f.call("m", 10s, true);
+    const auto impatient = f.call("m", 10s, false);
+    f.turn([&] { f.session.on_link_event(LinkEvent::connected); });
+    f.turn([&] { f.session.on_link_event(LinkEvent::key_refused); });
+    f.turn([&] { f.session.on_link_event(LinkEvent::disconnected); });
+    for (const auto c : {patient, impatient}) {
+      REQUIRE(f.outcomes[c]);
+      CHECK(f.outcomes[c]->status == Status::unauthenticated);
+      CHECK(f.outcomes[c]->message.find("refused this client's key") != std::string::npos);
+      CHECK(f.ends[c] == 1);
+    }
+    // New requests fail at once, until a WELCOME.
+    const auto later = f.call("m", 10s, true);
+    REQUIRE(f.outcomes[later]);
+    CHECK(f.outcomes[later]->status == Status::unauthenticated);
+    REQUIRE(f.host.error);
+    CHECK(f.host.error->status() == Status::unauthenticated);
+    f.connect();
+    const auto fine = f.call("m", 10s, false);
+    CHECK_FALSE(f.outcomes[fine]);
+    CHECK(f.port.take(wire::REQUEST).size() == 1);
+  }
+  SECTION("no detail: once is likely, twice is certain") {
+    Fixture f;
+    const auto patient = f.call("m", 10s, true);
+    const auto impatient = f.call("m", 10s, false);
+    f.turn([&] { f.session.on_link_event(LinkEvent::connected); });
+    f.turn([&] { f.session.on_link_event(LinkEvent::handshake_failed); });
+    f.turn([&] { f.session.on_link_event(LinkEvent::disconnected); });
+    REQUIRE(f.outcomes[impatient]);
+    CHECK(f.outcomes[impatient]->status == Status::unauthenticated);
+    CHECK(f.outcomes[impatient]->message.find("requires CURVE") != std::string::npos);
+    CHECK_FALSE(f.outcomes[patient]);
+    f.turn([&] { f.session.on_link_event(LinkEvent::connected); });
+    f.turn([&] { f.session.on_link_event(LinkEvent::handshake_failed); });
+    REQUIRE(f.outcomes[patient]);
+    CHECK(f.outcomes[patient]->status == Status::unauthenticated);
+  }
 }

@@ -68,6 +68,14 @@ struct ClientOptions {
   // the same client (call, a confirmed publish, send, a LegacyQueue operation) fails
   // INVALID_ARGUMENT there, since it would wait for the thread it runs on.
   bool inline_callbacks = false;
+  // CURVE authentication and encryption (docs/security.md), for a broker run with `auth`:
+  // the broker's public key, and this client's secret key. Each is the key itself as Z85
+  // text (40 characters) or the path of a certificate file as `busctl keygen` writes it
+  // (server_key: the broker's NAME.key; client_key: this client's NAME.key_secret). Both
+  // empty: plain, for a broker without `auth`. A broker that refuses the key, or whose
+  // key is not server_key, fails calls UNAUTHENTICATED naming the endpoint.
+  std::string server_key{};
+  std::string client_key{};
 };
 
 struct PublishOptions {

@@ -24,6 +24,7 @@ enum class Status : int {
   permission_denied = 9,  // e.g. registering a name reserved for the broker
   cancelled = 10,         // the client or service was closed while the call waited
   internal = 11,          // a bug in sage-bus: please report it
+  unauthenticated = 12,  // the broker refused this client's key, or its own is not the one expected
 };
 
 // "NO_RESPONDERS", "DEADLINE_EXCEEDED", ... as the wire and busctl spell them.

@@ -27,6 +27,7 @@ void Session::on_link_event(LinkEvent event) {
       if (link_ == Link::connecting) {
         last_failure_ = "cannot connect to sage-busd at " + endpoint_;
         failure_status_ = Status::unavailable;
+        unsent_status_ = Status::unavailable;
         set_link_(Link::failing);
         fail_unsent_impatient_();
       }
@@ -36,7 +37,49 @@ void Session::on_link_event(LinkEvent event) {
       // The broker drops a connection's state when it closes (or it is gone itself).
       lose_link_("connection to sage-busd at " + endpoint_ + " closed", true);
       break;
+    case LinkEvent::key_refused:
+      refuse_link_("sage-busd at " + endpoint_ +
+                       " refused this client's key: it is not the key of a principal in the "
+                       "broker's auth rules; check ClientOptions::client_key (busctl: --key)",
+                   true);
+      break;
+    case LinkEvent::handshake_failed:
+      // No detail: the broker closed the connection during the handshake. Its keys or
+      // mechanism differ from ours, most likely; but a broker stopping at that moment does
+      // the same, so a request that waits for ready ends only at the second in a row.
+      refuse_link_(curve_ ? "the CURVE handshake with sage-busd at " + endpoint_ +
+                                " failed: is ClientOptions::server_key (busctl: --server-key) "
+                                "the broker's public key?"
+                          : "the handshake with sage-busd at " + endpoint_ +
+                                " failed: it most likely requires CURVE authentication; set "
+                                "ClientOptions::server_key and client_key (busctl: --server-key "
+                                "and --key)",
+                   ++handshake_failures_ >= 2);
+      break;
+    case LinkEvent::mechanism_mismatch:
+      refuse_link_(curve_ ? "sage-busd at " + endpoint_ +
+                                " does not use CURVE (it runs without auth); leave "
+                                "ClientOptions::server_key and client_key empty for it"
+                          : "sage-busd at " + endpoint_ +
+                                " requires CURVE authentication: set ClientOptions::server_key "
+                                "and client_key (busctl: --server-key and --key)",
+                   true);
+      break;
   }
+}
+
+// The handshake failed on credentials: requests not yet sent end UNAUTHENTICATED, and new
+// ones fail at once, until a WELCOME comes (the broker may be given new rules, or be
+// replaced by one with the expected key). Those that wait for ready end too when the
+// refusal is `certain`: waiting will not help.
+void Session::refuse_link_(std::string why, bool certain) {
+  refused_ = true;
+  hopeless_ = hopeless_ || certain;
+  last_failure_ = std::move(why);
+  failure_status_ = Status::unauthenticated;
+  unsent_status_ = Status::unauthenticated;
+  set_link_(Link::failing);
+  fail_unsent_impatient_();
 }
 
 // The broker closes this connection: it is shutting down (we will connect again), or a
@@ -74,6 +117,10 @@ void Session::on_welcome_() {
   same_host_ = wire::same_host(w.host());
   host_.max_payload_changed(max_payload_);
   hello_.set_takeover(false);  // a takeover is for the first HELLO only: never fight back
+  refused_ = false;
+  hopeless_ = false;
+  handshake_failures_ = 0;
+  unsent_status_ = Status::unavailable;
   set_link_(Link::ready);
   next_heartbeat_ = now_ + heartbeat_;
   if (fresh_session_) {
@@ -161,8 +208,12 @@ void Session::restart_session_(std::uint64_t id, bool forgotten, const std::stri
 // `forgotten`: the broker certainly holds nothing of ours any more (the connection closed).
 // `unread`: nor did it read any request it has not answered (its GOODBYE).
 void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
-  last_failure_ = why;
-  failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
+  // The close that follows a refused handshake says less than the refusal did.
+  if (!refused_) {
+    last_failure_ = why;
+    failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
+    unsent_status_ = Status::unavailable;
+  }
   set_link_(Link::failing);
   fresh_session_ = true;
   const std::string text = why + "; the request may or may not have taken effect";

@@ -48,6 +48,14 @@ class SessionHost {
 };
 
 // What the transport says about the connection to the broker (ZeroMQ's socket monitor).
-enum class LinkEvent { connected, connect_failed, disconnected };
+// The last three end a handshake that failed; a disconnect follows them.
+enum class LinkEvent {
+  connected,
+  connect_failed,
+  disconnected,
+  key_refused,         // the broker's authenticator refused this client's key
+  handshake_failed,    // no detail: with CURVE, most likely the wrong server key
+  mechanism_mismatch,  // one side uses CURVE, the other does not
+};
 
 }  // namespace sagebus::detail

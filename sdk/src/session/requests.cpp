@@ -46,8 +46,8 @@ void Session::handle_(command::Start& c) {
     return c.done(
         failure(Status::overloaded, "this client already has " + std::to_string(requests_.size()) +
                                         " requests outstanding (ClientOptions::max_pending)"));
-  if (link_ == Link::failing && !o.wait_for_ready)
-    return c.done(failure(Status::unavailable, not_connected_text_()));
+  if (link_ == Link::failing && (hopeless_ || !o.wait_for_ready))
+    return c.done(failure(unsent_status_, not_connected_text_()));
   const auto id = ++next_id_;
   const auto deadline = c.spec.asked + o.timeout + c.spec.hold;
   Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
@@ -208,6 +208,11 @@ void Session::on_reply_(std::string_view payload) {
     // The broker refused our HELLO (e.g. the name is taken). Retried every kHelloRetry.
     last_failure_ = "sage-busd refused this connection: " + in_.message();
     failure_status_ = from_wire(in_.status());
+    if (failure_status_ == Status::unauthenticated) {  // our key is no longer accepted
+      refused_ = true;
+      hopeless_ = true;
+      unsent_status_ = Status::unauthenticated;
+    }
     set_link_(Link::failing);
     fail_unsent_impatient_();
   }
@@ -271,15 +276,19 @@ Status Session::lost_status_(const Request& request) {
   return request.spec.kind == wire::SEND ? Status::undeliverable : Status::unavailable;
 }
 
-// Fails the unsent requests that did not ask to wait for the connection.
+// Fails the unsent requests that did not ask to wait for the connection, and when waiting
+// will not help (hopeless_: the broker refused our credentials), those that did too.
 void Session::fail_unsent_impatient_() {
   for_each_request_([&](Requests::iterator it) {
-    if (!it->second.sent && !it->second.spec.options.wait_for_ready)
-      finish_(it, failure(Status::unavailable, not_connected_text_()));
+    if (!it->second.sent && (hopeless_ || !it->second.spec.options.wait_for_ready))
+      finish_(it, failure(unsent_status_, not_connected_text_()));
   });
 }
 
 std::string Session::not_connected_text_() const {
+  if (refused_)
+    return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
+           "); the client keeps trying in the background";
   if (replaced_)
     return "not connected to sage-busd at " + endpoint_ + " (" + last_failure_ +
            "); this client does not reconnect by itself: make a new Client, with "

@@ -19,6 +19,7 @@ using namespace protocol;
 Session::Session(const ClientOptions& options, Port& port, SessionHost& host, Clock::time_point now)
     : options_(options),
       endpoint_(options.endpoint),
+      curve_(!options.server_key.empty()),
       port_(port),
       host_(host),
       now_(now),

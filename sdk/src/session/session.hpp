@@ -180,6 +180,7 @@ class Session {
   void requeue_or_fail_(Requests::iterator it, bool forgotten, const std::string& why);
   static Status lost_status_(const Request& request);
   void fail_unsent_impatient_();
+  void refuse_link_(std::string why, bool certain);
   std::string not_connected_text_() const;
   Outcome deadline_failure_(const Request& request) const;
   void expire_requests_();
@@ -214,6 +215,7 @@ class Session {
 
   const ClientOptions& options_;
   const std::string& endpoint_;
+  const bool curve_;  // the client authenticates with CURVE keys
   Port& port_;
   SessionHost& host_;
   wire::Hello hello_;
@@ -221,8 +223,13 @@ class Session {
   Clock::time_point now_;
   Link link_ = Link::connecting;
   bool tcp_up_ = false;
-  bool fresh_session_ = true;  // the broker has none of our registrations/subscriptions
-  bool replaced_ = false;      // another connection took our name: stay out
+  bool fresh_session_ = true;   // the broker has none of our registrations/subscriptions
+  bool replaced_ = false;       // another connection took our name: stay out
+  bool refused_ = false;        // the last handshake failed on credentials (refuse_link_)
+  bool hopeless_ = false;       // ... certainly: requests that wait for ready end too
+  int handshake_failures_ = 0;  // in a row, without detail, since the last WELCOME
+  // What a request not sent ends with while the link is failing.
+  Status unsent_status_ = Status::unavailable;
   std::string last_failure_ = "connecting";
   Status failure_status_ = Status::unavailable;  // what connection_error() reports
   std::string session_;
