@@ -72,6 +72,19 @@ Broker::Broker(BrokerConfig config)
   // clients that all connect at once, as after a restart: beyond ZeroMQ's default of 100,
   // SYNs are dropped and each of those clients waits a second or more to try again.
   router_.set(zmq::sockopt::backlog, 65535);
+  if (!config_.auth.empty()) {
+    // Before the first bind: no connection is ever accepted unauthenticated.
+    auth_.emplace(read_auth_config(config_.auth));
+    zap_.emplace(context_);
+    zap_fd_ = zap_->fd();
+    ZapHandler::secure(router_, *auth_);
+    spdlog::info("authenticating clients with CURVE: {} principals in {}",
+                 auth_->principals().size(), config_.auth);
+  } else if (config_.allow_anonymous) {
+    spdlog::warn(
+        "no auth, and allow-anonymous: anyone who reaches an endpoint may act as any "
+        "service (docs/security.md)");
+  }
   monitor_.emplace(context_, router_);
   router_fd_ = router_.get(zmq::sockopt::fd);
   monitor_fd_ = monitor_->socket().get(zmq::sockopt::fd);
@@ -97,6 +110,7 @@ Broker::~Broker() {
 }
 
 void Broker::run(Requests& requests, const Reloader& reloader) {
+  requests_ = &requests;
   spdlog::info(
       "sage-busd {} running (session {}, heartbeat {} ms, idle heartbeat {} ms, liveness {}, "
       "spin {} µs)",
@@ -164,13 +178,17 @@ void Broker::tick_() {
   // are read whenever their fds say so, until they have nothing.
   const bool can_read = !router_quiet_ && (wire::events(router_) & ZMQ_POLLIN) != 0;
   router_quiet_ = !can_read;
-  pollfd fds[] = {{router_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {http_fd_, POLLIN, 0}};
+  // poll() skips an fd of -1: no HTTP endpoint, no auth.
+  pollfd fds[] = {{router_fd_, POLLIN, 0},
+                  {monitor_fd_, POLLIN, 0},
+                  {http_fd_, POLLIN, 0},
+                  {zap_fd_, POLLIN, 0}};
   auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
   // Shortly after a message, while a CPU is idle, look without sleeping (idle_spin.hpp).
   const bool spin =
       timeout.count() > 0 && spin_.may_spin(now_, std::chrono::microseconds(config_.spin_us));
   if (spin) timeout = std::chrono::milliseconds(0);
-  if (::poll(fds, http_control_ ? 3 : 2, static_cast<int>(timeout.count())) < 0) {
+  if (::poll(fds, std::size(fds), static_cast<int>(timeout.count())) < 0) {
     if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
     return;  // a signal: the caller checks its stop flag
   }
@@ -180,6 +198,11 @@ void Broker::tick_() {
   now_ = Clock::now();
   if (now_ - asked > kStall) registry_.extend_leases(now_ - asked);
   const TimePoint woke = now_;
+  // Connections waiting to be let in, before anything they could send.
+  if (zap_ && (zap_due_ || (fds[3].revents & POLLIN) != 0)) {
+    metrics_.keys_refused += zap_->serve(*auth_, now_);
+    zap_due_ = false;
+  }
   // Messages before connection events, so that what a peer sent just before closing
   // (a reply, a GOODBYE) is handled before its connection is declared lost.
   if (can_read || (fds[0].revents & POLLIN) != 0)
@@ -315,6 +338,7 @@ void Broker::handle_message_(Frames& frames, bool in_batch) {
     on_unknown_peer_(RoutingId(rid), row);
     return;
   }
+  if (auth_ && !in_batch && !from_its_principal_(*client, frames[1])) return;
   client->last_seen = now_;  // every message renews the lease, the short one but for an
   client->idle = false;      // idle HEARTBEAT (on_heartbeat_)
   // Stays put until this message is handled: clients are removed after it (removals_).
@@ -330,6 +354,7 @@ void Broker::handle_message_(Frames& frames, bool in_batch) {
   }
   if (refuse_payload_(from, frames, row)) return;
   if (draining_ && refuse_while_draining_(from, row)) return;
+  if (auth_ && row.guard != nullptr && refuse_unpermitted_(*client, row)) return;
   (this->*row.handler)(*client, frames);
 }
 
@@ -398,6 +423,8 @@ void Broker::refuse_(const RoutingId& from, wire::Status status, std::string_vie
   if (answer == wire::Answer::reply ||
       (answer == wire::Answer::reply_if_confirmed && in_.confirm()))
     answer_(from, in_.id(), status, why);
+  else if (answer == wire::Answer::welcome)  // a HELLO refused is answered by a REPLY
+    reply_(from, in_.id(), status, why);
 }
 
 void Broker::handle_connection_events_() {
@@ -468,6 +495,22 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   }
   const wire::Hello hello = in_.hello();  // in_ is reused by what a takeover sets off
   const std::uint64_t hello_id = in_.id();
+  const Principal* principal = nullptr;
+  std::string key;
+  if (auth_) {
+    principal = principal_of_(header_frame, key);
+    if (principal == nullptr) {
+      ++metrics_.keys_refused;
+      reply_(from, hello_id, wire::UNAUTHENTICATED,
+             "this connection's key is no longer a key of any principal in the broker's auth "
+             "rules; ask its operator to add it");
+      return;
+    }
+    if (!principal->rules.allows(Verb::name, hello.name())) {
+      deny_(from, hello.name(), *principal, Verb::name, hello.name());
+      return;
+    }
+  }
   if (registry_.client(from) == nullptr && registry_.clients().size() >= config_.max_clients) {
     metrics_.refused(Limit::max_clients);
     spdlog::log(refusal_log_limiter_.take(now_) ? spdlog::level::warn : spdlog::level::debug,
@@ -490,10 +533,15 @@ void Broker::on_hello_(const RoutingId& from, const zmq::message_t& header_frame
   }
 
   const bool created = registry_.hello(from, hello, fd, now_);
-  const ClientInfo& c = *registry_.client(from);
+  ClientInfo& c = *registry_.client(from);
+  if (principal != nullptr) {
+    c.principal = principal;
+    c.principal_name = principal->name;
+    c.key = std::move(key);
+  }
   if (created)
-    spdlog::info("client connected: '{}' (instance {}, sdk {}, fd {})", c.name, c.instance_id,
-                 c.sdk_version, fd);
+    spdlog::info("client connected: '{}' (instance {}, sdk {}, fd {}{}{})", c.name, c.instance_id,
+                 c.sdk_version, fd, principal != nullptr ? ", principal " : "", c.principal_name);
   else
     spdlog::debug("client '{}' said HELLO again; registrations kept", c.name);
 

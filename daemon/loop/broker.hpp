@@ -62,6 +62,8 @@
 #include "sagebus/wire.pb.h"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/header_writer.hpp"
+#include "security/auth.hpp"
+#include "security/zap_handler.hpp"
 
 namespace sagebus::broker {
 
@@ -83,6 +85,13 @@ struct Requests {
   std::atomic<int> stop_signal{0};  // the last one, for the log
   std::atomic<bool> reload{false};
   static_assert(std::atomic<int>::is_always_lock_free);
+};
+
+// What a principal's rules are asked about a message: a verb on a subject
+// (security/auth.hpp), as the table of kinds' guards write them (broker_kinds.cpp).
+struct Permission {
+  Verb verb;
+  std::string_view subject;
 };
 
 // Re-reads the configuration (file and command line) for a reload.
@@ -134,6 +143,9 @@ class Broker {
     in_handler,  // held to it by its handler: a REPLY once its call is found, a BATCH's
                  // records one by one
   };
+  // What the auth rules are asked before a message of a kind is handled: a verb and its
+  // subject, written from the header (into `scratch` when it is not a field as is).
+  using Guard = Permission (*)(const wire::Header& header, std::string& scratch);
   struct KindRow {
     wire::Kind kind;
     Admit admit;
@@ -143,6 +155,9 @@ class Broker {
     PayloadLimit payload;
     // Sent in a HELLO_REQUIRED to a peer that has not said HELLO; empty: not answered.
     std::string_view stranger_refusal;
+    // With auth: what the sender's rules must allow (nullptr: nothing, or its handler asks
+    // them itself: a HELLO's name, each record of a PUBLISH_BATCH).
+    Guard guard;
   };
   // The row of `kind`, of every number a header may carry.
   static const KindRow& kind_row_(wire::Kind kind) noexcept;
@@ -169,7 +184,7 @@ class Broker {
   bool refuse_payload_(const RoutingId& from, const Frames& frames, const KindRow& row);
   // Answers the message being handled `status`, `why`, if its kind answers a refusal: a
   // PUBLISH when it asked for confirmation, never a PUBLISH_BATCH (whose handler answers
-  // what it refuses itself).
+  // what it refuses itself), a HELLO by a REPLY.
   void refuse_(const RoutingId& from, wire::Status status, std::string_view why);
 
   // Draining (operations/drain.cpp)
@@ -180,8 +195,31 @@ class Broker {
   // While draining: answers a message its row refuses then UNAVAILABLE; true if so.
   bool refuse_while_draining_(const RoutingId& from, const KindRow& row);
 
+  // Authorisation (security/permissions.cpp). Each with auth only.
+  // Whether the message is sent by the principal its connection was accepted as (libzmq
+  // stamps User-Id on every frame); a mismatch is dropped and logged.
+  bool from_its_principal_(const ClientInfo& client, const zmq::message_t& header_frame);
+  // Whether the sender's rules forbid what the message asks (row.guard); if so, it has
+  // been refused: answered PERMISSION_DENIED where its kind answers, counted and logged.
+  bool refuse_unpermitted_(const ClientInfo& client, const KindRow& row);
+  // Refuses `verb` on `subject` to `principal` on connection `to` (named `who`): counts,
+  // logs (rate-limited) and answers PERMISSION_DENIED where the message being handled
+  // expects an answer (refuse_).
+  void deny_(const RoutingId& to, std::string_view who, const Principal& principal, Verb verb,
+             std::string_view subject);
+  // Whether `client`'s rules allow `verb` on `subject` (a pattern, for subscribe).
+  bool allows_(const ClientInfo& client, Verb verb, std::string_view subject) const;
+  // At HELLO: the principal the connection was accepted as, if its key still names it.
+  const Principal* principal_of_(const zmq::message_t& header_frame, std::string& key) const;
+  // After a reload: points every client at its principal under the new rules, and takes
+  // away what they no longer allow (connections, registrations, subscriptions).
+  void revoke_();
+
   // Reloading (operations/reload.cpp)
   void reload_(const Reloader& reloader);
+  // Reads the rules file anew (reload_) and applies it (revoke_), true if it read; else
+  // it logs why and keeps the rules in force.
+  bool reload_auth_();
   // Applies what may change while running; returns how many keys changed and were kept.
   std::pair<int, int> apply_config_(const BrokerConfig& next);
 
@@ -271,6 +309,15 @@ class Broker {
   std::optional<ConnectionMonitor> monitor_;
   std::optional<HttpControl> http_control_;  // the loop's side of /metrics and /healthz
   std::unique_ptr<HttpEndpoint> http_;
+  // With auth: the rules in force and the authenticator (security/).
+  std::optional<AuthConfig> auth_;
+  std::optional<ZapHandler> zap_;
+  int zap_fd_ = -1;
+  bool zap_due_ = true;  // answer the authenticator at the first tick, before its fd says so
+  std::string subject_;  // a Guard's scratch
+  TokenBucket denial_log_limiter_{1.0, 10.0};
+  std::size_t unlogged_denials_ = 0;  // denials since the last one logged
+  Requests* requests_ = nullptr;      // run()'s, for the admin methods drain and reload
   // Their ZMQ_FDs, which tick_() waits on (-1: no HTTP endpoint).
   int router_fd_ = -1;
   int monitor_fd_ = -1;

@@ -79,6 +79,22 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
     return;
   }
   ++metrics_.calls;
+  if (in_.service() == wire::kBrokerService && requests_ != nullptr &&
+      (in_.method() == "reload" || in_.method() == "drain")) {
+    // Acted on between ticks, as the signals are (SIGHUP, SIGTERM).
+    if (in_.method() == "reload") {
+      requests_->reload.store(true);
+      answer_(from, id, wire::OK,
+              "reload requested: sage-busd re-reads its configuration and auth rules now; its "
+              "log says what changed");
+    } else {
+      if (requests_->stop.load() == 0) requests_->stop.store(1);
+      answer_(from, id, wire::OK,
+              "drain requested: calls in flight may finish, new ones are refused; sage-busd "
+              "stops when they have");
+    }
+    return;
+  }
   if (in_.service() == wire::kBrokerService) {
     AdminAnswer a = answer_admin(in_.method(), admin_sources_());
     zmq::message_t payload(a.payload.data(), a.payload.size());

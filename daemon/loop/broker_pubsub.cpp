@@ -111,6 +111,16 @@ void Broker::on_publish_batch_(ClientInfo& sender, Frames& frames) {
         return;
       }
     }
+    if (auth_ && !allows_(sender, Verb::publish, record.topic)) {
+      // Refused whole, as for any other problem with one of its records.
+      if (sender.principal != nullptr)
+        deny_(from, sender.name, *sender.principal, Verb::publish, record.topic);
+      answer_(from, id, wire::PERMISSION_DENIED,
+              "record " + std::to_string(records) + " of the PUBLISH_BATCH: principal '" +
+                  sender.principal_name + "' may not publish '" + std::string(record.topic) +
+                  "'; none of the batch's publishes was published");
+      return;
+    }
     checked = record.topic;
   }
   if (reader.malformed()) {

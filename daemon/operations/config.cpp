@@ -153,6 +153,14 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
                  "HOST:PORT of the HTTP endpoint serving /metrics and /healthz, or off")
       ->check(CLI::Validator(check_http, "HOST:PORT|off"))
       ->capture_default_str();
+  app.add_option("--auth", c.auth,
+                 "Rules file (TOML: the broker's key pair, principals, their keys and rules; "
+                 "docs/security.md): every endpoint then takes CURVE clients whose key a "
+                 "principal holds, and checks what they do against its rules (default: none)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--allow-anonymous", c.allow_anonymous,
+               "Without --auth, bind endpoints other than loopback and ipc:// too, letting "
+               "anyone who reaches them act as any service");
 }
 
 std::string slurp(const std::string& path) {
@@ -240,6 +248,14 @@ std::string array(const std::vector<std::string>& items) {
 
 }  // namespace
 
+bool is_local_endpoint(std::string_view endpoint) {
+  if (endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://")) return true;
+  if (!endpoint.starts_with("tcp://")) return false;
+  std::string_view host = endpoint.substr(6);
+  host = host.substr(0, host.rfind(':'));  // the port (or "*")
+  return host.starts_with("127.") || host == "[::1]" || host == "localhost" || host == "lo";
+}
+
 ConfigRead read_config(int argc, const char* const* argv) {
   ConfigRead r;
   CLI::App app{kAbout, "sage-busd"};
@@ -268,6 +284,16 @@ ConfigRead read_config(int argc, const char* const* argv) {
     }
   }
   r.config.http_chosen = app.get_option("--http")->count() > 0;
+  if (r.config.auth.empty() && !r.config.allow_anonymous) {
+    for (const auto& endpoint : r.config.endpoints) {
+      if (is_local_endpoint(endpoint)) continue;
+      r.err = "sage-busd: endpoint " + endpoint +
+              " is reachable from other hosts, and without auth anyone who reaches it may act "
+              "as any service; set auth = FILE (--auth, docs/security.md), bind loopback or "
+              "ipc:// only, or set allow-anonymous = true (--allow-anonymous) to accept that\n";
+      return r;
+    }
+  }
   if (print_config) {
     r.out = to_toml(r.config);
     r.exit_code = 0;
@@ -339,7 +365,13 @@ std::string to_toml(const BrokerConfig& c) {
     << "# On SIGTERM/SIGINT, milliseconds calls in flight get to finish (0-3600000).\n"
     << "drain-timeout-ms = " << c.drain_timeout_ms << "\n"
     << "# HOST:PORT serving /metrics and /healthz over HTTP, or \"off\".\n"
-    << "http = " << quoted(c.http) << "\n";
+    << "http = " << quoted(c.http) << "\n"
+    << "# Rules file: the broker's CURVE key pair, principals, their keys and rules\n"
+    << "# (docs/security.md). Without it, only loopback and ipc:// endpoints are bound.\n"
+    << (c.auth.empty() ? "# auth = \"/etc/sage-bus/auth.toml\"" : "auth = " + quoted(c.auth))
+    << "\n"
+    << "# Without auth, bind other endpoints too: anyone reaching them may act as any service.\n"
+    << "allow-anonymous = " << (c.allow_anonymous ? "true" : "false") << "\n";
   return o.str();
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sagebus::broker {
@@ -81,6 +82,10 @@ struct BrokerConfig {
   bool http_chosen = false;
   // trace | debug | info | warn | error | off
   std::string log_level = "info";
+  // The rules file (security/auth.hpp); empty: no authentication, and then only local
+  // endpoints (is_local_endpoint) unless allow_anonymous.
+  std::string auth;
+  bool allow_anonymous = false;
 
   // Whether WELCOME offers clients the idle heartbeat (it is longer than the heartbeat).
   bool idle_offered() const noexcept { return idle_heartbeat_ms > heartbeat_ms; }
@@ -105,6 +110,10 @@ struct ConfigRead {
   BrokerConfig config;
   std::string config_path;  // the file `--config` named, or empty
 };
+
+// Whether only this host can reach `endpoint`: ipc://, inproc://, or tcp:// on a loopback
+// address (127.0.0.0/8, [::1], localhost, the interface lo).
+bool is_local_endpoint(std::string_view endpoint);
 
 // Parses `argv` (argv[0] is the program) and the file its `--config` names.
 ConfigRead read_config(int argc, const char* const* argv);

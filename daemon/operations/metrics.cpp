@@ -53,7 +53,9 @@ std::uint64_t add_bytes(std::uint64_t h, std::string_view s) noexcept {
     std::memcpy(&last, p + n - 4, 4);
     h = mix(h, (std::uint64_t{last} << 32) | first);
   } else if (n > 0) {
-    const auto byte = [p](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
+    const auto byte = [p](std::size_t i) {
+      return std::uint64_t{static_cast<unsigned char>(p[i])};
+    };
     h = mix(h, (byte(0) << 16) | (byte(n / 2) << 8) | byte(n - 1));
   }
   return mix(h, s.size());
@@ -62,7 +64,8 @@ std::uint64_t add_bytes(std::uint64_t h, std::string_view s) noexcept {
 }  // namespace
 
 std::size_t MethodTable::KeyHash::operator()(KeyView key) const noexcept {
-  return static_cast<std::size_t>(add_bytes(add_bytes(0xcbf29ce484222325ULL, key.service), key.method));
+  return static_cast<std::size_t>(
+      add_bytes(add_bytes(0xcbf29ce484222325ULL, key.service), key.method));
 }
 
 MethodStats* MethodTable::find(std::string_view service, std::string_view method) {
@@ -169,11 +172,25 @@ void counters(Text& t, const Metrics& m) {
       {"sagebus_takeovers_total", "Connections replaced by a HELLO with takeover", m.takeovers},
       {"sagebus_refused_draining_total", "Requests answered UNAVAILABLE while draining",
        m.refused_draining},
+      {"sagebus_keys_refused_total", "Connections whose CURVE key no principal holds",
+       m.keys_refused},
   };
   for (const auto& c : list) {
     t.family(c.name, "counter", c.help);
     t.value(c.name, "", c.value);
   }
+}
+
+void denied(Text& t, const Metrics& m) {
+  t.family("sagebus_permission_denied_total", "counter",
+           "Messages refused by the auth rules, by principal and verb");
+  for (const auto& [principal, verbs] : m.denied)
+    for (std::size_t v = 0; v < kVerbCount; ++v)
+      if (verbs[v] > 0)
+        t.value(
+            "sagebus_permission_denied_total",
+            label("principal", principal) + ',' + label("verb", verb_name(static_cast<Verb>(v))),
+            verbs[v]);
 }
 
 void limits(Text& t, const BrokerConfig& config, const Metrics& m) {
@@ -293,6 +310,7 @@ std::string prometheus_text(const AdminSources& src, bool draining) {
   t.value("sagebus_resident_memory_bytes", "", resident_bytes());
   counters(t, src.metrics);
   limits(t, src.config, src.metrics);
+  denied(t, src.metrics);
   methods(t, src.metrics.methods);
   pubsub(t, src);
   queues(t, src.queues);

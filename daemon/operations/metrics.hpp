@@ -24,6 +24,7 @@
 
 #include "operations/limits.hpp"
 #include "sagebus/wire.pb.h"
+#include "security/auth.hpp"
 
 namespace sagebus::broker {
 
@@ -44,7 +45,7 @@ struct Histogram {
 };
 
 // wire::Status values 0..kStatusCount-1; a larger value is counted as the last.
-inline constexpr std::size_t kStatusCount = 12;
+inline constexpr std::size_t kStatusCount = 13;
 
 struct MethodStats {
   std::uint64_t calls = 0;      // accepted for routing
@@ -129,10 +130,20 @@ struct Metrics {
   std::uint64_t refused_draining = 0;    // requests answered UNAVAILABLE while draining
   // What each limit refused: answered OVERLOADED or INVALID_ARGUMENT, or dropped.
   std::array<std::uint64_t, kLimitCount> limit_refusals{};
+  // With auth: connections whose CURVE key the authenticator refused, and messages a
+  // principal's rules refused, by principal and verb.
+  std::uint64_t keys_refused = 0;
+  std::map<std::string, std::array<std::uint64_t, kVerbCount>, std::less<>> denied;
 
   MethodTable methods;
 
   void refused(Limit limit) noexcept { ++limit_refusals[static_cast<std::size_t>(limit)]; }
+  void deny(std::string_view principal, Verb verb) {
+    auto it = denied.find(principal);
+    if (it == denied.end())
+      it = denied.emplace(std::string(principal), decltype(it->second){}).first;
+    ++it->second[static_cast<std::size_t>(verb)];
+  }
   // An outcome told to a caller (`delivered`) or dropped (it is gone, or not reading):
   // the one place an outcome's status becomes a counter.
   void count_outcome(wire::Status status, bool delivered) noexcept {

@@ -3,7 +3,9 @@
 // can change while clients are connected: the log level, the limits, the drain timeout
 // and the queue-topic mapping. What cannot (the endpoints, the HTTP endpoint, what
 // clients were told at HELLO, what is set on the socket) is kept, and the log says so.
-// One log line per key that differs. A configuration that does not read changes nothing.
+// One log line per key that differs. With auth, the rules file is read again too, and what
+// its new rules forbid is taken away (security/permissions.cpp, revoke_). A configuration
+// or a rules file that does not read changes nothing.
 #include <spdlog/spdlog.h>
 
 #include "loop/broker.hpp"
@@ -45,6 +47,8 @@ void Broker::reload_(const Reloader& reloader) {
   if (read.action != ConfigRead::Action::run) {
     spdlog::error("reload failed, the running configuration is unchanged: {}",
                   first_line(read.err));
+  } else if (auth_ && !reload_auth_()) {
+    // Logged by reload_auth_: nothing changed.
   } else {
     const auto [changed, kept] = apply_config_(read.config);
     const std::string from = read.config_path.empty() ? "the command line" : read.config_path;
@@ -54,6 +58,27 @@ void Broker::reload_(const Reloader& reloader) {
       spdlog::info("reloaded {}: {} keys applied, {} kept until a restart", from, changed, kept);
   }
   notify_ready("running");
+}
+
+bool Broker::reload_auth_() {
+  std::optional<AuthConfig> fresh;
+  try {
+    fresh.emplace(read_auth_config(config_.auth));
+  } catch (const std::exception& e) {
+    spdlog::error("reload failed, the running configuration and auth rules are unchanged: {}",
+                  e.what());
+    return false;
+  }
+  if (fresh->broker_keys().public_key != auth_->broker_keys().public_key)
+    spdlog::warn(
+        "reload: the broker's key pair in {} changed; clients keep using the one it started "
+        "with ({}) until sage-busd restarts",
+        config_.auth, auth_->broker_keys().public_key);
+  auth_ = std::move(fresh);
+  spdlog::info("reload: auth rules re-read from {}: {} principals", config_.auth,
+               auth_->principals().size());
+  revoke_();
+  return true;
 }
 
 std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
@@ -102,6 +127,8 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
   fixed("liveness", cur.liveness, next.liveness);
   fixed("max-payload", cur.max_payload, next.max_payload);
   fixed("peer-queue", cur.peer_queue, next.peer_queue);
+  fixed("auth", cur.auth, next.auth);
+  fixed("allow-anonymous", cur.allow_anonymous, next.allow_anonymous);
 
   spdlog::set_level(new_level);
   calls_.set_capacity(cur.max_calls);

@@ -40,6 +40,8 @@
 
 namespace sagebus::broker {
 
+struct Principal;
+
 struct ClientInfo {
   RoutingId rid;
   ClientHandle handle;
@@ -58,6 +60,11 @@ struct ClientInfo {
   // Its last message was a HEARTBEAT that said idle: it holds the idle lease.
   bool idle = false;
   std::vector<std::string> services;  // services it has an instance of
+  // With auth: whose key the connection was accepted with (security/auth.hpp; the broker
+  // points it at the principal of the rules now in force), and that key, in Z85.
+  const Principal* principal = nullptr;
+  std::string principal_name;
+  std::string key;
 };
 
 struct Instance {

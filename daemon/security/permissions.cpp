@@ -15,10 +15,11 @@ bool Broker::from_its_principal_(const ClientInfo& client, const zmq::message_t&
   // heard of the close: its messages are not this client's.
   ++metrics_.malformed;
   if (denial_log_limiter_.take(now_))
-    spdlog::warn("dropped a {} on the connection of '{}': sent as principal '{}', the connection "
-                 "was accepted as '{}'",
-                 wire::kind_name(in_.kind()), client.name, user != nullptr ? user : "(none)",
-                 client.principal_name);
+    spdlog::warn(
+        "dropped a {} on the connection of '{}': sent as principal '{}', the connection "
+        "was accepted as '{}'",
+        wire::kind_name(in_.kind()), client.name, user != nullptr ? user : "(none)",
+        client.principal_name);
   return false;
 }
 
@@ -37,8 +38,8 @@ bool Broker::refuse_unpermitted_(const ClientInfo& client, const KindRow& row) {
   return true;
 }
 
-void Broker::deny_(const RoutingId& to, std::string_view who, const Principal& principal,
-                   Verb verb, std::string_view subject) {
+void Broker::deny_(const RoutingId& to, std::string_view who, const Principal& principal, Verb verb,
+                   std::string_view subject) {
   metrics_.deny(principal.name, verb);
   ++unlogged_denials_;
   const std::string why = "permission denied: principal '" + principal.name + "' may not " +
@@ -47,17 +48,15 @@ void Broker::deny_(const RoutingId& to, std::string_view who, const Principal& p
   // Ten thousand refusals make a line a second at most, each saying how many it stands for.
   if (denial_log_limiter_.take(now_)) {
     spdlog::warn("refused a {} from '{}': {}{}", wire::kind_name(in_.kind()), who, why,
-                 unlogged_denials_ > 1
-                     ? " (and " + std::to_string(unlogged_denials_ - 1) +
-                           " more refusals since the last such line)"
-                     : std::string());
+                 unlogged_denials_ > 1 ? " (and " + std::to_string(unlogged_denials_ - 1) +
+                                             " more refusals since the last such line)"
+                                       : std::string());
     unlogged_denials_ = 0;
   }
   refuse_(to, wire::PERMISSION_DENIED, why);
 }
 
-const Principal* Broker::principal_of_(const zmq::message_t& header_frame,
-                                       std::string& key) const {
+const Principal* Broker::principal_of_(const zmq::message_t& header_frame, std::string& key) const {
   const char* user = zmq_msg_gets(header_frame.handle(), "User-Id");
   const char* accepted = zmq_msg_gets(header_frame.handle(), ZapHandler::kKeyProperty);
   if (user == nullptr || accepted == nullptr) return nullptr;
@@ -80,8 +79,8 @@ void Broker::revoke_() {
     const std::string was = c.principal_name;
     if (principal == nullptr || principal->name != was) {
       c.principal = nullptr;
-      gone.emplace_back(rid, "its key is no longer a key of principal '" + was + "' in " +
-                                 auth_->path);
+      gone.emplace_back(rid,
+                        "its key is no longer a key of principal '" + was + "' in " + auth_->path);
       continue;
     }
     c.principal = principal;
@@ -93,9 +92,10 @@ void Broker::revoke_() {
     for (const std::string& service : std::vector<std::string>(c.services)) {
       if (principal->rules.allows(Verb::register_service, service)) continue;
       registry_.unregister_instance(rid, service);
-      spdlog::warn("reload: instance of '{}' by '{}' unregistered: principal '{}' may no longer "
-                   "register '{}'; its calls in flight finish",
-                   service, c.name, principal->name, service);
+      spdlog::warn(
+          "reload: instance of '{}' by '{}' unregistered: principal '{}' may no longer "
+          "register '{}'; its calls in flight finish",
+          service, c.name, principal->name, service);
       pump_(service);
     }
   }
@@ -105,9 +105,10 @@ void Broker::revoke_() {
     if (c == nullptr || c->principal == nullptr) return;
     if (!c->principal->rules.allows_pattern(Verb::subscribe, sub.pattern)) {
       dropped.emplace_back(sub.client, sub.id);
-      spdlog::warn("reload: subscription {} of '{}' on '{}' dropped: principal '{}' may no longer "
-                   "subscribe to it",
-                   sub.id, c->name, sub.pattern, c->principal->name);
+      spdlog::warn(
+          "reload: subscription {} of '{}' on '{}' dropped: principal '{}' may no longer "
+          "subscribe to it",
+          sub.id, c->name, sub.pattern, c->principal->name);
     }
   });
   for (const auto& [rid, id] : dropped)

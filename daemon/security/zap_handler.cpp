@@ -93,17 +93,22 @@ std::size_t ZapHandler::serve(const AuthConfig& auth, TimePoint now) {
             "refused a connection from {}: its CURVE key {} is not a key of any principal in "
             "{}{}",
             text(5), key.empty() ? "(none)" : key, auth.path,
-            unlogged_ > 1 ? " (" + std::to_string(unlogged_ - 1) + " more refused since the last line)"
-                          : std::string());
+            unlogged_ > 1
+                ? " (" + std::to_string(unlogged_ - 1) + " more refused since the last line)"
+                : std::string());
         unlogged_ = 0;
       }
     }
     const std::string properties = principal.empty() ? std::string() : metadata(kKeyProperty, key);
     const auto more = zmq::send_flags::sndmore;
-    zmq::message_t reply[] = {
-        std::move(request[0]),  std::move(request[1]),      zmq::message_t(std::string_view("1.0")),
-        std::move(request[3]),  zmq::message_t(status),     zmq::message_t(why),
-        zmq::message_t(principal), zmq::message_t(properties)};
+    zmq::message_t reply[] = {std::move(request[0]),
+                              std::move(request[1]),
+                              zmq::message_t(std::string_view("1.0")),
+                              std::move(request[3]),
+                              zmq::message_t(status),
+                              zmq::message_t(why),
+                              zmq::message_t(principal),
+                              zmq::message_t(properties)};
     for (std::size_t i = 0; i < std::size(reply); ++i)
       (void)wire::send(socket_, reply[i], i + 1 < std::size(reply) ? more : zmq::send_flags::none);
   }

@@ -151,3 +151,24 @@ TEST_CASE("print-config prints the TOML and exits 0", "[config]") {
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("\nmax-held = 3\n") != std::string::npos);
 }
+
+TEST_CASE(
+    "without auth, only endpoints this host alone reaches are bound, unless "
+    "allow-anonymous says otherwise",
+    "[config][auth]") {
+  for (const char* local :
+       {"tcp://127.0.0.1:5555", "tcp://127.1.2.3:*", "tcp://localhost:1", "tcp://[::1]:5555",
+        "tcp://lo:5555", "ipc:///run/sage-bus/bus", "inproc://x"})
+    CHECK(is_local_endpoint(local));
+  for (const char* wide : {"tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.1:5555",
+                           "tcp://eth0:5555", "tcp://[::]:5555", "tcp://bus.example:5555"})
+    CHECK_FALSE(is_local_endpoint(wide));
+
+  ConfigRead r = parse({"--endpoint", "tcp://0.0.0.0:5555"});
+  CHECK(r.action == ConfigRead::Action::exit);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("tcp://0.0.0.0:5555 is reachable from other hosts") != std::string::npos);
+  r = parse({"--endpoint", "tcp://0.0.0.0:5555", "--allow-anonymous"});
+  CHECK(r.action == ConfigRead::Action::run);
+  CHECK(r.config.allow_anonymous);
+}
