@@ -134,7 +134,10 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 }
 
 EchoInstance::EchoInstance(const std::string& endpoint, const std::string& name)
-    : client_(at(endpoint, name + "-echo-instance")), service_(client_, name) {
+    : EchoInstance(at(endpoint, name + "-echo-instance"), name) {}
+
+EchoInstance::EchoInstance(const ClientOptions& options, const std::string& name)
+    : client_(options), service_(client_, name) {
   service_.handle("echo", [](const Request& r) { return std::string(r.payload); });
   service_.start();
   if (!service_.wait_registered(5s))
@@ -147,7 +150,11 @@ EchoInstance::~EchoInstance() {
 
 GatedService::GatedService(const std::string& endpoint, const std::string& name,
                            std::size_t max_inflight)
-    : client_(at(endpoint, name + "-instance")),
+    : GatedService(at(endpoint, name + "-instance"), name, max_inflight) {}
+
+GatedService::GatedService(const ClientOptions& options, const std::string& name,
+                           std::size_t max_inflight)
+    : client_(options),
       service_(client_, name, {.max_inflight = max_inflight, .workers = max_inflight}) {
   service_.handle("wait", [opened = opened_](const Request& r) {
     opened.wait();

@@ -108,6 +108,8 @@ class Inbox {
 class EchoInstance {
  public:
   EchoInstance(const std::string& endpoint, const std::string& name);
+  // The same on a client with `options` (its name, keys).
+  EchoInstance(const ClientOptions& options, const std::string& name);
   ~EchoInstance();
   EchoInstance(const EchoInstance&) = delete;
   EchoInstance& operator=(const EchoInstance&) = delete;
@@ -123,6 +125,8 @@ class EchoInstance {
 class GatedService {
  public:
   GatedService(const std::string& endpoint, const std::string& name, std::size_t max_inflight);
+  // The same on a client with `options` (its name, keys).
+  GatedService(const ClientOptions& options, const std::string& name, std::size_t max_inflight);
   ~GatedService();  // opens, then stops
   GatedService(const GatedService&) = delete;
   GatedService& operator=(const GatedService&) = delete;

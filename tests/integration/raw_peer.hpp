@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,8 +22,12 @@ namespace sagebus::test {
 
 class RawPeer {
  public:
-  explicit RawPeer(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
+  explicit RawPeer(const std::string& endpoint) : RawPeer(endpoint, [](zmq::socket_t&) {}) {}
+  // `configure` sets options on the socket before it connects (CURVE keys).
+  RawPeer(const std::string& endpoint, const std::function<void(zmq::socket_t&)>& configure)
+      : socket_(context_, zmq::socket_type::dealer) {
     socket_.set(zmq::sockopt::linger, 0);
+    configure(socket_);
     socket_.connect(endpoint);
   }
 

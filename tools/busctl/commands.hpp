@@ -31,6 +31,10 @@ struct Options {
   std::string name{};
   // Replace a live connection of the same name instead of being refused.
   bool takeover = false;
+  // For a broker with auth: this client's secret key and the broker's public key, each a
+  // Z85 key or a certificate file (sagebus::ClientOptions::client_key, server_key).
+  std::string key{};
+  std::string server_key{};
 };
 
 // --- Inspection: the broker's own service, `$broker` -------------------------------

@@ -10,7 +10,8 @@
 //   busctl [OPTIONS] queue put NAME [PAYLOAD|-] | queue get NAME | queue size NAME
 //   busctl [--json] keygen NAME
 //
-// OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover; they may also
+// OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover, --key K,
+// --server-key K (SAGEBUS_ENDPOINT, SAGEBUS_KEY, SAGEBUS_SERVER_KEY); they may also
 // follow the subcommand. Exit status: 0 on success (subscribe and receive also when
 // stopped by SIGINT or SIGTERM), 1 when the bus answered an error (printed to stderr as
 // "STATUS_NAME: message") or keygen could not write its files ("PATH: problem"), 2 for
@@ -75,6 +76,13 @@ int main(int argc, char** argv) {
                  "this connection's name (what `send` addresses); default busctl-PID-1");
   app.add_flag("--takeover", options.takeover,
                "replace a live connection that has the same --name instead of failing");
+  app.add_option("--key", options.key,
+                 "for a broker with auth: this client's secret key, or its NAME.key_secret file "
+                 "(busctl keygen NAME)")
+      ->envname("SAGEBUS_KEY");
+  app.add_option("--server-key", options.server_key,
+                 "for a broker with auth: the broker's public key, or its NAME.key file")
+      ->envname("SAGEBUS_SERVER_KEY");
 
   // Inspection.
   CLI::App* status_cmd =

@@ -12,6 +12,8 @@ sagebus::ClientOptions client_options(const Options& options) {
   out.endpoint = options.endpoint;
   out.name = options.name;  // empty: the SDK's unique "<program>-<pid>-<n>"
   out.takeover = options.takeover;
+  out.client_key = options.key;
+  out.server_key = options.server_key;
   return out;
 }
 
@@ -26,9 +28,11 @@ Session::Session(const Options& options, const std::atomic<bool>* stop)
   constexpr std::chrono::milliseconds kSlice{50};
   while (std::chrono::steady_clock::now() < deadline_) {
     if (client_.wait_connected(std::min(left(), kSlice))) return;
-    // A refusal (the name is taken) will not go away by waiting: say so at once.
+    // A refusal (the name is taken, the key refused) will not go away by waiting: say so
+    // at once.
     if (auto refused = client_.connection_error();
-        refused && refused->status() == sagebus::Status::permission_denied)
+        refused && (refused->status() == sagebus::Status::permission_denied ||
+                    refused->status() == sagebus::Status::unauthenticated))
       throw *refused;
     if (stop && stop->load())
       throw sagebus::Error(sagebus::Status::cancelled,
