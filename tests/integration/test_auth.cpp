@@ -454,3 +454,37 @@ TEST_CASE(
   CHECK(allowed.wait_for_log("allow-anonymous: anyone who reaches an endpoint", 10s));
   CHECK(allowed.stop() == 0);
 }
+
+TEST_CASE("auth: busctl takes keys from flags or the environment; drain and reload need admin",
+          "[auth][busctl]") {
+  Secured s;
+  auto busctl = [&](const std::string& who, std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {busctl_path(), "--endpoint", s.broker().endpoint(), "--key",
+                 s.dir() + "/" + who + ".key_secret", "--server-key", s.dir() + "/broker.key"});
+    return run(args);
+  };
+  auto refused = busctl("caller", {"drain"});
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.err, Catch::Contains("PERMISSION_DENIED"));
+  CHECK_THAT(refused.err, Catch::Contains("may not admin 'drain'"));
+  refused = busctl("evil", {"status"});
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.err, Catch::Contains("UNAUTHENTICATED"));
+
+  const auto reloaded = busctl("ops", {"reload"});
+  CHECK(reloaded.exit_code == 0);
+  CHECK_THAT(reloaded.out, Catch::Contains("reload requested"));
+  CHECK(s.broker().process().wait_for_log("reload: auth rules re-read", 5s));
+  // The same keys from the environment.
+  const std::string env = "SAGEBUS_KEY=" + s.dir() + "/ops.key_secret";
+  const std::string server_env = "SAGEBUS_SERVER_KEY=" + s.keys("broker").public_key;
+  const auto status = run({"/usr/bin/env", env, server_env, busctl_path(), "--endpoint",
+                           s.broker().endpoint(), "status"});
+  CHECK(status.exit_code == 0);
+  CHECK_THAT(status.out, Catch::Contains("clients"));
+
+  const auto drained = busctl("ops", {"drain"});
+  CHECK(drained.exit_code == 0);
+  CHECK(s.broker().process().wait_exit(10s) == 0);
+}

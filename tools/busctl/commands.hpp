@@ -54,6 +54,11 @@ void topics(const Options& options, std::ostream& out);
 // `$broker`.queues: every legacy queue, its depth, readers, writers and counters.
 void queues(const Options& options, std::ostream& out);
 
+// `$broker`.reload and `$broker`.drain (the admin verb, with auth): as SIGHUP and SIGTERM
+// would; prints what the broker answered.
+void reload(const Options& options, std::ostream& out);
+void drain(const Options& options, std::ostream& out);
+
 // `$broker`.metrics: the broker's metrics (the Prometheus text its /metrics serves),
 // those whose name begins with `prefix` (empty: all), as a table METRIC LABELS VALUE
 // (labels as k=v,k=v; "-" for none) or, with options.json, one JSON array of

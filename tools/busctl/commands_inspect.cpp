@@ -1,5 +1,6 @@
 // busctl status, services, clients, topics, queues: one request to `$broker` each, its
-// answer decoded from admin.proto and printed as a table or JSON.
+// answer decoded from admin.proto and printed as a table or JSON; busctl reload and drain:
+// one request each, its answer's message printed.
 #include <string>
 #include <string_view>
 
@@ -56,6 +57,27 @@ void topics(const Options& options, std::ostream& out) {
 void queues(const Options& options, std::ostream& out) {
   const auto list = ask_broker<sagebus::admin::QueueList>(options, "queues");
   out << (options.json ? message_json(list) : queues_table(list));
+}
+
+namespace {
+
+void ask_broker_to(const Options& options, std::string_view method, std::ostream& out) {
+  Session session(options);
+  sagebus::CallOptions call_options;
+  call_options.timeout = session.left();
+  const sagebus::Reply reply =
+      session.client().call(sagebus::wire::kBrokerService, method, "", call_options);
+  out << reply.message << "\n";
+}
+
+}  // namespace
+
+void reload(const Options& options, std::ostream& out) {
+  ask_broker_to(options, "reload", out);
+}
+
+void drain(const Options& options, std::ostream& out) {
+  ask_broker_to(options, "drain", out);
 }
 
 }  // namespace busctl

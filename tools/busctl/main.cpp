@@ -2,6 +2,7 @@
 //
 //   busctl [OPTIONS] status | services | clients | topics | queues
 //   busctl [OPTIONS] stats [PREFIX]
+//   busctl [OPTIONS] reload | drain
 //   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-]
 //   busctl [OPTIONS] publish TOPIC [PAYLOAD|-]
 //   busctl [OPTIONS] subscribe PATTERN [--count N]
@@ -96,6 +97,10 @@ int main(int argc, char** argv) {
   CLI::App* stats_cmd = app.add_subcommand(
       "stats", "the broker's metrics (as /metrics serves them): METRIC LABELS VALUE");
   stats_cmd->add_option("PREFIX", prefix, "only metrics whose name begins with PREFIX");
+  CLI::App* reload_cmd = app.add_subcommand(
+      "reload", "re-read the broker's configuration and auth rules, as SIGHUP does");
+  CLI::App* drain_cmd = app.add_subcommand(
+      "drain", "stop the broker gracefully, as SIGTERM does: calls in flight may finish");
 
   // Request-response.
   CLI::App* call_cmd =
@@ -168,6 +173,8 @@ int main(int argc, char** argv) {
     if (topics_cmd->parsed()) busctl::topics(options, std::cout);
     if (queues_cmd->parsed()) busctl::queues(options, std::cout);
     if (stats_cmd->parsed()) busctl::stats(options, prefix, std::cout);
+    if (reload_cmd->parsed()) busctl::reload(options, std::cout);
+    if (drain_cmd->parsed()) busctl::drain(options, std::cout);
     if (call_cmd->parsed()) busctl::call(options, service, method, payload_of(payload), std::cout);
     if (publish_cmd->parsed()) busctl::publish(options, target, payload_of(payload), std::cout);
     if (send_cmd->parsed())
