@@ -11,32 +11,6 @@ namespace sagebus::broker {
 Outbox::Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone)
     : router_(router), router_quiet_(router_quiet), metrics_(metrics), gone_(std::move(gone)) {}
 
-Sent Outbox::send(const RoutingId& to, zmq::message_t header, std::span<zmq::message_t> payload,
-                  bool share_payload) {
-  send_held_(to, Keep::nothing);
-  return write_(to, header, payload, share_payload);
-}
-
-void Outbox::reply(const RoutingId& to, bool batches, std::string_view header,
-                   std::span<zmq::message_t> payload, wire::Status status) {
-  if (!batches || !ReplyBatch::batchable(header.size(), payload)) {
-    zmq::message_t frame(header.data(), header.size());
-    metrics_.count_outcome(status, send(to, std::move(frame), payload) == Sent::ok);
-    return;
-  }
-  send_held_(to, Keep::replies);
-  ReplyBatch& batch = replies_.of(to);
-  if (!batch.fits(header.size(), payload)) send_replies_(batch);
-  batch.add(header, payload, status);
-}
-
-void Outbox::event(Subscription& sub, std::string_view topic, std::string_view payload) {
-  send_held_(sub.client, Keep::events);
-  EventBatch& batch = events_.of(sub);
-  if (!batch.fits(topic, payload.size())) send_events_(batch);
-  batch.add(sub, topic, payload);
-}
-
 void Outbox::flush() {
   flush_events();
   replies_.flush([this](ReplyBatch& batch) { send_replies_(batch); });
@@ -44,15 +18,6 @@ void Outbox::flush() {
 
 void Outbox::flush_events() {
   events_.flush([this](EventBatch& batch) { send_events_(batch); });
-}
-
-void Outbox::send_held_(std::string_view to, Keep keep) {
-  // At most one of the two holds something for `to`: each is sent before the other takes
-  // anything for it.
-  if (keep != Keep::events)
-    if (EventBatch* batch = events_.pending(to)) send_events_(*batch);
-  if (keep != Keep::replies)
-    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
 }
 
 void Outbox::send_events_(EventBatch& batch) {

@@ -32,6 +32,7 @@
 #include <functional>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include <zmq.hpp>
 
@@ -96,5 +97,42 @@ class Outbox {
   ReplyBatches replies_;
   EventHeader lone_event_header_;  // for a batch of one event, sent as an EVENT
 };
+
+// Defined here, for the broker's handlers to inline: they run once per message.
+
+inline Sent Outbox::send(const RoutingId& to, zmq::message_t header,
+                         std::span<zmq::message_t> payload, bool share_payload) {
+  send_held_(to, Keep::nothing);
+  return write_(to, header, payload, share_payload);
+}
+
+inline void Outbox::reply(const RoutingId& to, bool batches, std::string_view header,
+                          std::span<zmq::message_t> payload, wire::Status status) {
+  if (!batches || !ReplyBatch::batchable(header.size(), payload)) {
+    zmq::message_t frame(header.data(), header.size());
+    metrics_.count_outcome(status, send(to, std::move(frame), payload) == Sent::ok);
+    return;
+  }
+  send_held_(to, Keep::replies);
+  ReplyBatch& batch = replies_.of(to);
+  if (!batch.fits(header.size(), payload)) send_replies_(batch);
+  batch.add(header, payload, status);
+}
+
+inline void Outbox::event(Subscription& sub, std::string_view topic, std::string_view payload) {
+  send_held_(sub.client, Keep::events);
+  EventBatch& batch = events_.of(sub);
+  if (!batch.fits(topic, payload.size())) send_events_(batch);
+  batch.add(sub, topic, payload);
+}
+
+inline void Outbox::send_held_(std::string_view to, Keep keep) {
+  // At most one of the two holds something for `to`: each is sent before the other takes
+  // anything for it.
+  if (keep != Keep::events)
+    if (EventBatch* batch = events_.pending(to)) send_events_(*batch);
+  if (keep != Keep::replies)
+    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
+}
 
 }  // namespace sagebus::broker
