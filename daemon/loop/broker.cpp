@@ -77,6 +77,11 @@ Broker::Broker(BrokerConfig config)
     auth_.emplace(read_auth_config(config_.auth));
     zap_.emplace(context_);
     zap_fd_ = zap_->fd();
+    if (const auto unknown = auth_->unknown_endpoint(config_.endpoints))
+      throw std::runtime_error(config_.auth + ": [broker.endpoint-keys] gives a key to " +
+                               *unknown +
+                               ", which is not an endpoint of this broker; spell it as in the "
+                               "broker's endpoint configuration, or remove it");
     ZapHandler::secure(router_, *auth_);
     spdlog::info("authenticating clients with CURVE: {} principals in {}",
                  auth_->principals().size(), config_.auth);
@@ -89,13 +94,23 @@ Broker::Broker(BrokerConfig config)
   router_fd_ = router_.get(zmq::sockopt::fd);
   monitor_fd_ = monitor_->socket().get(zmq::sockopt::fd);
   for (const auto& endpoint : config_.endpoints) {
+    // libzmq copies the socket's options into the listener at bind(), so each endpoint
+    // keeps the key set here, whatever is set for the next one.
+    const CurveKeys* keys = auth_ ? &auth_->broker_keys_for(endpoint) : nullptr;
+    if (keys != nullptr) router_.set(zmq::sockopt::curve_secretkey, keys->secret_key);
     try {
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
       throw BindError(endpoint, e.num(), e.what());
     }
     identity_.endpoints.push_back(router_.get(zmq::sockopt::last_endpoint));
-    spdlog::info("listening on {}", identity_.endpoints.back());
+    if (keys != nullptr) {
+      served_keys_.emplace(endpoint, keys->public_key);
+      spdlog::info("listening on {} (CURVE, broker key {})", identity_.endpoints.back(),
+                   keys->public_key);
+    } else {
+      spdlog::info("listening on {}", identity_.endpoints.back());
+    }
   }
   start_http_();
   identity_.started = Clock::now();

@@ -19,20 +19,22 @@
 // (publish-subscribe), broker_sends.cpp (point-to-point), broker_queues.cpp (legacy
 // queues).
 //
-// Construction binds the endpoints (throws BindError); run() loops until asked to stop
-// (Requests, set by signal handlers). The first stop request drains
-// (operations/drain.cpp): new calls, sends and queue operations are answered UNAVAILABLE
-// while the calls already accepted may finish, up to drain_timeout_ms. Then, or at a
-// second stop request, it shuts down: every call still pending is answered UNAVAILABLE
-// and every client is sent GOODBYE. A reload request re-reads the configuration and
-// applies what can change while running (operations/reload.cpp). Not thread safe, except
-// that Requests may be set from any thread or signal handler.
+// Construction reads the auth rules file, if any, and binds the endpoints, each with its
+// broker key under auth (throws AuthConfigError, std::runtime_error, BindError); run()
+// loops until asked to stop (Requests, set by signal handlers). The first stop request
+// drains (operations/drain.cpp): new calls, sends and queue operations are answered
+// UNAVAILABLE while the calls already accepted may finish, up to drain_timeout_ms. Then,
+// or at a second stop request, it shuts down: every call still pending is answered
+// UNAVAILABLE and every client is sent GOODBYE. A reload request re-reads the
+// configuration and applies what can change while running (operations/reload.cpp). Not
+// thread safe, except that Requests may be set from any thread or signal handler.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -99,7 +101,11 @@ using Reloader = std::function<ConfigRead()>;
 
 class Broker {
  public:
-  // Binds every endpoint of `config`; throws BindError naming the one that failed.
+  // Binds every endpoint of `config`; throws BindError naming the one that failed. With
+  // auth, each endpoint serves the broker key the rules file gives it
+  // (AuthConfig::broker_keys_for); throws AuthConfigError for a rules file that does not
+  // read, and std::runtime_error naming the endpoint when its [broker.endpoint-keys] names
+  // one that `config` does not bind.
   explicit Broker(BrokerConfig config);
   ~Broker();
   Broker(const Broker&) = delete;
@@ -312,6 +318,8 @@ class Broker {
   // With auth: the rules in force and the authenticator (security/).
   std::optional<AuthConfig> auth_;
   std::optional<ZapHandler> zap_;
+  // The public key each endpoint (as config_ spells it) serves: fixed when it was bound.
+  std::map<std::string, std::string, std::less<>> served_keys_;
   int zap_fd_ = -1;
   bool zap_due_ = true;  // answer the authenticator at the first tick, before its fd says so
   std::string subject_;  // a Guard's scratch

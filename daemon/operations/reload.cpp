@@ -4,8 +4,10 @@
 // and the queue-topic mapping. What cannot (the endpoints, the HTTP endpoint, what
 // clients were told at HELLO, what is set on the socket) is kept, and the log says so.
 // One log line per key that differs. With auth, the rules file is read again too, and what
-// its new rules forbid is taken away (security/permissions.cpp, revoke_). A configuration
-// or a rules file that does not read changes nothing.
+// its new rules forbid is taken away (security/permissions.cpp, revoke_); the broker's
+// keys, set on each endpoint when it was bound, stay until a restart, and a change to
+// them is logged as a warning. A configuration or a rules file that does not read changes
+// nothing.
 #include <spdlog/spdlog.h>
 
 #include "loop/broker.hpp"
@@ -74,6 +76,19 @@ bool Broker::reload_auth_() {
         "reload: the broker's key pair in {} changed; clients keep using the one it started "
         "with ({}) until sage-busd restarts",
         config_.auth, auth_->broker_keys().public_key);
+  // Each endpoint serves the key it was bound with, read from the rules at start.
+  for (const auto& [endpoint, serving] : served_keys_) {
+    if (fresh->broker_keys_for(endpoint).public_key != serving)
+      spdlog::warn(
+          "reload: the broker key of endpoint {} in {} changed; it keeps serving the one it "
+          "started with ({}) until sage-busd restarts",
+          endpoint, config_.auth, serving);
+  }
+  if (const auto unknown = fresh->unknown_endpoint(config_.endpoints))
+    spdlog::warn(
+        "reload: [broker.endpoint-keys] in {} gives a key to {}, which is not an endpoint of "
+        "this broker; sage-busd will not start with it",
+        config_.auth, *unknown);
   auth_ = std::move(fresh);
   spdlog::info("reload: auth rules re-read from {}: {} principals", config_.auth,
                auth_->principals().size());

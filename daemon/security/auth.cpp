@@ -143,9 +143,11 @@ bool Rules::allows_pattern(Verb verb, std::string_view pattern) const {
 
 // --- AuthConfig --------------------------------------------------------------------
 
-AuthConfig::AuthConfig(std::string file, CurveKeys broker_keys, std::vector<Principal> principals)
+AuthConfig::AuthConfig(std::string file, CurveKeys broker_keys, std::vector<Principal> principals,
+                       EndpointKeys endpoint_keys)
     : path(std::move(file)),
       broker_keys_(std::move(broker_keys)),
+      endpoint_keys_(std::move(endpoint_keys)),
       principals_(std::move(principals)) {
   for (std::size_t i = 0; i < principals_.size(); ++i) {
     if (!by_name_.emplace(principals_[i].name, i).second)
@@ -154,6 +156,18 @@ AuthConfig::AuthConfig(std::string file, CurveKeys broker_keys, std::vector<Prin
       if (!by_key_.emplace(key, i).second && by_key_.at(key) != i)
         throw std::invalid_argument("key " + key + " belongs to two principals");
   }
+}
+
+const CurveKeys& AuthConfig::broker_keys_for(std::string_view endpoint) const noexcept {
+  const auto it = endpoint_keys_.find(endpoint);
+  return it == endpoint_keys_.end() ? broker_keys_ : it->second;
+}
+
+std::optional<std::string> AuthConfig::unknown_endpoint(
+    const std::vector<std::string>& endpoints) const {
+  for (const auto& [endpoint, keys] : endpoint_keys_)
+    if (std::find(endpoints.begin(), endpoints.end(), endpoint) == endpoints.end()) return endpoint;
+  return std::nullopt;
 }
 
 const Principal* AuthConfig::by_key(std::string_view z85_public_key) const noexcept {
@@ -205,7 +219,8 @@ class Reader {
   AuthConfig read() {
     const toml::table root = parse();
     check_keys(root, {"broker", "principal"}, "the file's top level");
-    CurveKeys broker_keys = read_broker(root);
+    EndpointKeys endpoint_keys;
+    CurveKeys broker_keys = read_broker(root, endpoint_keys);
     std::vector<Principal> principals;
     if (const toml::node* list = root.get("principal")) {
       const toml::array* array = list->as_array();
@@ -220,7 +235,8 @@ class Reader {
         principals.push_back(read_principal(*table));
       }
     }
-    return AuthConfig(path_, std::move(broker_keys), std::move(principals));
+    return AuthConfig(path_, std::move(broker_keys), std::move(principals),
+                      std::move(endpoint_keys));
   }
 
  private:
@@ -290,7 +306,18 @@ class Reader {
     }
   }
 
-  CurveKeys read_broker(const toml::table& root) const {
+  // A key pair of the broker's, from the secret certificate `file` that `node` names.
+  CurveKeys read_broker_keys(const toml::node& node, const std::string& file) const {
+    CurveKeys keys = read_keys(node, file);
+    if (keys.secret_key.empty())
+      fail(node, "key file '" + file +
+                     "' holds no secret key; give the broker's secret certificate "
+                     "(NAME.key_secret), not its public one");
+    return keys;
+  }
+
+  // [broker]: its key pair, and into `endpoint_keys` the pairs of [broker.endpoint-keys].
+  CurveKeys read_broker(const toml::table& root, EndpointKeys& endpoint_keys) const {
     const toml::node* broker = root.get("broker");
     if (!broker)
       fail(
@@ -300,18 +327,27 @@ class Reader {
     if (!table)
       fail(*broker,
            "broker is " + type_of(*broker) + "; write it as a [broker] table with key-file");
-    check_keys(*table, {"key-file"}, "[broker]");
+    check_keys(*table, {"key-file", "endpoint-keys"}, "[broker]");
     const toml::node* key_file = table->get("key-file");
     if (!key_file)
       fail(*table,
            "[broker] has no key-file; add key-file = \"broker.key_secret\", the broker's "
            "secret certificate (`busctl keygen broker` writes it)");
-    const std::string& file = string_of(*key_file, "key-file", "a certificate's path");
-    CurveKeys keys = read_keys(*key_file, file);
-    if (keys.secret_key.empty())
-      fail(*key_file, "key file '" + file +
-                          "' holds no secret key; give the broker's secret certificate "
-                          "(NAME.key_secret), not its public one");
+    CurveKeys keys =
+        read_broker_keys(*key_file, string_of(*key_file, "key-file", "a certificate's path"));
+    if (const toml::node* node = table->get("endpoint-keys")) {
+      const toml::table* endpoints = node->as_table();
+      if (!endpoints)
+        fail(*node, "endpoint-keys is " + type_of(*node) +
+                        "; write it as a [broker.endpoint-keys] table of \"ENDPOINT\" = "
+                        "\"NAME.key_secret\"");
+      for (auto&& [endpoint, file] : *endpoints) {
+        const std::string name(endpoint.str());
+        const std::string what = "endpoint-keys' value for '" + name + "'";
+        endpoint_keys.emplace(
+            name, read_broker_keys(file, string_of(file, what, "a secret certificate's path")));
+      }
+    }
     return keys;
   }
 

@@ -18,6 +18,10 @@
 // matches exactly one token, '>' as the last token one or more. A subject is matched
 // token by token, so "*" allows "node-7" but not "node.7".
 //
+// The broker's key pair is [broker] key-file's; [broker.endpoint-keys] may give some of
+// its endpoints (spelt as in the broker's `endpoint` configuration) a key pair of their
+// own, so that its key can be rotated one endpoint at a time (broker_keys_for()).
+//
 // read_auth_config() reads and validates the whole file (TOML; deploy/sage-busd-auth.toml
 // is a commented example) at start-up or on a reload, and refuses it at the first problem
 // with "FILE:LINE: problem; what to do": a typo must not silently grant or deny nothing.
@@ -96,16 +100,28 @@ struct Principal {
   Rules rules;
 };
 
-// The whole rules file: the broker's key pair and the principals. Default-constructed, it
+// Endpoints, as the broker's configuration spells them, and the key pair each serves.
+using EndpointKeys = std::map<std::string, CurveKeys, std::less<>>;
+
+// The whole rules file: the broker's key pairs and the principals. Default-constructed, it
 // has no keys and no principals.
 class AuthConfig {
  public:
   AuthConfig() = default;
   // Throws std::invalid_argument when two principals share a name or a key.
-  AuthConfig(std::string file, CurveKeys broker_keys, std::vector<Principal> principals);
+  AuthConfig(std::string file, CurveKeys broker_keys, std::vector<Principal> principals,
+             EndpointKeys endpoint_keys = {});
 
-  // The broker's CURVE key pair, both keys set.
+  // The broker's CURVE key pair, both keys set: the one of every endpoint that
+  // endpoint_keys() does not name.
   const CurveKeys& broker_keys() const noexcept { return broker_keys_; }
+  // The key pair the broker serves on `endpoint` (as the broker's configuration spells
+  // it): its entry in endpoint_keys(), else broker_keys().
+  const CurveKeys& broker_keys_for(std::string_view endpoint) const noexcept;
+  // The endpoints given a key pair of their own, both keys of each set.
+  const EndpointKeys& endpoint_keys() const noexcept { return endpoint_keys_; }
+  // The first endpoint of endpoint_keys() that is not among `endpoints`, or nothing.
+  std::optional<std::string> unknown_endpoint(const std::vector<std::string>& endpoints) const;
   // The principal holding this public key, or nullptr: such a key may not connect.
   const Principal* by_key(std::string_view z85_public_key) const noexcept;
   const Principal* by_name(std::string_view name) const noexcept;
@@ -115,6 +131,7 @@ class AuthConfig {
 
  private:
   CurveKeys broker_keys_;
+  EndpointKeys endpoint_keys_;
   std::vector<Principal> principals_;
   std::map<std::string, std::size_t, std::less<>> by_key_;
   std::map<std::string, std::size_t, std::less<>> by_name_;
@@ -130,7 +147,8 @@ class AuthConfigError : public std::runtime_error {
 // Reads and validates the whole rules file at `path`. Key files named in it are read
 // (wire::read_key_file), relative paths from the file's directory. Throws AuthConfigError
 // for the first problem: TOML syntax; a missing [broker] or key-file; a key file that
-// cannot be read or, for the broker, holds no secret key; a principal without a valid,
+// cannot be read or, for the broker (key-file and each of endpoint-keys), holds no secret
+// key; an endpoint-keys entry that is not a string; a principal without a valid,
 // unique name, without keys, with an invalid key or a key of another principal; an
 // unknown verb; an invalid pattern; a key of the wrong type; an unknown key anywhere.
 // No principals is valid: everything is denied.

@@ -62,16 +62,18 @@ key-files = ["nobody.key"]
 )";
 
 // A broker with auth, the key pairs of every principal in `dir`, and clients for them.
+// "broker-old" is a second key pair of the broker's, for [broker.endpoint-keys].
 class Secured {
  public:
-  explicit Secured(std::string rules = kRules) {
+  explicit Secured(std::string rules = kRules, std::vector<std::string> broker_args = {}) {
     for (const char* who :
-         {"broker", "svc", "caller", "caller2", "worker", "ops", "nobody", "evil"}) {
+         {"broker", "broker-old", "svc", "caller", "caller2", "worker", "ops", "nobody", "evil"}) {
       keys_[who] = wire::generate_curve_keys();
       wire::write_key_pair(dir_.path() + "/" + who, keys_[who]);
     }
     write_rules(std::move(rules));
-    broker_ = std::make_unique<Broker>(std::vector<std::string>{"--auth", rules_path()});
+    broker_args.insert(broker_args.end(), {"--auth", rules_path()});
+    broker_ = std::make_unique<Broker>(std::move(broker_args));
   }
 
   Broker& broker() { return *broker_; }
@@ -79,7 +81,8 @@ class Secured {
   std::string rules_path() const { return dir_.path() + "/auth.toml"; }
   const wire::CurveKeys& keys(const std::string& who) { return keys_.at(who); }
 
-  // Writes the rules file: the broker's key and `rules`.
+  // Writes the rules file: the broker's key and `rules` (which may go on with a
+  // [broker.endpoint-keys] table).
   void write_rules(std::string rules) {
     const std::string marker = "@CALLER2@";
     if (const auto at = rules.find(marker); at != std::string::npos)
@@ -487,4 +490,63 @@ TEST_CASE("auth: busctl takes keys from flags or the environment; drain and relo
   const auto drained = busctl("ops", {"drain"});
   CHECK(drained.exit_code == 0);
   CHECK(s.broker().process().wait_exit(10s) == 0);
+}
+
+TEST_CASE(
+    "auth: endpoint-keys serves an endpoint its own broker key, so clients move to a new "
+    "key one endpoint at a time, and a reload changes it only at a restart",
+    "[auth]") {
+  const std::string old_endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const std::string table =
+      "[broker.endpoint-keys]\n\"" + old_endpoint + "\" = \"broker-old.key_secret\"\n";
+  Secured s(table + kRules, {"--endpoint", old_endpoint});
+  const std::string& new_endpoint = s.broker().endpoint();
+  REQUIRE(s.broker().process().wait_for_log("listening on " + old_endpoint +
+                                                " (CURVE, broker key " +
+                                                s.keys("broker-old").public_key + ")",
+                                            5s));
+  CHECK_THAT(s.broker().log(),
+             Catch::Contains("listening on " + new_endpoint + " (CURVE, broker key " +
+                             s.keys("broker").public_key + ")"));
+  EchoInstance echo(s.as("svc", "echo-1"), "echo");
+  // `endpoint` with the broker key in `server_key_file`.
+  const auto caller = [&](const std::string& name, const std::string& endpoint,
+                          const std::string& server_key_file) {
+    ClientOptions o = s.as("caller", name);
+    o.endpoint = endpoint;
+    o.server_key = s.dir() + "/" + server_key_file;
+    return o;
+  };
+
+  Client old_on_old(caller("old-on-old", old_endpoint, "broker-old.key"));
+  CHECK(call_echo(old_on_old) == "hi");
+  Client new_on_new(caller("new-on-new", new_endpoint, "broker.key"));
+  CHECK(call_echo(new_on_new) == "hi");
+
+  Client new_on_old(caller("new-on-old", old_endpoint, "broker.key"));
+  Error e = error_of([&] { call_echo(new_on_old); });
+  CHECK(e.status() == Status::unauthenticated);
+  CHECK_THAT(e.message(), Catch::Contains(old_endpoint));
+  Client old_on_new(caller("old-on-new", new_endpoint, "broker-old.key"));
+  e = error_of([&] { call_echo(old_on_new); });
+  CHECK(e.status() == Status::unauthenticated);
+  CHECK_THAT(e.message(), Catch::Contains(new_endpoint));
+
+  // A broker that does not bind the endpoint the table names does not start.
+  const std::string elsewhere = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const auto refused = run(
+      {busd_path(), "--endpoint", elsewhere, "--http", "off", "--auth", s.rules_path()}, {}, 10s);
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.err, Catch::Contains("[broker.endpoint-keys] gives a key to " + old_endpoint +
+                                          ", which is not an endpoint"));
+
+  // The rotation's end: the table is gone from the rules, but the old endpoint keeps its
+  // key until a restart, and says so.
+  s.write_rules(kRules);
+  REQUIRE(s.reload());
+  CHECK_THAT(s.broker().log(),
+             Catch::Contains("reload: the broker key of endpoint " + old_endpoint + " in " +
+                             s.rules_path() + " changed"));
+  Client again(caller("old-again", old_endpoint, "broker-old.key"));
+  CHECK(call_echo(again) == "hi");
 }

@@ -274,6 +274,42 @@ TEST_CASE("a rules file gives the broker's keys and each principal's keys and ru
   CHECK_FALSE(retriever->rules.allows(Verb::publish, "memory.retrieve"));
 }
 
+TEST_CASE(
+    "endpoint-keys gives the endpoints it names key pairs of their own, and the others "
+    "serve key-file's",
+    "[auth]") {
+  RulesDir dir;
+  const auto broker = sagebus::wire::read_key_file(dir / "broker.key_secret");
+  const auto old = sagebus::wire::read_key_file(dir / "b.key_secret");
+
+  SECTION("without the table every endpoint serves key-file's pair") {
+    const AuthConfig config = dir.read(kBroker);
+    CHECK(config.endpoint_keys().empty());
+    CHECK(config.broker_keys_for("tcp://0.0.0.0:5556").secret_key == broker.secret_key);
+    CHECK_FALSE(config.unknown_endpoint({}));
+  }
+  SECTION("an endpoint named in the table serves its own pair") {
+    const AuthConfig config = dir.read(kBroker +
+                                       "[broker.endpoint-keys]\n"
+                                       "\"tcp://0.0.0.0:5556\" = \"b.key_secret\"\n");
+    REQUIRE(config.endpoint_keys().size() == 1);
+    CHECK(config.broker_keys().public_key == broker.public_key);
+    CHECK(config.broker_keys_for("tcp://0.0.0.0:5556").public_key == old.public_key);
+    CHECK(config.broker_keys_for("tcp://0.0.0.0:5556").secret_key == old.secret_key);
+    // Spelt exactly as the endpoint is configured: another spelling is another endpoint.
+    CHECK(config.broker_keys_for("tcp://*:5556").public_key == broker.public_key);
+    CHECK(config.broker_keys_for("tcp://0.0.0.0:5555").secret_key == broker.secret_key);
+    CHECK_FALSE(config.unknown_endpoint({"tcp://0.0.0.0:5555", "tcp://0.0.0.0:5556"}));
+    CHECK(config.unknown_endpoint({"tcp://0.0.0.0:5555"}) == "tcp://0.0.0.0:5556");
+  }
+  SECTION("the inline spelling of the table reads the same") {
+    const AuthConfig config = dir.read(
+        "[broker]\nkey-file = \"broker.key_secret\"\n"
+        "endpoint-keys = { \"ipc:///run/sage-bus/bus.sock\" = \"b.key_secret\" }\n");
+    CHECK(config.broker_keys_for("ipc:///run/sage-bus/bus.sock").public_key == old.public_key);
+  }
+}
+
 TEST_CASE("a rules file without principals is valid and lets no one in", "[auth]") {
   RulesDir dir;
   const AuthConfig config = dir.read("# nobody yet\n" + kBroker);
@@ -351,6 +387,20 @@ TEST_CASE("rules file problems are refused naming the file and the line", "[auth
     CHECK_THAT(dir.error(kBroker), Catch::StartsWith(dir.at(2) + "key file 'broker.key_secret': "));
     CHECK_THAT(dir.error(kBroker), Catch::Contains("chmod 600"));
   }
+  SECTION("endpoint-keys that cannot be used") {
+    const std::string table = kBroker + "[broker.endpoint-keys]\n";
+    CHECK_THAT(dir.error(table + "\"tcp://0.0.0.0:5556\" = \"b.key\"\n"),
+               Catch::StartsWith(dir.at(4) + "key file 'b.key' holds no secret key"));
+    CHECK_THAT(dir.error(table + "\"tcp://0.0.0.0:5556\" = \"nowhere.key_secret\"\n"),
+               Catch::StartsWith(dir.at(4) + "key file 'nowhere.key_secret': " +
+                                 dir / "nowhere.key_secret: cannot open it"));
+    CHECK_THAT(dir.error(table + "\"tcp://0.0.0.0:5556\" = 5556\n"),
+               Catch::StartsWith(dir.at(4) +
+                                 "endpoint-keys' value for 'tcp://0.0.0.0:5556' must be a string"));
+    CHECK_THAT(dir.error(kBroker + "endpoint-keys = \"b.key_secret\"\n"),
+               Catch::StartsWith(dir.at(3) + "endpoint-keys is a string; write it as a "
+                                             "[broker.endpoint-keys] table"));
+  }
   SECTION("a principal without a name") {
     CHECK_THAT(dir.error(kBroker + "\n[[principal]]\nkeys = [\"" + a_key + "\"]\n"),
                Catch::StartsWith(dir.at(4) + "a principal without a name"));
@@ -413,7 +463,7 @@ TEST_CASE("rules file problems are refused naming the file and the line", "[auth
                Catch::StartsWith(dir.at(1) + "unknown key 'brokers' in the file's top level"));
     CHECK_THAT(dir.error(kBroker + "keyfile = \"x\"\n"),
                Catch::StartsWith(dir.at(3) + "unknown key 'keyfile' in [broker]; the keys there "
-                                             "are key-file"));
+                                             "are key-file, endpoint-keys"));
     CHECK_THAT(dir.error(kBroker + principal_a + "alow.call = [\"memory.*\"]\n"),
                Catch::StartsWith(dir.at(6) + "unknown key 'alow' in [[principal]]"));
     CHECK_THAT(dir.error(kBroker + principal_a + "allow = [\"memory.*\"]\n"),
