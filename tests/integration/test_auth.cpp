@@ -135,7 +135,7 @@ RawPeer raw_as(Secured& s, const wire::CurveKeys& keys) {
 }  // namespace
 
 TEST_CASE(
-    "auth: a principal's key gets in; an unknown key, a wrong broker key and a "
+    "auth: a principal's key gets in, an unknown key, a wrong broker key and a "
     "plaintext client are told UNAUTHENTICATED naming the endpoint",
     "[auth]") {
   Secured s;
@@ -183,8 +183,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "auth: every verb is denied by default and allowed by a rule; a deny beats an "
-    "allow; each refusal says PERMISSION_DENIED, the verb and the subject",
+    "auth: every verb is denied by default and allowed by a rule, a deny beats an "
+    "allow, each refusal says PERMISSION_DENIED, the verb and the subject",
     "[auth]") {
   Secured s;
   EchoInstance echo(s.as("svc", "echo-1"), "echo");
@@ -375,7 +375,7 @@ TEST_CASE("auth: ten thousand refusals make a handful of log lines, and are all 
 
 TEST_CASE(
     "auth: a reload that takes a permission away revokes live registrations and "
-    "subscriptions; a broken one changes nothing; a call in flight ends once",
+    "subscriptions, a broken one changes nothing, a call in flight ends once",
     "[auth]") {
   Secured s;
   GatedService gated(s.as("svc", "gated-1"), "gated", 4);
@@ -458,7 +458,7 @@ TEST_CASE(
   CHECK(allowed.stop() == 0);
 }
 
-TEST_CASE("auth: busctl takes keys from flags or the environment; drain and reload need admin",
+TEST_CASE("auth: busctl takes keys from flags or the environment, drain and reload need admin",
           "[auth][busctl]") {
   Secured s;
   auto busctl = [&](const std::string& who, std::vector<std::string> args) {

@@ -32,7 +32,7 @@ TEST_CASE("send to a peer that is not connected fails UNDELIVERABLE at once", "[
 }
 
 TEST_CASE(
-    "send to a connected peer returns once the peer has it; receive gives it with the "
+    "send to a connected peer returns once the peer has it, receive gives it with the "
     "sender's name",
     "[p2p]") {
   Broker broker;

@@ -239,7 +239,7 @@ TEST_CASE(
 
 TEST_CASE(
     "a PUBLISH_BATCH the broker cannot take is refused whole: malformed, an invalid "
-    "topic, too many records, not one frame; over max-payload it is dropped and counted",
+    "topic, too many records, not one frame, over max-payload it is dropped and counted",
     "[pubsub][batches][hostile]") {
   Pair pair({"--max-payload", "4096"}, true, ">", 0);
   auto& [broker, admin, subscriber, publisher] = pair;

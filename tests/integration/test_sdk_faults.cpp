@@ -250,7 +250,7 @@ bool beat_saying(FakeBroker& broker, bool idle, std::chrono::milliseconds within
 }  // namespace
 
 TEST_CASE(
-    "offered an idle heartbeat, a client with nothing at stake keeps it and says so; a call "
+    "offered an idle heartbeat, a client with nothing at stake keeps it and says so, a call "
     "takes it back to the short heartbeat until the call ends",
     "[sdk][liveness]") {
   FakeBroker broker;

@@ -212,7 +212,7 @@ TEST_CASE("SIGTERM with calls in flight: they complete, new calls get UNAVAILABL
   CHECK(broker.log().find("1 new requests refused") != std::string::npos);
 }
 
-TEST_CASE("/metrics is Prometheus text whose counters move with traffic; /healthz says ok",
+TEST_CASE("/metrics is Prometheus text whose counters move with traffic, /healthz says ok",
           "[ops][http]") {
   const int http_port = free_port();
   Broker broker({"--http", "127.0.0.1:" + std::to_string(http_port)});

@@ -253,7 +253,7 @@ TEST_CASE("items put back go to the longest-waiting reader first", "[queues]") {
   CHECK(text(fx.answers[0]) == "1");
 }
 
-TEST_CASE("a reader that leaves loses its waiting gets; a putter its waiting puts", "[queues]") {
+TEST_CASE("a reader that leaves loses its waiting gets, a putter its waiting puts", "[queues]") {
   LegacyQueues queues(limits(1), {});
   QueueEffects fx;
   queues.get("R", 1, "empty", 0, t0, t0 + 1s, fx);
@@ -303,7 +303,7 @@ TEST_CASE("a connection holding too many unacknowledged items is refused more", 
   CHECK(f.queues.size("jobs") == 1);
 }
 
-TEST_CASE("when the table of queues is full, an idle queue makes room; a busy one does not",
+TEST_CASE("when the table of queues is full, an idle queue makes room, a busy one does not",
           "[queues]") {
   QueueLimits l = limits();
   l.max_queues = 2;

@@ -221,7 +221,7 @@ TEST_CASE("a duplicate reply and a reply to an id never sent change nothing", "[
 
 TEST_CASE(
     "after a reconnect the broker refused, registrations are replayed and the refused "
-    "calls sent again; those it had taken end UNAVAILABLE",
+    "calls sent again, those it had taken end UNAVAILABLE",
     "[session]") {
   Fixture f;
   auto core = std::make_shared<ServiceCore>(
@@ -371,7 +371,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a service unregistered with calls in hand still sends their replies; a call after "
+    "a service unregistered with calls in hand still sends their replies, a call after "
     "it is removed is answered UNAVAILABLE",
     "[session]") {
   Fixture f;
@@ -485,7 +485,7 @@ TEST_CASE("a kind no broker sends is dropped, alone or in a BATCH, and changes n
 
 TEST_CASE(
     "a refused key ends every request not sent UNAUTHENTICATED, those waiting for ready "
-    "too; a handshake failing without detail ends them at the second in a row",
+    "too, a handshake failing without detail ends them at the second in a row",
     "[session][auth]") {
   SECTION("the broker refused the key") {
     Fixture f;

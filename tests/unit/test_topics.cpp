@@ -111,7 +111,7 @@ TEST_CASE("removing a client removes all its subscriptions and nobody else's", "
   CHECK(table.remove_client("A") == 0);
 }
 
-TEST_CASE("a client's subscriptions are bounded; replacing one is not a new one", "[topics]") {
+TEST_CASE("a client's subscriptions are bounded, replacing one is not a new one", "[topics]") {
   SubscriptionTable table;
   CHECK(table.subscribe("A", 1, "a", 0, 2) == SubscriptionTable::Added::added);
   CHECK(table.subscribe("A", 2, "b", 0, 2) == SubscriptionTable::Added::added);
@@ -121,7 +121,7 @@ TEST_CASE("a client's subscriptions are bounded; replacing one is not a new one"
   CHECK(table.count("A") == 2);
 }
 
-TEST_CASE("credit 0 on SUBSCRIBE means the default window; CREDIT is capped", "[topics]") {
+TEST_CASE("credit 0 on SUBSCRIBE means the default window, CREDIT is capped", "[topics]") {
   SubscriptionTable table;
   table.subscribe("A", 1, "a", 0, kMany);
   Subscription* sub = table.find("A", 1);
