@@ -28,13 +28,18 @@ struct Options {
   int rounds = 3;
   bool smoke = false;
   bool markdown = false;
-  bool auth = false;  // every system secured (system.hpp)
+  bool auth = false;           // every system secured (system.hpp)
+  bool auth_vs_plain = false;  // sage-bus secured against sage-bus plain
   Counts counts;
   Paths paths;
   std::string forwarder_ports;
   std::string idle_child;
   std::string curve_dir;  // the forwarder's or idle child's keys (curve.hpp)
 };
+
+// The scenarios of --auth-vs-plain when none is named: small request-reply, where the cost
+// of CURVE per message shows most.
+const std::vector<std::string> kAuthVsPlainScenarios = {"reqrep_c1", "reqrep_c8", "pipelined"};
 
 // A system's name in a run: secured ones say how ("sagebus+curve", "zmq+curve", "nats+tls").
 std::string system_name(const std::string& base, bool secure) {
@@ -105,7 +110,9 @@ int run(const Options& options) {
   // The first system is "ours": the others' ratio= is its ops/s over theirs.
   std::vector<std::string> systems;
   const bool secure = options.auth;
-  if (options.compare) {
+  if (options.auth_vs_plain) {
+    systems = {system_name("sagebus", true), "sagebus"};  // ratio= auth/plain
+  } else if (options.compare) {
     systems = {system_name("sagebus", secure), system_name("zmq", secure)};
     if (auto why = nats_unavailable(options.paths, secure); why.empty())
       systems.push_back(system_name("nats", secure));
@@ -122,7 +129,9 @@ int run(const Options& options) {
   } else {
     systems = {system_name("sagebus", secure)};
   }
-  const auto& scenarios = options.scenarios.empty() ? scenario_names() : options.scenarios;
+  const auto& scenarios = !options.scenarios.empty() ? options.scenarios
+                          : options.auth_vs_plain    ? kAuthVsPlainScenarios
+                                                     : scenario_names();
   const int rounds = options.compare && !options.smoke ? options.rounds : 1;
 
   bool failed = false;
@@ -242,6 +251,11 @@ int main(int argc, char** argv) {
                "allowing the bench everything) as system=sagebus+curve, the ZeroMQ forwarder with "
                "CURVE (zmq+curve), nats-server with TLS (nats+tls, a self-signed certificate made "
                "with openssl)");
+  app.add_flag("--auth-vs-plain", options.auth_vs_plain,
+               "Compare sage-bus with --auth against sage-bus plain, interleaved, for --rounds "
+               "rounds (implies --compare); ratio= is auth/plain. Scenarios: reqrep_c1, "
+               "reqrep_c8, pipelined unless --scenario is given")
+      ->excludes("--baseline");
   app.add_option("--rounds", options.rounds, "Rounds of --compare")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
@@ -285,6 +299,7 @@ int main(int argc, char** argv) {
     }
     run_zmq_forwarder(router, xsub, xpub, options.curve_dir);
   }
+  if (options.auth_vs_plain) options.compare = true;
   if (options.smoke) {
     options.counts.calls = std::min<std::size_t>(options.counts.calls, 500);
     options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);
