@@ -5,6 +5,10 @@
 // subscription; subscribers lift libnats' pending limits so the client drops nothing.
 // Idle clients are raw TCP connections that say CONNECT and PING (10,000 libnats
 // connections would be 20,000 threads). Without libnats at build time, start_nats says so.
+// Secured ("nats+tls"): nats-server requires TLS with a self-signed certificate made at
+// start-up by the openssl command into the run's directory; libnats clients verify it as
+// their CA (natsOptions_SetSecure, LoadCATrustedCertificates); idle clients speak TLS
+// through OpenSSL (the library libnats links) without verifying.
 #include <stdexcept>
 
 #include "child.hpp"
@@ -14,6 +18,7 @@
 #include <arpa/inet.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,19 +28,24 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+
+#ifdef SAGEBUS_BENCH_HAVE_OPENSSL
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 #endif
 
 namespace sagebus::bench {
 
 #ifndef SAGEBUS_BENCH_HAVE_NATS
 
-std::string nats_unavailable(const Paths& /*paths*/) {
+std::string nats_unavailable(const Paths& /*paths*/, bool /*secure*/) {
   return "this sage-bus-bench was built without libnats (install libnats-dev and "
          "reconfigure to measure NATS)";
 }
 
-std::unique_ptr<System> start_nats(const Paths& paths) {
-  throw std::runtime_error(nats_unavailable(paths));
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure) {
+  throw std::runtime_error(nats_unavailable(paths, secure));
 }
 
 #else
@@ -52,17 +62,26 @@ void check(natsStatus status, const char* what) {
     throw std::runtime_error(std::string("libnats: ") + what + ": " + natsStatus_GetText(status));
 }
 
+// Where clients connect: the URL and, with TLS, the certificate to trust.
+struct Server {
+  std::string url;
+  std::string ca_file;  // empty: plain
+};
+
 // One libnats connection, closed and destroyed with the object.
 class Connection {
  public:
   // send_asap: write each publish at once instead of leaving it to libnats' flusher thread,
   // which adds about a millisecond. libnats recommends it for connections that send
   // replies; Request() does it by itself.
-  explicit Connection(const std::string& url, bool send_asap = false) {
+  explicit Connection(const Server& server, bool send_asap = false) {
     natsOptions* options = nullptr;
     check(natsOptions_Create(&options), "options");
-    natsStatus s = natsOptions_SetURL(options, url.c_str());
+    natsStatus s = natsOptions_SetURL(options, server.url.c_str());
     if (s == NATS_OK) s = natsOptions_SetSendAsap(options, send_asap);
+    if (s == NATS_OK && !server.ca_file.empty()) s = natsOptions_SetSecure(options, true);
+    if (s == NATS_OK && !server.ca_file.empty())
+      s = natsOptions_LoadCATrustedCertificates(options, server.ca_file.c_str());
     if (s == NATS_OK) s = natsConnection_Connect(&nc_, options);
     natsOptions_Destroy(options);
     check(s, "connect");
@@ -105,7 +124,7 @@ void on_echo(natsConnection* nc, natsSubscription* /*sub*/, natsMsg* msg, void* 
 }
 
 struct EchoInstance {
-  explicit EchoInstance(const std::string& url) : connection(url, true) {
+  explicit EchoInstance(const Server& server) : connection(server, true) {
     check(natsConnection_QueueSubscribe(subscription.out(), connection.get(), kEchoSubject, "echo",
                                         on_echo, nullptr),
           "queue subscribe");
@@ -121,7 +140,7 @@ struct Echo : Handle {
 
 class NatsCaller : public Caller {
  public:
-  explicit NatsCaller(const std::string& url) : connection_(url) {}
+  explicit NatsCaller(const Server& server) : connection_(server) {}
   bool call(std::string_view request, std::string& reply, std::string& error) override {
     natsMsg* msg = nullptr;
     const natsStatus s =
@@ -147,7 +166,7 @@ void on_data(natsConnection* /*nc*/, natsSubscription* /*sub*/, natsMsg* msg, vo
 }
 
 struct NatsSubscription : Handle {
-  NatsSubscription(const std::string& url, Tally& tally) : connection(url) {
+  NatsSubscription(const Server& server, Tally& tally) : connection(server) {
     check(natsConnection_Subscribe(subscription.out(), connection.get(), kTopic, on_data, &tally),
           "subscribe");
     check(natsSubscription_SetPendingLimits(subscription.get(), -1, -1), "pending limits");
@@ -159,7 +178,7 @@ struct NatsSubscription : Handle {
 
 class NatsPublisher : public Publisher {
  public:
-  explicit NatsPublisher(const std::string& url) : connection_(url) {}
+  explicit NatsPublisher(const Server& server) : connection_(server) {}
   void publish(std::string_view payload) override {
     check(natsConnection_Publish(connection_.get(), kTopic, payload.data(),
                                  static_cast<int>(payload.size())),
@@ -171,11 +190,57 @@ class NatsPublisher : public Publisher {
   Connection connection_;
 };
 
+#ifdef SAGEBUS_BENCH_HAVE_OPENSSL
+// OpenSSL for idle TLS connections: one context, one SSL object per connection.
+class Tls {
+ public:
+  Tls() : ctx_(SSL_CTX_new(TLS_client_method())) {
+    if (!ctx_) throw std::runtime_error("SSL_CTX_new failed");
+    // Idle connections: no buffers kept between reads and writes.
+    SSL_CTX_set_mode(ctx_, SSL_MODE_RELEASE_BUFFERS);
+  }
+  ~Tls() {
+    for (SSL* ssl : ssls_) {
+      SSL_shutdown(ssl);
+      SSL_free(ssl);
+    }
+    SSL_CTX_free(ctx_);
+  }
+  Tls(const Tls&) = delete;
+  Tls& operator=(const Tls&) = delete;
+  // The TLS handshake on `fd`, after nats-server's plain INFO line.
+  SSL* connect(int fd) {
+    SSL* ssl = SSL_new(ctx_);
+    if (!ssl) throw std::runtime_error("SSL_new failed");
+    ssls_.push_back(ssl);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) {
+      char why[256];
+      ERR_error_string_n(ERR_get_error(), why, sizeof why);
+      throw std::runtime_error(std::string("TLS handshake with nats-server failed: ") + why);
+    }
+    return ssl;
+  }
+
+ private:
+  SSL_CTX* ctx_;
+  std::vector<SSL*> ssls_;
+};
+#endif
+
 // Raw TCP connections, each answered PONG once; nats-server pings idle clients only every
-// two minutes, longer than a scenario runs.
+// two minutes, longer than a scenario runs. With `tls`, each reads the server's INFO, then
+// speaks TLS.
 class IdleSockets : public Handle {
  public:
-  IdleSockets(int port, std::size_t count) {
+  IdleSockets(int port, std::size_t count, bool tls) {
+#ifndef SAGEBUS_BENCH_HAVE_OPENSSL
+    if (tls)
+      throw std::runtime_error(
+          "this sage-bus-bench was built without OpenSSL (libssl-dev): no idle TLS clients");
+#else
+    if (tls) tls_ = std::make_unique<Tls>();
+#endif
     const std::uint64_t limit = raise_nofile(count + 1024);
     if (limit < count + 256)
       throw std::runtime_error("RLIMIT_NOFILE is " + std::to_string(limit) + ", too low");
@@ -190,12 +255,38 @@ class IdleSockets : public Handle {
       fds_.push_back(fd);
       timeval timeout{10, 0};
       ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      // The TLS handshake's last flight and CONNECT are separate small writes: without
+      // this, Nagle holds the second until the server's delayed ACK (40 ms a connection).
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
         throw std::runtime_error("connect to nats-server: " + std::string(std::strerror(errno)));
-      if (::write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size()))
-        throw std::runtime_error("write to nats-server failed");
       std::string seen;
       char buffer[4096];
+#ifdef SAGEBUS_BENCH_HAVE_OPENSSL
+      if (tls_) {
+        // INFO comes in plain text, then the client starts the handshake: read it a byte at
+        // a time, so that nothing of the handshake is read here.
+        while (seen.find("\r\n") == std::string::npos) {
+          if (::read(fd, buffer, 1) != 1)
+            throw std::runtime_error("nats-server sent no INFO to an idle client");
+          seen.push_back(buffer[0]);
+        }
+        seen.clear();
+        SSL* ssl = tls_->connect(fd);
+        if (SSL_write(ssl, hello.data(), static_cast<int>(hello.size())) !=
+            static_cast<int>(hello.size()))
+          throw std::runtime_error("TLS write to nats-server failed");
+        while (seen.find("PONG") == std::string::npos) {
+          const int n = SSL_read(ssl, buffer, sizeof buffer);
+          if (n <= 0) throw std::runtime_error("nats-server did not answer an idle client's PING");
+          seen.append(buffer, static_cast<std::size_t>(n));
+        }
+        continue;
+      }
+#endif
+      if (::write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size()))
+        throw std::runtime_error("write to nats-server failed");
       while (seen.find("PONG") == std::string::npos) {
         const ssize_t n = ::read(fd, buffer, sizeof buffer);
         if (n <= 0) throw std::runtime_error("nats-server did not answer an idle client's PING");
@@ -204,12 +295,18 @@ class IdleSockets : public Handle {
     }
   }
   ~IdleSockets() override {
+#ifdef SAGEBUS_BENCH_HAVE_OPENSSL
+    tls_.reset();  // before the descriptors it writes its close_notify to
+#endif
     for (int fd : fds_)
       ::close(fd);
   }
 
  private:
   std::vector<int> fds_;
+#ifdef SAGEBUS_BENCH_HAVE_OPENSSL
+  std::unique_ptr<Tls> tls_;
+#endif
 };
 
 std::string find_nats_server(const Paths& paths) {
@@ -220,13 +317,40 @@ std::string find_nats_server(const Paths& paths) {
   return {};
 }
 
+std::string find_openssl() {
+  for (const char* candidate : {"/usr/bin/openssl", "/usr/local/bin/openssl"})
+    if (::access(candidate, X_OK) == 0) return candidate;
+  return {};
+}
+
+// A self-signed certificate for 127.0.0.1 (its own CA) and its key, in `dir`: cert.pem and
+// key.pem. ECDSA P-256, as a server would choose today.
+void make_certificate(const std::string& dir) {
+  Child openssl(
+      {find_openssl(), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+       "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"},
+      dir + "/openssl.log");
+  const int status = openssl.wait_exit(30s);
+  if (status != 0)
+    throw std::runtime_error("openssl could not make a certificate; its output:\n" + openssl.log());
+}
+
 class NatsSystem : public System {
  public:
-  NatsSystem(const Paths& paths)
-      : port_(free_port()), url_("nats://127.0.0.1:" + std::to_string(port_)) {
+  NatsSystem(const Paths& paths, bool secure) : port_(free_port()) {
+    server_url_.url = "nats://127.0.0.1:" + std::to_string(port_);
     // 1 MiB payloads: NATS's default max_payload is exactly 1 MiB, leave room.
     const std::string config = dir_.path() + "/nats.conf";
-    std::ofstream(config) << "max_payload: 8388608\n";
+    std::ofstream conf(config);
+    conf << "max_payload: 8388608\n";
+    if (secure) {
+      make_certificate(dir_.path());
+      server_url_.ca_file = dir_.path() + "/cert.pem";
+      conf << "tls {\n  cert_file: \"" << dir_.path() << "/cert.pem\"\n  key_file: \""
+           << dir_.path() << "/key.pem\"\n  timeout: 10\n}\n";
+    }
+    conf.close();
     server_ =
         std::make_unique<Child>(std::vector<std::string>{find_nats_server(paths), "-a", "127.0.0.1",
                                                          "-p", std::to_string(port_), "-c", config},
@@ -235,17 +359,19 @@ class NatsSystem : public System {
       throw std::runtime_error("nats-server did not start; its log:\n" + server_->log());
   }
 
-  std::string_view name() const override { return "nats"; }
+  std::string_view name() const override {
+    return server_url_.ca_file.empty() ? "nats" : "nats+tls";
+  }
   pid_t server_pid() const override { return server_->pid(); }
 
   std::unique_ptr<Handle> echo(std::size_t instances) override {
     auto echo = std::make_unique<Echo>();
     for (std::size_t i = 0; i < instances; ++i)
-      echo->instances.push_back(std::make_unique<EchoInstance>(url_));
+      echo->instances.push_back(std::make_unique<EchoInstance>(server_url_));
     return echo;
   }
 
-  std::unique_ptr<Caller> caller() override { return std::make_unique<NatsCaller>(url_); }
+  std::unique_ptr<Caller> caller() override { return std::make_unique<NatsCaller>(server_url_); }
 
   PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) override {
     struct State {
@@ -263,7 +389,7 @@ class NatsSystem : public System {
                                       request.data(), static_cast<int>(request.size()));
       }
     };
-    Connection connection(url_, true);
+    Connection connection(server_url_, true);
     State state;
     state.connection = &connection;
     state.inbox = "_INBOX.bench." + std::to_string(++names_);
@@ -311,35 +437,45 @@ class NatsSystem : public System {
   }
 
   std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t /*expected*/) override {
-    return std::make_unique<NatsSubscription>(url_, tally);
+    return std::make_unique<NatsSubscription>(server_url_, tally);
   }
 
-  std::unique_ptr<Publisher> publisher() override { return std::make_unique<NatsPublisher>(url_); }
+  std::unique_ptr<Publisher> publisher() override {
+    return std::make_unique<NatsPublisher>(server_url_);
+  }
 
   std::unique_ptr<Handle> idle_clients(std::size_t count) override {
-    return std::make_unique<IdleSockets>(port_, count);
+    return std::make_unique<IdleSockets>(port_, count, !server_url_.ca_file.empty());
   }
 
  private:
   TempDir dir_;
   int port_;
-  std::string url_;
+  Server server_url_;
   std::unique_ptr<Child> server_;
   std::size_t names_ = 0;
 };
 
 }  // namespace
 
-std::string nats_unavailable(const Paths& paths) {
+std::string nats_unavailable(const Paths& paths, bool secure) {
   if (find_nats_server(paths).empty())
     return "nats-server was not found (install the nats-server package, or pass --nats-server "
            "PATH)";
+  if (secure && find_openssl().empty())
+    return "the openssl command was not found, which makes NATS's TLS certificate (install "
+           "openssl)";
+#ifndef SAGEBUS_BENCH_HAVE_OPENSSL
+  if (secure)
+    return "this sage-bus-bench was built without OpenSSL (libssl-dev), which its idle TLS "
+           "clients need";
+#endif
   return {};
 }
 
-std::unique_ptr<System> start_nats(const Paths& paths) {
-  if (auto why = nats_unavailable(paths); !why.empty()) throw std::runtime_error(why);
-  return std::make_unique<NatsSystem>(paths);
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure) {
+  if (auto why = nats_unavailable(paths, secure); !why.empty()) throw std::runtime_error(why);
+  return std::make_unique<NatsSystem>(paths, secure);
 }
 
 #endif

@@ -10,8 +10,11 @@
 // - Pub-sub: an XSUB/XPUB zmq_proxy; the publisher is a PUB, each subscriber a SUB,
 //   messages are [topic][payload]. High-water marks are 0 (unbounded) on every hop, so
 //   the floor neither drops nor pushes back: it shows the cost of moving frames alone.
+// Secured ("zmq+curve"): the ROUTER, XSUB and XPUB are CURVE servers (no ZAP handler: any
+// client key gets in) and every client socket a CURVE client, with the keys of curve.hpp.
 #include <csignal>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -19,6 +22,7 @@
 #include <zmq_addon.hpp>
 
 #include "child.hpp"
+#include "curve.hpp"
 #include "idle_dealers.hpp"
 #include "system.hpp"
 
@@ -41,7 +45,10 @@ zmq::message_t frame(std::string_view bytes) {
 
 }  // namespace
 
-void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port) {
+void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port,
+                       const std::string& curve_dir) {
+  std::optional<CurveSet> curve;
+  if (!curve_dir.empty()) curve = read_curve_set(curve_dir);
   zmq::context_t context(1);
   std::thread proxy([&] {
     zmq::socket_t xsub(context, zmq::socket_type::xsub);
@@ -49,6 +56,7 @@ void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port) {
     for (auto* s : {&xsub, &xpub}) {
       s->set(zmq::sockopt::sndhwm, 0);
       s->set(zmq::sockopt::rcvhwm, 0);
+      if (curve) curve_server(*s, *curve);
     }
     xsub.bind(tcp(xsub_port));
     xpub.bind(tcp(xpub_port));
@@ -58,6 +66,7 @@ void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port) {
   router.set(zmq::sockopt::router_mandatory, 1);
   router.set(zmq::sockopt::sndhwm, kPeerQueue);
   router.set(zmq::sockopt::rcvhwm, kPeerQueue);
+  if (curve) curve_server(router, *curve);
   router.bind(tcp(router_port));
   std::fprintf(stderr, "zmq forwarder ready\n");
   std::vector<zmq::message_t> frames;
@@ -87,8 +96,10 @@ bool exchange(zmq::socket_t& s, const std::string& target, std::string_view requ
   return true;
 }
 
-zmq::socket_t dealer(zmq::context_t& context, const std::string& id, const std::string& endpoint) {
+zmq::socket_t dealer(zmq::context_t& context, const std::string& id, const std::string& endpoint,
+                     const std::optional<CurveSet>& curve) {
   zmq::socket_t s(context, zmq::socket_type::dealer);
+  if (curve) curve_client(s, *curve);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::routing_id, id);
   s.set(zmq::sockopt::rcvtimeo, 10000);
@@ -136,8 +147,10 @@ struct ZmqSubscription : Handle {
 
 class ZmqPublisher : public Publisher {
  public:
-  ZmqPublisher(zmq::context_t& context, const std::string& endpoint)
+  ZmqPublisher(zmq::context_t& context, const std::string& endpoint,
+               const std::optional<CurveSet>& curve)
       : socket_(context, zmq::socket_type::pub) {
+    if (curve) curve_client(socket_, *curve);
     socket_.set(zmq::sockopt::sndhwm, 0);
     socket_.set(zmq::sockopt::linger, 0);
     socket_.connect(endpoint);
@@ -154,16 +167,20 @@ class ZmqPublisher : public Publisher {
 
 class ZmqSystem : public System {
  public:
-  explicit ZmqSystem(const Paths& paths)
+  ZmqSystem(const Paths& paths, bool secure)
       : self_(paths.self),
         router_port_(free_port()),
         xsub_port_(free_port()),
         xpub_port_(free_port()) {
-    forwarder_ = std::make_unique<Child>(
-        std::vector<std::string>{paths.forwarder, "--zmq-forwarder",
-                                 std::to_string(router_port_) + "," + std::to_string(xsub_port_) +
-                                     "," + std::to_string(xpub_port_)},
-        dir_.path() + "/forwarder.log");
+    std::vector<std::string> argv{paths.forwarder, "--zmq-forwarder",
+                                  std::to_string(router_port_) + "," + std::to_string(xsub_port_) +
+                                      "," + std::to_string(xpub_port_)};
+    if (secure) {
+      curve_ = make_curve_set(dir_.path());
+      argv.push_back("--curve");
+      argv.push_back(dir_.path());
+    }
+    forwarder_ = std::make_unique<Child>(std::move(argv), dir_.path() + "/forwarder.log");
     if (!forwarder_->wait_for_log("zmq forwarder ready", 30s))
       throw std::runtime_error("the ZeroMQ forwarder did not start; its log:\n" +
                                forwarder_->log());
@@ -172,7 +189,7 @@ class ZmqSystem : public System {
     forwarder_.reset();  // before the context: nothing here may still wait on it
   }
 
-  std::string_view name() const override { return "zmq"; }
+  std::string_view name() const override { return curve_ ? "zmq+curve" : "zmq"; }
   pid_t server_pid() const override { return forwarder_->pid(); }
 
   std::unique_ptr<Handle> echo(std::size_t instances) override {
@@ -180,7 +197,7 @@ class ZmqSystem : public System {
     auto* stop = &workers->stop;
     for (std::size_t i = 0; i < instances; ++i) {
       workers->threads.emplace_back([this, stop, i] {
-        zmq::socket_t s = dealer(context_, "w" + std::to_string(i), tcp(router_port_));
+        zmq::socket_t s = dealer(context_, "w" + std::to_string(i), tcp(router_port_), curve_);
         s.set(zmq::sockopt::rcvtimeo, 100);
         std::vector<zmq::message_t> frames;
         while (!stop->load()) {
@@ -191,7 +208,8 @@ class ZmqSystem : public System {
       });
     }
     // The ROUTER knows a worker only once its connection is up: probe each until it answers.
-    zmq::socket_t probe = dealer(context_, "probe-" + std::to_string(++names_), tcp(router_port_));
+    zmq::socket_t probe =
+        dealer(context_, "probe-" + std::to_string(++names_), tcp(router_port_), curve_);
     probe.set(zmq::sockopt::rcvtimeo, 100);
     const auto until = Clock::now() + 10s;
     for (std::size_t i = 0; i < instances; ++i) {
@@ -207,11 +225,11 @@ class ZmqSystem : public System {
 
   std::unique_ptr<Caller> caller() override {
     return std::make_unique<ZmqCaller>(
-        dealer(context_, "c" + std::to_string(++names_), tcp(router_port_)), workers_);
+        dealer(context_, "c" + std::to_string(++names_), tcp(router_port_), curve_), workers_);
   }
 
   PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) override {
-    zmq::socket_t s = dealer(context_, "p" + std::to_string(++names_), tcp(router_port_));
+    zmq::socket_t s = dealer(context_, "p" + std::to_string(++names_), tcp(router_port_), curve_);
     PipelineRun run;
     run.latencies_ns.reserve(calls);
     // The request carries its send time; the echo brings it back.
@@ -253,6 +271,7 @@ class ZmqSystem : public System {
     std::atomic<bool> ready{false};
     subscription->thread = std::thread([this, &tally, &ready, stop = &subscription->stop] {
       zmq::socket_t s(context_, zmq::socket_type::sub);
+      if (curve_) curve_client(s, *curve_);
       s.set(zmq::sockopt::rcvhwm, 0);
       s.set(zmq::sockopt::linger, 0);
       s.set(zmq::sockopt::rcvtimeo, 100);
@@ -272,17 +291,19 @@ class ZmqSystem : public System {
   }
 
   std::unique_ptr<Publisher> publisher() override {
-    return std::make_unique<ZmqPublisher>(context_, tcp(xsub_port_));
+    return std::make_unique<ZmqPublisher>(context_, tcp(xsub_port_), curve_);
   }
 
   std::unique_ptr<Handle> idle_clients(std::size_t count) override {
-    return spawn_idle_dealers(self_, "zmq", tcp(router_port_), count);
+    return spawn_idle_dealers(self_, "zmq", tcp(router_port_), count,
+                              curve_ ? dir_.path() : std::string());
   }
 
  private:
   TempDir dir_;
   std::string self_;
   int router_port_, xsub_port_, xpub_port_;
+  std::optional<CurveSet> curve_;
   zmq::context_t context_{1};
   std::unique_ptr<Child> forwarder_;
   std::size_t workers_ = 1;
@@ -304,8 +325,8 @@ IdleDealerProtocol zmq_idle_protocol() {
   return protocol;
 }
 
-std::unique_ptr<System> start_zmq(const Paths& paths) {
-  return std::make_unique<ZmqSystem>(paths);
+std::unique_ptr<System> start_zmq(const Paths& paths, bool secure) {
+  return std::make_unique<ZmqSystem>(paths, secure);
 }
 
 }  // namespace sagebus::bench

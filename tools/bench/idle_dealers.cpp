@@ -69,6 +69,7 @@ void IdleDealers::run_() {
           s.set(zmq::sockopt::linger, 0);
           if (protocol_.routing_id)
             s.set(zmq::sockopt::routing_id, protocol_.routing_id(first_ + i));
+          if (protocol_.curve) curve_client(s, *protocol_.curve);
           s.connect(endpoint_);
           auto hello = protocol_.hello(first_ + i);
           zmq::send_multipart(s, hello);
@@ -122,15 +123,20 @@ struct IdleChildren : Handle {
 }  // namespace
 
 std::unique_ptr<Handle> spawn_idle_dealers(const std::string& self, std::string_view system,
-                                           const std::string& endpoint, std::size_t count) {
+                                           const std::string& endpoint, std::size_t count,
+                                           const std::string& curve_dir) {
   auto held = std::make_unique<IdleChildren>();
   for (std::size_t first = 0; first < count; first += kPerChild) {
     const std::size_t n = std::min(kPerChild, count - first);
+    std::vector<std::string> argv{self, "--idle-child",
+                                  std::string(system) + "," + endpoint + "," +
+                                      std::to_string(first) + "," + std::to_string(n)};
+    if (!curve_dir.empty()) {
+      argv.push_back("--curve");
+      argv.push_back(curve_dir);
+    }
     held->children.push_back(std::make_unique<Child>(
-        std::vector<std::string>{self, "--idle-child",
-                                 std::string(system) + "," + endpoint + "," +
-                                     std::to_string(first) + "," + std::to_string(n)},
-        held->dir.path() + "/idle-" + std::to_string(first) + ".log"));
+        std::move(argv), held->dir.path() + "/idle-" + std::to_string(first) + ".log"));
   }
   for (auto& child : held->children) {
     if (!child->wait_for_log("idle clients ready", 120s))
@@ -140,9 +146,11 @@ std::unique_ptr<Handle> spawn_idle_dealers(const std::string& self, std::string_
 }
 
 void run_idle_child(std::string_view system, const std::string& endpoint, std::size_t first,
-                    std::size_t count) {
+                    std::size_t count, const std::string& curve_dir) {
   try {
-    IdleDealers dealers(endpoint, first, count, idle_protocol(system));
+    IdleDealerProtocol protocol = idle_protocol(system);
+    if (!curve_dir.empty()) protocol.curve = read_curve_set(curve_dir);
+    IdleDealers dealers(endpoint, first, count, std::move(protocol));
     std::fprintf(stderr, "idle clients ready\n");
     for (;;)
       std::this_thread::sleep_for(1h);  // until SIGTERM

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -25,6 +26,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "curve.hpp"
 #include "system.hpp"
 
 namespace sagebus::bench {
@@ -40,6 +42,8 @@ struct IdleDealerProtocol {
   // previous keep-alive (true right after the hello).
   std::function<std::vector<zmq::message_t>(bool heard)> keepalive;
   std::chrono::milliseconds keepalive_interval{1000};
+  // CURVE client keys for every connection (secured runs), or none.
+  std::optional<CurveSet> curve;
 };
 
 // The protocols of the two systems that use DEALERs (system_sagebus.cpp, baseline_zmq.cpp),
@@ -51,14 +55,18 @@ IdleDealerProtocol idle_protocol(std::string_view system);
 inline constexpr std::size_t kPerChild = 4000;
 
 // `count` idle connections to `endpoint` held by child processes of `self`; returns once
-// all were answered, throws std::runtime_error when they were not.
+// all were answered, throws std::runtime_error when they were not. `curve_dir` not empty:
+// they are CURVE clients with the keys there (curve.hpp).
 std::unique_ptr<Handle> spawn_idle_dealers(const std::string& self, std::string_view system,
-                                           const std::string& endpoint, std::size_t count);
+                                           const std::string& endpoint, std::size_t count,
+                                           const std::string& curve_dir = {});
 
-// The child's main (--idle-child SYSTEM,ENDPOINT,FIRST,COUNT): says "idle clients ready"
-// on stderr and holds the connections until SIGTERM, or says why it failed and exits 1.
+// The child's main (--idle-child SYSTEM,ENDPOINT,FIRST,COUNT [--curve DIR]): says "idle
+// clients ready" on stderr and holds the connections until SIGTERM, or says why it failed
+// and exits 1.
 [[noreturn]] void run_idle_child(std::string_view system, const std::string& endpoint,
-                                 std::size_t first, std::size_t count);
+                                 std::size_t first, std::size_t count,
+                                 const std::string& curve_dir);
 
 class IdleDealers : public Handle {
  public:

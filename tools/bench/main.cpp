@@ -28,16 +28,31 @@ struct Options {
   int rounds = 3;
   bool smoke = false;
   bool markdown = false;
+  bool auth = false;           // every system secured (system.hpp)
+  bool auth_vs_plain = false;  // sage-bus secured against sage-bus plain
   Counts counts;
   Paths paths;
   std::string forwarder_ports;
   std::string idle_child;
+  std::string curve_dir;  // the forwarder's or idle child's keys (curve.hpp)
 };
 
+// The scenarios of --auth-vs-plain when none is named: small request-reply, where the cost
+// of CURVE per message shows most.
+const std::vector<std::string> kAuthVsPlainScenarios = {"reqrep_c1", "reqrep_c8", "pipelined"};
+
+// A system's name in a run: secured ones say how ("sagebus+curve", "zmq+curve", "nats+tls").
+std::string system_name(const std::string& base, bool secure) {
+  if (!secure) return base;
+  return base + (base == "nats" ? "+tls" : "+curve");
+}
+
 Factory factory_of(const std::string& system, const Paths& paths) {
-  if (system == "sagebus") return [&paths] { return start_sagebus(paths); };
-  if (system == "zmq") return [&paths] { return start_zmq(paths); };
-  return [&paths] { return start_nats(paths); };
+  const bool secure = system.find('+') != std::string::npos;
+  const std::string base = system.substr(0, system.find('+'));
+  if (base == "sagebus") return [&paths, secure] { return start_sagebus(paths, secure); };
+  if (base == "zmq") return [&paths, secure] { return start_zmq(paths, secure); };
+  return [&paths, secure] { return start_nats(paths, secure); };
 }
 
 // Why a smoke run's result is not clean, or empty when it is.
@@ -50,6 +65,7 @@ std::string smoke_failure(const Result& r, const Counts& counts) {
   return {};
 }
 
+// The first of `systems` is "ours": the ratio columns are its ops/s over each other's.
 void print_markdown(const std::vector<std::string>& scenarios,
                     const std::vector<std::string>& systems,
                     std::map<std::string, std::map<std::string, Result>>& medians) {
@@ -57,7 +73,8 @@ void print_markdown(const std::vector<std::string>& scenarios,
   for (const auto& s : systems)
     std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", s.c_str(), s.c_str(), s.c_str());
   for (std::size_t i = 1; i < systems.size(); ++i)
-    std::printf(" ours/%s |", systems[i].c_str());
+    std::printf(" %s/%s |", i == 1 && systems.size() == 2 ? systems[0].c_str() : "ours",
+                systems[i].c_str());
   std::printf("\n|---|");
   for (std::size_t i = 0; i < systems.size() * 3 + systems.size() - 1; ++i)
     std::printf("---:|");
@@ -90,25 +107,31 @@ void print_markdown(const std::vector<std::string>& scenarios,
 }
 
 int run(const Options& options) {
+  // The first system is "ours": the others' ratio= is its ops/s over theirs.
   std::vector<std::string> systems;
-  if (options.compare) {
-    systems = {"sagebus", "zmq"};
-    if (auto why = nats_unavailable(options.paths); why.empty())
-      systems.push_back("nats");
+  const bool secure = options.auth;
+  if (options.auth_vs_plain) {
+    systems = {system_name("sagebus", true), "sagebus"};  // ratio= auth/plain
+  } else if (options.compare) {
+    systems = {system_name("sagebus", secure), system_name("zmq", secure)};
+    if (auto why = nats_unavailable(options.paths, secure); why.empty())
+      systems.push_back(system_name("nats", secure));
     else
       std::fprintf(stderr, "sage-bus-bench: NATS is left out: %s\n", why.c_str());
   } else if (!options.baseline.empty()) {
     if (options.baseline == "nats") {
-      if (auto why = nats_unavailable(options.paths); !why.empty()) {
+      if (auto why = nats_unavailable(options.paths, secure); !why.empty()) {
         std::fprintf(stderr, "sage-bus-bench: cannot measure NATS: %s\n", why.c_str());
         return EXIT_FAILURE;
       }
     }
-    systems = {options.baseline};
+    systems = {system_name(options.baseline, secure)};
   } else {
-    systems = {"sagebus"};
+    systems = {system_name("sagebus", secure)};
   }
-  const auto& scenarios = options.scenarios.empty() ? scenario_names() : options.scenarios;
+  const auto& scenarios = !options.scenarios.empty() ? options.scenarios
+                          : options.auth_vs_plain    ? kAuthVsPlainScenarios
+                                                     : scenario_names();
   const int rounds = options.compare && !options.smoke ? options.rounds : 1;
 
   bool failed = false;
@@ -151,7 +174,7 @@ int run(const Options& options) {
         if (list.empty()) continue;
         medians[scenario][system] = median(list);
       }
-      auto ours = medians[scenario].find("sagebus");
+      auto ours = medians[scenario].find(systems.front());
       for (const auto& system : systems) {
         const auto& failed_rounds = failures[scenario][system];
         auto it = medians[scenario].find(system);
@@ -167,7 +190,8 @@ int run(const Options& options) {
                        scenario.c_str(), system.c_str(), runs[scenario][system].size());
         }
         std::optional<double> ratio;
-        if (system != "sagebus" && ours != medians[scenario].end() && it->second.ops_per_s > 0)
+        if (system != systems.front() && ours != medians[scenario].end() &&
+            it->second.ops_per_s > 0)
           ratio = ours->second.ops_per_s / it->second.ops_per_s;
         std::string line = format(it->second, ratio);
         if (!failed_rounds.empty())
@@ -222,6 +246,16 @@ int main(int argc, char** argv) {
                "Run sage-bus and every available baseline, interleaved, for --rounds rounds; print "
                "the median of each figure and ratio=ours/baseline (ops/s). Each round's lines go "
                "to stderr");
+  app.add_flag("--auth", options.auth,
+               "Measure every system secured: sage-busd --auth (CURVE, a generated rules file "
+               "allowing the bench everything) as system=sagebus+curve, the ZeroMQ forwarder with "
+               "CURVE (zmq+curve), nats-server with TLS (nats+tls, a self-signed certificate made "
+               "with openssl)");
+  app.add_flag("--auth-vs-plain", options.auth_vs_plain,
+               "Compare sage-bus with --auth against sage-bus plain, interleaved, for --rounds "
+               "rounds (implies --compare); ratio= is auth/plain. Scenarios: reqrep_c1, "
+               "reqrep_c8, pipelined unless --scenario is given")
+      ->excludes("--baseline");
   app.add_option("--rounds", options.rounds, "Rounds of --compare")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
@@ -238,6 +272,8 @@ int main(int argc, char** argv) {
                  "Program to start as the ZeroMQ forwarder (default: this one), e.g. a wrapper "
                  "that profiles it");
   app.add_option("--idle-child", options.idle_child, "SYSTEM,ENDPOINT,FIRST,COUNT")->group("");
+  // Internal: the keys of a secured forwarder or idle child (curve.hpp).
+  app.add_option("--curve", options.curve_dir, "DIR")->group("");
   app.footer(
       "Environment: SAGEBUS_BENCH_KEEP_LOGS=1 keeps the servers' logs (their directory is named "
       "on stderr).");
@@ -251,7 +287,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     run_idle_child(spec.substr(0, a), spec.substr(a + 1, b - a - 1),
-                   std::stoul(spec.substr(b + 1, c - b - 1)), std::stoul(spec.substr(c + 1)));
+                   std::stoul(spec.substr(b + 1, c - b - 1)), std::stoul(spec.substr(c + 1)),
+                   options.curve_dir);
   }
 
   if (!options.forwarder_ports.empty()) {
@@ -260,8 +297,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "--zmq-forwarder: expected ROUTER,XSUB,XPUB ports\n");
       return 2;
     }
-    run_zmq_forwarder(router, xsub, xpub);
+    run_zmq_forwarder(router, xsub, xpub, options.curve_dir);
   }
+  if (options.auth_vs_plain) options.compare = true;
   if (options.smoke) {
     options.counts.calls = std::min<std::size_t>(options.counts.calls, 500);
     options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);

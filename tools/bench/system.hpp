@@ -1,6 +1,9 @@
 // The interface every measured system implements — sage-bus, the raw ZeroMQ forwarder and
 // NATS — so that one set of scenario drivers (scenarios.hpp) measures all three alike.
 //
+// Each runs plain or secured (--auth): sage-bus with CURVE and an auth rules file
+// ("sagebus+curve"), the forwarder with CURVE ("zmq+curve"), NATS with TLS ("nats+tls").
+//
 // A System owns its server (a child process on free 127.0.0.1 ports), started by its
 // factory and stopped by its destructor. Everything it hands out (echo instances, callers,
 // subscriptions, idle connections) is a separate connection of its own and must be
@@ -112,14 +115,20 @@ struct Paths {
   std::string forwarder;  // run with --zmq-forwarder PORTS: this executable by default
 };
 
-std::unique_ptr<System> start_sagebus(const Paths& paths);
-std::unique_ptr<System> start_zmq(const Paths& paths);
+// `secure`: sage-busd with --auth (a rules file with one principal, allowed everything
+// the scenarios do, whose key every client uses); the forwarder a CURVE server; NATS
+// with TLS (a self-signed certificate made with the openssl command).
+std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure);
+std::unique_ptr<System> start_zmq(const Paths& paths, bool secure);
 // Throws std::runtime_error saying why when NATS cannot be measured here.
-std::unique_ptr<System> start_nats(const Paths& paths);
-// Empty when start_nats can work; else why not (no libnats at build time, no nats-server).
-std::string nats_unavailable(const Paths& paths);
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure);
+// Empty when start_nats can work; else why not (no libnats at build time, no nats-server;
+// secured: no openssl command or no OpenSSL at build time).
+std::string nats_unavailable(const Paths& paths, bool secure);
 
 // The forwarder's own main (sage-bus-bench --zmq-forwarder): never returns; ends on SIGTERM.
-[[noreturn]] void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port);
+// `curve_dir` (curve.hpp) not empty: every socket is a CURVE server with its keys.
+[[noreturn]] void run_zmq_forwarder(int router_port, int xsub_port, int xpub_port,
+                                    const std::string& curve_dir);
 
 }  // namespace sagebus::bench

@@ -1,12 +1,15 @@
 // sage-bus as a measured System: sage-busd as a child with its default settings, echo
 // instances and callers through the public SDK, idle clients as raw DEALERs speaking the
 // wire protocol (HELLO, then an idle HEARTBEAT per idle heartbeat interval, as the SDK does
-// with nothing at stake).
+// with nothing at stake). Secured ("sagebus+curve"): sage-busd --auth with a rules file of
+// one principal allowed everything the scenarios do, whose key every client uses.
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 
 #include "child.hpp"
+#include "curve.hpp"
 #include "idle_dealers.hpp"
 #include "sagebus/admin.pb.h"
 #include "sagebus/sagebus.hpp"
@@ -26,10 +29,24 @@ constexpr std::string_view kTopic = "bench.pubsub";
 // Enough for a 1 MiB payload's round trip on a loaded machine.
 const CallOptions kCall{.timeout = 10s};
 
+// How a client of this run connects: the endpoint and, secured, the keys.
+struct Access {
+  std::string endpoint;
+  std::optional<CurveSet> curve;
+  ClientOptions options(const std::string& name, bool inline_callbacks) const {
+    ClientOptions o{.endpoint = endpoint, .name = name, .inline_callbacks = inline_callbacks};
+    if (curve) {
+      o.server_key = curve->server.public_key;
+      o.client_key = curve->client.secret_key;
+    }
+    return o;
+  }
+};
+
 class Connected {
  public:
-  Connected(const std::string& endpoint, const std::string& name, bool inline_callbacks = false)
-      : client_({.endpoint = endpoint, .name = name, .inline_callbacks = inline_callbacks}) {
+  Connected(const Access& access, const std::string& name, bool inline_callbacks = false)
+      : client_(access.options(name, inline_callbacks)) {
     if (!client_.wait_connected(10s))
       throw std::runtime_error("the SDK client did not connect to sage-busd within 10 s");
   }
@@ -40,10 +57,10 @@ class Connected {
 };
 
 struct EchoInstance {
-  EchoInstance(const std::string& endpoint, const std::string& name)
+  EchoInstance(const Access& access, const std::string& name)
       // The handler is trivial: it runs on the client's I/O thread, with no hand-off to a
       // worker and back (as NATS's runs on the subscription's delivery thread).
-      : connected(endpoint, name),
+      : connected(access, name),
         service(connected.client(), std::string(kService),
                 {.max_inflight = 64, .on_io_thread = true}) {
     service.handle(std::string(kMethod),
@@ -63,8 +80,7 @@ struct Echo : Handle {
 
 class SagebusCaller : public Caller {
  public:
-  SagebusCaller(const std::string& endpoint, const std::string& name)
-      : connected_(endpoint, name) {}
+  SagebusCaller(const Access& access, const std::string& name) : connected_(access, name) {}
   bool call(std::string_view request, std::string& reply, std::string& error) override {
     try {
       reply = connected_.client().call(kService, kMethod, request, kCall).payload;
@@ -80,9 +96,9 @@ class SagebusCaller : public Caller {
 };
 
 struct SagebusSubscription : Handle {
-  SagebusSubscription(const std::string& endpoint, const std::string& name, Tally& tally,
+  SagebusSubscription(const Access& access, const std::string& name, Tally& tally,
                       std::uint64_t expected)
-      : connected(endpoint, name) {
+      : connected(access, name) {
     // A window above what is published: the SDK's credit flow never holds the broker back,
     // so what is lost is lost to the broker's or the socket's own bounds.
     const auto window =
@@ -96,8 +112,7 @@ struct SagebusSubscription : Handle {
 
 class SagebusPublisher : public Publisher {
  public:
-  SagebusPublisher(const std::string& endpoint, const std::string& name)
-      : connected_(endpoint, name) {}
+  SagebusPublisher(const Access& access, const std::string& name) : connected_(access, name) {}
   void publish(std::string_view payload) override {
     // The benchmark measures throughput: a publisher held back by a full queue waits
     // (the default 5 s would fail it OVERLOADED on a slow, e.g. profiled, broker).
@@ -111,33 +126,40 @@ class SagebusPublisher : public Publisher {
 
 class SagebusSystem : public System {
  public:
-  explicit SagebusSystem(const Paths& paths)
-      : self_(paths.self), endpoint_("tcp://127.0.0.1:" + std::to_string(free_port())) {
-    busd_ = std::make_unique<Child>(std::vector<std::string>{paths.busd, "--endpoint", endpoint_},
-                                    dir_.path() + "/sage-busd.log");
-    if (!busd_->wait_for_log("listening on " + endpoint_, 30s))
-      throw std::runtime_error(paths.busd + " did not listen on " + endpoint_ +
+  SagebusSystem(const Paths& paths, bool secure) : self_(paths.self) {
+    access_.endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+    std::vector<std::string> argv{paths.busd, "--endpoint", access_.endpoint};
+    if (secure) {
+      access_.curve = make_curve_set(dir_.path());
+      const std::string rules = dir_.path() + "/auth.toml";
+      write_rules_(rules);
+      argv.push_back("--auth");
+      argv.push_back(rules);
+    }
+    busd_ = std::make_unique<Child>(std::move(argv), dir_.path() + "/sage-busd.log");
+    if (!busd_->wait_for_log("listening on " + access_.endpoint, 30s))
+      throw std::runtime_error(paths.busd + " did not listen on " + access_.endpoint +
                                " within 30 s; its log:\n" + busd_->log());
   }
 
-  std::string_view name() const override { return "sagebus"; }
+  std::string_view name() const override { return access_.curve ? "sagebus+curve" : "sagebus"; }
   pid_t server_pid() const override { return busd_->pid(); }
 
   std::unique_ptr<Handle> echo(std::size_t instances) override {
     auto echo = std::make_unique<Echo>();
     for (std::size_t i = 0; i < instances; ++i)
-      echo->instances.push_back(std::make_unique<EchoInstance>(endpoint_, next_name_("echo")));
+      echo->instances.push_back(std::make_unique<EchoInstance>(access_, next_name_("echo")));
     return echo;
   }
 
   std::unique_ptr<Caller> caller() override {
-    return std::make_unique<SagebusCaller>(endpoint_, next_name_("caller"));
+    return std::make_unique<SagebusCaller>(access_, next_name_("caller"));
   }
 
   PipelineRun pipelined(std::size_t calls, std::size_t depth, std::string_view payload) override {
     // The callbacks are quick: they run where their replies are read, and the calls they
     // make are sent from there (as the floor's one thread receives and sends).
-    Connected connected(endpoint_, next_name_("pipeline"), true);
+    Connected connected(access_, next_name_("pipeline"), true);
     Client& client = connected.client();
     PipelineRun run;
     run.latencies_ns.reserve(calls);
@@ -180,16 +202,16 @@ class SagebusSystem : public System {
   }
 
   std::unique_ptr<Handle> subscribe(Tally& tally, std::uint64_t expected) override {
-    return std::make_unique<SagebusSubscription>(endpoint_, next_name_("subscriber"), tally,
+    return std::make_unique<SagebusSubscription>(access_, next_name_("subscriber"), tally,
                                                  expected);
   }
 
   std::unique_ptr<Publisher> publisher() override {
-    return std::make_unique<SagebusPublisher>(endpoint_, next_name_("publisher"));
+    return std::make_unique<SagebusPublisher>(access_, next_name_("publisher"));
   }
 
   std::optional<std::uint64_t> server_dropped() override {
-    Connected connected(endpoint_, next_name_("admin"));
+    Connected connected(access_, next_name_("admin"));
     const Reply reply = connected.client().call(wire::kBrokerService, "status", "", kCall);
     admin::BrokerStatus status;
     if (!status.ParseFromString(reply.payload)) return std::nullopt;
@@ -197,17 +219,37 @@ class SagebusSystem : public System {
   }
 
   std::unique_ptr<Handle> idle_clients(std::size_t count) override {
-    return spawn_idle_dealers(self_, "sagebus", endpoint_, count);
+    return spawn_idle_dealers(self_, "sagebus", access_.endpoint, count,
+                              access_.curve ? dir_.path() : std::string());
   }
 
  private:
+  // One principal, "bench", holding the client key: allowed every name, service, call,
+  // topic and subscription, and `$broker status` (inspect, for server_dropped()).
+  static void write_rules_(const std::string& path) {
+    std::ofstream rules(path);
+    rules << "[broker]\n"
+             "key-file = \"server.key_secret\"\n"
+             "\n"
+             "[[principal]]\n"
+             "name = \"bench\"\n"
+             "key-files = [\"client.key\"]\n"
+             "allow.name = [\">\"]\n"
+             "allow.register = [\">\"]\n"
+             "allow.call = [\">\"]\n"
+             "allow.publish = [\">\"]\n"
+             "allow.subscribe = [\">\"]\n"
+             "allow.inspect = [\"*\"]\n";
+    if (!rules.flush()) throw std::runtime_error("cannot write " + path);
+  }
+
   std::string next_name_(std::string_view role) {
     return "bench-" + std::string(role) + "-" + std::to_string(++names_);
   }
 
   TempDir dir_;
   std::string self_;
-  std::string endpoint_;
+  Access access_;
   std::unique_ptr<Child> busd_;
   std::size_t names_ = 0;
 };
@@ -246,8 +288,8 @@ IdleDealerProtocol sagebus_idle_protocol() {
   return protocol;
 }
 
-std::unique_ptr<System> start_sagebus(const Paths& paths) {
-  return std::make_unique<SagebusSystem>(paths);
+std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure) {
+  return std::make_unique<SagebusSystem>(paths, secure);
 }
 
 }  // namespace sagebus::bench
