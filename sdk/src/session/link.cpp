@@ -27,7 +27,6 @@ void Session::on_link_event(LinkEvent event) {
       if (link_ == Link::connecting) {
         last_failure_ = "cannot connect to sage-busd at " + endpoint_;
         failure_status_ = Status::unavailable;
-        unsent_status_ = Status::unavailable;
         set_link_(Link::failing);
         fail_unsent_impatient_();
       }
@@ -77,7 +76,6 @@ void Session::refuse_link_(std::string why, bool certain) {
   hopeless_ = hopeless_ || certain;
   last_failure_ = std::move(why);
   failure_status_ = Status::unauthenticated;
-  unsent_status_ = Status::unauthenticated;
   set_link_(Link::failing);
   fail_unsent_impatient_();
 }
@@ -120,7 +118,6 @@ void Session::on_welcome_() {
   refused_ = false;
   hopeless_ = false;
   handshake_failures_ = 0;
-  unsent_status_ = Status::unavailable;
   set_link_(Link::ready);
   next_heartbeat_ = now_ + heartbeat_;
   if (fresh_session_) {
@@ -212,7 +209,6 @@ void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
   if (!refused_) {
     last_failure_ = why;
     failure_status_ = replaced_ ? Status::permission_denied : Status::unavailable;
-    unsent_status_ = Status::unavailable;
   }
   set_link_(Link::failing);
   fresh_session_ = true;

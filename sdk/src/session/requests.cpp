@@ -47,7 +47,7 @@ void Session::handle_(command::Start& c) {
         failure(Status::overloaded, "this client already has " + std::to_string(requests_.size()) +
                                         " requests outstanding (ClientOptions::max_pending)"));
   if (link_ == Link::failing && (hopeless_ || !o.wait_for_ready))
-    return c.done(failure(unsent_status_, not_connected_text_()));
+    return c.done(failure(unsent_status_(), not_connected_text_()));
   const auto id = ++next_id_;
   const auto deadline = c.spec.asked + o.timeout + c.spec.hold;
   Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
@@ -211,7 +211,6 @@ void Session::on_reply_(std::string_view payload) {
     if (failure_status_ == Status::unauthenticated) {  // our key is no longer accepted
       refused_ = true;
       hopeless_ = true;
-      unsent_status_ = Status::unauthenticated;
     }
     set_link_(Link::failing);
     fail_unsent_impatient_();
@@ -281,7 +280,7 @@ Status Session::lost_status_(const Request& request) {
 void Session::fail_unsent_impatient_() {
   for_each_request_([&](Requests::iterator it) {
     if (!it->second.sent && (hopeless_ || !it->second.spec.options.wait_for_ready))
-      finish_(it, failure(unsent_status_, not_connected_text_()));
+      finish_(it, failure(unsent_status_(), not_connected_text_()));
   });
 }
 

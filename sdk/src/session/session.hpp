@@ -181,6 +181,8 @@ class Session {
   static Status lost_status_(const Request& request);
   void fail_unsent_impatient_();
   void refuse_link_(std::string why, bool certain);
+  // What a request not sent ends with while the link is failing.
+  Status unsent_status_() const { return refused_ ? Status::unauthenticated : Status::unavailable; }
   std::string not_connected_text_() const;
   Outcome deadline_failure_(const Request& request) const;
   void expire_requests_();
@@ -228,8 +230,6 @@ class Session {
   bool refused_ = false;        // the last handshake failed on credentials (refuse_link_)
   bool hopeless_ = false;       // ... certainly: requests that wait for ready end too
   int handshake_failures_ = 0;  // in a row, without detail, since the last WELCOME
-  // What a request not sent ends with while the link is failing.
-  Status unsent_status_ = Status::unavailable;
   std::string last_failure_ = "connecting";
   Status failure_status_ = Status::unavailable;  // what connection_error() reports
   std::string session_;
