@@ -323,9 +323,8 @@ class Broker {
   int zap_fd_ = -1;
   bool zap_due_ = true;  // answer the authenticator at the first tick, before its fd says so
   std::string subject_;  // a Guard's scratch
-  TokenBucket denial_log_limiter_{1.0, 10.0};
-  std::size_t unlogged_denials_ = 0;  // denials since the last one logged
-  Requests* requests_ = nullptr;      // run()'s, for the admin methods drain and reload
+  LogThrottle denial_log_throttle_{1.0, 10.0};
+  Requests* requests_ = nullptr;  // run()'s, for the admin methods drain and reload
   // Their ZMQ_FDs, which tick_() waits on (-1: no HTTP endpoint).
   int router_fd_ = -1;
   int monitor_fd_ = -1;

@@ -14,7 +14,7 @@ bool Broker::from_its_principal_(const ClientInfo& client, const zmq::message_t&
   // Another connection using this one's routing id after it closed, before the broker
   // heard of the close: its messages are not this client's.
   ++metrics_.malformed;
-  if (denial_log_limiter_.take(now_))
+  if (refusal_log_limiter_.take(now_))
     spdlog::warn(
         "dropped a {} on the connection of '{}': sent as principal '{}', the connection "
         "was accepted as '{}'",
@@ -41,18 +41,15 @@ bool Broker::refuse_unpermitted_(const ClientInfo& client, const KindRow& row) {
 void Broker::deny_(const RoutingId& to, std::string_view who, const Principal& principal, Verb verb,
                    std::string_view subject) {
   metrics_.deny(principal.name, verb);
-  ++unlogged_denials_;
   const std::string why = "permission denied: principal '" + principal.name + "' may not " +
                           std::string(verb_name(verb)) + " '" + std::string(subject) +
                           "' under the rules of " + auth_->path;
   // Ten thousand refusals make a line a second at most, each saying how many it stands for.
-  if (denial_log_limiter_.take(now_)) {
+  if (const auto unlogged = denial_log_throttle_.take(now_))
     spdlog::warn("refused a {} from '{}': {}{}", wire::kind_name(in_.kind()), who, why,
-                 unlogged_denials_ > 1 ? " (and " + std::to_string(unlogged_denials_ - 1) +
-                                             " more refusals since the last such line)"
-                                       : std::string());
-    unlogged_denials_ = 0;
-  }
+                 *unlogged > 0 ? " (and " + std::to_string(*unlogged) +
+                                     " more refusals since the last such line)"
+                               : std::string());
   refuse_(to, wire::PERMISSION_DENIED, why);
 }
 

@@ -87,17 +87,13 @@ std::size_t ZapHandler::serve(const AuthConfig& auth, TimePoint now) {
     }
     if (status != "200") {
       ++refused;
-      ++unlogged_;
-      if (log_limiter_.take(now)) {
+      if (const auto unlogged = log_throttle_.take(now))
         spdlog::warn(
             "refused a connection from {}: its CURVE key {} is not a key of any principal in "
             "{}{}",
             text(5), key.empty() ? "(none)" : key, auth.path,
-            unlogged_ > 1
-                ? " (" + std::to_string(unlogged_ - 1) + " more refused since the last line)"
-                : std::string());
-        unlogged_ = 0;
-      }
+            *unlogged > 0 ? " (" + std::to_string(*unlogged) + " more refused since the last line)"
+                          : std::string());
     }
     const std::string properties = principal.empty() ? std::string() : metadata(kKeyProperty, key);
     const auto more = zmq::send_flags::sndmore;

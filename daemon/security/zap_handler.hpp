@@ -48,8 +48,7 @@ class ZapHandler {
  private:
   zmq::socket_t socket_;
   int fd_ = -1;
-  TokenBucket log_limiter_{1.0, 5.0};
-  std::size_t unlogged_ = 0;  // refusals since the last one logged
+  LogThrottle log_throttle_{1.0, 5.0};
 };
 
 }  // namespace sagebus::broker

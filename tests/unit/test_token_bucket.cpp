@@ -1,10 +1,11 @@
-// The rate limiter behind HELLO_REQUIRED answers.
+// The rate limiter behind HELLO_REQUIRED answers, and the throttle of refusal log lines.
 #include <chrono>
 
 #include <catch2/catch.hpp>
 
 #include "loop/token_bucket.hpp"
 
+using sagebus::broker::LogThrottle;
 using sagebus::broker::TokenBucket;
 using namespace std::chrono_literals;
 
@@ -29,4 +30,18 @@ TEST_CASE("a token bucket never holds more than its burst", "[token_bucket]") {
   for (int i = 0; i < 50; ++i)
     taken += bucket.take(t0 + 1h) ? 1 : 0;
   CHECK(taken == 5);
+}
+
+TEST_CASE("a log throttle lets its burst through, then says how many it held back",
+          "[token_bucket]") {
+  LogThrottle throttle(1.0, 2.0);
+  const LogThrottle::TimePoint t0{};
+  CHECK(throttle.take(t0) == 0u);
+  CHECK(throttle.take(t0) == 0u);
+  for (int i = 0; i < 5; ++i)
+    CHECK_FALSE(throttle.take(t0));
+  CHECK_FALSE(throttle.take(t0 + 500ms));
+  CHECK(throttle.take(t0 + 1s) == 6u);  // the six not logged since the last line
+  CHECK_FALSE(throttle.take(t0 + 1s));
+  CHECK(throttle.take(t0 + 2s) == 1u);
 }
