@@ -71,12 +71,8 @@ bool Broker::reload_auth_() {
                   e.what());
     return false;
   }
-  if (fresh->broker_keys().public_key != auth_->broker_keys().public_key)
-    spdlog::warn(
-        "reload: the broker's key pair in {} changed; clients keep using the one it started "
-        "with ({}) until sage-busd restarts",
-        config_.auth, auth_->broker_keys().public_key);
-  // Each endpoint serves the key it was bound with, read from the rules at start.
+  // Each endpoint serves the key it was bound with, read from the rules at start (the
+  // broker's key pair, or its endpoint-keys entry): a change to either waits for a restart.
   for (const auto& [endpoint, serving] : served_keys_) {
     if (fresh->broker_keys_for(endpoint).public_key != serving)
       spdlog::warn(
