@@ -61,6 +61,14 @@ name = "nobody"
 key-files = ["nobody.key"]
 )";
 
+// How many times `needle` stands in `text`.
+std::size_t occurrences(std::string_view text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string_view::npos; at = text.find(needle, at + 1))
+    ++n;
+  return n;
+}
+
 // A broker with auth, the key pairs of every principal in `dir`, and clients for them.
 // "broker-old" is a second key pair of the broker's, for [broker.endpoint-keys].
 class Secured {
@@ -93,15 +101,7 @@ class Secured {
   bool reload(std::string_view expect = "reload: auth rules re-read") {
     ++reloads_;
     broker_->process().signal(SIGHUP);
-    return eventually(
-        [&] {
-          const std::string log = broker_->log();
-          std::size_t seen = 0;
-          for (auto at = log.find(expect); at != std::string::npos; at = log.find(expect, at + 1))
-            ++seen;
-          return seen >= reloads_;
-        },
-        5s);
+    return eventually([&] { return occurrences(broker_->log(), expect) >= reloads_; }, 5s);
   }
 
   // Options for a client of principal `who` (its key as Z85 text; the broker's as a file).
@@ -357,11 +357,7 @@ TEST_CASE("auth: ten thousand refusals make a handful of log lines, and are all 
   const auto seconds =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
           .count();
-  const std::string log = s.broker().log();
-  std::size_t lines = 0;
-  for (auto at = log.find("refused a REQUEST from"); at != std::string::npos;
-       at = log.find("refused a REQUEST from", at + 1))
-    ++lines;
+  const std::size_t lines = occurrences(s.broker().log(), "refused a REQUEST from");
   // A burst of 10, then one a second.
   CHECK(lines >= 1);
   CHECK(lines <= 12 + static_cast<std::size_t>(seconds));
