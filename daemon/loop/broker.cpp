@@ -433,12 +433,16 @@ bool Broker::refuse_payload_(const RoutingId& from, const Frames& frames, const 
   return true;
 }
 
+// A refusal goes in the round's batch of a connection that reads them: a client refused
+// ten thousand times in a burst is sent a few dozen messages, not ten thousand.
 void Broker::refuse_(const RoutingId& from, wire::Status status, std::string_view why) {
   const wire::Answer answer = wire::kind_info(in_.kind()).answer;
   if (answer == wire::Answer::reply ||
-      (answer == wire::Answer::reply_if_confirmed && in_.confirm()))
-    answer_(from, in_.id(), status, why);
-  else if (answer == wire::Answer::welcome)  // a HELLO refused is answered by a REPLY
+      (answer == wire::Answer::reply_if_confirmed && in_.confirm())) {
+    const ClientInfo* client = registry_.client(from);
+    reply_head_(in_.id(), status, why);
+    outbox_.reply(from, client != nullptr && client->batches, head_.bytes(), {}, status);
+  } else if (answer == wire::Answer::welcome)  // a HELLO refused is answered by a REPLY
     reply_(from, in_.id(), status, why);
 }
 

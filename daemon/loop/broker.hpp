@@ -255,6 +255,8 @@ class Broker {
   void route_(Call& call);
   Placement place_(Call& call, Service* service);
   Sent dispatch_(Call& call, Instance& instance);
+  void undelivered_(const RoutingId& to, std::span<const CallId> calls, Sent sent);
+  void refuse_full_(Call& call, const Instance& instance);
   // Places the calls waiting for `service`, in order, as far as its instances have room.
   void pump_(const std::string& service);
   void pump_(Service* service);
@@ -370,7 +372,10 @@ class Broker {
 
   // Every write to a connection; a write that finds one gone schedules its removal.
   Outbox outbox_{router_, router_quiet_, metrics_,
-                 [this](const RoutingId& rid) { schedule_removal_(rid, "connection closed"); }};
+                 [this](const RoutingId& rid) { schedule_removal_(rid, "connection closed"); },
+                 [this](const RoutingId& to, std::span<const CallId> calls, Sent sent) {
+                   undelivered_(to, calls, sent);
+                 }};
   Frames record_frames_;  // on_batch_'s, one message at a time
   std::vector<std::pair<RoutingId, std::string>> removals_;
 };

@@ -189,11 +189,7 @@ Broker::Placement Broker::place_(Call& call, Service* service) {
           case Sent::peer_gone:
             continue;
           case Sent::would_block:
-            answer_caller_(call, wire::OVERLOADED,
-                           "instance " + service->instances[pick.index].instance_id +
-                               " of service '" + call.service +
-                               "' is not reading its messages (its queue is full)");
-            calls_.erase(id);
+            refuse_full_(call, service->instances[pick.index]);
             return Placement::done;
         }
         break;
@@ -223,7 +219,8 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
-  const Sent sent = outbox_.send(instance.client, head_.frame(), call.payload, keep_payload);
+  const Sent sent = outbox_.dispatch(instance.client, instance.batches, head_.bytes(), call.payload,
+                                     keep_payload, call.id);
   if (sent == Sent::ok) {
     calls_.set_dispatched(call, instance.handle);
     ++instance.in_flight;
@@ -232,6 +229,40 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
                     instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
   }
   return sent;
+}
+
+// Answers a call whose instance's queue is full, and erases it.
+void Broker::refuse_full_(Call& call, const Instance& instance) {
+  answer_caller_(call, wire::OVERLOADED,
+                 "instance " + instance.instance_id + " of service '" + call.service +
+                     "' is not reading its messages (its queue is full)");
+  calls_.erase(call.id);
+}
+
+// Calls dispatched to `to` in a batch that did not go (Outbox::flush), settled as place_
+// settles a dispatch that cannot go at once: placed again when the connection is gone (it
+// is draining now, never chosen again), answered OVERLOADED when its queue is full. A call
+// that has moved on meanwhile (ended, or lost with its instance and placed again) is left
+// as it is.
+void Broker::undelivered_(const RoutingId& to, std::span<const CallId> calls, Sent sent) {
+  for (const CallId id : calls) {
+    Call* call = calls_.find(id);
+    if (call == nullptr || call->state != CallState::dispatched) continue;
+    Service* service = registry_.service(call->service_entry);
+    Instance* instance = service == nullptr ? nullptr : service->find(call->instance);
+    if (instance == nullptr || instance->client != to) continue;
+    if (instance->in_flight > 0) --instance->in_flight;
+    const std::string name = service->name;
+    calls_.set_waiting(*call);
+    if (call->outcome_claimed()) {  // its deadline passed, or its caller left
+      calls_.erase(id);
+    } else if (sent == Sent::would_block) {
+      refuse_full_(*call, *instance);
+    } else {
+      route_(*call);
+    }
+    pump_(name);
+  }
 }
 
 void Broker::on_reply_(ClientInfo& from, Frames& frames) {

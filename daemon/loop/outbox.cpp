@@ -8,12 +8,27 @@
 
 namespace sagebus::broker {
 
-Outbox::Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone)
-    : router_(router), router_quiet_(router_quiet), metrics_(metrics), gone_(std::move(gone)) {}
+Outbox::Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone,
+               Undelivered undelivered)
+    : router_(router),
+      router_quiet_(router_quiet),
+      metrics_(metrics),
+      gone_(std::move(gone)),
+      undelivered_(std::move(undelivered)) {}
 
 void Outbox::flush() {
-  flush_events();
-  replies_.flush([this](ReplyBatch& batch) { send_replies_(batch); });
+  // Each pass settles what the one before could not send; placing a call again or
+  // answering it adds to the next round's batches. It ends: a connection found gone is
+  // never chosen again, and a full one's calls are answered, not placed again.
+  for (;;) {
+    flush_events();
+    calls_.flush([this](CallBatch& batch) { send_calls_(batch); });
+    if (failed_.empty()) return;
+    std::vector<Failed> failed;
+    failed.swap(failed_);
+    for (const Failed& f : failed)
+      undelivered_(f.to, f.calls, f.sent);
+  }
 }
 
 void Outbox::flush_events() {
@@ -39,19 +54,22 @@ void Outbox::send_events_(EventBatch& batch) {
   batch.settle(sent == Sent::ok);
 }
 
-void Outbox::send_replies_(ReplyBatch& batch) {
+void Outbox::send_calls_(CallBatch& batch) {
   Sent sent;
   if (batch.size() == 1) {
-    sent = write_(batch.client(), batch.replies().lone_header(), batch.replies().lone_payload(),
+    sent = write_(batch.client(), batch.messages().lone_header(), batch.messages().lone_payload(),
                   false);
   } else {
-    zmq::message_t header = replies_.header();
-    zmq::message_t records = batch.replies().records();
+    zmq::message_t header = calls_.header();
+    zmq::message_t records = batch.messages().records();
     sent = write_(batch.client(), header, std::span<zmq::message_t>(&records, 1), false);
     if (sent == Sent::ok) ++metrics_.batches_sent;
   }
   for (const wire::Status status : batch.statuses())
     metrics_.count_outcome(status, sent == Sent::ok);
+  if (sent != Sent::ok && !batch.dispatches().empty())
+    failed_.push_back(
+        {batch.client(), {batch.dispatches().begin(), batch.dispatches().end()}, sent});
   batch.clear();
 }
 

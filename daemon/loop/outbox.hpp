@@ -3,18 +3,21 @@
 // "Batches").
 //
 // A message goes one of two ways:
-// - Into the connection's batch of this round: a caller's reply (reply()) when the
-//   connection reads BATCHes and the reply is small, an event (event()) when the
-//   subscription reads EVENT_BATCHes. The round ends when the loop has handled what it
-//   received at once, or has run its timers (flush()); each batch goes then, as one
-//   message, or as the plain REPLY or EVENT it held when it holds one. Its outcome is
-//   settled then: every reply of a batch is counted delivered or dropped with it, every
-//   event settles its subscription's credit and gap.
-// - At once (send()), for a message whose handler acts on what the ROUTER says: a REQUEST
-//   that finds its instance's queue full goes to another instance, a DELIVER that cannot
-//   go stays held, a queue item a reader cannot be told of goes back to the queue, held
-//   messages are released only after the WELCOME went. A reply or event too large for a
-//   batch also goes this way (reply() counts it).
+// - Into the connection's batch of this round: a caller's reply (reply()) or a call
+//   dispatched to an instance (dispatch()) when the connection reads BATCHes and the
+//   message is small, an event (event()) when the subscription reads EVENT_BATCHes. The
+//   round ends when the loop has handled what it received at once, or has run its timers
+//   (flush()); each batch goes then, as one message, or as the plain REPLY, REQUEST or
+//   EVENT it held when it holds one. Its outcome is settled then: every reply of a batch
+//   is counted delivered or dropped with it, every event settles its subscription's
+//   credit and gap, and the dispatches of a batch that did not go are handed to the
+//   `undelivered` callback (with what the write found), which places them again or
+//   answers them; flush() sends what that made too, until nothing is left.
+// - At once (send()), for a message whose handler acts on what the ROUTER says: a DELIVER
+//   that cannot go stays held, a queue item a reader cannot be told of goes back to the
+//   queue, held messages are released only after the WELCOME went. A reply or a dispatch
+//   too large for a batch, or for a connection that does not read them, also goes this
+//   way (reply() counts it; dispatch() returns what the write did).
 // The per-connection queue beyond that is libzmq's: a successful write has put the
 // message in the connection's pipe (up to --peer-queue messages), and libzmq's I/O thread
 // writes the pipe to the socket, many messages per system call.
@@ -36,9 +39,9 @@
 
 #include <zmq.hpp>
 
+#include "loop/call_batches.hpp"
 #include "loop/event_batches.hpp"
 #include "loop/event_header.hpp"
-#include "loop/reply_batches.hpp"
 #include "operations/metrics.hpp"
 #include "routing/pending.hpp"
 #include "routing/topics.hpp"
@@ -52,10 +55,15 @@ enum class Sent { ok, would_block, peer_gone };
 class Outbox {
  public:
   using Gone = std::function<void(const RoutingId&)>;
+  // Calls `calls` dispatched to `to` in a batch that did not go: its write found the pipe
+  // full (would_block) or the connection gone (peer_gone).
+  using Undelivered =
+      std::function<void(const RoutingId& to, std::span<const CallId> calls, Sent sent)>;
 
   // `router` is the broker's ROUTER (ROUTER_MANDATORY set); `router_quiet` is cleared by
   // every write (a send may take in news the ROUTER's fd was to signal: wire/socket.hpp).
-  Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone);
+  Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone,
+         Undelivered undelivered);
 
   // Sends a message to `to` now, after what it has in this round's batch. `header` is the
   // encoded header; with `share_payload` the payload frames are sent as shared copies
@@ -70,11 +78,20 @@ class Outbox {
   void reply(const RoutingId& to, bool batches, std::string_view header,
              std::span<zmq::message_t> payload, wire::Status status);
 
+  // The REQUEST of call `id` for an instance at `to`: in `to`'s batch when `batches` and
+  // it is small (then `ok`: settled when the batch goes), else sent now. `header` is its
+  // encoded header. A batch shares the payload frame (refcounted, no bytes copied), which
+  // stays the caller's, to be sent again if the batch does not go; sent now, the frames
+  // are moved, or shared with `keep_payload`.
+  Sent dispatch(const RoutingId& to, bool batches, std::string_view header,
+                std::span<zmq::message_t> payload, bool keep_payload, CallId id);
+
   // An event for `sub` in its connection's EVENT_BATCH of this round, spending its credit;
   // `sub` must read EVENT_BATCHes.
   void event(Subscription& sub, std::string_view topic, std::string_view payload);
 
-  // Sends every batch of the round and starts the next round.
+  // Sends every batch of the round and starts the next round; hands the dispatches that
+  // did not go to `undelivered`, and sends what it made of them the same way.
   void flush();
   // Sends every EVENT_BATCH of the round: before the subscription table changes, since
   // a batch holds its subscriptions' pointers.
@@ -82,10 +99,12 @@ class Outbox {
 
  private:
   // What `to` holds in this round's batches, but batches of the kind `keep`.
-  enum class Keep { nothing, events, replies };
+  enum class Keep { nothing, events, calls };
   void send_held_(std::string_view to, Keep keep);
   void send_events_(EventBatch& batch);
-  void send_replies_(ReplyBatch& batch);
+  void send_calls_(CallBatch& batch);
+  CallBatch& call_batch_(const RoutingId& to, std::size_t header,
+                         std::span<const zmq::message_t> payload);
   Sent write_(const RoutingId& to, zmq::message_t& header, std::span<zmq::message_t> payload,
               bool share_payload);
 
@@ -93,8 +112,16 @@ class Outbox {
   bool& router_quiet_;
   Metrics& metrics_;
   Gone gone_;
+  Undelivered undelivered_;
   EventBatches events_;
-  ReplyBatches replies_;
+  CallBatches calls_;
+  // Dispatches of batches that did not go, for flush() to hand to undelivered_.
+  struct Failed {
+    RoutingId to;
+    std::vector<CallId> calls;
+    Sent sent;
+  };
+  std::vector<Failed> failed_;
   EventHeader lone_event_header_;  // for a batch of one event, sent as an EVENT
 };
 
@@ -108,15 +135,34 @@ inline Sent Outbox::send(const RoutingId& to, zmq::message_t header,
 
 inline void Outbox::reply(const RoutingId& to, bool batches, std::string_view header,
                           std::span<zmq::message_t> payload, wire::Status status) {
-  if (!batches || !ReplyBatch::batchable(header.size(), payload)) {
+  if (!batches || !CallBatch::batchable(header.size(), payload)) {
     zmq::message_t frame(header.data(), header.size());
     metrics_.count_outcome(status, send(to, std::move(frame), payload) == Sent::ok);
     return;
   }
-  send_held_(to, Keep::replies);
-  ReplyBatch& batch = replies_.of(to);
-  if (!batch.fits(header.size(), payload)) send_replies_(batch);
-  batch.add(header, payload, status);
+  call_batch_(to, header.size(), payload).add_reply(header, payload, status);
+}
+
+inline Sent Outbox::dispatch(const RoutingId& to, bool batches, std::string_view header,
+                             std::span<zmq::message_t> payload, bool keep_payload, CallId id) {
+  if (!batches || !CallBatch::batchable(header.size(), payload)) {
+    zmq::message_t frame(header.data(), header.size());
+    return send(to, std::move(frame), payload, keep_payload);
+  }
+  CallBatch& batch = call_batch_(to, header.size(), payload);
+  zmq::message_t shared;
+  if (!payload.empty()) shared.copy(payload.front());  // shares the buffer
+  batch.add_dispatch(header, std::span<zmq::message_t>(&shared, payload.empty() ? 0u : 1u), id);
+  return Sent::ok;
+}
+
+// `to`'s batch of this round, with room for a message of this header and payload.
+inline CallBatch& Outbox::call_batch_(const RoutingId& to, std::size_t header,
+                                      std::span<const zmq::message_t> payload) {
+  send_held_(to, Keep::calls);
+  CallBatch& batch = calls_.of(to);
+  if (!batch.fits(header, payload)) send_calls_(batch);
+  return batch;
 }
 
 inline void Outbox::event(Subscription& sub, std::string_view topic, std::string_view payload) {
@@ -131,8 +177,8 @@ inline void Outbox::send_held_(std::string_view to, Keep keep) {
   // anything for it.
   if (keep != Keep::events)
     if (EventBatch* batch = events_.pending(to)) send_events_(*batch);
-  if (keep != Keep::replies)
-    if (ReplyBatch* batch = replies_.pending(to)) send_replies_(*batch);
+  if (keep != Keep::calls)
+    if (CallBatch* batch = calls_.pending(to)) send_calls_(*batch);
 }
 
 }  // namespace sagebus::broker

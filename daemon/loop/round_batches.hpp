@@ -1,8 +1,8 @@
 // RoundBatches<Batch>: the batches of one round of the broker's loop, one per connection
 // (docs/protocol.md, "Batches"): EventBatches gathers subscribers' events in it,
-// ReplyBatches callers' replies. A round ends when the loop has handled what it received
-// at once, or has run its timers; flush() then sends every batch that holds something, in
-// the order they were started, and starts the next round.
+// CallBatches callers' replies and instances' calls. A round ends when the loop has
+// handled what it received at once, or has run its timers; flush() then sends every batch
+// that holds something, in the order they were started, and starts the next round.
 //
 // `Batch` has a RoutingId client_ (set here; this class is its friend), empty(), and is
 // default-constructible. Batch objects are reused from round to round (their storage too,

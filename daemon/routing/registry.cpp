@@ -97,6 +97,7 @@ bool Registry::hello(const RoutingId& rid, const wire::Hello& hello, int fd, Tim
         i->client_name = c.name;
         i->instance_id = c.instance_id;
         i->same_host = c.same_host;
+        i->batches = c.batches;
       }
     }
   }
@@ -202,6 +203,7 @@ RegisterResult Registry::register_instance(const RoutingId& rid, const std::stri
   inst->client_name = c->name;
   inst->instance_id = c->instance_id;
   inst->same_host = c->same_host;
+  inst->batches = c->batches;
   inst->methods.assign(reg.methods().begin(), reg.methods().end());
   std::sort(inst->methods.begin(), inst->methods.end());
   inst->methods.erase(std::unique(inst->methods.begin(), inst->methods.end()), inst->methods.end());

@@ -77,6 +77,7 @@ struct Instance {
   std::uint32_t max_inflight = 1;
   std::uint32_t in_flight = 0;
   bool same_host = false;  // its client's (ClientInfo::same_host): REQUESTs carry deadline_us
+  bool batches = false;    // its client's (ClientInfo::batches): REQUESTs may go in a BATCH
   std::uint64_t served = 0;
   bool draining = false;  // unregistered (or its peer found gone): never chosen again
 

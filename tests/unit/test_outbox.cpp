@@ -1,9 +1,12 @@
 // Outbox (daemon/loop/outbox.hpp): what goes in a batch and what goes at once, the order
 // of a connection's messages, when outcomes are counted, and what a full or closed
-// connection does. A real ROUTER on inproc:// and a DEALER peer stand for the broker's
-// socket and one client.
+// connection does, to replies, events and dispatches. A real ROUTER on inproc:// and a DEALER peer
+// stand for the broker's socket and one client.
 #include <chrono>
+#include <functional>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -27,8 +30,20 @@ struct Fixture {
   bool quiet = true;
   broker::Metrics metrics;
   std::vector<broker::RoutingId> gone;
-  Outbox outbox{router, quiet, metrics,
-                [this](const broker::RoutingId& to) { gone.push_back(to); }};
+  // What the outbox handed back as not delivered: the calls, and what the write found.
+  broker::RoutingId undelivered_to;
+  std::vector<broker::CallId> undelivered;
+  Sent undelivered_because = Sent::ok;
+  // Called from the undelivered callback: what the broker does with the calls.
+  std::function<void()> on_undelivered;
+  Outbox outbox{
+      router, quiet, metrics, [this](const broker::RoutingId& to) { gone.push_back(to); },
+      [this](const broker::RoutingId& to, std::span<const broker::CallId> calls, Sent sent) {
+        undelivered_to = to;
+        undelivered.insert(undelivered.end(), calls.begin(), calls.end());
+        undelivered_because = sent;
+        if (on_undelivered) on_undelivered();
+      }};
   const broker::RoutingId rid = "peer";
 
   // `queue`: the messages the peer's pipe holds (both sides' high-water marks).
@@ -69,6 +84,27 @@ std::string reply_header(std::uint64_t id, wire::Status status = wire::OK) {
       .varint(wire::Header::kIdFieldNumber, id)
       .enumeration(wire::Header::kStatusFieldNumber, status);
   return std::string(w.bytes());
+}
+
+std::string request_header(std::uint64_t id) {
+  wire::HeaderWriter w;
+  w.start(wire::REQUEST)
+      .varint(wire::Header::kIdFieldNumber, id)
+      .string(wire::Header::kServiceFieldNumber, "echo")
+      .string(wire::Header::kMethodFieldNumber, "say");
+  return std::string(w.bytes());
+}
+
+// The kind and id of each record of a BATCH's frame.
+std::vector<std::pair<wire::Kind, std::uint64_t>> records_of(const zmq::message_t& frame) {
+  std::vector<std::pair<wire::Kind, std::uint64_t>> out;
+  wire::BatchReader reader(frame.data(), frame.size());
+  for (wire::MessageRecord record; reader.next(record);) {
+    wire::Header r;
+    REQUIRE(r.ParseFromArray(record.header.data(), static_cast<int>(record.header.size())));
+    out.emplace_back(r.kind(), r.id());
+  }
+  return out;
 }
 
 zmq::message_t heartbeat() {
@@ -203,4 +239,81 @@ TEST_CASE(
   CHECK(f.metrics.events_dropped == 2);
   CHECK(f.metrics.refusals(broker::Limit::peer_queue) == refused + 2);
   CHECK(f.gone.empty());
+}
+
+TEST_CASE("calls dispatched to an instance in one round go as one BATCH with its replies",
+          "[outbox]") {
+  Fixture f;
+  zmq::message_t payload(std::string_view("question"));
+  CHECK(f.outbox.dispatch(f.rid, true, request_header(11), std::span<zmq::message_t>(&payload, 1),
+                          false, 11) == Sent::ok);
+  CHECK(payload.to_string() == "question");  // shared: still the caller's, to send again
+  f.outbox.reply(f.rid, true, reply_header(3), {}, wire::OK);
+  CHECK(f.outbox.dispatch(f.rid, true, request_header(12), {}, false, 12) == Sent::ok);
+  CHECK(f.nothing_to_read());
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  REQUIRE(f.read(frames).kind() == wire::BATCH);
+  REQUIRE(frames.size() == 2);
+  using R = std::vector<std::pair<wire::Kind, std::uint64_t>>;
+  CHECK(records_of(frames[1]) == R{{wire::REQUEST, 11}, {wire::REPLY, 3}, {wire::REQUEST, 12}});
+  CHECK(f.metrics.replies == 1);
+  CHECK(f.undelivered.empty());
+}
+
+TEST_CASE(
+    "a lone dispatch goes as a plain REQUEST, a large one or one to a connection that "
+    "does not read batches at once",
+    "[outbox]") {
+  Fixture f;
+  zmq::message_t payload(std::string_view("question"));
+  CHECK(f.outbox.dispatch(f.rid, true, request_header(5), std::span<zmq::message_t>(&payload, 1),
+                          false, 5) == Sent::ok);
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  wire::Header h = f.read(frames);
+  CHECK(h.kind() == wire::REQUEST);
+  CHECK(h.id() == 5);
+  REQUIRE(frames.size() == 2);
+  CHECK(frames[1].to_string() == "question");
+
+  CHECK(f.outbox.dispatch(f.rid, false, request_header(6), {}, false, 6) == Sent::ok);
+  CHECK(f.read(frames).id() == 6);  // before any flush
+  zmq::message_t large(std::string(wire::kMaxBatchedPayload + 1, 'x'));
+  CHECK(f.outbox.dispatch(f.rid, true, request_header(7), std::span<zmq::message_t>(&large, 1),
+                          false, 7) == Sent::ok);
+  CHECK(f.read(frames).id() == 7);
+  CHECK(large.size() == 0);  // moved: not kept
+}
+
+TEST_CASE("dispatches in a batch a full connection refuses are handed back, named, once",
+          "[outbox]") {
+  Fixture f(1);
+  while (f.outbox.send(f.rid, heartbeat()) == Sent::ok) {
+  }
+  f.outbox.dispatch(f.rid, true, request_header(1), {}, false, 1);
+  f.outbox.reply(f.rid, true, reply_header(9), {}, wire::OK);
+  f.outbox.dispatch(f.rid, true, request_header(2), {}, false, 2);
+  // What the broker makes of them (here: answers to another connection) goes in the same
+  // flush.
+  f.on_undelivered = [&f] { f.outbox.reply("elsewhere", true, reply_header(1), {}, wire::OK); };
+  f.outbox.flush();
+  CHECK(f.undelivered_to == f.rid);
+  CHECK(f.undelivered == std::vector<broker::CallId>{1, 2});
+  CHECK(f.undelivered_because == Sent::would_block);
+  CHECK(f.metrics.dropped_replies == 2);  // the reply in the batch, and the one to nobody
+  CHECK(f.gone == std::vector<broker::RoutingId>{"elsewhere"});
+  f.on_undelivered = nullptr;
+  f.outbox.flush();
+  CHECK(f.undelivered.size() == 2);
+}
+
+TEST_CASE("dispatches to a connection that is gone are handed back as such", "[outbox]") {
+  Fixture f;
+  f.outbox.dispatch("nobody", true, request_header(4), {}, false, 4);
+  f.outbox.flush();
+  CHECK(f.gone == std::vector<broker::RoutingId>{"nobody"});
+  CHECK(f.undelivered_to == "nobody");
+  CHECK(f.undelivered == std::vector<broker::CallId>{4});
+  CHECK(f.undelivered_because == Sent::peer_gone);
 }

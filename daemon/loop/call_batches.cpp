@@ -1,8 +1,8 @@
-#include "loop/reply_batches.hpp"
+#include "loop/call_batches.hpp"
 
 namespace sagebus::broker {
 
-bool ReplyBatch::batchable(std::size_t header, std::span<const zmq::message_t> payload) noexcept {
+bool CallBatch::batchable(std::size_t header, std::span<const zmq::message_t> payload) noexcept {
   return payload.size() <= 1 && bytes_of(payload) <= wire::kMaxBatchedPayload &&
          wire::MessageBatch::record_bytes(header, bytes_of(payload)) <= wire::kMaxBatchBytes;
 }
