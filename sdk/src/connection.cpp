@@ -201,7 +201,8 @@ void Connection::start(RequestSpec spec, Done done) {
   command::Start start{std::move(spec), std::move(done)};
   // Not on the I/O thread while it holds the driver's lock (it runs a handler there), but
   // from a callback it runs without it (inline_callbacks).
-  if ((!on_io_thread() || detail::in_callbacks(*driver_)) && detail::try_start(*driver_, start))
+  const bool from_callback = on_io_thread() && detail::in_callbacks(*driver_);
+  if ((!on_io_thread() || from_callback) && detail::try_start(*driver_, start, from_callback))
     return;
   post_(std::move(start));
 }

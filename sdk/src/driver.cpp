@@ -155,10 +155,11 @@ class Driver final : public Port {
   // An asynchronous request from a user thread (Connection::start): started and sent from
   // this thread when no other thread runs the engine at the moment; false, and nothing
   // done, when one does (the request is then posted to it). noexcept as drive_().
-  bool try_start(command::Start& start) noexcept {
+  bool try_start(command::Start& start, bool from_callback) noexcept {
     std::unique_lock lock(mutex_, std::try_to_lock);
     if (!lock.owns_lock() || stopped_) return false;
-    start_here_(start);
+    // From a callback, the request goes with those the next callbacks make (run_callbacks_).
+    start_here_(start, from_callback);
     follow_(false);
     return true;
   }
@@ -284,6 +285,7 @@ class Driver final : public Port {
       running_.clear();  // keeps its storage, which the next swap hands back
       lock.lock();
       in_callbacks_ = false;
+      session_.flush();  // the requests the callbacks made, together
     }
   }
 
@@ -353,7 +355,7 @@ class Driver final : public Port {
 
   // Starts `start` on a user thread (call(), try_start()), after handling what was posted
   // before, so that it goes out after what the same thread posted earlier.
-  void start_here_(command::Start& start) {
+  void start_here_(command::Start& start, bool more = false) {
     session_.advance(Clock::now());
     bool any = false;
     {
@@ -361,7 +363,7 @@ class Driver final : public Port {
       any = !owner_.commands_.empty();
     }
     if (any) drain_commands_();
-    session_.start(start);
+    session_.start(start, more);
   }
 
   void drain_commands_() {
@@ -503,8 +505,8 @@ Outcome call(Driver& driver, RequestSpec&& spec) {
   return driver.call(std::move(spec));
 }
 
-bool try_start(Driver& driver, command::Start& start) {
-  return driver.try_start(start);
+bool try_start(Driver& driver, command::Start& start, bool from_callback) {
+  return driver.try_start(start, from_callback);
 }
 
 bool in_callbacks(const Driver& driver) {

@@ -17,8 +17,9 @@ void run_io_thread(Connection& connection, std::promise<void>& started);
 // Connection::call: sends `spec` from this thread and returns its outcome.
 Outcome call(Driver& driver, RequestSpec&& spec);
 // Connection::start: starts `start` from this thread if no other thread runs the driver
-// now; false, and `start` untouched, if one does.
-bool try_start(Driver& driver, command::Start& start);
+// now; false, and `start` untouched, if one does. `from_callback`: the I/O thread runs
+// callbacks (in_callbacks), and sends the requests they make together when they are done.
+bool try_start(Driver& driver, command::Start& start, bool from_callback);
 // Connection::start: true on the I/O thread while it runs callbacks
 // (ClientOptions::inline_callbacks) without holding the driver.
 bool in_callbacks(const Driver& driver);

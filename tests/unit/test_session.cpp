@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
 #include "service_core.hpp"
@@ -38,11 +39,27 @@ class FakePort final : public Port {
     written.push_back(std::move(w));
     return true;
   }
-  // The messages of `kind` written since the last take, in order; the rest are dropped.
-  std::vector<Written> take(wire::Kind kind) {
+  // The messages of `kind` written since the last take, in order, alone or as records of
+  // a BATCH; the rest are dropped. `batches` counts the BATCHes that held any.
+  std::vector<Written> take(wire::Kind kind, int* batches = nullptr) {
     std::vector<Written> out;
-    for (auto& w : written)
+    for (auto& w : written) {
       if (w.header.kind() == kind) out.push_back(std::move(w));
+      if (w.header.kind() != wire::BATCH) continue;
+      bool held = false;
+      wire::BatchReader reader(w.payload.data(), w.payload.size());
+      for (wire::MessageRecord r; reader.next(r);) {
+        Written record;
+        REQUIRE(wire::decode(r.header.data(), r.header.size(), record.header) ==
+                wire::DecodeResult::ok);
+        record.payload = std::string(r.payload);
+        if (record.header.kind() != kind) continue;
+        out.push_back(std::move(record));
+        held = true;
+      }
+      REQUIRE_FALSE(reader.malformed());
+      if (held && batches != nullptr) ++*batches;
+    }
     written.clear();
     return out;
   }
@@ -109,26 +126,29 @@ struct Fixture {
     session.advance(now);
     session.on_message(frame, frames);
   }
-  // The transport connects; the broker welcomes the HELLO with `broker_session`.
-  void connect(const std::string& broker_session = "broker-1") {
+  // The transport connects; the broker welcomes the HELLO with `broker_session`, saying it
+  // reads BATCHes if `batches`.
+  void connect(const std::string& broker_session = "broker-1", bool batches = false) {
     turn([&] { session.on_link_event(LinkEvent::connected); });
     auto hellos = port.take(wire::HELLO);  // one, or more after a GOODBYE
     REQUIRE(!hellos.empty());
-    welcome(hellos.back().header.id(), broker_session);
+    welcome(hellos.back().header.id(), broker_session, batches);
   }
-  void welcome(std::uint64_t hello_id, const std::string& broker_session) {
+  void welcome(std::uint64_t hello_id, const std::string& broker_session, bool batches = false) {
     wire::Header w;
     w.set_kind(wire::WELCOME);
     w.set_id(hello_id);
+    w.mutable_welcome()->set_batches(batches);
     w.mutable_welcome()->set_broker_session(broker_session);
     w.mutable_welcome()->set_heartbeat_ms(60000);
     w.mutable_welcome()->set_liveness(3);
     turn([&] { feed(w); });
     REQUIRE(host.ready);
   }
-  // Starts a call of `method` on service "svc"; returns its index in outcomes.
+  // Starts a call of `method` on service "svc"; returns its index in outcomes. `more`: as
+  // from a callback, with others to follow (Session::start).
   std::size_t call(const std::string& method, std::chrono::milliseconds timeout = 1s,
-                   bool wait_for_ready = false) {
+                   bool wait_for_ready = false, bool more = false) {
     const std::size_t index = outcomes.size();
     outcomes.emplace_back();
     ends.push_back(0);
@@ -144,7 +164,7 @@ struct Fixture {
       ++ends[index];
     });
     session.advance(now);
-    session.start(start);
+    session.start(start, more);
     return index;
   }
   void reply(std::uint64_t id, wire::Status status, const std::string& payload) {
@@ -527,4 +547,69 @@ TEST_CASE(
     REQUIRE(f.outcomes[patient]);
     CHECK(f.outcomes[patient]->status == Status::unauthenticated);
   }
+}
+
+TEST_CASE("requests started together go as one BATCH, a lone one as a plain REQUEST",
+          "[session][batches]") {
+  Fixture f;
+  f.connect("broker-1", true);
+  for (int i = 0; i < 3; ++i)
+    f.call("m" + std::to_string(i), 1s, false, true);
+  CHECK(f.port.written.empty());  // waiting for company
+  f.session.flush();
+  int batches = 0;
+  auto sent = f.port.take(wire::REQUEST, &batches);
+  CHECK(batches == 1);
+  REQUIRE(sent.size() == 3);
+  for (int i = 0; i < 3; ++i)
+    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  f.call("alone");
+  REQUIRE(f.port.written.size() == 1);
+  CHECK(f.port.written[0].header.kind() == wire::REQUEST);
+  CHECK(f.port.written[0].header.method() == "alone");
+  // Each is answered under the id it went with.
+  f.reply(sent[1].header.id(), wire::OK, "one");
+  REQUIRE(f.outcomes[1]);
+  CHECK(f.outcomes[1]->payload == "one");
+}
+
+TEST_CASE("gathered requests the full transport refuses wait for room first, in order",
+          "[session][batches]") {
+  Fixture f;
+  f.connect("broker-1", true);
+  f.port.full = true;
+  for (int i = 0; i < 3; ++i)
+    f.call("m" + std::to_string(i), 1s, false, true);
+  f.session.flush();  // refused: they wait for room
+  f.call("m3");       // behind them
+  CHECK(f.session.wants_out());
+  for (const auto& o : f.outcomes)
+    CHECK_FALSE(o);
+  f.port.full = false;
+  f.turn([] {});
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 4);
+  for (int i = 0; i < 4; ++i)
+    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  CHECK_FALSE(f.session.wants_out());
+  f.reply(sent[3].header.id(), wire::OK, "three");
+  REQUIRE(f.outcomes[3]);
+  CHECK(f.outcomes[3]->payload == "three");
+}
+
+TEST_CASE("requests gathered when the link is lost never left: the next WELCOME sends them",
+          "[session][batches]") {
+  Fixture f;
+  f.connect("broker-1", true);
+  const auto c = f.call("m", 5s, true, true);
+  f.turn([&] { f.session.on_link_event(LinkEvent::disconnected); });
+  CHECK(f.port.take(wire::REQUEST).empty());
+  CHECK_FALSE(f.outcomes[c]);  // it waits for ready
+  f.connect("broker-2", true);
+  const auto sent = f.port.take(wire::REQUEST);
+  REQUIRE(sent.size() == 1);
+  f.reply(sent[0].header.id(), wire::OK, "done");
+  REQUIRE(f.outcomes[c]);
+  CHECK(f.outcomes[c]->payload == "done");
+  CHECK(f.ends[c] == 1);
 }

@@ -21,10 +21,10 @@ using std::chrono::milliseconds;
 inline constexpr milliseconds kLocalGrace{50};
 // While connected but not welcomed, HELLO is repeated this often.
 inline constexpr milliseconds kHelloRetry{1000};
-// About the longest a reply waits for others to go with it (Session::flush_replies_): a
-// handler on the I/O thread that takes long must not hold up the replies of the ones
-// before it.
-inline constexpr std::chrono::microseconds kMaxReplyWait{100};
+// About the longest a reply or request waits for others to go with it
+// (Session::gather_): a handler on the I/O thread that takes long must not hold up the
+// replies of the ones before it, nor a slow callback the calls of the ones before it.
+inline constexpr std::chrono::microseconds kMaxGatherWait{100};
 // Until the first WELCOME says otherwise.
 inline constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
 inline constexpr std::uint32_t kDefaultLiveness = 3;

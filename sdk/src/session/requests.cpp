@@ -144,10 +144,14 @@ bool Session::try_send_request_(std::uint64_t id) {
     payload.emplace();
     payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
   }
-  if (!send_header_(head_.frame(), std::move(payload))) {
+  // A small one waits for the end of the turn, to go with others (gather_).
+  const bool gathered = gathers_(spec.payload.size());
+  if (gathered ? !gather_(head_.bytes(), payload ? &*payload : nullptr)
+               : !send_header_(head_.frame(), std::move(payload))) {
     requests_.insert(std::move(node));
     return false;
   }
+  if (gathered) gathered_requests_.push_back(fresh);
   request.sent = true;
   request.in_doubt = false;
   node.key() = fresh;

@@ -1,5 +1,5 @@
 // Serving: registrations, calls dispatched to this client, their replies (gathered into
-// BATCHes), and point-to-point deliveries.
+// BATCHes: Session::gather_), and point-to-point deliveries.
 #include "session.hpp"
 
 #include <algorithm>
@@ -44,7 +44,8 @@ void Session::handle_(command::SendReply& c) {
   reply_(c.id, c.status, std::move(c.message), std::move(c.payload));
 }
 
-// A reply the queue refuses is lost; its caller's deadline ends the call.
+// A reply the queue refuses is lost; its caller's deadline ends the call. A small one
+// waits for the end of the turn, to go with others (gather_).
 void Session::reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
   if (payload.size() > max_payload_) {
     // The broker would refuse it; its caller hears why instead of a lost connection.
@@ -59,44 +60,11 @@ void Session::reply_(std::uint64_t id, Status status, std::string message, std::
       .varint(H::kIdFieldNumber, id)
       .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
       .string(H::kMessageFieldNumber, message);
-  // Small replies wait for the end of this turn, to go together (flush_replies_), but
-  // none longer than kMaxReplyWait.
-  if (batches_ && payload.size() <= wire::kMaxBatchedPayload) {
-    const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
-    if (!replies_.fits(head_.size(), payload.size(), limit) || replies_waited_too_long_())
-      flush_replies_();
-    if (replies_.fits(head_.size(), payload.size(), limit)) {
-      if (replies_.empty()) replies_since_ = now_;
-      zmq::message_t frame = adopt(std::move(payload));
-      replies_.add(head_.bytes(), &frame);
-      return;
-    }
-  }
-  (void)send_header_(head_.frame(), adopt(std::move(payload)));
-}
-
-// Sends the replies gathered since the last flush, as one BATCH, or as a REPLY
-// when there is one: after each turn's messages and commands are handled, and before
-// anything else is sent (put_), so that this side's messages leave in the order it made
-// them. When the queue to the broker is full they are dropped, as a REPLY would be: the
-// broker ends their calls at their deadlines.
-bool Session::replies_waited_too_long_() const {
-  return !replies_.empty() && now_ - replies_since_ > kMaxReplyWait;
-}
-
-void Session::flush_replies_() {
-  if (replies_.empty()) return;
-  bool sent;
-  if (replies_.size() == 1) {
-    const auto payload = replies_.lone_payload();
-    sent = write_(replies_.lone_header(), payload.empty() ? nullptr : payload.data());
-  } else {
-    zmq::message_t header(batch_header_.data(), batch_header_.size());
-    zmq::message_t records = replies_.records();
-    sent = write_(header, &records);
-  }
-  replies_.clear();
-  if (sent) take_short_lease_();
+  zmq::message_t frame = adopt(std::move(payload));
+  if (gathers_(frame.size()))
+    (void)gather_(head_.bytes(), &frame);
+  else
+    (void)send_header_(head_.frame(), std::move(frame));
 }
 
 void Session::send_register_(const ServiceCore& core) {
@@ -131,9 +99,9 @@ void Session::on_request_() {
   ServiceCore& core = *it->second.core;
   if (!core.options().on_io_thread) return core.submit(std::move(job));
   // Here and now: ServiceOptions::on_io_thread. After handlers that took longer than
-  // kMaxReplyWait (the driver's time moved on that much while they ran), the replies
+  // kMaxGatherWait (the driver's time moved on that much while they ran), the replies
   // waiting go before the next one runs: it may be as slow.
-  if (replies_waited_too_long_()) flush_replies_();
+  if (gathered_too_long_()) (void)flush_gathered_();
   Answer answer = core.run(job);
   reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
 }

@@ -66,8 +66,9 @@ void Session::end_of_input() {
   to_flush_.clear();
 }
 
-void Session::start(command::Start& start) {
+void Session::start(command::Start& start, bool more) {
   handle_(start);
+  if (!more) (void)flush_gathered_();
 }
 
 void Session::handle(command::Command& command) {
@@ -75,12 +76,14 @@ void Session::handle(command::Command& command) {
 }
 
 void Session::end_turn(Clock::time_point now) {
-  flush_replies_();  // what the commands and messages of this turn answered
+  // What the commands and messages of this turn answered and asked.
+  (void)flush_gathered_();
   // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher that
   // keeps the transport full would never be heard and lose its own lease.
   run_timers_();
   flush_outbox_();
   flush_waiting_requests_();
+  (void)flush_gathered_();
   last_ran_ = now;
 }
 
@@ -167,11 +170,73 @@ bool Session::send_header_(zmq::message_t header, std::optional<zmq::message_t> 
 }
 
 // send_header_() but for the lease, which the caller sets (take_short_lease_(), or the
-// heartbeat's own). Replies waiting for company go first, so that this side's messages
+// heartbeat's own). Messages waiting for company go first, so that this side's messages
 // leave in the order it made them. The frames are emptied once sent, kept when refused.
 bool Session::put_(zmq::message_t& header, zmq::message_t* payload) {
-  flush_replies_();
-  return write_(header, payload);
+  return flush_gathered_() && write_(header, payload);
+}
+
+// Whether a message with this payload waits for company: a small one, to a broker that
+// reads BATCHes.
+bool Session::gathers_(std::size_t payload) const {
+  return batches_ && payload <= wire::kMaxBatchedPayload;
+}
+
+// Adds a message to those that go together at the end of the turn (or when the driver
+// calls flush()), as one BATCH, or as itself when alone; none waits longer than
+// kMaxGatherWait for the others. `payload` is moved from. False, and nothing added, when
+// the messages waiting had to go first and the queue to the broker refused them.
+bool Session::gather_(std::string_view header, zmq::message_t* payload) {
+  const std::size_t bytes = payload != nullptr ? payload->size() : 0;
+  const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
+  if (!gathered_.fits(header.size(), bytes, limit) || gathered_too_long_())
+    if (!flush_gathered_()) return false;
+  if (gathered_.empty()) gathered_since_ = now_;
+  gathered_.add(header, payload);
+  return true;
+}
+
+bool Session::gathered_too_long_() const {
+  return !gathered_.empty() && now_ - gathered_since_ > kMaxGatherWait;
+}
+
+// Sends the messages gathered since the last flush, as one BATCH, or alone when there is
+// one: at the end of each turn, after a request started outside one, and before anything
+// else is sent (put_), so that this side's messages leave in the order it made them. When
+// the queue to the broker is full, their replies are dropped, as a REPLY would be (the
+// broker ends their calls at their deadlines), and their requests wait for room, first in
+// line. False then.
+bool Session::flush_gathered_() {
+  if (gathered_.empty()) return true;
+  bool sent;
+  if (gathered_.size() == 1) {
+    const auto payload = gathered_.lone_payload();
+    sent = write_(gathered_.lone_header(), payload.empty() ? nullptr : payload.data());
+  } else {
+    zmq::message_t header(batch_header_.data(), batch_header_.size());
+    zmq::message_t records = gathered_.records();
+    sent = write_(header, &records);
+  }
+  if (sent) {
+    take_short_lease_();
+    gathered_requests_.clear();
+  } else {
+    unsend_gathered_(true);
+  }
+  gathered_.clear();
+  return sent;
+}
+
+// The requests gathered never left: they are unsent again, and, `wait_for_room`, first in
+// line for room (flush_waiting_requests_); else a WELCOME sends them (the link was lost).
+void Session::unsend_gathered_(bool wait_for_room) {
+  for (auto id = gathered_requests_.rbegin(); id != gathered_requests_.rend(); ++id) {
+    auto it = requests_.find(*id);
+    if (it == requests_.end() || !it->second.sent) continue;  // ended meanwhile
+    it->second.sent = false;
+    if (wait_for_room) waiting_for_room_.push_front(*id);
+  }
+  gathered_requests_.clear();
 }
 
 // put_() of this message alone.
@@ -182,6 +247,7 @@ bool Session::write_(zmq::message_t& header, zmq::message_t* payload) {
 }
 
 void Session::shut_down() {
+  (void)flush_gathered_();  // what was asked before goes as it would have
   for_each_request_([&](Requests::iterator it) {
     finish_(it, failure(Status::cancelled, "the client was closed before the request ended"));
   });

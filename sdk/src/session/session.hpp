@@ -63,11 +63,15 @@ class Session {
   void on_message(const zmq::message_t& header, std::vector<zmq::message_t>& frames);
   // The messages read together have all been fed: subscriptions get what they brought.
   void end_of_input();
-  void start(command::Start& start);
+  // Starts a request outside a turn; with `more`, the driver starts others right after
+  // (callbacks that call again), and calls flush() when they are done.
+  void start(command::Start& start, bool more = false);
   void handle(command::Command& command);
-  // The turn ends at `now`: replies go, timers run, what waited for room goes while it
-  // fits.
+  // The turn ends at `now`: what waits for company goes, timers run, what waited for room
+  // goes while it fits.
   void end_turn(Clock::time_point now);
+  // Sends the messages gathered to go together (start(.., more)).
+  void flush() { flush_gathered_(); }
   // Ends every request CANCELLED, tells services they are unregistered, says GOODBYE.
   void shut_down();
 
@@ -142,6 +146,14 @@ class Session {
   void run_timers_();
   bool send_(std::optional<zmq::message_t> payload = std::nullopt);
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload);
+  // Gathering (session.cpp): small replies and requests wait for the end of the turn to
+  // go as one BATCH.
+  bool gathers_(std::size_t payload) const;
+  bool gather_(std::string_view header, zmq::message_t* payload);
+  bool flush_gathered_();
+  void unsend_gathered_(bool wait_for_room);
+  // The first of the messages waiting for company has waited longer than kMaxGatherWait.
+  bool gathered_too_long_() const;
   bool put_(zmq::message_t& header, zmq::message_t* payload);
   bool write_(zmq::message_t& header, zmq::message_t* payload);
 
@@ -201,10 +213,6 @@ class Session {
 
   // serving.cpp
   void reply_(std::uint64_t id, Status status, std::string message, std::string payload);
-  void flush_replies_();
-  // The first of the replies waiting for company (flush_replies_) has waited longer than
-  // kMaxReplyWait.
-  bool replies_waited_too_long_() const;
   void send_register_(const ServiceCore& core);
   void on_request_();
   void on_deliver_();
@@ -281,10 +289,11 @@ class Session {
   // The broker's WELCOME says it reads PUBLISH_BATCH, BATCH.
   bool publish_batches_ = false;
   bool batches_ = false;
-  // Replies that wait for the end of the turn (flush_replies_), and the header of their
-  // BATCH.
-  wire::MessageBatch replies_;
-  Clock::time_point replies_since_{};  // when the first of replies_ was made
+  // Replies and requests that wait for the end of the turn (flush_gathered_), the ids the
+  // requests among them were sent under, and the header of their BATCH.
+  wire::MessageBatch gathered_;
+  std::vector<std::uint64_t> gathered_requests_;
+  Clock::time_point gathered_since_{};  // when the first of gathered_ was made
   std::string batch_header_;
 
   wire::Header in_;

@@ -2,7 +2,8 @@
 // sends in one BATCH are handled one by one, as if each had come alone (a service's
 // REPLYs, a caller's REQUESTs); the replies one receive round produces for a caller that
 // reads BATCH reach it as one message, in order, and a lone one as a plain REPLY; a caller
-// that does not read them gets REPLYs; what cannot be read of a batch (a record that does
+// that does not read them gets REPLYs; the calls one round gives an instance that reads
+// BATCH reach it as one message, in order; what cannot be read of a batch (a record that does
 // not decode, a HELLO, a record cut short, a second payload frame) is dropped and counted,
 // the rest still handled. And the SDK on both sides: a pipelined caller and an echo service
 // on the I/O thread exchange batches, every call answered with its own payload.
@@ -48,16 +49,16 @@ std::string reply_header(std::uint64_t id, wire::Status status = wire::OK) {
   return wire::encode(h).to_string();
 }
 
-// A broker, a raw instance of service "raw" (method "m") and a raw caller that reads
-// BATCH if `caller_batches`.
+// A broker, a raw instance of service "raw" (method "m") that reads BATCH if
+// `instance_batches`, and a raw caller that reads BATCH if `caller_batches`.
 struct Fixture {
   Broker broker;
   Client observer{at(broker, "reply-batch-observer")};
   RawPeer instance{broker.endpoint()};
   RawPeer caller{broker.endpoint()};
 
-  explicit Fixture(bool caller_batches) {
-    REQUIRE(instance.hello("reply-batch-instance"));
+  explicit Fixture(bool caller_batches, bool instance_batches = false) {
+    REQUIRE(instance.hello("reply-batch-instance", false, instance_batches));
     wire::Header reg = header(wire::REGISTER);
     reg.set_service("raw");
     reg.mutable_registration()->add_methods("m");
@@ -297,4 +298,55 @@ TEST_CASE("SDK callers and services exchange reply batches and each call gets it
   // time, some do.
   CHECK(c.batches() > 0);
   CHECK(c.batches_sent() > 0);
+}
+
+TEST_CASE("the calls one round gives an instance that reads BATCH reach it as one BATCH, in order",
+          "[batches][reqrep]") {
+  Fixture f(true, true);
+  wire::BatchWriter batch;
+  for (const std::uint64_t id : {801, 802, 803}) {
+    wire::Header h = header(wire::REQUEST);
+    h.set_id(id);
+    h.set_service("raw");
+    h.set_method("m");
+    h.set_timeout_ms(10000);
+    batch.add_message(wire::encode(h).to_string(), "q" + std::to_string(id));
+  }
+  f.caller.send(header(wire::BATCH), {std::string(batch.bytes())});
+  const auto got = f.instance.receive();
+  REQUIRE(got);
+  REQUIRE(got->kind() == wire::BATCH);
+  REQUIRE(f.instance.payload().size() == 1);
+  std::vector<std::pair<std::uint64_t, std::string>> given;
+  wire::BatchReader reader(f.instance.payload()[0].data(), f.instance.payload()[0].size());
+  for (wire::MessageRecord r; reader.next(r);) {
+    wire::Header h;
+    REQUIRE(wire::decode(r.header.data(), r.header.size(), h) == wire::DecodeResult::ok);
+    CHECK(h.kind() == wire::REQUEST);
+    CHECK(h.service() == "raw");
+    CHECK(h.method() == "m");
+    given.emplace_back(h.id(), std::string(r.payload));
+  }
+  REQUIRE_FALSE(reader.malformed());
+  REQUIRE(given.size() == 3);
+  CHECK(given[0].second == "q801");
+  CHECK(given[1].second == "q802");
+  CHECK(given[2].second == "q803");
+  answer_in_one_batch(f, given);
+  int batches = 0;
+  const auto answers = f.answers(batches);
+  REQUIRE(answers.size() == 3);
+  CHECK(answers[0].id == 801);
+  CHECK(answers[0].payload == "Q801");
+  CHECK(answers[2].id == 803);
+  CHECK(f.counters().batches_sent() == 2);  // one to the instance, one to the caller
+}
+
+TEST_CASE("an instance that does not read BATCH is given each call as a REQUEST",
+          "[batches][reqrep]") {
+  Fixture f(true);
+  f.call({"a", "b", "c"});
+  const auto given = f.given(3);  // fails on anything but plain REQUESTs
+  CHECK(given[0].second == "a");
+  CHECK(given[2].second == "c");
 }
