@@ -62,7 +62,8 @@ struct ClientOptions {
   // Where call_async callbacks run. false (default): on the client's callback thread.
   // true: on the client's I/O thread, as soon as it has read their replies, one at a time
   // in the order the replies came, with no hand-off to another thread; a call_async made
-  // there is sent at once from that thread. The cheapest way to keep many calls in
+  // there is sent from that thread when the callbacks ready together are done, with the
+  // others they made (one BATCH, docs/protocol.md). The cheapest way to keep many calls in
   // flight, for callbacks that return at once: while one runs, the client reads nothing,
   // so it must not block (nor publish or receive() waiting). A synchronous request through
   // the same client (call, a confirmed publish, send, a LegacyQueue operation) fails
