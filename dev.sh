@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 readonly PACKAGES=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libprotobuf-dev
-                   protobuf-compiler libspdlog-dev libcli11-dev libtomlplusplus-dev catch2)
+                   protobuf-compiler libspdlog-dev libcli11-dev libtomlplusplus-dev catch2
+                   python3-dev pybind11-dev python3-pytest python3-pytest-timeout)
 # The fuzz step's: clang, its runtimes (libFuzzer, ASan, UBSan), and llvm-symbolizer for
 # readable crash reports.
 readonly FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev llvm-14)
@@ -52,7 +53,9 @@ build() {
   shift
   say "building in $dir"
   # `|| return`: suite() calls this in a condition, where set -e does not apply.
-  cmake -S . -B "$dir" -DSAGEBUS_WERROR=ON "$@" || return
+  # Debian's python3, whatever python3 comes first on the PATH: the Python client is
+  # built and tested for the interpreter that has the Debian packages.
+  cmake -S . -B "$dir" -DSAGEBUS_WERROR=ON -DPython_EXECUTABLE=/usr/bin/python3 "$@" || return
   cmake --build "$dir" -j"$(nproc)" || return
 }
 

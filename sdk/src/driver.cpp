@@ -46,15 +46,18 @@ constexpr int kReceiveBatch = 256;
 // The ZeroMQ context every Client of this process shares, made with the first and ended
 // with the last. One ZeroMQ I/O thread then serves all of them, as with raw sockets of one
 // context: under load it moves several clients' messages per wake-up, where a context per
-// client woke a thread of its own for each message.
+// client woke a thread of its own for each message. A child process after fork() gets a
+// context of its own: the parent's has no I/O thread in the child.
 std::shared_ptr<zmq::context_t> shared_context() {
   static std::mutex mutex;
   static std::weak_ptr<zmq::context_t> current;
+  static pid_t made_in = 0;
   std::lock_guard lock(mutex);
-  auto context = current.lock();
+  auto context = made_in == ::getpid() ? current.lock() : nullptr;
   if (!context) {
     context = std::make_shared<zmq::context_t>(1);
     current = context;
+    made_in = ::getpid();
   }
   return context;
 }

@@ -1,6 +1,7 @@
 // The installed package, as a service developer meets it: `cmake --install` into a
 // fresh prefix, examples/ built against it through find_package(SageBus) and through
-// pkg-config, and both run against the installed sage-busd.
+// pkg-config, and both run against the installed sage-busd; and the installed Python
+// package, imported from the prefix, calling the same service.
 #include <cstdlib>
 
 #include <catch2/catch.hpp>
@@ -60,6 +61,18 @@ TEST_CASE(
   const auto services =
       checked_run({prefix + "/bin/busctl", "--endpoint", endpoint, "services"}, 20s);
   CHECK_THAT(services.out, Catch::Contains("sagebus-echo-service"));
+#ifdef SAGEBUS_TEST_PYTHON
+  const auto via_python = checked_run(
+      {"/usr/bin/env", "PYTHONPATH=" + prefix + "/" SAGEBUS_TEST_PYTHON_DIR, SAGEBUS_TEST_PYTHON,
+       "-c",
+       "import sys, sagebus\n"
+       "assert sagebus.__file__.startswith(sys.argv[2]), sagebus.__file__\n"
+       "with sagebus.Client(sys.argv[1]) as c:\n"
+       "    print(c.call('echo', 'echo', b'from-python', wait_for_ready=True).decode())\n",
+       endpoint, prefix},
+      20s);
+  CHECK(via_python.out == "from-python\n");
+#endif
 
   CHECK(service.stop() == 0);
   CHECK(busd.stop() == 0);

@@ -1,0 +1,569 @@
+// sagebus._native: the C++ SDK (libsagebus) bound to Python with pybind11. The package
+// around it (python/sagebus/__init__.py) gives it Python's idiom: exceptions per status,
+// futures, asyncio, codecs, services as classes. This layer keeps the SDK's promises
+// true under Python:
+// - Every wait releases the GIL, and wakes at least every 100 ms to let Python handle
+//   signals (Ctrl-C interrupts a waiting call, receive or get with KeyboardInterrupt).
+// - No Python code runs on the SDK's I/O thread: callbacks run on the client's callback
+//   thread, subscription handlers on their subscription's thread, service handlers on the
+//   service's worker threads, each taking the GIL for as long as the Python code runs.
+// - Python objects held by C++ (handlers, callbacks) are released with the GIL held.
+// - A client used in a child after fork() raises instead of touching the parent's
+//   threads, and is never destroyed there (its threads do not exist in the child).
+// - close() (and the destructor) closes the services, subscriptions and queues made on
+//   the client first, then the client, with the GIL released: their threads may be
+//   waiting for it.
+// Errors: sagebus::Error becomes the package's exception for its status
+// (sagebus._error_for); a closed or forked client raises sagebus.Error too.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sagebus/sagebus.hpp"
+
+namespace py = pybind11;
+using namespace std::chrono_literals;
+
+namespace {
+
+using sagebus::Status;
+
+// The longest a wait holds off Python's signal handlers.
+constexpr auto kSignalCheck = 100ms;
+
+// Seconds (a float, as Python's APIs take them) to milliseconds, rounded up so that a
+// short positive timeout is not 0.
+std::chrono::milliseconds millis(double seconds) {
+  if (!(seconds >= 0)) throw py::value_error("a timeout must be a number of seconds >= 0");
+  if (seconds > 2e6) throw py::value_error("a timeout must be at most 2,000,000 seconds");
+  return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>(seconds));
+}
+
+// Whether Python may run now on a thread of ours: not once the interpreter finalizes
+// (the package's atexit hook closes every client before that).
+bool python_alive() {
+  return _Py_IsFinalizing() == 0;
+}
+
+// A Python object owned by C++ code that may drop it on any thread: released with the GIL.
+class PyRef {
+ public:
+  explicit PyRef(py::object object) : object_(std::move(object)) {}
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  ~PyRef() {
+    if (!object_) return;
+    if (!python_alive()) {
+      (void)object_.release();  // the interpreter is going: nothing to give it back to
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    object_ = py::object();
+  }
+  const py::object& get() const { return object_; }
+
+ private:
+  py::object object_;
+};
+using Ref = std::shared_ptr<PyRef>;
+
+Ref hold(py::object object) {
+  return std::make_shared<PyRef>(std::move(object));
+}
+
+// Reports an exception raised by Python code that C++ called from one of its threads (a
+// callback, a subscription handler), where nobody can catch it: as Python reports an
+// exception in a thread it does not join, and the thread goes on.
+void report(py::error_already_set& e, const char* where) {
+  e.discard_as_unraisable(where);
+}
+
+std::string bytes_of(const py::handle& payload, const char* what) {
+  if (!PyBytes_Check(payload.ptr()) && !PyByteArray_Check(payload.ptr()) &&
+      !PyMemoryView_Check(payload.ptr()))
+    throw py::type_error(std::string(what) + " must be bytes, bytearray or memoryview, not " +
+                         std::string(py::str(payload.get_type().attr("__name__"))));
+  if (PyBytes_Check(payload.ptr())) return std::string(payload.cast<std::string_view>());
+  py::buffer_info info = py::reinterpret_borrow<py::buffer>(payload).request();
+  if (info.ndim > 1) throw py::type_error(std::string(what) + " must be a flat buffer");
+  return std::string(static_cast<const char*>(info.ptr),
+                     static_cast<std::size_t>(info.size * info.itemsize));
+}
+
+// What every object made on a client has: close(), which its client calls first when it
+// closes.
+class Dependent {
+ public:
+  virtual ~Dependent() = default;
+  virtual void close() = 0;  // with the GIL released
+};
+
+class NativeClient {
+ public:
+  explicit NativeClient(const sagebus::ClientOptions& options) : pid_(::getpid()) {
+    client_ = std::make_unique<sagebus::Client>(options);
+  }
+  NativeClient(const NativeClient&) = delete;
+  NativeClient& operator=(const NativeClient&) = delete;
+  ~NativeClient() {
+    if (::getpid() != pid_) {
+      (void)client_.release();  // the parent's: its threads are not in this process
+      return;
+    }
+    if (!python_alive()) {
+      close_();
+      return;
+    }
+    py::gil_scoped_release nogil;
+    close_();
+  }
+
+  // The client, or the error saying why it cannot be used here.
+  sagebus::Client& get() {
+    if (::getpid() != pid_)
+      throw sagebus::Error(Status::invalid_argument,
+                           "this Client was made in process " + std::to_string(pid_) +
+                               " before a fork(); a child process must make its own Client");
+    std::lock_guard lock(mutex_);
+    if (!client_) throw sagebus::Error(Status::cancelled, "this Client is closed");
+    return *client_;
+  }
+
+  void adopt(const std::shared_ptr<Dependent>& dependent) {
+    std::lock_guard lock(mutex_);
+    dependents_.push_back(dependent);
+  }
+
+  void close() {
+    if (::getpid() != pid_) return;  // the child cannot close the parent's client
+    py::gil_scoped_release nogil;
+    close_();
+  }
+  bool closed() {
+    std::lock_guard lock(mutex_);
+    return !client_;
+  }
+
+ private:
+  void close_() {
+    std::vector<std::weak_ptr<Dependent>> dependents;
+    std::unique_ptr<sagebus::Client> client;
+    {
+      std::lock_guard lock(mutex_);
+      dependents.swap(dependents_);
+      client = std::move(client_);
+    }
+    for (auto& weak : dependents)
+      if (auto dependent = weak.lock()) dependent->close();
+    client.reset();
+  }
+
+  const pid_t pid_;
+  std::mutex mutex_;
+  std::unique_ptr<sagebus::Client> client_;
+  std::vector<std::weak_ptr<Dependent>> dependents_;
+};
+
+// Waits for `future` with the GIL released, handling signals every kSignalCheck.
+template <class T>
+T wait(std::future<T>& future) {
+  for (;;) {
+    {
+      py::gil_scoped_release nogil;
+      if (future.wait_for(kSignalCheck) == std::future_status::ready) return future.get();
+    }
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+}
+
+sagebus::CallOptions call_options(double timeout, bool wait_for_ready, bool idempotent,
+                                  std::string routing_key,
+                                  std::map<std::string, std::string> headers) {
+  sagebus::CallOptions o;
+  o.timeout = millis(timeout);
+  o.wait_for_ready = wait_for_ready;
+  o.idempotent = idempotent;
+  o.routing_key = std::move(routing_key);
+  o.headers = std::move(headers);
+  return o;
+}
+
+// --- subscriptions -------------------------------------------------------------------
+
+class NativeSubscription : public Dependent {
+ public:
+  void close() override {
+    std::lock_guard lock(mutex_);
+    subscription_.unsubscribe();
+  }
+  sagebus::Subscription& get() { return subscription_; }
+  void set(sagebus::Subscription s) { subscription_ = std::move(s); }
+
+ private:
+  std::mutex mutex_;
+  sagebus::Subscription subscription_;
+};
+
+// --- services ------------------------------------------------------------------------
+
+class NativeService : public Dependent {
+ public:
+  NativeService(sagebus::Client& client, std::string name, sagebus::ServiceOptions options)
+      : service_(std::make_unique<sagebus::Service>(client, std::move(name), std::move(options))) {}
+  void close() override { stop(std::chrono::seconds(5)); }
+  // Stops the service and destroys it while its client is still there.
+  void stop(std::chrono::milliseconds drain) {
+    std::lock_guard lock(mutex_);
+    if (!service_) return;
+    service_->stop(drain);
+    served_ = service_->served();
+    service_.reset();
+  }
+  sagebus::Service& get() {
+    if (!service_) throw sagebus::Error(Status::cancelled, "this Service is stopped");
+    return *service_;
+  }
+  std::size_t served() {
+    std::lock_guard lock(mutex_);
+    return service_ ? service_->served() : served_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unique_ptr<sagebus::Service> service_;
+  std::size_t served_ = 0;
+};
+
+// A handler's Python function, called on a worker thread of the service as
+// fn(method, payload, headers, deadline) -> bytes, where deadline is in time.monotonic()'s
+// seconds (both are CLOCK_MONOTONIC). Its exception becomes the caller's error
+// (sagebus._handler_failure says which status and text).
+sagebus::Handler python_handler(const Ref& fn) {
+  return [fn](const sagebus::Request& request) -> std::string {
+    if (!python_alive()) throw sagebus::Error(Status::unavailable, "the Python process is exiting");
+    std::optional<sagebus::Error> failure;
+    std::string reply;
+    {
+      py::gil_scoped_acquire gil;
+      try {
+        py::dict headers;
+        for (const auto& [k, v] : request.headers)
+          headers[py::str(k)] = py::str(v);
+        const double deadline =
+            std::chrono::duration<double>(request.deadline.time_since_epoch()).count();
+        py::object result =
+            fn->get()(py::str(request.method.data(), request.method.size()),
+                      py::bytes(request.payload.data(), request.payload.size()), headers, deadline);
+        reply = bytes_of(result, "a handler's reply");
+      } catch (py::error_already_set& e) {
+        py::tuple why = py::module_::import("sagebus").attr("_handler_failure")(e.value());
+        failure.emplace(static_cast<Status>(why[0].cast<int>()), why[1].cast<std::string>());
+      } catch (const std::exception& e) {
+        failure.emplace(Status::handler_error, e.what());
+      }
+    }
+    if (failure) throw *failure;
+    return reply;
+  };
+}
+
+// --- legacy queues -------------------------------------------------------------------
+
+class NativeQueue : public Dependent {
+ public:
+  NativeQueue(sagebus::Client& client, std::string name)
+      : queue_(std::make_unique<sagebus::LegacyQueue>(client, std::move(name))) {}
+  void close() override {
+    std::lock_guard lock(mutex_);
+    queue_.reset();
+  }
+  sagebus::LegacyQueue& get() {
+    if (!queue_) throw sagebus::Error(Status::cancelled, "this LegacyQueue is closed");
+    return *queue_;
+  }
+  std::mutex& mutex() { return mutex_; }
+
+ private:
+  std::mutex mutex_;  // one operation at a time: get() acknowledges the one before
+  std::unique_ptr<sagebus::LegacyQueue> queue_;
+};
+
+// The package's exception for `status`, set as Python's current error.
+void raise_status(Status status, const std::string& message) {
+  py::object error =
+      py::module_::import("sagebus").attr("_error_for")(static_cast<int>(status), message);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, module) {
+  module.doc() = "sage-bus's C++ SDK, bound for the sagebus package; use sagebus, not this.";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const sagebus::Error& e) {
+      raise_status(e.status(), e.message());
+    }
+  });
+
+  module.def("status_name", [](int status) {
+    return std::string(sagebus::status_name(static_cast<Status>(status)));
+  });
+
+  py::class_<NativeClient, std::shared_ptr<NativeClient>>(module, "Client")
+      .def(py::init([](std::string endpoint, std::string name, double reconnect_min,
+                       double reconnect_max, std::size_t max_pending,
+                       std::size_t max_queued_publishes, std::size_t inbox_size, bool takeover,
+                       std::string server_key, std::string client_key) {
+             sagebus::ClientOptions o;
+             o.endpoint = std::move(endpoint);
+             o.name = std::move(name);
+             o.reconnect_min = millis(reconnect_min);
+             o.reconnect_max = millis(reconnect_max);
+             o.max_pending = max_pending;
+             o.max_queued_publishes = max_queued_publishes;
+             o.inbox_size = inbox_size;
+             o.takeover = takeover;
+             o.server_key = std::move(server_key);
+             o.client_key = std::move(client_key);
+             return std::make_shared<NativeClient>(o);
+           }),
+           py::arg("endpoint"), py::arg("name"), py::arg("reconnect_min"), py::arg("reconnect_max"),
+           py::arg("max_pending"), py::arg("max_queued_publishes"), py::arg("inbox_size"),
+           py::arg("takeover"), py::arg("server_key"), py::arg("client_key"))
+      .def("close", &NativeClient::close)
+      .def_property_readonly("closed", &NativeClient::closed)
+      .def("name", [](NativeClient& c) { return c.get().options().name; })
+      .def("connected", [](NativeClient& c) { return c.get().connected(); })
+      .def("wait_connected",
+           [](NativeClient& c, double timeout) {
+             sagebus::Client& client = c.get();
+             const auto until = std::chrono::steady_clock::now() + millis(timeout);
+             for (;;) {
+               const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+                   until - std::chrono::steady_clock::now());
+               bool connected;
+               {
+                 py::gil_scoped_release nogil;
+                 connected = client.wait_connected(std::clamp(
+                     left, std::chrono::milliseconds(0), std::chrono::milliseconds(kSignalCheck)));
+               }
+               if (connected || left <= kSignalCheck) return connected;
+               if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+             }
+           })
+      .def("connection_error",
+           [](NativeClient& c) -> py::object {
+             const auto error = c.get().connection_error();
+             if (!error) return py::none();
+             return py::make_tuple(static_cast<int>(error->status()), error->message());
+           })
+      .def("call",
+           [](NativeClient& c, const std::string& service, const std::string& method,
+              const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
+              std::string routing_key, std::map<std::string, std::string> headers) {
+             const std::string bytes = bytes_of(payload, "the payload");
+             const auto options = call_options(timeout, wait_for_ready, idempotent,
+                                               std::move(routing_key), std::move(headers));
+             sagebus::Client& client = c.get();
+             std::future<sagebus::Reply> future;
+             {
+               py::gil_scoped_release nogil;
+               future = client.call_async(service, method, bytes, options);
+             }
+             const sagebus::Reply reply = wait(future);
+             return py::bytes(reply.payload);
+           })
+      .def(
+          "call_async",
+          [](NativeClient& c, const std::string& service, const std::string& method,
+             const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
+             std::string routing_key, std::map<std::string, std::string> headers, py::object done) {
+            const std::string bytes = bytes_of(payload, "the payload");
+            const auto options = call_options(timeout, wait_for_ready, idempotent,
+                                              std::move(routing_key), std::move(headers));
+            sagebus::Client& client = c.get();
+            Ref callback = hold(std::move(done));
+            py::gil_scoped_release nogil;
+            client.call_async(service, method, bytes, options, [callback](sagebus::Reply reply) {
+              if (!python_alive()) return;
+              py::gil_scoped_acquire gil;
+              try {
+                callback->get()(static_cast<int>(reply.status), reply.message,
+                                py::bytes(reply.payload));
+              } catch (py::error_already_set& e) {
+                report(e, "a sagebus call_async callback");
+              }
+            });
+          })
+      .def("publish",
+           [](NativeClient& c, const std::string& topic, const py::handle& payload, bool confirm,
+              double timeout) {
+             const std::string bytes = bytes_of(payload, "the payload");
+             sagebus::PublishOptions o{.confirm = confirm, .timeout = millis(timeout)};
+             sagebus::Client& client = c.get();
+             py::gil_scoped_release nogil;
+             return client.publish(topic, bytes, o);
+           })
+      .def("subscribe",
+           [](const std::shared_ptr<NativeClient>& c, const std::string& pattern,
+              py::object handler, std::uint32_t window) {
+             sagebus::Client& client = c->get();
+             Ref fn = hold(std::move(handler));
+             auto subscription = std::make_shared<NativeSubscription>();
+             subscription->set(client.subscribe(pattern,
+                                                [fn](const sagebus::Message& m) {
+                                                  if (!python_alive()) return;
+                                                  py::gil_scoped_acquire gil;
+                                                  try {
+                                                    fn->get()(m.topic, py::bytes(m.payload),
+                                                              m.missed_before);
+                                                  } catch (py::error_already_set& e) {
+                                                    report(e, "a sagebus subscription handler");
+                                                  }
+                                                },
+                                                {.window = window}));
+             c->adopt(subscription);
+             return subscription;
+           })
+      .def("send",
+           [](NativeClient& c, const std::string& peer, const py::handle& payload, double timeout,
+              double hold_for) {
+             const std::string bytes = bytes_of(payload, "the payload");
+             sagebus::SendOptions o{.timeout = millis(timeout), .hold = millis(hold_for)};
+             sagebus::Client& client = c.get();
+             py::gil_scoped_release nogil;
+             client.send(peer, bytes, o);
+           })
+      .def("receive", [](NativeClient& c, std::optional<double> timeout) -> py::object {
+        sagebus::Client& client = c.get();
+        const auto until = timeout ? std::chrono::steady_clock::now() + millis(*timeout)
+                                   : std::chrono::steady_clock::time_point::max();
+        for (;;) {
+          const auto now = std::chrono::steady_clock::now();
+          const auto slice = until - now < kSignalCheck
+                                 ? std::chrono::ceil<std::chrono::milliseconds>(until - now)
+                                 : std::chrono::milliseconds(kSignalCheck);
+          std::optional<sagebus::Message> m;
+          {
+            py::gil_scoped_release nogil;
+            m = client.receive(std::max(slice, std::chrono::milliseconds(0)));
+          }
+          if (m) return py::make_tuple(m->from, py::bytes(m->payload));
+          if (std::chrono::steady_clock::now() >= until) return py::none();
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+      });
+
+  py::class_<NativeSubscription, std::shared_ptr<NativeSubscription>>(module, "Subscription")
+      .def("wait_subscribed",
+           [](NativeSubscription& s, double timeout) {
+             py::gil_scoped_release nogil;
+             return s.get().wait_subscribed(millis(timeout));
+           })
+      .def("close",
+           [](NativeSubscription& s) {
+             py::gil_scoped_release nogil;
+             s.close();
+           })
+      .def_property_readonly("missed", [](NativeSubscription& s) { return s.get().missed(); })
+      .def_property_readonly("handled", [](NativeSubscription& s) { return s.get().handled(); });
+
+  py::class_<NativeService, std::shared_ptr<NativeService>>(module, "Service")
+      .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name,
+                       std::size_t max_inflight, std::size_t workers, std::string version,
+                       int strategy) {
+             sagebus::ServiceOptions o;
+             o.max_inflight = max_inflight;
+             o.workers = workers;
+             o.version = std::move(version);
+             o.strategy = static_cast<sagebus::Strategy>(strategy);
+             auto service = std::make_shared<NativeService>(c->get(), std::move(name), o);
+             c->adopt(service);
+             return service;
+           }),
+           py::arg("client"), py::arg("name"), py::arg("max_inflight"), py::arg("workers"),
+           py::arg("version"), py::arg("strategy"))
+      .def("handle",
+           [](NativeService& s, std::string method, py::object fn) {
+             s.get().handle(std::move(method), python_handler(hold(std::move(fn))));
+           })
+      .def("start", [](NativeService& s) { s.get().start(); })
+      .def("wait_registered",
+           [](NativeService& s, double timeout) {
+             sagebus::Service& service = s.get();
+             py::gil_scoped_release nogil;
+             return service.wait_registered(millis(timeout));
+           })
+      .def("stop",
+           [](NativeService& s, double drain) {
+             const auto d = millis(drain);
+             py::gil_scoped_release nogil;
+             s.stop(d);
+           })
+      .def_property_readonly("served", &NativeService::served);
+
+  py::class_<NativeQueue, std::shared_ptr<NativeQueue>>(module, "LegacyQueue")
+      .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name) {
+        auto queue = std::make_shared<NativeQueue>(c->get(), std::move(name));
+        c->adopt(queue);
+        return queue;
+      }))
+      .def("put",
+           [](NativeQueue& q, const py::handle& item, double timeout) {
+             const std::string bytes = bytes_of(item, "a queue item");
+             const auto t = millis(timeout);
+             py::gil_scoped_release nogil;
+             std::lock_guard lock(q.mutex());
+             q.get().put(bytes, t);
+           })
+      .def("get",
+           [](NativeQueue& q, std::optional<double> timeout) -> py::object {
+             const auto until = timeout ? std::chrono::steady_clock::now() + millis(*timeout)
+                                        : std::chrono::steady_clock::time_point::max();
+             for (;;) {
+               const auto left = until - std::chrono::steady_clock::now();
+               const auto slice = left < kSignalCheck
+                                      ? std::chrono::ceil<std::chrono::milliseconds>(left)
+                                      : std::chrono::milliseconds(kSignalCheck);
+               std::optional<std::string> item;
+               {
+                 py::gil_scoped_release nogil;
+                 std::lock_guard lock(q.mutex());
+                 item = q.get().get(std::max(slice, std::chrono::milliseconds(1)));
+               }
+               if (item) return py::bytes(*item);
+               if (std::chrono::steady_clock::now() >= until) return py::none();
+               if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+             }
+           })
+      .def("ack",
+           [](NativeQueue& q) {
+             py::gil_scoped_release nogil;
+             std::lock_guard lock(q.mutex());
+             q.get().ack();
+           })
+      .def("size",
+           [](NativeQueue& q) {
+             py::gil_scoped_release nogil;
+             std::lock_guard lock(q.mutex());
+             return q.get().size();
+           })
+      .def("close", [](NativeQueue& q) {
+        py::gil_scoped_release nogil;
+        q.close();
+      });
+}
