@@ -22,7 +22,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -174,18 +173,6 @@ class NativeClient {
   std::unique_ptr<sagebus::Client> client_;
   std::vector<std::weak_ptr<Dependent>> dependents_;
 };
-
-// Waits for `future` with the GIL released, handling signals every kSignalCheck.
-template <class T>
-T wait(std::future<T>& future) {
-  for (;;) {
-    {
-      py::gil_scoped_release nogil;
-      if (future.wait_for(kSignalCheck) == std::future_status::ready) return future.get();
-    }
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-  }
-}
 
 sagebus::CallOptions call_options(double timeout, bool wait_for_ready, bool idempotent,
                                   std::string routing_key,
@@ -379,12 +366,27 @@ PYBIND11_MODULE(_native, module) {
              const auto options = call_options(timeout, wait_for_ready, idempotent,
                                                std::move(routing_key), std::move(headers));
              sagebus::Client& client = c.get();
-             std::future<sagebus::Reply> future;
+             // This thread waits on the socket itself (the SDK's fastest call), asking
+             // Python for signals every kSignalCheck: a handler's exception
+             // (KeyboardInterrupt) stays set, and is raised once the wait has ended.
+             bool signalled = false;
+             sagebus::Reply reply;
              {
                py::gil_scoped_release nogil;
-               future = client.call_async(service, method, bytes, options);
+               try {
+                 reply = client.call(
+                     service, method, bytes, options,
+                     [&signalled] {
+                       py::gil_scoped_acquire gil;
+                       signalled = PyErr_CheckSignals() != 0;
+                       return signalled;
+                     },
+                     kSignalCheck);
+               } catch (const sagebus::Error&) {
+                 if (!signalled) throw;
+               }
              }
-             const sagebus::Reply reply = wait(future);
+             if (signalled) throw py::error_already_set();
              return py::bytes(reply.payload);
            })
       .def(

@@ -13,17 +13,17 @@ namespace sagebus {
 
 namespace detail {
 
-Outcome ask(Client& client, RequestSpec&& spec) {
+Outcome ask(Client& client, RequestSpec&& spec, const Interrupt* interrupt) {
   if (client.connection().on_io_thread())
     return failure(Status::invalid_argument,
                    "a synchronous request from a handler or callback on the client's I/O "
                    "thread (ServiceOptions::on_io_thread, ClientOptions::inline_callbacks) "
                    "would wait for that thread forever; use call_async, or another Client");
-  return client.connection().call(std::move(spec));
+  return client.connection().call(std::move(spec), interrupt);
 }
 
-Outcome wait(Client& client, RequestSpec&& spec) {
-  auto outcome = ask(client, std::move(spec));
+Outcome wait(Client& client, RequestSpec&& spec, const Interrupt* interrupt) {
+  auto outcome = ask(client, std::move(spec), interrupt);
   if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
   return outcome;
 }
@@ -62,6 +62,15 @@ Client::~Client() = default;
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options) {
   return to_reply(detail::wait(*this, call_spec(service, method, payload, options)));
+}
+
+Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
+                   const CallOptions& options, std::function<bool()> interrupted,
+                   std::chrono::milliseconds every) {
+  if (every.count() <= 0)
+    throw Error(Status::invalid_argument, "the interval of an interruptible call must be > 0");
+  const detail::Interrupt interrupt{std::move(interrupted), every};
+  return to_reply(detail::wait(*this, call_spec(service, method, payload, options), &interrupt));
 }
 
 std::future<Reply> Client::call_async(std::string_view service, std::string_view method,

@@ -6,9 +6,10 @@
 
 namespace sagebus::detail {
 
-// Starts `spec` and waits for its outcome, whatever its status.
-Outcome ask(Client& client, RequestSpec&& spec);
+// Starts `spec` and waits for its outcome, whatever its status (CANCELLED when
+// `interrupt` says so first).
+Outcome ask(Client& client, RequestSpec&& spec, const Interrupt* interrupt = nullptr);
 // As ask(), but throws Error unless the status is OK.
-Outcome wait(Client& client, RequestSpec&& spec);
+Outcome wait(Client& client, RequestSpec&& spec, const Interrupt* interrupt = nullptr);
 
 }  // namespace sagebus::detail

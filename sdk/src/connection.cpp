@@ -207,9 +207,9 @@ void Connection::start(RequestSpec spec, Done done) {
   post_(std::move(start));
 }
 
-Outcome Connection::call(RequestSpec&& spec) {
+Outcome Connection::call(RequestSpec&& spec, const Interrupt* interrupt) {
   spec.asked = Clock::now();
-  return detail::call(*driver_, std::move(spec));
+  return detail::call(*driver_, std::move(spec), interrupt);
 }
 
 void Connection::publish(std::string_view topic, std::string_view payload,

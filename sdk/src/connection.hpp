@@ -103,6 +103,13 @@ class Done {
   Callback callback_;
 };
 
+// A caller's way out of a synchronous request (Client::call with `interrupted`): `check`
+// is asked at least every `every` while the caller waits; true ends the wait CANCELLED.
+struct Interrupt {
+  std::function<bool()> check;
+  std::chrono::milliseconds every;
+};
+
 // Anything the client asks of the broker and waits to hear back about: a call, a
 // confirmed publish, a send, a queue operation. Only the fields of its kind are used.
 struct RequestSpec {
@@ -195,9 +202,10 @@ class Connection final : public CoreLink, public SessionHost {
 
   // Starts a request; `done` runs exactly once with its outcome. Never blocks.
   void start(RequestSpec spec, Done done);
-  // Runs a request to its end on this thread and returns its outcome (driver.hpp). Not
-  // from a handler on the I/O thread (on_io_thread()), which it would wait for forever.
-  Outcome call(RequestSpec&& spec);
+  // Runs a request to its end on this thread and returns its outcome (driver.hpp), or
+  // CANCELLED when `interrupt` says so first. Not from a handler on the I/O thread
+  // (on_io_thread()), which it would wait for forever.
+  Outcome call(RequestSpec&& spec, const Interrupt* interrupt = nullptr);
   // Queues an unconfirmed publish. Waits while max_queued_publishes are queued; throws
   // Error(OVERLOADED) if that lasts `timeout`, Error(UNAVAILABLE) when not connected.
   void publish(std::string_view topic, std::string_view payload, std::chrono::milliseconds timeout);

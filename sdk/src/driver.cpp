@@ -132,27 +132,50 @@ class Driver final : public Port {
   // thread. If no other thread waits on the sockets, this one does (leader/follower) until
   // the request ends, so that a call crosses no thread of ours: as with a raw DEALER, the
   // caller sleeps in ppoll() and wakes to the reply. Else the thread that waits there
-  // ends it, as for any request.
-  Outcome call(RequestSpec&& spec) {
+  // ends it, as for any request. With `interrupt`, this thread asks it at least every
+  // interrupt->every, holding no lock of the client's, and stops waiting CANCELLED when
+  // it says so; the request then ends unseen (its outcome is dropped).
+  Outcome call(RequestSpec&& spec, const Interrupt* interrupt) {
+    // Shared with the request: an interrupted caller leaves before its outcome comes.
     struct Waiter {
       std::mutex mutex;
       std::condition_variable cv;
       std::optional<Outcome> outcome;
-    } waiter;
-    command::Start start{std::move(spec), Done([&waiter](Outcome o) {
-                           std::lock_guard lock(waiter.mutex);
-                           waiter.outcome.emplace(std::move(o));
-                           // Under the lock: the waiter may not leave before it returns.
-                           waiter.cv.notify_one();
-                         }),
+      bool ended() {
+        std::lock_guard lock(mutex);
+        return outcome.has_value();
+      }
+      void end(Outcome o) {
+        std::lock_guard lock(mutex);
+        if (!outcome) outcome.emplace(std::move(o));
+        // Under the lock: the waiter may not leave before it returns.
+        cv.notify_one();
+      }
+    };
+    auto waiter = std::make_shared<Waiter>();
+    command::Start start{std::move(spec), Done([waiter](Outcome o) { waiter->end(std::move(o)); }),
                          true};
-    drive_(start, [&waiter] {
-      std::lock_guard lock(waiter.mutex);
-      return waiter.outcome.has_value();
-    });
-    std::unique_lock lock(waiter.mutex);
-    waiter.cv.wait(lock, [&waiter] { return waiter.outcome.has_value(); });
-    return std::move(*waiter.outcome);
+    // True, and the call ended CANCELLED, once the caller's check says so.
+    auto interrupted = [&] {
+      if (interrupt == nullptr || !interrupt->check()) return false;
+      waiter->end(failure(Status::cancelled, "the caller stopped waiting (interrupted)"));
+      return true;
+    };
+    drive_(
+        start, [&] { return waiter->ended(); }, interrupt, interrupted);
+    std::unique_lock lock(waiter->mutex);
+    const auto ended = [&] { return waiter->outcome.has_value(); };
+    while (!ended()) {
+      if (interrupt == nullptr) {
+        waiter->cv.wait(lock, ended);
+        break;
+      }
+      if (waiter->cv.wait_for(lock, interrupt->every, ended)) break;
+      lock.unlock();
+      (void)interrupted();
+      lock.lock();
+    }
+    return std::move(*waiter->outcome);
   }
 
   // An asynchronous request from a user thread (Connection::start): started and sent from
@@ -197,8 +220,11 @@ class Driver final : public Port {
   // sockets, turns the loop until `ended`. noexcept: what could throw here (libzmq, poll(),
   // allocation) would end the I/O thread, and so the program, just the same; and a
   // request left behind would call back into a caller's stack that is gone.
-  template <class Ended>
-  void drive_(command::Start& start, const Ended& ended) noexcept {
+  // With `interrupt`, the turns last at most interrupt->every, and `interrupted()` is
+  // asked after each, with mutex_ released: true ends the driving.
+  template <class Ended, class Interrupted>
+  void drive_(command::Start& start, const Ended& ended, const Interrupt* interrupt,
+              const Interrupted& interrupted) noexcept {
     std::unique_lock lock(mutex_);
     if (stopped_)
       return start.done(
@@ -209,7 +235,15 @@ class Driver final : public Port {
     while (!ended() && polling_ == Polling::none && callers_may_drive_() &&
            !owner_.stopping_.load(std::memory_order_acquire)) {
       drove = callers_drive_ = true;
-      turn_(lock, Polling::caller);
+      if (interrupt == nullptr) {
+        turn_(lock, Polling::caller);
+        continue;
+      }
+      turn_(lock, Polling::caller, Clock::now() + interrupt->every);
+      lock.unlock();
+      const bool stop = interrupted();
+      lock.lock();
+      if (stop) break;
     }
     if (!drove) {
       follow_(ended());
@@ -223,15 +257,17 @@ class Driver final : public Port {
     if (--driving_ == 0 && owner_.stopping_.load(std::memory_order_acquire)) left_cv_.notify_all();
   }
 
-  // One turn: waits without mutex_ for the sockets, the wake fd or the next timer, then
-  // acts on all that is due. `lock` holds mutex_ on entry and on return.
+  // One turn: waits without mutex_ for the sockets, the wake fd or the next timer (at the
+  // latest `wake_by`), then acts on all that is due. `lock` holds mutex_ on entry and on
+  // return.
   //
   // One ppoll() on the sockets' fds (sagebus/wire/socket.hpp, "Waiting"): the monitor is
   // read until it has nothing whenever its fd says so (and once at the start), the DEALER
   // whenever its fd says so or ZMQ_EVENTS, asked just before waiting, does. A thread that
   // uses the socket while another waits on its fd wakes that one if the socket became
   // readable meanwhile (follow_): the fd signals only changes that nobody has seen yet.
-  void turn_(std::unique_lock<std::mutex>& lock, Polling driver) {
+  void turn_(std::unique_lock<std::mutex>& lock, Polling driver,
+             Clock::time_point wake_by = Clock::time_point::max()) {
     const int events = quiet_ && !session_.wants_out() ? 0 : wire::events(socket_);
     const bool can_read = (events & ZMQ_POLLIN) != 0;
     quiet_ = !can_read;
@@ -240,7 +276,7 @@ class Driver final : public Port {
     pollfd fds[] = {
         {socket_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {owner_.wake_fd_, POLLIN, 0}};
     // The timer it waits for, to the microsecond: a call's deadline ends it then.
-    wakes_for_ = can_act ? Clock::now() : session_.next_wakeup();
+    wakes_for_ = can_act ? Clock::now() : std::min(session_.next_wakeup(), wake_by);
     const auto timeout =
         std::max(std::chrono::ceil<std::chrono::microseconds>(wakes_for_ - Clock::now()),
                  std::chrono::microseconds(0));
@@ -504,8 +540,8 @@ void run_io_thread(Connection& connection, std::promise<void>& started) {
   driver->run();
 }
 
-Outcome call(Driver& driver, RequestSpec&& spec) {
-  return driver.call(std::move(spec));
+Outcome call(Driver& driver, RequestSpec&& spec, const Interrupt* interrupt) {
+  return driver.call(std::move(spec), interrupt);
 }
 
 bool try_start(Driver& driver, command::Start& start, bool from_callback) {

@@ -14,8 +14,9 @@ namespace sagebus::detail {
 // request still pending with CANCELLED and says GOODBYE.
 void run_io_thread(Connection& connection, std::promise<void>& started);
 
-// Connection::call: sends `spec` from this thread and returns its outcome.
-Outcome call(Driver& driver, RequestSpec&& spec);
+// Connection::call: sends `spec` from this thread and returns its outcome, or CANCELLED
+// when `interrupt` (if any) says so first.
+Outcome call(Driver& driver, RequestSpec&& spec, const Interrupt* interrupt);
 // Connection::start: starts `start` from this thread if no other thread runs the driver
 // now; false, and `start` untouched, if one does. `from_callback`: the I/O thread runs
 // callbacks (in_callbacks), and sends the requests they make together when they are done.

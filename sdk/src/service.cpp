@@ -111,9 +111,11 @@ Answer ServiceCore::run(const Job& job) {
   auto handler = handlers_.find(job.method);
   if (handler == handlers_.end())
     return {Status::not_found, "service " + name_ + " has no method " + job.method, {}};
-  const Request request{name_, job.method,
+  const Request request{name_,
+                        job.method,
                         {static_cast<const char*>(job.payload.data()), job.payload.size()},
-                        job.headers, job.deadline};
+                        job.headers,
+                        job.deadline};
   Answer answer;
   try {
     answer.payload = handler->second(request);

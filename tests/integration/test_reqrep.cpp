@@ -219,3 +219,42 @@ TEST_CASE("a large payload passes through unchanged", "[reqrep][payload]") {
     big[i] = static_cast<char>(i * 31 + 7);
   CHECK(caller.call("echo", "echo", big).payload == big);
 }
+
+TEST_CASE(
+    "an interruptible call ends CANCELLED soon after its check says so while the broker's "
+    "call goes on and unasked it returns its reply",
+    "[reqrep][sdk]") {
+  Broker broker;
+  GatedService gated(broker.endpoint(), "gated", 4);
+  Client caller(at(broker, "interrupted-caller"));
+  std::atomic<int> asked{0};
+  std::atomic<bool> stop{false};
+  auto waiting = std::async(std::launch::async, [&] {
+    return status_of([&] {
+      caller.call(
+          "gated", "wait", "x", {.timeout = 30s},
+          [&] {
+            ++asked;
+            return stop.load();
+          },
+          20ms);
+    });
+  });
+  // Asked while it waits: at least every 20 ms.
+  REQUIRE(eventually([&] { return asked.load() >= 3; }, 5s));
+  const auto stopped = std::chrono::steady_clock::now();
+  stop = true;
+  REQUIRE(waiting.wait_for(5s) == std::future_status::ready);
+  CHECK(waiting.get() == Status::cancelled);
+  CHECK(std::chrono::steady_clock::now() - stopped < 1s);
+  // The broker still holds the call for the instance; once answered, the client goes on.
+  Client observer(at(broker, "interrupted-observer"));
+  CHECK(in_flight(observer, "gated") == 1);
+  gated.open();
+  REQUIRE(eventually([&] { return in_flight(observer, "gated") == 0; }, 5s));
+  const Reply reply = caller.call("gated", "wait", "after", {.timeout = 5s}, [] { return false; });
+  CHECK(reply.payload == "after");
+  CHECK_THROWS_AS(caller.call(
+                      "gated", "wait", "x", {}, [] { return false; }, 0ms),
+                  Error);
+}

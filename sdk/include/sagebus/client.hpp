@@ -137,6 +137,14 @@ class Client {
   Reply call(std::string_view service, std::string_view method, std::string_view payload,
              const CallOptions& options = {});
 
+  // As call(), asking `interrupted` on this thread at least every `every` while it waits
+  // (holding no lock of the client's; it may take the caller's own, e.g. an interpreter's).
+  // When it returns true the call throws Error(CANCELLED) at once. Only the wait ends:
+  // the broker and the service are not told, and a reply that comes is dropped.
+  Reply call(std::string_view service, std::string_view method, std::string_view payload,
+             const CallOptions& options, std::function<bool()> interrupted,
+             std::chrono::milliseconds every = std::chrono::milliseconds(100));
+
   // As call(), but returns at once. The future holds the reply or the sagebus::Error.
   std::future<Reply> call_async(std::string_view service, std::string_view method,
                                 std::string_view payload, const CallOptions& options = {});
