@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "service name")->capture_default_str();
   app.add_option("--delay-ms", delay_ms, "sleep this long in echo")->capture_default_str();
   app.add_option("--max-inflight", options.max_inflight, "calls at once")->capture_default_str();
+  app.add_flag("--on-io-thread", options.on_io_thread,
+               "run the handlers on the client's I/O thread (no hand-off; --delay-ms blocks it)");
   app.add_option("--strategy", strategy, "load balancing among instances")
       ->check(CLI::IsMember(strategies))
       ->capture_default_str();

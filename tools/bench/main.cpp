@@ -264,6 +264,14 @@ int main(int argc, char** argv) {
                "Tiny counts (seconds in all, one round): every scenario must complete with every "
                "call answered and nothing lost, else exit 1. For the test suite; no timing checks");
   app.add_option("--busd", options.paths.busd, "The sage-busd to measure")->capture_default_str();
+  app.add_option("--endpoint", options.paths.endpoint,
+                 "Measure the sage-busd already listening there instead of starting one, "
+                 "calling the service bench-echo (method echo) that another program serves "
+                 "on it; request-reply scenarios only, no baselines (python_bench.py uses it)")
+      ->excludes("--compare")
+      ->excludes("--baseline")
+      ->excludes("--auth")
+      ->excludes("--auth-vs-plain");
   app.add_option("--nats-server", options.paths.nats_server,
                  "The nats-server to measure (default: found in /usr/sbin, /usr/bin, /usr/local)");
   // Internal: this executable started again as the ZeroMQ forwarder.
@@ -300,6 +308,19 @@ int main(int argc, char** argv) {
     run_zmq_forwarder(router, xsub, xpub, options.curve_dir);
   }
   if (options.auth_vs_plain) options.compare = true;
+  if (!options.paths.endpoint.empty() && options.scenarios.empty()) {
+    std::fprintf(stderr, "--endpoint: name the scenarios (--scenario reqrep_c1 ...)\n");
+    return 2;
+  }
+  if (!options.paths.endpoint.empty())
+    for (const auto& scenario : options.scenarios)
+      if (scenario != "reqrep_c1" && scenario != "reqrep_c8" && scenario != "pipelined") {
+        std::fprintf(stderr,
+                     "--endpoint: only reqrep_c1, reqrep_c8 and pipelined, not %s (the others "
+                     "start services or watch the broker's process)\n",
+                     scenario.c_str());
+        return 2;
+      }
   if (options.smoke) {
     options.counts.calls = std::min<std::size_t>(options.counts.calls, 500);
     options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);

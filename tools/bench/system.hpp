@@ -110,6 +110,9 @@ class System {
 // Where the servers' executables are.
 struct Paths {
   std::string busd;
+  // Set: sage-bus is the broker already listening there (nothing is started), and
+  // someone else serves bench-echo.echo on it (tools/bench/python_bench.py does).
+  std::string endpoint;
   std::string nats_server;
   std::string self;       // this executable, started again for idle connections
   std::string forwarder;  // run with --zmq-forwarder PORTS: this executable by default

@@ -127,6 +127,10 @@ class SagebusPublisher : public Publisher {
 class SagebusSystem : public System {
  public:
   SagebusSystem(const Paths& paths, bool secure) : self_(paths.self) {
+    if (!paths.endpoint.empty()) {  // a broker and an echo service of someone else's
+      access_.endpoint = paths.endpoint;
+      return;
+    }
     access_.endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
     std::vector<std::string> argv{paths.busd, "--endpoint", access_.endpoint};
     if (secure) {
@@ -143,10 +147,11 @@ class SagebusSystem : public System {
   }
 
   std::string_view name() const override { return access_.curve ? "sagebus+curve" : "sagebus"; }
-  pid_t server_pid() const override { return busd_->pid(); }
+  pid_t server_pid() const override { return busd_ ? busd_->pid() : 0; }
 
   std::unique_ptr<Handle> echo(std::size_t instances) override {
     auto echo = std::make_unique<Echo>();
+    if (!busd_) return echo;  // served by whoever runs the broker
     for (std::size_t i = 0; i < instances; ++i)
       echo->instances.push_back(std::make_unique<EchoInstance>(access_, next_name_("echo")));
     return echo;
