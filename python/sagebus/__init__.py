@@ -387,23 +387,11 @@ class Client:
         """As call(), for asyncio: `await client.acall(...)`."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-
-        def settle(status: int, message: str, reply: bytes) -> None:
-            if future.done():  # the awaiting task was cancelled
-                return
-            if status == Status.OK:
-                future.set_result(reply)
-            else:
-                future.set_exception(_error_for(status, message))
-
-        def done(status: int, message: str, reply: bytes) -> None:
-            try:
-                loop.call_soon_threadsafe(settle, status, message, reply)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
+        inbox = _LoopInbox.of(loop)
         self._native.call_async(service, method, payload, timeout, wait_for_ready, idempotent,
-                                routing_key, dict(headers or {}), done)
+                                routing_key, dict(headers or {}),
+                                lambda status, message, reply: inbox.post(future, status,
+                                                                          message, reply))
         return await future
 
     # the old call shape
@@ -471,6 +459,49 @@ class Client:
         until one comes); None when none came."""
         got = self._native.receive(timeout)
         return None if got is None else Message(got[1], sender=got[0])
+
+
+class _LoopInbox:
+    """The outcomes of an event loop's acall()s, handed over from the callback thread: one
+    wake-up of the loop (call_soon_threadsafe) takes all those that came meanwhile."""
+
+    _inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox]" = \
+        weakref.WeakKeyDictionary()
+    _inboxes_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._outcomes: list = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "_LoopInbox":
+        inbox = cls._inboxes.get(loop)
+        if inbox is None:
+            with cls._inboxes_lock:
+                inbox = cls._inboxes.setdefault(loop, cls(loop))
+        return inbox
+
+    def post(self, future: asyncio.Future, status: int, message: str, reply: bytes) -> None:
+        with self._lock:
+            self._outcomes.append((future, status, message, reply))
+            if len(self._outcomes) > 1:
+                return  # the loop is woken already
+        try:
+            self._loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    def _settle(self) -> None:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for future, status, message, reply in outcomes:
+            if future.done():  # the awaiting task was cancelled
+                continue
+            if status == Status.OK:
+                future.set_result(reply)
+            else:
+                future.set_exception(_error_for(status, message))
 
 
 # --- subscriptions ----------------------------------------------------------------------
