@@ -6,6 +6,8 @@
 #   lib/pkgconfig/sagebus.pc  pkg-config --cflags --libs sagebus
 #   lib/systemd/system/sage-busd.service, and sage-bus/sage-busd.toml in the sysconfdir
 #   (/etc for the prefix /usr, else PREFIX/etc)
+# and, with the Python client (python/CMakeLists.txt, install component "python"), the
+# package sagebus for Debian's python3: the .deb python3-sagebus beside sage-bus.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -44,7 +46,7 @@ install(FILES ${PROJECT_BINARY_DIR}/sagebus.pc DESTINATION ${CMAKE_INSTALL_LIBDI
 if(CMAKE_INSTALL_FULL_SYSCONFDIR STREQUAL "/etc")
   set(sagebus_etc_dir /etc/sage-bus)  # the FHS place; a conffile of the .deb
   file(WRITE ${PROJECT_BINARY_DIR}/debian/conffiles "/etc/sage-bus/sage-busd.toml\n")
-  set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${PROJECT_BINARY_DIR}/debian/conffiles)
+  set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_CONTROL_EXTRA ${PROJECT_BINARY_DIR}/debian/conffiles)
 else()
   set(sagebus_etc_dir ${CMAKE_INSTALL_SYSCONFDIR}/sage-bus)  # under the install prefix
 endif()
@@ -59,7 +61,8 @@ set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
 install(FILES ${PROJECT_BINARY_DIR}/sage-busd.service DESTINATION lib/systemd/system)
 install(FILES ${PROJECT_SOURCE_DIR}/deploy/sage-busd.toml DESTINATION ${sagebus_etc_dir})
 
-# cpack -G DEB: a package whose dependencies are Debian's runtime packages.
+# cpack -G DEB: sage-bus (everything but the Python client), whose dependencies are
+# Debian's runtime packages, and python3-sagebus beside it.
 set(CPACK_PACKAGE_NAME sage-bus)
 set(CPACK_PACKAGE_VENDOR "sage-bus")
 set(CPACK_PACKAGE_CONTACT "sage-bus engineers")
@@ -67,6 +70,19 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "sage-bus message broker (sage-busd), SDK 
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libzmq5, libprotobuf32, libprotobuf-lite32, ... from dpkg-shlibdeps
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_NAME sage-bus)
+set(CPACK_COMPONENTS_ALL Unspecified)
+if(TARGET sagebus_python)
+  list(APPEND CPACK_COMPONENTS_ALL python)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-sagebus)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  set(CPACK_DEBIAN_PYTHON_DESCRIPTION "sage-bus Python client (import sagebus)")
+  # Its one library of ours, libsagebus, is sage-bus's: dpkg-shlibdeps cannot see it there.
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SHLIBDEPS OFF)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
+      "sage-bus (= ${PROJECT_VERSION}), python3 (>= ${SAGEBUS_PYTHON_VERSION}), python3 (<< ${SAGEBUS_PYTHON_VERSION}.999)")
+endif()
 set(CPACK_GENERATOR DEB)
 # The package holds exactly what `cmake --install` puts in place: the same prefix, so the
 # paths chosen above (sysconfdir, the unit's ExecStart) hold in it too. Configure with
