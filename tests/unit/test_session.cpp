@@ -176,6 +176,13 @@ struct Fixture {
   }
 };
 
+// `sent` are the calls of methods m0, m1, ... in that order.
+void check_in_order(const std::vector<Written>& sent, std::size_t count) {
+  REQUIRE(sent.size() == count);
+  for (std::size_t i = 0; i < count; ++i)
+    CHECK(sent[i].header.method() == "m" + std::to_string(i));
+}
+
 }  // namespace
 
 TEST_CASE("a call's reply read exactly at its deadline is its outcome", "[session]") {
@@ -323,10 +330,7 @@ TEST_CASE("requests the full transport refuses wait in order, and go as it takes
     CHECK_FALSE(o);  // waiting, not OVERLOADED
   f.port.full = false;
   f.turn([] {});
-  const auto sent = f.port.take(wire::REQUEST);
-  REQUIRE(sent.size() == 5);
-  for (int i = 0; i < 5; ++i)
-    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  check_in_order(f.port.take(wire::REQUEST), 5);
   CHECK_FALSE(f.session.wants_out());
 }
 
@@ -558,11 +562,9 @@ TEST_CASE("requests started together go as one BATCH, a lone one as a plain REQU
   CHECK(f.port.written.empty());  // waiting for company
   f.session.flush();
   int batches = 0;
-  auto sent = f.port.take(wire::REQUEST, &batches);
+  const auto sent = f.port.take(wire::REQUEST, &batches);
   CHECK(batches == 1);
-  REQUIRE(sent.size() == 3);
-  for (int i = 0; i < 3; ++i)
-    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  check_in_order(sent, 3);
   f.call("alone");
   REQUIRE(f.port.written.size() == 1);
   CHECK(f.port.written[0].header.kind() == wire::REQUEST);
@@ -588,9 +590,7 @@ TEST_CASE("gathered requests the full transport refuses wait for room first, in 
   f.port.full = false;
   f.turn([] {});
   const auto sent = f.port.take(wire::REQUEST);
-  REQUIRE(sent.size() == 4);
-  for (int i = 0; i < 4; ++i)
-    CHECK(sent[static_cast<std::size_t>(i)].header.method() == "m" + std::to_string(i));
+  check_in_order(sent, 4);
   CHECK_FALSE(f.session.wants_out());
   f.reply(sent[3].header.id(), wire::OK, "three");
   REQUIRE(f.outcomes[3]);
