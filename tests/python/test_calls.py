@@ -209,3 +209,19 @@ def test_unknown_service_options_and_bad_handlers_are_type_errors(client):
     s = sagebus.Service(client, "x")
     with pytest.raises(TypeError, match="callable"):
         s.handle("m", "not a function")
+
+
+def test_more_outstanding_calls_than_max_pending_are_overloaded(broker):
+    gate = threading.Event()
+    with sagebus.Client(broker.endpoint) as c, \
+            sagebus.Client(broker.endpoint, max_pending=1) as caller:
+        s = sagebus.Service(c, "held")
+        s.handle("m", lambda r: gate.wait(10) and b"done")
+        s.start(wait=10)
+        assert caller.wait_connected(10)
+        first = caller.call_async("held", "m", timeout=10)
+        with pytest.raises(sagebus.Overloaded, match="max_pending"):
+            caller.call("held", "m")
+        gate.set()
+        assert first.result(timeout=10) == b"done"
+        s.stop()
