@@ -18,6 +18,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +28,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 #include "sagebus/sagebus.hpp"
@@ -265,6 +268,58 @@ sagebus::Handler python_handler(const Ref& fn) {
   };
 }
 
+// --- outcomes for an event loop ------------------------------------------------------
+
+// Where the outcomes of an event loop's calls wait for it: the callback thread appends
+// them without the GIL and, when the inbox was empty, signals an eventfd the loop reads
+// (loop.add_reader); the loop takes them all at once (drain), holding the GIL anyway. So
+// an outcome costs the callback thread no GIL hand-off, and the loop one wake-up per
+// batch.
+class Inbox {
+ public:
+  Inbox() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+  Inbox(const Inbox&) = delete;
+  Inbox& operator=(const Inbox&) = delete;
+  ~Inbox() { ::close(fd_); }
+  int fileno() const { return fd_; }
+
+  void post(std::uint64_t token, sagebus::Reply reply) {
+    bool first;
+    {
+      std::lock_guard lock(mutex_);
+      first = outcomes_.empty();
+      outcomes_.emplace_back(token, std::move(reply));
+    }
+    if (first) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const auto n = ::write(fd_, &one, sizeof one);
+    }
+  }
+
+  // [(token, status, message, payload)], oldest first.
+  py::list drain() {
+    std::vector<std::pair<std::uint64_t, sagebus::Reply>> outcomes;
+    {
+      std::lock_guard lock(mutex_);
+      outcomes.swap(outcomes_);
+      std::uint64_t count = 0;
+      [[maybe_unused]] const auto n = ::read(fd_, &count, sizeof count);
+    }
+    py::list out;
+    for (auto& [token, reply] : outcomes)
+      out.append(py::make_tuple(token, static_cast<int>(reply.status), reply.message,
+                                py::bytes(reply.payload)));
+    return out;
+  }
+
+ private:
+  const int fd_;
+  std::mutex mutex_;
+  std::vector<std::pair<std::uint64_t, sagebus::Reply>> outcomes_;
+};
+
 // --- legacy queues -------------------------------------------------------------------
 
 class NativeQueue : public Dependent {
@@ -411,6 +466,21 @@ PYBIND11_MODULE(_native, module) {
               }
             });
           })
+      .def("call_to_inbox",
+           [](NativeClient& c, const std::string& service, const std::string& method,
+              const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
+              std::string routing_key, std::map<std::string, std::string> headers,
+              std::shared_ptr<Inbox> inbox, std::uint64_t token) {
+             const std::string bytes = bytes_of(payload, "the payload");
+             const auto options = call_options(timeout, wait_for_ready, idempotent,
+                                               std::move(routing_key), std::move(headers));
+             sagebus::Client& client = c.get();
+             py::gil_scoped_release nogil;
+             client.call_async(service, method, bytes, options,
+                               [inbox = std::move(inbox), token](sagebus::Reply reply) {
+                                 inbox->post(token, std::move(reply));
+                               });
+           })
       .def("publish",
            [](NativeClient& c, const std::string& topic, const py::handle& payload, bool confirm,
               double timeout) {
@@ -517,6 +587,11 @@ PYBIND11_MODULE(_native, module) {
              s.stop(d);
            })
       .def_property_readonly("served", &NativeService::served);
+
+  py::class_<Inbox, std::shared_ptr<Inbox>>(module, "Inbox")
+      .def(py::init<>())
+      .def("fileno", &Inbox::fileno)
+      .def("drain", &Inbox::drain);
 
   py::class_<NativeQueue, std::shared_ptr<NativeQueue>>(module, "LegacyQueue")
       .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name) {
