@@ -593,17 +593,15 @@ class Subscription:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[Message]:
+        # The wait runs on the loop's default executor, so the loop is never blocked.
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                message = await loop.run_in_executor(None, self.get, 0.5)
-                if message is None:
-                    if self._closed:
-                        return
-                    continue
-                yield message
-        finally:
-            pass
+        while True:
+            message = await loop.run_in_executor(None, self.get, 0.5)
+            if message is None:
+                if self._closed:
+                    return
+                continue
+            yield message
 
 
 # --- services ---------------------------------------------------------------------------
@@ -779,8 +777,9 @@ class LegacyQueue:
         self._native = _native.LegacyQueue(client._native, name)
 
     def put(self, item: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
-        """Puts `item` (bytes) on the queue; raises queue.Full when the broker's queue is
-        full (Overloaded)."""
+        """Puts `item` (bytes) on the queue. It never waits for room: a full queue raises
+        queue.Full at once, whatever `block` says; `timeout` (default 5 s) bounds the wait
+        for the broker's answer."""
         try:
             self._native.put(item, 5.0 if timeout is None else timeout)
         except Overloaded as e:
