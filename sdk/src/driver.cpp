@@ -293,12 +293,18 @@ class Driver final : public Port {
     if (polled < 0 && poll_errno != EINTR)
       throw std::system_error(poll_errno, std::generic_category(), "poll");
     session_.begin_turn(Clock::now());
-    if (monitor_due_ || (fds[1].revents & POLLIN) != 0) drain_monitor_();
-    monitor_due_ = false;
     if ((fds[2].revents & POLLIN) != 0) drain_commands_();
+    // The socket before the monitor: what a connection delivered before it closed (a
+    // reply, the broker's GOODBYE) is acted on before its close is. So the socket is read
+    // whenever the monitor has news, and the news waits for a turn that empties it.
+    const bool monitor_news = monitor_due_ || (fds[1].revents & POLLIN) != 0;
+    bool emptied = true;
     // Also when only woken: the waker may have seen a message that the fd will not signal.
-    if (can_read || (fds[0].revents & POLLIN) != 0 || (fds[2].revents & POLLIN) != 0)
-      drain_socket_(driver);
+    if (can_read || monitor_news || (fds[0].revents & POLLIN) != 0 ||
+        (fds[2].revents & POLLIN) != 0)
+      emptied = drain_socket_(driver);
+    monitor_due_ = monitor_news && !emptied;
+    if (monitor_news && emptied) drain_monitor_();
     session_.end_turn(Clock::now());
   }
 
@@ -458,14 +464,16 @@ class Driver final : public Port {
 
   // Reads what the socket has, up to kReceiveBatch messages; a caller (Polling::caller)
   // stops after a message that ended a call() (its own, likely), sparing the read that
-  // would find nothing: the next turn asks events() first.
-  void drain_socket_(Polling driver) {
+  // would find nothing: the next turn asks events() first. True when it found the socket
+  // empty.
+  bool drain_socket_(Polling driver) {
     const auto sync_ends = session_.sync_ends();
+    bool emptied = false;
     for (int i = 0; i < kReceiveBatch; ++i) {
       if (driver == Polling::caller && session_.sync_ends() != sync_ends) break;
       zmq::message_t header_frame;
       if (!wire::receive(socket_, header_frame, zmq::recv_flags::dontwait)) {
-        quiet_ = true;
+        quiet_ = emptied = true;
         break;
       }
       quiet_ = false;
@@ -478,6 +486,7 @@ class Driver final : public Port {
       session_.on_message(header_frame, frames_);
     }
     session_.end_of_input();
+    return emptied;
   }
 
   void shut_down_() {

@@ -484,6 +484,7 @@ TEST_CASE("auth: busctl takes keys from flags or the environment, drain and relo
   CHECK_THAT(status.out, Catch::Contains("clients"));
 
   const auto drained = busctl("ops", {"drain"});
+  INFO("busctl drain said: " << drained.out << drained.err);
   CHECK(drained.exit_code == 0);
   CHECK(s.broker().process().wait_exit(10s) == 0);
 }
