@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -176,6 +177,48 @@ class NativeClient {
   std::unique_ptr<sagebus::Client> client_;
   std::vector<std::weak_ptr<Dependent>> dependents_;
 };
+
+// Runs `wait(interrupted)`, a wait of the SDK's that asks `interrupted` every
+// kSignalCheck, with the GIL released; `interrupted` asks Python for signals. A signal
+// handler's exception (KeyboardInterrupt) stays set, and is raised once the wait ended.
+template <class Wait>
+void interruptible(const Wait& wait) {
+  bool signalled = false;
+  const std::function<bool()> interrupted = [&signalled] {
+    py::gil_scoped_acquire gil;
+    signalled = PyErr_CheckSignals() != 0;
+    return signalled;
+  };
+  {
+    py::gil_scoped_release nogil;
+    try {
+      wait(interrupted);
+    } catch (const sagebus::Error&) {
+      if (!signalled) throw;
+    }
+  }
+  if (signalled) throw py::error_already_set();
+}
+
+// Waits for `ready(slice)` in slices of at most kSignalCheck, up to `timeout`, with the
+// GIL released, handling signals between slices: for the SDK's waits that may simply be
+// asked again.
+template <class Ready>
+bool sliced(std::chrono::milliseconds timeout, const Ready& ready) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const auto slice = std::clamp(left, std::chrono::milliseconds(0), kSignalCheck);
+    bool done;
+    {
+      py::gil_scoped_release nogil;
+      done = ready(slice);
+    }
+    if (done || left <= kSignalCheck) return done;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+}
 
 sagebus::CallOptions call_options(double timeout, bool wait_for_ready, bool idempotent,
                                   std::string routing_key,
@@ -393,19 +436,9 @@ PYBIND11_MODULE(_native, module) {
       .def("wait_connected",
            [](NativeClient& c, double timeout) {
              sagebus::Client& client = c.get();
-             const auto until = std::chrono::steady_clock::now() + millis(timeout);
-             for (;;) {
-               const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-                   until - std::chrono::steady_clock::now());
-               bool connected;
-               {
-                 py::gil_scoped_release nogil;
-                 connected = client.wait_connected(std::clamp(
-                     left, std::chrono::milliseconds(0), std::chrono::milliseconds(kSignalCheck)));
-               }
-               if (connected || left <= kSignalCheck) return connected;
-               if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-             }
+             return sliced(millis(timeout), [&](std::chrono::milliseconds slice) {
+               return client.wait_connected(slice);
+             });
            })
       .def("connection_error",
            [](NativeClient& c) -> py::object {
@@ -421,27 +454,11 @@ PYBIND11_MODULE(_native, module) {
              const auto options = call_options(timeout, wait_for_ready, idempotent,
                                                std::move(routing_key), std::move(headers));
              sagebus::Client& client = c.get();
-             // This thread waits on the socket itself (the SDK's fastest call), asking
-             // Python for signals every kSignalCheck: a handler's exception
-             // (KeyboardInterrupt) stays set, and is raised once the wait has ended.
-             bool signalled = false;
+             // This thread waits on the socket itself (the SDK's fastest call).
              sagebus::Reply reply;
-             {
-               py::gil_scoped_release nogil;
-               try {
-                 reply = client.call(
-                     service, method, bytes, options,
-                     [&signalled] {
-                       py::gil_scoped_acquire gil;
-                       signalled = PyErr_CheckSignals() != 0;
-                       return signalled;
-                     },
-                     kSignalCheck);
-               } catch (const sagebus::Error&) {
-                 if (!signalled) throw;
-               }
-             }
-             if (signalled) throw py::error_already_set();
+             interruptible([&](const std::function<bool()>& interrupted) {
+               reply = client.call(service, method, bytes, options, interrupted, kSignalCheck);
+             });
              return py::bytes(reply.payload);
            })
       .def(
@@ -517,8 +534,9 @@ PYBIND11_MODULE(_native, module) {
              const std::string bytes = bytes_of(payload, "the payload");
              sagebus::SendOptions o{.timeout = millis(timeout), .hold = millis(hold_for)};
              sagebus::Client& client = c.get();
-             py::gil_scoped_release nogil;
-             client.send(peer, bytes, o);
+             interruptible([&](const std::function<bool()>& interrupted) {
+               client.send(peer, bytes, o, interrupted, kSignalCheck);
+             });
            })
       .def("receive", [](NativeClient& c, std::optional<double> timeout) -> py::object {
         sagebus::Client& client = c.get();
@@ -543,8 +561,9 @@ PYBIND11_MODULE(_native, module) {
   py::class_<NativeSubscription, std::shared_ptr<NativeSubscription>>(module, "Subscription")
       .def("wait_subscribed",
            [](NativeSubscription& s, double timeout) {
-             py::gil_scoped_release nogil;
-             return s.get().wait_subscribed(millis(timeout));
+             return sliced(millis(timeout), [&](std::chrono::milliseconds slice) {
+               return s.get().wait_subscribed(slice);
+             });
            })
       .def("close",
            [](NativeSubscription& s) {
@@ -577,8 +596,9 @@ PYBIND11_MODULE(_native, module) {
       .def("wait_registered",
            [](NativeService& s, double timeout) {
              sagebus::Service& service = s.get();
-             py::gil_scoped_release nogil;
-             return service.wait_registered(millis(timeout));
+             return sliced(millis(timeout), [&](std::chrono::milliseconds slice) {
+               return service.wait_registered(slice);
+             });
            })
       .def("stop",
            [](NativeService& s, double drain) {

@@ -36,6 +36,26 @@ void check(std::optional<std::string> error) {
   if (error) throw Error(Status::invalid_argument, *error);
 }
 
+detail::RequestSpec send_spec(std::string_view peer, std::string_view payload,
+                              const SendOptions& options) {
+  check(wire::check_name("peer name", peer));
+  if (options.hold.count() < 0)
+    throw Error(Status::invalid_argument, "SendOptions::hold must not be negative");
+  detail::RequestSpec spec;
+  spec.kind = wire::SEND;
+  spec.target = std::string(peer);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
+  spec.hold = options.hold;
+  spec.options.timeout = options.timeout;
+  return spec;
+}
+
+detail::Interrupt interrupt_of(std::function<bool()> interrupted, std::chrono::milliseconds every) {
+  if (every.count() <= 0)
+    throw Error(Status::invalid_argument, "the interval of an interruptible wait must be > 0");
+  return detail::Interrupt{std::move(interrupted), every};
+}
+
 detail::RequestSpec call_spec(std::string_view service, std::string_view method,
                               std::string_view payload, const CallOptions& options) {
   check(wire::check_name("service name", service));
@@ -67,9 +87,7 @@ Reply Client::call(std::string_view service, std::string_view method, std::strin
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options, std::function<bool()> interrupted,
                    std::chrono::milliseconds every) {
-  if (every.count() <= 0)
-    throw Error(Status::invalid_argument, "the interval of an interruptible call must be > 0");
-  const detail::Interrupt interrupt{std::move(interrupted), every};
+  const auto interrupt = interrupt_of(std::move(interrupted), every);
   return to_reply(detail::wait(*this, call_spec(service, method, payload, options), &interrupt));
 }
 
@@ -140,16 +158,13 @@ Subscription Client::subscribe(std::string_view pattern, MessageHandler handler,
 }
 
 void Client::send(std::string_view peer, std::string_view payload, const SendOptions& options) {
-  check(wire::check_name("peer name", peer));
-  if (options.hold.count() < 0)
-    throw Error(Status::invalid_argument, "SendOptions::hold must not be negative");
-  detail::RequestSpec spec;
-  spec.kind = wire::SEND;
-  spec.target = std::string(peer);
-  spec.payload = zmq::message_t(payload.data(), payload.size());
-  spec.hold = options.hold;
-  spec.options.timeout = options.timeout;
-  detail::wait(*this, std::move(spec));
+  detail::wait(*this, send_spec(peer, payload, options));
+}
+
+void Client::send(std::string_view peer, std::string_view payload, const SendOptions& options,
+                  std::function<bool()> interrupted, std::chrono::milliseconds every) {
+  const auto interrupt = interrupt_of(std::move(interrupted), every);
+  detail::wait(*this, send_spec(peer, payload, options), &interrupt);
 }
 
 std::optional<Message> Client::receive(std::chrono::milliseconds timeout) {

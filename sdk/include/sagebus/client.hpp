@@ -175,6 +175,11 @@ class Client {
   // hold, if any), Error(OVERLOADED) when its inbox is full, or the status of any other
   // failure.
   void send(std::string_view peer, std::string_view payload, const SendOptions& options = {});
+  // As send(), asking `interrupted` while it waits, as call() with `interrupted` does: true
+  // throws Error(CANCELLED) at once (the message may still be delivered).
+  void send(std::string_view peer, std::string_view payload, const SendOptions& options,
+            std::function<bool()> interrupted,
+            std::chrono::milliseconds every = std::chrono::milliseconds(100));
 
   // Takes the oldest message sent to this client, waiting up to `timeout` for one.
   std::optional<Message> receive(std::chrono::milliseconds timeout);
