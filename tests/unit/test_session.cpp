@@ -167,6 +167,12 @@ struct Fixture {
     session.start(start, more);
     return index;
   }
+  // The call at `index`, sent as `id`, is answered `payload` and has it as its outcome.
+  void check_answered(std::size_t index, std::uint64_t id, const std::string& payload) {
+    reply(id, wire::OK, payload);
+    REQUIRE(outcomes[index]);
+    CHECK(outcomes[index]->payload == payload);
+  }
   void reply(std::uint64_t id, wire::Status status, const std::string& payload) {
     wire::Header r;
     r.set_kind(wire::REPLY);
@@ -570,9 +576,7 @@ TEST_CASE("requests started together go as one BATCH, a lone one as a plain REQU
   CHECK(f.port.written[0].header.kind() == wire::REQUEST);
   CHECK(f.port.written[0].header.method() == "alone");
   // Each is answered under the id it went with.
-  f.reply(sent[1].header.id(), wire::OK, "one");
-  REQUIRE(f.outcomes[1]);
-  CHECK(f.outcomes[1]->payload == "one");
+  f.check_answered(1, sent[1].header.id(), "one");
 }
 
 TEST_CASE("gathered requests the full transport refuses wait for room first, in order",
@@ -592,9 +596,7 @@ TEST_CASE("gathered requests the full transport refuses wait for room first, in 
   const auto sent = f.port.take(wire::REQUEST);
   check_in_order(sent, 4);
   CHECK_FALSE(f.session.wants_out());
-  f.reply(sent[3].header.id(), wire::OK, "three");
-  REQUIRE(f.outcomes[3]);
-  CHECK(f.outcomes[3]->payload == "three");
+  f.check_answered(3, sent[3].header.id(), "three");
 }
 
 TEST_CASE("requests gathered when the link is lost never left: the next WELCOME sends them",
@@ -608,8 +610,6 @@ TEST_CASE("requests gathered when the link is lost never left: the next WELCOME 
   f.connect("broker-2", true);
   const auto sent = f.port.take(wire::REQUEST);
   REQUIRE(sent.size() == 1);
-  f.reply(sent[0].header.id(), wire::OK, "done");
-  REQUIRE(f.outcomes[c]);
-  CHECK(f.outcomes[c]->payload == "done");
+  f.check_answered(c, sent[0].header.id(), "done");
   CHECK(f.ends[c] == 1);
 }
