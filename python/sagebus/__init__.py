@@ -531,8 +531,9 @@ class Subscription:
 
             def handler(topic: str, payload: bytes, missed: int) -> None:
                 # The subscription's thread waits while the reader is behind, so the
-                # broker's credit, not this buffer, bounds what is held.
-                while not self._closed:
+                # broker's credit, not this buffer, bounds what is held; until it is closed,
+                # by close() or by its client's.
+                while not self._ended():
                     try:
                         self._queue.put(Message(payload, topic=topic, missed_before=missed),
                                         timeout=0.1)
@@ -540,6 +541,10 @@ class Subscription:
                     except queue.Full:
                         continue
         self._native = client._native.subscribe(pattern, handler, int(window))
+
+    def _ended(self) -> bool:
+        native = getattr(self, "_native", None)  # None while subscribe() has not returned
+        return self._closed or (native is not None and native.closed)
 
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
         """Waits for the broker to confirm it, so that what is published from now on
@@ -577,7 +582,7 @@ class Subscription:
             try:
                 message = self._queue.get(timeout=left)
             except queue.Empty:
-                if self._closed:
+                if self._ended():
                     return None
                 continue
             return message
@@ -598,7 +603,7 @@ class Subscription:
         while True:
             message = await loop.run_in_executor(None, self.get, 0.5)
             if message is None:
-                if self._closed:
+                if self._ended():
                     return
                 continue
             yield message

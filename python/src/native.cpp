@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -30,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -98,21 +101,83 @@ std::string bytes_of(const py::handle& payload, const char* what) {
     throw py::type_error(std::string(what) + " must be bytes, bytearray or memoryview, not " +
                          std::string(py::str(payload.get_type().attr("__name__"))));
   if (PyBytes_Check(payload.ptr())) return std::string(payload.cast<std::string_view>());
-  py::buffer_info info = py::reinterpret_borrow<py::buffer>(payload).request();
-  if (info.ndim > 1) throw py::type_error(std::string(what) + " must be a flat buffer");
-  return std::string(static_cast<const char*>(info.ptr),
-                     static_cast<std::size_t>(info.size * info.itemsize));
+  Py_buffer view;
+  if (PyObject_GetBuffer(payload.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) {
+    PyErr_Clear();
+    throw py::type_error(std::string(what) + " must be a contiguous buffer");
+  }
+  std::string bytes(static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len));
+  PyBuffer_Release(&view);
+  return bytes;
 }
 
-// What every object made on a client has: close(), which its client calls first when it
-// closes.
-class Dependent {
- public:
-  virtual ~Dependent() = default;
-  virtual void close() = 0;  // with the GIL released
+// Set on the threads of the SDK while they run Python code of ours (a callback, a
+// subscription's handler, a service's handler): what such code closes is closed by another
+// thread, after it returns, since closing joins the very thread it runs on.
+thread_local int t_sdk_thread = 0;
+struct OnSdkThread {
+  OnSdkThread() { ++t_sdk_thread; }
+  ~OnSdkThread() { --t_sdk_thread; }
+  OnSdkThread(const OnSdkThread&) = delete;
+  OnSdkThread& operator=(const OnSdkThread&) = delete;
 };
 
-class NativeClient {
+// Runs `f` without the GIL: released if this thread holds it (a destructor may also run on
+// a thread that never had it, e.g. the one close_from_here starts).
+template <class F>
+void without_gil(const F& f) {
+  if (python_alive() && PyGILState_Check() != 0) {
+    py::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
+// Runs `close` now, with the GIL released; or, on a thread of the SDK, on a thread of its
+// own once this one has returned to the SDK.
+template <class Close>
+void close_from_here(Close close) {
+  if (t_sdk_thread > 0) {
+    std::thread(std::move(close)).detach();
+    return;
+  }
+  py::gil_scoped_release nogil;
+  close();
+}
+
+// What every object made on a client has: the process it belongs to (in a child after
+// fork() it is left alone, its threads being the parent's), and close(), which its client
+// calls first when it closes. close() is called with the GIL released.
+class Dependent {
+ public:
+  Dependent() : pid_(::getpid()) {}
+  virtual ~Dependent() = default;
+  Dependent(const Dependent&) = delete;
+  Dependent& operator=(const Dependent&) = delete;
+  virtual void close() = 0;
+  bool forked() const { return ::getpid() != pid_; }
+  void check_process(const char* what) const {
+    if (forked())
+      throw sagebus::Error(Status::invalid_argument,
+                           std::string("this ") + what + " was made in process " +
+                               std::to_string(pid_) + " before a fork(); a child process must " +
+                               "make its own Client");
+  }
+
+ private:
+  const pid_t pid_;
+};
+
+// Closes `dependent` when Python drops it (the GIL held): with the GIL released, as its
+// threads may be waiting for it; never in a child after fork().
+template <class T>
+void close_on_drop(T* dependent) {
+  if (dependent->forked()) return;
+  without_gil([dependent] { dependent->close(); });
+}
+
+class NativeClient : public std::enable_shared_from_this<NativeClient> {
  public:
   explicit NativeClient(const sagebus::ClientOptions& options) : pid_(::getpid()) {
     client_ = std::make_unique<sagebus::Client>(options);
@@ -124,23 +189,35 @@ class NativeClient {
       (void)client_.release();  // the parent's: its threads are not in this process
       return;
     }
-    if (!python_alive()) {
-      close_();
-      return;
-    }
-    py::gil_scoped_release nogil;
-    close_();
+    without_gil([this] { close_(); });
   }
 
-  // The client, or the error saying why it cannot be used here.
-  sagebus::Client& get() {
+  // The client for one operation: close() waits for the operations under way, and a
+  // wait of many slices takes a Use per slice.
+  class Use {
+   public:
+    explicit Use(NativeClient& owner) : owner_(owner) { ++t_uses; }
+    ~Use() {
+      --t_uses;
+      std::lock_guard lock(owner_.mutex_);
+      if (--owner_.users_ == 0) owner_.idle_.notify_all();
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    sagebus::Client& client() const { return *owner_.client_; }
+
+   private:
+    NativeClient& owner_;
+  };
+  Use use() {
     if (::getpid() != pid_)
       throw sagebus::Error(Status::invalid_argument,
                            "this Client was made in process " + std::to_string(pid_) +
                                " before a fork(); a child process must make its own Client");
     std::lock_guard lock(mutex_);
-    if (!client_) throw sagebus::Error(Status::cancelled, "this Client is closed");
-    return *client_;
+    if (!client_ || closing_) throw sagebus::Error(Status::cancelled, "this Client is closed");
+    ++users_;
+    return Use(*this);
   }
 
   void adopt(const std::shared_ptr<Dependent>& dependent) {
@@ -150,20 +227,28 @@ class NativeClient {
 
   void close() {
     if (::getpid() != pid_) return;  // the child cannot close the parent's client
-    py::gil_scoped_release nogil;
-    close_();
+    if (t_uses > 0)
+      throw sagebus::Error(Status::invalid_argument,
+                           "close() while this thread waits in a client (a signal handler?): "
+                           "raise from the handler, and close once the wait has ended");
+    close_from_here([self = shared_from_this()] { self->close_(); });
   }
   bool closed() {
     std::lock_guard lock(mutex_);
-    return !client_;
+    return !client_ || closing_;
   }
 
  private:
+  // Operations of a client under way on this thread (a signal handler may run in one).
+  static thread_local int t_uses;
+
   void close_() {
     std::vector<std::weak_ptr<Dependent>> dependents;
     std::unique_ptr<sagebus::Client> client;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      closing_ = true;
+      idle_.wait(lock, [this] { return users_ == 0; });
       dependents.swap(dependents_);
       client = std::move(client_);
     }
@@ -174,9 +259,14 @@ class NativeClient {
 
   const pid_t pid_;
   std::mutex mutex_;
+  std::condition_variable idle_;
+  int users_ = 0;
+  bool closing_ = false;
   std::unique_ptr<sagebus::Client> client_;
   std::vector<std::weak_ptr<Dependent>> dependents_;
 };
+
+thread_local int NativeClient::t_uses = 0;
 
 // Runs `wait(interrupted)`, a wait of the SDK's that asks `interrupted` every
 // kSignalCheck, with the GIL released; `interrupted` asks Python for signals. A signal
@@ -236,16 +326,25 @@ sagebus::CallOptions call_options(double timeout, bool wait_for_ready, bool idem
 
 class NativeSubscription : public Dependent {
  public:
+  explicit NativeSubscription(Ref handler) : handler_(std::move(handler)) {}
+  ~NativeSubscription() override { close_on_drop(this); }
   void close() override {
+    closed_ = true;
     std::lock_guard lock(mutex_);
     subscription_.unsubscribe();
   }
-  sagebus::Subscription& get() { return subscription_; }
+  sagebus::Subscription& get() {
+    check_process("Subscription");
+    return subscription_;
+  }
   void set(sagebus::Subscription s) { subscription_ = std::move(s); }
+  bool closed() const { return closed_; }
 
  private:
+  std::atomic<bool> closed_{false};
   std::mutex mutex_;
   sagebus::Subscription subscription_;
+  Ref handler_;  // the SDK's copy is dropped on its I/O thread; this one, with the GIL
 };
 
 // --- services ------------------------------------------------------------------------
@@ -253,29 +352,39 @@ class NativeSubscription : public Dependent {
 class NativeService : public Dependent {
  public:
   NativeService(sagebus::Client& client, std::string name, sagebus::ServiceOptions options)
-      : service_(std::make_unique<sagebus::Service>(client, std::move(name), std::move(options))) {}
+      : service_(std::make_shared<sagebus::Service>(client, std::move(name), std::move(options))) {}
+  ~NativeService() override { close_on_drop(this); }
   void close() override { stop(std::chrono::seconds(5)); }
   // Stops the service and destroys it while its client is still there.
   void stop(std::chrono::milliseconds drain) {
-    std::lock_guard lock(mutex_);
-    if (!service_) return;
-    service_->stop(drain);
-    served_ = service_->served();
-    service_.reset();
+    std::shared_ptr<sagebus::Service> service;
+    {
+      std::lock_guard lock(mutex_);
+      service.swap(service_);
+    }
+    if (!service) return;
+    service->stop(drain);
+    served_ = service->served();
   }
-  sagebus::Service& get() {
+  // The service for one operation (shared: a stop meanwhile does not pull it away).
+  std::shared_ptr<sagebus::Service> get() {
+    check_process("Service");
+    std::lock_guard lock(mutex_);
     if (!service_) throw sagebus::Error(Status::cancelled, "this Service is stopped");
-    return *service_;
+    return service_;
   }
   std::size_t served() {
     std::lock_guard lock(mutex_);
-    return service_ ? service_->served() : served_;
+    return service_ ? service_->served() : served_.load();
   }
+  void keep(Ref handler) { handlers_.push_back(std::move(handler)); }
 
  private:
   std::mutex mutex_;
-  std::unique_ptr<sagebus::Service> service_;
-  std::size_t served_ = 0;
+  std::shared_ptr<sagebus::Service> service_;
+  std::atomic<std::size_t> served_{0};
+  // The SDK's copies of the handlers are dropped on its I/O thread; these, with the GIL.
+  std::vector<Ref> handlers_;
 };
 
 // A handler's Python function, called on a worker thread of the service as
@@ -288,6 +397,7 @@ sagebus::Handler python_handler(const Ref& fn) {
     std::optional<sagebus::Error> failure;
     std::string reply;
     {
+      const OnSdkThread on_sdk_thread;
       py::gil_scoped_acquire gil;
       try {
         py::dict headers;
@@ -369,18 +479,23 @@ class NativeQueue : public Dependent {
  public:
   NativeQueue(sagebus::Client& client, std::string name)
       : queue_(std::make_unique<sagebus::LegacyQueue>(client, std::move(name))) {}
+  ~NativeQueue() override { close_on_drop(this); }
   void close() override {
     std::lock_guard lock(mutex_);
     queue_.reset();
   }
+  // Held by one operation at a time (get() acknowledges the one before), under mutex().
   sagebus::LegacyQueue& get() {
     if (!queue_) throw sagebus::Error(Status::cancelled, "this LegacyQueue is closed");
     return *queue_;
   }
-  std::mutex& mutex() { return mutex_; }
+  std::mutex& mutex() {
+    check_process("LegacyQueue");
+    return mutex_;
+  }
 
  private:
-  std::mutex mutex_;  // one operation at a time: get() acknowledges the one before
+  std::mutex mutex_;
   std::unique_ptr<sagebus::LegacyQueue> queue_;
 };
 
@@ -431,18 +546,17 @@ PYBIND11_MODULE(_native, module) {
            py::arg("takeover"), py::arg("server_key"), py::arg("client_key"))
       .def("close", &NativeClient::close)
       .def_property_readonly("closed", &NativeClient::closed)
-      .def("name", [](NativeClient& c) { return c.get().options().name; })
-      .def("connected", [](NativeClient& c) { return c.get().connected(); })
+      .def("name", [](NativeClient& c) { return c.use().client().options().name; })
+      .def("connected", [](NativeClient& c) { return c.use().client().connected(); })
       .def("wait_connected",
            [](NativeClient& c, double timeout) {
-             sagebus::Client& client = c.get();
              return sliced(millis(timeout), [&](std::chrono::milliseconds slice) {
-               return client.wait_connected(slice);
+               return c.use().client().wait_connected(slice);
              });
            })
       .def("connection_error",
            [](NativeClient& c) -> py::object {
-             const auto error = c.get().connection_error();
+             const auto error = c.use().client().connection_error();
              if (!error) return py::none();
              return py::make_tuple(static_cast<int>(error->status()), error->message());
            })
@@ -453,7 +567,8 @@ PYBIND11_MODULE(_native, module) {
              const std::string bytes = bytes_of(payload, "the payload");
              const auto options = call_options(timeout, wait_for_ready, idempotent,
                                                std::move(routing_key), std::move(headers));
-             sagebus::Client& client = c.get();
+             const auto use = c.use();
+             sagebus::Client& client = use.client();
              // This thread waits on the socket itself (the SDK's fastest call).
              sagebus::Reply reply;
              interruptible([&](const std::function<bool()>& interrupted) {
@@ -469,11 +584,13 @@ PYBIND11_MODULE(_native, module) {
             const std::string bytes = bytes_of(payload, "the payload");
             const auto options = call_options(timeout, wait_for_ready, idempotent,
                                               std::move(routing_key), std::move(headers));
-            sagebus::Client& client = c.get();
+            const auto use = c.use();
+            sagebus::Client& client = use.client();
             Ref callback = hold(std::move(done));
             py::gil_scoped_release nogil;
             client.call_async(service, method, bytes, options, [callback](sagebus::Reply reply) {
               if (!python_alive()) return;
+              const OnSdkThread on_sdk_thread;
               py::gil_scoped_acquire gil;
               try {
                 callback->get()(static_cast<int>(reply.status), reply.message,
@@ -491,7 +608,8 @@ PYBIND11_MODULE(_native, module) {
              const std::string bytes = bytes_of(payload, "the payload");
              const auto options = call_options(timeout, wait_for_ready, idempotent,
                                                std::move(routing_key), std::move(headers));
-             sagebus::Client& client = c.get();
+             const auto use = c.use();
+             sagebus::Client& client = use.client();
              py::gil_scoped_release nogil;
              client.call_async(service, method, bytes, options,
                                [inbox = std::move(inbox), token](sagebus::Reply reply) {
@@ -503,19 +621,22 @@ PYBIND11_MODULE(_native, module) {
               double timeout) {
              const std::string bytes = bytes_of(payload, "the payload");
              sagebus::PublishOptions o{.confirm = confirm, .timeout = millis(timeout)};
-             sagebus::Client& client = c.get();
+             const auto use = c.use();
+             sagebus::Client& client = use.client();
              py::gil_scoped_release nogil;
              return client.publish(topic, bytes, o);
            })
       .def("subscribe",
            [](const std::shared_ptr<NativeClient>& c, const std::string& pattern,
               py::object handler, std::uint32_t window) {
-             sagebus::Client& client = c->get();
+             const auto use = c->use();
+             sagebus::Client& client = use.client();
              Ref fn = hold(std::move(handler));
-             auto subscription = std::make_shared<NativeSubscription>();
+             auto subscription = std::make_shared<NativeSubscription>(fn);
              subscription->set(client.subscribe(pattern,
                                                 [fn](const sagebus::Message& m) {
                                                   if (!python_alive()) return;
+                                                  const OnSdkThread on_sdk_thread;
                                                   py::gil_scoped_acquire gil;
                                                   try {
                                                     fn->get()(m.topic, py::bytes(m.payload),
@@ -533,13 +654,13 @@ PYBIND11_MODULE(_native, module) {
               double hold_for) {
              const std::string bytes = bytes_of(payload, "the payload");
              sagebus::SendOptions o{.timeout = millis(timeout), .hold = millis(hold_for)};
-             sagebus::Client& client = c.get();
+             const auto use = c.use();
+             sagebus::Client& client = use.client();
              interruptible([&](const std::function<bool()>& interrupted) {
                client.send(peer, bytes, o, interrupted, kSignalCheck);
              });
            })
       .def("receive", [](NativeClient& c, std::optional<double> timeout) -> py::object {
-        sagebus::Client& client = c.get();
         const auto until = timeout ? std::chrono::steady_clock::now() + millis(*timeout)
                                    : std::chrono::steady_clock::time_point::max();
         for (;;) {
@@ -549,8 +670,9 @@ PYBIND11_MODULE(_native, module) {
                                  : std::chrono::milliseconds(kSignalCheck);
           std::optional<sagebus::Message> m;
           {
+            const auto use = c.use();  // a slice at a time: close() need not wait for more
             py::gil_scoped_release nogil;
-            m = client.receive(std::max(slice, std::chrono::milliseconds(0)));
+            m = use.client().receive(std::max(slice, std::chrono::milliseconds(0)));
           }
           if (m) return py::make_tuple(m->from, py::bytes(m->payload));
           if (std::chrono::steady_clock::now() >= until) return py::none();
@@ -566,10 +688,11 @@ PYBIND11_MODULE(_native, module) {
              });
            })
       .def("close",
-           [](NativeSubscription& s) {
-             py::gil_scoped_release nogil;
-             s.close();
+           [](const std::shared_ptr<NativeSubscription>& s) {
+             if (s->forked()) return;
+             close_from_here([s] { s->close(); });
            })
+      .def_property_readonly("closed", &NativeSubscription::closed)
       .def_property_readonly("missed", [](NativeSubscription& s) { return s.get().missed(); })
       .def_property_readonly("handled", [](NativeSubscription& s) { return s.get().handled(); });
 
@@ -582,7 +705,8 @@ PYBIND11_MODULE(_native, module) {
              o.workers = workers;
              o.version = std::move(version);
              o.strategy = static_cast<sagebus::Strategy>(strategy);
-             auto service = std::make_shared<NativeService>(c->get(), std::move(name), o);
+             const auto use = c->use();
+             auto service = std::make_shared<NativeService>(use.client(), std::move(name), o);
              c->adopt(service);
              return service;
            }),
@@ -590,23 +714,28 @@ PYBIND11_MODULE(_native, module) {
            py::arg("version"), py::arg("strategy"))
       .def("handle",
            [](NativeService& s, std::string method, py::object fn) {
-             s.get().handle(std::move(method), python_handler(hold(std::move(fn))));
+             Ref handler = hold(std::move(fn));
+             s.get()->handle(std::move(method), python_handler(handler));
+             s.keep(std::move(handler));
            })
-      .def("start", [](NativeService& s) { s.get().start(); })
+      .def("start", [](NativeService& s) { s.get()->start(); })
       .def("wait_registered",
            [](NativeService& s, double timeout) {
-             sagebus::Service& service = s.get();
+             const auto service = s.get();
              return sliced(millis(timeout), [&](std::chrono::milliseconds slice) {
-               return service.wait_registered(slice);
+               return service->wait_registered(slice);
              });
            })
       .def("stop",
-           [](NativeService& s, double drain) {
+           [](const std::shared_ptr<NativeService>& s, double drain) {
+             if (s->forked()) return;
              const auto d = millis(drain);
-             py::gil_scoped_release nogil;
-             s.stop(d);
+             close_from_here([s, d] { s->stop(d); });
            })
-      .def_property_readonly("served", &NativeService::served);
+      .def_property_readonly("served", [](NativeService& s) {
+        py::gil_scoped_release nogil;  // a stop may hold the lock while handlers need the GIL
+        return s.served();
+      });
 
   py::class_<Inbox, std::shared_ptr<Inbox>>(module, "Inbox")
       .def(py::init<>())
@@ -615,7 +744,8 @@ PYBIND11_MODULE(_native, module) {
 
   py::class_<NativeQueue, std::shared_ptr<NativeQueue>>(module, "LegacyQueue")
       .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name) {
-        auto queue = std::make_shared<NativeQueue>(c->get(), std::move(name));
+        const auto use = c->use();
+        auto queue = std::make_shared<NativeQueue>(use.client(), std::move(name));
         c->adopt(queue);
         return queue;
       }))
@@ -660,6 +790,7 @@ PYBIND11_MODULE(_native, module) {
              return q.get().size();
            })
       .def("close", [](NativeQueue& q) {
+        if (q.forked()) return;
         py::gil_scoped_release nogil;
         q.close();
       });
