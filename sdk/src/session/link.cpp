@@ -212,10 +212,7 @@ void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
   }
   set_link_(Link::failing);
   fresh_session_ = true;
-  // What waited for company never left: its replies are lost with the link, its requests
-  // unsent.
-  unsend_gathered_(false);
-  gathered_.clear();
+  drop_gathered_(false);  // what waited for company never left
   const std::string text = why + "; the request may or may not have taken effect";
   for_each_request_([&](Requests::iterator it) {
     Request& request = it->second;

@@ -217,19 +217,20 @@ bool Session::flush_gathered_() {
     zmq::message_t records = gathered_.records();
     sent = write_(header, &records);
   }
-  if (sent) {
-    take_short_lease_();
-    gathered_requests_.clear();
-  } else {
-    unsend_gathered_(true);
+  if (!sent) {
+    drop_gathered_(true);
+    return false;
   }
+  take_short_lease_();
+  gathered_requests_.clear();
   gathered_.clear();
-  return sent;
+  return true;
 }
 
-// The requests gathered never left: they are unsent again, and, `wait_for_room`, first in
-// line for room (flush_waiting_requests_); else a WELCOME sends them (the link was lost).
-void Session::unsend_gathered_(bool wait_for_room) {
+// Drops the messages gathered, which never left: their replies are lost, their requests
+// unsent again and, `wait_for_room`, first in line for room (flush_waiting_requests_);
+// else a WELCOME sends them (the link was lost).
+void Session::drop_gathered_(bool wait_for_room) {
   for (auto id = gathered_requests_.rbegin(); id != gathered_requests_.rend(); ++id) {
     auto it = requests_.find(*id);
     if (it == requests_.end() || !it->second.sent) continue;  // ended meanwhile
@@ -237,6 +238,7 @@ void Session::unsend_gathered_(bool wait_for_room) {
     if (wait_for_room) waiting_for_room_.push_front(*id);
   }
   gathered_requests_.clear();
+  gathered_.clear();
 }
 
 // put_() of this message alone.

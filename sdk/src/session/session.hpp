@@ -151,7 +151,7 @@ class Session {
   bool gathers_(std::size_t payload) const;
   bool gather_(std::string_view header, zmq::message_t* payload);
   bool flush_gathered_();
-  void unsend_gathered_(bool wait_for_room);
+  void drop_gathered_(bool wait_for_room);
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.
   bool gathered_too_long_() const;
   bool put_(zmq::message_t& header, zmq::message_t* payload);
