@@ -90,6 +90,8 @@ Broker::Broker(BrokerConfig config)
         "no auth, and allow-anonymous: anyone who reaches an endpoint may act as any "
         "service (docs/security.md)");
   }
+  // Before the first bind: a client that can connect finds its queues as they were.
+  open_store_();
   monitor_.emplace(context_, router_);
   router_fd_ = router_.get(zmq::sockopt::fd);
   monitor_fd_ = monitor_->socket().get(zmq::sockopt::fd);
@@ -177,8 +179,8 @@ std::string Broker::answer_http_(const std::string& what, int& status) {
 }
 
 AdminSources Broker::admin_sources_() const {
-  return AdminSources{identity_, config_, registry_, calls_, metrics_, subscriptions_,
-                      topics_,   queues_, held_,     now_,   draining_};
+  return AdminSources{identity_, config_, registry_, calls_,    metrics_, subscriptions_,
+                      topics_,   queues_, held_,     store_.get(), now_,   draining_};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -193,11 +195,12 @@ void Broker::tick_() {
   // are read whenever their fds say so, until they have nothing.
   const bool can_read = !router_quiet_ && (wire::events(router_) & ZMQ_POLLIN) != 0;
   router_quiet_ = !can_read;
-  // poll() skips an fd of -1: no HTTP endpoint, no auth.
+  // poll() skips an fd of -1: no HTTP endpoint, no auth, no store.
   pollfd fds[] = {{router_fd_, POLLIN, 0},
                   {monitor_fd_, POLLIN, 0},
                   {http_fd_, POLLIN, 0},
-                  {zap_fd_, POLLIN, 0}};
+                  {zap_fd_, POLLIN, 0},
+                  {store_fd_, POLLIN, 0}};
   auto timeout = can_read ? std::chrono::milliseconds(0) : poll_timeout_();
   // Shortly after a message, while a CPU is idle, look without sleeping (idle_spin.hpp).
   const bool spin =
@@ -229,6 +232,8 @@ void Broker::tick_() {
         [this](const std::string& what, int& status) { return answer_http_(what, status); });
   if (monitor_due_ || (fds[1].revents & POLLIN) != 0) handle_connection_events_();
   monitor_due_ = false;
+  // What the store committed: answers that waited for it, items now to be served.
+  if ((fds[4].revents & POLLIN) != 0) collect_store_();
   after_messages_();
   if (now_ >= next_lease_check_) {
     check_leases_();

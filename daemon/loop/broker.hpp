@@ -289,10 +289,21 @@ class Broker {
   void on_queue_get_(ClientInfo& sender, Frames& frames);
   void on_queue_ack_(ClientInfo& sender, Frames& frames);
   void on_queue_size_(ClientInfo& sender, Frames& frames);
+  void on_queue_declare_(ClientInfo& sender, Frames& frames);
   bool check_queue_name_(const RoutingId& from);
-  // Publishes and sends what a queue operation produced.
+  // Publishes and sends what a queue operation produced. Answers of effects with store
+  // writes wait for the store to commit them (collect_store_).
   void apply_(QueueEffects& fx);
+  // Sends `answers`; an item whose answer could not be sent is given back (into `next`).
+  void send_queue_answers_(std::vector<QueueAnswer>& answers, QueueEffects& next);
   void run_queue_deadlines_();
+  // The $broker methods that change queues or the store: queue.purge, store.compact.
+  // Returns false for any other method.
+  bool answer_store_admin_(const RoutingId& from, std::uint64_t id, const Frames& frames);
+  // The durable store (broker_queues.cpp): opened and read back before binding; the
+  // tickets it has committed (or failed) are settled when its fd says so.
+  void open_store_();
+  void collect_store_();
 
   // Answering (broker.cpp). Every message goes out through outbox_ (outbox.hpp), which
   // alone decides what travels in a batch. answer_caller_ is the only way a call's caller
@@ -343,6 +354,18 @@ class Broker {
   SubscriptionTable subscriptions_;
   RecentTopics topics_;
   LegacyQueues queues_;
+  // Writes submitted to the store, by ticket, with what waits for them.
+  struct StoreTicket {
+    std::vector<QueueAnswer> answers;   // sent once the writes are committed
+    std::vector<std::uint64_t> staged;  // puts the commit confirms
+    bool compact = false;               // store.compact: answer `answers`' one
+  };
+  std::unique_ptr<Store> store_;
+  int store_fd_ = -1;
+  std::uint64_t next_ticket_ = 1;
+  std::unordered_map<std::uint64_t, StoreTicket> tickets_;
+  std::vector<StoreDone> store_done_;  // collect_store_'s
+  TokenBucket store_error_log_limiter_{1.0, 5.0};
   // Held point-to-point messages per peer name, oldest first. Each is a waiting Call.
   std::unordered_map<std::string, std::deque<CallId>> held_;
   Metrics metrics_;

@@ -96,7 +96,11 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
     return;
   }
   if (in_.service() == wire::kBrokerService) {
-    AdminAnswer a = answer_admin(in_.method(), admin_sources_());
+    if (answer_store_admin_(from, id, frames)) return;
+    const std::string_view request =
+        frames.size() > 2 ? std::string_view(static_cast<const char*>(frames[2].data()), frames[2].size())
+                          : std::string_view();
+    AdminAnswer a = answer_admin(in_.method(), request, admin_sources_());
     zmq::message_t payload(a.payload.data(), a.payload.size());
     answer_(from, id, a.status, a.message, 0, 0,
             a.status == wire::OK ? std::span<zmq::message_t>(&payload, 1)

@@ -18,8 +18,10 @@ constexpr std::string_view kHello = "say HELLO first: this broker does not know 
 // The guards: what a kind asks of its sender's rules, and about what (security/auth.hpp,
 // "Subjects"). The broker's own service is asked of with inspect or admin by method.
 namespace guard {
+// Those that change something, or show what queues hold.
 bool is_admin_method(std::string_view method) {
-  return method == "drain" || method == "reload";
+  return method == "drain" || method == "reload" || method == "queue.peek" ||
+         method == "queue.purge" || method == "store.compact";
 }
 Permission register_(const wire::Header& h, std::string&) {
   return {Verb::register_service, h.service()};
@@ -92,6 +94,7 @@ const Broker::KindRow& Broker::kind_row_(wire::Kind kind) noexcept {
     {w::EVENT_BATCH,    A::never,    nullptr,               D::taken,      {},        P::none,       kHello,  nullptr},
     {w::PUBLISH_BATCH,  A::client,   &B::on_publish_batch_, D::taken,      {},        P::on_arrival, kHello,  nullptr},
     {w::BATCH,          A::client,   &B::on_batch_,         D::taken,      {},        P::in_handler, kHello,  nullptr},
+    {w::QUEUE_DECLARE,  A::client,   &B::on_queue_declare_, D::refused,    kDraining, P::none,       kHello,  &guard::queue_put},
   }};
   // clang-format on
 

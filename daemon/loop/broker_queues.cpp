@@ -1,11 +1,83 @@
-// The legacy-queue half of the Broker (docs/protocol.md, "Legacy queues"). LegacyQueues
-// keeps the queues and decides; this file turns its QueueEffects into messages: the
-// answers owed to putters and readers, and the publish of every item appended.
+// The legacy-queue half of the Broker (docs/protocol.md, "Legacy queues") and its durable
+// store (docs/operations.md, "The store"). LegacyQueues keeps the queues and decides; this
+// file turns its QueueEffects into messages and store writes: the answers owed to putters
+// and readers (once what they say is stored), and the publish of every item appended.
 #include <spdlog/spdlog.h>
 
 #include "loop/broker.hpp"
+#include "sagebus/admin.pb.h"
 
 namespace sagebus::broker {
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+void Broker::open_store_() {
+  if (config_.store.empty()) {
+    spdlog::info(
+        "no store (--store): legacy queues live in memory, and their items are lost when "
+        "sage-busd stops");
+    return;
+  }
+  Recovery recovery;
+  store_ = Store::open(config_.store, recovery);
+  if (!recovery.moved_aside.empty())
+    spdlog::error(
+        "the store {} failed its check ({}); it was moved aside to {} and sage-busd starts "
+        "with an empty store. The queues it held are in that file: see docs/operations.md, "
+        "\"The store\", to look into it",
+        config_.store, recovery.check_error, recovery.moved_aside);
+  std::size_t handed_out = 0;
+  for (const auto& item : recovery.items)
+    if (item.deliveries > 0) ++handed_out;
+  const std::size_t queues = recovery.queues.size(), items = recovery.items.size();
+  queues_.set_durable_default(true);
+  queues_.restore(recovery, Clock::now());
+  spdlog::info(
+      "store {}: {} queues and {} items read back in {} ms ({} were handed out before and "
+      "will be redelivered)",
+      config_.store, queues, items, recovery.took.count(), handed_out);
+  store_fd_ = store_->notify_fd();
+}
+
+void Broker::collect_store_() {
+  store_->collect(store_done_);
+  for (StoreDone& done : store_done_) {
+    auto it = tickets_.find(done.ticket);
+    if (it == tickets_.end()) continue;
+    StoreTicket ticket = std::move(it->second);
+    tickets_.erase(it);
+    if (!done.ok && store_error_log_limiter_.take(now_))
+      spdlog::error("{}; puts to durable queues are answered UNAVAILABLE until a write succeeds",
+                    done.error);
+    if (ticket.compact) {
+      for (auto& a : ticket.answers) {
+        if (!done.ok) {
+          a.status = wire::UNAVAILABLE;
+          a.message = done.error;
+          a.payload.clear();
+        }
+      }
+    } else if (!done.ok) {
+      // Acknowledgements and declarations stand in memory, and the store is given them
+      // again with its next write; a reader is told it is not on disk yet.
+      for (auto& a : ticket.answers)
+        if (a.status == wire::OK && a.tag == 0)
+          a.message = "done, but not yet stored (" + done.error + ")";
+    }
+    QueueEffects next;
+    send_queue_answers_(ticket.answers, next);
+    if (done.ok)
+      queues_.committed(ticket.staged, next);
+    else
+      queues_.abandoned(ticket.staged, done.error, next);
+    apply_(next);
+  }
+  store_done_.clear();
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages
 
 bool Broker::check_queue_name_(const RoutingId& from) {
   if (auto error = queues_.check_name(in_.queue())) {
@@ -39,16 +111,71 @@ void Broker::on_queue_get_(ClientInfo& sender, Frames&) {
 
 void Broker::on_queue_ack_(ClientInfo& sender, Frames&) {
   const RoutingId& from = sender.rid;
+  QueueEffects fx;
   // Tags are broker-wide, so the queue name is not needed to find the item.
-  const bool was = queues_.ack(from, in_.tag());
-  answer_(from, in_.id(), wire::OK,
-          was ? "" : "tag " + std::to_string(in_.tag()) + " is not held by this connection");
+  if (queues_.ack(from, in_.tag(), fx))
+    fx.answers.push_back({from, in_.id(), wire::OK, {}, 0, 0, {}});
+  else
+    fx.answers.push_back(
+        {from, in_.id(), wire::NOT_FOUND,
+         "tag " + std::to_string(in_.tag()) +
+             " is not held by this connection (an item is held by the connection that got "
+             "it, until that connection closes or the broker restarts; then it is redelivered)",
+         0, 0, {}});
+  apply_(fx);
 }
 
 void Broker::on_queue_size_(ClientInfo& sender, Frames&) {
   const RoutingId& from = sender.rid;
   if (!check_queue_name_(from)) return;
   answer_(from, in_.id(), wire::OK, {}, queues_.size(in_.queue()));
+}
+
+void Broker::on_queue_declare_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
+  if (!check_queue_name_(from)) return;
+  QueueEffects fx;
+  queues_.declare(from, in_.id(), in_.queue(), in_.transient(), now_, fx);
+  apply_(fx);
+}
+
+bool Broker::answer_store_admin_(const RoutingId& from, std::uint64_t id, const Frames& frames) {
+  const std::string& method = in_.method();
+  if (method != "queue.purge" && method != "store.compact") return false;
+  if (method == "store.compact") {
+    if (!store_) {
+      answer_(from, id, wire::UNAVAILABLE, "sage-busd runs without a store (--store): nothing to compact");
+      return true;
+    }
+    const std::uint64_t ticket = next_ticket_++;
+    StoreTicket& t = tickets_[ticket];
+    t.compact = true;
+    const std::uint64_t before = store_->stats().bytes;
+    t.answers.push_back({from, id, wire::OK,
+                         "compacted " + store_->path() + "; it took " + std::to_string(before) +
+                             " bytes before",
+                         0, 0, {}});
+    store_->compact(ticket);
+    return true;
+  }
+  admin::QueueRequest request;
+  if (frames.size() < 3 || !request.ParseFromArray(frames[2].data(), static_cast<int>(frames[2].size())) ||
+      request.name().empty()) {
+    answer_(from, id, wire::INVALID_ARGUMENT,
+            "queue.purge takes a sagebus.admin.QueueRequest naming the queue");
+    return true;
+  }
+  QueueEffects fx;
+  admin::QueuePurged purged;
+  purged.set_items(queues_.purge(request.name(), fx));
+  const std::string bytes = purged.SerializeAsString();
+  Frames payload;
+  payload.emplace_back(bytes.data(), bytes.size());
+  fx.answers.push_back({from, id, wire::OK, {}, 0, 0, std::move(payload), purged.items()});
+  if (purged.items() > 0)
+    spdlog::info("queue '{}' purged: {} items removed", request.name(), purged.items());
+  apply_(fx);
+  return true;
 }
 
 void Broker::apply_(QueueEffects& fx) {
@@ -63,20 +190,38 @@ void Broker::apply_(QueueEffects& fx) {
       Published payload{std::span<zmq::message_t>(p.payload)};
       publish_(p.topic, payload, true);
     }
-    std::vector<std::uint64_t> undelivered;
-    for (auto& a : current.answers) {
-      const Sent sent = answer_(a.to, a.id, a.status, a.message, 0, a.tag, a.payload);
-      if (sent != Sent::ok && a.tag != 0) undelivered.push_back(a.tag);
+    QueueEffects next;
+    if (!current.writes.empty() || !current.staged.empty()) {
+      // Writes only come from durable queues, which only exist with a store.
+      const std::uint64_t ticket = next_ticket_++;
+      StoreTicket& t = tickets_[ticket];
+      std::vector<QueueAnswer> now;
+      for (auto& a : current.answers)
+        (a.now ? now : t.answers).push_back(std::move(a));
+      t.staged = std::move(current.staged);
+      store_->submit(ticket, std::move(current.writes));
+      send_queue_answers_(now, next);
+    } else {
+      send_queue_answers_(current.answers, next);
     }
-    if (undelivered.empty()) return;
+    if (next.empty()) return;
+    current = std::move(next);
+  }
+}
+
+void Broker::send_queue_answers_(std::vector<QueueAnswer>& answers, QueueEffects& next) {
+  for (auto& a : answers) {
+    reply_head_(a.id, a.status, a.message, nullptr, a.count, a.tag);
+    if (a.deliveries > 1) head_.varint(wire::Header::kRedeliveredFieldNumber, 1);
+    if (a.deliveries > 0) head_.varint(wire::Header::kDeliveriesFieldNumber, a.deliveries);
+    const Sent sent = outbox_.send(a.to, head_.frame(), a.payload);
+    metrics_.count_outcome(a.status, sent == Sent::ok);
     // A reader that could not be told keeps nothing: its item goes back to the front
     // (and on to the next waiting reader, who is a different one, so this ends).
-    QueueEffects next;
-    for (const std::uint64_t tag : undelivered) {
-      queues_.give_back(tag, next);
+    if (sent != Sent::ok && a.tag != 0) {
+      queues_.give_back(a.tag, next);
       if (metrics_.queue_gets > 0) --metrics_.queue_gets;
     }
-    current = std::move(next);
   }
 }
 

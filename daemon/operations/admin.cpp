@@ -78,6 +78,7 @@ std::string status_payload(const AdminSources& src) {
   s.set_liveness(src.config.liveness);
   s.set_idle_heartbeat_ms(src.config.idle_heartbeat());
   fill_counters(src.metrics, *s.mutable_counters());
+  fill_store_status(src.store, *s.mutable_store());
   for (const Limit l : kLimits) {
     admin::LimitStatus* limit = s.add_limits();
     limit->set_name(std::string(limit_key(l)));
@@ -156,36 +157,86 @@ std::string topics_payload(const AdminSources& src) {
   return list.SerializeAsString();
 }
 
+void fill_queue(const AdminSources& src, const LegacyQueues::Queue& q, admin::QueueInfo& info) {
+  info.set_name(q.name);
+  info.set_topic(q.topic);
+  info.set_depth(u32(q.items.size()));
+  info.set_max_depth(u32(src.queues.limits().max_depth));
+  info.set_readers(u32(q.readers.size()));
+  info.set_writers(u32(q.writers.size()));
+  info.set_unacked(u32(q.unacked));
+  info.set_puts(q.puts);
+  info.set_gets(q.gets);
+  info.set_redeliveries(q.redeliveries);
+  info.set_durable(q.durable);
+  info.set_bytes(q.bytes);
+  info.set_staged(u32(q.staged));
+}
+
 std::string queues_payload(const AdminSources& src) {
   admin::QueueList list;
-  for (const auto& [name, q] : src.queues.queues()) {
-    admin::QueueInfo* info = list.add_queues();
-    info->set_name(name);
-    info->set_topic(q.topic);
-    info->set_depth(u32(q.items.size()));
-    info->set_max_depth(u32(src.queues.limits().max_depth));
-    info->set_readers(u32(q.readers.size()));
-    info->set_writers(u32(q.writers.size()));
-    info->set_unacked(u32(q.unacked));
-    info->set_puts(q.puts);
-    info->set_gets(q.gets);
-    info->set_redeliveries(q.redeliveries);
-  }
+  for (const auto& [name, q] : src.queues.queues())
+    fill_queue(src, q, *list.add_queues());
+  fill_store_status(src.store, *list.mutable_store());
   return list.SerializeAsString();
+}
+
+// queue.stat and queue.peek.
+AdminAnswer queue_payload(std::string_view method, std::string_view request,
+                          const AdminSources& src) {
+  admin::QueueRequest r;
+  if (!r.ParseFromArray(request.data(), static_cast<int>(request.size())) || r.name().empty())
+    return {wire::INVALID_ARGUMENT,
+            std::string(method) + " takes a sagebus.admin.QueueRequest naming the queue",
+            {}};
+  const auto& queues = src.queues.queues();
+  auto it = queues.find(r.name());
+  if (it == queues.end())
+    return {wire::NOT_FOUND, "the broker has no queue '" + r.name() + "'", {}};
+  if (method == "queue.stat") {
+    admin::QueueInfo info;
+    fill_queue(src, it->second, info);
+    return {wire::OK, {}, info.SerializeAsString()};
+  }
+  admin::QueueItems items;
+  for (const auto& item : src.queues.peek(r.name(), r.count() == 0 ? 10 : r.count())) {
+    admin::QueueItem* out = items.add_items();
+    out->set_seq(item.seq);
+    out->set_deliveries(item.deliveries);
+    std::string& payload = *out->mutable_payload();
+    for (const auto& f : item.payload)
+      payload.append(static_cast<const char*>(f.data()), f.size());
+  }
+  return {wire::OK, {}, items.SerializeAsString()};
 }
 
 }  // namespace
 
-AdminAnswer answer_admin(std::string_view method, const AdminSources& src) {
+void fill_store_status(const Store* store, admin::StoreStatus& out) {
+  if (store == nullptr) return;
+  const StoreStats stats = store->stats();
+  out.set_path(store->path());
+  out.set_bytes(stats.bytes);
+  out.set_available(stats.available);
+  out.set_error(stats.error);
+  out.set_commits(stats.commits);
+  out.set_items_written(stats.writes);
+  out.set_last_commit_us(stats.last_commit_us);
+}
+
+AdminAnswer answer_admin(std::string_view method, std::string_view request,
+                         const AdminSources& src) {
   if (method == "status") return {wire::OK, {}, status_payload(src)};
   if (method == "services") return {wire::OK, {}, services_payload(src.registry)};
   if (method == "clients") return {wire::OK, {}, clients_payload(src)};
   if (method == "topics") return {wire::OK, {}, topics_payload(src)};
   if (method == "queues") return {wire::OK, {}, queues_payload(src)};
+  if (method == "queue.stat" || method == "queue.peek") return queue_payload(method, request, src);
   if (method == "metrics") return {wire::OK, {}, prometheus_text(src, src.draining)};
   return {wire::NOT_FOUND,
           "service '$broker' has no method '" + std::string(method) +
-              "'; it has 'status', 'services', 'clients', 'topics', 'queues' and 'metrics'",
+              "'; it has 'status', 'services', 'clients', 'topics', 'queues', 'queue.stat', "
+              "'queue.peek', 'queue.purge', 'store.compact', 'metrics', 'reload' and 'drain'",
           {}};
 }
 

@@ -17,7 +17,9 @@
 #include "routing/queues.hpp"
 #include "routing/registry.hpp"
 #include "routing/topics.hpp"
+#include "sagebus/admin.pb.h"
 #include "sagebus/wire.pb.h"
+#include "store/store.hpp"
 
 namespace sagebus::broker {
 
@@ -47,14 +49,21 @@ struct AdminSources {
   const LegacyQueues& queues;
   // Point-to-point messages held per peer name.
   const std::unordered_map<std::string, std::deque<CallId>>& held;
+  const Store* store;  // nullptr: none
   TimePoint now;
   bool draining = false;
 };
 
-// Answers `method` of "$broker": "status" -> admin.BrokerStatus, "services" ->
-// admin.ServiceList, "clients" -> admin.ClientList, "topics" -> admin.TopicList,
-// "queues" -> admin.QueueList, "metrics" -> the Prometheus text of /metrics, anything else
-// NOT_FOUND.
-AdminAnswer answer_admin(std::string_view method, const AdminSources& sources);
+// Answers `method` of "$broker", given the request's payload: "status" ->
+// admin.BrokerStatus, "services" -> admin.ServiceList, "clients" -> admin.ClientList,
+// "topics" -> admin.TopicList, "queues" -> admin.QueueList, "queue.stat" and "queue.peek"
+// (an admin.QueueRequest) -> admin.QueueInfo and admin.QueueItems, "metrics" -> the
+// Prometheus text of /metrics, anything else NOT_FOUND. (The broker answers queue.purge
+// and store.compact itself: they change things.)
+AdminAnswer answer_admin(std::string_view method, std::string_view request,
+                         const AdminSources& sources);
+
+// The store's figures, as admin.StoreStatus reports them (empty path: no store).
+void fill_store_status(const Store* store, admin::StoreStatus& out);
 
 }  // namespace sagebus::broker

@@ -158,6 +158,10 @@ void add_options(CLI::App& app, BrokerConfig& c, std::vector<std::string>& queue
                  "docs/security.md): every endpoint then takes CURVE clients whose key a "
                  "principal holds, and checks what they do against its rules (default: none)")
       ->check(CLI::ExistingFile);
+  app.add_option("--store", c.store,
+                 "File of the durable store (SQLite; created if missing): legacy queues not "
+                 "declared transient keep their items there, and a put is confirmed once "
+                 "stored (default: none, every queue lives in memory)");
   app.add_flag("--allow-anonymous", c.allow_anonymous,
                "Without --auth, bind endpoints other than loopback and ipc:// too, letting "
                "anyone who reaches them act as any service");
@@ -371,7 +375,10 @@ std::string to_toml(const BrokerConfig& c) {
     << (c.auth.empty() ? "# auth = \"/etc/sage-bus/auth.toml\"" : "auth = " + quoted(c.auth))
     << "\n"
     << "# Without auth, bind other endpoints too: anyone reaching them may act as any service.\n"
-    << "allow-anonymous = " << (c.allow_anonymous ? "true" : "false") << "\n";
+    << "allow-anonymous = " << (c.allow_anonymous ? "true" : "false") << "\n"
+    << "# Durable store of legacy queues (SQLite). Without it, queues live in memory only.\n"
+    << (c.store.empty() ? "# store = \"/var/lib/sage-busd/store.db\"" : "store = " + quoted(c.store))
+    << "\n";
   return o.str();
 }
 

@@ -86,6 +86,8 @@ struct BrokerConfig {
   // endpoints (is_local_endpoint) unless allow_anonymous.
   std::string auth;
   bool allow_anonymous = false;
+  // The durable store's file (SQLite); empty: legacy queues live in memory only.
+  std::string store;
 
   // Whether WELCOME offers clients the idle heartbeat (it is longer than the heartbeat).
   bool idle_offered() const noexcept { return idle_heartbeat_ms > heartbeat_ms; }

@@ -31,7 +31,8 @@ std::size_t Broker::calls_in_flight_() const {
     if (call.kind == CallKind::send && call.state == CallState::waiting) return;
     ++n;
   });
-  return n;
+  // Store writes in flight: their answers (a put's OK) come when they are committed.
+  return n + tickets_.size();
 }
 
 void Broker::start_drain_(int signal) {

@@ -298,6 +298,31 @@ void queues(Text& t, const LegacyQueues& queues) {
   }
 }
 
+void store(Text& t, const StoreStats& s) {
+  t.family("sagebus_store_bytes", "gauge", "The durable store's database and WAL on disk");
+  t.value("sagebus_store_bytes", "", s.bytes);
+  t.family("sagebus_store_available", "gauge", "1 while the store's last write succeeded");
+  t.value("sagebus_store_available", "", std::uint64_t{s.available ? 1u : 0u});
+  t.family("sagebus_store_commits_total", "counter",
+           "Transactions committed and synced (each an fsync of the WAL)");
+  t.value("sagebus_store_commits_total", "", s.commits);
+  t.family("sagebus_store_failed_commits_total", "counter",
+           "Transactions that failed (disk full, I/O error) and were rolled back");
+  t.value("sagebus_store_failed_commits_total", "", s.failed_commits);
+  t.family("sagebus_store_writes_total", "counter",
+           "Writes committed: one per put, handing-out, acknowledgement, removal or definition");
+  t.value("sagebus_store_writes_total", "", s.writes);
+  t.family("sagebus_store_commit_seconds", "histogram",
+           "Time from a transaction's start to its synced commit");
+  for (std::size_t i = 0; i < std::size(StoreStats::kCommitBucketsUs); ++i)
+    t.value("sagebus_store_commit_seconds_bucket",
+            label("le", std::to_string(static_cast<double>(StoreStats::kCommitBucketsUs[i]) / 1e6)),
+            s.commit_buckets[i]);
+  t.value("sagebus_store_commit_seconds_bucket", label("le", "+Inf"), s.commits);
+  t.value("sagebus_store_commit_seconds_sum", "", static_cast<double>(s.commit_us_sum) / 1e6);
+  t.value("sagebus_store_commit_seconds_count", "", s.commits);
+}
+
 }  // namespace
 
 std::string prometheus_text(const AdminSources& src, bool draining) {
@@ -314,6 +339,7 @@ std::string prometheus_text(const AdminSources& src, bool draining) {
   methods(t, src.metrics.methods);
   pubsub(t, src);
   queues(t, src.queues);
+  if (src.store != nullptr) store(t, src.store->stats());
   return t.str();
 }
 

@@ -140,6 +140,7 @@ std::pair<int, int> Broker::apply_config_(const BrokerConfig& next) {
   fixed("peer-queue", cur.peer_queue, next.peer_queue);
   fixed("auth", cur.auth, next.auth);
   fixed("allow-anonymous", cur.allow_anonymous, next.allow_anonymous);
+  fixed("store", cur.store, next.store);
 
   spdlog::set_level(new_level);
   calls_.set_capacity(cur.max_calls);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "sagebus/wire/topic.hpp"
 
@@ -17,12 +18,52 @@ Frames share(Frames& frames) {
   return out;
 }
 
+std::uint64_t payload_bytes(const Frames& frames) {
+  std::uint64_t n = 0;
+  for (const auto& f : frames)
+    n += f.size();
+  return n;
+}
+
+StoreWrite write_of(StoreWrite::Op op, std::uint64_t seq, std::uint32_t deliveries = 0) {
+  StoreWrite w;
+  w.op = op;
+  w.seq = seq;
+  w.deliveries = deliveries;
+  return w;
+}
+
 }  // namespace
 
 LegacyQueues::LegacyQueues(QueueLimits limits,
                            std::map<std::string, std::string, std::less<>> topics)
     : limits_(limits), topics_(std::move(topics)) {
   limits_.max_depth = std::max<std::size_t>(limits_.max_depth, 1);
+  std::random_device random;
+  next_tag_ = ((static_cast<std::uint64_t>(random()) << 20) | 1) & ((1ull << 52) - 1);
+}
+
+void LegacyQueues::restore(Recovery& recovery, TimePoint now) {
+  auto queue = [&](const std::string& name, bool transient) -> Queue& {
+    auto it = queues_.try_emplace(name).first;
+    Queue& q = it->second;
+    if (q.name.empty()) {
+      q.name = name;
+      q.topic = topic_for(name);
+      q.durable = !transient;
+      q.declared = transient;
+      q.last_used = now;
+    }
+    return q;
+  };
+  for (const auto& sq : recovery.queues)
+    queue(sq.name, sq.transient);
+  for (auto& item : recovery.items) {
+    Queue& q = queue(item.queue, false);
+    q.bytes += payload_bytes(item.payload);
+    q.items.push_back({item.seq, item.deliveries, std::move(item.payload)});
+  }
+  next_item_seq_ = std::max(next_item_seq_, recovery.max_seq + 1);
 }
 
 void LegacyQueues::set_limits(const QueueLimits& limits) {
@@ -58,25 +99,38 @@ std::size_t LegacyQueues::unacked(const RoutingId& client) const {
   return it == taken_by_.end() ? 0 : it->second.size();
 }
 
-LegacyQueues::Queue* LegacyQueues::open_(std::string_view name, TimePoint now) {
+LegacyQueues::Queue* LegacyQueues::open_(std::string_view name, TimePoint now, QueueEffects& fx) {
   auto it = queues_.find(name);
   if (it == queues_.end()) {
     if (queues_.size() >= limits_.max_queues) {
       // Make room by forgetting the idle queue used least recently (a scan, but only
-      // when the table is full).
+      // when the table is full). A declared queue stays: its declaration is kept.
       auto idle = queues_.end();
       for (auto q = queues_.begin(); q != queues_.end(); ++q) {
         const Queue& c = q->second;
-        if (!c.items.empty() || !c.readers.empty() || !c.writers.empty() || c.unacked != 0)
+        if (c.declared || !c.items.empty() || c.staged != 0 || !c.readers.empty() ||
+            !c.writers.empty() || c.unacked != 0)
           continue;
         if (idle == queues_.end() || c.last_used < idle->second.last_used) idle = q;
       }
       if (idle == queues_.end()) return nullptr;
+      if (idle->second.durable) {
+        StoreWrite w = write_of(StoreWrite::Op::undefine, 0);
+        w.queue = idle->first;
+        fx.writes.push_back(std::move(w));
+      }
       queues_.erase(idle);
     }
     it = queues_.try_emplace(std::string(name)).first;
-    it->second.name = std::string(name);
-    it->second.topic = topic_for(name);
+    Queue& q = it->second;
+    q.name = std::string(name);
+    q.topic = topic_for(name);
+    q.durable = durable_default_;
+    if (q.durable) {
+      StoreWrite w = write_of(StoreWrite::Op::define, 0);
+      w.queue = q.name;
+      fx.writes.push_back(std::move(w));
+    }
   }
   it->second.last_used = now;
   return &it->second;
@@ -93,12 +147,36 @@ LegacyQueues::Waiter& LegacyQueues::park_(std::deque<Waiter>& line, const Routin
   return w;
 }
 
-void LegacyQueues::append_(Queue& q, Frames item, QueueEffects& fx) {
-  fx.publishes.push_back({q.topic, share(item)});
+void LegacyQueues::accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload,
+                           QueueEffects& fx) {
+  const std::uint64_t seq = next_item_seq_++;
+  if (!q.durable) {
+    fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
+    append_(q, {seq, 0, std::move(payload)}, fx);
+    return;
+  }
+  StoreWrite w = write_of(StoreWrite::Op::put, seq);
+  w.queue = q.name;
+  w.payload = share(payload);
+  fx.writes.push_back(std::move(w));
+  fx.staged.push_back(seq);
+  staged_.emplace(seq, Staged{q.name, from, id, std::move(payload)});
+  ++q.staged;
+}
+
+void LegacyQueues::append_(Queue& q, Item item, QueueEffects& fx) {
+  fx.publishes.push_back({q.topic, share(item.payload)});
+  q.bytes += payload_bytes(item.payload);
   q.items.push_back(std::move(item));
   ++q.puts;
   ++fx.puts;
   serve_(q, fx);
+}
+
+void LegacyQueues::put_back_(Queue& q, Item item) {
+  auto at = std::upper_bound(q.items.begin(), q.items.end(), item.seq,
+                             [](std::uint64_t seq, const Item& i) { return seq < i.seq; });
+  q.items.insert(at, std::move(item));
 }
 
 // Hands items to waiting readers, longest waiting first.
@@ -115,24 +193,27 @@ void LegacyQueues::serve_(Queue& q, QueueEffects& fx) {
     taken.reader = reader.client;
     taken.item = std::move(q.items.front());
     q.items.pop_front();
+    Item& item = taken.item;
+    ++item.deliveries;
+    if (q.durable) fx.writes.push_back(write_of(StoreWrite::Op::lease, item.seq, item.deliveries));
     taken_by_[reader.client].insert(tag);
     ++q.unacked;
     ++q.gets;
     ++fx.gets;
-    fx.answers.push_back({reader.client, reader.id, wire::OK, {}, tag, share(taken.item)});
+    fx.answers.push_back(
+        {reader.client, reader.id, wire::OK, {}, tag, item.deliveries, share(item.payload)});
   }
   admit_(q, fx);
 }
 
 // Lets waiting puts in while there is room, oldest first.
 void LegacyQueues::admit_(Queue& q, QueueEffects& fx) {
-  while (!q.writers.empty() && q.items.size() < limits_.max_depth) {
+  while (!q.writers.empty() && depth_(q) < limits_.max_depth) {
     Waiter writer = std::move(q.writers.front());
     q.writers.pop_front();
     deadlines_.erase({writer.deadline, writer.seq});
     waiting_in_.erase(writer.seq);
-    fx.answers.push_back({writer.client, writer.id, wire::OK, {}, 0, {}});
-    append_(q, std::move(writer.payload), fx);  // no reader waits while puts do
+    accept_(q, writer.client, writer.id, std::move(writer.payload), fx);
   }
 }
 
@@ -146,17 +227,17 @@ void LegacyQueues::refuse_new_queue_(const RoutingId& from, std::uint64_t id, st
                             " queues, none of them idle; no room for queue '" + std::string(name) +
                             "'",
                         0,
+                        0,
                         {}});
 }
 
 void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view name,
                        Frames payload, TimePoint now, TimePoint deadline, QueueEffects& fx) {
-  Queue* q = open_(name, now);
+  Queue* q = open_(name, now, fx);
   if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   // Behind any put already waiting, so that puts stay in order.
-  if (q->writers.empty() && q->items.size() < limits_.max_depth) {
-    fx.answers.push_back({from, id, wire::OK, {}, 0, {}});
-    append_(*q, std::move(payload), fx);
+  if (q->writers.empty() && depth_(*q) < limits_.max_depth) {
+    accept_(*q, from, id, std::move(payload), fx);
     return;
   }
   if (deadline <= now || q->writers.size() >= limits_.max_waiting) {
@@ -165,8 +246,9 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
     fx.answers.push_back({from,
                           id,
                           wire::OVERLOADED,
-                          "queue '" + q->name + "' is full (" + std::to_string(q->items.size()) +
+                          "queue '" + q->name + "' is full (" + std::to_string(depth_(*q)) +
                               " items, " + std::to_string(q->writers.size()) + " puts waiting)",
+                          0,
                           0,
                           {}});
     return;
@@ -179,8 +261,8 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
 
 void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view name,
                        std::uint64_t ack_tag, TimePoint now, TimePoint deadline, QueueEffects& fx) {
-  if (ack_tag != 0) ack(from, ack_tag);
-  Queue* q = open_(name, now);
+  if (ack_tag != 0) ack(from, ack_tag, fx);
+  Queue* q = open_(name, now, fx);
   if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   if (unacked(from) >= limits_.max_unacked) {
     fx.refuse(Limit::max_unacked);
@@ -190,13 +272,14 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
                           "this connection holds " + std::to_string(unacked(from)) +
                               " unacknowledged items; acknowledge some first",
                           0,
+                          0,
                           {}});
     return;
   }
   if (q->items.empty() && (deadline <= now || q->readers.size() >= limits_.max_waiting)) {
     if (deadline <= now) {
       fx.answers.push_back(
-          {from, id, wire::DEADLINE_EXCEEDED, "queue '" + q->name + "' is empty", 0, {}});
+          {from, id, wire::DEADLINE_EXCEEDED, "queue '" + q->name + "' is empty", 0, 0, {}});
     } else {
       fx.refuse(Limit::max_queue_waiters);
       fx.answers.push_back({from,
@@ -204,6 +287,7 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
                             wire::OVERLOADED,
                             "queue '" + q->name + "' has " + std::to_string(q->readers.size()) +
                                 " gets waiting already",
+                            0,
                             0,
                             {}});
     }
@@ -215,11 +299,119 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
   serve_(*q, fx);  // at once, when the queue has an item
 }
 
-void LegacyQueues::erase_taken_(std::uint64_t tag) {
+void LegacyQueues::declare(const RoutingId& from, std::uint64_t id, std::string_view name,
+                           bool transient, TimePoint now, QueueEffects& fx) {
+  if (!transient && !durable_default_) {
+    fx.answers.push_back({from, id, wire::UNAVAILABLE,
+                          "queue '" + std::string(name) +
+                              "' cannot be durable: the broker runs without a store (sage-busd "
+                              "--store PATH)",
+                          0, 0, {}});
+    return;
+  }
+  Queue* q = open_(name, now, fx);
+  if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
+  if (q->durable == !transient) {
+    q->declared = true;
+    fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
+    return;
+  }
+  if (q->durable && (!q->items.empty() || q->staged != 0 || q->unacked != 0)) {
+    fx.answers.push_back(
+        {from, id, wire::INVALID_ARGUMENT,
+         "queue '" + q->name + "' is durable and holds " +
+             std::to_string(q->items.size() + q->staged + q->unacked) +
+             " items; it can be declared transient only when empty (busctl queue purge " +
+             q->name + ")",
+         0, 0, {}});
+    return;
+  }
+  // A transient queue's items, in memory, may stay in memory: only new ones are stored.
+  q->durable = !transient;
+  q->declared = true;
+  StoreWrite w = write_of(StoreWrite::Op::define, 0);
+  w.queue = q->name;
+  w.transient = transient;
+  fx.writes.push_back(std::move(w));
+  fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
+}
+
+void LegacyQueues::committed(const std::vector<std::uint64_t>& seqs, QueueEffects& fx) {
+  for (const std::uint64_t seq : seqs) {
+    auto it = staged_.find(seq);
+    if (it == staged_.end()) continue;
+    Staged staged = std::move(it->second);
+    staged_.erase(it);
+    auto q = queues_.find(staged.queue);
+    if (q == queues_.end()) continue;  // cannot happen: a queue with staged puts is kept
+    --q->second.staged;
+    if (!staged.putter.empty())
+      fx.answers.push_back({staged.putter, staged.id, wire::OK, {}, 0, 0, {}, 0, true});
+    append_(q->second, {seq, 0, std::move(staged.payload)}, fx);
+  }
+}
+
+void LegacyQueues::abandoned(const std::vector<std::uint64_t>& seqs, const std::string& error,
+                             QueueEffects& fx) {
+  std::vector<std::string> touched;
+  for (const std::uint64_t seq : seqs) {
+    auto it = staged_.find(seq);
+    if (it == staged_.end()) continue;
+    auto q = queues_.find(it->second.queue);
+    if (q != queues_.end()) {
+      --q->second.staged;
+      touched.push_back(q->first);
+    }
+    if (!it->second.putter.empty())
+      fx.answers.push_back({it->second.putter, it->second.id, wire::UNAVAILABLE,
+                            "not stored: " + error, 0, 0, {}, 0, true});
+    staged_.erase(it);
+  }
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (const auto& name : touched)
+    admit_(queues_.find(name)->second, fx);
+}
+
+std::size_t LegacyQueues::purge(std::string_view name, QueueEffects& fx) {
+  auto it = queues_.find(name);
+  if (it == queues_.end()) return 0;
+  Queue& q = it->second;
+  const std::size_t n = q.items.size();
+  for (auto& item : q.items) {
+    q.bytes -= std::min(q.bytes, payload_bytes(item.payload));
+    if (q.durable) fx.writes.push_back(write_of(StoreWrite::Op::remove, item.seq));
+  }
+  q.items.clear();
+  admit_(q, fx);
+  return n;
+}
+
+std::vector<LegacyQueues::Item> LegacyQueues::peek(std::string_view name, std::size_t count) const {
+  std::vector<Item> out;
+  auto it = queues_.find(name);
+  if (it == queues_.end()) return out;
+  for (const auto& item : it->second.items) {
+    if (out.size() >= count) break;
+    Frames payload(item.payload.size());
+    for (std::size_t i = 0; i < payload.size(); ++i)
+      payload[i].copy(const_cast<zmq::message_t&>(item.payload[i]));
+    out.push_back({item.seq, item.deliveries, std::move(payload)});
+  }
+  return out;
+}
+
+void LegacyQueues::erase_taken_(std::uint64_t tag, QueueEffects* fx) {
   auto it = taken_.find(tag);
   if (it == taken_.end()) return;
-  if (auto q = queues_.find(it->second.queue); q != queues_.end() && q->second.unacked > 0)
-    --q->second.unacked;
+  if (auto q = queues_.find(it->second.queue); q != queues_.end()) {
+    Queue& queue = q->second;
+    if (queue.unacked > 0) --queue.unacked;
+    if (fx != nullptr) {  // gone for good: acknowledged
+      queue.bytes -= std::min(queue.bytes, payload_bytes(it->second.item.payload));
+      if (queue.durable) fx->writes.push_back(write_of(StoreWrite::Op::remove, it->second.item.seq));
+    }
+  }
   if (auto by = taken_by_.find(it->second.reader); by != taken_by_.end()) {
     by->second.erase(tag);
     if (by->second.empty()) taken_by_.erase(by);
@@ -227,10 +419,10 @@ void LegacyQueues::erase_taken_(std::uint64_t tag) {
   taken_.erase(it);
 }
 
-bool LegacyQueues::ack(const RoutingId& from, std::uint64_t tag) {
+bool LegacyQueues::ack(const RoutingId& from, std::uint64_t tag, QueueEffects& fx) {
   auto it = taken_.find(tag);
   if (it == taken_.end() || it->second.reader != from) return false;
-  erase_taken_(tag);
+  erase_taken_(tag, &fx);
   return true;
 }
 
@@ -238,10 +430,13 @@ void LegacyQueues::give_back(std::uint64_t tag, QueueEffects& fx) {
   auto it = taken_.find(tag);
   if (it == taken_.end()) return;
   auto q = queues_.find(it->second.queue);
-  Frames item = std::move(it->second.item);
-  erase_taken_(tag);
+  Item item = std::move(it->second.item);
+  erase_taken_(tag, nullptr);
   if (q == queues_.end()) return;  // cannot happen: a queue with taken items is kept
-  q->second.items.push_front(std::move(item));
+  // Nobody saw it: its handing-out is undone, in the store too.
+  if (item.deliveries > 0) --item.deliveries;
+  if (q->second.durable) fx.writes.push_back(write_of(StoreWrite::Op::lease, item.seq, item.deliveries));
+  put_back_(q->second, std::move(item));
   if (q->second.gets > 0) --q->second.gets;  // it was never got after all
   serve_(q->second, fx);
 }
@@ -256,18 +451,20 @@ void LegacyQueues::remove_client(const RoutingId& client, QueueEffects& fx) {
         return true;
       });
   }
+  // Its staged puts are still stored; nobody is told.
+  for (auto& [seq, staged] : staged_)
+    if (staged.putter == client) staged.putter.clear();
   auto by = taken_by_.find(client);
   if (by == taken_by_.end()) return;
   const std::set<std::uint64_t> tags = std::move(by->second);
   taken_by_.erase(by);
   std::vector<std::string> touched;
-  // Latest taken first, each to the front: the earliest ends up at the head.
-  for (auto tag = tags.rbegin(); tag != tags.rend(); ++tag) {
-    auto it = taken_.find(*tag);
+  for (const std::uint64_t tag : tags) {
+    auto it = taken_.find(tag);
     if (it == taken_.end()) continue;
     auto q = queues_.find(it->second.queue);
     if (q != queues_.end()) {
-      q->second.items.push_front(std::move(it->second.item));
+      put_back_(q->second, std::move(it->second.item));
       if (q->second.unacked > 0) --q->second.unacked;
       ++q->second.redeliveries;
       ++fx.redeliveries;
@@ -305,6 +502,7 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
                             "queue '" + queue.name + "' stayed empty for " +
                                 std::to_string(millis_between(r->since, now)) + " ms",
                             0,
+                            0,
                             {}});
       queue.readers.erase(r);
     } else if (auto w = std::find_if(queue.writers.begin(), queue.writers.end(), is_it);
@@ -316,6 +514,7 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
                             "queue '" + queue.name + "' stayed full (" +
                                 std::to_string(queue.items.size()) + " items) for " +
                                 std::to_string(millis_between(w->since, now)) + " ms",
+                            0,
                             0,
                             {}});
       queue.writers.erase(w);

@@ -1,24 +1,33 @@
 // LegacyQueues: the named FIFOs of the legacy-queue adapter (docs/protocol.md, "Legacy
-// queues"). Pure bookkeeping: no sockets, and the clock is passed in, so every rule is
-// unit-testable.
+// queues"). Pure bookkeeping: no sockets, no disk, and the clock is passed in, so every
+// rule is unit-testable.
 //
-// A queue is created by its first put or get. Items hold their payload frames (moved in,
-// never copied). A get takes the head and the item moves to the reader's connection's
-// unacknowledged set under a fresh delivery tag until acknowledged; if that connection is
-// removed first, its items go back to the front of their queues in the order they were
-// taken. An empty queue parks gets (FIFO) until an item comes or their deadline; a full
-// one parks puts (FIFO, with their payload) until there is room or their deadline. Every
-// item appended is also to be published on the queue's topic.
+// A queue is created by its first put, get or declaration. Items hold their payload
+// frames (moved in, never copied) and a sequence number of the broker's: a queue is
+// always in sequence order. A get takes the head and the item moves to the reader's
+// connection's unacknowledged set under a fresh delivery tag until acknowledged; if that
+// connection is removed first, its items go back to their places in their queues and
+// are redelivered, marked so. An empty queue parks gets (FIFO) until an item comes or
+// their deadline; a full one parks puts (FIFO, with their payload) until there is room or
+// their deadline. Every item appended is also to be published on the queue's topic.
+//
+// Durable queues (set_durable_default(true): the broker has a store; a queue declared
+// transient is not) record every change as a StoreWrite in the QueueEffects: a put, a
+// handing-out (lease, with the delivery count), a removal (ack, purge), a definition.
+// A put to a durable queue is staged, not appended: it counts towards the depth, and only
+// committed() appends it and answers its putter OK (abandoned() answers UNAVAILABLE and
+// drops it), so an item is handed out only once it is stored. The broker sends the
+// answers of an effects list that has writes only once those writes are committed.
 //
 // Nothing is sent from here: each operation appends to a QueueEffects what the broker
-// must do — answers (REPLYs) owed to clients, and publishes — and counts what happened.
-// Answers and publishes carry shared copies of the item's frames (refcounted; no bytes
-// copied), so they stay valid whatever the table does next.
+// must do — answers (REPLYs) owed to clients, publishes, writes — and counts what
+// happened. Answers, publishes and writes carry shared copies of the item's frames
+// (refcounted; no bytes copied), so they stay valid whatever the table does next.
 //
-// Everything is bounded: queues (an idle one is evicted for a new one when the table is
-// full), depth (puts wait beyond it), waiting gets and puts per queue, and unacknowledged
-// items per connection. Items put back after their reader left may briefly take a queue
-// past its depth; puts wait until it is below again.
+// Everything is bounded: queues (an idle one that was not declared is evicted for a new
+// one when the table is full), depth (puts wait beyond it), waiting gets and puts per
+// queue, and unacknowledged items per connection. Items put back after their reader left
+// may briefly take a queue past its depth; puts wait until it is below again.
 //
 // Used by the broker's loop thread only; not thread safe.
 #pragma once
@@ -40,10 +49,9 @@
 #include "operations/limits.hpp"
 #include "routing/pending.hpp"
 #include "sagebus/wire.pb.h"
+#include "store/store.hpp"
 
 namespace sagebus::broker {
-
-using Frames = std::vector<zmq::message_t>;
 
 struct QueueLimits {
   std::size_t max_depth = 10000;    // items per queue before puts wait
@@ -59,7 +67,12 @@ struct QueueAnswer {
   wire::Status status = wire::OK;
   std::string message;
   std::uint64_t tag = 0;  // OK to a get: the item's delivery tag
+  std::uint32_t deliveries = 0;  // OK to a get: times handed out, this one included
   Frames payload;         // OK to a get: the item (shared copies)
+  std::uint64_t count = 0;  // OK to a purge: items removed
+  // True when nothing this answer says waits for a store write (a put's OK sent once it
+  // is committed): it goes at once, whatever the writes of its effects list.
+  bool now = false;
 };
 
 struct QueuePublish {
@@ -70,6 +83,8 @@ struct QueuePublish {
 struct QueueEffects {
   std::vector<QueueAnswer> answers;
   std::vector<QueuePublish> publishes;
+  std::vector<StoreWrite> writes;    // for the store, in order
+  std::vector<std::uint64_t> staged;  // puts staged: committed() or abandoned() settles them
   std::uint64_t puts = 0;          // items appended
   std::uint64_t gets = 0;          // items handed to readers
   std::uint64_t redeliveries = 0;  // items put back because their reader left
@@ -77,11 +92,18 @@ struct QueueEffects {
   std::array<std::uint64_t, kLimitCount> refused{};
 
   void refuse(Limit limit) noexcept { ++refused[static_cast<std::size_t>(limit)]; }
-  bool empty() const noexcept { return answers.empty() && publishes.empty(); }
+  bool empty() const noexcept {
+    return answers.empty() && publishes.empty() && writes.empty() && staged.empty();
+  }
 };
 
 class LegacyQueues {
  public:
+  struct Item {
+    std::uint64_t seq = 0;
+    std::uint32_t deliveries = 0;  // times handed out so far
+    Frames payload;
+  };
   struct Waiter {
     std::uint64_t seq = 0;  // identifies it in the deadline index
     RoutingId client;
@@ -93,7 +115,11 @@ class LegacyQueues {
   struct Queue {
     std::string name;
     std::string topic;
-    std::deque<Frames> items;
+    bool durable = false;   // its items are stored
+    bool declared = false;  // by QUEUE_DECLARE: kept when idle
+    std::deque<Item> items;  // ascending seq
+    std::size_t staged = 0;  // puts being stored
+    std::uint64_t bytes = 0;  // payload bytes of its items, taken ones included
     std::deque<Waiter> readers;  // gets waiting for an item, oldest first
     std::deque<Waiter> writers;  // puts waiting for room, oldest first
     std::size_t unacked = 0;
@@ -105,6 +131,12 @@ class LegacyQueues {
 
   // `topics` maps queue names to topics; other queues publish on "legacy.<name>".
   LegacyQueues(QueueLimits limits, std::map<std::string, std::string, std::less<>> topics);
+
+  // Queues not declared otherwise are durable (the broker has a store).
+  void set_durable_default(bool durable) noexcept { durable_default_ = durable; }
+  bool durable_default() const noexcept { return durable_default_; }
+  // Loads what the store read back (before any other use), taking its payloads.
+  void restore(Recovery& recovery, TimePoint now);
 
   // The error text for a queue name the broker refuses, or nothing. A name must be a
   // valid topic, and so must the topic it maps to.
@@ -119,8 +151,21 @@ class LegacyQueues {
   // the get until `deadline` when the queue is empty.
   void get(const RoutingId& from, std::uint64_t id, std::string_view name, std::uint64_t ack_tag,
            TimePoint now, TimePoint deadline, QueueEffects& fx);
-  // QUEUE_ACK: returns whether `tag` was an item `from` held.
-  bool ack(const RoutingId& from, std::uint64_t tag);
+  // QUEUE_ACK: returns whether `tag` was an item `from` held (and is now gone).
+  bool ack(const RoutingId& from, std::uint64_t tag, QueueEffects& fx);
+  // QUEUE_DECLARE: the queue is transient (memory only) or durable. Answers OK, or
+  // UNAVAILABLE (durable without a store), or INVALID_ARGUMENT (a durable queue that holds
+  // items cannot become transient).
+  void declare(const RoutingId& from, std::uint64_t id, std::string_view name, bool transient,
+               TimePoint now, QueueEffects& fx);
+  // The store committed, or failed to store, staged puts `seqs`: appends them and answers
+  // OK, or drops them and answers UNAVAILABLE with `error`.
+  void committed(const std::vector<std::uint64_t>& seqs, QueueEffects& fx);
+  void abandoned(const std::vector<std::uint64_t>& seqs, const std::string& error, QueueEffects& fx);
+  // Removes the items of queue `name` that are not taken; returns how many.
+  std::size_t purge(std::string_view name, QueueEffects& fx);
+  // Shared copies of the first `count` items of queue `name` (not taken ones).
+  std::vector<Item> peek(std::string_view name, std::size_t count) const;
   // QUEUE_SIZE: items in the queue, not counting taken ones (0 for an unknown queue).
   std::size_t size(std::string_view name) const;
 
@@ -150,25 +195,43 @@ class LegacyQueues {
   struct Taken {
     std::string queue;
     RoutingId reader;
-    Frames item;
+    Item item;
+  };
+  struct Staged {
+    std::string queue;
+    RoutingId putter;  // empty: nobody to answer
+    std::uint64_t id = 0;
+    Frames payload;
   };
 
-  Queue* open_(std::string_view name, TimePoint now);
+  Queue* open_(std::string_view name, TimePoint now, QueueEffects& fx);
   // Answers OVERLOADED: open_ found no room for another queue.
   void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
                          QueueEffects& fx) const;
-  void append_(Queue& q, Frames item, QueueEffects& fx);
+  // An accepted put: appended (transient) or staged (durable), answered OK now or then.
+  void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload,
+               QueueEffects& fx);
+  void append_(Queue& q, Item item, QueueEffects& fx);
+  // An item back at its place (by seq) in its queue.
+  static void put_back_(Queue& q, Item item);
+  std::size_t depth_(const Queue& q) const noexcept { return q.items.size() + q.staged; }
   void serve_(Queue& q, QueueEffects& fx);
   void admit_(Queue& q, QueueEffects& fx);
-  void erase_taken_(std::uint64_t tag);
+  // Forgets taken item `tag`; with `fx`, it is gone for good (acknowledged): removed from
+  // the store too.
+  void erase_taken_(std::uint64_t tag, QueueEffects* fx);
   Waiter& park_(std::deque<Waiter>& line, const RoutingId& from, std::uint64_t id, TimePoint now,
                 TimePoint deadline);
 
   QueueLimits limits_;
+  bool durable_default_ = false;
   std::map<std::string, std::string, std::less<>> topics_;
   std::map<std::string, Queue, std::less<>> queues_;
-  std::uint64_t next_tag_ = 1;
-  std::uint64_t next_seq_ = 1;
+  // Tags start at a random number, so that a tag from before a restart names nothing.
+  std::uint64_t next_tag_;
+  std::uint64_t next_seq_ = 1;       // waiters
+  std::uint64_t next_item_seq_ = 1;  // items, above every stored one
+  std::unordered_map<std::uint64_t, Staged> staged_;
   std::unordered_map<std::uint64_t, Taken> taken_;
   // Tags held per connection; ascending tags are the order the items were taken in.
   std::unordered_map<RoutingId, std::set<std::uint64_t>> taken_by_;

@@ -56,6 +56,8 @@ struct Outcome {
   std::string payload{};
   std::uint64_t count = 0;  // PUBLISH with confirm, QUEUE_SIZE
   std::uint64_t tag = 0;    // QUEUE_GET
+  std::uint32_t deliveries = 0;  // QUEUE_GET: times the item was handed out, this one included
+  bool redelivered = false;      // QUEUE_GET
 };
 Outcome failure(Status status, std::string message);
 
@@ -119,6 +121,7 @@ struct RequestSpec {
   std::string target{};               // PUBLISH: topic; SEND: peer; QUEUE_*: queue
   zmq::message_t payload{};           // the caller's bytes, copied once, straight into the frame
   std::uint64_t tag = 0;              // QUEUE_GET, QUEUE_ACK
+  bool transient = false;             // QUEUE_DECLARE
   std::chrono::milliseconds hold{0};  // SEND
   CallOptions options{};
   // When the user asked for it: its deadline counts from here (timeout + hold), not from

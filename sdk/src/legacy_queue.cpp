@@ -1,5 +1,8 @@
 #include "sagebus/legacy_queue.hpp"
 
+#include <algorithm>
+#include <utility>
+
 #include "client_request.hpp"
 #include "sagebus/wire/topic.hpp"
 
@@ -28,6 +31,15 @@ LegacyQueue::LegacyQueue(Client& client, std::string name)
     throw Error(Status::invalid_argument, *error);
 }
 
+LegacyQueue::LegacyQueue(Client& client, std::string name, QueueOptions options)
+    : LegacyQueue(client, std::move(name)) {
+  if (!options.transient) return;
+  auto spec = queue_request(wire::QUEUE_DECLARE, name_, 0, kQuickTimeout);
+  spec.transient = true;
+  spec.options.wait_for_ready = true;
+  detail::wait(client_, std::move(spec));
+}
+
 LegacyQueue::~LegacyQueue() {
   try {
     ack();
@@ -38,10 +50,20 @@ LegacyQueue::~LegacyQueue() {
 }
 
 void LegacyQueue::put(std::string_view item, std::chrono::milliseconds timeout) {
-  detail::wait(client_, queue_request(wire::QUEUE_PUT, name_, 0, timeout, item));
+  auto spec = queue_request(wire::QUEUE_PUT, name_, 0, timeout, item);
+  // A put waits out a broker restart within its timeout, as a get does. One the broker
+  // may have taken before it went is not sent again: it ends UNAVAILABLE.
+  spec.options.wait_for_ready = true;
+  detail::wait(client_, std::move(spec));
 }
 
 std::optional<std::string> LegacyQueue::get(std::chrono::milliseconds timeout) {
+  auto item = get_item(timeout);
+  if (!item) return std::nullopt;
+  return std::move(item->data);
+}
+
+std::optional<QueueItem> LegacyQueue::get_item(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex_);
   auto spec = queue_request(wire::QUEUE_GET, name_, unacked_, timeout);
   // A reader waits out a broker restart: the engine asks the new broker again, within
@@ -53,14 +75,17 @@ std::optional<std::string> LegacyQueue::get(std::chrono::milliseconds timeout) {
   if (outcome.status == Status::deadline_exceeded) return std::nullopt;
   if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
   unacked_ = outcome.tag;
-  return std::move(outcome.payload);
+  return QueueItem{std::move(outcome.payload), outcome.redelivered,
+                   std::max<std::uint32_t>(outcome.deliveries, 1)};
 }
 
 void LegacyQueue::ack() {
   std::lock_guard lock(mutex_);
   if (unacked_ == 0) return;
-  detail::wait(client_, queue_request(wire::QUEUE_ACK, name_, unacked_, kQuickTimeout));
-  unacked_ = 0;
+  const std::uint64_t tag = std::exchange(unacked_, 0);
+  // Once asked, never asked again: whatever the answer, the tag names nothing after it
+  // (acknowledged, or the item went back to the queue with the connection that held it).
+  detail::wait(client_, queue_request(wire::QUEUE_ACK, name_, tag, kQuickTimeout));
 }
 
 std::size_t LegacyQueue::size() {

@@ -189,9 +189,9 @@ TEST_CASE("an acknowledged item is gone for good", "[queues]") {
   f.put("1");
   const std::uint64_t tag = f.get("R").tag;
   CHECK(f.queues.unacked("R") == 1);
-  CHECK_FALSE(f.queues.ack("OTHER", tag));  // not its item
-  CHECK(f.queues.ack("R", tag));
-  CHECK_FALSE(f.queues.ack("R", tag));  // already done
+  CHECK_FALSE(f.queues.ack("OTHER", tag, f.fx));  // not its item
+  CHECK(f.queues.ack("R", tag, f.fx));
+  CHECK_FALSE(f.queues.ack("R", tag, f.fx));  // already done
   CHECK(f.queues.unacked("R") == 0);
   f.fx = {};
   f.queues.remove_client("R", f.fx);
@@ -327,4 +327,196 @@ TEST_CASE("queue names follow the topic rules, and so must the topic they map to
   CHECK(queues.check_name("a..b"));
   CHECK(queues.check_name("a.*"));
   CHECK(queues.check_name(std::string(250, 'x') + ".y"));  // legacy.<name> is too long
+}
+
+// ---------------------------------------------------------------------------------------
+// Durable queues: every change is a store write, and a put is answered once stored.
+
+namespace {
+
+std::vector<StoreWrite::Op> ops(const QueueEffects& fx) {
+  std::vector<StoreWrite::Op> out;
+  for (const auto& w : fx.writes)
+    out.push_back(w.op);
+  return out;
+}
+
+struct Durable : Fixture {
+  Durable() { queues.set_durable_default(true); }
+  // A put, stored at once.
+  void stored_put(const std::string& what, const RoutingId& from = "P") {
+    QueueEffects staged;
+    queues.put(from, 1, "jobs", item(what), t0, t0 + 1s, staged);
+    REQUIRE(staged.staged.size() == 1);
+    queues.committed(staged.staged, fx);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a put to a durable queue is answered only once committed", "[queues][store]") {
+  Durable f;
+  f.queues.get("R", 9, "jobs", 0, t0, t0 + 1s, f.fx);  // waits
+  QueueEffects put;
+  f.queues.put("P", 4, "jobs", item("x"), t0, t0 + 1s, put);
+  CHECK(put.answers.empty());
+  CHECK(put.publishes.empty());
+  REQUIRE(put.staged.size() == 1);
+  CHECK(ops(put) == std::vector{StoreWrite::Op::put});
+  CHECK(put.writes[0].queue == "jobs");
+  CHECK(put.writes[0].payload.front().to_string() == "x");
+  CHECK(f.queues.queues().at("jobs").staged == 1);
+
+  QueueEffects done;
+  f.queues.committed(put.staged, done);
+  // The putter's OK (sent at once), the waiting reader's item (sent once its lease is
+  // stored), and the publish.
+  REQUIRE(done.answers.size() == 2);
+  CHECK(done.answers[0].to == "P");
+  CHECK(done.answers[0].status == wire::OK);
+  CHECK(done.answers[0].now);
+  CHECK(done.answers[1].to == "R");
+  CHECK_FALSE(done.answers[1].now);
+  CHECK(done.answers[1].deliveries == 1);
+  CHECK(ops(done) == std::vector{StoreWrite::Op::lease});
+  CHECK(done.publishes.size() == 1);
+  CHECK(f.queues.queues().at("jobs").staged == 0);
+}
+
+TEST_CASE("a put the store failed to write is answered UNAVAILABLE and dropped",
+          "[queues][store]") {
+  Durable f;
+  QueueEffects put;
+  f.queues.put("P", 4, "jobs", item("x"), t0, t0 + 1s, put);
+  QueueEffects done;
+  f.queues.abandoned(put.staged, "the store /s failed: database or disk is full", done);
+  REQUIRE(done.answers.size() == 1);
+  CHECK(done.answers[0].status == wire::UNAVAILABLE);
+  CHECK(done.answers[0].message.find("/s failed: database or disk is full") != std::string::npos);
+  CHECK(f.queues.size("jobs") == 0);
+  CHECK(f.queues.queues().at("jobs").staged == 0);
+}
+
+TEST_CASE("staged puts count towards the depth", "[queues][store]") {
+  Durable f;
+  f.queues.set_limits(limits(1));
+  QueueEffects fx;
+  f.queues.put("P", 1, "jobs", item("1"), t0, t0 + 1s, fx);
+  f.queues.put("P", 2, "jobs", item("2"), t0, t0, fx);  // no room, no wait
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::OVERLOADED);
+}
+
+TEST_CASE("handing out and acknowledging a durable item are store writes", "[queues][store]") {
+  Durable f;
+  f.stored_put("1");
+  const QueueAnswer a = f.get("R");
+  CHECK(a.deliveries == 1);
+  CHECK(ops(f.fx) == std::vector{StoreWrite::Op::lease});
+  CHECK(f.fx.writes[0].deliveries == 1);
+  f.fx = {};
+  CHECK(f.queues.ack("R", a.tag, f.fx));
+  CHECK(ops(f.fx) == std::vector{StoreWrite::Op::remove});
+  CHECK(f.queues.queues().at("jobs").bytes == 0);
+}
+
+TEST_CASE("an item back from a reader that left keeps its place and says it was redelivered",
+          "[queues][store]") {
+  Durable f;
+  f.stored_put("1");
+  f.stored_put("2");
+  f.stored_put("3");
+  const QueueAnswer first = f.get("A");
+  const QueueAnswer second = f.get("B");
+  CHECK(text(first) == "1");
+  CHECK(text(second) == "2");
+  f.fx = {};
+  f.queues.remove_client("B", f.fx);  // 2 goes back before 3
+  f.queues.remove_client("A", f.fx);  // 1 goes back before 2
+  CHECK(f.fx.writes.empty());         // their delivery counts are stored already
+  const QueueAnswer again = f.get("C");
+  CHECK(text(again) == "1");
+  CHECK(again.deliveries == 2);
+  CHECK(text(f.get("C")) == "2");
+  const QueueAnswer third = f.get("C");
+  CHECK(text(third) == "3");
+  CHECK(third.deliveries == 1);
+}
+
+TEST_CASE("restored items keep their order and delivery counts", "[queues][store]") {
+  LegacyQueues queues(limits(), {});
+  queues.set_durable_default(true);
+  Recovery r;
+  r.queues.push_back({"jobs", false});
+  r.queues.push_back({"scratch", true});
+  for (std::uint64_t seq : {3u, 7u}) {
+    StoredItem& i = r.items.emplace_back();
+    i.seq = seq;
+    i.queue = "jobs";
+    i.deliveries = seq == 3 ? 1 : 0;
+    i.payload = item(std::to_string(seq));
+  }
+  r.max_seq = 7;
+  queues.restore(r, t0);
+  CHECK(queues.size("jobs") == 2);
+  CHECK_FALSE(queues.queues().at("scratch").durable);
+  QueueEffects fx;
+  queues.get("R", 1, "jobs", 0, t0, t0 + 1s, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(text(fx.answers[0]) == "3");
+  CHECK(fx.answers[0].deliveries == 2);  // handed out before the restart
+  fx = {};
+  queues.put("P", 2, "jobs", item("new"), t0, t0 + 1s, fx);
+  REQUIRE(fx.staged.size() == 1);
+  CHECK(fx.staged[0] > 7);
+}
+
+TEST_CASE("a queue declared transient stores nothing", "[queues][store]") {
+  Durable f;
+  QueueEffects fx;
+  f.queues.declare("P", 1, "jobs", true, t0, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::OK);
+  REQUIRE_FALSE(fx.writes.empty());
+  CHECK(fx.writes.back().op == StoreWrite::Op::define);
+  CHECK(fx.writes.back().transient);
+  fx = {};
+  f.queues.put("P", 2, "jobs", item("x"), t0, t0 + 1s, fx);
+  CHECK(fx.writes.empty());
+  CHECK(fx.staged.empty());
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::OK);
+}
+
+TEST_CASE("a durable queue holding items cannot be declared transient", "[queues][store]") {
+  Durable f;
+  f.stored_put("1");
+  QueueEffects fx;
+  f.queues.declare("P", 1, "jobs", true, t0, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::INVALID_ARGUMENT);
+  CHECK(fx.answers[0].message.find("busctl queue purge jobs") != std::string::npos);
+}
+
+TEST_CASE("without a store a queue cannot be declared durable", "[queues][store]") {
+  Fixture f;
+  QueueEffects fx;
+  f.queues.declare("P", 1, "jobs", false, t0, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].status == wire::UNAVAILABLE);
+  CHECK(fx.answers[0].message.find("--store") != std::string::npos);
+}
+
+TEST_CASE("purge removes the items not taken and stores their removal", "[queues][store]") {
+  Durable f;
+  f.stored_put("1");
+  f.stored_put("2");
+  f.stored_put("3");
+  const QueueAnswer taken = f.get("R");
+  QueueEffects fx;
+  CHECK(f.queues.purge("jobs", fx) == 2);
+  CHECK(ops(fx) == std::vector{StoreWrite::Op::remove, StoreWrite::Op::remove});
+  CHECK(f.queues.size("jobs") == 0);
+  CHECK(f.queues.unacked("R") == 1);  // the taken one stays with its reader
+  CHECK(f.queues.peek("jobs", 10).empty());
 }

@@ -8,7 +8,14 @@
 //
 // At least once: an item taken by get() stays with this client's connection until it is
 // acknowledged — by this object's next get(), by ack(), or by the destructor. If the
-// process dies first, the broker puts the item back at the front of the queue.
+// process dies first, the broker puts the item back at the front of the queue, and the
+// next reader is told it was redelivered (get_item()).
+//
+// Durable: when the broker runs with a store (sage-busd --store), a queue's items are on
+// disk before put() returns, and survive the broker's crash or restart; an item taken and
+// not acknowledged when the broker stopped is redelivered. A queue declared transient
+// (QueueOptions) lives in the broker's memory only. A get() that the broker's restart
+// interrupts acknowledges nothing: the item it would have acknowledged comes back.
 //
 // Thread safe; but a get() acknowledges whatever this object's previous get() returned,
 // so give each reading thread its own LegacyQueue. The Client must outlive it.
@@ -26,10 +33,29 @@
 
 namespace sagebus {
 
+struct QueueOptions {
+  // Declares the queue transient: its items live in the broker's memory only, are never
+  // written to its store, and are lost when it stops. Without it a queue is durable when
+  // the broker has a store.
+  bool transient = false;
+};
+
+// An item as get_item() returns it.
+struct QueueItem {
+  std::string data;
+  // It was handed out before and not acknowledged: its reader left, or the broker
+  // stopped, first. It may have been worked on already.
+  bool redelivered = false;
+  std::uint32_t deliveries = 1;  // times it was handed out, this one included
+};
+
 class LegacyQueue {
  public:
   // Throws Error(INVALID_ARGUMENT) for a name that is not a valid topic (see docs).
   LegacyQueue(Client& client, std::string name);
+  // With options.transient, first declares the queue transient (waits for the broker's
+  // answer: throws Error(INVALID_ARGUMENT) if the queue is durable and holds items).
+  LegacyQueue(Client& client, std::string name, QueueOptions options);
   // Acknowledges the item the last get() returned, if any (best effort).
   ~LegacyQueue();
   LegacyQueue(const LegacyQueue&) = delete;
@@ -43,8 +69,12 @@ class LegacyQueue {
   // `timeout` for one. Returns nothing when none came in time. Throws Error on failures
   // other than the timeout (UNAVAILABLE when the broker cannot be reached).
   std::optional<std::string> get(std::chrono::milliseconds timeout);
+  // The same, with whether the item was redelivered.
+  std::optional<QueueItem> get_item(std::chrono::milliseconds timeout);
 
-  // Acknowledges the item the last get() returned. No-op if there is none.
+  // Acknowledges the item the last get() returned. No-op if there is none. Once it
+  // returns, the item is never delivered again (stored, on a durable queue). Throws
+  // Error(UNAVAILABLE) when the broker cannot be reached: the item may come back.
   void ack();
 
   // Items in the queue now (not counting taken, unacknowledged ones).

@@ -136,7 +136,8 @@ bool Session::try_send_request_(std::uint64_t id) {
     default:  // QUEUE_*
       head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
           .string(H::kQueueFieldNumber, spec.target)
-          .varint(H::kTagFieldNumber, spec.tag);
+          .varint(H::kTagFieldNumber, spec.tag)
+          .varint(H::kTransientFieldNumber, spec.transient);
       break;
   }
   std::optional<zmq::message_t> payload;
@@ -189,7 +190,7 @@ void Session::on_reply_(std::string_view payload) {
       return;
     }
     Outcome outcome{from_wire(in_.status()), in_.message(), std::string(payload), in_.count(),
-                    in_.tag()};
+                    in_.tag(),  in_.deliveries(), in_.redelivered()};
     finish_(it, std::move(outcome));
     return;
   }

@@ -75,6 +75,7 @@ inline constexpr std::array<KindInfo, Kind_ARRAYSIZE> kKinds{{
     {EVENT_BATCH, Sender::broker, Answer::none, true, true},
     {PUBLISH_BATCH, Sender::client, Answer::reply_if_refused, true, true},
     {BATCH, Sender::both, Answer::none, true, false},
+    {QUEUE_DECLARE, Sender::client, Answer::reply, false, true},
 }};
 
 // The row of `kind`; kUnknownKind for a number that is no kind.
