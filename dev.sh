@@ -3,7 +3,8 @@
 #
 #   ./dev.sh broker [ARGS...]  install what is missing, build, run sage-busd in the
 #                              foreground (on tcp://127.0.0.1:5555 unless ARGS name an
-#                              --endpoint); ARGS go to sage-busd
+#                              --endpoint, its queues stored in build/store.db unless
+#                              they name a --store); ARGS go to sage-busd
 #   ./dev.sh test              install what is missing, build, run every test, then the
 #                              whole suite again under ASan+UBSan, then the fuzzer for a
 #                              minute
@@ -19,11 +20,13 @@ cd "$(dirname "$(readlink -f "$0")")"
 
 readonly PACKAGES=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libprotobuf-dev
                    protobuf-compiler libspdlog-dev libcli11-dev libtomlplusplus-dev catch2
-                   python3-dev pybind11-dev python3-pytest python3-pytest-timeout)
+                   libsqlite3-dev python3-dev pybind11-dev python3-pytest
+                   python3-pytest-timeout)
 # The fuzz step's: clang, its runtimes (libFuzzer, ASan, UBSan), and llvm-symbolizer for
 # readable crash reports.
 readonly FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev llvm-14)
 readonly DEFAULT_ENDPOINT=tcp://127.0.0.1:5555
+readonly DEFAULT_STORE=build/store.db
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
@@ -163,6 +166,9 @@ case "$command" in
     args=("$@")
     if [[ " ${args[*]} " != *" --endpoint"* ]]; then
       args=(--endpoint "$DEFAULT_ENDPOINT" "${args[@]}")
+    fi
+    if [[ " ${args[*]} " != *" --store"* && " ${args[*]} " != *" --config"* ]]; then
+      args=(--store "$DEFAULT_STORE" "${args[@]}")
     fi
     say "exec build/daemon/sage-busd ${args[*]}"
     exec build/daemon/sage-busd "${args[@]}"

@@ -78,7 +78,7 @@ std::string status_payload(const AdminSources& src) {
   s.set_liveness(src.config.liveness);
   s.set_idle_heartbeat_ms(src.config.idle_heartbeat());
   fill_counters(src.metrics, *s.mutable_counters());
-  fill_store_status(src.store, *s.mutable_store());
+  if (src.store != nullptr) fill_store_status(*src.store, *s.mutable_store());
   for (const Limit l : kLimits) {
     admin::LimitStatus* limit = s.add_limits();
     limit->set_name(std::string(limit_key(l)));
@@ -177,7 +177,7 @@ std::string queues_payload(const AdminSources& src) {
   admin::QueueList list;
   for (const auto& [name, q] : src.queues.queues())
     fill_queue(src, q, *list.add_queues());
-  fill_store_status(src.store, *list.mutable_store());
+  if (src.store != nullptr) fill_store_status(*src.store, *list.mutable_store());
   return list.SerializeAsString();
 }
 
@@ -212,10 +212,9 @@ AdminAnswer queue_payload(std::string_view method, std::string_view request,
 
 }  // namespace
 
-void fill_store_status(const Store* store, admin::StoreStatus& out) {
-  if (store == nullptr) return;
-  const StoreStats stats = store->stats();
-  out.set_path(store->path());
+void fill_store_status(const Store& store, admin::StoreStatus& out) {
+  const StoreStats stats = store.stats();
+  out.set_path(store.path());
   out.set_bytes(stats.bytes);
   out.set_available(stats.available);
   out.set_error(stats.error);

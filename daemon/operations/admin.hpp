@@ -63,7 +63,7 @@ struct AdminSources {
 AdminAnswer answer_admin(std::string_view method, std::string_view request,
                          const AdminSources& sources);
 
-// The store's figures, as admin.StoreStatus reports them (empty path: no store).
-void fill_store_status(const Store* store, admin::StoreStatus& out);
+// The store's figures, as admin.StoreStatus reports them.
+void fill_store_status(const Store& store, admin::StoreStatus& out);
 
 }  // namespace sagebus::broker

@@ -48,7 +48,11 @@ Broker::Broker(std::vector<std::string> extra_args, bool start_now)
 void Broker::start() {
   std::vector<std::string> argv{busd_path(), "--endpoint", endpoint_, "--log-level", "debug"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
-  process_ = std::make_unique<Process>(argv, dir_.path() + "/sage-busd.log");
+  // A log per start: a restarted broker's "listening" line is its own.
+  const std::string log = dir_.path() + "/sage-busd" + (starts_ == 0 ? "" : "-" + std::to_string(starts_)) + ".log";
+  ++starts_;
+  process_.reset();
+  process_ = std::make_unique<Process>(argv, log);
   if (!process_->wait_for_log("listening on " + endpoint_, 10s))
     throw std::runtime_error("sage-busd did not start listening on " + endpoint_ +
                              " within 10 s; its log:\n" + process_->log());

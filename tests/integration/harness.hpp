@@ -42,11 +42,14 @@ class TempDir : public child::TempDir {
 class Broker {
  public:
   explicit Broker(std::vector<std::string> extra_args = {}, bool start_now = true);
-  void start();  // waits until it listens; throws on timeout
+  // Waits until it listens; throws on timeout. Again after it stopped: a new process on
+  // the same port, with the same arguments (and so the same --store), logging afresh.
+  void start();
   int stop();    // SIGTERM; returns the wait status
   const std::string& endpoint() const { return endpoint_; }
   int port() const { return port_; }
   Process& process() { return *process_; }
+  // The log of the process started last.
   std::string log() const { return process_ ? process_->log() : std::string(); }
 
  private:
@@ -55,6 +58,7 @@ class Broker {
   int port_;
   std::string endpoint_;
   std::unique_ptr<Process> process_;
+  int starts_ = 0;
 };
 
 // The result of running a program to completion.

@@ -114,13 +114,16 @@ TEST_CASE("the defaults of the new limits", "[config][limits]") {
   CHECK(parse({"--max-calls-per-client", "0"}).action == ConfigRead::Action::exit);
 }
 
-TEST_CASE("deploy/sage-busd.toml is the default configuration", "[config]") {
+TEST_CASE("deploy/sage-busd.toml is the default configuration with a store", "[config]") {
   const auto path = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() /
                     "deploy" / "sage-busd.toml";
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
-  CHECK(ss.str() == to_toml(BrokerConfig{}));
+  // The system service keeps its queues in its StateDirectory (deploy/sage-busd.service).
+  BrokerConfig service;
+  service.store = "/var/lib/sage-busd/store.db";
+  CHECK(ss.str() == to_toml(service));
 }
 
 TEST_CASE("an unknown key names the file, the line and the key, and fails", "[config]") {
