@@ -51,11 +51,17 @@ void Broker::collect_store_() {
       spdlog::error("{}; puts to durable queues are answered UNAVAILABLE until a write succeeds",
                     done.error);
     if (ticket.compact) {
+      // The answer carries the store's figures after it (admin.StoreStatus).
+      admin::StoreStatus after;
+      fill_store_status(*store_, after);
+      const std::string bytes = after.SerializeAsString();
       for (auto& a : ticket.answers) {
         if (!done.ok) {
           a.status = wire::UNAVAILABLE;
           a.message = done.error;
-          a.payload.clear();
+        } else {
+          a.message += ", " + std::to_string(after.bytes()) + " after";
+          a.payload.emplace_back(bytes.data(), bytes.size());
         }
       }
     } else if (!done.ok) {

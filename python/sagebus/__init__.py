@@ -41,12 +41,12 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 from . import _native
 
 __all__ = [
-    "Client", "Service", "Request", "Message", "Subscription", "LegacyQueue", "Status",
+    "Client", "Service", "Request", "Message", "Subscription", "LegacyQueue", "QueueItem", "Status",
     "Strategy", "Error", "NoResponders", "Unavailable", "DeadlineExceeded", "Overloaded",
     "Undeliverable", "InvalidArgument", "NotFound", "HandlerError", "PermissionDenied",
     "Cancelled", "Internal", "Unauthenticated", "JsonCodec", "PickleCodec", "call_service",
@@ -769,17 +769,29 @@ class Service:
 # --- legacy queues ----------------------------------------------------------------------
 
 
+class QueueItem(NamedTuple):
+    """An item as LegacyQueue.get_item() returns it."""
+
+    data: bytes
+    redelivered: bool
+    deliveries: int
+
+
 class LegacyQueue:
     """A named queue on the bus with the standard library's queue.Queue shape.
 
     get() takes an item and acknowledges the one this object's previous get() returned
     (an item taken and never acknowledged goes back to the queue when this client
-    leaves). One reader per object.
+    leaves, and is redelivered: see get_item()). One reader per object.
+
+    When the broker has a store (sage-busd --store), a queue is durable: put() returns
+    once the item is on disk, and items survive the broker's restart. transient=True
+    declares the queue memory-only (InvalidArgument if it is durable and holds items).
     """
 
-    def __init__(self, client: Client, name: str):
+    def __init__(self, client: Client, name: str, transient: bool = False):
         self.name = name
-        self._native = _native.LegacyQueue(client._native, name)
+        self._native = _native.LegacyQueue(client._native, name, transient)
 
     def put(self, item: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts `item` (bytes) on the queue. It never waits for room: a full queue raises
@@ -796,16 +808,23 @@ class LegacyQueue:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
         """Takes the oldest item, waiting up to `timeout` seconds (None: until there is
         one; block=False: not at all); raises queue.Empty if none came."""
+        return self.get_item(block, timeout).data
+
+    def get_item(self, block: bool = True, timeout: Optional[float] = None) -> "QueueItem":
+        """As get(), with whether the item was handed out before (its reader left, or the
+        broker stopped, before acknowledging it) and how many times, this one included."""
         item = self._native.get(timeout if block else 0.0)
         if item is None:
             raise queue.Empty()
-        return item
+        return QueueItem(*item)
 
     def get_nowait(self) -> bytes:
         return self.get(block=False)
 
     def task_done(self) -> None:
-        """Acknowledges the item the last get() returned now, instead of at the next get()."""
+        """Acknowledges the item the last get() returned now, instead of at the next get().
+        Once it returns the item is never delivered again; NotFound if the broker no longer
+        knows it (it restarted, or this client reconnected): the item comes back."""
         self._native.ack()
 
     def qsize(self) -> int:

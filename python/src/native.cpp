@@ -477,8 +477,10 @@ class Inbox {
 
 class NativeQueue : public Dependent {
  public:
-  NativeQueue(sagebus::Client& client, std::string name)
-      : queue_(std::make_unique<sagebus::LegacyQueue>(client, std::move(name))) {}
+  // With `transient`, declares the queue so (a wait for the broker: call without the GIL).
+  NativeQueue(sagebus::Client& client, std::string name, bool transient)
+      : queue_(std::make_unique<sagebus::LegacyQueue>(
+            client, std::move(name), sagebus::QueueOptions{.transient = transient})) {}
   ~NativeQueue() override { close_on_drop(this); }
   void close() override {
     std::lock_guard lock(mutex_);
@@ -743,9 +745,13 @@ PYBIND11_MODULE(_native, module) {
       .def("drain", &Inbox::drain);
 
   py::class_<NativeQueue, std::shared_ptr<NativeQueue>>(module, "LegacyQueue")
-      .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name) {
+      .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name, bool transient) {
         const auto use = c->use();
-        auto queue = std::make_shared<NativeQueue>(use.client(), std::move(name));
+        std::shared_ptr<NativeQueue> queue;
+        {
+          py::gil_scoped_release nogil;
+          queue = std::make_shared<NativeQueue>(use.client(), std::move(name), transient);
+        }
         c->adopt(queue);
         return queue;
       }))
@@ -766,13 +772,13 @@ PYBIND11_MODULE(_native, module) {
                const auto slice = left < kSignalCheck
                                       ? std::chrono::ceil<std::chrono::milliseconds>(left)
                                       : std::chrono::milliseconds(kSignalCheck);
-               std::optional<std::string> item;
+               std::optional<sagebus::QueueItem> item;
                {
                  py::gil_scoped_release nogil;
                  std::lock_guard lock(q.mutex());
-                 item = q.get().get(std::max(slice, std::chrono::milliseconds(1)));
+                 item = q.get().get_item(std::max(slice, std::chrono::milliseconds(1)));
                }
-               if (item) return py::bytes(*item);
+               if (item) return py::make_tuple(py::bytes(item->data), item->redelivered, item->deliveries);
                if (std::chrono::steady_clock::now() >= until) return py::none();
                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
              }

@@ -102,3 +102,138 @@ TEST_CASE("busctl says clearly when the broker cannot be reached", "[busctl]") {
   CHECK_THAT(r.err, Catch::StartsWith("UNAVAILABLE: "));
   CHECK_THAT(r.err, Catch::Contains(endpoint));
 }
+
+namespace {
+
+// The first line of `text` that begins with `prefix`, without its '\n'; "" when none.
+std::string line_starting(const std::string& text, const std::string& prefix) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(prefix, 0) == 0) return line;
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("busctl queue ls stat peek purge declare and store compact with a store",
+          "[busctl][store]") {
+  TempDir dir;
+  const std::string store = dir.path() + "/store.db";
+  Broker broker({"--store", store});
+  auto busctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {busctl_path(), "--endpoint", broker.endpoint()});
+    return run(args);
+  };
+  for (const std::string item : {"item-1", "item-2", "item-3"})
+    REQUIRE(busctl({"queue", "put", "jobs", item}).exit_code == 0);
+
+  // queue ls, and queues as before: the queue durable, its 18 bytes, then the store.
+  for (const std::string command : {"ls", "queues"}) {
+    const auto ls = command == "ls" ? busctl({"queue", "ls"}) : busctl({"queues"});
+    INFO(ls.out << ls.err);
+    CHECK(ls.exit_code == 0);
+    CHECK_THAT(ls.out, Catch::StartsWith("NAME ") && Catch::Contains(" DURABLE ") &&
+                           Catch::Contains(" BYTES "));
+    CHECK_THAT(line_starting(ls.out, "jobs "),
+               Catch::Matches("jobs +legacy\\.jobs +yes +3/[0-9]+ +18 .*"));
+    CHECK_THAT(
+        line_starting(ls.out, "store "),
+        Catch::StartsWith("store " + store + ": ") &&
+            Catch::Matches("store .*: [0-9]+ bytes, [0-9]+ commits?, last commit [0-9]+ µs"));
+  }
+  const auto status = busctl({"status"});
+  CHECK(status.exit_code == 0);
+  CHECK_THAT(status.out, Catch::Contains("\nstore " + store + ": "));
+
+  const auto stat = busctl({"queue", "stat", "jobs"});
+  INFO(stat.out << stat.err);
+  CHECK(stat.exit_code == 0);
+  CHECK_THAT(line_starting(stat.out, "depth:"), Catch::Matches("depth: +3"));
+  CHECK_THAT(line_starting(stat.out, "durable:"), Catch::Matches("durable: +true"));
+  CHECK_THAT(busctl({"queue", "stat", "jobs", "--json"}).out,
+             Catch::StartsWith("{\"name\":\"jobs\"") && Catch::Contains("\"depth\":3"));
+  CHECK_THAT(busctl({"queue", "stat", "nosuch"}).err, Catch::StartsWith("NOT_FOUND: "));
+
+  // peek: the first two in order, never handed out, and nothing taken.
+  const auto peek = busctl({"queue", "peek", "jobs", "-n", "2"});
+  INFO(peek.out << peek.err);
+  CHECK(peek.exit_code == 0);
+  std::istringstream lines(peek.out);
+  std::string header, first, second, rest;
+  std::getline(lines, header);
+  std::getline(lines, first);
+  std::getline(lines, second);
+  CHECK_THAT(header, Catch::Matches("SEQ +DELIVERIES +PAYLOAD"));
+  CHECK_THAT(first, Catch::Matches("[0-9]+ +0 +item-1"));
+  CHECK_THAT(second, Catch::Matches("[0-9]+ +0 +item-2"));
+  CHECK_FALSE(std::getline(lines, rest));
+  if (!first.empty() && !second.empty()) CHECK(std::stoull(first) < std::stoull(second));
+  CHECK_THAT(busctl({"queue", "peek", "jobs", "--json"}).out,
+             Catch::Matches("\\[\\{\"seq\":[0-9]+,\"deliveries\":0,\"payload\":\"item-1\"\\},"
+                            "\\{\"seq\":[0-9]+,\"deliveries\":0,\"payload\":\"item-2\"\\},"
+                            "\\{\"seq\":[0-9]+,\"deliveries\":0,\"payload\":\"item-3\"\\}\\]\n"));
+  CHECK_THAT(line_starting(busctl({"queue", "stat", "jobs"}).out, "depth:"),
+             Catch::Matches("depth: +3"));
+
+  // Durable is the default: declaring it so only checks.
+  const auto durable = busctl({"queue", "declare", "jobs"});
+  CHECK(durable.exit_code == 0);
+  CHECK(durable.out == "jobs is durable: its items are in the broker's store\n");
+  CHECK(busctl({"queue", "declare", "later", "--json"}).out ==
+        "{\"queue\":\"later\",\"durable\":true,\"exists\":false}\n");
+
+  const auto purge = busctl({"queue", "purge", "jobs"});
+  CHECK(purge.exit_code == 0);
+  CHECK(purge.out == "purged 3 items from jobs\n");
+  CHECK_THAT(line_starting(busctl({"queue", "stat", "jobs"}).out, "depth:"),
+             Catch::Matches("depth: +0"));
+  CHECK(busctl({"queue", "purge", "jobs", "--json"}).out == "{\"queue\":\"jobs\",\"purged\":0}\n");
+
+  const auto declared = busctl({"queue", "declare", "scratch", "--transient"});
+  CHECK(declared.exit_code == 0);
+  CHECK_THAT(declared.out, Catch::StartsWith("declared scratch transient"));
+  const auto json = busctl({"queue", "ls", "--json"});
+  INFO(json.out);
+  CHECK_THAT(json.out, Catch::Matches(".*\\{\"name\":\"scratch\",[^}]*\"durable\":false.*\n"));
+  CHECK_THAT(json.out, Catch::Matches(".*\\{\"name\":\"jobs\",[^}]*\"durable\":true.*\n"));
+  const auto not_durable = busctl({"queue", "declare", "scratch"});
+  CHECK(not_durable.exit_code == 1);
+  CHECK_THAT(not_durable.err,
+             Catch::StartsWith("INVALID_ARGUMENT: ") && Catch::Contains("declared transient"));
+
+  const auto compact = busctl({"store", "compact"});
+  INFO(compact.out << compact.err);
+  CHECK(compact.exit_code == 0);
+  CHECK_THAT(compact.out, Catch::StartsWith("compacted " + store));
+  CHECK_THAT(
+      line_starting(compact.out, "store "),
+      Catch::StartsWith("store " + store + ": ") && Catch::Matches("store .*: [0-9]+ bytes, .*"));
+  CHECK_THAT(
+      busctl({"store", "compact", "--json"}).out,
+      Catch::StartsWith("{\"path\":\"" + store + "\"") && Catch::Contains("\"available\":true"));
+}
+
+TEST_CASE("busctl says when the broker has no store and store compact fails UNAVAILABLE",
+          "[busctl][store]") {
+  Broker broker;
+  auto busctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {busctl_path(), "--endpoint", broker.endpoint()});
+    return run(args);
+  };
+  REQUIRE(busctl({"queue", "put", "jobs", "x"}).exit_code == 0);
+  const auto ls = busctl({"queue", "ls"});
+  INFO(ls.out << ls.err);
+  CHECK(ls.exit_code == 0);
+  CHECK_THAT(line_starting(ls.out, "jobs "), Catch::Matches("jobs +legacy\\.jobs +no +1/.*"));
+  CHECK_THAT(ls.out, Catch::EndsWith("\nno store: queues live in memory\n"));
+  CHECK_THAT(busctl({"status"}).out, Catch::Contains("\nno store: queues live in memory\n"));
+
+  const auto compact = busctl({"store", "compact"});
+  CHECK(compact.exit_code == 1);
+  CHECK(compact.out.empty());
+  CHECK_THAT(compact.err, Catch::StartsWith("UNAVAILABLE: ") && Catch::Contains("--store"));
+  const auto declare = busctl({"queue", "declare", "jobs"});
+  CHECK(declare.exit_code == 1);
+  CHECK_THAT(declare.err, Catch::StartsWith("UNAVAILABLE: ") && Catch::Contains("--store"));
+  CHECK(busctl({"queue", "declare", "jobs", "--transient"}).exit_code == 0);
+}

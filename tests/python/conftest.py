@@ -26,10 +26,11 @@ def free_port() -> int:
 class Broker:
     """A running sage-busd; .endpoint, .log(), stop()."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, endpoint: str = ""):
+        """sage-busd with `args`, on `endpoint` (default: a free loopback port)."""
         if not BUSD:
             pytest.fail("SAGEBUS_BUSD must name the sage-busd binary (ctest sets it)")
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
         self._log = tempfile.NamedTemporaryFile(prefix="sage-busd-", suffix=".log", delete=False)
         self.process = subprocess.Popen([BUSD, "--endpoint", self.endpoint, *args],
                                         stdout=self._log, stderr=subprocess.STDOUT)
@@ -43,6 +44,11 @@ class Broker:
     def log(self) -> str:
         with open(self._log.name, errors="replace") as f:
             return f.read()
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies at once, as in a crash."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process.poll() is None:

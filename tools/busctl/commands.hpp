@@ -9,9 +9,11 @@
 // subscribe and receive, use the timeout only to reach the broker; then they run until
 // they have printed `count` messages (0: no limit) or `stop` becomes true.
 //
-// Implemented per family: commands_inspect.cpp (the `$broker` admin views),
+// Implemented per family: commands_inspect.cpp (the `$broker` admin views and
+// store.compact),
 // commands_stats.cpp (`$broker`.metrics),
-// commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp,
+// commands_call.cpp, commands_pubsub.cpp, commands_p2p.cpp, commands_queue.cpp (queue
+// put/get/size with the SDK, stat/peek/purge/declare through `$broker`),
 // commands_keys.cpp.
 #pragma once
 
@@ -51,8 +53,14 @@ void clients(const Options& options, std::ostream& out);
 // `$broker`.topics: every subscription, then the published count of recent topics.
 void topics(const Options& options, std::ostream& out);
 
-// `$broker`.queues: every legacy queue, its depth, readers, writers and counters.
+// `$broker`.queues (busctl queues, busctl queue ls): every legacy queue, whether it is
+// durable, its depth, bytes, readers, writers and counters; then the broker's store.
 void queues(const Options& options, std::ostream& out);
+
+// `$broker`.store.compact (the admin verb, with auth): the broker compacts its store
+// (VACUUM) and answers once done. Writes its answer's message and the store's figures
+// after it (JSON: the admin.StoreStatus). A broker without a store answers UNAVAILABLE.
+void store_compact(const Options& options, std::ostream& out);
 
 // `$broker`.reload and `$broker`.drain (the admin verb, with auth): as SIGHUP and SIGTERM
 // would; prints what the broker answered.
@@ -114,6 +122,30 @@ void queue_get(const Options& options, const std::string& name, std::ostream& ou
 
 // Writes the number of items in queue `name` (JSON: {"queue":...,"size":N}).
 void queue_size(const Options& options, const std::string& name, std::ostream& out);
+
+// `$broker`.queue.stat: queue `name`'s admin.QueueInfo as "key: value" lines (JSON: the
+// message). Throws Error(NOT_FOUND) when the broker has no such queue.
+void queue_stat(const Options& options, const std::string& name, std::ostream& out);
+
+// `$broker`.queue.peek (the admin verb, with auth): the first `count` items of queue
+// `name`, not taken, as a table SEQ DELIVERIES PAYLOAD (payload as one_line_text()),
+// or a JSON array of {"seq":N,"deliveries":N,"payload":...}. Takes nothing.
+void queue_peek(const Options& options, const std::string& name, std::uint32_t count,
+                std::ostream& out);
+
+// `$broker`.queue.purge (the admin verb, with auth): removes the items of queue `name`
+// that are not taken (taken ones stay with their readers until acknowledged). Writes
+// "purged N items from NAME" (JSON: {"queue":...,"purged":N}).
+void queue_purge(const Options& options, const std::string& name, std::ostream& out);
+
+// With `transient`: declares queue `name` transient (its items in the broker's memory
+// only; see sagebus::QueueOptions) and writes "declared NAME transient" (JSON:
+// {"queue":...,"durable":false}). Without: queues are durable by default when the broker
+// has a store, so this only checks that `name` is or will be durable, and says which
+// (JSON: {"queue":...,"durable":true,"exists":BOOL}). Throws Error(UNAVAILABLE) when the
+// broker has no store, Error(INVALID_ARGUMENT) when the queue was declared transient.
+void queue_declare(const Options& options, const std::string& name, bool transient,
+                   std::ostream& out);
 
 // --- Keys ----------------------------------------------------------------------------
 

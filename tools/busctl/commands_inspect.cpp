@@ -1,6 +1,7 @@
 // busctl status, services, clients, topics, queues: one request to `$broker` each, its
 // answer decoded from admin.proto and printed as a table or JSON; busctl reload and drain:
-// one request each, its answer's message printed.
+// one request each, its answer's message printed; busctl store compact: its answer's
+// message and the store's figures.
 #include <string>
 #include <string_view>
 
@@ -8,7 +9,6 @@
 #include "render.hpp"
 #include "sagebus/admin.pb.h"
 #include "sagebus/client.hpp"
-#include "sagebus/status.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "session.hpp"
 
@@ -18,17 +18,8 @@ namespace {
 template <class Message>
 Message ask_broker(const Options& options, std::string_view method) {
   Session session(options);
-  sagebus::CallOptions call_options;
-  call_options.timeout = session.left();
-  const sagebus::Reply reply =
-      session.client().call(sagebus::wire::kBrokerService, method, "", call_options);
   Message message;
-  if (!message.ParseFromString(reply.payload))
-    throw sagebus::Error(sagebus::Status::internal,
-                         "the broker's answer to " + std::string(sagebus::wire::kBrokerService) +
-                             "." + std::string(method) + " (" +
-                             std::to_string(reply.payload.size()) + " bytes) is not a " +
-                             message.GetTypeName());
+  busctl::ask_broker(session, method, "", message);
   return message;
 }
 
@@ -71,6 +62,22 @@ void ask_broker_to(const Options& options, std::string_view method, std::ostream
 }
 
 }  // namespace
+
+void store_compact(const Options& options, std::ostream& out) {
+  Session session(options);
+  sagebus::admin::StoreStatus store;
+  const sagebus::Reply reply = ask_broker(session, "store.compact", "", store);
+  // A broker that answers without the StoreStatus: its figures from status instead.
+  if (reply.payload.empty()) {
+    sagebus::admin::BrokerStatus status;
+    ask_broker(session, "status", "", status);
+    store = status.store();
+  }
+  if (options.json)
+    out << message_json(store);
+  else
+    out << reply.message << "\n" << store_line(store);
+}
 
 void reload(const Options& options, std::ostream& out) {
   ask_broker_to(options, "reload", out);

@@ -9,6 +9,9 @@
 //   busctl [OPTIONS] send PEER [PAYLOAD|-] [--hold MS]
 //   busctl [OPTIONS] receive [--count N]
 //   busctl [OPTIONS] queue put NAME [PAYLOAD|-] | queue get NAME | queue size NAME
+//   busctl [OPTIONS] queue ls | queue stat NAME | queue peek NAME [-n COUNT]
+//   busctl [OPTIONS] queue purge NAME | queue declare NAME [--transient]
+//   busctl [OPTIONS] store compact
 //   busctl [--json] keygen NAME
 //
 // OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover, --key K,
@@ -60,6 +63,8 @@ int main(int argc, char** argv) {
   int timeout_ms = 5000;
   int hold_ms = 0;
   std::uint64_t count = 0;
+  std::uint32_t peek_count = 10;
+  bool transient = false;
   std::string service, method, target, payload;
 
   CLI::App app{"busctl: inspect sage-busd and use the bus from the command line"};
@@ -92,7 +97,8 @@ int main(int argc, char** argv) {
   CLI::App* clients_cmd = app.add_subcommand("clients", "connections to the broker");
   CLI::App* topics_cmd =
       app.add_subcommand("topics", "subscriptions, and messages published per topic");
-  CLI::App* queues_cmd = app.add_subcommand("queues", "legacy queues: depth, readers, counters");
+  CLI::App* queues_cmd = app.add_subcommand(
+      "queues", "legacy queues: durable, depth, bytes, readers, counters; the store (= queue ls)");
   std::string prefix;
   CLI::App* stats_cmd = app.add_subcommand(
       "stats", "the broker's metrics (as /metrics serves them): METRIC LABELS VALUE");
@@ -152,6 +158,38 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI::App* size_cmd = queue_cmd->add_subcommand("size", "print how many items queue NAME holds");
   size_cmd->add_option("NAME", target, "queue name")->required();
+  CLI::App* queue_ls_cmd = queue_cmd->add_subcommand(
+      "ls", "legacy queues: durable, depth, bytes, readers, counters; the store (= queues)");
+  CLI::App* stat_cmd =
+      queue_cmd->add_subcommand("stat", "queue NAME's depth, bytes, readers, counters, durability");
+  stat_cmd->add_option("NAME", target, "queue name")->required();
+  CLI::App* peek_cmd = queue_cmd->add_subcommand(
+      "peek", "print the first items of queue NAME without taking them: SEQ DELIVERIES PAYLOAD");
+  peek_cmd->add_option("NAME", target, "queue name")->required();
+  peek_cmd->add_option("-n,--count", peek_count, "at most this many items")
+      ->check(CLI::Range(std::uint32_t{1}, std::uint32_t{100000}))
+      ->capture_default_str();
+  CLI::App* purge_cmd = queue_cmd->add_subcommand(
+      "purge",
+      "remove the items of queue NAME that are not taken (taken ones stay with their "
+      "readers until acknowledged)");
+  purge_cmd->add_option("NAME", target, "queue name")->required();
+  CLI::App* declare_cmd = queue_cmd->add_subcommand(
+      "declare",
+      "with --transient: declare queue NAME transient (memory only). Without: queues are "
+      "durable by default when sage-busd has a store (--store), so this checks that NAME is "
+      "or will be durable; it fails when the broker has no store or NAME was declared "
+      "transient");
+  declare_cmd->add_option("NAME", target, "queue name")->required();
+  declare_cmd->add_flag("--transient", transient,
+                        "its items live in the broker's memory only, never in its store");
+
+  // The broker's durable store.
+  CLI::App* store_cmd =
+      app.add_subcommand("store", "the broker's durable store (sage-busd --store)");
+  store_cmd->require_subcommand(1);
+  CLI::App* compact_cmd =
+      store_cmd->add_subcommand("compact", "compact the store (VACUUM) and print its size after");
 
   // Keys; no broker needed.
   CLI::App* keygen_cmd = app.add_subcommand(
@@ -171,7 +209,7 @@ int main(int argc, char** argv) {
     if (services_cmd->parsed()) busctl::services(options, std::cout);
     if (clients_cmd->parsed()) busctl::clients(options, std::cout);
     if (topics_cmd->parsed()) busctl::topics(options, std::cout);
-    if (queues_cmd->parsed()) busctl::queues(options, std::cout);
+    if (queues_cmd->parsed() || queue_ls_cmd->parsed()) busctl::queues(options, std::cout);
     if (stats_cmd->parsed()) busctl::stats(options, prefix, std::cout);
     if (reload_cmd->parsed()) busctl::reload(options, std::cout);
     if (drain_cmd->parsed()) busctl::drain(options, std::cout);
@@ -183,6 +221,11 @@ int main(int argc, char** argv) {
     if (put_cmd->parsed()) busctl::queue_put(options, target, payload_of(payload), std::cout);
     if (get_cmd->parsed()) busctl::queue_get(options, target, std::cout);
     if (size_cmd->parsed()) busctl::queue_size(options, target, std::cout);
+    if (stat_cmd->parsed()) busctl::queue_stat(options, target, std::cout);
+    if (peek_cmd->parsed()) busctl::queue_peek(options, target, peek_count, std::cout);
+    if (purge_cmd->parsed()) busctl::queue_purge(options, target, std::cout);
+    if (declare_cmd->parsed()) busctl::queue_declare(options, target, transient, std::cout);
+    if (compact_cmd->parsed()) busctl::store_compact(options, std::cout);
     if (keygen_cmd->parsed()) busctl::keygen(options, target, std::cout);
     if (subscribe_cmd->parsed() || receive_cmd->parsed()) {
       std::signal(SIGINT, on_stop_signal);

@@ -126,6 +126,7 @@ std::string status_table(const sagebus::admin::BrokerStatus& status) {
   std::vector<Row> rows;
   flatten(status, "", rows);
   std::string out = aligned(rows);
+  out += "\n" + store_line(status.store());
   if (status.limits().empty()) return out;  // an older broker
   std::vector<Row> limits{{"LIMIT", "VALUE", "REFUSED"}};
   for (const auto& limit : status.limits())
@@ -182,16 +183,53 @@ std::string topics_table(const sagebus::admin::TopicList& topics) {
   return aligned(subscriptions) + "\n" + aligned(published);
 }
 
+std::string store_line(const sagebus::admin::StoreStatus& store) {
+  if (store.path().empty()) return "no store: queues live in memory\n";
+  std::string out = "store " + store.path() + ": " + std::to_string(store.bytes()) + " bytes, " +
+                    std::to_string(store.commits()) +
+                    (store.commits() == 1 ? " commit, last commit " : " commits, last commit ") +
+                    std::to_string(store.last_commit_us()) + " µs";
+  if (!store.available()) out += "; UNAVAILABLE: " + or_dash(store.error());
+  return out + "\n";
+}
+
 std::string queues_table(const sagebus::admin::QueueList& queues) {
-  std::vector<Row> rows{{"NAME", "TOPIC", "DEPTH/MAX", "READERS", "WRITERS", "UNACKED", "PUTS",
-                         "GETS", "REDELIVERED"}};
+  std::vector<Row> rows{{"NAME", "TOPIC", "DURABLE", "DEPTH/MAX", "BYTES", "READERS", "WRITERS",
+                         "UNACKED", "PUTS", "GETS", "REDELIVERED"}};
   for (const auto& q : queues.queues())
-    rows.push_back({q.name(), or_dash(q.topic()),
-                    std::to_string(q.depth()) + "/" + std::to_string(q.max_depth()),
-                    std::to_string(q.readers()), std::to_string(q.writers()),
-                    std::to_string(q.unacked()), std::to_string(q.puts()), std::to_string(q.gets()),
-                    std::to_string(q.redeliveries())});
+    rows.push_back(
+        {q.name(), or_dash(q.topic()), q.durable() ? "yes" : "no",
+         std::to_string(q.depth()) + "/" + std::to_string(q.max_depth()), std::to_string(q.bytes()),
+         std::to_string(q.readers()), std::to_string(q.writers()), std::to_string(q.unacked()),
+         std::to_string(q.puts()), std::to_string(q.gets()), std::to_string(q.redeliveries())});
+  return aligned(rows) + store_line(queues.store());
+}
+
+std::string queue_info_text(const sagebus::admin::QueueInfo& queue) {
+  std::vector<Row> rows;
+  flatten(queue, "", rows);
+  for (Row& row : rows)
+    row[0] += ":";
   return aligned(rows);
+}
+
+std::string queue_items_table(const sagebus::admin::QueueItems& items) {
+  std::vector<Row> rows{{"SEQ", "DELIVERIES", "PAYLOAD"}};
+  for (const auto& item : items.items())
+    rows.push_back({std::to_string(item.seq()), std::to_string(item.deliveries()),
+                    one_line_text(item.payload())});
+  return aligned(rows);
+}
+
+std::string queue_items_json(const sagebus::admin::QueueItems& items) {
+  std::string out = "[";
+  for (const auto& item : items.items()) {
+    if (out.size() > 1) out += ',';
+    out += "{\"seq\":" + std::to_string(item.seq()) +
+           ",\"deliveries\":" + std::to_string(item.deliveries()) + "," +
+           payload_json_member(item.payload()) + "}";
+  }
+  return out + "]\n";
 }
 
 std::string human_duration(std::uint64_t ms) {

@@ -21,8 +21,15 @@ std::string aligned(const std::vector<Row>& rows);
 
 // One "key  value" line per field, keys aligned. Keys are the proto field names, nested
 // messages flattened with a dot ("counters.calls"), so a key is also its JSON path. Then,
-// after a blank line, the limits as a table: LIMIT, VALUE, REFUSED.
+// after a blank line, store_line(); then, after another, the limits as a table: LIMIT,
+// VALUE, REFUSED.
 std::string status_table(const sagebus::admin::BrokerStatus& status);
+
+// The broker's store on one line: "store PATH: N bytes, C commits, last commit U µs"
+// (the time its last commit took),
+// followed by "; UNAVAILABLE: ERROR" while its last write failed; or, for a broker
+// without a store, "no store: queues live in memory".
+std::string store_line(const sagebus::admin::StoreStatus& store);
 
 // Columns SERVICE STRATEGY INSTANCE CLIENT METHODS IN-FLIGHT/MAX SERVED WAITING, one row
 // per instance; a service without instances (only calls waiting) gets one row with "-".
@@ -39,8 +46,17 @@ std::string clients_table(const sagebus::admin::ClientList& clients);
 // CREDIT), then topics (TOPIC PUBLISHED).
 std::string topics_table(const sagebus::admin::TopicList& topics);
 
-// Columns NAME TOPIC DEPTH/MAX READERS WRITERS UNACKED PUTS GETS REDELIVERED.
+// Columns NAME TOPIC DURABLE DEPTH/MAX BYTES READERS WRITERS UNACKED PUTS GETS
+// REDELIVERED (DURABLE "yes" or "no"); then store_line().
 std::string queues_table(const sagebus::admin::QueueList& queues);
+
+// One queue: one "key: value" line per field of QueueInfo, values aligned.
+std::string queue_info_text(const sagebus::admin::QueueInfo& queue);
+
+// Items peeked at: columns SEQ DELIVERIES PAYLOAD (payload as one_line_text()), or one
+// JSON array of {"seq":N,"deliveries":N,"payload":"..."} (payload_base64 for non-UTF-8).
+std::string queue_items_table(const sagebus::admin::QueueItems& items);
+std::string queue_items_json(const sagebus::admin::QueueItems& items);
 
 // A duration for people, at most two units: "250ms", "12s", "3m4s", "5h7m", "2d3h".
 std::string human_duration(std::uint64_t ms);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "sagebus/status.hpp"
+#include "sagebus/wire/frame.hpp"
 
 namespace busctl {
 namespace {
@@ -61,6 +62,21 @@ void Session::report_link(std::ostream& err) {
     err << "lost the connection to sage-busd at " << endpoint_
         << " (it stopped, or another connection took over the name " << client_.options().name
         << ")" << std::endl;
+}
+
+sagebus::Reply ask_broker(Session& session, std::string_view method, std::string_view request,
+                          google::protobuf::MessageLite& answer) {
+  sagebus::CallOptions call_options;
+  call_options.timeout = session.left();
+  sagebus::Reply reply =
+      session.client().call(sagebus::wire::kBrokerService, method, request, call_options);
+  if (!answer.ParseFromString(reply.payload))
+    throw sagebus::Error(sagebus::Status::internal, "the broker's answer to " +
+                                                        std::string(sagebus::wire::kBrokerService) +
+                                                        "." + std::string(method) + " (" +
+                                                        std::to_string(reply.payload.size()) +
+                                                        " bytes) is not a " + answer.GetTypeName());
+  return reply;
 }
 
 }  // namespace busctl

@@ -11,6 +11,9 @@
 #include <chrono>
 #include <ostream>
 #include <string>
+#include <string_view>
+
+#include <google/protobuf/message_lite.h>
 
 #include "commands.hpp"
 #include "sagebus/client.hpp"
@@ -37,5 +40,12 @@ class Session {
   bool was_connected_ = true;
   sagebus::Client client_;
 };
+
+// Calls `$broker`.`method` with `request` (a serialized admin.proto message, or empty)
+// within what is left of the session's timeout, and parses the answer's payload into
+// `answer`. Returns the reply (for its message). Throws the call's sagebus::Error, or
+// Error(INTERNAL) when the payload is not an `answer`.
+sagebus::Reply ask_broker(Session& session, std::string_view method, std::string_view request,
+                          google::protobuf::MessageLite& answer);
 
 }  // namespace busctl
