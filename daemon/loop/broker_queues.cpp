@@ -96,10 +96,18 @@ bool Broker::check_queue_name_(const RoutingId& from) {
 void Broker::on_queue_put_(ClientInfo& sender, Frames& frames) {
   const RoutingId& from = sender.rid;
   if (!check_queue_name_(from)) return;
+  // An item may stay in its queue for long, so it owns its bytes: a frame libzmq read into
+  // its shared receive buffer (one smaller than the buffer's 8 KiB) is copied, or it
+  // would keep that whole buffer alive — 8 KiB per queued item of 64 bytes.
+  constexpr std::size_t kSharedReceiveBuffer = 8192;
   Frames item;
   item.reserve(frames.size() - 2);
-  for (std::size_t i = 2; i < frames.size(); ++i)
-    item.push_back(std::move(frames[i]));
+  for (std::size_t i = 2; i < frames.size(); ++i) {
+    if (frames[i].size() < kSharedReceiveBuffer)
+      item.emplace_back(frames[i].data(), frames[i].size());
+    else
+      item.push_back(std::move(frames[i]));
+  }
   QueueEffects fx;
   queues_.put(from, in_.id(), in_.queue(), std::move(item), now_,
               now_ + std::chrono::milliseconds(in_.timeout_ms()), fx);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
@@ -299,6 +300,31 @@ class Store::Db {
     }
   }
 
+  // A write of a failed transaction, other than a put, to be applied with the next one.
+  // Only the last write of each item and of each queue is kept (a lease sets the count,
+  // a removal ends the item, a definition replaces the one before), so what is owed is
+  // bounded by the items and queues there are.
+  void owe(StoreWrite w) {
+    if (w.op == StoreWrite::Op::define || w.op == StoreWrite::Op::undefine) {
+      std::string name = w.queue;
+      owed_queues_.insert_or_assign(std::move(name), std::move(w));
+    } else {
+      owed_items_.insert_or_assign(w.seq, std::move(w));
+    }
+  }
+  // Applies what is owed, definitions first; returns how many writes that was.
+  std::size_t apply_owed() {
+    for (const auto& [name, w] : owed_queues_)
+      apply(w);
+    for (const auto& [seq, w] : owed_items_)
+      apply(w);
+    return owed_queues_.size() + owed_items_.size();
+  }
+  void paid() {
+    owed_queues_.clear();
+    owed_items_.clear();
+  }
+
   // After a failed transaction: ids learnt inside it may have been rolled back.
   void forget_ids() { ids_.clear(); }
   bool in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
@@ -349,9 +375,11 @@ class Store::Db {
   std::unordered_map<std::string, std::int64_t> ids_;
   std::string joined_, sizes_;  // a multi-frame payload, joined
 
+  std::map<std::string, StoreWrite> owed_queues_;
+  std::map<std::uint64_t, StoreWrite> owed_items_;
+
  public:
   Failpoint failpoint;
-  std::vector<StoreWrite> owed;  // writes of failed transactions, other than puts
 };
 
 // ---------------------------------------------------------------------------------------
@@ -495,9 +523,7 @@ void Store::write_(std::deque<Job>& jobs) {
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } else {
       db.exec("BEGIN IMMEDIATE");
-      for (const auto& w : db.owed)
-        db.apply(w);
-      written += db.owed.size();
+      written += db.apply_owed();
       std::size_t total = 0, applied = 0;
       for (const auto& job : jobs)
         total += job.writes.size();
@@ -510,7 +536,7 @@ void Store::write_(std::deque<Job>& jobs) {
       written += applied;
       db.failpoint.reach(Point::before_commit);
       db.exec("COMMIT");
-      db.owed.clear();
+      db.paid();
       db.failpoint.reach(Point::after_commit);
     }
   } catch (const std::exception& e) {
@@ -525,7 +551,7 @@ void Store::write_(std::deque<Job>& jobs) {
     db.forget_ids();
     for (auto& job : jobs)
       for (auto& w : job.writes)
-        if (w.op != StoreWrite::Op::put) db.owed.push_back(std::move(w));
+        if (w.op != StoreWrite::Op::put) db.owe(std::move(w));
   }
   const auto took = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - started);
   const std::uint64_t bytes = file_size(path_) + file_size(path_ + "-wal");

@@ -15,9 +15,9 @@
 //
 // A transaction that fails (disk full, read-only, I/O error) is rolled back, and each of
 // its tickets is reported with the error. Its puts are dropped: they were never stored.
-// Its other writes (leases, acks, removals, definitions) are kept and written first in
-// every later transaction until one commits: they only ever record what already happened
-// in memory, so repeating them is harmless.
+// Its other writes (leases, removals, definitions) are kept and written first in every
+// later transaction until one commits: they only ever record what already happened in
+// memory, so repeating them is harmless, and only the last of each item or queue is kept.
 //
 // Failpoints, for the crash test: SAGEBUS_STORE_FAILPOINT=POINT:N makes the writer raise
 // SIGKILL the Nth time it reaches POINT: "mid-batch" (half the writes of a transaction
