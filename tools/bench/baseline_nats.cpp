@@ -9,6 +9,12 @@
 // start-up by the openssl command into the run's directory; libnats clients verify it as
 // their CA (natsOptions_SetSecure, LoadCATrustedCertificates); idle clients speak TLS
 // through OpenSSL (the library libnats links) without verifying.
+// Durable (Setup::durable): nats-server -js -sd <the run's directory>/js, and one stream
+// with file storage and work-queue retention (an item is gone once acknowledged, as on a
+// legacy queue) on one subject. Producers publish through JetStream, each publish waiting
+// for its PubAck; the consumer is a durable pull consumer with explicit acks, fetching one
+// message at a time and acknowledging it with natsMsg_AckSync (which waits for the
+// server's confirmation).
 #include <stdexcept>
 
 #include "child.hpp"
@@ -22,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -44,7 +51,7 @@ std::string nats_unavailable(const Paths& /*paths*/, bool /*secure*/) {
          "reconfigure to measure NATS)";
 }
 
-std::unique_ptr<System> start_nats(const Paths& paths, bool secure) {
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure, const Setup& /*setup*/) {
   throw std::runtime_error(nats_unavailable(paths, secure));
 }
 
@@ -56,10 +63,28 @@ namespace {
 
 constexpr const char* kEchoSubject = "bench.echo";
 constexpr const char* kTopic = "bench.pubsub";
+constexpr const char* kStream = "BENCH";
+constexpr const char* kDurableSubject = "bench.durable";
+constexpr const char* kDurableConsumer = "bench";
 
 void check(natsStatus status, const char* what) {
   if (status != NATS_OK)
     throw std::runtime_error(std::string("libnats: ") + what + ": " + natsStatus_GetText(status));
+}
+
+// A JetStream failure: libnats' status, JetStream's own error code where it gave one, and
+// the last error text libnats kept on this thread.
+std::string js_error(natsStatus status, jsErrCode code) {
+  std::string text = natsStatus_GetText(status);
+  if (code != 0) text += " (JetStream error " + std::to_string(static_cast<int>(code)) + ")";
+  if (const char* last = nats_GetLastError(nullptr); last && *last)
+    text += ": " + std::string(last);
+  return text;
+}
+
+void check_js(natsStatus status, jsErrCode code, const char* what) {
+  if (status != NATS_OK)
+    throw std::runtime_error(std::string("libnats: ") + what + ": " + js_error(status, code));
 }
 
 // Where clients connect: the URL and, with TLS, the certificate to trust.
@@ -188,6 +213,111 @@ class NatsPublisher : public Publisher {
 
  private:
   Connection connection_;
+};
+
+// A JetStream context on a connection of its own; its API requests and publishes wait up
+// to 30 s for their answer (a PubAck waits for the stream's write).
+class JetStream {
+ public:
+  explicit JetStream(const Server& server) : connection_(server) {
+    jsOptions options;
+    check(jsOptions_Init(&options), "JetStream options");
+    options.Wait = 30000;
+    check(natsConnection_JetStream(&js_, connection_.get(), &options), "JetStream context");
+  }
+  ~JetStream() { jsCtx_Destroy(js_); }
+  JetStream(const JetStream&) = delete;
+  JetStream& operator=(const JetStream&) = delete;
+  jsCtx* get() const { return js_; }
+
+ private:
+  Connection connection_;
+  jsCtx* js_ = nullptr;
+};
+
+// The benchmark's stream: file storage, work-queue retention, on kDurableSubject.
+void add_stream(const Server& server) {
+  JetStream js(server);
+  jsStreamConfig config;
+  check(jsStreamConfig_Init(&config), "stream config");
+  const char* subjects[] = {kDurableSubject};
+  config.Name = kStream;
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Storage = js_FileStorage;
+  config.Retention = js_WorkQueuePolicy;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const natsStatus s = js_AddStream(&info, js.get(), &config, nullptr, &code);
+  jsStreamInfo_Destroy(info);
+  check_js(s, code, "add stream");
+}
+
+class JetStreamProducer : public DurableProducer {
+ public:
+  explicit JetStreamProducer(const Server& server) : js_(server) {}
+  bool put(std::string_view item, std::string& error) override {
+    jsPubAck* ack = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = js_Publish(&ack, js_.get(), kDurableSubject, item.data(),
+                                    static_cast<int>(item.size()), nullptr, &code);
+    jsPubAck_Destroy(ack);
+    if (s == NATS_OK) return true;
+    error = js_error(s, code);
+    return false;
+  }
+
+ private:
+  JetStream js_;
+};
+
+class JetStreamConsumer : public DurableConsumer {
+ public:
+  explicit JetStreamConsumer(const Server& server) : js_(server) {
+    jsSubOptions options;
+    check(jsSubOptions_Init(&options), "subscribe options");
+    options.Stream = kStream;
+    options.Config.AckPolicy = js_AckExplicit;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    check_js(js_PullSubscribe(subscription_.out(), js_.get(), kDurableSubject, kDurableConsumer,
+                              nullptr, &options, &code),
+             code, "pull subscribe");
+  }
+  ~JetStreamConsumer() override { natsMsg_Destroy(held_); }
+
+  std::optional<std::string> get(std::chrono::milliseconds timeout) override {
+    natsMsg_Destroy(held_);  // taken and not acknowledged: the server redelivers it
+    held_ = nullptr;
+    natsMsgList list{};
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = natsSubscription_Fetch(&list, subscription_.get(), 1,
+                                                std::max<std::int64_t>(1, timeout.count()), &code);
+    if (s == NATS_TIMEOUT) return std::nullopt;
+    check_js(s, code, "fetch");
+    if (list.Count < 1) {
+      natsMsgList_Destroy(&list);
+      return std::nullopt;
+    }
+    held_ = list.Msgs[0];
+    list.Msgs[0] = nullptr;  // kept past the list, for ack()
+    natsMsgList_Destroy(&list);
+    return std::string(natsMsg_GetData(held_),
+                       static_cast<std::size_t>(natsMsg_GetDataLength(held_)));
+  }
+
+  void ack() override {
+    if (!held_) return;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = natsMsg_AckSync(held_, nullptr, &code);
+    natsMsg_Destroy(held_);
+    held_ = nullptr;
+    check_js(s, code, "ack");
+  }
+
+ private:
+  JetStream js_;
+  SubscriptionHandle subscription_;  // destroyed before its connection
+  natsMsg* held_ = nullptr;          // the message get() returned, until ack()
 };
 
 #ifdef SAGEBUS_BENCH_HAVE_OPENSSL
@@ -338,7 +468,8 @@ void make_certificate(const std::string& dir) {
 
 class NatsSystem : public System {
  public:
-  NatsSystem(const Paths& paths, bool secure) : port_(free_port()) {
+  NatsSystem(const Paths& paths, bool secure, const Setup& setup)
+      : port_(free_port()), durable_(setup.durable) {
     server_url_.url = "nats://127.0.0.1:" + std::to_string(port_);
     // 1 MiB payloads: NATS's default max_payload is exactly 1 MiB, leave room.
     const std::string config = dir_.path() + "/nats.conf";
@@ -351,12 +482,13 @@ class NatsSystem : public System {
            << dir_.path() << "/key.pem\"\n  timeout: 10\n}\n";
     }
     conf.close();
-    server_ =
-        std::make_unique<Child>(std::vector<std::string>{find_nats_server(paths), "-a", "127.0.0.1",
-                                                         "-p", std::to_string(port_), "-c", config},
-                                dir_.path() + "/nats-server.log");
+    std::vector<std::string> argv{find_nats_server(paths), "-a", "127.0.0.1", "-p",
+                                  std::to_string(port_),   "-c", config};
+    if (durable_) argv.insert(argv.end(), {"-js", "-sd", dir_.path() + "/js"});
+    server_ = std::make_unique<Child>(std::move(argv), dir_.path() + "/nats-server.log");
     if (!server_->wait_for_log("Server is ready", 30s))
       throw std::runtime_error("nats-server did not start; its log:\n" + server_->log());
+    if (durable_) add_stream(server_url_);
   }
 
   std::string_view name() const override {
@@ -448,9 +580,20 @@ class NatsSystem : public System {
     return std::make_unique<IdleSockets>(port_, count, !server_url_.ca_file.empty());
   }
 
+  std::unique_ptr<DurableProducer> durable_producer() override {
+    if (!durable_) return System::durable_producer();
+    return std::make_unique<JetStreamProducer>(server_url_);
+  }
+
+  std::unique_ptr<DurableConsumer> durable_consumer() override {
+    if (!durable_) return System::durable_consumer();
+    return std::make_unique<JetStreamConsumer>(server_url_);
+  }
+
  private:
   TempDir dir_;
   int port_;
+  bool durable_;
   Server server_url_;
   std::unique_ptr<Child> server_;
   std::size_t names_ = 0;
@@ -473,9 +616,9 @@ std::string nats_unavailable(const Paths& paths, bool secure) {
   return {};
 }
 
-std::unique_ptr<System> start_nats(const Paths& paths, bool secure) {
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure, const Setup& setup) {
   if (auto why = nats_unavailable(paths, secure); !why.empty()) throw std::runtime_error(why);
-  return std::make_unique<NatsSystem>(paths, secure);
+  return std::make_unique<NatsSystem>(paths, secure, setup);
 }
 
 #endif

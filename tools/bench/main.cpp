@@ -50,14 +50,24 @@ std::string system_name(const std::string& base, bool secure) {
 Factory factory_of(const std::string& system, const Paths& paths) {
   const bool secure = system.find('+') != std::string::npos;
   const std::string base = system.substr(0, system.find('+'));
-  if (base == "sagebus") return [&paths, secure] { return start_sagebus(paths, secure); };
-  if (base == "zmq") return [&paths, secure] { return start_zmq(paths, secure); };
-  return [&paths, secure] { return start_nats(paths, secure); };
+  if (base == "sagebus")
+    return [&paths, secure](const Setup& setup) { return start_sagebus(paths, secure, setup); };
+  if (base == "zmq") return [&paths, secure](const Setup&) { return start_zmq(paths, secure); };
+  return [&paths, secure](const Setup& setup) { return start_nats(paths, secure, setup); };
+}
+
+// How the durable table names a system: NATS there is JetStream ("jetstream",
+// "jetstream+tls").
+std::string durable_name(const std::string& system) {
+  if (system.rfind("nats", 0) == 0) return "jetstream" + system.substr(4);
+  return system;
 }
 
 // Why a smoke run's result is not clean, or empty when it is.
 std::string smoke_failure(const Result& r, const Counts& counts) {
   if (r.errors) return std::to_string(r.errors) + " calls failed or came back wrong";
+  if (r.shape == Shape::restart && r.lost)
+    return std::to_string(r.lost) + " items put were not there after the restart";
   if (r.lost) return std::to_string(r.lost) + " messages lost";
   if (r.shape == Shape::pubsub && r.delivered == 0) return "nothing delivered";
   if (r.shape == Shape::reqrep && r.ops_per_s <= 0) return "no call answered";
@@ -66,9 +76,9 @@ std::string smoke_failure(const Result& r, const Counts& counts) {
 }
 
 // The first of `systems` is "ours": the ratio columns are its ops/s over each other's.
-void print_markdown(const std::vector<std::string>& scenarios,
-                    const std::vector<std::string>& systems,
-                    std::map<std::string, std::map<std::string, Result>>& medians) {
+void print_markdown_table(const std::vector<std::string>& scenarios,
+                          const std::vector<std::string>& systems,
+                          std::map<std::string, std::map<std::string, Result>>& medians) {
   std::printf("\n| scenario |");
   for (const auto& s : systems)
     std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", s.c_str(), s.c_str(), s.c_str());
@@ -106,6 +116,131 @@ void print_markdown(const std::vector<std::string>& scenarios,
   }
 }
 
+// The durable_* scenarios on the systems that have a durable queue (NATS named
+// "jetstream"), with the store's commits/s and writes per commit for those that report
+// them ("n/a" where the server does not export its counters); ratios as above, headed
+// "ours/jetstream".
+void print_durable_table(const std::vector<std::string>& scenarios,
+                         const std::vector<std::string>& systems,
+                         std::map<std::string, std::map<std::string, Result>>& medians) {
+  auto has_store = [](const std::string& system) { return system.rfind("sagebus", 0) == 0; };
+  std::printf("\n| scenario |");
+  std::size_t columns = 0;
+  for (const auto& s : systems) {
+    const std::string n = durable_name(s);
+    std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", n.c_str(), n.c_str(), n.c_str());
+    columns += 3;
+    if (has_store(s)) {
+      std::printf(" %s commits/s | %s writes/commit |", n.c_str(), n.c_str());
+      columns += 2;
+    }
+  }
+  for (std::size_t i = 1; i < systems.size(); ++i) {
+    std::printf(" ours/%s |", durable_name(systems[i]).c_str());
+    ++columns;
+  }
+  std::printf("\n|---|");
+  for (std::size_t i = 0; i < columns; ++i)
+    std::printf("---:|");
+  std::printf("\n");
+  for (const auto& scenario : scenarios) {
+    std::printf("| %s |", scenario.c_str());
+    for (const auto& s : systems) {
+      auto it = medians[scenario].find(s);
+      if (it == medians[scenario].end()) {
+        std::printf(" failed | – | – |%s", has_store(s) ? " – | – |" : "");
+        continue;
+      }
+      const Result& r = it->second;
+      std::printf(" %.0f | %.0f | %.0f |", r.ops_per_s, r.p50_us, r.p99_us);
+      if (!has_store(s)) continue;
+      if (r.store && r.store->exported)
+        std::printf(" %.0f | %.1f |", r.store->commits_per_s, r.store->writes_per_commit);
+      else
+        std::printf(" n/a | n/a |");
+    }
+    for (std::size_t i = 1; i < systems.size(); ++i) {
+      auto ours = medians[scenario].find(systems[0]);
+      auto base = medians[scenario].find(systems[i]);
+      if (ours == medians[scenario].end() || base == medians[scenario].end() ||
+          base->second.ops_per_s <= 0)
+        std::printf(" – |");
+      else
+        std::printf(" %.2f |", ours->second.ops_per_s / base->second.ops_per_s);
+    }
+    std::printf("\n");
+  }
+}
+
+// restart_1m, one row per system that ran it.
+void print_restart_table(const std::vector<std::string>& systems,
+                         std::map<std::string, std::map<std::string, Result>>& medians) {
+  std::printf(
+      "\n| scenario | system | items | fill puts/s | recovery s | RSS full KiB | RSS recovered "
+      "KiB |\n|---|---|---:|---:|---:|---:|---:|\n");
+  for (const auto& s : systems) {
+    auto it = medians["restart_1m"].find(s);
+    if (it == medians["restart_1m"].end()) {
+      std::printf("| restart_1m | %s | failed | – | – | – | – |\n", s.c_str());
+      continue;
+    }
+    const Result& r = it->second;
+    std::printf("| restart_1m | %s | %llu | %.0f | %.3f | %llu | %llu |\n", s.c_str(),
+                static_cast<unsigned long long>(r.items), r.ops_per_s, r.recovery_s,
+                static_cast<unsigned long long>(r.rss_full_kib.value_or(0)),
+                static_cast<unsigned long long>(r.rss_recovered_kib.value_or(0)));
+  }
+}
+
+// One table per kind of scenario: the original ones (as before), the durable ones (on
+// the systems that run them), restart_1m.
+void print_markdown(const std::vector<std::string>& scenarios,
+                    const std::vector<std::string>& systems,
+                    std::map<std::string, std::map<std::string, Result>>& medians) {
+  std::vector<std::string> plain, durable;
+  bool restart = false;
+  for (const auto& scenario : scenarios) {
+    if (is_durable(scenario))
+      durable.push_back(scenario);
+    else if (scenario == "restart_1m")
+      restart = true;
+    else
+      plain.push_back(scenario);
+  }
+  auto running = [&](std::string_view scenario) {
+    std::vector<std::string> out;
+    for (const auto& s : systems)
+      if (runs_on(scenario, s)) out.push_back(s);
+    return out;
+  };
+  if (!plain.empty()) print_markdown_table(plain, systems, medians);
+  if (!durable.empty()) print_durable_table(durable, running(durable.front()), medians);
+  if (restart) print_restart_table(running("restart_1m"), medians);
+}
+
+// Says on stderr which systems leave out which scenarios (runs_on), once for the run.
+// Returns whether anything is left to run.
+bool say_left_out(const std::vector<std::string>& scenarios,
+                  const std::vector<std::string>& systems) {
+  bool any = false;
+  for (const auto& system : systems) {
+    std::string left_out;
+    for (const auto& scenario : scenarios) {
+      if (runs_on(scenario, system))
+        any = true;
+      else
+        left_out += (left_out.empty() ? "" : ", ") + scenario;
+    }
+    if (!left_out.empty())
+      std::fprintf(stderr,
+                   "sage-bus-bench: not run on %s: %s (durable_* run on sage-bus and NATS "
+                   "JetStream only, the ZeroMQ forwarder has no durable queue; restart_1m on "
+                   "sage-bus only)\n",
+                   system.c_str(), left_out.c_str());
+  }
+  return any;
+}
+
 int run(const Options& options) {
   // The first system is "ours": the others' ratio= is its ops/s over theirs.
   std::vector<std::string> systems;
@@ -133,6 +268,10 @@ int run(const Options& options) {
                           : options.auth_vs_plain    ? kAuthVsPlainScenarios
                                                      : scenario_names();
   const int rounds = options.compare && !options.smoke ? options.rounds : 1;
+  if (!say_left_out(scenarios, systems)) {
+    std::fprintf(stderr, "sage-bus-bench: none of these scenarios runs on these systems\n");
+    return EXIT_FAILURE;
+  }
 
   bool failed = false;
   std::map<std::string, std::map<std::string, std::vector<Result>>> runs;
@@ -140,6 +279,7 @@ int run(const Options& options) {
   for (int round = 1; round <= rounds; ++round) {
     for (const auto& scenario : scenarios) {
       for (const auto& system : systems) {
+        if (!runs_on(scenario, system)) continue;
         try {
           Result r = run_scenario(scenario, factory_of(system, options.paths), options.counts);
           if (rounds > 1 || options.compare)
@@ -176,6 +316,7 @@ int run(const Options& options) {
       }
       auto ours = medians[scenario].find(systems.front());
       for (const auto& system : systems) {
+        if (!runs_on(scenario, system)) continue;
         const auto& failed_rounds = failures[scenario][system];
         auto it = medians[scenario].find(system);
         if (it == medians[scenario].end()) {
@@ -215,17 +356,26 @@ int main(int argc, char** argv) {
       "own echo services, runs bounded scenarios and prints one line each:\n"
       "  scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n> system=<s>     (request-reply)\n"
       "  scenario=<name> ops_per_s=<n> delivered=<n> lost=<n> system=<s>    (pub-sub)\n"
+      "  scenario=restart_1m items=<n> fill_puts_per_s=<n> recovery_s=<s> ... system=sagebus\n"
       "Scenarios: " +
       [] {
         std::string all;
         for (const auto& n : scenario_names())
           all += (all.empty() ? "" : ", ") + n;
+        for (const auto& n : named_only_scenario_names())
+          all += ", " + n + " (only when named)";
         return all;
       }() +
-      ". See docs/benchmarks.md."};
+      ". The durable_* ones compare sage-bus's durable legacy queues (sage-busd --store) with "
+      "NATS JetStream, not the ZeroMQ forwarder. See docs/benchmarks.md."};
+  std::vector<std::string> every_scenario = scenario_names();
+  for (const auto& n : named_only_scenario_names())
+    every_scenario.push_back(n);
   app.add_option("--scenario", options.scenarios,
-                 "Run this scenario; repeat for several (default: all)")
-      ->check(CLI::IsMember(scenario_names()));
+                 "Run this scenario; repeat, or separate with commas, for several (default: all "
+                 "but restart_1m, which runs only when named)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(every_scenario));
   app.add_option("--calls", options.counts.calls,
                  "Measured calls of reqrep_c1/reqrep_c8/lb_w4_c8/clients_10k; pipelined makes 5x, "
                  "reqrep_64k 1/10, reqrep_1m 1/100")
@@ -238,6 +388,14 @@ int main(int argc, char** argv) {
                  "Idle connections held by clients_10k")
       ->check(CLI::Range(std::size_t{0}, std::size_t{100000}))
       ->capture_default_str();
+  app.add_option("--items", options.counts.items,
+                 "Measured items of each durable_* scenario (all producers together)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--restart-items", options.counts.restart_items,
+                 "Items restart_1m puts before it restarts the broker")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
+      ->capture_default_str();
   app.add_option("--baseline", options.baseline,
                  "Measure this baseline instead of sage-bus: zmq (a raw ROUTER forwarder and an "
                  "XSUB/XPUB proxy) or nats (nats-server via libnats)")
@@ -245,7 +403,8 @@ int main(int argc, char** argv) {
   app.add_flag("--compare", options.compare,
                "Run sage-bus and every available baseline, interleaved, for --rounds rounds; print "
                "the median of each figure and ratio=ours/baseline (ops/s). Each round's lines go "
-               "to stderr");
+               "to stderr. The durable_* scenarios run against NATS JetStream only (the ZeroMQ "
+               "forwarder has no durable queue), restart_1m on sage-bus only");
   app.add_flag("--auth", options.auth,
                "Measure every system secured: sage-busd --auth (CURVE, a generated rules file "
                "allowing the bench everything) as system=sagebus+curve, the ZeroMQ forwarder with "
@@ -325,6 +484,8 @@ int main(int argc, char** argv) {
     options.counts.calls = std::min<std::size_t>(options.counts.calls, 500);
     options.counts.messages = std::min<std::size_t>(options.counts.messages, 2000);
     options.counts.idle_clients = std::min<std::size_t>(options.counts.idle_clients, 200);
+    options.counts.items = std::min<std::size_t>(options.counts.items, 200);
+    options.counts.restart_items = std::min<std::size_t>(options.counts.restart_items, 10000);
   }
   try {
     options.paths.self = self_path();

@@ -1,6 +1,9 @@
 #include "scenarios.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
 #include <latch>
 #include <mutex>
 #include <stdexcept>
@@ -13,10 +16,28 @@ namespace sagebus::bench {
 using namespace std::chrono_literals;
 
 const std::vector<std::string>& scenario_names() {
-  static const std::vector<std::string> names{"reqrep_c1",  "reqrep_c8",   "lb_w4_c8",
-                                              "pipelined",  "pubsub_1to1", "pubsub_1to4",
-                                              "reqrep_64k", "reqrep_1m",   "clients_10k"};
+  static const std::vector<std::string> names{
+      "reqrep_c1",         "reqrep_c8",          "lb_w4_c8",          "pipelined",
+      "pubsub_1to1",       "pubsub_1to4",        "reqrep_64k",        "reqrep_1m",
+      "clients_10k",       "durable_put_p1_64",  "durable_put_p8_64", "durable_put_p1_4k",
+      "durable_put_p8_4k", "durable_put_get_ack"};
   return names;
+}
+
+const std::vector<std::string>& named_only_scenario_names() {
+  static const std::vector<std::string> names{"restart_1m"};
+  return names;
+}
+
+bool is_durable(std::string_view scenario) {
+  return scenario.starts_with("durable_");
+}
+
+bool runs_on(std::string_view scenario, std::string_view system) {
+  const std::string_view base = system.substr(0, system.find('+'));
+  if (is_durable(scenario)) return base == "sagebus" || base == "nats";
+  if (scenario == "restart_1m") return base == "sagebus";
+  return true;
 }
 
 namespace {
@@ -199,10 +220,285 @@ Result clients_scenario(System& system, std::size_t idle, std::size_t calls) {
   return result;
 }
 
+// The store's figures over the window between two readings of its counters, where the
+// system has a store to ask.
+std::optional<StoreFigures> store_figures(const std::optional<StoreCounters>& before,
+                                          const std::optional<StoreCounters>& after,
+                                          std::int64_t window_ns) {
+  if (!before || !after) return std::nullopt;
+  StoreFigures figures;
+  figures.exported = before->exported && after->exported;
+  if (!figures.exported) return figures;
+  const std::uint64_t commits = after->commits - std::min(before->commits, after->commits);
+  const std::uint64_t writes = after->writes - std::min(before->writes, after->writes);
+  figures.commits_per_s = per_second(commits, window_ns);
+  figures.writes_per_commit =
+      commits ? static_cast<double>(writes) / static_cast<double>(commits) : 0;
+  return figures;
+}
+
+void report_errors(const System& system, std::uint64_t errors, const std::string& first_error,
+                   const char* what) {
+  if (errors && !first_error.empty())
+    std::fprintf(stderr, "sage-bus-bench: %s: %llu %s failed; the first: %s\n",
+                 std::string(system.name()).c_str(), static_cast<unsigned long long>(errors), what,
+                 first_error.c_str());
+}
+
+// `producers_count` threads, each with its own connection, put `items` items of `bytes`
+// in all on the durable queue, each waiting for its put's confirmation before the next,
+// after a warm-up of 1/20 of their own. The clock runs from the first producer's start to
+// the last one's end; the store's counters are read once every producer is warmed up and
+// again when the last is done.
+Result durable_put_scenario(System& system, std::size_t producers_count, std::size_t items,
+                            std::size_t bytes) {
+  std::vector<std::unique_ptr<DurableProducer>> producers;
+  for (std::size_t i = 0; i < producers_count; ++i)
+    producers.push_back(system.durable_producer());
+  const std::string payload = data_payload(bytes);
+  const std::size_t n = producers.size();
+  std::vector<std::vector<std::int64_t>> latencies(n);
+  std::vector<std::uint64_t> errors(n, 0);
+  std::mutex error_mutex;
+  std::string first_error;
+  std::latch warmed(static_cast<std::ptrdiff_t>(n)), go(1);
+  std::vector<std::int64_t> starts(n, 0), ends(n, 0);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < n; ++t) {
+    threads.emplace_back([&, t] {
+      DurableProducer& producer = *producers[t];
+      std::string error;
+      auto one = [&](std::vector<std::int64_t>* record) {
+        const std::int64_t t0 = now_ns();
+        if (producer.put(payload, error)) {
+          if (record) record->push_back(now_ns() - t0);
+          return;
+        }
+        ++errors[t];
+        std::lock_guard lock(error_mutex);
+        if (first_error.empty()) first_error = error;
+      };
+      for (std::size_t i = 0; i < warmup_of(items) / n + 1; ++i)
+        one(nullptr);
+      const std::size_t mine = items / n + (t < items % n ? 1 : 0);
+      latencies[t].reserve(mine);
+      warmed.count_down();
+      go.wait();
+      starts[t] = now_ns();
+      for (std::size_t i = 0; i < mine; ++i)
+        one(&latencies[t]);
+      ends[t] = now_ns();
+    });
+  }
+  warmed.wait();
+  const auto before = system.store_counters();
+  const std::int64_t window_start = now_ns();
+  go.count_down();
+  for (auto& t : threads)
+    t.join();
+  const auto after = system.store_counters();
+  const std::int64_t window = now_ns() - window_start;
+  const std::int64_t elapsed =
+      *std::max_element(ends.begin(), ends.end()) - *std::min_element(starts.begin(), starts.end());
+  Result result;
+  result.system = std::string(system.name());
+  std::vector<std::int64_t> all;
+  for (std::size_t t = 0; t < n; ++t) {
+    all.insert(all.end(), latencies[t].begin(), latencies[t].end());
+    result.errors += errors[t];
+  }
+  result.ops_per_s = per_second(all.size(), elapsed);
+  result.p50_us = static_cast<double>(percentile(all, 50)) / 1000.0;
+  result.p99_us = static_cast<double>(percentile(all, 99)) / 1000.0;
+  result.store = store_figures(before, after, window);
+  report_errors(system, result.errors, first_error, "puts");
+  return result;
+}
+
+// One producer puts `items` items of 64 B, one at a time, each confirmed; one consumer,
+// on a connection of its own, gets each and acknowledges it, the acknowledgement
+// confirmed, before the next get. The producer stays at most kLead items ahead of the
+// acknowledgements: unbounded, a producer faster than the consumer would build a backlog
+// whose wait grows with `items`, and the latency would measure that. An item carries the
+// time its put began: its latency runs from there to its acknowledgement's confirmation,
+// the clock from the first put to the last acknowledgement. A warm-up of 1/20 goes
+// through first (put all, then taken). The consumer gives up when no item came for 10 s.
+Result durable_put_get_ack_scenario(System& system, std::size_t items) {
+  constexpr std::uint64_t kLead = 8;
+  auto producer = system.durable_producer();
+  auto consumer = system.durable_consumer();
+  std::string error;
+  const std::string probe(64, 'p');
+  const std::size_t warmup = warmup_of(items);
+  for (std::size_t i = 0; i < warmup; ++i)
+    if (!producer->put(probe, error)) throw std::runtime_error("a warm-up put failed: " + error);
+  for (std::size_t i = 0; i < warmup; ++i) {
+    if (!consumer->get(10s)) throw std::runtime_error("the warm-up items were not all got back");
+    consumer->ack();
+  }
+
+  std::mutex error_mutex;
+  std::string first_error;
+  auto record_error = [&](const std::string& what) {
+    std::lock_guard lock(error_mutex);
+    if (first_error.empty()) first_error = what;
+  };
+  std::atomic<std::uint64_t> put_ok{0};
+  std::atomic<bool> puts_done{false};
+  // Items got and acknowledged, right or not, and whether the consumer stopped: the
+  // producer waits on `lead` for either.
+  std::atomic<std::uint64_t> got{0};
+  std::atomic<bool> consumer_done{false};
+  std::mutex lead_mutex;
+  std::condition_variable lead;
+  auto consumer_moved = [&] {
+    std::lock_guard lock(lead_mutex);
+    lead.notify_one();
+  };
+  std::uint64_t put_errors = 0, take_errors = 0;
+  std::int64_t start = 0, end = 0;
+  std::vector<std::int64_t> latencies;
+  latencies.reserve(items);
+  std::latch ready(3);
+  std::thread producing([&] {
+    std::string payload = data_payload(64), why;
+    ready.arrive_and_wait();
+    start = now_ns();
+    for (std::size_t i = 0; i < items; ++i) {
+      {
+        std::unique_lock lock(lead_mutex);
+        lead.wait(lock, [&] {
+          return put_ok - std::min<std::uint64_t>(got, put_ok) < kLead || consumer_done;
+        });
+      }
+      const std::int64_t t0 = now_ns();
+      std::memcpy(payload.data() + 1, &t0, sizeof t0);
+      if (producer->put(payload, why)) {
+        put_ok.fetch_add(1);
+      } else {
+        ++put_errors;
+        record_error(why);
+      }
+    }
+    puts_done = true;
+  });
+  std::thread consuming([&] {
+    ready.arrive_and_wait();
+    auto last_progress = Clock::now();
+    while (!(puts_done && got >= put_ok)) {
+      if (Clock::now() - last_progress >= 10s) {
+        const std::uint64_t missing = put_ok - std::min<std::uint64_t>(put_ok, got);
+        take_errors += missing;
+        record_error(std::to_string(missing) + " items put were not got back within 10 s");
+        break;
+      }
+      try {
+        auto item = consumer->get(1s);
+        if (!item) continue;
+        consumer->ack();
+        const std::int64_t done = now_ns();
+        last_progress = Clock::now();
+        ++got;
+        consumer_moved();
+        std::int64_t t0 = 0;
+        if (item->size() != 64 || item->front() != kDataMark) {
+          ++take_errors;
+          record_error("an item came back different");
+          continue;
+        }
+        std::memcpy(&t0, item->data() + 1, sizeof t0);
+        latencies.push_back(done - t0);
+        end = done;
+      } catch (const std::exception& e) {
+        ++take_errors;
+        record_error(e.what());
+        std::this_thread::sleep_for(10ms);  // a broker gone: do not spin
+      }
+    }
+    consumer_done = true;
+    consumer_moved();
+  });
+  ready.arrive_and_wait();
+  const auto before = system.store_counters();
+  const std::int64_t window_start = now_ns();
+  producing.join();
+  consuming.join();
+  const auto after = system.store_counters();
+  const std::int64_t window = now_ns() - window_start;
+  Result result;
+  result.system = std::string(system.name());
+  result.errors = put_errors + take_errors;
+  result.ops_per_s = per_second(latencies.size(), end - start);
+  result.p50_us = static_cast<double>(percentile(latencies, 50)) / 1000.0;
+  result.p99_us = static_cast<double>(percentile(latencies, 99)) / 1000.0;
+  result.store = store_figures(before, after, window);
+  report_errors(system, result.errors, first_error, "puts or gets");
+  return result;
+}
+
+// restart_1m: kFillers producers, each its own connection, put `items` items of 64 B
+// (each put confirmed, so up to kFillers ride one commit); then the broker is stopped
+// with SIGTERM and started again on the same store and port, and the clock runs from its
+// exec to the first item a new consumer gets (the consumer's client retries its
+// connection every 10 ms meanwhile). The broker's RSS is read with the queue full, and
+// again right after that first item; the items it then holds are counted.
+Result restart_scenario(System& system, std::size_t items) {
+  constexpr std::size_t kFillers = 8;
+  std::vector<std::unique_ptr<DurableProducer>> producers;
+  for (std::size_t i = 0; i < kFillers; ++i)
+    producers.push_back(system.durable_producer());
+  const std::string payload = data_payload(64);
+  std::vector<std::uint64_t> errors(kFillers, 0);
+  std::mutex error_mutex;
+  std::string first_error;
+  const auto before = system.store_counters();
+  const std::int64_t start = now_ns();
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < kFillers; ++t) {
+    threads.emplace_back([&, t] {
+      std::string error;
+      const std::size_t mine = items / kFillers + (t < items % kFillers ? 1 : 0);
+      for (std::size_t i = 0; i < mine; ++i) {
+        if (producers[t]->put(payload, error)) continue;
+        ++errors[t];
+        std::lock_guard lock(error_mutex);
+        if (first_error.empty()) first_error = error;
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  const std::int64_t filled = now_ns();
+  const auto after = system.store_counters();
+  producers.clear();
+  Result result;
+  result.system = std::string(system.name());
+  result.shape = Shape::restart;
+  for (auto e : errors)
+    result.errors += e;
+  report_errors(system, result.errors, first_error, "puts");
+  result.items = items - result.errors;
+  result.ops_per_s = per_second(result.items, filled - start);
+  result.store = store_figures(before, after, filled - start);
+  result.rss_full_kib = rss_kib(system.server_pid());
+
+  system.stop_server();
+  const std::int64_t exec = now_ns();
+  system.start_server_again();
+  auto consumer = system.durable_consumer();
+  if (!consumer->get(600s))
+    throw std::runtime_error("no item could be got within 600 s of the broker's restart");
+  result.recovery_s = static_cast<double>(now_ns() - exec) / 1e9;
+  result.rss_recovered_kib = rss_kib(system.server_pid());
+  result.recovered = consumer->queued() + 1;
+  result.lost = result.items - std::min(result.items, result.recovered);
+  return result;
+}
+
 }  // namespace
 
 Result run_scenario(std::string_view name, const Factory& start, const Counts& counts) {
-  auto system = start();
+  auto system = start(Setup{.durable = is_durable(name) || name == "restart_1m"});
   const std::size_t calls = counts.calls;
   Result result;
   if (name == "reqrep_c1") {
@@ -223,6 +519,18 @@ Result run_scenario(std::string_view name, const Factory& start, const Counts& c
     result = reqrep_scenario(*system, 1, 1, std::max<std::size_t>(10, calls / 100), 1024 * 1024);
   } else if (name == "clients_10k") {
     result = clients_scenario(*system, counts.idle_clients, calls);
+  } else if (name == "durable_put_p1_64") {
+    result = durable_put_scenario(*system, 1, counts.items, 64);
+  } else if (name == "durable_put_p8_64") {
+    result = durable_put_scenario(*system, 8, counts.items, 64);
+  } else if (name == "durable_put_p1_4k") {
+    result = durable_put_scenario(*system, 1, counts.items, 4096);
+  } else if (name == "durable_put_p8_4k") {
+    result = durable_put_scenario(*system, 8, counts.items, 4096);
+  } else if (name == "durable_put_get_ack") {
+    result = durable_put_get_ack_scenario(*system, counts.items);
+  } else if (name == "restart_1m") {
+    result = restart_scenario(*system, counts.restart_items);
   } else {
     throw std::invalid_argument("no scenario named '" + std::string(name) + "'");
   }

@@ -1,5 +1,7 @@
 // The benchmark's scenarios (docs/benchmarks.md) and their drivers, the same for every System: each run starts a
-// fresh server (through the factory), measures one scenario and stops it again.
+// fresh server (through the factory), measures one scenario and stops it again. The
+// durable_* scenarios and restart_1m need a durable queue: their factory is asked for one
+// (Setup::durable), and runs_on() says which systems have it.
 //
 // Not thread safe: run one scenario at a time (they start their own threads).
 #pragma once
@@ -21,14 +23,25 @@ struct Counts {
   std::size_t calls = 20000;       // measured calls of reqrep_c1 / reqrep_c8 / lb_w4_c8
   std::size_t messages = 1000000;  // published messages of pubsub_*
   std::size_t idle_clients = 10000;
+  std::size_t items = 20000;            // measured items of each durable_* (all producers)
+  std::size_t restart_items = 1000000;  // items restart_1m puts before the restart
   // The others derive from calls: pipelined 5x, reqrep_64k 1/10, reqrep_1m 1/100
-  // (at least 10 each), warm-up 1/20 (at least 20).
+  // (at least 10 each), warm-up 1/20 (at least 20; of items for durable_*).
 };
 
-using Factory = std::function<std::unique_ptr<System>()>;
+using Factory = std::function<std::unique_ptr<System>(const Setup&)>;
 
 // Every scenario's name, in the order they run by default.
 const std::vector<std::string>& scenario_names();
+// The scenarios that run only when named (restart_1m).
+const std::vector<std::string>& named_only_scenario_names();
+
+// The durable_* scenarios: sage-bus's durable legacy queues against NATS JetStream.
+bool is_durable(std::string_view scenario);
+// Whether `scenario` runs on `system` (sagebus, zmq or nats, secured or not): durable_*
+// on sage-bus and NATS (the forwarder has no durable queue), restart_1m on sage-bus
+// alone, the others everywhere.
+bool runs_on(std::string_view scenario, std::string_view system);
 
 // Runs scenario `name` on a fresh system from `start`. Throws std::runtime_error when the
 // system cannot be set up; failures of single calls or lost messages are in the Result.

@@ -43,6 +43,20 @@ Result median(const std::vector<Result>& runs) {
     out.lost_max = std::max(out.lost_max, r.lost);
     out.errors = std::max(out.errors, r.errors);
   }
+  if (out.store && out.store->exported) {
+    out.store->commits_per_s = median_of<double>(
+        runs, [](const Result& r) { return r.store ? r.store->commits_per_s : 0; });
+    out.store->writes_per_commit = median_of<double>(
+        runs, [](const Result& r) { return r.store ? r.store->writes_per_commit : 0; });
+  }
+  if (out.shape == Shape::restart) {
+    out.recovered = median_of<std::uint64_t>(runs, [](const Result& r) { return r.recovered; });
+    out.recovery_s = median_of<double>(runs, [](const Result& r) { return r.recovery_s; });
+    out.rss_full_kib =
+        median_of<std::uint64_t>(runs, [](const Result& r) { return r.rss_full_kib.value_or(0); });
+    out.rss_recovered_kib = median_of<std::uint64_t>(
+        runs, [](const Result& r) { return r.rss_recovered_kib.value_or(0); });
+  }
   if (out.rss_idle_kib) {
     out.rss_idle_kib =
         median_of<std::uint64_t>(runs, [](const Result& r) { return r.rss_idle_kib.value_or(0); });
@@ -58,6 +72,11 @@ std::string format(const Result& r, std::optional<double> ratio) {
   if (r.shape == Shape::reqrep) {
     n = std::snprintf(buffer, sizeof buffer, "scenario=%s ops_per_s=%.0f p50_us=%.0f p99_us=%.0f",
                       r.scenario.c_str(), r.ops_per_s, r.p50_us, r.p99_us);
+  } else if (r.shape == Shape::restart) {
+    n = std::snprintf(buffer, sizeof buffer,
+                      "scenario=%s items=%llu fill_puts_per_s=%.0f recovery_s=%.3f recovered=%llu",
+                      r.scenario.c_str(), static_cast<unsigned long long>(r.items), r.ops_per_s,
+                      r.recovery_s, static_cast<unsigned long long>(r.recovered));
   } else {
     n = std::snprintf(buffer, sizeof buffer, "scenario=%s ops_per_s=%.0f delivered=%llu lost=%llu",
                       r.scenario.c_str(), r.ops_per_s, static_cast<unsigned long long>(r.delivered),
@@ -72,6 +91,19 @@ std::string format(const Result& r, std::optional<double> ratio) {
     line += " idle_clients=" + std::to_string(r.idle_clients);
     line += " rss_idle_kib=" + std::to_string(*r.rss_idle_kib);
     line += " rss_10k_kib=" + std::to_string(r.rss_10k_kib.value_or(0));
+  }
+  if (r.rss_full_kib) {
+    line += " rss_full_kib=" + std::to_string(*r.rss_full_kib);
+    line += " rss_recovered_kib=" + std::to_string(r.rss_recovered_kib.value_or(0));
+  }
+  if (r.store) {
+    if (r.store->exported) {
+      std::snprintf(buffer, sizeof buffer, " commits_per_s=%.0f writes_per_commit=%.1f",
+                    r.store->commits_per_s, r.store->writes_per_commit);
+      line += buffer;
+    } else {
+      line += " commits_per_s=n/a writes_per_commit=n/a";
+    }
   }
   if (ratio) {
     std::snprintf(buffer, sizeof buffer, " ratio=%.2f", *ratio);

@@ -11,7 +11,18 @@
 
 namespace sagebus::bench {
 
-enum class Shape { reqrep, pubsub };
+// reqrep: calls or durable puts/items, with latencies; pubsub: deliveries and losses;
+// restart: restart_1m's recovery.
+enum class Shape { reqrep, pubsub, restart };
+
+// A durable scenario on a system with a store of its own (sage-bus): its commits per
+// second and store writes per commit over the measured run. exported false: the server
+// does not export its store counters ("n/a").
+struct StoreFigures {
+  bool exported = false;
+  double commits_per_s = 0;
+  double writes_per_commit = 0;
+};
 
 struct Result {
   std::string scenario;
@@ -35,6 +46,17 @@ struct Result {
   std::optional<std::uint64_t> rss_idle_kib;
   std::optional<std::uint64_t> rss_10k_kib;
   std::uint64_t idle_clients = 0;
+  // durable_* and restart_1m on sage-bus.
+  std::optional<StoreFigures> store;
+  // restart_1m: `items` put (ops_per_s is their puts/s), then the broker stopped with
+  // SIGTERM and started again; `recovery_s` from its exec to the first item taken,
+  // `recovered` the items it held then (lost = items - recovered), its VmRSS full before
+  // the stop and right after that first item.
+  std::uint64_t items = 0;
+  std::uint64_t recovered = 0;
+  double recovery_s = 0;
+  std::optional<std::uint64_t> rss_full_kib;
+  std::optional<std::uint64_t> rss_recovered_kib;
 };
 
 // The p-th percentile (0..100) of `samples`, nearest rank; 0 when empty. Reorders them.
@@ -44,8 +66,8 @@ std::int64_t percentile(std::vector<std::int64_t>& samples, double p);
 // lower middle one for an even count). errors and lost_max are the worst round's.
 Result median(const std::vector<Result>& runs);
 
-// "scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n>" or the pub-sub form, then
-// system=..., and the extra fields (errors, rss, ratio) where they apply.
+// "scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n>", the pub-sub form or the restart
+// form, then system=..., and the extra fields (errors, rss, store, ratio) where they apply.
 std::string format(const Result& result, std::optional<double> ratio = std::nullopt);
 
 }  // namespace sagebus::bench

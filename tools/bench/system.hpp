@@ -1,6 +1,11 @@
 // The interface every measured system implements — sage-bus, the raw ZeroMQ forwarder and
 // NATS — so that one set of scenario drivers (scenarios.hpp) measures all three alike.
 //
+// Durable queues (the durable_* scenarios and restart_1m) are sage-bus's legacy queues on
+// a broker with a store and NATS JetStream's file streams; a factory asked for them
+// (Setup::durable) starts the server with its store. The forwarder keeps nothing: its
+// durable methods are System's defaults, which throw.
+//
 // Each runs plain or secured (--auth): sage-bus with CURVE and an auth rules file
 // ("sagebus+curve"), the forwarder with CURVE ("zmq+curve"), NATS with TLS ("nats+tls").
 //
@@ -19,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +87,45 @@ struct PipelineRun {
   std::string first_error;
 };
 
+// One connection putting items on the benchmark's durable queue.
+class DurableProducer {
+ public:
+  virtual ~DurableProducer() = default;
+  // Appends `item` and returns once the server confirmed it (stored, as far as the
+  // server's store promises). Returns false, with the reason in `error`, when it failed.
+  virtual bool put(std::string_view item, std::string& error) = 0;
+};
+
+// One connection taking items from the benchmark's durable queue, one at a time.
+class DurableConsumer {
+ public:
+  virtual ~DurableConsumer() = default;
+  // Takes the head of the queue, waiting up to `timeout` for one (and for the server to
+  // be reachable); nothing when none came in time. Throws std::runtime_error on other
+  // failures.
+  virtual std::optional<std::string> get(std::chrono::milliseconds timeout) = 0;
+  // Acknowledges the item the last get() returned and waits for the server to confirm
+  // it. Throws std::runtime_error when it failed.
+  virtual void ack() = 0;
+  // Items in the queue now, not counting the one taken and not acknowledged, where the
+  // system says (sage-bus: LegacyQueue::size()); throws std::runtime_error where not.
+  virtual std::uint64_t queued() { throw std::runtime_error("the queue's size is not known"); }
+};
+
+// A store's own counters (sage-busd's sagebus_store_commits_total and
+// sagebus_store_writes_total). exported false: the server does not export them.
+struct StoreCounters {
+  bool exported = false;
+  std::uint64_t commits = 0;
+  std::uint64_t writes = 0;
+};
+
+// What a scenario needs of the server its factory starts.
+struct Setup {
+  // Durable queues: sage-busd --store in the run's directory, nats-server with JetStream.
+  bool durable = false;
+};
+
 class System {
  public:
   virtual ~System() = default;
@@ -105,6 +150,27 @@ class System {
   // `count` idle connections, each answered by the server once (so it holds them), kept
   // (with whatever keep-alive the protocol asks) until the handle is destroyed.
   virtual std::unique_ptr<Handle> idle_clients(std::size_t count) = 0;
+
+  // Durable queues, on a server started with Setup::durable: a new connection putting on
+  // the benchmark's queue, or taking from it. Throw std::runtime_error where the system
+  // has none.
+  virtual std::unique_ptr<DurableProducer> durable_producer() {
+    throw std::runtime_error(std::string(name()) + " has no durable queue");
+  }
+  virtual std::unique_ptr<DurableConsumer> durable_consumer() {
+    throw std::runtime_error(std::string(name()) + " has no durable queue");
+  }
+  // The store's counters now, where the system has a store of its own to ask.
+  virtual std::optional<StoreCounters> store_counters() { return std::nullopt; }
+  // restart_1m: stops the server with SIGTERM and waits for it to exit; then starts it
+  // again on the same store and port, returning right after the exec (the server may not
+  // listen yet). Throw std::runtime_error where the system cannot.
+  virtual void stop_server() {
+    throw std::runtime_error(std::string(name()) + " cannot be restarted by the benchmark");
+  }
+  virtual void start_server_again() {
+    throw std::runtime_error(std::string(name()) + " cannot be restarted by the benchmark");
+  }
 };
 
 // Where the servers' executables are.
@@ -121,10 +187,13 @@ struct Paths {
 // `secure`: sage-busd with --auth (a rules file with one principal, allowed everything
 // the scenarios do, whose key every client uses); the forwarder a CURVE server; NATS
 // with TLS (a self-signed certificate made with the openssl command).
-std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure);
+// `setup.durable`: sage-busd with --store (a fresh file in the run's directory) and
+// --max-queue-depth at its highest; nats-server with JetStream (-js, its store in the
+// run's directory) and one file stream. The forwarder has nothing durable to start.
+std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure, const Setup& setup = {});
 std::unique_ptr<System> start_zmq(const Paths& paths, bool secure);
 // Throws std::runtime_error saying why when NATS cannot be measured here.
-std::unique_ptr<System> start_nats(const Paths& paths, bool secure);
+std::unique_ptr<System> start_nats(const Paths& paths, bool secure, const Setup& setup = {});
 // Empty when start_nats can work; else why not (no libnats at build time, no nats-server;
 // secured: no openssl command or no OpenSSL at build time).
 std::string nats_unavailable(const Paths& paths, bool secure);

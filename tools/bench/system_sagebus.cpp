@@ -3,7 +3,13 @@
 // wire protocol (HELLO, then an idle HEARTBEAT per idle heartbeat interval, as the SDK does
 // with nothing at stake). Secured ("sagebus+curve"): sage-busd --auth with a rules file of
 // one principal allowed everything the scenarios do, whose key every client uses.
+// Durable (Setup::durable): sage-busd --store with a fresh store.db in the run's directory
+// and --max-queue-depth at its highest; producers and consumers are LegacyQueues of one
+// queue, each on its own Client; the store's counters come from `$broker metrics`.
+#include <sys/wait.h>
+
 #include <condition_variable>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
@@ -25,6 +31,12 @@ namespace {
 constexpr std::string_view kService = "bench-echo";
 constexpr std::string_view kMethod = "echo";
 constexpr std::string_view kTopic = "bench.pubsub";
+constexpr std::string_view kQueue = "bench.durable";
+
+// The most sage-busd accepts: durable_* and restart_1m fill their queue without reading it.
+constexpr std::string_view kMaxQueueDepth = "16777216";
+// A put waits for its commit; give a loaded disk time.
+constexpr auto kPutTimeout = 30s;
 
 // Enough for a 1 MiB payload's round trip on a loaded machine.
 const CallOptions kCall{.timeout = 10s};
@@ -33,8 +45,12 @@ const CallOptions kCall{.timeout = 10s};
 struct Access {
   std::string endpoint;
   std::optional<CurveSet> curve;
-  ClientOptions options(const std::string& name, bool inline_callbacks) const {
+  // `quick_reconnect`: retry the connection every 10 ms (restart_1m times the broker's
+  // start-up from the first attempt that succeeds), not with the SDK's backoff.
+  ClientOptions options(const std::string& name, bool inline_callbacks,
+                        bool quick_reconnect = false) const {
     ClientOptions o{.endpoint = endpoint, .name = name, .inline_callbacks = inline_callbacks};
+    if (quick_reconnect) o.reconnect_min = o.reconnect_max = 10ms;
     if (curve) {
       o.server_key = curve->server.public_key;
       o.client_key = curve->client.secret_key;
@@ -50,6 +66,11 @@ class Connected {
     if (!client_.wait_connected(10s))
       throw std::runtime_error("the SDK client did not connect to sage-busd within 10 s");
   }
+  // A durable queue consumer's client: quick to reconnect, and not waiting for the
+  // connection here (its LegacyQueue get() waits for it, within its timeout).
+  struct Durable {};
+  Connected(const Access& access, const std::string& name, Durable)
+      : client_(access.options(name, false, true)) {}
   Client& client() { return client_; }
 
  private:
@@ -124,9 +145,72 @@ class SagebusPublisher : public Publisher {
   Connected connected_;
 };
 
+class SagebusProducer : public DurableProducer {
+ public:
+  SagebusProducer(const Access& access, const std::string& name)
+      : connected_(access, name), queue_(connected_.client(), std::string(kQueue)) {}
+  bool put(std::string_view item, std::string& error) override {
+    try {
+      queue_.put(item, kPutTimeout);
+      return true;
+    } catch (const std::exception& e) {
+      error = e.what();
+      return false;
+    }
+  }
+
+ private:
+  Connected connected_;
+  LegacyQueue queue_;
+};
+
+// get() then ack(), each its own round trip, as LegacyQueue offers them (its get() would
+// also acknowledge the previous item, which ack() already did).
+class SagebusConsumer : public DurableConsumer {
+ public:
+  SagebusConsumer(const Access& access, const std::string& name)
+      : connected_(access, name, Connected::Durable{}),
+        queue_(connected_.client(), std::string(kQueue)) {}
+  std::optional<std::string> get(std::chrono::milliseconds timeout) override {
+    return queue_.get(timeout);
+  }
+  void ack() override { queue_.ack(); }
+  std::uint64_t queued() override { return queue_.size(); }
+
+ private:
+  Connected connected_;
+  LegacyQueue queue_;
+};
+
+// The sum of the samples of `metric` (whatever their labels) in Prometheus text; nothing
+// when it has none.
+std::optional<double> prometheus_value(std::string_view text, std::string_view metric) {
+  std::optional<double> sum;
+  while (!text.empty()) {
+    const std::size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
+    if (!line.starts_with(metric) || line.size() <= metric.size()) continue;
+    const char next = line[metric.size()];
+    if (next != ' ' && next != '{') continue;
+    std::size_t value = metric.size();
+    if (next == '{') {
+      value = line.find('}', value);
+      if (value == std::string_view::npos) continue;
+      ++value;
+    }
+    const std::string number(line.substr(value));
+    char* parsed_end = nullptr;
+    const double v = std::strtod(number.c_str(), &parsed_end);
+    if (parsed_end == number.c_str()) continue;
+    sum = sum.value_or(0) + v;
+  }
+  return sum;
+}
+
 class SagebusSystem : public System {
  public:
-  SagebusSystem(const Paths& paths, bool secure) : self_(paths.self) {
+  SagebusSystem(const Paths& paths, bool secure, const Setup& setup) : self_(paths.self) {
     if (!paths.endpoint.empty()) {  // a broker and an echo service of someone else's
       access_.endpoint = paths.endpoint;
       return;
@@ -140,6 +224,11 @@ class SagebusSystem : public System {
       argv.push_back("--auth");
       argv.push_back(rules);
     }
+    if (setup.durable) {
+      argv.insert(argv.end(), {"--store", dir_.path() + "/store.db", "--max-queue-depth",
+                               std::string(kMaxQueueDepth)});
+    }
+    argv_ = argv;
     busd_ = std::make_unique<Child>(std::move(argv), dir_.path() + "/sage-busd.log");
     if (!busd_->wait_for_log("listening on " + access_.endpoint, 30s))
       throw std::runtime_error(paths.busd + " did not listen on " + access_.endpoint +
@@ -228,9 +317,51 @@ class SagebusSystem : public System {
                               access_.curve ? dir_.path() : std::string());
   }
 
+  std::unique_ptr<DurableProducer> durable_producer() override {
+    return std::make_unique<SagebusProducer>(access_, next_name_("producer"));
+  }
+
+  std::unique_ptr<DurableConsumer> durable_consumer() override {
+    return std::make_unique<SagebusConsumer>(access_, next_name_("consumer"));
+  }
+
+  // sagebus_store_commits_total and sagebus_store_writes_total from `$broker metrics`.
+  std::optional<StoreCounters> store_counters() override {
+    Connected connected(access_, next_name_("admin"));
+    const Reply reply = connected.client().call(wire::kBrokerService, "metrics", "", kCall);
+    const auto commits = prometheus_value(reply.payload, "sagebus_store_commits_total");
+    const auto writes = prometheus_value(reply.payload, "sagebus_store_writes_total");
+    StoreCounters counters;
+    if (!commits || !writes) return counters;
+    counters.exported = true;
+    counters.commits = static_cast<std::uint64_t>(*commits);
+    counters.writes = static_cast<std::uint64_t>(*writes);
+    return counters;
+  }
+
+  // SIGTERM, and 10 minutes to exit (a broker holding a million items may take a while);
+  // a broker killed then, or exiting with an error, fails the scenario.
+  void stop_server() override {
+    if (!busd_) throw std::runtime_error("this sage-busd is not the benchmark's to restart");
+    const int status = busd_->stop(600s);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      throw std::runtime_error("sage-busd did not exit cleanly on SIGTERM (" +
+                               (WIFSIGNALED(status)
+                                    ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                    : "exit status " + std::to_string(WEXITSTATUS(status))) +
+                               "); its log:\n" + busd_->log());
+  }
+
+  // The same command line, so the same store and endpoint; its log in a file of its own.
+  void start_server_again() override {
+    if (!busd_) throw std::runtime_error("this sage-busd is not the benchmark's to restart");
+    busd_ = std::make_unique<Child>(argv_, dir_.path() + "/sage-busd-restarted.log");
+  }
+
  private:
   // One principal, "bench", holding the client key: allowed every name, service, call,
-  // topic and subscription, and `$broker status` (inspect, for server_dropped()).
+  // topic, subscription and legacy queue, and `$broker status` and `metrics` (inspect, for
+  // server_dropped() and store_counters()).
   static void write_rules_(const std::string& path) {
     std::ofstream rules(path);
     rules << "[broker]\n"
@@ -244,6 +375,8 @@ class SagebusSystem : public System {
              "allow.call = [\">\"]\n"
              "allow.publish = [\">\"]\n"
              "allow.subscribe = [\">\"]\n"
+             "allow.queue-put = [\">\"]\n"
+             "allow.queue-get = [\">\"]\n"
              "allow.inspect = [\"*\"]\n";
     if (!rules.flush()) throw std::runtime_error("cannot write " + path);
   }
@@ -255,6 +388,7 @@ class SagebusSystem : public System {
   TempDir dir_;
   std::string self_;
   Access access_;
+  std::vector<std::string> argv_;  // sage-busd's command line, to start it again
   std::unique_ptr<Child> busd_;
   std::size_t names_ = 0;
 };
@@ -293,8 +427,8 @@ IdleDealerProtocol sagebus_idle_protocol() {
   return protocol;
 }
 
-std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure) {
-  return std::make_unique<SagebusSystem>(paths, secure);
+std::unique_ptr<System> start_sagebus(const Paths& paths, bool secure, const Setup& setup) {
+  return std::make_unique<SagebusSystem>(paths, secure, setup);
 }
 
 }  // namespace sagebus::bench
