@@ -75,6 +75,21 @@ std::string smoke_failure(const Result& r, const Counts& counts) {
   return {};
 }
 
+// The ratio cells of one row: the first system's ops/s over each other's ("–" where
+// either is missing), and the row's end.
+void print_ratios(const std::map<std::string, Result>& row,
+                  const std::vector<std::string>& systems) {
+  const auto ours = row.find(systems[0]);
+  for (std::size_t i = 1; i < systems.size(); ++i) {
+    const auto base = row.find(systems[i]);
+    if (ours == row.end() || base == row.end() || base->second.ops_per_s <= 0)
+      std::printf(" – |");
+    else
+      std::printf(" %.2f |", ours->second.ops_per_s / base->second.ops_per_s);
+  }
+  std::printf("\n");
+}
+
 // The first of `systems` is "ours": the ratio columns are its ops/s over each other's.
 void print_markdown_table(const std::vector<std::string>& scenarios,
                           const std::vector<std::string>& systems,
@@ -103,16 +118,7 @@ void print_markdown_table(const std::vector<std::string>& scenarios,
                     static_cast<unsigned long long>(it->second.lost));
       }
     }
-    for (std::size_t i = 1; i < systems.size(); ++i) {
-      auto ours = medians[scenario].find(systems[0]);
-      auto base = medians[scenario].find(systems[i]);
-      if (ours == medians[scenario].end() || base == medians[scenario].end() ||
-          base->second.ops_per_s <= 0)
-        std::printf(" – |");
-      else
-        std::printf(" %.2f |", ours->second.ops_per_s / base->second.ops_per_s);
-    }
-    std::printf("\n");
+    print_ratios(medians[scenario], systems);
   }
 }
 
@@ -159,16 +165,7 @@ void print_durable_table(const std::vector<std::string>& scenarios,
       else
         std::printf(" n/a | n/a |");
     }
-    for (std::size_t i = 1; i < systems.size(); ++i) {
-      auto ours = medians[scenario].find(systems[0]);
-      auto base = medians[scenario].find(systems[i]);
-      if (ours == medians[scenario].end() || base == medians[scenario].end() ||
-          base->second.ops_per_s <= 0)
-        std::printf(" – |");
-      else
-        std::printf(" %.2f |", ours->second.ops_per_s / base->second.ops_per_s);
-    }
-    std::printf("\n");
+    print_ratios(medians[scenario], systems);
   }
 }
 

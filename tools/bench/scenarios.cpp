@@ -245,6 +245,23 @@ void report_errors(const System& system, std::uint64_t errors, const std::string
                  first_error.c_str());
 }
 
+// A durable scenario's result: throughput and percentiles of `latencies` over
+// `elapsed_ns`, the store's figures over the window, and its failures reported.
+Result durable_result(const System& system, std::vector<std::int64_t>& latencies,
+                      std::int64_t elapsed_ns, std::uint64_t errors, const std::string& first_error,
+                      const char* what, const std::optional<StoreCounters>& before,
+                      const std::optional<StoreCounters>& after, std::int64_t window_ns) {
+  Result result;
+  result.system = std::string(system.name());
+  result.errors = errors;
+  result.ops_per_s = per_second(latencies.size(), elapsed_ns);
+  result.p50_us = static_cast<double>(percentile(latencies, 50)) / 1000.0;
+  result.p99_us = static_cast<double>(percentile(latencies, 99)) / 1000.0;
+  result.store = store_figures(before, after, window_ns);
+  report_errors(system, errors, first_error, what);
+  return result;
+}
+
 // `producers_count` threads, each with its own connection, put `items` items of `bytes`
 // in all on the durable queue, each waiting for its put's confirmation before the next,
 // after a warm-up of 1/20 of their own. The clock runs from the first producer's start to
@@ -300,19 +317,13 @@ Result durable_put_scenario(System& system, std::size_t producers_count, std::si
   const std::int64_t window = now_ns() - window_start;
   const std::int64_t elapsed =
       *std::max_element(ends.begin(), ends.end()) - *std::min_element(starts.begin(), starts.end());
-  Result result;
-  result.system = std::string(system.name());
   std::vector<std::int64_t> all;
+  std::uint64_t failed = 0;
   for (std::size_t t = 0; t < n; ++t) {
     all.insert(all.end(), latencies[t].begin(), latencies[t].end());
-    result.errors += errors[t];
+    failed += errors[t];
   }
-  result.ops_per_s = per_second(all.size(), elapsed);
-  result.p50_us = static_cast<double>(percentile(all, 50)) / 1000.0;
-  result.p99_us = static_cast<double>(percentile(all, 99)) / 1000.0;
-  result.store = store_figures(before, after, window);
-  report_errors(system, result.errors, first_error, "puts");
-  return result;
+  return durable_result(system, all, elapsed, failed, first_error, "puts", before, after, window);
 }
 
 // One producer puts `items` items of 64 B, one at a time, each confirmed; one consumer,
@@ -425,15 +436,8 @@ Result durable_put_get_ack_scenario(System& system, std::size_t items) {
   consuming.join();
   const auto after = system.store_counters();
   const std::int64_t window = now_ns() - window_start;
-  Result result;
-  result.system = std::string(system.name());
-  result.errors = put_errors + take_errors;
-  result.ops_per_s = per_second(latencies.size(), end - start);
-  result.p50_us = static_cast<double>(percentile(latencies, 50)) / 1000.0;
-  result.p99_us = static_cast<double>(percentile(latencies, 99)) / 1000.0;
-  result.store = store_figures(before, after, window);
-  report_errors(system, result.errors, first_error, "puts or gets");
-  return result;
+  return durable_result(system, latencies, end - start, put_errors + take_errors, first_error,
+                        "puts or gets", before, after, window);
 }
 
 // restart_1m: kFillers producers, each its own connection, put `items` items of 64 B
