@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
+  // A store that reaches the file-size limit (RLIMIT_FSIZE) gets an error from write(),
+  // which the store reports (its puts fail UNAVAILABLE), instead of a SIGXFSZ that would
+  // kill the broker.
+  std::signal(SIGXFSZ, SIG_IGN);
   // ZeroMQ's I/O threads inherit the signal mask of the thread that creates them: with
   // SIGINT/SIGTERM/SIGHUP blocked while the Broker is built, only the main thread receives them,
   // and its poll returns at once (EINTR) instead of at the next timeout.

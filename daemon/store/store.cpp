@@ -155,19 +155,23 @@ class Store::Db {
   std::string check() {
     try {
       sqlite3_stmt* st = prepare_("PRAGMA quick_check");
-      std::string problems;
+      // The first problem, and how many more: quick_check may list one per damaged page.
+      std::string first;
+      std::size_t more = 0;
       int rc;
       while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
         const std::string line = t ? t : "";
         if (line == "ok") continue;
-        if (!problems.empty()) problems += "; ";
-        problems += line;
-        if (problems.size() > 400) break;
+        if (first.empty())
+          first = line;
+        else
+          ++more;
       }
-      if (rc != SQLITE_ROW && rc != SQLITE_DONE) problems = sqlite3_errmsg(db_);
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE && first.empty()) first = sqlite3_errmsg(db_);
       sqlite3_finalize(st);
-      return problems;
+      if (more > 0) first += " (and " + std::to_string(more) + " more problems)";
+      return first;
     } catch (const std::exception& e) {
       return e.what();
     }

@@ -45,7 +45,10 @@ void Session::on_link_event(LinkEvent event) {
     case LinkEvent::handshake_failed:
       // No detail: the broker closed the connection during the handshake. Its keys or
       // mechanism differ from ours, most likely; but a broker stopping at that moment does
-      // the same, so a request that waits for ready ends only at the second in a row.
+      // the same (a broker restarting, or crashing, several times over), so a request that
+      // waits for ready ends only when the failures go on: kCertainHandshakeFailures in a
+      // row, over kCertainHandshakeFailureSpan at least.
+      if (handshake_failures_++ == 0) first_handshake_failure_ = now_;
       refuse_link_(curve_ ? "the CURVE handshake with sage-busd at " + endpoint_ +
                                 " failed: is ClientOptions::server_key (busctl: --server-key) "
                                 "the broker's public key?"
@@ -53,7 +56,8 @@ void Session::on_link_event(LinkEvent event) {
                                 " failed: it most likely requires CURVE authentication; set "
                                 "ClientOptions::server_key and client_key (busctl: --server-key "
                                 "and --key)",
-                   ++handshake_failures_ >= 2);
+                   handshake_failures_ >= kCertainHandshakeFailures &&
+                       now_ - first_handshake_failure_ >= kCertainHandshakeFailureSpan);
       break;
     case LinkEvent::mechanism_mismatch:
       refuse_link_(curve_ ? "sage-busd at " + endpoint_ +

@@ -238,6 +238,9 @@ class Session {
   bool refused_ = false;        // the last handshake failed on credentials (refuse_link_)
   bool hopeless_ = false;       // ... certainly: requests that wait for ready end too
   int handshake_failures_ = 0;  // in a row, without detail, since the last WELCOME
+  Clock::time_point first_handshake_failure_{};  // the first of those
+  static constexpr int kCertainHandshakeFailures = 3;
+  static constexpr std::chrono::milliseconds kCertainHandshakeFailureSpan{1000};
   std::string last_failure_ = "connecting";
   Status failure_status_ = Status::unavailable;  // what connection_error() reports
   std::string session_;
