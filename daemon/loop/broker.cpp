@@ -179,8 +179,8 @@ std::string Broker::answer_http_(const std::string& what, int& status) {
 }
 
 AdminSources Broker::admin_sources_() const {
-  return AdminSources{identity_, config_, registry_, calls_,    metrics_, subscriptions_,
-                      topics_,   queues_, held_,     store_.get(), now_,   draining_};
+  return AdminSources{identity_, config_, registry_, calls_,       metrics_, subscriptions_,
+                      topics_,   queues_, held_,     store_.get(), now_,     draining_};
 }
 
 // ---------------------------------------------------------------------------------------

@@ -131,11 +131,15 @@ void Broker::on_queue_ack_(ClientInfo& sender, Frames&) {
     fx.answers.push_back({from, in_.id(), wire::OK, {}, 0, 0, {}});
   else
     fx.answers.push_back(
-        {from, in_.id(), wire::NOT_FOUND,
+        {from,
+         in_.id(),
+         wire::NOT_FOUND,
          "tag " + std::to_string(in_.tag()) +
              " is not held by this connection (an item is held by the connection that got "
              "it, until that connection closes or the broker restarts; then it is redelivered)",
-         0, 0, {}});
+         0,
+         0,
+         {}});
   apply_(fx);
 }
 
@@ -158,22 +162,28 @@ bool Broker::answer_store_admin_(const RoutingId& from, std::uint64_t id, const 
   if (method != "queue.purge" && method != "store.compact") return false;
   if (method == "store.compact") {
     if (!store_) {
-      answer_(from, id, wire::UNAVAILABLE, "sage-busd runs without a store (--store): nothing to compact");
+      answer_(from, id, wire::UNAVAILABLE,
+              "sage-busd runs without a store (--store): nothing to compact");
       return true;
     }
     const std::uint64_t ticket = next_ticket_++;
     StoreTicket& t = tickets_[ticket];
     t.compact = true;
     const std::uint64_t before = store_->stats().bytes;
-    t.answers.push_back({from, id, wire::OK,
-                         "compacted " + store_->path() + "; it took " + std::to_string(before) +
-                             " bytes before",
-                         0, 0, {}});
+    t.answers.push_back(
+        {from,
+         id,
+         wire::OK,
+         "compacted " + store_->path() + "; it took " + std::to_string(before) + " bytes before",
+         0,
+         0,
+         {}});
     store_->compact(ticket);
     return true;
   }
   admin::QueueRequest request;
-  if (frames.size() < 3 || !request.ParseFromArray(frames[2].data(), static_cast<int>(frames[2].size())) ||
+  if (frames.size() < 3 ||
+      !request.ParseFromArray(frames[2].data(), static_cast<int>(frames[2].size())) ||
       request.name().empty()) {
     answer_(from, id, wire::INVALID_ARGUMENT,
             "queue.purge takes a sagebus.admin.QueueRequest naming the queue");

@@ -377,7 +377,8 @@ std::string to_toml(const BrokerConfig& c) {
     << "# Without auth, bind other endpoints too: anyone reaching them may act as any service.\n"
     << "allow-anonymous = " << (c.allow_anonymous ? "true" : "false") << "\n"
     << "# Durable store of legacy queues (SQLite). Without it, queues live in memory only.\n"
-    << (c.store.empty() ? "# store = \"/var/lib/sage-busd/store.db\"" : "store = " + quoted(c.store))
+    << (c.store.empty() ? "# store = \"/var/lib/sage-busd/store.db\""
+                        : "store = " + quoted(c.store))
     << "\n";
   return o.str();
 }

@@ -302,11 +302,15 @@ void LegacyQueues::get(const RoutingId& from, std::uint64_t id, std::string_view
 void LegacyQueues::declare(const RoutingId& from, std::uint64_t id, std::string_view name,
                            bool transient, TimePoint now, QueueEffects& fx) {
   if (!transient && !durable_default_) {
-    fx.answers.push_back({from, id, wire::UNAVAILABLE,
+    fx.answers.push_back({from,
+                          id,
+                          wire::UNAVAILABLE,
                           "queue '" + std::string(name) +
                               "' cannot be durable: the broker runs without a store (sage-busd "
                               "--store PATH)",
-                          0, 0, {}});
+                          0,
+                          0,
+                          {}});
     return;
   }
   Queue* q = open_(name, now, fx);
@@ -318,12 +322,16 @@ void LegacyQueues::declare(const RoutingId& from, std::uint64_t id, std::string_
   }
   if (q->durable && (!q->items.empty() || q->staged != 0 || q->unacked != 0)) {
     fx.answers.push_back(
-        {from, id, wire::INVALID_ARGUMENT,
+        {from,
+         id,
+         wire::INVALID_ARGUMENT,
          "queue '" + q->name + "' is durable and holds " +
              std::to_string(q->items.size() + q->staged + q->unacked) +
-             " items; it can be declared transient only when empty (busctl queue purge " +
-             q->name + ")",
-         0, 0, {}});
+             " items; it can be declared transient only when empty (busctl queue purge " + q->name +
+             ")",
+         0,
+         0,
+         {}});
     return;
   }
   // A transient queue's items, in memory, may stay in memory: only new ones are stored.
@@ -363,8 +371,15 @@ void LegacyQueues::abandoned(const std::vector<std::uint64_t>& seqs, const std::
       touched.push_back(q->first);
     }
     if (!it->second.putter.empty())
-      fx.answers.push_back({it->second.putter, it->second.id, wire::UNAVAILABLE,
-                            "not stored: " + error, 0, 0, {}, 0, true});
+      fx.answers.push_back({it->second.putter,
+                            it->second.id,
+                            wire::UNAVAILABLE,
+                            "not stored: " + error,
+                            0,
+                            0,
+                            {},
+                            0,
+                            true});
     staged_.erase(it);
   }
   std::sort(touched.begin(), touched.end());
@@ -409,7 +424,8 @@ void LegacyQueues::erase_taken_(std::uint64_t tag, QueueEffects* fx) {
     if (queue.unacked > 0) --queue.unacked;
     if (fx != nullptr) {  // gone for good: acknowledged
       queue.bytes -= std::min(queue.bytes, payload_bytes(it->second.item.payload));
-      if (queue.durable) fx->writes.push_back(write_of(StoreWrite::Op::remove, it->second.item.seq));
+      if (queue.durable)
+        fx->writes.push_back(write_of(StoreWrite::Op::remove, it->second.item.seq));
     }
   }
   if (auto by = taken_by_.find(it->second.reader); by != taken_by_.end()) {
@@ -435,7 +451,8 @@ void LegacyQueues::give_back(std::uint64_t tag, QueueEffects& fx) {
   if (q == queues_.end()) return;  // cannot happen: a queue with taken items is kept
   // Nobody saw it: its handing-out is undone, in the store too.
   if (item.deliveries > 0) --item.deliveries;
-  if (q->second.durable) fx.writes.push_back(write_of(StoreWrite::Op::lease, item.seq, item.deliveries));
+  if (q->second.durable)
+    fx.writes.push_back(write_of(StoreWrite::Op::lease, item.seq, item.deliveries));
   put_back_(q->second, std::move(item));
   if (q->second.gets > 0) --q->second.gets;  // it was never got after all
   serve_(q->second, fx);

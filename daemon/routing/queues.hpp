@@ -66,10 +66,10 @@ struct QueueAnswer {
   std::uint64_t id = 0;  // the request's own id
   wire::Status status = wire::OK;
   std::string message;
-  std::uint64_t tag = 0;  // OK to a get: the item's delivery tag
+  std::uint64_t tag = 0;         // OK to a get: the item's delivery tag
   std::uint32_t deliveries = 0;  // OK to a get: times handed out, this one included
-  Frames payload;         // OK to a get: the item (shared copies)
-  std::uint64_t count = 0;  // OK to a purge: items removed
+  Frames payload;                // OK to a get: the item (shared copies)
+  std::uint64_t count = 0;       // OK to a purge: items removed
   // True when nothing this answer says waits for a store write (a put's OK sent once it
   // is committed): it goes at once, whatever the writes of its effects list.
   bool now = false;
@@ -83,11 +83,11 @@ struct QueuePublish {
 struct QueueEffects {
   std::vector<QueueAnswer> answers;
   std::vector<QueuePublish> publishes;
-  std::vector<StoreWrite> writes;    // for the store, in order
+  std::vector<StoreWrite> writes;     // for the store, in order
   std::vector<std::uint64_t> staged;  // puts staged: committed() or abandoned() settles them
-  std::uint64_t puts = 0;          // items appended
-  std::uint64_t gets = 0;          // items handed to readers
-  std::uint64_t redeliveries = 0;  // items put back because their reader left
+  std::uint64_t puts = 0;             // items appended
+  std::uint64_t gets = 0;             // items handed to readers
+  std::uint64_t redeliveries = 0;     // items put back because their reader left
   // Answers OVERLOADED, by the limit that refused them.
   std::array<std::uint64_t, kLimitCount> refused{};
 
@@ -115,11 +115,11 @@ class LegacyQueues {
   struct Queue {
     std::string name;
     std::string topic;
-    bool durable = false;   // its items are stored
-    bool declared = false;  // by QUEUE_DECLARE: kept when idle
-    std::deque<Item> items;  // ascending seq
-    std::size_t staged = 0;  // puts being stored
-    std::uint64_t bytes = 0;  // payload bytes of its items, taken ones included
+    bool durable = false;        // its items are stored
+    bool declared = false;       // by QUEUE_DECLARE: kept when idle
+    std::deque<Item> items;      // ascending seq
+    std::size_t staged = 0;      // puts being stored
+    std::uint64_t bytes = 0;     // payload bytes of its items, taken ones included
     std::deque<Waiter> readers;  // gets waiting for an item, oldest first
     std::deque<Waiter> writers;  // puts waiting for room, oldest first
     std::size_t unacked = 0;
@@ -161,7 +161,8 @@ class LegacyQueues {
   // The store committed, or failed to store, staged puts `seqs`: appends them and answers
   // OK, or drops them and answers UNAVAILABLE with `error`.
   void committed(const std::vector<std::uint64_t>& seqs, QueueEffects& fx);
-  void abandoned(const std::vector<std::uint64_t>& seqs, const std::string& error, QueueEffects& fx);
+  void abandoned(const std::vector<std::uint64_t>& seqs, const std::string& error,
+                 QueueEffects& fx);
   // Removes the items of queue `name` that are not taken; returns how many.
   std::size_t purge(std::string_view name, QueueEffects& fx);
   // Shared copies of the first `count` items of queue `name` (not taken ones).
@@ -209,8 +210,7 @@ class LegacyQueues {
   void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
                          QueueEffects& fx) const;
   // An accepted put: appended (transient) or staged (durable), answered OK now or then.
-  void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload,
-               QueueEffects& fx);
+  void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload, QueueEffects& fx);
   void append_(Queue& q, Item item, QueueEffects& fx);
   // An item back at its place (by seq) in its queue.
   static void put_back_(Queue& q, Item item);

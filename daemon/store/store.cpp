@@ -66,13 +66,17 @@ struct Failpoint {
     const std::string_view spec(env);
     const auto colon = spec.find(':');
     const std::string_view name = spec.substr(0, colon);
-    if (name == "mid-batch") f.point = Point::mid_batch;
-    else if (name == "before-commit") f.point = Point::before_commit;
-    else if (name == "after-commit") f.point = Point::after_commit;
+    if (name == "mid-batch")
+      f.point = Point::mid_batch;
+    else if (name == "before-commit")
+      f.point = Point::before_commit;
+    else if (name == "after-commit")
+      f.point = Point::after_commit;
     else
       throw std::runtime_error("SAGEBUS_STORE_FAILPOINT='" + std::string(spec) +
                                "': the point must be mid-batch, before-commit or after-commit");
-    f.at = colon == std::string_view::npos ? 1 : std::atol(std::string(spec.substr(colon + 1)).c_str());
+    f.at = colon == std::string_view::npos ? 1
+                                           : std::atol(std::string(spec.substr(colon + 1)).c_str());
     if (f.at < 1) f.at = 1;
     return f;
   }
@@ -103,10 +107,9 @@ std::string timestamp() {
 class Store::Db {
  public:
   explicit Db(const std::string& path) : path_(path) {
-    const int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                       SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+    const int rc =
+        sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
       const std::string why = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
       sqlite3_close(db_);
@@ -182,7 +185,8 @@ class Store::Db {
   void prepare_schema() {
     const auto mode = text("PRAGMA journal_mode=WAL");
     if (!mode || *mode != "wal")
-      throw std::runtime_error("the store " + path_ + " cannot use write-ahead logging (journal mode '" +
+      throw std::runtime_error("the store " + path_ +
+                               " cannot use write-ahead logging (journal mode '" +
                                mode.value_or("?") + "'); put it on a local file system");
     exec("PRAGMA synchronous=FULL");
     const int app = std::stoi(text("PRAGMA application_id").value_or("0"));
@@ -230,7 +234,8 @@ class Store::Db {
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
       StoredItem& item = out.items.emplace_back();
       item.seq = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
-      if (auto n = names.find(sqlite3_column_int64(st, 1)); n != names.end()) item.queue = n->second;
+      if (auto n = names.find(sqlite3_column_int64(st, 1)); n != names.end())
+        item.queue = n->second;
       item.deliveries = static_cast<std::uint32_t>(sqlite3_column_int64(st, 2));
       const auto* payload = static_cast<const char*>(sqlite3_column_blob(st, 4));
       const std::size_t total = static_cast<std::size_t>(sqlite3_column_bytes(st, 4));
@@ -423,11 +428,13 @@ std::unique_ptr<Store> Store::open(const std::string& path, Recovery& recovery) 
   db->prepare_schema();
   db->read_back(recovery);
   db->failpoint = Failpoint::from_env();
-  recovery.took = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - started);
+  recovery.took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - started);
   return std::unique_ptr<Store>(new Store(path, std::move(db)));
 }
 
-Store::Store(std::string path, std::unique_ptr<Db> db) : path_(std::move(path)), db_(std::move(db)) {
+Store::Store(std::string path, std::unique_ptr<Db> db)
+    : path_(std::move(path)), db_(std::move(db)) {
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   stats_.bytes = file_size(path_) + file_size(path_ + "-wal");
@@ -557,7 +564,8 @@ void Store::write_(std::deque<Job>& jobs) {
       for (auto& w : job.writes)
         if (w.op != StoreWrite::Op::put) db.owe(std::move(w));
   }
-  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - started);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - started);
   const std::uint64_t bytes = file_size(path_) + file_size(path_ + "-wal");
   {
     std::lock_guard lock(mutex_);

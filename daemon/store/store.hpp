@@ -95,13 +95,12 @@ struct StoreDone {
 struct StoreStats {
   std::uint64_t commits = 0;
   std::uint64_t failed_commits = 0;
-  std::uint64_t writes = 0;        // StoreWrites committed
+  std::uint64_t writes = 0;  // StoreWrites committed
   std::uint64_t commit_us_sum = 0;
   std::uint64_t last_commit_us = 0;
   // Commit latency histogram: commits that took at most kCommitBucketsUs[i] us.
-  static constexpr std::uint64_t kCommitBucketsUs[] = {100,   250,   500,    1000,  2500,
-                                                       5000,  10000, 25000,  50000, 100000,
-                                                       250000, 1000000};
+  static constexpr std::uint64_t kCommitBucketsUs[] = {
+      100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
   std::uint64_t commit_buckets[std::size(kCommitBucketsUs)] = {};
   std::uint64_t bytes = 0;  // database + WAL on disk
   bool available = true;    // the last transaction committed

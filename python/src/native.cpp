@@ -778,7 +778,8 @@ PYBIND11_MODULE(_native, module) {
                  std::lock_guard lock(q.mutex());
                  item = q.get().get_item(std::max(slice, std::chrono::milliseconds(1)));
                }
-               if (item) return py::make_tuple(py::bytes(item->data), item->redelivered, item->deliveries);
+               if (item)
+                 return py::make_tuple(py::bytes(item->data), item->redelivered, item->deliveries);
                if (std::chrono::steady_clock::now() >= until) return py::none();
                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
              }

@@ -54,8 +54,8 @@ struct Outcome {
   Status status = Status::ok;
   std::string message{};
   std::string payload{};
-  std::uint64_t count = 0;  // PUBLISH with confirm, QUEUE_SIZE
-  std::uint64_t tag = 0;    // QUEUE_GET
+  std::uint64_t count = 0;       // PUBLISH with confirm, QUEUE_SIZE
+  std::uint64_t tag = 0;         // QUEUE_GET
   std::uint32_t deliveries = 0;  // QUEUE_GET: times the item was handed out, this one included
   bool redelivered = false;      // QUEUE_GET
 };

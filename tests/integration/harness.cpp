@@ -49,7 +49,8 @@ void Broker::start() {
   std::vector<std::string> argv{busd_path(), "--endpoint", endpoint_, "--log-level", "debug"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   // A log per start: a restarted broker's "listening" line is its own.
-  const std::string log = dir_.path() + "/sage-busd" + (starts_ == 0 ? "" : "-" + std::to_string(starts_)) + ".log";
+  const std::string log =
+      dir_.path() + "/sage-busd" + (starts_ == 0 ? "" : "-" + std::to_string(starts_)) + ".log";
   ++starts_;
   process_.reset();
   process_ = std::make_unique<Process>(argv, log);

@@ -45,7 +45,7 @@ class Broker {
   // Waits until it listens; throws on timeout. Again after it stopped: a new process on
   // the same port, with the same arguments (and so the same --store), logging afresh.
   void start();
-  int stop();    // SIGTERM; returns the wait status
+  int stop();  // SIGTERM; returns the wait status
   const std::string& endpoint() const { return endpoint_; }
   int port() const { return port_; }
   Process& process() { return *process_; }

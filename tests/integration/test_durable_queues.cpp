@@ -181,8 +181,9 @@ TEST_CASE("the store's figures are in the status and in /metrics", "[queues][sto
 TEST_CASE("a store in a directory that does not exist stops the broker with what to do",
           "[queues][store]") {
   TempDir dir;
-  const RunResult r = run({busd_path(), "--endpoint", "tcp://127.0.0.1:" + std::to_string(free_port()),
-                           "--http", "off", "--store", dir.path() + "/nowhere/store.db"});
+  const RunResult r =
+      run({busd_path(), "--endpoint", "tcp://127.0.0.1:" + std::to_string(free_port()), "--http",
+           "off", "--store", dir.path() + "/nowhere/store.db"});
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("nowhere does not exist; create it") != std::string::npos);
 }

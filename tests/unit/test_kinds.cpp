@@ -57,9 +57,9 @@ TEST_CASE("the kinds a client sends that the broker may answer with a REPLY", "[
   CHECK(kinds_where([](const auto& i) {
           return wire::sent_by_client(i) && wire::may_be_answered_by_reply(i);
         }) == std::vector<wire::Kind>{wire::REGISTER, wire::UNREGISTER, wire::REQUEST,
-                                      wire::SUBSCRIBE, wire::UNSUBSCRIBE, wire::PUBLISH,
-                                      wire::SEND, wire::QUEUE_PUT, wire::QUEUE_GET,
-                                      wire::QUEUE_ACK, wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE});
+                                      wire::SUBSCRIBE, wire::UNSUBSCRIBE, wire::PUBLISH, wire::SEND,
+                                      wire::QUEUE_PUT, wire::QUEUE_GET, wire::QUEUE_ACK,
+                                      wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE});
   CHECK(wire::kind_info(wire::DELIVER).answer == wire::Answer::reply);
   CHECK(wire::kind_info(wire::HELLO).answer == wire::Answer::welcome);
   CHECK(wire::kind_info(wire::HEARTBEAT).answer == wire::Answer::heartbeat);

@@ -82,7 +82,7 @@ TEST_CASE("the Prometheus text has every limit's value and refusals, labelled by
   RecentTopics topics;
   LegacyQueues queues(QueueLimits{}, {});
   std::unordered_map<std::string, std::deque<CallId>> held;
-  const AdminSources sources{identity, config, registry, calls,       metrics, subscriptions,
+  const AdminSources sources{identity, config, registry, calls,   metrics,     subscriptions,
                              topics,   queues, held,     nullptr, TimePoint{}, false};
   const std::string text = prometheus_text(sources, false);
   CHECK_THAT(text, Catch::Contains("# TYPE sagebus_limit gauge\n"));

@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-StoreWrite put(std::uint64_t seq, const std::string& queue, const std::vector<std::string>& frames) {
+StoreWrite put(std::uint64_t seq, const std::string& queue,
+               const std::vector<std::string>& frames) {
   StoreWrite w;
   w.op = StoreWrite::Op::put;
   w.seq = seq;

@@ -189,8 +189,9 @@ void Session::on_reply_(std::string_view payload) {
       finish_(it, deadline_failure_(it->second));
       return;
     }
-    Outcome outcome{from_wire(in_.status()), in_.message(), std::string(payload), in_.count(),
-                    in_.tag(),  in_.deliveries(), in_.redelivered()};
+    Outcome outcome{
+        from_wire(in_.status()), in_.message(),    std::string(payload), in_.count(), in_.tag(),
+        in_.deliveries(),        in_.redelivered()};
     finish_(it, std::move(outcome));
     return;
   }
