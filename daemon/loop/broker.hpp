@@ -290,6 +290,7 @@ class Broker {
   void on_queue_ack_(ClientInfo& sender, Frames& frames);
   void on_queue_size_(ClientInfo& sender, Frames& frames);
   void on_queue_declare_(ClientInfo& sender, Frames& frames);
+  void on_queue_nack_(ClientInfo& sender, Frames& frames);
   bool check_queue_name_(const RoutingId& from);
   // Publishes and sends what a queue operation produced. Answers of effects with store
   // writes wait for the store to commit them (collect_store_).

@@ -95,6 +95,7 @@ const Broker::KindRow& Broker::kind_row_(wire::Kind kind) noexcept {
     {w::PUBLISH_BATCH,  A::client,   &B::on_publish_batch_, D::taken,      {},        P::on_arrival, kHello,  nullptr},
     {w::BATCH,          A::client,   &B::on_batch_,         D::taken,      {},        P::in_handler, kHello,  nullptr},
     {w::QUEUE_DECLARE,  A::client,   &B::on_queue_declare_, D::refused,    kDraining, P::none,       kHello,  &guard::queue_put},
+    {w::QUEUE_NACK,     A::client,   &B::on_queue_nack_,    D::taken,      {},        P::none,       kHello,  nullptr},
   }};
   // clang-format on
 

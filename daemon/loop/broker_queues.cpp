@@ -32,7 +32,10 @@ void Broker::open_store_() {
     if (item.deliveries > 0) ++handed_out;
   const std::size_t queues = recovery.queues.size(), items = recovery.items.size();
   queues_.set_durable_default(true);
-  queues_.restore(recovery, Clock::now());
+  queues_.restore(recovery, Clock::now(),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count());
   spdlog::info(
       "store {}: {} queues and {} items read back in {} ms ({} were handed out before and "
       "will be redelivered)",
@@ -110,7 +113,8 @@ void Broker::on_queue_put_(ClientInfo& sender, Frames& frames) {
   }
   QueueEffects fx;
   queues_.put(from, in_.id(), in_.queue(), std::move(item), now_,
-              now_ + std::chrono::milliseconds(in_.timeout_ms()), fx);
+              now_ + std::chrono::milliseconds(in_.timeout_ms()), fx,
+              std::chrono::milliseconds(in_.ttl_ms()));
   apply_(fx);
 }
 
@@ -140,6 +144,24 @@ void Broker::on_queue_ack_(ClientInfo& sender, Frames&) {
          0,
          0,
          {}});
+  apply_(fx);
+}
+
+void Broker::on_queue_nack_(ClientInfo& sender, Frames&) {
+  const RoutingId& from = sender.rid;
+  QueueEffects fx;
+  if (queues_.nack(from, in_.tag(), fx))
+    fx.answers.push_back({from, in_.id(), wire::OK, {}, 0, 0, {}});
+  else
+    fx.answers.push_back({from,
+                          in_.id(),
+                          wire::NOT_FOUND,
+                          "tag " + std::to_string(in_.tag()) +
+                              " is not held by this connection (it went back to its queue "
+                              "already, or the broker restarted)",
+                          0,
+                          0,
+                          {}});
   apply_(fx);
 }
 

@@ -171,6 +171,7 @@ void fill_queue(const AdminSources& src, const LegacyQueues::Queue& q, admin::Qu
   info.set_durable(q.durable);
   info.set_bytes(q.bytes);
   info.set_staged(u32(q.staged));
+  info.set_expired(q.expired);
 }
 
 std::string queues_payload(const AdminSources& src) {

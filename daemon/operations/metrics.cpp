@@ -285,8 +285,11 @@ void queues(Text& t, const LegacyQueues& queues) {
       {"sagebus_queue_gets_total", "counter", "Items handed to readers of a legacy queue",
        [](const LegacyQueues::Queue& q) { return q.gets; }},
       {"sagebus_queue_redeliveries_total", "counter",
-       "Items put back on a legacy queue: their reader left unacknowledged",
+       "Items put back on a legacy queue: their reader left, or gave them back, unacknowledged",
        [](const LegacyQueues::Queue& q) { return q.redeliveries; }},
+      {"sagebus_queue_expired_total", "counter",
+       "Items removed from a legacy queue because their TTL passed before a get",
+       [](const LegacyQueues::Queue& q) { return q.expired; }},
   };
   for (const auto& f : families) {
     t.family(f.name, f.type, f.help);

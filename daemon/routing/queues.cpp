@@ -43,7 +43,7 @@ LegacyQueues::LegacyQueues(QueueLimits limits,
   next_tag_ = ((static_cast<std::uint64_t>(random()) << 20) | 1) & ((1ull << 52) - 1);
 }
 
-void LegacyQueues::restore(Recovery& recovery, TimePoint now) {
+void LegacyQueues::restore(Recovery& recovery, TimePoint now, std::int64_t unix_ms_now) {
   auto queue = [&](const std::string& name, bool transient) -> Queue& {
     auto it = queues_.try_emplace(name).first;
     Queue& q = it->second;
@@ -61,7 +61,12 @@ void LegacyQueues::restore(Recovery& recovery, TimePoint now) {
   for (auto& item : recovery.items) {
     Queue& q = queue(item.queue, false);
     q.bytes += payload_bytes(item.payload);
-    q.items.push_back({item.seq, item.deliveries, std::move(item.payload)});
+    Item& restored = q.items.emplace_back(Item{item.seq, item.deliveries, std::move(item.payload)});
+    // A TTL holds until the item is first taken.
+    if (item.expires_ms != 0 && item.deliveries == 0) {
+      restored.expires = now + std::chrono::milliseconds(item.expires_ms - unix_ms_now);
+      expire_at_(q, restored);
+    }
   }
   next_item_seq_ = std::max(next_item_seq_, recovery.max_seq + 1);
 }
@@ -148,29 +153,43 @@ LegacyQueues::Waiter& LegacyQueues::park_(std::deque<Waiter>& line, const Routin
 }
 
 void LegacyQueues::accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload,
-                           QueueEffects& fx) {
+                           TimePoint expires, std::int64_t expires_ms, QueueEffects& fx) {
   const std::uint64_t seq = next_item_seq_++;
   if (!q.durable) {
     fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
-    append_(q, {seq, 0, std::move(payload)}, fx);
+    append_(q, {seq, 0, std::move(payload), expires}, fx);
     return;
   }
   StoreWrite w = write_of(StoreWrite::Op::put, seq);
   w.queue = q.name;
+  w.expires_ms = expires_ms;
   w.payload = share(payload);
   fx.writes.push_back(std::move(w));
   fx.staged.push_back(seq);
-  staged_.emplace(seq, Staged{q.name, from, id, std::move(payload)});
+  staged_.emplace(seq, Staged{q.name, from, id, std::move(payload), expires, expires_ms});
   ++q.staged;
 }
 
 void LegacyQueues::append_(Queue& q, Item item, QueueEffects& fx) {
   fx.publishes.push_back({q.topic, share(item.payload)});
   q.bytes += payload_bytes(item.payload);
+  expire_at_(q, item);
   q.items.push_back(std::move(item));
   ++q.puts;
   ++fx.puts;
   serve_(q, fx);
+}
+
+void LegacyQueues::expire_at_(const Queue& q, const Item& item) {
+  if (item.expires == TimePoint::max()) return;
+  expiries_.emplace(item.expires, item.seq);
+  expiring_in_.emplace(item.seq, q.name);
+}
+
+void LegacyQueues::unexpire_(const Item& item) {
+  if (item.expires == TimePoint::max()) return;
+  expiries_.erase({item.expires, item.seq});
+  expiring_in_.erase(item.seq);
 }
 
 void LegacyQueues::put_back_(Queue& q, Item item) {
@@ -194,6 +213,8 @@ void LegacyQueues::serve_(Queue& q, QueueEffects& fx) {
     taken.item = std::move(q.items.front());
     q.items.pop_front();
     Item& item = taken.item;
+    unexpire_(item);
+    item.expires = TimePoint::max();  // taken: kept until acknowledged
     ++item.deliveries;
     if (q.durable) fx.writes.push_back(write_of(StoreWrite::Op::lease, item.seq, item.deliveries));
     taken_by_[reader.client].insert(tag);
@@ -213,7 +234,8 @@ void LegacyQueues::admit_(Queue& q, QueueEffects& fx) {
     q.writers.pop_front();
     deadlines_.erase({writer.deadline, writer.seq});
     waiting_in_.erase(writer.seq);
-    accept_(q, writer.client, writer.id, std::move(writer.payload), fx);
+    accept_(q, writer.client, writer.id, std::move(writer.payload), writer.expires,
+            writer.expires_ms, fx);
   }
 }
 
@@ -232,12 +254,20 @@ void LegacyQueues::refuse_new_queue_(const RoutingId& from, std::uint64_t id, st
 }
 
 void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view name,
-                       Frames payload, TimePoint now, TimePoint deadline, QueueEffects& fx) {
+                       Frames payload, TimePoint now, TimePoint deadline, QueueEffects& fx,
+                       std::chrono::milliseconds ttl) {
   Queue* q = open_(name, now, fx);
   if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
+  const TimePoint expires = ttl.count() > 0 ? now + ttl : TimePoint::max();
+  // The store keeps the expiry on the wall clock, which a restart does not reset.
+  const std::int64_t expires_ms =
+      ttl.count() > 0 ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch() + ttl)
+                            .count()
+                      : 0;
   // Behind any put already waiting, so that puts stay in order.
   if (q->writers.empty() && depth_(*q) < limits_.max_depth) {
-    accept_(*q, from, id, std::move(payload), fx);
+    accept_(*q, from, id, std::move(payload), expires, expires_ms, fx);
     return;
   }
   if (deadline <= now || q->writers.size() >= limits_.max_waiting) {
@@ -255,6 +285,8 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
   }
   Waiter& w = park_(q->writers, from, id, now, deadline);
   w.payload = std::move(payload);
+  w.expires = expires;
+  w.expires_ms = expires_ms;
   deadlines_.emplace(deadline, w.seq);
   waiting_in_.emplace(w.seq, q->name);
 }
@@ -355,7 +387,7 @@ void LegacyQueues::committed(const std::vector<std::uint64_t>& seqs, QueueEffect
     --q->second.staged;
     if (!staged.putter.empty())
       fx.answers.push_back({staged.putter, staged.id, wire::OK, {}, 0, 0, {}, 0, true});
-    append_(q->second, {seq, 0, std::move(staged.payload)}, fx);
+    append_(q->second, {seq, 0, std::move(staged.payload), staged.expires}, fx);
   }
 }
 
@@ -394,6 +426,7 @@ std::size_t LegacyQueues::purge(std::string_view name, QueueEffects& fx) {
   Queue& q = it->second;
   const std::size_t n = q.items.size();
   for (auto& item : q.items) {
+    unexpire_(item);
     q.bytes -= std::min(q.bytes, payload_bytes(item.payload));
     if (q.durable) fx.writes.push_back(write_of(StoreWrite::Op::remove, item.seq));
   }
@@ -439,6 +472,21 @@ bool LegacyQueues::ack(const RoutingId& from, std::uint64_t tag, QueueEffects& f
   auto it = taken_.find(tag);
   if (it == taken_.end() || it->second.reader != from) return false;
   erase_taken_(tag, &fx);
+  return true;
+}
+
+bool LegacyQueues::nack(const RoutingId& from, std::uint64_t tag, QueueEffects& fx) {
+  auto it = taken_.find(tag);
+  if (it == taken_.end() || it->second.reader != from) return false;
+  auto q = queues_.find(it->second.queue);
+  Item item = std::move(it->second.item);
+  erase_taken_(tag, nullptr);
+  if (q == queues_.end()) return true;  // cannot happen: a queue with taken items is kept
+  // Its handing-out is stored already: the next reader is told it is redelivered.
+  put_back_(q->second, std::move(item));
+  ++q->second.redeliveries;
+  ++fx.redeliveries;
+  serve_(q->second, fx);
   return true;
 }
 
@@ -496,11 +544,38 @@ void LegacyQueues::remove_client(const RoutingId& client, QueueEffects& fx) {
 }
 
 std::optional<TimePoint> LegacyQueues::next_deadline() const {
-  if (deadlines_.empty()) return std::nullopt;
-  return deadlines_.begin()->first;
+  std::optional<TimePoint> next;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (!expiries_.empty() && (!next || expiries_.begin()->first < *next))
+    next = expiries_.begin()->first;
+  return next;
 }
 
 void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
+  std::vector<std::string> freed;
+  while (!expiries_.empty() && expiries_.begin()->first <= now) {
+    const std::uint64_t seq = expiries_.begin()->second;
+    expiries_.erase(expiries_.begin());
+    auto where = expiring_in_.find(seq);
+    if (where == expiring_in_.end()) continue;
+    auto q = queues_.find(where->second);
+    expiring_in_.erase(where);
+    if (q == queues_.end()) continue;
+    Queue& queue = q->second;
+    auto item = std::lower_bound(queue.items.begin(), queue.items.end(), seq,
+                                 [](const Item& i, std::uint64_t s) { return i.seq < s; });
+    if (item == queue.items.end() || item->seq != seq) continue;
+    queue.bytes -= std::min(queue.bytes, payload_bytes(item->payload));
+    if (queue.durable) fx.writes.push_back(write_of(StoreWrite::Op::remove, seq));
+    queue.items.erase(item);
+    ++queue.expired;
+    freed.push_back(queue.name);
+  }
+  std::sort(freed.begin(), freed.end());
+  freed.erase(std::unique(freed.begin(), freed.end()), freed.end());
+  for (const auto& name : freed)
+    admit_(queues_.find(name)->second, fx);
+
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     const std::uint64_t seq = deadlines_.begin()->second;
     deadlines_.erase(deadlines_.begin());

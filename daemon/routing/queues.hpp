@@ -87,7 +87,8 @@ struct QueueEffects {
   std::vector<std::uint64_t> staged;  // puts staged: committed() or abandoned() settles them
   std::uint64_t puts = 0;             // items appended
   std::uint64_t gets = 0;             // items handed to readers
-  std::uint64_t redeliveries = 0;     // items put back because their reader left
+  std::uint64_t redeliveries = 0;     // items put back: their reader left, or gave them back
+  std::uint64_t expired = 0;          // items removed because their TTL passed
   // Answers OVERLOADED, by the limit that refused them.
   std::array<std::uint64_t, kLimitCount> refused{};
 
@@ -103,6 +104,8 @@ class LegacyQueues {
     std::uint64_t seq = 0;
     std::uint32_t deliveries = 0;  // times handed out so far
     Frames payload;
+    // Removed if not taken by then (a put's ttl_ms); once taken, it is kept until acknowledged.
+    TimePoint expires = TimePoint::max();
   };
   struct Waiter {
     std::uint64_t seq = 0;  // identifies it in the deadline index
@@ -110,7 +113,9 @@ class LegacyQueues {
     std::uint64_t id = 0;  // the request's id
     TimePoint since{};
     TimePoint deadline{};
-    Frames payload;  // a waiting put's item
+    Frames payload;                        // a waiting put's item
+    TimePoint expires = TimePoint::max();  // a waiting put's item's
+    std::int64_t expires_ms = 0;
   };
   struct Queue {
     std::string name;
@@ -126,6 +131,7 @@ class LegacyQueues {
     std::uint64_t puts = 0;
     std::uint64_t gets = 0;
     std::uint64_t redeliveries = 0;
+    std::uint64_t expired = 0;
     TimePoint last_used{};
   };
 
@@ -135,8 +141,9 @@ class LegacyQueues {
   // Queues not declared otherwise are durable (the broker has a store).
   void set_durable_default(bool durable) noexcept { durable_default_ = durable; }
   bool durable_default() const noexcept { return durable_default_; }
-  // Loads what the store read back (before any other use), taking its payloads.
-  void restore(Recovery& recovery, TimePoint now);
+  // Loads what the store read back (before any other use), taking its payloads; `now`
+  // and `unix_ms_now` translate stored expiries to this clock.
+  void restore(Recovery& recovery, TimePoint now, std::int64_t unix_ms_now);
 
   // The error text for a queue name the broker refuses, or nothing. A name must be a
   // valid topic, and so must the topic it maps to.
@@ -144,15 +151,20 @@ class LegacyQueues {
   std::string topic_for(std::string_view name) const;
 
   // QUEUE_PUT: appends `payload`, or parks the put until `deadline` when the queue is
-  // full (answered at once when `deadline` <= `now`). `name` must pass check_name.
+  // full (answered at once when `deadline` <= `now`). `name` must pass check_name. With
+  // `ttl` > 0 the item is removed if nobody takes it within `ttl` of `now`.
   void put(const RoutingId& from, std::uint64_t id, std::string_view name, Frames payload,
-           TimePoint now, TimePoint deadline, QueueEffects& fx);
+           TimePoint now, TimePoint deadline, QueueEffects& fx,
+           std::chrono::milliseconds ttl = std::chrono::milliseconds(0));
   // QUEUE_GET: acknowledges `ack_tag` (if it is `from`'s), then takes the head, or parks
   // the get until `deadline` when the queue is empty.
   void get(const RoutingId& from, std::uint64_t id, std::string_view name, std::uint64_t ack_tag,
            TimePoint now, TimePoint deadline, QueueEffects& fx);
   // QUEUE_ACK: returns whether `tag` was an item `from` held (and is now gone).
   bool ack(const RoutingId& from, std::uint64_t tag, QueueEffects& fx);
+  // QUEUE_NACK: item `tag`, if `from` holds it, goes back to its place in its queue now,
+  // to be redelivered; returns whether it did.
+  bool nack(const RoutingId& from, std::uint64_t tag, QueueEffects& fx);
   // QUEUE_DECLARE: the queue is transient (memory only) or durable. Answers OK, or
   // UNAVAILABLE (durable without a store), or INVALID_ARGUMENT (a durable queue that holds
   // items cannot become transient).
@@ -179,8 +191,8 @@ class LegacyQueues {
   void remove_client(const RoutingId& client, QueueEffects& fx);
 
   std::optional<TimePoint> next_deadline() const;
-  // Answers the waiters whose deadline is at or before `now`: gets DEADLINE_EXCEEDED,
-  // puts OVERLOADED.
+  // Answers the waiters whose deadline is at or before `now` (gets DEADLINE_EXCEEDED, puts
+  // OVERLOADED), and removes the items whose TTL passed.
   void expire(TimePoint now, QueueEffects& fx);
 
   const std::map<std::string, Queue, std::less<>>& queues() const noexcept { return queues_; }
@@ -203,6 +215,8 @@ class LegacyQueues {
     RoutingId putter;  // empty: nobody to answer
     std::uint64_t id = 0;
     Frames payload;
+    TimePoint expires = TimePoint::max();
+    std::int64_t expires_ms = 0;  // the same on the wall clock (unix ms), for the store
   };
 
   Queue* open_(std::string_view name, TimePoint now, QueueEffects& fx);
@@ -210,10 +224,14 @@ class LegacyQueues {
   void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
                          QueueEffects& fx) const;
   // An accepted put: appended (transient) or staged (durable), answered OK now or then.
-  void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload, QueueEffects& fx);
+  void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload, TimePoint expires,
+               std::int64_t expires_ms, QueueEffects& fx);
   void append_(Queue& q, Item item, QueueEffects& fx);
   // An item back at its place (by seq) in its queue.
   static void put_back_(Queue& q, Item item);
+  // Indexes an item in its queue by its TTL; forgets it (taken, purged, expired).
+  void expire_at_(const Queue& q, const Item& item);
+  void unexpire_(const Item& item);
   std::size_t depth_(const Queue& q) const noexcept { return q.items.size() + q.staged; }
   void serve_(Queue& q, QueueEffects& fx);
   void admit_(Queue& q, QueueEffects& fx);
@@ -232,6 +250,9 @@ class LegacyQueues {
   std::uint64_t next_seq_ = 1;       // waiters
   std::uint64_t next_item_seq_ = 1;  // items, above every stored one
   std::unordered_map<std::uint64_t, Staged> staged_;
+  // Items in their queues with a TTL, by expiry, and the queue each is in.
+  std::set<std::pair<TimePoint, std::uint64_t>> expiries_;
+  std::unordered_map<std::uint64_t, std::string> expiring_in_;
   std::unordered_map<std::uint64_t, Taken> taken_;
   // Tags held per connection; ascending tags are the order the items were taken in.
   std::unordered_map<RoutingId, std::set<std::uint64_t>> taken_by_;

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS items(
   queue INTEGER NOT NULL,
   deliveries INTEGER NOT NULL,
   put_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
   sizes BLOB,
   payload BLOB NOT NULL);
 )";
@@ -203,7 +204,8 @@ class Store::Db {
     exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
     exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
     insert_ = prepare_(
-        "INSERT INTO items(seq, queue, deliveries, put_ms, sizes, payload) VALUES(?,?,0,?,?,?)");
+        "INSERT INTO items(seq, queue, deliveries, put_ms, expires_ms, sizes, payload) "
+        "VALUES(?1,?2,0,?3,?6,?4,?5)");
     lease_ = prepare_("UPDATE items SET deliveries=?2 WHERE seq=?1");
     remove_ = prepare_("DELETE FROM items WHERE seq=?");
     define_ = prepare_(
@@ -228,8 +230,8 @@ class Store::Db {
       sqlite3_finalize(st);
       if (rc != SQLITE_DONE) throw std::runtime_error(fail_(sqlite3_errmsg(db_)));
     }
-    sqlite3_stmt* st =
-        prepare_("SELECT seq, queue, deliveries, sizes, payload FROM items ORDER BY seq");
+    sqlite3_stmt* st = prepare_(
+        "SELECT seq, queue, deliveries, sizes, payload, expires_ms FROM items ORDER BY seq");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
       StoredItem& item = out.items.emplace_back();
@@ -237,6 +239,7 @@ class Store::Db {
       if (auto n = names.find(sqlite3_column_int64(st, 1)); n != names.end())
         item.queue = n->second;
       item.deliveries = static_cast<std::uint32_t>(sqlite3_column_int64(st, 2));
+      item.expires_ms = sqlite3_column_int64(st, 5);
       const auto* payload = static_cast<const char*>(sqlite3_column_blob(st, 4));
       const std::size_t total = static_cast<std::size_t>(sqlite3_column_bytes(st, 4));
       const auto* sizes = static_cast<const unsigned char*>(sqlite3_column_blob(st, 3));
@@ -268,6 +271,7 @@ class Store::Db {
         sqlite3_bind_int64(insert_, 1, static_cast<std::int64_t>(w.seq));
         sqlite3_bind_int64(insert_, 2, queue);
         sqlite3_bind_int64(insert_, 3, unix_ms());
+        sqlite3_bind_int64(insert_, 6, w.expires_ms);
         if (w.payload.size() == 1) {
           sqlite3_bind_null(insert_, 4);
           sqlite3_bind_blob64(insert_, 5, w.payload[0].data(), w.payload[0].size(), SQLITE_STATIC);
@@ -368,7 +372,10 @@ class Store::Db {
       if (rc == SQLITE_ROW) return ids_[name] = id;
       if (rc != SQLITE_DONE) throw std::runtime_error(fail_(sqlite3_errmsg(db_)));
       // An item of a queue never defined: defined durable now.
-      apply({StoreWrite::Op::define, 0, 0, false, name, {}});
+      StoreWrite define;
+      define.op = StoreWrite::Op::define;
+      define.queue = name;
+      apply(define);
     }
     throw std::runtime_error(fail_("queue '" + name + "' could not be defined"));
   }

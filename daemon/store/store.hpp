@@ -58,6 +58,7 @@ struct StoreWrite {
   std::uint64_t seq = 0;
   std::uint32_t deliveries = 0;
   bool transient = false;
+  std::int64_t expires_ms = 0;  // put: removed if not taken by then (unix ms; 0: never)
   std::string queue;
   Frames payload;
 };
@@ -67,6 +68,7 @@ struct StoredItem {
   std::uint64_t seq = 0;
   std::string queue;
   std::uint32_t deliveries = 0;  // times handed out before the restart
+  std::int64_t expires_ms = 0;   // unix ms; 0: never
   Frames payload;
 };
 

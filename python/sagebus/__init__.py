@@ -793,12 +793,14 @@ class LegacyQueue:
         self.name = name
         self._native = _native.LegacyQueue(client._native, name, transient)
 
-    def put(self, item: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, item: bytes, block: bool = True, timeout: Optional[float] = None,
+            ttl: Optional[float] = None) -> None:
         """Puts `item` (bytes) on the queue. It never waits for room: a full queue raises
         queue.Full at once, whatever `block` says; `timeout` (default 5 s) bounds the wait
-        for the broker's answer."""
+        for the broker's answer. With `ttl` (seconds), the broker removes the item if no
+        get takes it within that long."""
         try:
-            self._native.put(item, 5.0 if timeout is None else timeout)
+            self._native.put(item, 5.0 if timeout is None else timeout, ttl or 0.0)
         except Overloaded as e:
             raise queue.Full(str(e)) from e
 
@@ -826,6 +828,11 @@ class LegacyQueue:
         Once it returns the item is never delivered again; NotFound if the broker no longer
         knows it (it restarted, or this client reconnected): the item comes back."""
         self._native.ack()
+
+    def nack(self) -> None:
+        """Gives the item the last get() returned back to the queue now, unacknowledged:
+        the next reader gets it, marked redelivered."""
+        self._native.nack()
 
     def qsize(self) -> int:
         return self._native.size()

@@ -756,12 +756,19 @@ PYBIND11_MODULE(_native, module) {
         return queue;
       }))
       .def("put",
-           [](NativeQueue& q, const py::handle& item, double timeout) {
+           [](NativeQueue& q, const py::handle& item, double timeout, double ttl) {
              const std::string bytes = bytes_of(item, "a queue item");
              const auto t = millis(timeout);
+             const auto life = ttl > 0 ? millis(ttl) : std::chrono::milliseconds(0);
              py::gil_scoped_release nogil;
              std::lock_guard lock(q.mutex());
-             q.get().put(bytes, t);
+             q.get().put(bytes, t, life);
+           })
+      .def("nack",
+           [](NativeQueue& q) {
+             py::gil_scoped_release nogil;
+             std::lock_guard lock(q.mutex());
+             q.get().nack();
            })
       .def("get",
            [](NativeQueue& q, std::optional<double> timeout) -> py::object {

@@ -122,6 +122,7 @@ struct RequestSpec {
   zmq::message_t payload{};           // the caller's bytes, copied once, straight into the frame
   std::uint64_t tag = 0;              // QUEUE_GET, QUEUE_ACK
   bool transient = false;             // QUEUE_DECLARE
+  std::chrono::milliseconds ttl{0};   // QUEUE_PUT
   std::chrono::milliseconds hold{0};  // SEND
   CallOptions options{};
   // When the user asked for it: its deadline counts from here (timeout + hold), not from

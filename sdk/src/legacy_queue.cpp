@@ -1,6 +1,8 @@
 #include "sagebus/legacy_queue.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "client_request.hpp"
@@ -49,8 +51,13 @@ LegacyQueue::~LegacyQueue() {
   }
 }
 
-void LegacyQueue::put(std::string_view item, std::chrono::milliseconds timeout) {
+void LegacyQueue::put(std::string_view item, std::chrono::milliseconds timeout,
+                      std::chrono::milliseconds ttl) {
+  if (ttl.count() < 0 || ttl.count() > std::numeric_limits<std::int32_t>::max())
+    throw Error(Status::invalid_argument, "ttl must be between 0 (none) and 2^31 ms, not " +
+                                              std::to_string(ttl.count()) + " ms");
   auto spec = queue_request(wire::QUEUE_PUT, name_, 0, timeout, item);
+  spec.ttl = ttl;
   // A put waits out a broker restart within its timeout, as a get does. One the broker
   // may have taken before it went is not sent again: it ends UNAVAILABLE.
   spec.options.wait_for_ready = true;
@@ -77,6 +84,13 @@ std::optional<QueueItem> LegacyQueue::get_item(std::chrono::milliseconds timeout
   unacked_ = outcome.tag;
   return QueueItem{std::move(outcome.payload), outcome.redelivered,
                    std::max<std::uint32_t>(outcome.deliveries, 1)};
+}
+
+void LegacyQueue::nack() {
+  std::lock_guard lock(mutex_);
+  if (unacked_ == 0) return;
+  const std::uint64_t tag = std::exchange(unacked_, 0);
+  detail::wait(client_, queue_request(wire::QUEUE_NACK, name_, tag, kQuickTimeout));
 }
 
 void LegacyQueue::ack() {

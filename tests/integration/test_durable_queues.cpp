@@ -187,3 +187,37 @@ TEST_CASE("a store in a directory that does not exist stops the broker with what
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("nowhere does not exist; create it") != std::string::npos);
 }
+
+TEST_CASE("an item's TTL holds across a restart", "[queues][store][ttl]") {
+  TempDir dir;
+  Broker broker(stored_in(dir));
+  Client client(at(broker, "putter"));
+  LegacyQueue queue(client, "jobs");
+  queue.put("brief", 5s, 300ms);
+  queue.put("lasting", 5s, 60s);
+  crash_and_restart(broker);
+  REQUIRE(reconnected(client));
+  // The first expires 300 ms after its put, whatever the restart did meanwhile.
+  REQUIRE(eventually([&] { return queue_info(client, "jobs").expired() == 1; }, 5s));
+  CHECK(queue.get(5s) == "lasting");
+  CHECK(error_of([&] { queue.put("x", 5s, -1ms); }).status() == Status::invalid_argument);
+}
+
+TEST_CASE("an item given back with nack goes to the next reader marked redelivered",
+          "[queues][store][nack]") {
+  TempDir dir;
+  Broker broker(stored_in(dir));
+  Client client(at(broker, "reader"));
+  LegacyQueue first(client, "jobs");
+  LegacyQueue second(client, "jobs");
+  first.put("a");
+  first.put("b");
+  REQUIRE(first.get(5s) == "a");
+  first.nack();
+  const auto again = second.get_item(5s);
+  REQUIRE(again);
+  CHECK(again->data == "a");
+  CHECK(again->redelivered);
+  CHECK(again->deliveries == 2);
+  CHECK(queue_info(client, "jobs").redeliveries() == 1);
+}

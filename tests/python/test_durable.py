@@ -2,6 +2,7 @@
 the broker's SIGKILL, an item handed out and not acknowledged comes back marked
 redelivered, and a transient queue keeps nothing."""
 import queue
+import time
 
 import pytest
 
@@ -42,5 +43,23 @@ def test_a_durable_queue_with_items_cannot_become_transient(tmp_path):
             sagebus.LegacyQueue(c, "jobs").put(b"x")
             with pytest.raises(sagebus.InvalidArgument, match="busctl queue purge jobs"):
                 sagebus.LegacyQueue(c, "jobs", transient=True)
+    finally:
+        broker.stop()
+
+
+def test_nack_and_ttl(tmp_path):
+    broker = Broker("--store", str(tmp_path / "store.db"))
+    try:
+        with sagebus.Client(broker.endpoint) as c:
+            q = sagebus.LegacyQueue(c, "jobs")
+            q.put(b"gone soon", ttl=0.05)
+            q.put(b"kept")
+            # The first is removed 50 ms after its put; nothing is waiting for it.
+            deadline = time.monotonic() + 5
+            while q.qsize() != 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert q.get(timeout=5) == b"kept"
+            q.nack()
+            assert q.get_item(timeout=5) == (b"kept", True, 2)
     finally:
         broker.stop()

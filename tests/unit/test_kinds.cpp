@@ -50,7 +50,8 @@ TEST_CASE("who sends each kind", "[kinds]") {
   CHECK(kinds_where([](const auto& i) { return !wire::sent_by_broker(i); }) ==
         K{wire::HELLO, wire::REGISTER, wire::UNREGISTER, wire::SUBSCRIBE, wire::UNSUBSCRIBE,
           wire::PUBLISH, wire::CREDIT, wire::SEND, wire::QUEUE_PUT, wire::QUEUE_GET,
-          wire::QUEUE_ACK, wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE});
+          wire::QUEUE_ACK, wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE,
+          wire::QUEUE_NACK});
 }
 
 TEST_CASE("the kinds a client sends that the broker may answer with a REPLY", "[kinds]") {
@@ -59,7 +60,8 @@ TEST_CASE("the kinds a client sends that the broker may answer with a REPLY", "[
         }) == std::vector<wire::Kind>{wire::REGISTER, wire::UNREGISTER, wire::REQUEST,
                                       wire::SUBSCRIBE, wire::UNSUBSCRIBE, wire::PUBLISH, wire::SEND,
                                       wire::QUEUE_PUT, wire::QUEUE_GET, wire::QUEUE_ACK,
-                                      wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE});
+                                      wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE,
+                                      wire::QUEUE_NACK});
   CHECK(wire::kind_info(wire::DELIVER).answer == wire::Answer::reply);
   CHECK(wire::kind_info(wire::HELLO).answer == wire::Answer::welcome);
   CHECK(wire::kind_info(wire::HEARTBEAT).answer == wire::Answer::heartbeat);

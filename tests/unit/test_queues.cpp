@@ -457,7 +457,7 @@ TEST_CASE("restored items keep their order and delivery counts", "[queues][store
     i.payload = item(std::to_string(seq));
   }
   r.max_seq = 7;
-  queues.restore(r, t0);
+  queues.restore(r, t0, 0);
   CHECK(queues.size("jobs") == 2);
   CHECK_FALSE(queues.queues().at("scratch").durable);
   QueueEffects fx;
@@ -519,4 +519,94 @@ TEST_CASE("purge removes the items not taken and stores their removal", "[queues
   CHECK(f.queues.size("jobs") == 0);
   CHECK(f.queues.unacked("R") == 1);  // the taken one stays with its reader
   CHECK(f.queues.peek("jobs", 10).empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// TTL and giving an item back.
+
+TEST_CASE("an item nobody takes within its TTL is removed and counted", "[queues][ttl]") {
+  Durable f;
+  QueueEffects put;
+  f.queues.put("P", 1, "jobs", item("short"), t0, t0 + 1s, put, 100ms);
+  f.queues.put("P", 2, "jobs", item("long"), t0, t0 + 1s, put, 10s);
+  f.queues.committed(put.staged, f.fx);
+  REQUIRE(f.queues.next_deadline());
+  CHECK(*f.queues.next_deadline() == t0 + 100ms);
+  QueueEffects fx;
+  f.queues.expire(t0 + 99ms, fx);
+  CHECK(f.queues.size("jobs") == 2);
+  f.queues.expire(t0 + 100ms, fx);
+  CHECK(f.queues.size("jobs") == 1);
+  CHECK(f.queues.queues().at("jobs").expired == 1);
+  CHECK(ops(fx) == std::vector{StoreWrite::Op::remove});
+  CHECK(text(f.get("R")) == "long");
+}
+
+TEST_CASE("a taken item is kept past its TTL until acknowledged", "[queues][ttl]") {
+  Fixture f;
+  QueueEffects put;
+  f.queues.put("P", 1, "jobs", item("x"), t0, t0 + 1s, put, 100ms);
+  const QueueAnswer a = f.get("R");
+  CHECK_FALSE(f.queues.next_deadline());  // nothing left to expire
+  f.fx = {};
+  f.queues.remove_client("R", f.fx);  // back in the queue, for good now
+  f.queues.expire(t0 + 1h, f.fx);
+  CHECK(f.queues.size("jobs") == 1);
+  CHECK(a.deliveries == 1);
+}
+
+TEST_CASE("an expired item makes room for a waiting put", "[queues][ttl]") {
+  Fixture f;
+  f.queues.set_limits(limits(1));
+  QueueEffects fx;
+  f.queues.put("P", 1, "jobs", item("old"), t0, t0 + 1s, fx, 50ms);
+  f.queues.put("P", 2, "jobs", item("new"), t0, t0 + 1s, fx);  // waits for room
+  REQUIRE(fx.answers.size() == 1);
+  fx = {};
+  f.queues.expire(t0 + 50ms, fx);
+  REQUIRE(fx.answers.size() == 1);
+  CHECK(fx.answers[0].id == 2);
+  CHECK(fx.answers[0].status == wire::OK);
+  CHECK(text(f.get("R")) == "new");
+}
+
+TEST_CASE("a restored item keeps its TTL on the wall clock", "[queues][ttl][store]") {
+  LegacyQueues queues(limits(), {});
+  queues.set_durable_default(true);
+  Recovery r;
+  for (std::uint64_t seq : {1u, 2u, 3u}) {
+    StoredItem& i = r.items.emplace_back();
+    i.seq = seq;
+    i.queue = "jobs";
+    i.payload = item(std::to_string(seq));
+  }
+  r.items[0].expires_ms = 5000;  // passed before the restart
+  r.items[1].expires_ms = 7000;  // 2 s after it
+  r.items[2].expires_ms = 5000;  // passed, but it was handed out: kept
+  r.items[2].deliveries = 1;
+  queues.restore(r, t0, 5000);
+  QueueEffects fx;
+  queues.expire(t0, fx);
+  CHECK(queues.size("jobs") == 2);
+  queues.expire(t0 + 2s, fx);
+  CHECK(queues.size("jobs") == 1);
+  CHECK(queues.queues().at("jobs").expired == 2);
+}
+
+TEST_CASE("an item given back goes to its place and is redelivered", "[queues][nack]") {
+  Durable f;
+  f.stored_put("1");
+  f.stored_put("2");
+  const QueueAnswer first = f.get("R");
+  f.fx = {};
+  CHECK_FALSE(f.queues.nack("OTHER", first.tag, f.fx));  // not its item
+  CHECK(f.queues.nack("R", first.tag, f.fx));
+  CHECK(f.fx.writes.empty());  // its delivery count is stored already
+  CHECK(f.queues.unacked("R") == 0);
+  CHECK(f.queues.queues().at("jobs").redeliveries == 1);
+  const QueueAnswer again = f.get("S");
+  CHECK(text(again) == "1");
+  CHECK(again.deliveries == 2);
+  f.fx = {};
+  CHECK_FALSE(f.queues.nack("R", first.tag, f.fx));  // given back already
 }

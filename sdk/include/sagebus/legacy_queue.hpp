@@ -62,8 +62,12 @@ class LegacyQueue {
   LegacyQueue& operator=(const LegacyQueue&) = delete;
 
   // Appends `item`. While the queue is full, waits up to `timeout` for room; then throws
-  // Error(OVERLOADED). Throws Error(UNAVAILABLE) when the broker cannot be reached.
-  void put(std::string_view item, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Error(OVERLOADED). Throws Error(UNAVAILABLE) when the broker cannot be reached. With
+  // `ttl` > 0 the broker removes the item if no get takes it within `ttl` (counted as
+  // expired); once taken, it is kept until acknowledged. Throws Error(INVALID_ARGUMENT)
+  // for a `ttl` below 0 or over 2^31 ms.
+  void put(std::string_view item, std::chrono::milliseconds timeout = std::chrono::seconds(5),
+           std::chrono::milliseconds ttl = std::chrono::milliseconds(0));
 
   // Acknowledges the previous item, then takes the head of the queue, waiting up to
   // `timeout` for one. Returns nothing when none came in time. Throws Error on failures
@@ -71,6 +75,11 @@ class LegacyQueue {
   std::optional<std::string> get(std::chrono::milliseconds timeout);
   // The same, with whether the item was redelivered.
   std::optional<QueueItem> get_item(std::chrono::milliseconds timeout);
+
+  // Gives the item the last get() returned back to the queue now, unacknowledged: it
+  // goes back to its place and the next reader gets it, marked redelivered. No-op if
+  // there is none. Throws as ack() does.
+  void nack();
 
   // Acknowledges the item the last get() returned. No-op if there is none. Once it
   // returns, the item is never delivered again (stored, on a durable queue). Throws

@@ -137,7 +137,8 @@ bool Session::try_send_request_(std::uint64_t id) {
       head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
           .string(H::kQueueFieldNumber, spec.target)
           .varint(H::kTagFieldNumber, spec.tag)
-          .varint(H::kTransientFieldNumber, spec.transient);
+          .varint(H::kTransientFieldNumber, spec.transient)
+          .varint(H::kTtlMsFieldNumber, static_cast<std::uint32_t>(spec.ttl.count()));
       break;
   }
   std::optional<zmq::message_t> payload;

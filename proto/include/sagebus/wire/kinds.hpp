@@ -76,6 +76,7 @@ inline constexpr std::array<KindInfo, Kind_ARRAYSIZE> kKinds{{
     {PUBLISH_BATCH, Sender::client, Answer::reply_if_refused, true, true},
     {BATCH, Sender::both, Answer::none, true, false},
     {QUEUE_DECLARE, Sender::client, Answer::reply, false, true},
+    {QUEUE_NACK, Sender::client, Answer::reply, false, true},
 }};
 
 // The row of `kind`; kUnknownKind for a number that is no kind.
