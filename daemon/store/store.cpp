@@ -1,8 +1,10 @@
 #include "store/store.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <string_view>
 #include <system_error>
 #include <unordered_map>
+#include <utility>
 
 namespace sagebus::broker {
 
@@ -403,6 +406,39 @@ class Store::Db {
 
 namespace {
 
+// The broker's hold on its store: an flock on the database file, so that a second
+// sage-busd given the same file refuses to start, instead of writing beside the first
+// (or finding it busy and taking it for corrupt). flock is apart from SQLite's own fcntl
+// locks; the fd stays open as long as the store, because closing any fd of the file
+// would drop SQLite's.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path)
+      : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (fd_ < 0)
+      throw std::runtime_error("cannot open the store " + path + ": " + std::strerror(errno) +
+                               "; check that sage-busd may write there");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      if (error == EWOULDBLOCK)
+        throw std::runtime_error("the store " + path +
+                                 " is in use by another sage-busd; give each broker a store of "
+                                 "its own (--store)");
+      throw std::runtime_error("cannot lock the store " + path + ": " + std::strerror(error));
+    }
+  }
+  ~FileLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
 // Renames `path` (and its WAL) aside; returns the new name.
 std::string move_aside(const std::string& path) {
   const std::string aside = path + ".corrupt-" + timestamp();
@@ -425,11 +461,13 @@ std::unique_ptr<Store> Store::open(const std::string& path, Recovery& recovery) 
     throw std::runtime_error("the store's directory " + parent.string() +
                              " does not exist; create it (writable by sage-busd) or change "
                              "--store (store in the config file)");
+  auto lock = std::make_unique<FileLock>(path);
   auto db = std::make_unique<Db>(path);
   if (std::string problems = db->check(); !problems.empty()) {
     db.reset();
     recovery.check_error = problems;
     recovery.moved_aside = move_aside(path);
+    lock = std::make_unique<FileLock>(path);
     db = std::make_unique<Db>(path);
   }
   db->prepare_schema();
@@ -437,11 +475,11 @@ std::unique_ptr<Store> Store::open(const std::string& path, Recovery& recovery) 
   db->failpoint = Failpoint::from_env();
   recovery.took =
       std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - started);
-  return std::unique_ptr<Store>(new Store(path, std::move(db)));
+  return std::unique_ptr<Store>(new Store(path, std::move(db), lock->release()));
 }
 
-Store::Store(std::string path, std::unique_ptr<Db> db)
-    : path_(std::move(path)), db_(std::move(db)) {
+Store::Store(std::string path, std::unique_ptr<Db> db, int lock_fd)
+    : path_(std::move(path)), db_(std::move(db)), lock_fd_(lock_fd) {
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   stats_.bytes = file_size(path_) + file_size(path_ + "-wal");
@@ -456,6 +494,7 @@ Store::~Store() {
   wake_.notify_one();
   writer_.join();
   db_.reset();
+  ::close(lock_fd_);  // after SQLite closed the file (see FileLock)
   ::close(event_fd_);
 }
 

@@ -1,9 +1,10 @@
 // Store: the broker's durable store of legacy queues (docs/operations.md, "The store"), an
 // SQLite database in WAL mode with synchronous=FULL, written by one thread of its own.
 //
-// open() runs before the loop: it checks the file (PRAGMA quick_check), moves a file that
-// fails aside (named in the returned Recovery, the caller logs it), and reads back every
-// queue definition and stored item, in put order. After that the loop only submits and
+// open() runs before the loop: it locks the file (a second broker on it is refused),
+// checks it (PRAGMA quick_check), moves a file that fails aside (named in the returned
+// Recovery, the caller logs it), and reads back every queue definition and stored item,
+// in put order. After that the loop only submits and
 // collects, and never waits on the disk:
 //
 //   - submit(ticket, writes) hands a list of writes to the writer thread and returns at
@@ -137,12 +138,13 @@ class Store {
   };
   class Db;
 
-  Store(std::string path, std::unique_ptr<Db> db);
+  Store(std::string path, std::unique_ptr<Db> db, int lock_fd);
   void run_();
   void write_(std::deque<Job>& jobs);
 
   std::string path_;
   std::unique_ptr<Db> db_;  // the writer thread's once started
+  int lock_fd_ = -1;        // held while the store is open: one broker a store
   int event_fd_ = -1;
 
   mutable std::mutex mutex_;

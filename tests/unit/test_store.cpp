@@ -166,6 +166,17 @@ TEST_CASE("a store that fails its check is moved aside", "[store]") {
   CHECK(r.items.empty());  // a fresh store
 }
 
+TEST_CASE("a store in use by another broker is refused", "[store]") {
+  sagebus::child::TempDir dir("sagebus-store");
+  const std::string path = dir.path() + "/store.db";
+  Recovery r;
+  auto first = Store::open(path, r);
+  Recovery again;
+  CHECK_THROWS_WITH(Store::open(path, again), Catch::Contains("in use by another sage-busd"));
+  first.reset();
+  CHECK_NOTHROW(Store::open(path, again));
+}
+
 TEST_CASE("a file that is not a store is refused", "[store]") {
   sagebus::child::TempDir dir("sagebus-store");
   const std::string path = dir.path() + "/other.db";
