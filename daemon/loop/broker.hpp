@@ -367,6 +367,7 @@ class Broker {
   std::unordered_map<std::uint64_t, StoreTicket> tickets_;
   std::vector<StoreDone> store_done_;  // collect_store_'s
   TokenBucket store_error_log_limiter_{1.0, 5.0};
+  bool store_failing_ = false;  // its last transaction failed
   // Held point-to-point messages per peer name, oldest first. Each is a waiting Call.
   std::unordered_map<std::string, std::deque<CallId>> held_;
   Metrics metrics_;

@@ -53,6 +53,10 @@ void Broker::collect_store_() {
     if (!done.ok && store_error_log_limiter_.take(now_))
       spdlog::error("{}; puts to durable queues are answered UNAVAILABLE until a write succeeds",
                     done.error);
+    if (done.ok == store_failing_) {
+      store_failing_ = !done.ok;
+      if (done.ok) spdlog::info("the store {} writes again; puts are stored", store_->path());
+    }
     if (ticket.compact) {
       // The answer carries the store's figures after it (admin.StoreStatus).
       admin::StoreStatus after;

@@ -169,6 +169,7 @@ TEST_CASE(
   }
   INFO("last refusal after the limit was lifted: " << last_error);
   REQUIRE(recovered);
+  CHECK_THAT(broker.log(), Catch::Contains("writes again; puts are stored"));
   confirmed.push_back("after-0");
   std::cout << "puts succeed again "
             << std::chrono::duration_cast<milliseconds>(Clock::now() - lifted).count()
