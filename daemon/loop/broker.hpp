@@ -300,7 +300,7 @@ class Broker {
   void run_queue_deadlines_();
   // The $broker methods that change queues or the store: queue.purge, store.compact.
   // Returns false for any other method.
-  bool answer_store_admin_(const RoutingId& from, std::uint64_t id, const Frames& frames);
+  bool answer_store_admin_(const RoutingId& from, std::uint64_t id, std::string_view request);
   // The durable store (broker_queues.cpp): opened and read back before binding; the
   // tickets it has committed (or failed) are settled when its fd says so.
   void open_store_();

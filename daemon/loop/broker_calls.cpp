@@ -96,11 +96,11 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
     return;
   }
   if (in_.service() == wire::kBrokerService) {
-    if (answer_store_admin_(from, id, frames)) return;
     const std::string_view request =
         frames.size() > 2
             ? std::string_view(static_cast<const char*>(frames[2].data()), frames[2].size())
             : std::string_view();
+    if (answer_store_admin_(from, id, request)) return;
     AdminAnswer a = answer_admin(in_.method(), request, admin_sources_());
     zmq::message_t payload(a.payload.data(), a.payload.size());
     answer_(from, id, a.status, a.message, 0, 0,

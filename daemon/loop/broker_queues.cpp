@@ -32,10 +32,7 @@ void Broker::open_store_() {
     if (item.deliveries > 0) ++handed_out;
   const std::size_t queues = recovery.queues.size(), items = recovery.items.size();
   queues_.set_durable_default(true);
-  queues_.restore(recovery, Clock::now(),
-                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count());
+  queues_.restore(recovery, Clock::now());
   spdlog::info(
       "store {}: {} queues and {} items read back in {} ms ({} were handed out before and "
       "will be redelivered)",
@@ -50,14 +47,8 @@ void Broker::collect_store_() {
     if (it == tickets_.end()) continue;
     StoreTicket ticket = std::move(it->second);
     tickets_.erase(it);
-    if (!done.ok && store_error_log_limiter_.take(now_))
-      spdlog::error("{}; puts to durable queues are answered UNAVAILABLE until a write succeeds",
-                    done.error);
-    if (done.ok == store_failing_) {
-      store_failing_ = !done.ok;
-      if (done.ok) spdlog::info("the store {} writes again; puts are stored", store_->path());
-    }
     if (ticket.compact) {
+      if (!done.ok) spdlog::warn("store.compact failed: {}", done.error);
       // The answer carries the store's figures after it (admin.StoreStatus).
       admin::StoreStatus after;
       fill_store_status(*store_, after);
@@ -71,7 +62,15 @@ void Broker::collect_store_() {
           a.payload.emplace_back(bytes.data(), bytes.size());
         }
       }
-    } else if (!done.ok) {
+    } else if (done.ok) {
+      if (store_failing_)
+        spdlog::info("the store {} writes again; puts are stored", store_->path());
+      store_failing_ = false;
+    } else {
+      if (store_error_log_limiter_.take(now_))
+        spdlog::error("{}; puts to durable queues are answered UNAVAILABLE until a write succeeds",
+                      done.error);
+      store_failing_ = true;
       // Acknowledgements and declarations stand in memory, and the store is given them
       // again with its next write; a reader is told it is not on disk yet.
       for (auto& a : ticket.answers)
@@ -183,7 +182,8 @@ void Broker::on_queue_declare_(ClientInfo& sender, Frames&) {
   apply_(fx);
 }
 
-bool Broker::answer_store_admin_(const RoutingId& from, std::uint64_t id, const Frames& frames) {
+bool Broker::answer_store_admin_(const RoutingId& from, std::uint64_t id,
+                                 std::string_view request) {
   const std::string& method = in_.method();
   if (method != "queue.purge" && method != "store.compact") return false;
   if (method == "store.compact") {
@@ -207,23 +207,20 @@ bool Broker::answer_store_admin_(const RoutingId& from, std::uint64_t id, const 
     store_->compact(ticket);
     return true;
   }
-  admin::QueueRequest request;
-  if (frames.size() < 3 ||
-      !request.ParseFromArray(frames[2].data(), static_cast<int>(frames[2].size())) ||
-      request.name().empty()) {
-    answer_(from, id, wire::INVALID_ARGUMENT,
-            "queue.purge takes a sagebus.admin.QueueRequest naming the queue");
+  admin::QueueRequest purge;
+  if (auto refused = read_queue_request(method, request, purge)) {
+    answer_(from, id, refused->status, refused->message);
     return true;
   }
   QueueEffects fx;
   admin::QueuePurged purged;
-  purged.set_items(queues_.purge(request.name(), fx));
+  purged.set_items(queues_.purge(purge.name(), fx));
   const std::string bytes = purged.SerializeAsString();
   Frames payload;
   payload.emplace_back(bytes.data(), bytes.size());
   fx.answers.push_back({from, id, wire::OK, {}, 0, 0, std::move(payload), purged.items()});
   if (purged.items() > 0)
-    spdlog::info("queue '{}' purged: {} items removed", request.name(), purged.items());
+    spdlog::info("queue '{}' purged: {} items removed", purge.name(), purged.items());
   apply_(fx);
   return true;
 }

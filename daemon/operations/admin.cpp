@@ -186,10 +186,7 @@ std::string queues_payload(const AdminSources& src) {
 AdminAnswer queue_payload(std::string_view method, std::string_view request,
                           const AdminSources& src) {
   admin::QueueRequest r;
-  if (!r.ParseFromArray(request.data(), static_cast<int>(request.size())) || r.name().empty())
-    return {wire::INVALID_ARGUMENT,
-            std::string(method) + " takes a sagebus.admin.QueueRequest naming the queue",
-            {}};
+  if (auto refused = read_queue_request(method, request, r)) return *refused;
   const auto& queues = src.queues.queues();
   auto it = queues.find(r.name());
   if (it == queues.end())
@@ -212,6 +209,15 @@ AdminAnswer queue_payload(std::string_view method, std::string_view request,
 }
 
 }  // namespace
+
+std::optional<AdminAnswer> read_queue_request(std::string_view method, std::string_view request,
+                                              admin::QueueRequest& out) {
+  if (out.ParseFromArray(request.data(), static_cast<int>(request.size())) && !out.name().empty())
+    return std::nullopt;
+  return AdminAnswer{wire::INVALID_ARGUMENT,
+                     std::string(method) + " takes a sagebus.admin.QueueRequest naming the queue",
+                     {}};
+}
 
 void fill_store_status(const Store& store, admin::StoreStatus& out) {
   const StoreStats stats = store.stats();

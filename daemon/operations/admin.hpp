@@ -63,6 +63,11 @@ struct AdminSources {
 AdminAnswer answer_admin(std::string_view method, std::string_view request,
                          const AdminSources& sources);
 
+// Reads the admin.QueueRequest that `method` (queue.stat, peek, purge) takes into `out`;
+// the INVALID_ARGUMENT answer when `request` is none.
+std::optional<AdminAnswer> read_queue_request(std::string_view method, std::string_view request,
+                                              admin::QueueRequest& out);
+
 // The store's figures, as admin.StoreStatus reports them.
 void fill_store_status(const Store& store, admin::StoreStatus& out);
 

@@ -25,11 +25,24 @@ std::uint64_t payload_bytes(const Frames& frames) {
   return n;
 }
 
+// Takes an item that is gone for good off its queue's byte count.
+void drop_bytes(LegacyQueues::Queue& q, const Frames& payload) {
+  q.bytes -= std::min(q.bytes, payload_bytes(payload));
+}
+
 StoreWrite write_of(StoreWrite::Op op, std::uint64_t seq, std::uint32_t deliveries = 0) {
   StoreWrite w;
   w.op = op;
   w.seq = seq;
   w.deliveries = deliveries;
+  return w;
+}
+
+// A queue's definition (define, undefine) for the store.
+StoreWrite definition_of(StoreWrite::Op op, std::string_view queue, bool transient = false) {
+  StoreWrite w = write_of(op, 0);
+  w.queue = std::string(queue);
+  w.transient = transient;
   return w;
 }
 
@@ -43,30 +56,26 @@ LegacyQueues::LegacyQueues(QueueLimits limits,
   next_tag_ = ((static_cast<std::uint64_t>(random()) << 20) | 1) & ((1ull << 52) - 1);
 }
 
-void LegacyQueues::restore(Recovery& recovery, TimePoint now, std::int64_t unix_ms_now) {
-  auto queue = [&](const std::string& name, bool transient) -> Queue& {
-    auto it = queues_.try_emplace(name).first;
-    Queue& q = it->second;
-    if (q.name.empty()) {
-      q.name = name;
-      q.topic = topic_for(name);
-      q.durable = !transient;
-      q.declared = transient;
-      q.last_used = now;
-    }
-    return q;
-  };
+LegacyQueues::Queue& LegacyQueues::add_queue_(std::string_view name, bool durable, TimePoint now) {
+  Queue& q = queues_.try_emplace(std::string(name)).first->second;
+  q.name = std::string(name);
+  q.topic = topic_for(name);
+  q.durable = durable;
+  q.last_used = now;
+  return q;
+}
+
+void LegacyQueues::restore(Recovery& recovery, TimePoint now) {
   for (const auto& sq : recovery.queues)
-    queue(sq.name, sq.transient);
+    add_queue_(sq.name, !sq.transient, now).declared = sq.transient;
   for (auto& item : recovery.items) {
-    Queue& q = queue(item.queue, false);
+    auto it = queues_.find(item.queue);
+    Queue& q = it != queues_.end() ? it->second : add_queue_(item.queue, true, now);
     q.bytes += payload_bytes(item.payload);
-    Item& restored = q.items.emplace_back(Item{item.seq, item.deliveries, std::move(item.payload)});
     // A TTL holds until the item is first taken.
-    if (item.expires_ms != 0 && item.deliveries == 0) {
-      restored.expires = now + std::chrono::milliseconds(item.expires_ms - unix_ms_now);
-      expire_at_(q, restored);
-    }
+    expire_at_(q,
+               q.items.emplace_back(Item{item.seq, item.deliveries, std::move(item.payload),
+                                         item.deliveries == 0 ? item.expires : TimePoint::max()}));
   }
   next_item_seq_ = std::max(next_item_seq_, recovery.max_seq + 1);
 }
@@ -119,23 +128,13 @@ LegacyQueues::Queue* LegacyQueues::open_(std::string_view name, TimePoint now, Q
         if (idle == queues_.end() || c.last_used < idle->second.last_used) idle = q;
       }
       if (idle == queues_.end()) return nullptr;
-      if (idle->second.durable) {
-        StoreWrite w = write_of(StoreWrite::Op::undefine, 0);
-        w.queue = idle->first;
-        fx.writes.push_back(std::move(w));
-      }
+      if (idle->second.durable)
+        fx.writes.push_back(definition_of(StoreWrite::Op::undefine, idle->first));
       queues_.erase(idle);
     }
-    it = queues_.try_emplace(std::string(name)).first;
-    Queue& q = it->second;
-    q.name = std::string(name);
-    q.topic = topic_for(name);
-    q.durable = durable_default_;
-    if (q.durable) {
-      StoreWrite w = write_of(StoreWrite::Op::define, 0);
-      w.queue = q.name;
-      fx.writes.push_back(std::move(w));
-    }
+    Queue& q = add_queue_(name, durable_default_, now);
+    if (q.durable) fx.writes.push_back(definition_of(StoreWrite::Op::define, name));
+    return &q;
   }
   it->second.last_used = now;
   return &it->second;
@@ -153,7 +152,7 @@ LegacyQueues::Waiter& LegacyQueues::park_(std::deque<Waiter>& line, const Routin
 }
 
 void LegacyQueues::accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload,
-                           TimePoint expires, std::int64_t expires_ms, QueueEffects& fx) {
+                           TimePoint expires, QueueEffects& fx) {
   const std::uint64_t seq = next_item_seq_++;
   if (!q.durable) {
     fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
@@ -162,11 +161,11 @@ void LegacyQueues::accept_(Queue& q, const RoutingId& from, std::uint64_t id, Fr
   }
   StoreWrite w = write_of(StoreWrite::Op::put, seq);
   w.queue = q.name;
-  w.expires_ms = expires_ms;
+  w.expires = expires;
   w.payload = share(payload);
   fx.writes.push_back(std::move(w));
   fx.staged.push_back(seq);
-  staged_.emplace(seq, Staged{q.name, from, id, std::move(payload), expires, expires_ms});
+  staged_.emplace(seq, Staged{q.name, from, id, std::move(payload), expires});
   ++q.staged;
 }
 
@@ -196,6 +195,13 @@ void LegacyQueues::put_back_(Queue& q, Item item) {
   auto at = std::upper_bound(q.items.begin(), q.items.end(), item.seq,
                              [](std::uint64_t seq, const Item& i) { return seq < i.seq; });
   q.items.insert(at, std::move(item));
+}
+
+void LegacyQueues::redeliver_(Queue& q, Item item, QueueEffects& fx) {
+  // Its handing-out is stored already: the next reader is told it is redelivered.
+  put_back_(q, std::move(item));
+  ++q.redeliveries;
+  ++fx.redeliveries;
 }
 
 // Hands items to waiting readers, longest waiting first.
@@ -234,8 +240,7 @@ void LegacyQueues::admit_(Queue& q, QueueEffects& fx) {
     q.writers.pop_front();
     deadlines_.erase({writer.deadline, writer.seq});
     waiting_in_.erase(writer.seq);
-    accept_(q, writer.client, writer.id, std::move(writer.payload), writer.expires,
-            writer.expires_ms, fx);
+    accept_(q, writer.client, writer.id, std::move(writer.payload), writer.expires, fx);
   }
 }
 
@@ -259,15 +264,9 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
   Queue* q = open_(name, now, fx);
   if (q == nullptr) return refuse_new_queue_(from, id, name, fx);
   const TimePoint expires = ttl.count() > 0 ? now + ttl : TimePoint::max();
-  // The store keeps the expiry on the wall clock, which a restart does not reset.
-  const std::int64_t expires_ms =
-      ttl.count() > 0 ? std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch() + ttl)
-                            .count()
-                      : 0;
   // Behind any put already waiting, so that puts stay in order.
   if (q->writers.empty() && depth_(*q) < limits_.max_depth) {
-    accept_(*q, from, id, std::move(payload), expires, expires_ms, fx);
+    accept_(*q, from, id, std::move(payload), expires, fx);
     return;
   }
   if (deadline <= now || q->writers.size() >= limits_.max_waiting) {
@@ -286,7 +285,6 @@ void LegacyQueues::put(const RoutingId& from, std::uint64_t id, std::string_view
   Waiter& w = park_(q->writers, from, id, now, deadline);
   w.payload = std::move(payload);
   w.expires = expires;
-  w.expires_ms = expires_ms;
   deadlines_.emplace(deadline, w.seq);
   waiting_in_.emplace(w.seq, q->name);
 }
@@ -369,10 +367,7 @@ void LegacyQueues::declare(const RoutingId& from, std::uint64_t id, std::string_
   // A transient queue's items, in memory, may stay in memory: only new ones are stored.
   q->durable = !transient;
   q->declared = true;
-  StoreWrite w = write_of(StoreWrite::Op::define, 0);
-  w.queue = q->name;
-  w.transient = transient;
-  fx.writes.push_back(std::move(w));
+  fx.writes.push_back(definition_of(StoreWrite::Op::define, q->name, transient));
   fx.answers.push_back({from, id, wire::OK, {}, 0, 0, {}});
 }
 
@@ -393,14 +388,14 @@ void LegacyQueues::committed(const std::vector<std::uint64_t>& seqs, QueueEffect
 
 void LegacyQueues::abandoned(const std::vector<std::uint64_t>& seqs, const std::string& error,
                              QueueEffects& fx) {
-  std::vector<std::string> touched;
+  std::vector<std::string> freed;
   for (const std::uint64_t seq : seqs) {
     auto it = staged_.find(seq);
     if (it == staged_.end()) continue;
     auto q = queues_.find(it->second.queue);
     if (q != queues_.end()) {
       --q->second.staged;
-      touched.push_back(q->first);
+      freed.push_back(q->first);
     }
     if (!it->second.putter.empty())
       fx.answers.push_back({it->second.putter,
@@ -414,10 +409,7 @@ void LegacyQueues::abandoned(const std::vector<std::uint64_t>& seqs, const std::
                             true});
     staged_.erase(it);
   }
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (const auto& name : touched)
-    admit_(queues_.find(name)->second, fx);
+  serve_each_(freed, fx);  // their room goes to waiting puts
 }
 
 std::size_t LegacyQueues::purge(std::string_view name, QueueEffects& fx) {
@@ -427,7 +419,7 @@ std::size_t LegacyQueues::purge(std::string_view name, QueueEffects& fx) {
   const std::size_t n = q.items.size();
   for (auto& item : q.items) {
     unexpire_(item);
-    q.bytes -= std::min(q.bytes, payload_bytes(item.payload));
+    drop_bytes(q, item.payload);
     if (q.durable) fx.writes.push_back(write_of(StoreWrite::Op::remove, item.seq));
   }
   q.items.clear();
@@ -441,10 +433,9 @@ std::vector<LegacyQueues::Item> LegacyQueues::peek(std::string_view name, std::s
   if (it == queues_.end()) return out;
   for (const auto& item : it->second.items) {
     if (out.size() >= count) break;
-    Frames payload(item.payload.size());
-    for (std::size_t i = 0; i < payload.size(); ++i)
-      payload[i].copy(const_cast<zmq::message_t&>(item.payload[i]));
-    out.push_back({item.seq, item.deliveries, std::move(payload)});
+    // Shared copies: zmq::message_t::copy takes its source by non-const reference, but
+    // only adds a reference to its buffer.
+    out.push_back({item.seq, item.deliveries, share(const_cast<Frames&>(item.payload))});
   }
   return out;
 }
@@ -456,7 +447,7 @@ void LegacyQueues::erase_taken_(std::uint64_t tag, QueueEffects* fx) {
     Queue& queue = q->second;
     if (queue.unacked > 0) --queue.unacked;
     if (fx != nullptr) {  // gone for good: acknowledged
-      queue.bytes -= std::min(queue.bytes, payload_bytes(it->second.item.payload));
+      drop_bytes(queue, it->second.item.payload);
       if (queue.durable)
         fx->writes.push_back(write_of(StoreWrite::Op::remove, it->second.item.seq));
     }
@@ -482,10 +473,7 @@ bool LegacyQueues::nack(const RoutingId& from, std::uint64_t tag, QueueEffects& 
   Item item = std::move(it->second.item);
   erase_taken_(tag, nullptr);
   if (q == queues_.end()) return true;  // cannot happen: a queue with taken items is kept
-  // Its handing-out is stored already: the next reader is told it is redelivered.
-  put_back_(q->second, std::move(item));
-  ++q->second.redeliveries;
-  ++fx.redeliveries;
+  redeliver_(q->second, std::move(item), fx);
   serve_(q->second, fx);
   return true;
 }
@@ -529,17 +517,19 @@ void LegacyQueues::remove_client(const RoutingId& client, QueueEffects& fx) {
     if (it == taken_.end()) continue;
     auto q = queues_.find(it->second.queue);
     if (q != queues_.end()) {
-      put_back_(q->second, std::move(it->second.item));
+      redeliver_(q->second, std::move(it->second.item), fx);
       if (q->second.unacked > 0) --q->second.unacked;
-      ++q->second.redeliveries;
-      ++fx.redeliveries;
       touched.push_back(q->first);
     }
     taken_.erase(it);
   }
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (const auto& name : touched)
+  serve_each_(touched, fx);
+}
+
+void LegacyQueues::serve_each_(std::vector<std::string>& names, QueueEffects& fx) {
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  for (const auto& name : names)
     serve_(queues_.find(name)->second, fx);
 }
 
@@ -565,16 +555,13 @@ void LegacyQueues::expire(TimePoint now, QueueEffects& fx) {
     auto item = std::lower_bound(queue.items.begin(), queue.items.end(), seq,
                                  [](const Item& i, std::uint64_t s) { return i.seq < s; });
     if (item == queue.items.end() || item->seq != seq) continue;
-    queue.bytes -= std::min(queue.bytes, payload_bytes(item->payload));
+    drop_bytes(queue, item->payload);
     if (queue.durable) fx.writes.push_back(write_of(StoreWrite::Op::remove, seq));
     queue.items.erase(item);
     ++queue.expired;
     freed.push_back(queue.name);
   }
-  std::sort(freed.begin(), freed.end());
-  freed.erase(std::unique(freed.begin(), freed.end()), freed.end());
-  for (const auto& name : freed)
-    admit_(queues_.find(name)->second, fx);
+  serve_each_(freed, fx);  // their room goes to waiting puts
 
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     const std::uint64_t seq = deadlines_.begin()->second;

@@ -115,7 +115,6 @@ class LegacyQueues {
     TimePoint deadline{};
     Frames payload;                        // a waiting put's item
     TimePoint expires = TimePoint::max();  // a waiting put's item's
-    std::int64_t expires_ms = 0;
   };
   struct Queue {
     std::string name;
@@ -141,9 +140,8 @@ class LegacyQueues {
   // Queues not declared otherwise are durable (the broker has a store).
   void set_durable_default(bool durable) noexcept { durable_default_ = durable; }
   bool durable_default() const noexcept { return durable_default_; }
-  // Loads what the store read back (before any other use), taking its payloads; `now`
-  // and `unix_ms_now` translate stored expiries to this clock.
-  void restore(Recovery& recovery, TimePoint now, std::int64_t unix_ms_now);
+  // Loads what the store read back (before any other use), taking its payloads.
+  void restore(Recovery& recovery, TimePoint now);
 
   // The error text for a queue name the broker refuses, or nothing. A name must be a
   // valid topic, and so must the topic it maps to.
@@ -216,19 +214,24 @@ class LegacyQueues {
     std::uint64_t id = 0;
     Frames payload;
     TimePoint expires = TimePoint::max();
-    std::int64_t expires_ms = 0;  // the same on the wall clock (unix ms), for the store
   };
 
   Queue* open_(std::string_view name, TimePoint now, QueueEffects& fx);
+  // A new queue in the table (open_'s and restore's).
+  Queue& add_queue_(std::string_view name, bool durable, TimePoint now);
   // Answers OVERLOADED: open_ found no room for another queue.
   void refuse_new_queue_(const RoutingId& from, std::uint64_t id, std::string_view name,
                          QueueEffects& fx) const;
   // An accepted put: appended (transient) or staged (durable), answered OK now or then.
   void accept_(Queue& q, const RoutingId& from, std::uint64_t id, Frames payload, TimePoint expires,
-               std::int64_t expires_ms, QueueEffects& fx);
+               QueueEffects& fx);
   void append_(Queue& q, Item item, QueueEffects& fx);
   // An item back at its place (by seq) in its queue.
   static void put_back_(Queue& q, Item item);
+  // An item its reader gave back or left with, back in its place, counted as redelivered.
+  static void redeliver_(Queue& q, Item item, QueueEffects& fx);
+  // Serves each queue named once (and so lets waiting puts into the room there is).
+  void serve_each_(std::vector<std::string>& names, QueueEffects& fx);
   // Indexes an item in its queue by its TTL; forgets it (taken, purged, expired).
   void expire_at_(const Queue& q, const Item& item);
   void unexpire_(const Item& item);

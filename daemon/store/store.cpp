@@ -55,6 +55,20 @@ std::int64_t unix_ms() {
       .count();
 }
 
+// An expiry is kept on the steady clock in memory and on the wall clock (unix ms; 0:
+// never) in the store, so that a restart, which starts a new steady clock, keeps it.
+std::int64_t wall_ms_of(SteadyClock::time_point expires) {
+  if (expires == SteadyClock::time_point::max()) return 0;
+  return unix_ms() +
+         std::chrono::duration_cast<std::chrono::milliseconds>(expires - SteadyClock::now())
+             .count();
+}
+
+SteadyClock::time_point steady_of(std::int64_t wall_ms) {
+  if (wall_ms == 0) return SteadyClock::time_point::max();
+  return SteadyClock::now() + std::chrono::milliseconds(wall_ms - unix_ms());
+}
+
 // Failpoints of the writer (store.hpp): raise SIGKILL the Nth time one is reached.
 enum class Point { none, mid_batch, before_commit, after_commit };
 
@@ -92,6 +106,11 @@ struct Failpoint {
 std::uint64_t file_size(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+}
+
+// What the store at `path` takes on disk: the database and its write-ahead log.
+std::uint64_t disk_bytes(const std::string& path) {
+  return file_size(path) + file_size(path + "-wal");
 }
 
 std::string timestamp() {
@@ -242,7 +261,7 @@ class Store::Db {
       if (auto n = names.find(sqlite3_column_int64(st, 1)); n != names.end())
         item.queue = n->second;
       item.deliveries = static_cast<std::uint32_t>(sqlite3_column_int64(st, 2));
-      item.expires_ms = sqlite3_column_int64(st, 5);
+      item.expires = steady_of(sqlite3_column_int64(st, 5));
       const auto* payload = static_cast<const char*>(sqlite3_column_blob(st, 4));
       const std::size_t total = static_cast<std::size_t>(sqlite3_column_bytes(st, 4));
       const auto* sizes = static_cast<const unsigned char*>(sqlite3_column_blob(st, 3));
@@ -274,7 +293,7 @@ class Store::Db {
         sqlite3_bind_int64(insert_, 1, static_cast<std::int64_t>(w.seq));
         sqlite3_bind_int64(insert_, 2, queue);
         sqlite3_bind_int64(insert_, 3, unix_ms());
-        sqlite3_bind_int64(insert_, 6, w.expires_ms);
+        sqlite3_bind_int64(insert_, 6, wall_ms_of(w.expires));
         if (w.payload.size() == 1) {
           sqlite3_bind_null(insert_, 4);
           sqlite3_bind_blob64(insert_, 5, w.payload[0].data(), w.payload[0].size(), SQLITE_STATIC);
@@ -482,7 +501,7 @@ Store::Store(std::string path, std::unique_ptr<Db> db, int lock_fd)
     : path_(std::move(path)), db_(std::move(db)), lock_fd_(lock_fd) {
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  stats_.bytes = file_size(path_) + file_size(path_ + "-wal");
+  stats_.bytes = disk_bytes(path_);
   writer_ = std::thread([this] { run_(); });
 }
 
@@ -571,11 +590,12 @@ void Store::run_() {
 
 void Store::write_(std::deque<Job>& jobs) {
   Db& db = *db_;
+  const bool compacting = jobs.front().compact;
   const auto started = SteadyClock::now();
   std::size_t written = 0;
   std::string error;
   try {
-    if (jobs.front().compact) {
+    if (compacting) {
       db.exec("VACUUM");
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } else {
@@ -612,23 +632,27 @@ void Store::write_(std::deque<Job>& jobs) {
   }
   const auto took =
       std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - started);
-  const std::uint64_t bytes = file_size(path_) + file_size(path_ + "-wal");
+  const std::uint64_t bytes = disk_bytes(path_);
   {
     std::lock_guard lock(mutex_);
     StoreStats& s = stats_;
     s.bytes = bytes;
-    s.available = error.empty();
-    s.error = error;
-    if (error.empty()) {
-      ++s.commits;
-      s.writes += written;
-      const auto us = static_cast<std::uint64_t>(took.count());
-      s.commit_us_sum += us;
-      s.last_commit_us = us;
-      for (std::size_t i = 0; i < std::size(StoreStats::kCommitBucketsUs); ++i)
-        if (us <= StoreStats::kCommitBucketsUs[i]) ++s.commit_buckets[i];
-    } else {
-      ++s.failed_commits;
+    // A compaction is no commit of writes: it stays out of their figures, and its failure
+    // (say, no room for VACUUM's copy) does not make the store unavailable.
+    if (!compacting) {
+      s.available = error.empty();
+      s.error = error;
+      if (error.empty()) {
+        ++s.commits;
+        s.writes += written;
+        const auto us = static_cast<std::uint64_t>(took.count());
+        s.commit_us_sum += us;
+        s.last_commit_us = us;
+        for (std::size_t i = 0; i < std::size(StoreStats::kCommitBucketsUs); ++i)
+          if (us <= StoreStats::kCommitBucketsUs[i]) ++s.commit_buckets[i];
+      } else {
+        ++s.failed_commits;
+      }
     }
     for (const auto& job : jobs)
       done_.push_back({job.ticket, error.empty(), error});

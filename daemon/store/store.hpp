@@ -59,7 +59,9 @@ struct StoreWrite {
   std::uint64_t seq = 0;
   std::uint32_t deliveries = 0;
   bool transient = false;
-  std::int64_t expires_ms = 0;  // put: removed if not taken by then (unix ms; 0: never)
+  // put: removed if not taken by then (max: never). The store keeps it on the wall
+  // clock, which a restart does not reset.
+  std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
   std::string queue;
   Frames payload;
 };
@@ -69,7 +71,8 @@ struct StoredItem {
   std::uint64_t seq = 0;
   std::string queue;
   std::uint32_t deliveries = 0;  // times handed out before the restart
-  std::int64_t expires_ms = 0;   // unix ms; 0: never
+  // Its expiry, on this start's steady clock (max: never; maybe already passed).
+  std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
   Frames payload;
 };
 

@@ -87,19 +87,21 @@ std::optional<QueueItem> LegacyQueue::get_item(std::chrono::milliseconds timeout
 }
 
 void LegacyQueue::nack() {
-  std::lock_guard lock(mutex_);
-  if (unacked_ == 0) return;
-  const std::uint64_t tag = std::exchange(unacked_, 0);
-  detail::wait(client_, queue_request(wire::QUEUE_NACK, name_, tag, kQuickTimeout));
+  settle_(false);
 }
 
 void LegacyQueue::ack() {
+  settle_(true);
+}
+
+void LegacyQueue::settle_(bool acknowledge) {
   std::lock_guard lock(mutex_);
   if (unacked_ == 0) return;
   const std::uint64_t tag = std::exchange(unacked_, 0);
   // Once asked, never asked again: whatever the answer, the tag names nothing after it
-  // (acknowledged, or the item went back to the queue with the connection that held it).
-  detail::wait(client_, queue_request(wire::QUEUE_ACK, name_, tag, kQuickTimeout));
+  // (settled, or the item went back to the queue with the connection that held it).
+  detail::wait(client_, queue_request(acknowledge ? wire::QUEUE_ACK : wire::QUEUE_NACK, name_, tag,
+                                      kQuickTimeout));
 }
 
 std::size_t LegacyQueue::size() {

@@ -457,7 +457,7 @@ TEST_CASE("restored items keep their order and delivery counts", "[queues][store
     i.payload = item(std::to_string(seq));
   }
   r.max_seq = 7;
-  queues.restore(r, t0, 0);
+  queues.restore(r, t0);
   CHECK(queues.size("jobs") == 2);
   CHECK_FALSE(queues.queues().at("scratch").durable);
   QueueEffects fx;
@@ -570,7 +570,7 @@ TEST_CASE("an expired item makes room for a waiting put", "[queues][ttl]") {
   CHECK(text(f.get("R")) == "new");
 }
 
-TEST_CASE("a restored item keeps its TTL on the wall clock", "[queues][ttl][store]") {
+TEST_CASE("a restored item keeps its TTL until it is first taken", "[queues][ttl][store]") {
   LegacyQueues queues(limits(), {});
   queues.set_durable_default(true);
   Recovery r;
@@ -580,11 +580,11 @@ TEST_CASE("a restored item keeps its TTL on the wall clock", "[queues][ttl][stor
     i.queue = "jobs";
     i.payload = item(std::to_string(seq));
   }
-  r.items[0].expires_ms = 5000;  // passed before the restart
-  r.items[1].expires_ms = 7000;  // 2 s after it
-  r.items[2].expires_ms = 5000;  // passed, but it was handed out: kept
+  r.items[0].expires = t0 - 1s;  // passed before the restart
+  r.items[1].expires = t0 + 2s;  // 2 s after it
+  r.items[2].expires = t0 - 1s;  // passed, but it was handed out: kept
   r.items[2].deliveries = 1;
-  queues.restore(r, t0, 5000);
+  queues.restore(r, t0);
   QueueEffects fx;
   queues.expire(t0, fx);
   CHECK(queues.size("jobs") == 2);

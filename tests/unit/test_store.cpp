@@ -99,6 +99,27 @@ TEST_CASE("what the store committed is read back in put order", "[store]") {
   CHECK(r.queues.size() == 2);
 }
 
+TEST_CASE("an item's expiry is read back on the new clock", "[store]") {
+  sagebus::child::TempDir dir("sagebus-store");
+  const std::string path = dir.path() + "/store.db";
+  const auto in_a_minute = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  {
+    Recovery r;
+    auto store = Store::open(path, r);
+    StoreWrite expiring = put(1, "q", {"x"});
+    expiring.expires = in_a_minute;
+    store->submit(1, list(std::move(expiring), put(2, "q", {"y"})));
+    wait_done(*store, 1);
+  }
+  Recovery r;
+  auto store = Store::open(path, r);
+  REQUIRE(r.items.size() == 2);
+  // Stored on the wall clock to the millisecond, and translated back.
+  CHECK(r.items[0].expires > in_a_minute - std::chrono::seconds(1));
+  CHECK(r.items[0].expires < in_a_minute + std::chrono::seconds(1));
+  CHECK(r.items[1].expires == std::chrono::steady_clock::time_point::max());
+}
+
 TEST_CASE("the store writes what was submitted before it closes", "[store]") {
   sagebus::child::TempDir dir("sagebus-store");
   const std::string path = dir.path() + "/store.db";

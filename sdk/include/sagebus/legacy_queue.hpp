@@ -92,6 +92,9 @@ class LegacyQueue {
   const std::string& name() const noexcept { return name_; }
 
  private:
+  // ack() (`acknowledge`) or nack() of the item the last get() returned.
+  void settle_(bool acknowledge);
+
   Client& client_;
   std::string name_;
   std::mutex mutex_;
