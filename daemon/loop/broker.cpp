@@ -326,7 +326,7 @@ void Broker::handle_message_(Frames& frames, bool in_batch) {
                "a header of " + std::to_string(frames[1].size()) +
                    " bytes is over sage-busd's max-header of " +
                    std::to_string(config_.max_header) +
-                   " bytes; send less in headers, routing_key or trace_id, or raise max-header");
+                   " bytes; send less in headers, routing_key or traceparent, or raise max-header");
       return;
     case wire::DecodeResult::malformed:
       // No trustworthy id to answer.

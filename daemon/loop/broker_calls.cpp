@@ -75,7 +75,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
             "the request's header would be up to " + std::to_string(bytes) +
                 " bytes with the broker's dispatch id, over the " +
                 std::to_string(wire::kMaxHeaderBytes) +
-                " an instance reads; send less in headers, routing_key or trace_id");
+                " an instance reads; send less in headers, routing_key or traceparent");
     return;
   }
   ++metrics_.calls;
@@ -118,7 +118,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
     c.service = in_.service();
     c.method = in_.method();
     c.routing_key = in_.routing_key();
-    c.trace_id = in_.trace_id();
+    c.traceparent = in_.traceparent();
     for (const auto& [k, v] : in_.headers())
       c.headers.emplace_back(k, v);
     c.idempotent = in_.idempotent();
@@ -219,7 +219,7 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
       .varint(wire::Header::kIdempotentFieldNumber, call.idempotent)
       .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
       .map(wire::Header::kHeadersFieldNumber, call.headers)
-      .string(wire::Header::kTraceIdFieldNumber, call.trace_id);
+      .string(wire::Header::kTraceparentFieldNumber, call.traceparent);
   if (instance.same_host)
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
   // An idempotent call keeps its payload until it can no longer be retried.

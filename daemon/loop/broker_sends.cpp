@@ -39,7 +39,7 @@ void Broker::on_send_(ClientInfo& sender, Frames& frames) {
     answer_(from, id, wire::INVALID_ARGUMENT,
             "the send's header would be up to " + std::to_string(bytes) +
                 " bytes as a DELIVER, over the " + std::to_string(wire::kMaxHeaderBytes) +
-                " a peer reads; send less in trace_id");
+                " a peer reads; send less in traceparent");
     return;
   }
   if (refuse_call_(sender, "calls and sends")) return;
@@ -50,7 +50,7 @@ void Broker::on_send_(ClientInfo& sender, Frames& frames) {
   c.caller = sender.handle;
   c.caller_id = id;
   c.peer = in_.peer();
-  c.trace_id = in_.trace_id();
+  c.traceparent = in_.traceparent();
   c.payload.reserve(frames.size() - 2);
   for (std::size_t i = 2; i < frames.size(); ++i)
     c.payload.push_back(std::move(frames[i]));
@@ -104,7 +104,7 @@ Sent Broker::deliver_(Call& call, const ClientInfo& peer) {
   const ClientInfo* sender = registry_.client(call.caller);
   head_.start(wire::DELIVER)
       .varint(wire::Header::kIdFieldNumber, call.id)
-      .string(wire::Header::kTraceIdFieldNumber, call.trace_id)
+      .string(wire::Header::kTraceparentFieldNumber, call.traceparent)
       .string(wire::Header::kPeerFieldNumber,
               sender != nullptr ? sender->name : std::string_view());
   const Sent sent = outbox_.send(peer.rid, head_.frame(), call.payload);

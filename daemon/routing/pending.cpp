@@ -15,7 +15,7 @@ void Call::reset_() noexcept {
   service_entry = {};
   method.clear();
   routing_key.clear();
-  trace_id.clear();
+  traceparent.clear();
   headers.clear();
   idempotent = false;
   wait_for_ready = false;

@@ -69,7 +69,7 @@ class Call {
   ServiceHandle service_entry;  // its service's registry entry, once placed (route_)
   std::string method;
   std::string routing_key;
-  std::string trace_id;
+  std::string traceparent;
   std::vector<std::pair<std::string, std::string>> headers;
   bool idempotent = false;
   bool wait_for_ready = false;

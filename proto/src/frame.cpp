@@ -50,7 +50,7 @@ void clear(Header& out) {
   if (!out.service().empty()) out.clear_service();
   if (!out.method().empty()) out.clear_method();
   if (!out.routing_key().empty()) out.clear_routing_key();
-  if (!out.trace_id().empty()) out.clear_trace_id();
+  if (!out.traceparent().empty()) out.clear_traceparent();
   if (!out.topic().empty()) out.clear_topic();
   if (!out.peer().empty()) out.clear_peer();
   if (!out.queue().empty()) out.clear_queue();
@@ -177,8 +177,8 @@ bool parse_common(const void* data, std::size_t size, Header& out) {
         case Header::kRoutingKeyFieldNumber:
           field = out.mutable_routing_key();
           break;
-        case Header::kTraceIdFieldNumber:
-          field = out.mutable_trace_id();
+        case Header::kTraceparentFieldNumber:
+          field = out.mutable_traceparent();
           break;
         case Header::kTopicFieldNumber:
           field = out.mutable_topic();

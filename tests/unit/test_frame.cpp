@@ -137,7 +137,7 @@ std::vector<wire::Header> typical_headers() {
         h.set_idempotent(true);
         h.set_wait_for_ready(true);
         h.set_routing_key("user-7");
-        h.set_trace_id("4bf92f3577b34da6");
+        h.set_traceparent("4bf92f3577b34da6");
         h.set_deadline_us(std::uint64_t{5'000'000'123});
         break;
       case wire::REPLY:
@@ -190,7 +190,7 @@ TEST_CASE("a header survives encode and decode unchanged", "[frame]") {
   h.set_idempotent(true);
   h.set_routing_key("user-7");
   (*h.mutable_headers())["tenant"] = "acme";
-  h.set_trace_id("t-1");
+  h.set_traceparent("t-1");
 
   const zmq::message_t frame = wire::encode(h);
   wire::Header out;
@@ -204,7 +204,7 @@ TEST_CASE("a header survives encode and decode unchanged", "[frame]") {
   CHECK(out.idempotent());
   CHECK(out.routing_key() == "user-7");
   CHECK(out.headers().at("tenant") == "acme");
-  CHECK(out.trace_id() == "t-1");
+  CHECK(out.traceparent() == "t-1");
 }
 
 TEST_CASE("encode stamps the protocol version whatever the header held", "[frame]") {

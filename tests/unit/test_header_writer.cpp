@@ -61,7 +61,7 @@ TEST_CASE("a REQUEST written by hand is the one protobuf writes", "[header_write
           h.set_timeout_ms(timeout);
           h.set_idempotent(idempotent);
           h.set_routing_key(idempotent ? name : "");
-          h.set_trace_id(idempotent ? "" : name);
+          h.set_traceparent(idempotent ? "" : name);
           if (timeout == 300) (*h.mutable_headers())["k"] = name;
           if (timeout == 16384) {
             (*h.mutable_headers())[""] = "";
@@ -76,7 +76,7 @@ TEST_CASE("a REQUEST written by hand is the one protobuf writes", "[header_write
               .varint(wire::Header::kIdempotentFieldNumber, h.idempotent())
               .string(wire::Header::kRoutingKeyFieldNumber, h.routing_key());
           write_headers(w, h);
-          w.string(wire::Header::kTraceIdFieldNumber, h.trace_id());
+          w.string(wire::Header::kTraceparentFieldNumber, h.traceparent());
           REQUIRE(std::string(w.bytes()) == by_protobuf(h));
           CHECK(w.frame().to_string() == std::string(w.bytes()));
           ++checked;
@@ -134,7 +134,7 @@ TEST_CASE("any set of Header's scalar, string and map fields is written as proto
     if (maybe())
       for (auto n = random() % 6; n > 0; --n)
         (*h.mutable_headers())[pick(kStrings).substr(0, 200) + std::to_string(n)] = pick(kStrings);
-    if (maybe()) h.set_trace_id(pick(kStrings));
+    if (maybe()) h.set_traceparent(pick(kStrings));
     if (maybe()) h.set_topic(pick(kStrings));
     if (maybe()) h.set_subscription(pick(kIds));
     if (maybe()) h.set_dropped(pick(kIds));
@@ -158,7 +158,7 @@ TEST_CASE("any set of Header's scalar, string and map fields is written as proto
         .varint(H::kWaitForReadyFieldNumber, h.wait_for_ready())
         .string(H::kRoutingKeyFieldNumber, h.routing_key());
     write_headers(w, h);
-    w.string(H::kTraceIdFieldNumber, h.trace_id())
+    w.string(H::kTraceparentFieldNumber, h.traceparent())
         .string(H::kTopicFieldNumber, h.topic())
         .varint(H::kSubscriptionFieldNumber, h.subscription())
         .varint(H::kDroppedFieldNumber, h.dropped())

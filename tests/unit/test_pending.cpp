@@ -193,7 +193,7 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     Call c = make_call(kA, 7, t0 + 1s);
     c.kind = CallKind::send;
     c.routing_key = std::string(100, 'k');  // heap-allocated strings, to be reused
-    c.trace_id = "trace";
+    c.traceparent = "trace";
     c.headers.emplace_back("h", "v");
     c.idempotent = true;
     c.wait_for_ready = true;
@@ -219,7 +219,7 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     CHECK(blank.service.empty());
     CHECK(blank.method.empty());
     CHECK(blank.routing_key.empty());
-    CHECK(blank.trace_id.empty());
+    CHECK(blank.traceparent.empty());
     CHECK(blank.headers.empty());
     CHECK_FALSE(blank.idempotent);
     CHECK_FALSE(blank.wait_for_ready);

@@ -102,6 +102,9 @@ constexpr std::array<Session::KindRow, wire::Kind_ARRAYSIZE> Session::kind_rows_
   rows[wire::DELIVER] = {&Session::on_deliver_, true};
   rows[wire::EVENT_BATCH] = {&Session::on_event_batch_, true};
   rows[wire::BATCH] = {&Session::on_batch_, true};
+  rows[wire::CREDIT] = {&Session::on_credit_, true};
+  rows[wire::CANCEL] = {&Session::on_cancel_, true};
+  rows[wire::CHUNK] = {&Session::on_chunk_, true};
   return rows;
 }
 

@@ -216,6 +216,9 @@ class Session {
   void send_register_(const ServiceCore& core);
   void on_request_();
   void on_deliver_();
+  void on_cancel_() {}
+  void on_credit_() {}
+  void on_chunk_() {}
 
   // leases.cpp
   void heartbeat_if_due_();

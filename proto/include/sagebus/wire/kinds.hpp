@@ -65,7 +65,7 @@ inline constexpr std::array<KindInfo, Kind_ARRAYSIZE> kKinds{{
     {UNSUBSCRIBE, Sender::client, Answer::reply, false, true},
     {PUBLISH, Sender::client, Answer::reply_if_confirmed, true, true},
     {EVENT, Sender::broker, Answer::none, true, true},
-    {CREDIT, Sender::client, Answer::none, false, true},
+    {CREDIT, Sender::both, Answer::none, false, true},
     {SEND, Sender::client, Answer::reply, true, true},
     {DELIVER, Sender::broker, Answer::reply, true, true},
     {QUEUE_PUT, Sender::client, Answer::reply, true, true},
@@ -77,6 +77,8 @@ inline constexpr std::array<KindInfo, Kind_ARRAYSIZE> kKinds{{
     {BATCH, Sender::both, Answer::none, true, false},
     {QUEUE_DECLARE, Sender::client, Answer::reply, false, true},
     {QUEUE_NACK, Sender::client, Answer::reply, false, true},
+    {CANCEL, Sender::both, Answer::none, false, true},
+    {CHUNK, Sender::both, Answer::none, true, true},
 }};
 
 // The row of `kind`; kUnknownKind for a number that is no kind.
