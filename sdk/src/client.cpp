@@ -7,6 +7,8 @@
 #include "client_request.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/topic.hpp"
+#include "sagebus/wire/traceparent.hpp"
+#include "stream_core.hpp"
 #include "subscription_core.hpp"
 
 namespace sagebus {
@@ -56,6 +58,9 @@ detail::Interrupt interrupt_of(std::function<bool()> interrupted, std::chrono::m
   return detail::Interrupt{std::move(interrupted), every};
 }
 
+// A call's spec. Within a context it takes the context's deadline (its timeout is
+// ignored: the chain shares one deadline) and a child of its traceparent; else its own
+// traceparent, or a new trace.
 detail::RequestSpec call_spec(std::string_view service, std::string_view method,
                               std::string_view payload, const CallOptions& options) {
   check(wire::check_name("service name", service));
@@ -63,8 +68,40 @@ detail::RequestSpec call_spec(std::string_view service, std::string_view method,
   detail::RequestSpec spec;
   spec.service = std::string(service);
   spec.method = std::string(method);
-  spec.payload = zmq::message_t(payload.data(), payload.size());
   spec.options = options;
+  if (const auto& context = options.context) {
+    spec.traceparent = wire::child_traceparent(context->traceparent);
+    if (context->deadline != detail::Clock::time_point::max()) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(context->deadline - detail::Clock::now());
+      if (left.count() <= 0)
+        throw Error(Status::deadline_exceeded,
+                    "call to " + spec.service + "." + spec.method +
+                        " not made: the deadline of the call it is made within has passed");
+      spec.options.timeout = left;
+      spec.deadline = context->deadline;
+    }
+  } else if (!options.traceparent.empty()) {
+    check(wire::check_traceparent(options.traceparent));
+    spec.traceparent = options.traceparent;
+  } else {
+    spec.traceparent = wire::new_traceparent();
+  }
+  spec.payload = zmq::message_t(payload.data(), payload.size());
+  return spec;
+}
+
+// A streamed call's spec, its options checked.
+detail::RequestSpec stream_spec(std::string_view service, std::string_view method,
+                                std::string_view payload, const CallOptions& options) {
+  if (options.window == 0 || options.window > 1024)
+    throw Error(Status::invalid_argument,
+                "CallOptions::window must be between 1 and 1024 chunks, not " +
+                    std::to_string(options.window));
+  if (options.idle_timeout.count() < 0)
+    throw Error(Status::invalid_argument, "CallOptions::idle_timeout must not be negative");
+  detail::RequestSpec spec = call_spec(service, method, payload, options);
+  spec.stream = true;
   return spec;
 }
 
@@ -119,6 +156,35 @@ void Client::call_async(std::string_view service, std::string_view method, std::
     return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
   }
   connection_->start(std::move(spec), detail::Done(*connection_, std::move(done)));
+}
+
+Stream Client::stream(std::string_view service, std::string_view method, std::string_view payload,
+                      const CallOptions& options) {
+  detail::RequestSpec spec = stream_spec(service, method, payload, options);
+  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window);
+  spec.control = core;
+  connection_->start(std::move(spec),
+                     detail::Done([core](detail::Outcome o) { core->finish(std::move(o)); }));
+  return Stream(std::move(core));
+}
+
+void Client::stream_async(std::string_view service, std::string_view method,
+                          std::string_view payload, const CallOptions& options,
+                          std::function<void(std::string_view)> on_chunk,
+                          std::function<void(Reply)> done) {
+  if (!on_chunk || !done)
+    throw Error(Status::invalid_argument, "stream_async needs both on_chunk and done");
+  detail::RequestSpec spec;
+  try {
+    spec = stream_spec(service, method, payload, options);
+  } catch (const Error& e) {
+    return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
+  }
+  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window,
+                                                   std::move(on_chunk), std::move(done));
+  spec.control = core;
+  connection_->start(std::move(spec),
+                     detail::Done([core](detail::Outcome o) { core->finish(std::move(o)); }));
 }
 
 std::size_t Client::publish(std::string_view topic, std::string_view payload,

@@ -196,7 +196,39 @@ std::optional<Error> Connection::connection_error() const {
   return link_error_;
 }
 
+std::optional<Outcome> Connection::watch_tokens_(RequestSpec& spec) {
+  const CancelToken* tokens[2] = {spec.options.cancel ? &*spec.options.cancel : nullptr,
+                                  spec.options.context ? &spec.options.context->cancel : nullptr};
+  for (const CancelToken* token : tokens)
+    if (token != nullptr && token->cancelled()) return failure(Status::cancelled, token->why());
+  for (const CancelToken* token : tokens) {
+    if (token == nullptr) continue;
+    if (!spec.control) spec.control = std::make_shared<CallControl>();
+    // The control keeps the token's registration, the registration a weak control: the
+    // two do not keep each other alive.
+    std::weak_ptr<CallControl> weak = spec.control;
+    const std::uint64_t registration = token->on_cancel([this, weak, token = *token] {
+      if (auto control = weak.lock()) cancel(std::move(control), token.why());
+    });
+    spec.control->registrations.emplace_back(*token, registration);
+  }
+  return std::nullopt;
+}
+
+void Connection::cancel(std::shared_ptr<CallControl> control, std::string why) {
+  post_(command::Cancel{std::move(control), std::move(why)});
+}
+
+void Connection::stream_credit(std::shared_ptr<CallControl> control, std::uint32_t credit) {
+  post_(command::StreamCredit{std::move(control), credit});
+}
+
+void Connection::send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) {
+  post_(command::SendChunk{id, epoch, std::move(payload)});
+}
+
 void Connection::start(RequestSpec spec, Done done) {
+  if (auto cancelled = watch_tokens_(spec)) return done(std::move(*cancelled));
   spec.asked = Clock::now();
   command::Start start{std::move(spec), std::move(done)};
   // Not on the I/O thread while it holds the driver's lock (it runs a handler there), but
@@ -208,6 +240,7 @@ void Connection::start(RequestSpec spec, Done done) {
 }
 
 Outcome Connection::call(RequestSpec&& spec, const Interrupt* interrupt) {
+  if (auto cancelled = watch_tokens_(spec)) return std::move(*cancelled);
   spec.asked = Clock::now();
   return detail::call(*driver_, std::move(spec), interrupt);
 }

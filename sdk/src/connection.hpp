@@ -112,6 +112,24 @@ struct Interrupt {
   std::chrono::milliseconds every;
 };
 
+// What the session and the user's side share of a request that can be cancelled (a
+// CancelToken) or that streams its reply (StreamCore, stream_core.hpp).
+class CallControl {
+ public:
+  virtual ~CallControl() = default;
+  // A chunk of the streamed reply, on the thread running the driver (it must be quick).
+  virtual void on_chunk(std::string_view chunk) { (void)chunk; }
+
+  // The session's, under the driver's lock: the request's id while it is open (0 before
+  // and after), and whether it was cancelled before the session took it up.
+  std::uint64_t key = 0;
+  bool cancel_early = false;
+  std::string cancel_why{};
+  // The tokens' registrations that cancel the request (Connection::watch_tokens_),
+  // forgotten when it ends (Session::finish_).
+  std::vector<std::pair<CancelToken, std::uint64_t>> registrations{};
+};
+
 // Anything the client asks of the broker and waits to hear back about: a call, a
 // confirmed publish, a send, a queue operation. Only the fields of its kind are used.
 struct RequestSpec {
@@ -124,10 +142,17 @@ struct RequestSpec {
   bool transient = false;             // QUEUE_DECLARE
   std::chrono::milliseconds ttl{0};   // QUEUE_PUT
   std::chrono::milliseconds hold{0};  // SEND
+  bool stream = false;                // REQUEST: the reply is a stream of chunks
+  std::string traceparent{};          // REQUEST: the call's own (Connection::call_spec)
   CallOptions options{};
+  // Set when the request can be cancelled or streams (a CancelToken, Client::stream).
+  std::shared_ptr<CallControl> control{};
   // When the user asked for it: its deadline counts from here (timeout + hold), not from
   // when the session takes it up. Set by Connection::start() and call().
   Clock::time_point asked{};
+  // The deadline itself, when it is a context's (CallOptions::context); else asked +
+  // timeout + hold.
+  std::optional<Clock::time_point> deadline{};
 };
 
 // What user threads hand the session (session/session.hpp), through the driver.
@@ -174,8 +199,25 @@ struct Credit {
 // The first receive(): the connection takes the short lease now, not at its next idle
 // heartbeat.
 struct ReadsInbox {};
-using Command = std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply,
-                             AddSubscription, RemoveSubscription, Credit, ReadsInbox>;
+// A caller gives up a request (a CancelToken, a Stream cancelled or dropped).
+struct Cancel {
+  std::shared_ptr<CallControl> control;
+  std::string why;
+};
+// A stream's reader took `credit` chunks: the service may send as many more.
+struct StreamCredit {
+  std::shared_ptr<CallControl> control;
+  std::uint32_t credit;
+};
+// A streaming handler's chunk for dispatch `id` (as SendReply).
+struct SendChunk {
+  std::uint64_t id;
+  std::uint64_t epoch;
+  std::string payload;
+};
+using Command =
+    std::variant<Start, Publish, AddService, Unregister, RemoveService, SendReply, AddSubscription,
+                 RemoveSubscription, Credit, ReadsInbox, Cancel, StreamCredit, SendChunk>;
 
 }  // namespace command
 
@@ -190,6 +232,10 @@ class CoreLink {
   // dropped if the broker has been replaced since. From a service worker.
   virtual void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
                           std::string payload) = 0;
+  // Sends a chunk of the streamed reply of dispatch `id` (as send_reply).
+  virtual void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) = 0;
+  // The broker's max-payload, from its WELCOME.
+  virtual std::uint64_t max_payload() const = 0;
   virtual void remove_subscription(std::shared_ptr<SubscriptionCore> core) = 0;
   virtual void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit) = 0;
 
@@ -221,6 +267,13 @@ class Connection final : public CoreLink, public SessionHost {
   void remove_service(const std::string& name) override;
   void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
                   std::string payload) override;
+  void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) override;
+  std::uint64_t max_payload() const override {
+    return max_payload_.load(std::memory_order_relaxed);
+  }
+  // A stream's reader grants the service `credit` more chunks; a caller cancels.
+  void stream_credit(std::shared_ptr<CallControl> control, std::uint32_t credit);
+  void cancel(std::shared_ptr<CallControl> control, std::string why);
   void remove_subscription(std::shared_ptr<SubscriptionCore> core) override;
   void return_credit(std::shared_ptr<SubscriptionCore> core, std::uint32_t credit) override;
 
@@ -263,6 +316,9 @@ class Connection final : public CoreLink, public SessionHost {
   void post_callback_(Callback callback, Reply reply);
 
   void post_(command::Command command);
+  // The outcome of a request whose token is cancelled already; else nothing, and each of
+  // its tokens will cancel it (CallControl::registrations).
+  std::optional<Outcome> watch_tokens_(RequestSpec& spec);
   // Makes wake_fd_ readable: whichever thread waits on the sockets wakes.
   void wake_();
 

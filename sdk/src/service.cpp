@@ -4,21 +4,61 @@
 #include <exception>
 
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/traceparent.hpp"
 #include "service_core.hpp"
 
 namespace sagebus {
 namespace detail {
 
+void JobControl::cancel(std::string why) {
+  {
+    // Under the lock, so that a writer cannot miss it between its check and its wait.
+    std::lock_guard lock(mutex_);
+    context_.cancel.cancel(std::move(why));
+  }
+  cv_.notify_all();
+}
+
+void JobControl::add_credit(std::uint32_t credit) {
+  {
+    std::lock_guard lock(mutex_);
+    credit_ += credit;
+  }
+  cv_.notify_all();
+}
+
+void JobControl::write(std::string_view chunk) {
+  if (const auto limit = link_.max_payload(); chunk.size() > limit)
+    throw Error(Status::invalid_argument, "a chunk of " + std::to_string(chunk.size()) +
+                                              " bytes exceeds the broker's max-payload of " +
+                                              std::to_string(limit) + " bytes");
+  {
+    std::unique_lock lock(mutex_);
+    const bool ready = cv_.wait_until(
+        lock, context_.deadline, [this] { return credit_ > 0 || context_.cancel.cancelled(); });
+    if (context_.cancel.cancelled()) throw Error(Status::cancelled, context_.cancel.why());
+    if (!ready)
+      throw Error(Status::deadline_exceeded,
+                  "the stream's deadline passed while the caller's window was full");
+    --credit_;
+  }
+  link_.send_chunk(id_, epoch_, std::string(chunk));
+}
+
 ServiceCore::ServiceCore(CoreLink& connection, std::string name, ServiceOptions options,
-                         std::map<std::string, Handler> handlers)
+                         std::map<std::string, Handler> handlers,
+                         std::map<std::string, StreamHandler> stream_handlers)
     : connection_(connection),
       name_(std::move(name)),
       options_(std::move(options)),
-      handlers_(std::move(handlers)) {}
+      handlers_(std::move(handlers)),
+      stream_handlers_(std::move(stream_handlers)) {}
 
 std::vector<std::string> ServiceCore::methods() const {
   std::vector<std::string> out;
   for (const auto& [method, handler] : handlers_)
+    out.push_back(method);
+  for (const auto& [method, handler] : stream_handlers_)
     out.push_back(method);
   return out;
 }
@@ -26,9 +66,43 @@ std::vector<std::string> ServiceCore::methods() const {
 void ServiceCore::submit(Job job) {
   {
     std::lock_guard lock(mutex_);
+    control_of(job);
+    live_.emplace(job.id, job.control);
     jobs_.push_back(std::move(job));
   }
   jobs_cv_.notify_one();
+}
+
+bool ServiceCore::cancel(std::uint64_t id, const std::string& why) {
+  std::shared_ptr<JobControl> control;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(id);
+    if (it == live_.end()) return false;
+    control = it->second;
+    // Not started: it never runs. Running: the worker forgets it when the handler returns.
+    if (auto job =
+            std::find_if(jobs_.begin(), jobs_.end(), [&](const Job& j) { return j.id == id; });
+        job != jobs_.end()) {
+      jobs_.erase(job);
+      live_.erase(it);
+      if (jobs_.empty() && running_ == 0) state_cv_.notify_all();
+    }
+  }
+  control->cancel(why);
+  return true;
+}
+
+bool ServiceCore::add_credit(std::uint64_t id, std::uint32_t credit) {
+  std::shared_ptr<JobControl> control;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(id);
+    if (it == live_.end()) return false;
+    control = it->second;
+  }
+  control->add_credit(credit);
+  return true;
 }
 
 void ServiceCore::on_registered(Status status, const std::string& message) {
@@ -78,6 +152,7 @@ void ServiceCore::stop(std::chrono::milliseconds drain) {
   stopping_ = true;
   auto abandoned = std::move(jobs_);
   jobs_.clear();
+  live_.clear();
   lock.unlock();
   jobs_cv_.notify_all();
   for (const auto& job : abandoned)
@@ -99,26 +174,49 @@ void ServiceCore::work_() {
     ++running_;
     lock.unlock();
     Answer answer = run(job);
-    connection_.send_reply(job.id, job.epoch, answer.status, std::move(answer.message),
-                           std::move(answer.payload));
+    // A cancelled call's caller no longer waits, and the broker has forgotten it.
+    if (!job.control->cancelled())
+      connection_.send_reply(job.id, job.epoch, answer.status, std::move(answer.message),
+                             std::move(answer.payload));
     lock.lock();
+    live_.erase(job.id);
     --running_;
     if (jobs_.empty() && running_ == 0) state_cv_.notify_all();
   }
 }
 
-Answer ServiceCore::run(const Job& job) {
+JobControl& ServiceCore::control_of(Job& job) {
+  if (!job.control)
+    job.control = std::make_shared<JobControl>(
+        connection_, job.id, job.epoch,
+        CallContext{job.deadline, std::move(job.traceparent), CancelToken()}, job.credit);
+  return *job.control;
+}
+
+Answer ServiceCore::run(Job& job) {
+  control_of(job);
   auto handler = handlers_.find(job.method);
-  if (handler == handlers_.end())
+  auto stream_handler = stream_handlers_.find(job.method);
+  if (handler == handlers_.end() && stream_handler == stream_handlers_.end())
     return {Status::not_found, "service " + name_ + " has no method " + job.method, {}};
-  const Request request{name_,
-                        job.method,
-                        {static_cast<const char*>(job.payload.data()), job.payload.size()},
-                        job.headers,
-                        job.deadline};
+  if (!job.stream && handler == handlers_.end())
+    return {Status::invalid_argument,
+            "method " + job.method + " of service " + name_ +
+                " answers with a stream: call it with Client::stream (busctl call --stream)",
+            {}};
+  const Request request{
+      name_,       job.method,   {static_cast<const char*>(job.payload.data()), job.payload.size()},
+      job.headers, job.deadline, job.control->context()};
   Answer answer;
   try {
-    answer.payload = handler->second(request);
+    if (stream_handler != stream_handlers_.end() && job.stream) {
+      StreamWriter out(*job.control);
+      stream_handler->second(request, out);
+    } else if (job.stream) {  // a plain handler's reply, as the stream's one chunk
+      job.control->write(handler->second(request));
+    } else {
+      answer.payload = handler->second(request);
+    }
   } catch (const Error& e) {
     answer.status = e.status();
     answer.message = e.message();
@@ -134,6 +232,15 @@ Answer ServiceCore::run(const Job& job) {
 }
 
 }  // namespace detail
+
+std::string_view Request::trace_id() const {
+  return wire::trace_id_of(context.traceparent);
+}
+
+void StreamWriter::write(std::string_view chunk) {
+  job_.write(chunk);
+  ++written_;
+}
 
 // ---------------------------------------------------------------------------------------
 // Service: the owner's handle. It collects handlers until start(), then hands them to a
@@ -163,16 +270,34 @@ void Service::handle(std::string method, Handler handler) {
   if (auto error = wire::check_name("method name", method))
     throw Error(Status::invalid_argument, *error);
   if (!handler) throw Error(Status::invalid_argument, "the handler of " + method + " is empty");
+  stream_handlers_.erase(method);
   handlers_[std::move(method)] = std::move(handler);
+}
+
+void Service::handle_stream(std::string method, StreamHandler handler) {
+  if (core_)
+    throw Error(Status::invalid_argument,
+                "service " + name_ + " is started; handle_stream() must come before start()");
+  if (auto error = wire::check_name("method name", method))
+    throw Error(Status::invalid_argument, *error);
+  if (!handler) throw Error(Status::invalid_argument, "the handler of " + method + " is empty");
+  if (options_.on_io_thread)
+    throw Error(Status::invalid_argument,
+                "service " + name_ +
+                    " runs its handlers on the I/O thread "
+                    "(ServiceOptions::on_io_thread), where a stream's writer could not wait for "
+                    "its caller's window");
+  handlers_.erase(method);
+  stream_handlers_[std::move(method)] = std::move(handler);
 }
 
 void Service::start() {
   if (core_) return;
-  if (handlers_.empty())
+  if (handlers_.empty() && stream_handlers_.empty())
     throw Error(Status::invalid_argument,
                 "service " + name_ + " has no methods: call handle() first");
   core_ = std::make_shared<detail::ServiceCore>(client_->connection(), name_, options_,
-                                                std::move(handlers_));
+                                                std::move(handlers_), std::move(stream_handlers_));
   core_->start_workers();
   client_->connection().add_service(core_);
 }

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
@@ -24,6 +25,34 @@
 
 namespace sagebus::detail {
 
+// One call dispatched to this instance, as its handler's thread and the I/O thread share
+// it: its context (deadline, trace, cancellation), and for a stream the caller's window.
+// The I/O thread cancels it (the broker's CANCEL) and adds credit; the handler's thread
+// writes chunks (StreamWriter), waiting for credit.
+class JobControl {
+ public:
+  JobControl(CoreLink& link, std::uint64_t id, std::uint64_t epoch, CallContext context,
+             std::uint32_t credit)
+      : link_(link), id_(id), epoch_(epoch), context_(std::move(context)), credit_(credit) {}
+
+  const CallContext& context() const noexcept { return context_; }
+  bool cancelled() const { return context_.cancel.cancelled(); }
+  // I/O thread.
+  void cancel(std::string why);
+  void add_credit(std::uint32_t credit);
+  // Handler's thread: sends one chunk (StreamWriter::write).
+  void write(std::string_view chunk);
+
+ private:
+  CoreLink& link_;
+  const std::uint64_t id_;
+  const std::uint64_t epoch_;
+  CallContext context_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::uint64_t credit_;
+};
+
 struct Job {
   std::uint64_t id;     // the broker's dispatch id, echoed in the reply
   std::uint64_t epoch;  // the broker session it came in (CoreLink::send_reply)
@@ -31,6 +60,10 @@ struct Job {
   std::map<std::string, std::string> headers;
   zmq::message_t payload;  // the frame as it came in: the handler reads it in place
   Clock::time_point deadline;
+  bool stream = false;       // the caller reads a stream
+  std::uint32_t credit = 0;  // a stream's initial window
+  std::string traceparent;
+  std::shared_ptr<JobControl> control;  // made by the ServiceCore (control_of)
 };
 
 // What a handler answered.
@@ -43,7 +76,8 @@ struct Answer {
 class ServiceCore {
  public:
   ServiceCore(CoreLink& connection, std::string name, ServiceOptions options,
-              std::map<std::string, Handler> handlers);
+              std::map<std::string, Handler> handlers,
+              std::map<std::string, StreamHandler> stream_handlers);
 
   const std::string& name() const noexcept { return name_; }
   const ServiceOptions& options() const noexcept { return options_; }
@@ -52,9 +86,14 @@ class ServiceCore {
 
   // I/O thread.
   void submit(Job job);
+  // The broker's CANCEL and CREDIT for dispatch `id`; false when it is not this
+  // service's. A cancelled job not yet started never runs; one running sees it
+  // (Request::cancelled(), its writer throws); neither is answered.
+  bool cancel(std::uint64_t id, const std::string& why);
+  bool add_credit(std::uint64_t id, std::uint32_t credit);
   // Runs the handler of `job` on the calling thread (a worker, or the I/O thread with
   // ServiceOptions::on_io_thread) and counts it served.
-  Answer run(const Job& job);
+  Answer run(Job& job);
   void on_registered(Status status, const std::string& message);
   void on_unregistered();
 
@@ -65,16 +104,21 @@ class ServiceCore {
 
  private:
   void work_();
+  // The job's control, made on first use.
+  JobControl& control_of(Job& job);
 
   CoreLink& connection_;
   const std::string name_;
   const ServiceOptions options_;
   const std::map<std::string, Handler> handlers_;
+  const std::map<std::string, StreamHandler> stream_handlers_;
 
   std::mutex mutex_;
   std::condition_variable jobs_cv_;   // workers wait for jobs
   std::condition_variable state_cv_;  // owner waits for registration / drain
   std::deque<Job> jobs_;
+  // The jobs queued or running, by dispatch id, for cancel() and add_credit().
+  std::unordered_map<std::uint64_t, std::shared_ptr<JobControl>> live_;
   std::size_t running_ = 0;
   bool stopping_ = false;
   enum class Registration {

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <future>
 #include <map>
@@ -32,7 +33,9 @@
 #include <string>
 #include <string_view>
 
+#include "sagebus/call_context.hpp"
 #include "sagebus/status.hpp"
+#include "sagebus/stream.hpp"
 #include "sagebus/subscription.hpp"
 
 namespace sagebus {
@@ -105,6 +108,20 @@ struct CallOptions {
   // For services using the consistent-hash strategy: same key, same instance.
   std::string routing_key{};
   std::map<std::string, std::string> headers{};
+  // Gives the call up when cancelled (call_context.hpp): it ends CANCELLED at once, and
+  // the broker tells the instance running it.
+  std::optional<CancelToken> cancel{};
+  // The context of the call this one is made within (Request::context()): the call ends
+  // no later than its deadline, carries its trace id, and is cancelled with it.
+  std::optional<CallContext> context{};
+  // The call's W3C traceparent when it has no context; empty: the client starts a new
+  // trace.
+  std::string traceparent{};
+  // Streams only (Client::stream): the longest wait for the next chunk (0: none; the
+  // deadline still covers the whole stream), and the chunks the caller may hold unread
+  // (1..1024).
+  std::chrono::milliseconds idle_timeout{0};
+  std::uint32_t window = 64;
 };
 
 // The outcome of a call. call() and the future of call_async() only ever hold
@@ -154,6 +171,19 @@ class Client {
   // failure (Reply::status != ok).
   void call_async(std::string_view service, std::string_view method, std::string_view payload,
                   const CallOptions& options, std::function<void(Reply)> done);
+
+  // Calls `method` of `service`, whose handler answers with a stream of chunks
+  // (stream.hpp), and returns at once; the stream's chunks and final outcome are read
+  // from the Stream. Throws Error(INVALID_ARGUMENT) for bad names or options.
+  Stream stream(std::string_view service, std::string_view method, std::string_view payload,
+                const CallOptions& options = {});
+
+  // As stream(), but runs `on_chunk` with each chunk as it comes and then `done` exactly
+  // once with the final outcome, both on the callback thread, in order. The next chunk is
+  // granted to the service as each on_chunk returns. Cancel it with CallOptions::cancel.
+  void stream_async(std::string_view service, std::string_view method, std::string_view payload,
+                    const CallOptions& options, std::function<void(std::string_view)> on_chunk,
+                    std::function<void(Reply)> done);
 
   // Publishes `payload` on `topic` (no wildcards). Without confirm, returns 0 once the
   // message is queued for the broker, waiting while max_queued_publishes are queued;

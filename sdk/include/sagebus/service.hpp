@@ -55,9 +55,21 @@ struct Request {
   std::string_view payload;
   const std::map<std::string, std::string>& headers;
   std::chrono::steady_clock::time_point deadline;  // when the caller stops waiting
+  // For the calls the handler makes (CallOptions::context): this call's deadline, trace
+  // and cancellation.
+  const CallContext& context;
+
+  // The caller cancelled the call or left; its outcome is no longer awaited, and what the
+  // handler returns is dropped. context.cancel.on_cancel() runs a function then instead.
+  bool cancelled() const { return context.cancel.cancelled(); }
+  // The trace id of the chain of calls this one belongs to (32 hex digits), or empty.
+  std::string_view trace_id() const;
 };
 
 using Handler = std::function<std::string(const Request&)>;
+// A handler that answers with a stream of chunks (stream.hpp): it writes them to `out`;
+// its return ends the stream OK, an Error it throws ends it with that status.
+using StreamHandler = std::function<void(const Request&, StreamWriter& out)>;
 
 class Service {
  public:
@@ -71,6 +83,11 @@ class Service {
   // Sets the handler of `method`. Throws Error(INVALID_ARGUMENT) for an invalid method
   // name, and Error(INVALID_ARGUMENT) once start() was called.
   void handle(std::string method, Handler handler);
+  // Sets the streaming handler of `method` (Client::stream calls it). A plain call to it
+  // fails INVALID_ARGUMENT; a stream() of a method with a plain handler gets its reply as
+  // one chunk. Throws as handle(), and Error(INVALID_ARGUMENT) with on_io_thread (a
+  // writer waits for the caller's window).
+  void handle_stream(std::string method, StreamHandler handler);
 
   // Registers with the broker (now if connected, else as soon as it is) and returns.
   // Throws Error(INVALID_ARGUMENT) if no method has a handler.
@@ -94,7 +111,8 @@ class Service {
   Client* client_;
   std::string name_;
   ServiceOptions options_;
-  std::map<std::string, Handler> handlers_;  // until start()
+  std::map<std::string, Handler> handlers_;               // until start()
+  std::map<std::string, StreamHandler> stream_handlers_;  // until start()
   std::shared_ptr<detail::ServiceCore> core_;
   bool stopped_ = false;
 };

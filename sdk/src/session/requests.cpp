@@ -48,8 +48,11 @@ void Session::handle_(command::Start& c) {
                                         " requests outstanding (ClientOptions::max_pending)"));
   if (link_ == Link::failing && (hopeless_ || !o.wait_for_ready))
     return c.done(failure(unsent_status_(), not_connected_text_()));
+  if (c.spec.control && c.spec.control->cancel_early)
+    return c.done(failure(Status::cancelled, c.spec.control->cancel_why));
   const auto id = ++next_id_;
-  const auto deadline = c.spec.asked + o.timeout + c.spec.hold;
+  const auto deadline = c.spec.deadline ? *c.spec.deadline : c.spec.asked + o.timeout + c.spec.hold;
+  if (c.spec.control) c.spec.control->key = id;
   Request request{std::move(c.spec), std::move(c.done), deadline, false, c.sync};
   requests_.emplace(id, std::move(request));
   // Sent, it is timed under the id it is sent with (send_request_).
@@ -119,9 +122,12 @@ bool Session::try_send_request_(std::uint64_t id) {
           .varint(H::kIdempotentFieldNumber, o.idempotent)
           .varint(H::kWaitForReadyFieldNumber, o.wait_for_ready)
           .string(H::kRoutingKeyFieldNumber, o.routing_key)
-          .map(H::kHeadersFieldNumber, o.headers);
+          .map(H::kHeadersFieldNumber, o.headers)
+          .string(H::kTraceparentFieldNumber, spec.traceparent);
+      if (spec.stream) head_.varint(H::kCreditFieldNumber, o.window);
       if (same_host_)
         head_.varint(H::kDeadlineUsFieldNumber, wire::to_deadline_us(request.deadline));
+      head_.varint(H::kStreamFieldNumber, spec.stream);
       break;
     case wire::PUBLISH:
       head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
@@ -157,7 +163,9 @@ bool Session::try_send_request_(std::uint64_t id) {
   request.sent = true;
   request.in_doubt = false;
   node.key() = fresh;
-  deadlines_.emplace(request.deadline, fresh);
+  if (request.spec.control) request.spec.control->key = fresh;
+  request.last_chunk = now_;
+  deadlines_.emplace(idle_check_(request), fresh);
   requests_.insert(std::move(node));
   // Entries of requests that ended stay until their time comes; keep them from
   // outnumbering the live ones (at 100,000 calls/s with 10 s deadlines, a million).
@@ -170,7 +178,7 @@ void Session::prune_deadlines_() {
   std::vector<Deadline> open;
   open.reserve(requests_.size() + kDeadlineSlack);
   for (const auto& [id, request] : requests_)
-    open.emplace_back(request.deadline, id);
+    open.emplace_back(request.sent ? idle_check_(request) : request.deadline, id);
   deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(open));
 }
 
@@ -249,8 +257,61 @@ void Session::on_batch_() {
 void Session::finish_(Requests::iterator it, Outcome outcome) {
   auto done = std::move(it->second.done);
   sync_ends_ += it->second.sync;
+  if (const auto control = std::move(it->second.spec.control)) {
+    control->key = 0;
+    for (auto& [token, registration] : control->registrations)
+      token.forget(registration);
+    control->registrations.clear();
+  }
   requests_.erase(it);
   done(std::move(outcome));
+}
+
+// A chunk of a streamed reply: to its stream, in order. Dropped when its call has ended
+// (the broker may have sent it before it read our CANCEL) or streams nothing.
+void Session::on_chunk_() {
+  auto it = requests_.find(in_.id());
+  if (it == requests_.end() || !it->second.spec.stream) return;
+  it->second.last_chunk = now_;
+  it->second.spec.control->on_chunk(frames_.empty() ? std::string_view()
+                                                    : frames_.front().to_string_view());
+}
+
+void Session::handle_(command::Cancel& c) {
+  CallControl& control = *c.control;
+  if (control.key == 0) {  // not taken up yet (handle_(Start) refuses it), or ended
+    control.cancel_early = true;
+    control.cancel_why = std::move(c.why);
+    return;
+  }
+  auto it = requests_.find(control.key);
+  if (it == requests_.end() || it->second.spec.control != c.control) return;
+  if (it->second.sent) send_cancel_(it->first);
+  finish_(it, failure(Status::cancelled, std::move(c.why)));
+}
+
+void Session::handle_(command::StreamCredit& c) {
+  if (c.control->key == 0 || link_ != Link::ready) return;
+  auto it = requests_.find(c.control->key);
+  if (it == requests_.end() || !it->second.sent) return;
+  using H = wire::Header;
+  head_.start(wire::CREDIT)
+      .varint(H::kIdFieldNumber, it->first)
+      .varint(H::kCreditFieldNumber, c.credit);
+  send_small_();
+}
+
+// A CANCEL the queue refuses is lost: the broker then ends the call at its deadline.
+void Session::send_cancel_(std::uint64_t id) {
+  if (link_ != Link::ready) return;  // the broker cancels a lost caller's calls itself
+  head_.start(wire::CANCEL).varint(wire::Header::kIdFieldNumber, id);
+  send_small_();
+}
+
+Clock::time_point Session::idle_check_(const Request& request) const {
+  const auto idle = request.spec.options.idle_timeout;
+  if (!request.spec.stream || idle.count() <= 0) return request.deadline;
+  return std::min(request.deadline, request.last_chunk + idle);
 }
 
 // Fails every request sent to the broker.
@@ -325,6 +386,21 @@ void Session::expire_requests_() {
     deadlines_.pop();
     auto it = requests_.find(id);
     if (it == requests_.end()) continue;  // ended already, or re-sent under another id
+    Request& request = it->second;
+    if (request.sent && request.spec.stream && now_ < request.deadline) {
+      // A stream's idle check (CallOptions::idle_timeout).
+      if (const auto next = idle_check_(request); next > now_) {
+        deadlines_.emplace(next, id);
+        continue;
+      }
+      send_cancel_(id);
+      finish_(it, failure(Status::deadline_exceeded,
+                          describe(request.spec) + " had no chunk for " +
+                              std::to_string(request.spec.options.idle_timeout.count()) +
+                              " ms (CallOptions::idle_timeout)"));
+      continue;
+    }
+    if (request.sent && request.spec.stream) send_cancel_(id);  // its deadline: free the instance
     if (it->second.sent && it->second.spec.kind != wire::REQUEST &&
         now_ < it->second.deadline + kLocalGrace) {
       // The broker decides the outcome and answers at the deadline; give its answer a

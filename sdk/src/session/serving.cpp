@@ -88,13 +88,18 @@ void Session::on_request_() {
   if (it == services_.end())
     return reply_(in_.id(), Status::unavailable,
                   "service " + in_.service() + " is no longer served on this connection", {});
-  Job job{
-      .id = in_.id(),
-      .epoch = session_epoch_,
-      .method = in_.method(),
-      .headers = {in_.headers().begin(), in_.headers().end()},
-      .payload = {},
-      .deadline = wire::deadline_of(now_, in_.timeout_ms(), same_host_ ? in_.deadline_us() : 0)};
+  const auto deadline =
+      wire::deadline_of(now_, in_.timeout_ms(), same_host_ ? in_.deadline_us() : 0);
+  Job job{.id = in_.id(),
+          .epoch = session_epoch_,
+          .method = in_.method(),
+          .headers = {in_.headers().begin(), in_.headers().end()},
+          .payload = {},
+          .deadline = deadline,
+          .stream = in_.stream(),
+          .credit = in_.credit(),
+          .traceparent = in_.traceparent(),
+          .control = {}};
   if (!frames_.empty()) job.payload = std::move(frames_.front());
   ServiceCore& core = *it->second.core;
   if (!core.options().on_io_thread) return core.submit(std::move(job));
@@ -104,6 +109,33 @@ void Session::on_request_() {
   if (gathered_too_long_()) (void)flush_gathered_();
   Answer answer = core.run(job);
   reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
+}
+
+// The broker's CANCEL of a call dispatched here: to the service that holds it, if any (it
+// may have answered already).
+void Session::on_cancel_() {
+  const std::string why = in_.message().empty() ? "cancelled by its caller" : in_.message();
+  for (auto& [name, entry] : services_)
+    if (entry.core->cancel(in_.id(), why)) return;
+}
+
+// CREDIT from the broker: more chunks for a stream this instance writes.
+void Session::on_credit_() {
+  if (in_.subscription() != 0 || in_.credit() == 0) return;
+  for (auto& [name, entry] : services_)
+    if (entry.core->add_credit(in_.id(), in_.credit())) return;
+}
+
+// As handle_(SendReply): a chunk of a broker session that ended is dropped. One the
+// queue refuses is lost; the stream's caller then misses it and its deadline ends it.
+void Session::handle_(command::SendChunk& c) {
+  if (c.epoch != session_epoch_) return;
+  head_.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, c.id);
+  zmq::message_t frame = adopt(std::move(c.payload));
+  if (gathers_(frame.size()))
+    (void)gather_(head_.bytes(), &frame);
+  else
+    (void)send_header_(head_.frame(), std::move(frame));
 }
 
 void Session::on_deliver_() {

@@ -199,6 +199,13 @@ bool Session::gather_(std::string_view header, zmq::message_t* payload) {
   return true;
 }
 
+void Session::send_small_() {
+  if (gathers_(0))
+    (void)gather_(head_.bytes(), nullptr);
+  else
+    (void)send_header_(head_.frame(), std::nullopt);
+}
+
 bool Session::gathered_too_long_() const {
   return !gathered_.empty() && now_ - gathered_since_ > kMaxGatherWait;
 }

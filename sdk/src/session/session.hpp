@@ -101,6 +101,8 @@ class Session {
     // Sent with wait_for_ready just before the link was lost (lose_link_): it reached the
     // broker, or it waits in the socket for the next connection.
     bool in_doubt = false;
+    // A stream: when it was sent or its last chunk came (CallOptions::idle_timeout).
+    Clock::time_point last_chunk{};
   };
   using Requests = std::unordered_map<std::uint64_t, Request>;
 
@@ -137,6 +139,9 @@ class Session {
   void handle_(command::RemoveSubscription& c);
   void handle_(command::Credit& c);
   void handle_(command::ReadsInbox& c);
+  void handle_(command::Cancel& c);
+  void handle_(command::StreamCredit& c);
+  void handle_(command::SendChunk& c);
   void dispatch_();
   struct KindRow {
     void (Session::*handler)() = nullptr;
@@ -155,6 +160,9 @@ class Session {
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.
   bool gathered_too_long_() const;
   bool put_(zmq::message_t& header, zmq::message_t* payload);
+  // Sends the payload-less message in head_ with those that go together, or alone. One the
+  // queue refuses is lost.
+  void send_small_();
   bool write_(zmq::message_t& header, zmq::message_t* payload);
 
   // link.cpp
@@ -176,6 +184,11 @@ class Session {
   bool try_send_request_(std::uint64_t id);
   void prune_deadlines_();
   void on_reply_message_();
+  void on_chunk_();
+  // Sends CANCEL for a sent request that ends without its answer.
+  void send_cancel_(std::uint64_t id);
+  // A stream's next idle check, or its deadline (CallOptions::idle_timeout).
+  Clock::time_point idle_check_(const Request& request) const;
   void on_reply_(std::string_view payload);
   void on_batch_();
   void finish_(Requests::iterator it, Outcome outcome);
@@ -216,9 +229,8 @@ class Session {
   void send_register_(const ServiceCore& core);
   void on_request_();
   void on_deliver_();
-  void on_cancel_() {}
-  void on_credit_() {}
-  void on_chunk_() {}
+  void on_cancel_();
+  void on_credit_();
 
   // leases.cpp
   void heartbeat_if_due_();

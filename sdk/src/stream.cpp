@@ -1,0 +1,121 @@
+#include "sagebus/stream.hpp"
+
+#include "sagebus/status.hpp"
+#include "stream_core.hpp"
+
+namespace sagebus {
+namespace detail {
+
+StreamCore::StreamCore(Connection& connection, std::uint32_t window, OnChunk on_chunk,
+                       OnDone on_done)
+    : connection_(connection),
+      window_(window),
+      on_chunk_(std::move(on_chunk)),
+      on_done_(std::move(on_done)) {}
+
+void StreamCore::on_chunk(std::string_view chunk) {
+  if (on_chunk_) {
+    auto self = shared_from_this();
+    connection_.callback_thread().post(
+        [self, chunk = std::string(chunk)](Reply) {
+          self->on_chunk_(chunk);
+          std::lock_guard lock(self->mutex_);
+          ++self->read_;
+          self->consumed_();
+        },
+        {});
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    chunks_.emplace_back(chunk);
+  }
+  cv_.notify_one();
+}
+
+void StreamCore::finish(Outcome outcome) {
+  if (on_done_) {
+    {
+      std::lock_guard lock(mutex_);
+      end_ = Outcome{outcome.status, outcome.message, {}, 0, 0};
+    }
+    connection_.callback_thread().post(on_done_,
+                                       Reply{outcome.status, std::move(outcome.message), {}});
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    end_ = std::move(outcome);
+  }
+  cv_.notify_all();
+}
+
+std::optional<std::string> StreamCore::next() {
+  std::unique_lock lock(mutex_);
+  cv_.wait(lock, [this] { return cancelled_ || !chunks_.empty() || end_.has_value(); });
+  if (cancelled_) throw Error(Status::cancelled, "the stream was cancelled by its reader");
+  if (!chunks_.empty()) {
+    std::string chunk = std::move(chunks_.front());
+    chunks_.pop_front();
+    ++read_;
+    if (!end_) consumed_();
+    return chunk;
+  }
+  if (end_->status != Status::ok) throw Error(end_->status, end_->message);
+  return std::nullopt;
+}
+
+void StreamCore::consumed_() {
+  if (++ungranted_ < std::max<std::uint32_t>(1, window_ / 2)) return;
+  connection_.stream_credit(shared_from_this(), ungranted_);
+  ungranted_ = 0;
+}
+
+void StreamCore::cancel() {
+  {
+    std::lock_guard lock(mutex_);
+    if (end_ || cancelled_) return;
+    cancelled_ = true;
+  }
+  cv_.notify_all();
+  connection_.cancel(shared_from_this(), "the stream was cancelled by its reader");
+}
+
+bool StreamCore::ended() const {
+  std::lock_guard lock(mutex_);
+  return end_.has_value() || cancelled_;
+}
+
+std::size_t StreamCore::chunks() const {
+  std::lock_guard lock(mutex_);
+  return read_;
+}
+
+}  // namespace detail
+
+Stream::Stream(std::shared_ptr<detail::StreamCore> core) : core_(std::move(core)) {}
+Stream::Stream(Stream&&) noexcept = default;
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    if (core_) core_->cancel();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+Stream::~Stream() {
+  if (core_) core_->cancel();
+}
+
+std::optional<std::string> Stream::next() {
+  return core_->next();
+}
+
+void Stream::cancel() {
+  core_->cancel();
+}
+
+std::size_t Stream::chunks() const {
+  return core_->chunks();
+}
+
+}  // namespace sagebus

@@ -1,0 +1,61 @@
+// detail::StreamCore: the caller's side of one streamed call (sagebus::Stream), shared by
+// the Stream, the session (through CallControl, on the thread running the driver) and,
+// for Client::stream_async, the callback thread.
+//
+// The session hands it each chunk (on_chunk) and the final outcome (finish); the reader
+// takes them in order (next) and grants the service more chunks as it reads, half a window
+// at a time, so that it never holds more than a window of chunks unread. With callbacks
+// instead of a reader, each chunk and the final outcome are posted to the callback thread,
+// and a chunk is granted again when its callback returns.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "connection.hpp"
+
+namespace sagebus::detail {
+
+class StreamCore final : public CallControl, public std::enable_shared_from_this<StreamCore> {
+ public:
+  using OnChunk = std::function<void(std::string_view)>;
+  using OnDone = std::function<void(Reply)>;
+
+  // Read through next(); or, with on_chunk and on_done, through callbacks.
+  StreamCore(Connection& connection, std::uint32_t window, OnChunk on_chunk = {},
+             OnDone on_done = {});
+
+  // The session's (driver thread).
+  void on_chunk(std::string_view chunk) override;
+  void finish(Outcome outcome);
+
+  // The reader's.
+  std::optional<std::string> next();
+  void cancel();
+  bool ended() const;
+  std::size_t chunks() const;
+
+ private:
+  // A chunk was read: grant more when half a window was. Under mutex_ or on the callback
+  // thread.
+  void consumed_();
+
+  Connection& connection_;
+  const std::uint32_t window_;
+  const OnChunk on_chunk_;
+  const OnDone on_done_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::string> chunks_;
+  std::optional<Outcome> end_;
+  bool cancelled_ = false;  // by the reader: next() throws at once
+  std::size_t read_ = 0;
+  std::uint32_t ungranted_ = 0;  // read, not yet granted again
+};
+
+}  // namespace sagebus::detail
