@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "client_request.hpp"
+#include "interception.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/topic.hpp"
 #include "sagebus/wire/traceparent.hpp"
@@ -109,6 +110,16 @@ Reply to_reply(detail::Outcome&& o) {
   return Reply{o.status, std::move(o.message), std::move(o.payload)};
 }
 
+// Where a stream's final outcome goes: its core, after its interceptors' after().
+detail::Done stream_done(std::shared_ptr<detail::StreamCore> core,
+                         std::shared_ptr<detail::Interception> interception) {
+  return detail::Done(
+      [core = std::move(core), interception = std::move(interception)](detail::Outcome o) {
+        if (interception) interception->end(o.status, o.message, core->bytes(), core->received());
+        core->finish(std::move(o));
+      });
+}
+
 }  // namespace
 
 Client::Client(ClientOptions options)
@@ -118,14 +129,22 @@ Client::~Client() = default;
 
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options) {
-  return to_reply(detail::wait(*this, call_spec(service, method, payload, options)));
+  return call_(call_spec(service, method, payload, options), nullptr);
 }
 
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options, std::function<bool()> interrupted,
                    std::chrono::milliseconds every) {
   const auto interrupt = interrupt_of(std::move(interrupted), every);
-  return to_reply(detail::wait(*this, call_spec(service, method, payload, options), &interrupt));
+  return call_(call_spec(service, method, payload, options), &interrupt);
+}
+
+Reply Client::call_(detail::RequestSpec&& spec, const detail::Interrupt* interrupt) {
+  const auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
+  detail::Outcome outcome = detail::ask(*this, std::move(spec), interrupt);
+  if (interception) interception->end(outcome);
+  if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
+  return to_reply(std::move(outcome));
 }
 
 std::future<Reply> Client::call_async(std::string_view service, std::string_view method,
@@ -133,8 +152,11 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
   auto promise = std::make_shared<std::promise<Reply>>();
   auto future = promise->get_future();
   try {
+    auto spec = call_spec(service, method, payload, options);
+    auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
     connection_->start(
-        call_spec(service, method, payload, options), detail::Done([promise](detail::Outcome o) {
+        std::move(spec), detail::Done([promise, interception](detail::Outcome o) {
+          if (interception) interception->end(o);
           if (o.status == Status::ok)
             promise->set_value(to_reply(std::move(o)));
           else
@@ -149,22 +171,29 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
 void Client::call_async(std::string_view service, std::string_view method, std::string_view payload,
                         const CallOptions& options, std::function<void(Reply)> done) {
   detail::RequestSpec spec;
+  std::shared_ptr<detail::Interception> interception;
   try {
     spec = call_spec(service, method, payload, options);
+    interception = detail::Interception::begin(connection_->options().interceptors, spec);
   } catch (const Error& e) {
     // Never on the caller's thread, and not inline: nothing here holds the engine.
     return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
   }
+  if (interception)
+    done = [interception, done = std::move(done)](Reply r) {
+      interception->end(r.status, r.message, r.payload.size());
+      done(std::move(r));
+    };
   connection_->start(std::move(spec), detail::Done(*connection_, std::move(done)));
 }
 
 Stream Client::stream(std::string_view service, std::string_view method, std::string_view payload,
                       const CallOptions& options) {
   detail::RequestSpec spec = stream_spec(service, method, payload, options);
+  auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
   auto core = std::make_shared<detail::StreamCore>(*connection_, options.window);
   spec.control = core;
-  connection_->start(std::move(spec),
-                     detail::Done([core](detail::Outcome o) { core->finish(std::move(o)); }));
+  connection_->start(std::move(spec), stream_done(core, std::move(interception)));
   return Stream(std::move(core));
 }
 
@@ -175,16 +204,17 @@ void Client::stream_async(std::string_view service, std::string_view method,
   if (!on_chunk || !done)
     throw Error(Status::invalid_argument, "stream_async needs both on_chunk and done");
   detail::RequestSpec spec;
+  std::shared_ptr<detail::Interception> interception;
   try {
     spec = stream_spec(service, method, payload, options);
+    interception = detail::Interception::begin(connection_->options().interceptors, spec);
   } catch (const Error& e) {
     return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
   }
   auto core = std::make_shared<detail::StreamCore>(*connection_, options.window,
                                                    std::move(on_chunk), std::move(done));
   spec.control = core;
-  connection_->start(std::move(spec),
-                     detail::Done([core](detail::Outcome o) { core->finish(std::move(o)); }));
+  connection_->start(std::move(spec), stream_done(core, std::move(interception)));
 }
 
 std::size_t Client::publish(std::string_view topic, std::string_view payload,

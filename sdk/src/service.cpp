@@ -43,6 +43,8 @@ void JobControl::write(std::string_view chunk) {
     --credit_;
   }
   link_.send_chunk(id_, epoch_, std::string(chunk));
+  ++chunks_;
+  bytes_ += chunk.size();
 }
 
 ServiceCore::ServiceCore(CoreLink& connection, std::string name, ServiceOptions options,
@@ -195,6 +197,37 @@ JobControl& ServiceCore::control_of(Job& job) {
 
 Answer ServiceCore::run(Job& job) {
   control_of(job);
+  const auto& interceptors = options_.interceptors;
+  if (interceptors.empty()) return answer_(job);
+  const auto started = Clock::now();
+  CallInfo info{name_,
+                job.method,
+                job.headers,
+                job.payload.size(),
+                job.stream,
+                false,
+                wire::trace_id_of(job.control->context().traceparent)};
+  std::size_t ran = 0;
+  std::optional<Answer> refused;
+  while (ran < interceptors.size() && !refused) {
+    std::optional<Error> refusal;
+    try {
+      refusal = interceptors[ran++]->before(info);
+    } catch (const std::exception& e) {
+      refusal = Error(Status::handler_error, std::string("an interceptor threw: ") + e.what());
+    }
+    if (refusal) refused = Answer{refusal->status(), refusal->message(), {}};
+  }
+  Answer answer = refused ? std::move(*refused) : answer_(job);
+  const CallEnd end{answer.status, answer.message,
+                    job.stream ? job.control->bytes() : answer.payload.size(),
+                    job.control->chunks(), Clock::now() - started};
+  while (ran > 0)
+    interceptors[--ran]->after(info, end);
+  return answer;
+}
+
+Answer ServiceCore::answer_(Job& job) {
   auto handler = handlers_.find(job.method);
   auto stream_handler = stream_handlers_.find(job.method);
   if (handler == handlers_.end() && stream_handler == stream_handlers_.end())

@@ -42,6 +42,9 @@ class JobControl {
   void add_credit(std::uint32_t credit);
   // Handler's thread: sends one chunk (StreamWriter::write).
   void write(std::string_view chunk);
+  // Handler's thread: the chunks written, and their bytes.
+  std::size_t chunks() const noexcept { return chunks_; }
+  std::size_t bytes() const noexcept { return bytes_; }
 
  private:
   CoreLink& link_;
@@ -51,6 +54,8 @@ class JobControl {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::uint64_t credit_;
+  std::size_t chunks_ = 0;
+  std::size_t bytes_ = 0;
 };
 
 struct Job {
@@ -106,6 +111,8 @@ class ServiceCore {
   void work_();
   // The job's control, made on first use.
   JobControl& control_of(Job& job);
+  // The handler's answer to `job`, without the interceptors.
+  Answer answer_(Job& job);
 
   CoreLink& connection_;
   const std::string name_;

@@ -14,6 +14,8 @@ StreamCore::StreamCore(Connection& connection, std::uint32_t window, OnChunk on_
       on_done_(std::move(on_done)) {}
 
 void StreamCore::on_chunk(std::string_view chunk) {
+  received_.fetch_add(1, std::memory_order_relaxed);
+  bytes_.fetch_add(chunk.size(), std::memory_order_relaxed);
   if (on_chunk_) {
     auto self = shared_from_this();
     connection_.callback_thread().post(

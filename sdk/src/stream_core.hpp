@@ -9,6 +9,7 @@
 // and a chunk is granted again when its callback returns.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -39,6 +40,9 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   void cancel();
   bool ended() const;
   std::size_t chunks() const;
+  // The chunks the session handed over, and their bytes (for interceptors).
+  std::size_t received() const { return received_.load(std::memory_order_relaxed); }
+  std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
  private:
   // A chunk was read: grant more when half a window was. Under mutex_ or on the callback
@@ -56,6 +60,8 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   bool cancelled_ = false;  // by the reader: next() throws at once
   std::size_t read_ = 0;
   std::uint32_t ungranted_ = 0;  // read, not yet granted again
+  std::atomic<std::size_t> received_{0};
+  std::atomic<std::size_t> bytes_{0};
 };
 
 }  // namespace sagebus::detail

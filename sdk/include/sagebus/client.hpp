@@ -32,8 +32,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sagebus/call_context.hpp"
+#include "sagebus/interceptor.hpp"
 #include "sagebus/status.hpp"
 #include "sagebus/stream.hpp"
 #include "sagebus/subscription.hpp"
@@ -42,7 +44,9 @@ namespace sagebus {
 
 namespace detail {
 class Connection;
-}
+struct RequestSpec;
+struct Interrupt;
+}  // namespace detail
 
 struct ClientOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
@@ -80,6 +84,8 @@ struct ClientOptions {
   // key is not server_key, fails calls UNAUTHENTICATED naming the endpoint.
   std::string server_key{};
   std::string client_key{};
+  // Middleware around every call this client makes (interceptor.hpp), in order.
+  std::vector<std::shared_ptr<ClientInterceptor>> interceptors{};
 };
 
 struct PublishOptions {
@@ -233,6 +239,9 @@ class Client {
   detail::Connection& connection() noexcept { return *connection_; }
 
  private:
+  // A synchronous call, through the interceptors.
+  Reply call_(detail::RequestSpec&& spec, const detail::Interrupt* interrupt);
+
   std::unique_ptr<detail::Connection> connection_;
 };
 

@@ -18,8 +18,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sagebus/client.hpp"
+#include "sagebus/interceptor.hpp"
 
 namespace sagebus {
 
@@ -47,6 +49,8 @@ struct ServiceOptions {
   std::string version = "0";
   // All live instances of a service must agree on it; a disagreeing registration fails.
   Strategy strategy = Strategy::least_outstanding;
+  // Middleware around every call this instance serves (interceptor.hpp), in order.
+  std::vector<std::shared_ptr<ServiceInterceptor>> interceptors{};
 };
 
 struct Request {
