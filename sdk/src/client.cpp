@@ -14,6 +14,14 @@
 
 namespace sagebus {
 
+namespace {
+
+void check(std::optional<std::string> error) {
+  if (error) throw Error(Status::invalid_argument, *error);
+}
+
+}  // namespace
+
 namespace detail {
 
 Outcome ask(Client& client, RequestSpec&& spec, const Interrupt* interrupt) {
@@ -29,34 +37,6 @@ Outcome wait(Client& client, RequestSpec&& spec, const Interrupt* interrupt) {
   auto outcome = ask(client, std::move(spec), interrupt);
   if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
   return outcome;
-}
-
-}  // namespace detail
-
-namespace {
-
-void check(std::optional<std::string> error) {
-  if (error) throw Error(Status::invalid_argument, *error);
-}
-
-detail::RequestSpec send_spec(std::string_view peer, std::string_view payload,
-                              const SendOptions& options) {
-  check(wire::check_name("peer name", peer));
-  if (options.hold.count() < 0)
-    throw Error(Status::invalid_argument, "SendOptions::hold must not be negative");
-  detail::RequestSpec spec;
-  spec.kind = wire::SEND;
-  spec.target = std::string(peer);
-  spec.payload = zmq::message_t(payload.data(), payload.size());
-  spec.hold = options.hold;
-  spec.options.timeout = options.timeout;
-  return spec;
-}
-
-detail::Interrupt interrupt_of(std::function<bool()> interrupted, std::chrono::milliseconds every) {
-  if (every.count() <= 0)
-    throw Error(Status::invalid_argument, "the interval of an interruptible wait must be > 0");
-  return detail::Interrupt{std::move(interrupted), every};
 }
 
 // A call's spec. Within a context it takes the context's deadline (its timeout is
@@ -92,6 +72,30 @@ detail::RequestSpec call_spec(std::string_view service, std::string_view method,
   return spec;
 }
 
+}  // namespace detail
+
+namespace {
+
+detail::RequestSpec send_spec(std::string_view peer, std::string_view payload,
+                              const SendOptions& options) {
+  check(wire::check_name("peer name", peer));
+  if (options.hold.count() < 0)
+    throw Error(Status::invalid_argument, "SendOptions::hold must not be negative");
+  detail::RequestSpec spec;
+  spec.kind = wire::SEND;
+  spec.target = std::string(peer);
+  spec.payload = zmq::message_t(payload.data(), payload.size());
+  spec.hold = options.hold;
+  spec.options.timeout = options.timeout;
+  return spec;
+}
+
+detail::Interrupt interrupt_of(std::function<bool()> interrupted, std::chrono::milliseconds every) {
+  if (every.count() <= 0)
+    throw Error(Status::invalid_argument, "the interval of an interruptible wait must be > 0");
+  return detail::Interrupt{std::move(interrupted), every};
+}
+
 // A streamed call's spec, its options checked.
 detail::RequestSpec stream_spec(std::string_view service, std::string_view method,
                                 std::string_view payload, const CallOptions& options) {
@@ -101,7 +105,7 @@ detail::RequestSpec stream_spec(std::string_view service, std::string_view metho
                     std::to_string(options.window));
   if (options.idle_timeout.count() < 0)
     throw Error(Status::invalid_argument, "CallOptions::idle_timeout must not be negative");
-  detail::RequestSpec spec = call_spec(service, method, payload, options);
+  detail::RequestSpec spec = detail::call_spec(service, method, payload, options);
   spec.stream = true;
   return spec;
 }
@@ -129,14 +133,14 @@ Client::~Client() = default;
 
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options) {
-  return call_(call_spec(service, method, payload, options), nullptr);
+  return call_(detail::call_spec(service, method, payload, options), nullptr);
 }
 
 Reply Client::call(std::string_view service, std::string_view method, std::string_view payload,
                    const CallOptions& options, std::function<bool()> interrupted,
                    std::chrono::milliseconds every) {
   const auto interrupt = interrupt_of(std::move(interrupted), every);
-  return call_(call_spec(service, method, payload, options), &interrupt);
+  return call_(detail::call_spec(service, method, payload, options), &interrupt);
 }
 
 Reply Client::call_(detail::RequestSpec&& spec, const detail::Interrupt* interrupt) {
@@ -152,7 +156,7 @@ std::future<Reply> Client::call_async(std::string_view service, std::string_view
   auto promise = std::make_shared<std::promise<Reply>>();
   auto future = promise->get_future();
   try {
-    auto spec = call_spec(service, method, payload, options);
+    auto spec = detail::call_spec(service, method, payload, options);
     auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
     connection_->start(
         std::move(spec), detail::Done([promise, interception](detail::Outcome o) {
@@ -173,7 +177,7 @@ void Client::call_async(std::string_view service, std::string_view method, std::
   detail::RequestSpec spec;
   std::shared_ptr<detail::Interception> interception;
   try {
-    spec = call_spec(service, method, payload, options);
+    spec = detail::call_spec(service, method, payload, options);
     interception = detail::Interception::begin(connection_->options().interceptors, spec);
   } catch (const Error& e) {
     // Never on the caller's thread, and not inline: nothing here holds the engine.

@@ -117,8 +117,12 @@ struct Interrupt {
 class CallControl {
  public:
   virtual ~CallControl() = default;
-  // A chunk of the streamed reply, on the thread running the driver (it must be quick).
-  virtual void on_chunk(std::string_view chunk) { (void)chunk; }
+  // A CHUNK of the request's reply (a stream's chunk, a call_all's outcome), on the
+  // thread running the driver (it must be quick).
+  virtual void on_chunk(const wire::Header& header, std::string_view payload) {
+    (void)header;
+    (void)payload;
+  }
 
   // The session's, under the driver's lock: the request's id while it is open (0 before
   // and after), and whether it was cancelled before the session took it up.
@@ -143,6 +147,7 @@ struct RequestSpec {
   std::chrono::milliseconds ttl{0};   // QUEUE_PUT
   std::chrono::milliseconds hold{0};  // SEND
   bool stream = false;                // REQUEST: the reply is a stream of chunks
+  bool all = false;                   // REQUEST: to every instance (Client::call_all)
   std::string traceparent{};          // REQUEST: the call's own (Connection::call_spec)
   CallOptions options{};
   // Set when the request can be cancelled or streams (a CancelToken, Client::stream).

@@ -13,7 +13,7 @@ StreamCore::StreamCore(Connection& connection, std::uint32_t window, OnChunk on_
       on_chunk_(std::move(on_chunk)),
       on_done_(std::move(on_done)) {}
 
-void StreamCore::on_chunk(std::string_view chunk) {
+void StreamCore::on_chunk(const wire::Header&, std::string_view chunk) {
   received_.fetch_add(1, std::memory_order_relaxed);
   bytes_.fetch_add(chunk.size(), std::memory_order_relaxed);
   if (on_chunk_) {

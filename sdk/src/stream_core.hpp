@@ -32,7 +32,7 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
              OnDone on_done = {});
 
   // The session's (driver thread).
-  void on_chunk(std::string_view chunk) override;
+  void on_chunk(const wire::Header& header, std::string_view chunk) override;
   void finish(Outcome outcome);
 
   // The reader's.

@@ -139,6 +139,21 @@ struct Reply {
   bool ok() const noexcept { return status == Status::ok; }
 };
 
+// One instance's outcome of Client::call_all.
+struct InstanceReply {
+  std::string instance{};  // the instance's connection name (ClientOptions::name)
+  Status status = Status::ok;
+  std::string message{};  // why, when status != ok
+  std::string payload{};
+  bool ok() const noexcept { return status == Status::ok; }
+};
+
+// The outcome of Client::call_all: how many instances were asked, and one outcome each.
+struct GatherReply {
+  std::size_t asked = 0;
+  std::vector<InstanceReply> replies{};  // in the order they came
+};
+
 // What a client has counted since it was made.
 struct ClientStats {
   // Services' replies read after their call's deadline but before this client's timer
@@ -190,6 +205,22 @@ class Client {
   void stream_async(std::string_view service, std::string_view method, std::string_view payload,
                     const CallOptions& options, std::function<void(std::string_view)> on_chunk,
                     std::function<void(Reply)> done);
+
+  // Scatter-gather: calls `method` of every live instance of `service` that has it, and
+  // waits until each has an outcome, or the deadline gives it DEADLINE_EXCEEDED. An
+  // instance lost meanwhile gives UNAVAILABLE, one at its max_inflight OVERLOADED, each
+  // named. Returns every instance's outcome, whatever its status; throws Error when
+  // nothing could be asked (NO_RESPONDERS, NOT_FOUND) or for any other failure of the
+  // whole (INVALID_ARGUMENT, CANCELLED, UNAVAILABLE when the broker is lost).
+  GatherReply call_all(std::string_view service, std::string_view method,
+                       std::string_view payload, const CallOptions& options = {});
+
+  // As call_all(), as a stream of outcomes: `on_asked` once with how many instances were
+  // asked, `on_reply` with each one's outcome as it comes, then `done` exactly once (OK,
+  // or the failure of the whole), all on the callback thread, in order.
+  void call_all_async(std::string_view service, std::string_view method, std::string_view payload,
+                      const CallOptions& options, std::function<void(std::size_t)> on_asked,
+                      std::function<void(InstanceReply)> on_reply, std::function<void(Reply)> done);
 
   // Publishes `payload` on `topic` (no wildcards). Without confirm, returns 0 once the
   // message is queued for the broker, waiting while max_queued_publishes are queued;

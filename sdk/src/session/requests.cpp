@@ -127,7 +127,7 @@ bool Session::try_send_request_(std::uint64_t id) {
       if (spec.stream) head_.varint(H::kCreditFieldNumber, o.window);
       if (same_host_)
         head_.varint(H::kDeadlineUsFieldNumber, wire::to_deadline_us(request.deadline));
-      head_.varint(H::kStreamFieldNumber, spec.stream);
+      head_.varint(H::kStreamFieldNumber, spec.stream).varint(H::kAllFieldNumber, spec.all);
       break;
     case wire::PUBLISH:
       head_.varint(H::kTimeoutMsFieldNumber, timeout_ms)
@@ -267,14 +267,15 @@ void Session::finish_(Requests::iterator it, Outcome outcome) {
   done(std::move(outcome));
 }
 
-// A chunk of a streamed reply: to its stream, in order. Dropped when its call has ended
-// (the broker may have sent it before it read our CANCEL) or streams nothing.
+// A CHUNK: a stream's chunk or a call_all's outcome, to the request's control, in order.
+// Dropped when its call has ended (the broker may have sent it before it read our
+// CANCEL) or is neither.
 void Session::on_chunk_() {
   auto it = requests_.find(in_.id());
-  if (it == requests_.end() || !it->second.spec.stream) return;
+  if (it == requests_.end() || !(it->second.spec.stream || it->second.spec.all)) return;
   it->second.last_chunk = now_;
-  it->second.spec.control->on_chunk(frames_.empty() ? std::string_view()
-                                                    : frames_.front().to_string_view());
+  it->second.spec.control->on_chunk(
+      in_, frames_.empty() ? std::string_view() : frames_.front().to_string_view());
 }
 
 void Session::handle_(command::Cancel& c) {
