@@ -1,7 +1,12 @@
-// sagebus-echo-service: a sage-bus service with three methods.
-//   echo   returns its payload (after --delay-ms)
-//   fail   throws, so the caller gets HANDLER_ERROR "fail requested"
-//   whoami returns this process's id, to see which instance served a call
+// sagebus-echo-service: a sage-bus service with five methods.
+//   echo    returns its payload (after --delay-ms)
+//   fail    throws, so the caller gets HANDLER_ERROR "fail requested"
+//   whoami  returns this process's id, to see which instance served a call
+//   count   streams its payload's number of chunks, "1".."N" (busctl call --stream); not
+//           with --on-io-thread
+//   metrics the latency histogram of each method, in the Prometheus text format
+// Every call goes through two interceptors: the metrics one, and with --log-calls one that
+// logs a line per call to standard error.
 // Prints "ready" once the broker has confirmed the registration; stops gracefully on
 // SIGINT or SIGTERM.
 #include <unistd.h>
@@ -17,6 +22,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "sagebus/logging_interceptor.hpp"
+#include "sagebus/metrics_interceptor.hpp"
 #include "sagebus/sagebus.hpp"
 
 namespace {
@@ -31,6 +38,7 @@ int main(int argc, char** argv) {
   sagebus::ServiceOptions options;        // max_inflight 16
   std::string name = "echo", strategy = "least_outstanding";
   int delay_ms = 0;
+  bool log_calls = false;
   const std::map<std::string, sagebus::Strategy> strategies{
       {"least_outstanding", sagebus::Strategy::least_outstanding},
       {"round_robin", sagebus::Strategy::round_robin},
@@ -46,8 +54,13 @@ int main(int argc, char** argv) {
   app.add_option("--strategy", strategy, "load balancing among instances")
       ->check(CLI::IsMember(strategies))
       ->capture_default_str();
+  app.add_flag("--log-calls", log_calls, "log a line per call to standard error");
   CLI11_PARSE(app, argc, argv);
   options.strategy = strategies.at(strategy);
+  auto metrics = std::make_shared<sagebus::MetricsInterceptor>();
+  options.interceptors.push_back(metrics);
+  if (log_calls)
+    options.interceptors.push_back(std::make_shared<sagebus::LoggingInterceptor>(name));
 
   try {
     sagebus::Client client(client_options);
@@ -60,6 +73,13 @@ int main(int argc, char** argv) {
       throw std::runtime_error("fail requested");
     });
     svc.handle("whoami", [](const sagebus::Request&) { return std::to_string(::getpid()); });
+    if (!options.on_io_thread)  // a stream's writer waits for its caller: not there
+      svc.handle_stream("count", [](const sagebus::Request& req, sagebus::StreamWriter& out) {
+        const int n = std::stoi(std::string(req.payload.empty() ? "10" : req.payload));
+        for (int i = 1; i <= n; ++i)
+          out.write(std::to_string(i) + "\n");
+      });
+    svc.handle("metrics", metrics->handler());
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     svc.start();  // registers now, or as soon as the broker is reachable
