@@ -9,17 +9,28 @@ namespace detail {
 
 class CancelState {
  public:
+  CancelState() = default;
+  // A child's: it leaves its parent's registrations with its last handle.
+  explicit CancelState(std::weak_ptr<CancelState> parent) : parent_(std::move(parent)) {}
+  ~CancelState() {
+    if (auto parent = parent_.lock()) parent->remove(parent_registration_);
+  }
+  void set_parent_registration(std::uint64_t id) { parent_registration_ = id; }
+
+  // The functions run one at a time, each taken from the list under the lock just before
+  // it runs: one forgotten meanwhile never runs.
   void cancel(std::string why) {
-    std::vector<std::pair<std::uint64_t, std::function<void()>>> run;
-    {
-      std::lock_guard lock(mutex_);
-      if (cancelled_) return;
-      cancelled_ = true;
-      why_ = std::move(why);
-      run.swap(callbacks_);
-    }
-    for (auto& [id, fn] : run)
+    std::unique_lock lock(mutex_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    why_ = std::move(why);
+    while (!callbacks_.empty()) {
+      std::function<void()> fn = std::move(callbacks_.front().second);
+      callbacks_.erase(callbacks_.begin());
+      lock.unlock();
       fn();
+      lock.lock();
+    }
   }
   bool cancelled() const {
     std::lock_guard lock(mutex_);
@@ -47,6 +58,8 @@ class CancelState {
   }
 
  private:
+  const std::weak_ptr<CancelState> parent_;
+  std::uint64_t parent_registration_ = 0;
   mutable std::mutex mutex_;
   bool cancelled_ = false;
   std::string why_;
@@ -80,16 +93,17 @@ void CancelToken::forget(std::uint64_t registration) const {
 
 CancelToken CancelToken::child() const {
   CancelToken child;
-  // The child holds its parent's registration alive no longer than the parent: a weak
-  // reference, so that a long-lived parent does not keep its children's state.
+  child.state_ = std::make_shared<detail::CancelState>(state_);
+  // Weak both ways: the parent does not keep its children alive, and a child's
+  // registration leaves the parent with the child's last handle (~CancelState).
   std::weak_ptr<detail::CancelState> weak = child.state_;
   std::weak_ptr<detail::CancelState> parent = state_;
-  (void)state_->add([weak, parent] {
+  child.state_->set_parent_registration(state_->add([weak, parent] {
     if (auto state = weak.lock()) {
       const auto p = parent.lock();
       state->cancel(p ? p->why() : "cancelled by the caller");
     }
-  });
+  }));
   return child;
 }
 

@@ -12,8 +12,8 @@ Outcome ask(Client& client, RequestSpec&& spec, const Interrupt* interrupt = nul
 // The spec of a call of `method` of `service` (its names checked, its traceparent and,
 // within a context, its deadline set). Throws Error for bad names, a bad traceparent, or
 // a context whose deadline has passed.
-RequestSpec call_spec(std::string_view service, std::string_view method,
-                      std::string_view payload, const CallOptions& options);
+RequestSpec call_spec(std::string_view service, std::string_view method, std::string_view payload,
+                      const CallOptions& options);
 // As ask(), but throws Error unless the status is OK.
 Outcome wait(Client& client, RequestSpec&& spec, const Interrupt* interrupt = nullptr);
 

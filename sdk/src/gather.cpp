@@ -34,8 +34,8 @@ class GatherCore final : public detail::CallControl {
       }
       return;
     }
-    InstanceReply reply{header.peer(), detail::protocol::from_wire(header.status()), header.message(),
-                        std::string(payload)};
+    InstanceReply reply{header.peer(), detail::protocol::from_wire(header.status()),
+                        header.message(), std::string(payload)};
     if (connection_ == nullptr) {
       std::lock_guard lock(mutex_);
       gathered_.replies.push_back(std::move(reply));
@@ -103,9 +103,8 @@ void Client::call_all_async(std::string_view service, std::string_view method,
   auto core = std::make_shared<GatherCore>(*connection_, std::move(on_asked), std::move(on_reply));
   spec.control = core;
   // The final outcome goes to the callback thread after the outcomes posted before it.
-  connection_->start(std::move(spec),
-                     detail::Done([connection = connection_.get(), interception,
-                                   done = std::move(done)](detail::Outcome o) {
+  connection_->start(std::move(spec), detail::Done([connection = connection_.get(), interception,
+                                                    done = std::move(done)](detail::Outcome o) {
                        if (interception) interception->end(o.status, o.message, 0);
                        connection->callback_thread().post(done, Reply{o.status, o.message, {}});
                      }));

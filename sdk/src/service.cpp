@@ -12,11 +12,14 @@ namespace detail {
 
 void JobControl::cancel(std::string why) {
   {
-    // Under the lock, so that a writer cannot miss it between its check and its wait.
+    // Under the lock, so that a writer cannot miss it between its check and its wait; the
+    // token's functions (the handler's, and the calls made within its context) run after.
     std::lock_guard lock(mutex_);
-    context_.cancel.cancel(std::move(why));
+    cancelled_ = true;
+    why_ = why;
   }
   cv_.notify_all();
+  context_.cancel.cancel(std::move(why));
 }
 
 void JobControl::add_credit(std::uint32_t credit) {
@@ -69,17 +72,17 @@ void ServiceCore::submit(Job job) {
   {
     std::lock_guard lock(mutex_);
     control_of(job);
-    live_.emplace(job.id, job.control);
+    live_[{job.epoch, job.id}] = job.control;
     jobs_.push_back(std::move(job));
   }
   jobs_cv_.notify_one();
 }
 
-bool ServiceCore::cancel(std::uint64_t id, const std::string& why) {
+bool ServiceCore::cancel(std::uint64_t epoch, std::uint64_t id, const std::string& why) {
   std::shared_ptr<JobControl> control;
   {
     std::lock_guard lock(mutex_);
-    auto it = live_.find(id);
+    auto it = live_.find({epoch, id});
     if (it == live_.end()) return false;
     control = it->second;
     // Not started: it never runs. Running: the worker forgets it when the handler returns.
@@ -95,11 +98,11 @@ bool ServiceCore::cancel(std::uint64_t id, const std::string& why) {
   return true;
 }
 
-bool ServiceCore::add_credit(std::uint64_t id, std::uint32_t credit) {
+bool ServiceCore::add_credit(std::uint64_t epoch, std::uint64_t id, std::uint32_t credit) {
   std::shared_ptr<JobControl> control;
   {
     std::lock_guard lock(mutex_);
-    auto it = live_.find(id);
+    auto it = live_.find({epoch, id});
     if (it == live_.end()) return false;
     control = it->second;
   }
@@ -177,11 +180,14 @@ void ServiceCore::work_() {
     lock.unlock();
     Answer answer = run(job);
     // A cancelled call's caller no longer waits, and the broker has forgotten it.
-    if (!job.control->cancelled())
+    if (!job.control->cancelled()) {
+      if (answer.as_chunk) connection_.send_chunk(job.id, job.epoch, std::move(answer.payload));
       connection_.send_reply(job.id, job.epoch, answer.status, std::move(answer.message),
                              std::move(answer.payload));
+    }
     lock.lock();
-    live_.erase(job.id);
+    if (auto it = live_.find({job.epoch, job.id}); it != live_.end() && it->second == job.control)
+      live_.erase(it);
     --running_;
     if (jobs_.empty() && running_ == 0) state_cv_.notify_all();
   }
@@ -220,8 +226,8 @@ Answer ServiceCore::run(Job& job) {
   }
   Answer answer = refused ? std::move(*refused) : answer_(job);
   const CallEnd end{answer.status, answer.message,
-                    job.stream ? job.control->bytes() : answer.payload.size(),
-                    job.control->chunks(), Clock::now() - started};
+                    job.stream && !answer.as_chunk ? job.control->bytes() : answer.payload.size(),
+                    answer.as_chunk ? 1 : job.control->chunks(), Clock::now() - started};
   while (ran > 0)
     interceptors[--ran]->after(info, end);
   return answer;
@@ -246,7 +252,8 @@ Answer ServiceCore::answer_(Job& job) {
       StreamWriter out(*job.control);
       stream_handler->second(request, out);
     } else if (job.stream) {  // a plain handler's reply, as the stream's one chunk
-      job.control->write(handler->second(request));
+      answer.payload = handler->second(request);
+      answer.as_chunk = true;
     } else {
       answer.payload = handler->second(request);
     }

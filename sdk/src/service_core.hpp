@@ -15,7 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -36,7 +36,10 @@ class JobControl {
       : link_(link), id_(id), epoch_(epoch), context_(std::move(context)), credit_(credit) {}
 
   const CallContext& context() const noexcept { return context_; }
-  bool cancelled() const { return context_.cancel.cancelled(); }
+  bool cancelled() const {
+    std::lock_guard lock(mutex_);
+    return cancelled_;
+  }
   // I/O thread.
   void cancel(std::string why);
   void add_credit(std::uint32_t credit);
@@ -51,9 +54,11 @@ class JobControl {
   const std::uint64_t id_;
   const std::uint64_t epoch_;
   CallContext context_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::uint64_t credit_;
+  bool cancelled_ = false;  // as the token, under mutex_ (the writer waits on it)
+  std::string why_;
   std::size_t chunks_ = 0;
   std::size_t bytes_ = 0;
 };
@@ -76,6 +81,9 @@ struct Answer {
   Status status = Status::ok;
   std::string message;
   std::string payload;
+  // A plain handler's reply to a stream: the payload goes as the stream's one CHUNK, then
+  // a REPLY without it.
+  bool as_chunk = false;
 };
 
 class ServiceCore {
@@ -94,8 +102,10 @@ class ServiceCore {
   // The broker's CANCEL and CREDIT for dispatch `id`; false when it is not this
   // service's. A cancelled job not yet started never runs; one running sees it
   // (Request::cancelled(), its writer throws); neither is answered.
-  bool cancel(std::uint64_t id, const std::string& why);
-  bool add_credit(std::uint64_t id, std::uint32_t credit);
+  // `epoch` is the broker session the message came in (Job::epoch): a new broker may
+  // give a dispatch id again.
+  bool cancel(std::uint64_t epoch, std::uint64_t id, const std::string& why);
+  bool add_credit(std::uint64_t epoch, std::uint64_t id, std::uint32_t credit);
   // Runs the handler of `job` on the calling thread (a worker, or the I/O thread with
   // ServiceOptions::on_io_thread) and counts it served.
   Answer run(Job& job);
@@ -124,8 +134,9 @@ class ServiceCore {
   std::condition_variable jobs_cv_;   // workers wait for jobs
   std::condition_variable state_cv_;  // owner waits for registration / drain
   std::deque<Job> jobs_;
-  // The jobs queued or running, by dispatch id, for cancel() and add_credit().
-  std::unordered_map<std::uint64_t, std::shared_ptr<JobControl>> live_;
+  // The jobs queued or running, by broker session and dispatch id, for cancel() and
+  // add_credit().
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::shared_ptr<JobControl>> live_;
   std::size_t running_ = 0;
   bool stopping_ = false;
   enum class Registration {

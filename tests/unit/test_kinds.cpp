@@ -44,14 +44,14 @@ TEST_CASE("who sends each kind", "[kinds]") {
   CHECK(kinds_where([](const auto& i) { return i.sender == wire::Sender::broker; }) ==
         K{wire::WELCOME, wire::HELLO_REQUIRED, wire::EVENT, wire::DELIVER, wire::EVENT_BATCH});
   CHECK(kinds_where([](const auto& i) { return i.sender == wire::Sender::both; }) ==
-        K{wire::HEARTBEAT, wire::GOODBYE, wire::REQUEST, wire::REPLY, wire::BATCH});
+        K{wire::HEARTBEAT, wire::GOODBYE, wire::REQUEST, wire::REPLY, wire::CREDIT, wire::BATCH,
+          wire::CANCEL, wire::CHUNK});
   CHECK(kinds_where([](const auto& i) { return !wire::sent_by_client(i); }) ==
         K{wire::WELCOME, wire::HELLO_REQUIRED, wire::EVENT, wire::DELIVER, wire::EVENT_BATCH});
   CHECK(kinds_where([](const auto& i) { return !wire::sent_by_broker(i); }) ==
         K{wire::HELLO, wire::REGISTER, wire::UNREGISTER, wire::SUBSCRIBE, wire::UNSUBSCRIBE,
-          wire::PUBLISH, wire::CREDIT, wire::SEND, wire::QUEUE_PUT, wire::QUEUE_GET,
-          wire::QUEUE_ACK, wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE,
-          wire::QUEUE_NACK});
+          wire::PUBLISH, wire::SEND, wire::QUEUE_PUT, wire::QUEUE_GET, wire::QUEUE_ACK,
+          wire::QUEUE_SIZE, wire::PUBLISH_BATCH, wire::QUEUE_DECLARE, wire::QUEUE_NACK});
 }
 
 TEST_CASE("the kinds a client sends that the broker may answer with a REPLY", "[kinds]") {
@@ -67,13 +67,16 @@ TEST_CASE("the kinds a client sends that the broker may answer with a REPLY", "[
   CHECK(wire::kind_info(wire::HEARTBEAT).answer == wire::Answer::heartbeat);
   CHECK(wire::kind_info(wire::REPLY).answer == wire::Answer::none);
   CHECK(wire::kind_info(wire::BATCH).answer == wire::Answer::none);
+  CHECK(wire::kind_info(wire::CANCEL).answer == wire::Answer::none);
+  CHECK(wire::kind_info(wire::CHUNK).answer == wire::Answer::none);
+  CHECK(wire::kind_info(wire::CREDIT).answer == wire::Answer::none);
 }
 
 TEST_CASE("the kinds that carry payload frames", "[kinds]") {
   CHECK(kinds_where([](const auto& i) { return i.payload; }) ==
         std::vector<wire::Kind>{wire::REQUEST, wire::REPLY, wire::PUBLISH, wire::EVENT, wire::SEND,
                                 wire::DELIVER, wire::QUEUE_PUT, wire::EVENT_BATCH,
-                                wire::PUBLISH_BATCH, wire::BATCH});
+                                wire::PUBLISH_BATCH, wire::BATCH, wire::CHUNK});
 }
 
 TEST_CASE("every kind but HELLO and BATCH may travel in a BATCH", "[kinds]") {

@@ -1,6 +1,6 @@
 // detail::Session alone: the client's side of the protocol driven by hand, with a fake
 // transport (it records what the session writes, and can refuse like a full socket) and a
-// clock that moves only when the test says.
+// clock that moves only when the test says (session_fixture.hpp).
 #include <chrono>
 #include <map>
 #include <memory>
@@ -10,186 +10,13 @@
 
 #include <catch2/catch.hpp>
 
-#include "sagebus/wire/batch.hpp"
-#include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
-#include "service_core.hpp"
-#include "session/session.hpp"
-#include "subscription_core.hpp"
+#include "session_fixture.hpp"
 
 using namespace sagebus;
 using namespace sagebus::detail;
+using namespace sagebus::session_test;
 using namespace std::chrono_literals;
-
-namespace {
-
-struct Written {
-  wire::Header header;
-  std::string payload;
-};
-
-// The transport: what the session wrote, in order. While `full`, it refuses everything.
-class FakePort final : public Port {
- public:
-  bool write(zmq::message_t& header, zmq::message_t* payload) override {
-    if (full) return false;
-    Written w;
-    REQUIRE(wire::decode(header, w.header) == wire::DecodeResult::ok);
-    if (payload) w.payload = payload->to_string();
-    written.push_back(std::move(w));
-    return true;
-  }
-  // The messages of `kind` written since the last take, in order, alone or as records of
-  // a BATCH; the rest are dropped. `batches` counts the BATCHes that held any.
-  std::vector<Written> take(wire::Kind kind, int* batches = nullptr) {
-    std::vector<Written> out;
-    for (auto& w : written) {
-      if (w.header.kind() == kind) out.push_back(std::move(w));
-      if (w.header.kind() != wire::BATCH) continue;
-      bool held = false;
-      wire::BatchReader reader(w.payload.data(), w.payload.size());
-      for (wire::MessageRecord r; reader.next(r);) {
-        Written record;
-        REQUIRE(wire::decode(r.header.data(), r.header.size(), record.header) ==
-                wire::DecodeResult::ok);
-        record.payload = std::string(r.payload);
-        if (record.header.kind() != kind) continue;
-        out.push_back(std::move(record));
-        held = true;
-      }
-      REQUIRE_FALSE(reader.malformed());
-      if (held && batches != nullptr) ++*batches;
-    }
-    written.clear();
-    return out;
-  }
-  bool full = false;
-  std::vector<Written> written;
-};
-
-class FakeHost final : public SessionHost {
- public:
-  void link_changed(bool is_ready, std::optional<Error> why) override {
-    ready = is_ready;
-    error = std::move(why);
-  }
-  void max_payload_changed(std::uint64_t) override {}
-  bool offer_to_inbox(Message message) override {
-    inbox.push_back(std::move(message));
-    return true;
-  }
-  bool reads_inbox() const override { return !inbox.empty(); }
-  void publishes_sent(std::size_t count) override { published += count; }
-  void late_reply() override { ++late; }
-  bool ready = false;
-  std::optional<Error> error;  // what the last change said, when not ready
-  std::vector<Message> inbox;
-  std::size_t published = 0;
-  int late = 0;
-};
-
-// What services and subscriptions ask of their connection: recorded, not acted on.
-class FakeLink final : public CoreLink {
- public:
-  void unregister_service(const std::string&) override {}
-  void remove_service(const std::string&) override {}
-  void send_reply(std::uint64_t, std::uint64_t, Status, std::string, std::string) override {}
-  void remove_subscription(std::shared_ptr<SubscriptionCore>) override {}
-  void return_credit(std::shared_ptr<SubscriptionCore>, std::uint32_t) override {}
-};
-
-// A session, its fakes, and the test's clock.
-struct Fixture {
-  ClientOptions options{.endpoint = "tcp://127.0.0.1:1", .name = "tester"};
-  FakePort port;
-  FakeHost host;
-  FakeLink link;
-  Clock::time_point now = Clock::time_point{} + 1000h;
-  Session session{options, port, host, now};
-
-  // Outcomes of the requests start() made, by the order they were made.
-  std::vector<std::optional<Outcome>> outcomes;
-  std::vector<int> ends;  // how many outcomes each request had
-
-  // A turn at the current time in which `act` happens.
-  template <class Act>
-  void turn(const Act& act) {
-    session.begin_turn(now);
-    act();
-    session.end_of_input();
-    session.end_turn(now);
-  }
-  void feed(wire::Header header, std::optional<std::string> payload = {}) {
-    const zmq::message_t frame = wire::encode(header);
-    std::vector<zmq::message_t> frames;
-    if (payload) frames.emplace_back(payload->data(), payload->size());
-    session.advance(now);
-    session.on_message(frame, frames);
-  }
-  // The transport connects; the broker welcomes the HELLO with `broker_session`, saying it
-  // reads BATCHes if `batches`.
-  void connect(const std::string& broker_session = "broker-1", bool batches = false) {
-    turn([&] { session.on_link_event(LinkEvent::connected); });
-    auto hellos = port.take(wire::HELLO);  // one, or more after a GOODBYE
-    REQUIRE(!hellos.empty());
-    welcome(hellos.back().header.id(), broker_session, batches);
-  }
-  void welcome(std::uint64_t hello_id, const std::string& broker_session, bool batches = false) {
-    wire::Header w;
-    w.set_kind(wire::WELCOME);
-    w.set_id(hello_id);
-    w.mutable_welcome()->set_batches(batches);
-    w.mutable_welcome()->set_broker_session(broker_session);
-    w.mutable_welcome()->set_heartbeat_ms(60000);
-    w.mutable_welcome()->set_liveness(3);
-    turn([&] { feed(w); });
-    REQUIRE(host.ready);
-  }
-  // Starts a call of `method` on service "svc"; returns its index in outcomes. `more`: as
-  // from a callback, with others to follow (Session::start).
-  std::size_t call(const std::string& method, std::chrono::milliseconds timeout = 1s,
-                   bool wait_for_ready = false, bool more = false) {
-    const std::size_t index = outcomes.size();
-    outcomes.emplace_back();
-    ends.push_back(0);
-    command::Start start;
-    start.spec.kind = wire::REQUEST;
-    start.spec.service = "svc";
-    start.spec.method = method;
-    start.spec.options.timeout = timeout;
-    start.spec.options.wait_for_ready = wait_for_ready;
-    start.spec.asked = now;
-    start.done = Done([this, index](Outcome o) {
-      outcomes[index] = std::move(o);
-      ++ends[index];
-    });
-    session.advance(now);
-    session.start(start, more);
-    return index;
-  }
-  // The call at `index`, sent as `id`, is answered `payload` and has it as its outcome.
-  void check_answered(std::size_t index, std::uint64_t id, const std::string& payload) {
-    reply(id, wire::OK, payload);
-    REQUIRE(outcomes[index]);
-    CHECK(outcomes[index]->payload == payload);
-  }
-  void reply(std::uint64_t id, wire::Status status, const std::string& payload) {
-    wire::Header r;
-    r.set_kind(wire::REPLY);
-    r.set_id(id);
-    r.set_status(status);
-    turn([&] { feed(r, payload); });
-  }
-};
-
-// `sent` are the calls of methods m0, m1, ... in that order.
-void check_in_order(const std::vector<Written>& sent, std::size_t count) {
-  REQUIRE(sent.size() == count);
-  for (std::size_t i = 0; i < count; ++i)
-    CHECK(sent[i].header.method() == "m" + std::to_string(i));
-}
-
-}  // namespace
 
 TEST_CASE("a call's reply read exactly at its deadline is its outcome", "[session]") {
   Fixture f;
@@ -257,10 +84,9 @@ TEST_CASE(
     "calls sent again, those it had taken end UNAVAILABLE",
     "[session]") {
   Fixture f;
-  auto core = std::make_shared<ServiceCore>(
-      f.link, "echo", ServiceOptions{.on_io_thread = true},
-      std::map<std::string, Handler>{
-          {"echo", [](const Request& r) { return std::string(r.payload); }}});
+  auto core = make_core(f.link, "echo", ServiceOptions{.on_io_thread = true},
+                        std::map<std::string, Handler>{
+                            {"echo", [](const Request& r) { return std::string(r.payload); }}});
   f.connect();
   f.turn([&] {
     command::Command add = command::AddService{core};
@@ -406,7 +232,7 @@ TEST_CASE(
     "[session]") {
   Fixture f;
   // Workers are never started: the calls it is given stay in hand.
-  auto core = std::make_shared<ServiceCore>(
+  auto core = make_core(
       f.link, "svc", ServiceOptions{},
       std::map<std::string, Handler>{{"m", [](const Request&) { return std::string("x"); }}});
   f.connect();
@@ -457,12 +283,11 @@ TEST_CASE(
     "[session]") {
   Fixture f;
   Clock::time_point seen{};
-  auto core =
-      std::make_shared<ServiceCore>(f.link, "svc", ServiceOptions{.on_io_thread = true},
-                                    std::map<std::string, Handler>{{"m", [&](const Request& r) {
-                                                                      seen = r.deadline;
-                                                                      return std::string();
-                                                                    }}});
+  auto core = make_core(f.link, "svc", ServiceOptions{.on_io_thread = true},
+                        std::map<std::string, Handler>{{"m", [&](const Request& r) {
+                                                          seen = r.deadline;
+                                                          return std::string();
+                                                        }}});
   f.turn([&] { f.session.on_link_event(LinkEvent::connected); });
   const auto hello = f.port.take(wire::HELLO);
   REQUIRE(hello.size() == 1);

@@ -35,21 +35,38 @@ std::string describe(const RequestSpec& spec) {
 
 }  // namespace
 
+// A request that ends before it is taken up or sent, without finish_: its control is
+// released as finish_ releases it.
+static void release(RequestSpec& spec) {
+  if (!spec.control) return;
+  spec.control->key = 0;
+  for (auto& [token, registration] : spec.control->registrations)
+    token.forget(registration);
+  spec.control->registrations.clear();
+}
+
 void Session::handle_(command::Start& c) {
+  if (c.spec.control && c.spec.control->cancel_early) {
+    release(c.spec);
+    return c.done(failure(Status::cancelled, c.spec.control->cancel_why));
+  }
+  // Refused before it is taken up: released first.
+  const auto refuse = [&](Outcome outcome) {
+    release(c.spec);
+    c.done(std::move(outcome));
+  };
   const auto& o = c.spec.options;
   if (o.timeout.count() <= 0 ||
       o.timeout > milliseconds(std::numeric_limits<std::uint32_t>::max() / 2))
-    return c.done(
+    return refuse(
         failure(Status::invalid_argument, "timeout must be between 1 ms and 2^31 ms, not " +
                                               std::to_string(o.timeout.count()) + " ms"));
   if (requests_.size() >= options_.max_pending)
-    return c.done(
+    return refuse(
         failure(Status::overloaded, "this client already has " + std::to_string(requests_.size()) +
                                         " requests outstanding (ClientOptions::max_pending)"));
   if (link_ == Link::failing && (hopeless_ || !o.wait_for_ready))
-    return c.done(failure(unsent_status_(), not_connected_text_()));
-  if (c.spec.control && c.spec.control->cancel_early)
-    return c.done(failure(Status::cancelled, c.spec.control->cancel_why));
+    return refuse(failure(unsent_status_(), not_connected_text_()));
   const auto id = ++next_id_;
   const auto deadline = c.spec.deadline ? *c.spec.deadline : c.spec.asked + o.timeout + c.spec.hold;
   if (c.spec.control) c.spec.control->key = id;
@@ -92,10 +109,12 @@ bool Session::try_send_request_(std::uint64_t id) {
   auto node = requests_.extract(id);
   Request& request = node.mapped();
   if (request.deadline <= now_) {
+    release(request.spec);
     request.done(deadline_failure_(request));
     return true;
   }
   if (request.spec.payload.size() > max_payload_) {
+    release(request.spec);
     request.done(failure(Status::invalid_argument, "payload of " +
                                                        std::to_string(request.spec.payload.size()) +
                                                        " bytes exceeds the broker's limit of " +
@@ -257,12 +276,7 @@ void Session::on_batch_() {
 void Session::finish_(Requests::iterator it, Outcome outcome) {
   auto done = std::move(it->second.done);
   sync_ends_ += it->second.sync;
-  if (const auto control = std::move(it->second.spec.control)) {
-    control->key = 0;
-    for (auto& [token, registration] : control->registrations)
-      token.forget(registration);
-    control->registrations.clear();
-  }
+  release(it->second.spec);
   requests_.erase(it);
   done(std::move(outcome));
 }
@@ -273,6 +287,11 @@ void Session::finish_(Requests::iterator it, Outcome outcome) {
 void Session::on_chunk_() {
   auto it = requests_.find(in_.id());
   if (it == requests_.end() || !(it->second.spec.stream || it->second.spec.all)) return;
+  if (now_ > it->second.deadline) {  // as a late reply (on_reply_): the deadline ends it now
+    send_cancel_(it->first);
+    finish_(it, deadline_failure_(it->second));
+    return;
+  }
   it->second.last_chunk = now_;
   it->second.spec.control->on_chunk(
       in_, frames_.empty() ? std::string_view() : frames_.front().to_string_view());
@@ -388,8 +407,11 @@ void Session::expire_requests_() {
     auto it = requests_.find(id);
     if (it == requests_.end()) continue;  // ended already, or re-sent under another id
     Request& request = it->second;
-    if (request.sent && request.spec.stream && now_ < request.deadline) {
-      // A stream's idle check (CallOptions::idle_timeout).
+    if (now_ < request.deadline) {  // a stream's idle check (CallOptions::idle_timeout)
+      if (!request.sent || !request.spec.stream) {  // unsent again since: its deadline only
+        deadlines_.emplace(request.deadline, id);
+        continue;
+      }
       if (const auto next = idle_check_(request); next > now_) {
         deadlines_.emplace(next, id);
         continue;

@@ -108,6 +108,10 @@ void Session::on_request_() {
   // waiting go before the next one runs: it may be as slow.
   if (gathered_too_long_()) (void)flush_gathered_();
   Answer answer = core.run(job);
+  if (answer.as_chunk) {
+    command::SendChunk chunk{job.id, job.epoch, std::move(answer.payload)};
+    handle_(chunk);
+  }
   reply_(job.id, answer.status, std::move(answer.message), std::move(answer.payload));
 }
 
@@ -116,14 +120,14 @@ void Session::on_request_() {
 void Session::on_cancel_() {
   const std::string why = in_.message().empty() ? "cancelled by its caller" : in_.message();
   for (auto& [name, entry] : services_)
-    if (entry.core->cancel(in_.id(), why)) return;
+    if (entry.core->cancel(session_epoch_, in_.id(), why)) return;
 }
 
 // CREDIT from the broker: more chunks for a stream this instance writes.
 void Session::on_credit_() {
   if (in_.subscription() != 0 || in_.credit() == 0) return;
   for (auto& [name, entry] : services_)
-    if (entry.core->add_credit(in_.id(), in_.credit())) return;
+    if (entry.core->add_credit(session_epoch_, in_.id(), in_.credit())) return;
 }
 
 // As handle_(SendReply): a chunk of a broker session that ended is dropped. One the
