@@ -173,30 +173,14 @@ inline std::shared_ptr<ServiceCore> make_core(CoreLink& link, const std::string&
                                        std::move(streams));
 }
 
-// CallControl::on_chunk is given the CHUNK's header too (call_all's outcomes come as
-// CHUNKs), or only its payload: FakeControl overrides whichever it is.
-template <class Control>
-concept chunk_has_header = requires(Control& c, const wire::Header& h, std::string_view p) {
-  c.on_chunk(h, p);
-};
-template <class Base>
-struct ChunkRecorder : Base {
-  void on_chunk(std::string_view chunk) override { chunks.emplace_back(chunk); }
-  std::vector<std::string> chunks;
-};
-template <class Base>
-struct HeaderChunkRecorder : Base {
+// A request's control as the session sees it, recording the chunks it is given.
+struct FakeControl final : CallControl {
   void on_chunk(const wire::Header& header, std::string_view chunk) override {
     (void)header;
     chunks.emplace_back(chunk);
   }
   std::vector<std::string> chunks;
 };
-
-// A request's control as the session sees it, recording the chunks it is given.
-struct FakeControl final
-    : std::conditional_t<chunk_has_header<CallControl>, HeaderChunkRecorder<CallControl>,
-                         ChunkRecorder<CallControl>> {};
 
 // A session, its fakes, and the test's clock (from `start`: an arbitrary time by default;
 // tests whose service handlers wait on their deadline start at Clock::now()).
