@@ -37,9 +37,9 @@ void JobControl::write(std::string_view chunk) {
                                               std::to_string(limit) + " bytes");
   {
     std::unique_lock lock(mutex_);
-    const bool ready = cv_.wait_until(
-        lock, context_.deadline, [this] { return credit_ > 0 || context_.cancel.cancelled(); });
-    if (context_.cancel.cancelled()) throw Error(Status::cancelled, context_.cancel.why());
+    const bool ready =
+        cv_.wait_until(lock, context_.deadline, [this] { return credit_ > 0 || cancelled_; });
+    if (cancelled_) throw Error(Status::cancelled, why_);
     if (!ready)
       throw Error(Status::deadline_exceeded,
                   "the stream's deadline passed while the caller's window was full");
