@@ -17,6 +17,19 @@ A service::
 
         echo.run()  # serves until Ctrl-C (or echo.start() and go on)
 
+A stream (a generator as the handler; client.stream() on the caller's side)::
+
+    @service.method("generate")
+    def generate(request):
+        yield from model_tokens(request.payload)
+
+    for chunk in client.stream("llm", "generate", b"prompt", timeout=60):  # or async for
+        ...
+
+Calls and streams are cancelled by future.cancel(), a cancelled asyncio task, leaving a
+loop over a stream, or a CancelToken (cancel=); a handler's calls made with
+context=request.context share its deadline, trace and cancellation.
+
 Times are seconds, as floats. Every failure is a sagebus.Error subclass named for its
 status (DeadlineExceeded is also a TimeoutError, NoResponders a LookupError, ...),
 with .status and .message. Blocking calls release the GIL and wake every 100 ms for
@@ -46,11 +59,11 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, Mapping, NamedT
 from . import _native
 
 __all__ = [
-    "Client", "Service", "Request", "Message", "Subscription", "LegacyQueue", "QueueItem", "Status",
-    "Strategy", "Error", "NoResponders", "Unavailable", "DeadlineExceeded", "Overloaded",
-    "Undeliverable", "InvalidArgument", "NotFound", "HandlerError", "PermissionDenied",
-    "Cancelled", "Internal", "Unauthenticated", "JsonCodec", "PickleCodec", "call_service",
-    "call_service_async", "default_client",
+    "Client", "Service", "Request", "Message", "Subscription", "Stream", "CancelToken",
+    "CallContext", "LegacyQueue", "QueueItem", "Status", "Strategy", "Error", "NoResponders",
+    "Unavailable", "DeadlineExceeded", "Overloaded", "Undeliverable", "InvalidArgument",
+    "NotFound", "HandlerError", "PermissionDenied", "Cancelled", "Internal", "Unauthenticated",
+    "JsonCodec", "PickleCodec", "call_service", "call_service_async", "default_client",
 ]
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -152,7 +165,9 @@ class PermissionDenied(Error, PermissionError):
 
 
 class Cancelled(Error):
-    """The client, service or queue was closed while the operation waited."""
+    """The call or stream was cancelled (its CancelToken or context, future.cancel(), a
+    cancelled asyncio task, stream.cancel()), or the client, service or queue was closed
+    while the operation waited."""
     status = Status.CANCELLED
 
 
@@ -193,6 +208,64 @@ def _handler_failure(exc: BaseException) -> tuple:
 def _raise_if_failed(status: int, message: str) -> None:
     if status != Status.OK:
         raise _error_for(status, message)
+
+
+# --- cancellation and call context ------------------------------------------------------
+
+CancelToken = _native.CancelToken
+CancelToken.__module__ = __name__
+CancelToken.__doc__ = """Gives up calls and streams: CancelToken(); token.cancel(why="...");
+    token.cancelled; token.why; token.child(); token.wait(timeout=None) -> bool.
+
+    A call or stream made with cancel=token ends Cancelled at once when the token is
+    cancelled, and the broker tells the instance running it (its handler sees
+    request.cancelled; a streaming handler's generator gets Cancelled at its next chunk).
+    Copies share one token; a child is cancelled with its parent, or on its own."""
+
+CallContext = _native.CallContext
+CallContext.__module__ = __name__
+CallContext.__doc__ = """What a chain of calls shares: one deadline, one trace, one cancellation.
+
+    A handler gets its request's as request.context; a call made with context=ctx ends no
+    later than ctx.deadline (its own timeout is ignored when the context has one), carries
+    ctx's trace id, and is cancelled with ctx.cancel. CallContext(*, timeout=None,
+    deadline=None, traceparent="", cancel=None) starts a chain: deadline in
+    time.monotonic() seconds (or timeout from now; neither: none), a W3C traceparent (empty:
+    a new trace), a CancelToken (None: a new one). .deadline (None: none), .time_left(),
+    .traceparent, .trace_id, .cancel, .cancelled."""
+
+
+def _check_cancel(cancel: Optional["CancelToken"], context: Optional["CallContext"]) -> None:
+    if cancel is not None and not isinstance(cancel, CancelToken):
+        raise TypeError(f"cancel must be a sagebus.CancelToken, not {type(cancel).__name__}")
+    if context is not None and not isinstance(context, CallContext):
+        raise TypeError(f"context must be a sagebus.CallContext, not {type(context).__name__}")
+
+
+class _CallFuture(concurrent.futures.Future):
+    """A call's concurrent.futures.Future: cancel() cancels the call itself (the broker
+    tells its instance) unless it has ended. It stays PENDING until the outcome comes
+    (running() is False), so that Future.cancel() can succeed meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cancel_call: Optional[Callable[[], None]] = None
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        if self._cancel_call is not None:
+            self._cancel_call()
+        return True
+
+    def _settle(self, status: int, message: str, reply: Any) -> None:
+        try:
+            if status == Status.OK:
+                self.set_result(reply)
+            else:
+                self.set_exception(_error_for(status, message))
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            pass
 
 
 # --- codecs -----------------------------------------------------------------------------
@@ -350,53 +423,96 @@ class Client:
 
     def call(self, service: str, method: str, payload: bytes = b"", *, timeout: float = 5.0,
              wait_for_ready: bool = False, idempotent: bool = False, routing_key: str = "",
-             headers: Optional[Mapping[str, str]] = None) -> bytes:
+             headers: Optional[Mapping[str, str]] = None,
+             context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+             cancel: Optional[CancelToken] = None) -> bytes:
         """Calls `method` of `service` with `payload` and returns the reply's payload.
 
         Raises the Error subclass of any other outcome. wait_for_ready: wait (up to the
         timeout) for the connection and a live instance instead of failing at once;
         idempotent: the broker may retry it once on another instance if its instance is
-        lost; routing_key: for a consistent-hash service; headers: str -> str.
+        lost; routing_key: for a consistent-hash service; headers: str -> str;
+        context: the CallContext it is made within (a handler's request.context: its
+        deadline, trace and cancellation); traceparent: a W3C traceparent when there is no
+        context (None: a new trace); cancel: a CancelToken that gives it up. Ctrl-C
+        interrupts the wait with KeyboardInterrupt and cancels the call.
         """
-        return self._native.call(service, method, payload, timeout, wait_for_ready,
-                                 idempotent, routing_key, dict(headers or {}))
+        if cancel is not None or context is not None:
+            _check_cancel(cancel, context)
+        return self._native.call(service, method, payload, (
+            timeout, wait_for_ready, idempotent, routing_key, dict(headers) if headers else None,
+            cancel, context, traceparent or ""))
 
     def call_async(self, service: str, method: str, payload: bytes = b"", *,
                    timeout: float = 5.0, wait_for_ready: bool = False, idempotent: bool = False,
-                   routing_key: str = "", headers: Optional[Mapping[str, str]] = None
-                   ) -> "concurrent.futures.Future[bytes]":
+                   routing_key: str = "", headers: Optional[Mapping[str, str]] = None,
+                   context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+                   cancel: Optional[CancelToken] = None) -> "concurrent.futures.Future[bytes]":
         """As call(), but returns a concurrent.futures.Future at once; its result is the
-        reply's payload, its exception the Error of any other outcome."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-
-        def done(status: int, message: str, reply: bytes) -> None:
-            if status == Status.OK:
-                future.set_result(reply)
-            else:
-                future.set_exception(_error_for(status, message))
-
-        self._native.call_async(service, method, payload, timeout, wait_for_ready, idempotent,
-                                routing_key, dict(headers or {}), done)
+        reply's payload, its exception the Error of any other outcome. future.cancel()
+        cancels the call (the broker tells its instance) unless it has ended."""
+        if cancel is not None or context is not None:
+            _check_cancel(cancel, context)
+        future = _CallFuture()
+        token = self._native.call_async(service, method, payload, (
+            timeout, wait_for_ready, idempotent, routing_key, dict(headers) if headers else None,
+            cancel, context, traceparent or ""), future._settle)
+        future._cancel_call = lambda: token.cancel("cancelled by the caller (future.cancel())")
         return future
 
     async def acall(self, service: str, method: str, payload: bytes = b"", *,
                     timeout: float = 5.0, wait_for_ready: bool = False,
                     idempotent: bool = False, routing_key: str = "",
-                    headers: Optional[Mapping[str, str]] = None) -> bytes:
-        """As call(), for asyncio: `await client.acall(...)`."""
+                    headers: Optional[Mapping[str, str]] = None,
+                    context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+                    cancel: Optional[CancelToken] = None) -> bytes:
+        """As call(), for asyncio: `await client.acall(...)`. Cancelling the awaiting task
+        cancels the call (the broker tells its instance)."""
+        if cancel is not None or context is not None:
+            _check_cancel(cancel, context)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         inbox = _LoopInbox.of(loop)
-        token = inbox.expect(future)
+        key = inbox.expect(future)
         try:
-            self._native.call_to_inbox(service, method, payload, timeout, wait_for_ready,
-                                       idempotent, routing_key, dict(headers or {}),
-                                       inbox.native, token)
+            token = self._native.call_to_inbox(service, method, payload, (
+                timeout, wait_for_ready, idempotent, routing_key,
+                dict(headers) if headers else None, cancel, context, traceparent or ""),
+                inbox.native, key)
         except BaseException:
-            inbox.forget(token)
+            inbox.forget(key)
             raise
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            token.cancel("cancelled by the caller (its asyncio task was cancelled)")
+            inbox.forget(key)
+            raise
+
+    # streams
+
+    def stream(self, service: str, method: str, payload: bytes = b"", *, timeout: float = 5.0,
+               idle_timeout: Optional[float] = None, window: int = 64,
+               wait_for_ready: bool = False, routing_key: str = "",
+               headers: Optional[Mapping[str, str]] = None,
+               context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+               cancel: Optional[CancelToken] = None) -> "Stream":
+        """Calls `method` of `service`, whose handler answers with a stream of chunks, and
+        returns a Stream at once: iterate it (for, async for) for the chunks (bytes).
+
+        timeout covers the whole stream (its deadline); idle_timeout bounds the wait for
+        each next chunk (None: only the deadline); window: the chunks this caller may hold
+        unread (1..1024), beyond which the service's writer waits. The other options are
+        call()'s. A plain method's reply comes as one chunk.
+        """
+        if cancel is not None or context is not None:
+            _check_cancel(cancel, context)
+        window = int(window)
+        if not 1 <= window <= 1024:
+            raise InvalidArgument(f"window must be between 1 and 1024 chunks, not {window}")
+        return Stream(self._native.stream(service, method, payload, (
+            timeout, wait_for_ready, False, routing_key, dict(headers) if headers else None,
+            cancel, context, traceparent or ""), float(idle_timeout or 0.0), window))
 
     # the old call shape
 
@@ -420,14 +536,24 @@ class Client:
         payload = codec.encode_call(args, kwargs)
         raw = self.call_async(name, method, payload,
                               timeout=30.0 if timeout is None else timeout, wait_for_ready=True)
-        result: concurrent.futures.Future = concurrent.futures.Future()
-        result.set_running_or_notify_cancel()
+        result = _CallFuture()
+        result._cancel_call = raw.cancel
 
         def decode(f: concurrent.futures.Future) -> None:
+            if f.cancelled():
+                return
             try:
-                result.set_result(codec.decode_result(f.result()))
+                value = codec.decode_result(f.result())
             except BaseException as e:  # the call's Error, or the codec's
-                result.set_exception(e)
+                try:
+                    result.set_exception(e)
+                except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+                    pass
+                return
+            try:
+                result.set_result(value)
+            except concurrent.futures.InvalidStateError:
+                pass
 
         raw.add_done_callback(decode)
         return result
@@ -509,6 +635,134 @@ class _LoopInbox:
                 future.set_result(reply)
             else:
                 future.set_exception(_error_for(status, message))
+
+
+# --- streams ----------------------------------------------------------------------------
+
+
+class Stream:
+    """A streamed reply (Client.stream): its chunks (bytes) in order, then one outcome.
+
+    Iterate it: `for chunk in stream:` or `async for chunk in stream:` (which never blocks
+    the event loop); the loop ends when the stream ends OK, and raises the Error of any
+    other end (after the chunks that came before it): DeadlineExceeded past the deadline
+    or the idle timeout, Unavailable when the instance is lost, the handler's error.
+    Leaving such a loop before the end (break, an exception, a cancelled task) cancels the
+    stream, as do cancel(), leaving a `with` / `async with` block, and dropping the
+    Stream: the broker tells the instance, whose handler sees the cancellation.
+    next(stream) / await anext(stream) read one chunk without that.
+    """
+
+    __slots__ = ("_native", "_eager", "__weakref__")
+
+    # async reads that found their chunk there, in a row, before one lets the loop run
+    # other tasks: a stream faster than its reader must not starve them
+    _EAGER = 32
+
+    def __init__(self, native: Any):
+        self._native = native
+        self._eager = 0
+
+    def __repr__(self) -> str:
+        return f"<sagebus.Stream chunks={self._native.chunks}>"
+
+    @property
+    def chunks(self) -> int:
+        """Chunks read so far."""
+        return self._native.chunks
+
+    def cancel(self) -> None:
+        """Gives the stream up: unless it has ended, reading it raises Cancelled at once, and
+        the broker tells the instance (its handler sees request.cancelled, its generator
+        Cancelled at its next chunk)."""
+        self._native.cancel()
+
+    # sync
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._native.cancel()
+
+    def __next__(self) -> bytes:
+        chunk = self._native.next()
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        native = self._native
+        try:
+            while True:
+                chunk = native.next()  # waits without the GIL, handling signals
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            native.cancel()  # nothing once it has ended
+
+    # asyncio
+
+    async def __aenter__(self) -> "Stream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._native.cancel()
+
+    async def aclose(self) -> None:
+        self._native.cancel()
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._read()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._achunks()
+
+    async def _achunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                chunk = await self._read()
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            self._native.cancel()
+
+    async def _read(self) -> Optional[bytes]:
+        # Chunks already there are taken at once; else the stream's pump wakes the loop
+        # through its inbox (an eventfd the loop reads) when the next chunk or the end is.
+        native = self._native
+        while True:
+            state, chunk = native.poll()
+            if state == 0:
+                self._eager += 1
+                if self._eager >= self._EAGER:
+                    self._eager = 0
+                    await asyncio.sleep(0)
+                return chunk
+            if state == 2:
+                return None
+            self._eager = 0
+            loop = asyncio.get_running_loop()
+            inbox = _LoopInbox.of(loop)
+            ready = loop.create_future()
+            key = inbox.expect(ready)
+            if not native.watch(inbox.native, key):
+                inbox.forget(key)
+                continue
+            try:
+                await ready
+            except BaseException:
+                native.unwatch()
+                inbox.forget(key)
+                raise
 
 
 # --- subscriptions ----------------------------------------------------------------------
@@ -614,18 +868,37 @@ class Subscription:
 
 class Request:
     """A call to a service: .payload (bytes), .method, .headers (dict), .deadline (in
-    time.monotonic() seconds), .time_left() in seconds."""
+    time.monotonic() seconds), .time_left() in seconds; .context, the CallContext to make
+    calls within (client.call(..., context=request.context): the same deadline, trace and
+    cancellation); .cancelled, true once the caller cancelled or left (what the handler
+    returns then is dropped); .trace_id, the chain's W3C trace id (32 hex digits)."""
 
-    __slots__ = ("method", "payload", "headers", "deadline")
+    __slots__ = ("method", "payload", "headers", "deadline", "_context")
 
-    def __init__(self, method: str, payload: bytes, headers: Dict[str, str], deadline: float):
+    def __init__(self, method: str, payload: bytes, headers: Dict[str, str], deadline: float,
+                 context: Optional[CallContext] = None):
         self.method = method
         self.payload = payload
         self.headers = headers
         self.deadline = deadline
+        self._context = context
 
     def time_left(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def context(self) -> CallContext:
+        if self._context is None:
+            self._context = CallContext(deadline=self.deadline)
+        return self._context
+
+    @property
+    def cancelled(self) -> bool:
+        return self._context is not None and self._context.cancelled
+
+    @property
+    def trace_id(self) -> str:
+        return self._context.trace_id if self._context is not None else ""
 
     def __repr__(self) -> str:
         return f"Request(method={self.method!r}, payload={self.payload!r})"
@@ -667,31 +940,105 @@ class Service:
             self._serve_object(handler)
 
     def method(self, name: str) -> Callable[[Callable], Callable]:
-        """Decorator: @service.method("retrieve") makes the function that method."""
+        """Decorator: @service.method("retrieve") makes the function that method (a
+        generator function, plain or async, a streaming method: see handle())."""
         def register(fn: Callable) -> Callable:
             self.handle(name, fn)
             return fn
         return register
 
+    def stream_method(self, name: str) -> Callable[[Callable], Callable]:
+        """Decorator: @service.stream_method("generate") makes the function, which returns
+        an iterable of chunks, that streaming method (handle_stream())."""
+        def register(fn: Callable) -> Callable:
+            self.handle_stream(name, fn)
+            return fn
+        return register
+
     def handle(self, name: str, fn: Callable[[Request], Any]) -> None:
-        """Makes `fn(request) -> bytes` (or an `async def`) the handler of method `name`."""
+        """Makes `fn(request) -> bytes` (or an `async def`) the handler of method `name`.
+        A generator function (`def` or `async def` with `yield`) makes it a streaming
+        method instead, as handle_stream() does."""
         if not callable(fn):
             raise TypeError(f"the handler of {name!r} must be callable, not {type(fn).__name__}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            return self.handle_stream(name, fn)
         if inspect.iscoroutinefunction(fn):
             run = self._coroutine_runner(fn)
         else:
-            def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float) -> Any:
-                return fn(Request(method, payload, headers, deadline))
+            def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float,
+                    context: CallContext) -> Any:
+                return fn(Request(method, payload, headers, deadline, context))
         self._native.handle(name, run)
+        self._methods.append(name)
+
+    def handle_stream(self, name: str, fn: Callable[[Request], Any]) -> None:
+        """Makes `fn(request)` the streaming handler of method `name` (Client.stream calls
+        it): it returns an iterable of chunks (bytes), typically as a generator, or is an
+        async generator function (run on the service's event loop). Each chunk is sent as
+        it is yielded, waiting while the caller's window is full. When the caller cancels
+        (or the deadline passes), the generator gets Cancelled (DeadlineExceeded) raised
+        at its `yield`, and is closed. Its end ends the stream OK; its exception ends it
+        with that error. A plain call() to it fails InvalidArgument."""
+        if not callable(fn):
+            raise TypeError(f"the handler of {name!r} must be callable, not {type(fn).__name__}")
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"the streaming handler of {name!r} is an async def without yield: "
+                            "make it an async generator (yield each chunk)")
+        if inspect.isasyncgenfunction(fn):
+            run = self._async_generator_runner(fn)
+        else:
+            def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float,
+                    context: CallContext, writer: Any) -> None:
+                _write_chunks(fn(Request(method, payload, headers, deadline, context)), writer)
+        self._native.handle_stream(name, run)
         self._methods.append(name)
 
     def _coroutine_runner(self, fn: Callable) -> Callable:
         loop = self._event_loop()
 
-        def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float) -> Any:
-            request = Request(method, payload, headers, deadline)
-            # The worker thread waits (without the GIL) while the loop runs it.
-            return asyncio.run_coroutine_threadsafe(fn(request), loop).result()
+        def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float,
+                context: CallContext) -> Any:
+            request = Request(method, payload, headers, deadline, context)
+            # The worker thread waits (without the GIL) while the loop runs it; the task is
+            # cancelled if the call is.
+            return asyncio.run_coroutine_threadsafe(
+                _cancellable(fn(request), context.cancel), loop).result()
+        return run
+
+    def _async_generator_runner(self, fn: Callable) -> Callable:
+        loop = self._event_loop()
+
+        def run(method: str, payload: bytes, headers: Dict[str, str], deadline: float,
+                context: CallContext, writer: Any) -> None:
+            generator = fn(Request(method, payload, headers, deadline, context))
+
+            def on_loop(awaitable: Any) -> Any:
+                # Each step runs on the loop, cancelled if the call is; the worker thread
+                # waits for it, then writes the chunk (waiting for the caller's window).
+                return asyncio.run_coroutine_threadsafe(
+                    _cancellable(awaitable, context.cancel), loop).result()
+
+            try:
+                while True:
+                    try:
+                        chunk = on_loop(generator.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    try:
+                        writer.write(chunk)
+                    except BaseException as e:
+                        try:  # the handler sees it at its yield (and cleans up, uncancelled)
+                            asyncio.run_coroutine_threadsafe(
+                                _awaited(generator.athrow(e)), loop).result()
+                        except BaseException:
+                            pass
+                        raise
+            finally:
+                try:
+                    asyncio.run_coroutine_threadsafe(_awaited(generator.aclose()), loop).result()
+                except BaseException:
+                    pass
         return run
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -764,6 +1111,60 @@ class Service:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _write_chunks(chunks: Any, writer: Any) -> None:
+    """Writes what a streaming handler returned (an iterable of bytes) to its stream, one
+    chunk at a time; the writer's error (Cancelled, DeadlineExceeded) is raised into the
+    generator at its yield, and the generator closed."""
+    if isinstance(chunks, (bytes, bytearray, memoryview, str)):
+        raise TypeError("a streaming handler returns an iterable of chunks (bytes), not "
+                        f"{type(chunks).__name__}")
+    iterator = iter(chunks)
+    try:
+        for chunk in iterator:
+            try:
+                writer.write(chunk)  # without the GIL, waiting for the caller's window
+            except BaseException as e:
+                throw = getattr(iterator, "throw", None)
+                if throw is not None:
+                    try:  # the handler sees it at its yield
+                        throw(e)
+                    except BaseException:
+                        pass
+                raise
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _cancellable(awaitable: Any, token: CancelToken) -> Any:
+    """Awaits `awaitable` in the running task (on a service's loop), cancelling the task
+    when `token` is: the token's notice reaches the loop through its inbox, as acall()'s
+    outcomes do, so no Python runs on the thread that cancels."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    inbox = _LoopInbox.of(loop)
+    notice = loop.create_future()
+    key = inbox.expect(notice)
+
+    def cancel_task(_: Any) -> None:
+        if task is not None:
+            task.cancel()
+
+    notice.add_done_callback(cancel_task)
+    registration = token._notify(inbox.native, key)
+    try:
+        return await awaitable
+    finally:
+        token._forget(registration)
+        notice.remove_done_callback(cancel_task)
+        inbox.forget(key)
 
 
 # --- legacy queues ----------------------------------------------------------------------

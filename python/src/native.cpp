@@ -10,9 +10,13 @@
 // - Python objects held by C++ (handlers, callbacks) are released with the GIL held.
 // - A client used in a child after fork() raises instead of touching the parent's
 //   threads, and is never destroyed there (its threads do not exist in the child).
-// - close() (and the destructor) closes the services, subscriptions and queues made on
-//   the client first, then the client, with the GIL released: their threads may be
-//   waiting for it.
+// - close() (and the destructor) closes the services, subscriptions, queues and streams
+//   made on the client first, then the client, with the GIL released: their threads may
+//   be waiting for it.
+// - A stream is read by a thread of its own (NativeStream), which never takes the GIL:
+//   readers wait in slices for its chunks, or an event loop is woken through its Inbox.
+// - Every call has a CancelToken of its own (CallToken), so that a Python future's
+//   cancel(), a cancelled asyncio task and Ctrl-C cancel that call in the broker too.
 // Errors: sagebus::Error becomes the package's exception for its status
 // (sagebus._error_for); a closed or forked client raises sagebus.Error too.
 #include <pybind11/pybind11.h>
@@ -21,15 +25,22 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -222,6 +233,11 @@ class NativeClient : public std::enable_shared_from_this<NativeClient> {
 
   void adopt(const std::shared_ptr<Dependent>& dependent) {
     std::lock_guard lock(mutex_);
+    // Streams come and go by the thousand: forget those gone, whenever the list doubled.
+    if (dependents_.size() >= 2 * kept_) {
+      std::erase_if(dependents_, [](const auto& weak) { return weak.expired(); });
+      kept_ = std::max<std::size_t>(dependents_.size(), 16);
+    }
     dependents_.push_back(dependent);
   }
 
@@ -264,19 +280,23 @@ class NativeClient : public std::enable_shared_from_this<NativeClient> {
   bool closing_ = false;
   std::unique_ptr<sagebus::Client> client_;
   std::vector<std::weak_ptr<Dependent>> dependents_;
+  std::size_t kept_ = 16;  // dependents_ after the last pruning (at least 16)
 };
 
 thread_local int NativeClient::t_uses = 0;
 
 // Runs `wait(interrupted)`, a wait of the SDK's that asks `interrupted` every
 // kSignalCheck, with the GIL released; `interrupted` asks Python for signals. A signal
-// handler's exception (KeyboardInterrupt) stays set, and is raised once the wait ended.
+// handler's exception (KeyboardInterrupt) stays set, and is raised once the wait ended;
+// `on_signal` runs first, before the wait ends (a call cancels itself there, so that the
+// broker and the service are told).
 template <class Wait>
-void interruptible(const Wait& wait) {
+void interruptible(const Wait& wait, const std::function<void()>& on_signal = {}) {
   bool signalled = false;
-  const std::function<bool()> interrupted = [&signalled] {
+  const std::function<bool()> interrupted = [&signalled, &on_signal] {
     py::gil_scoped_acquire gil;
     signalled = PyErr_CheckSignals() != 0;
+    if (signalled && on_signal) on_signal();
     return signalled;
   };
   {
@@ -310,16 +330,163 @@ bool sliced(std::chrono::milliseconds timeout, const Ready& ready) {
   }
 }
 
-sagebus::CallOptions call_options(double timeout, bool wait_for_ready, bool idempotent,
-                                  std::string routing_key,
-                                  std::map<std::string, std::string> headers) {
-  sagebus::CallOptions o;
-  o.timeout = millis(timeout);
-  o.wait_for_ready = wait_for_ready;
-  o.idempotent = idempotent;
-  o.routing_key = std::move(routing_key);
-  o.headers = std::move(headers);
-  return o;
+// --- cancellation and call context --------------------------------------------------
+
+using Clock = std::chrono::steady_clock;
+
+// A steady_clock time as time.monotonic()'s seconds (both are CLOCK_MONOTONIC), and back.
+double monotonic_of(Clock::time_point t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+Clock::time_point time_point_of(double monotonic) {
+  if (!std::isfinite(monotonic) || monotonic < 0 || monotonic > 1e12)
+    throw py::value_error("a deadline must be a time.monotonic() time in seconds");
+  return Clock::time_point(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(monotonic)));
+}
+
+// The trace id of a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"); empty for "".
+std::string trace_id_of(const std::string& traceparent) {
+  return traceparent.size() >= 35 ? traceparent.substr(3, 32) : std::string();
+}
+
+// Why `traceparent` is not a W3C traceparent, or nothing when it is (lower-case hex, ids
+// not all zero; a version above 00 is taken by its first 55 characters).
+std::optional<std::string> traceparent_problem(const std::string& traceparent) {
+  const auto hex = [&](std::size_t from, std::size_t n, bool nonzero) {
+    bool zero = true;
+    for (std::size_t i = from; i < from + n; ++i) {
+      const char c = traceparent[i];
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+      zero = zero && c == '0';
+    }
+    return !(nonzero && zero);
+  };
+  if (traceparent.size() < 55 || (traceparent.size() > 55 && traceparent.substr(0, 2) == "00") ||
+      traceparent[2] != '-' || traceparent[35] != '-' || traceparent[52] != '-' ||
+      !hex(0, 2, false) || traceparent.substr(0, 2) == "ff" || !hex(3, 32, true) ||
+      !hex(36, 16, true) || !hex(53, 2, false))
+    return "not a W3C traceparent (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>): " +
+           traceparent;
+  return std::nullopt;
+}
+
+// A traceparent that starts a trace: random ids (never all zero), sampled.
+std::string new_traceparent() {
+  thread_local std::mt19937_64 random(std::random_device{}() ^
+                                      static_cast<std::uint64_t>(::getpid()) << 32);
+  const auto hex = [](std::uint64_t v) {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(text);
+  };
+  const auto nonzero = [](std::uint64_t v) { return v == 0 ? std::uint64_t{1} : v; };
+  return "00-" + hex(random()) + hex(nonzero(random())) + "-" + hex(nonzero(random())) + "-01";
+}
+
+// The token of one call: its own, so that cancelling the call (future.cancel(), a
+// cancelled asyncio task, Ctrl-C) cancels that call alone; and cancelled with the token
+// the caller passed (cancel=), if any. end() forgets that link once the call has ended,
+// so that a long-lived token does not collect a registration per call.
+class CallToken {
+ public:
+  explicit CallToken(const std::optional<sagebus::CancelToken>& outer) {
+    if (!outer) return;
+    outer_ = *outer;
+    // The registration holds a copy of `outer` until end() forgets it (or it runs).
+    registration_ =
+        outer_->on_cancel([own = own_, outer = *outer]() mutable { own.cancel(outer.why()); });
+  }
+  CallToken(const CallToken&) = delete;
+  CallToken& operator=(const CallToken&) = delete;
+  ~CallToken() { end(); }
+  const sagebus::CancelToken& own() const { return own_; }
+  void end() {
+    if (outer_ && registration_ != 0) outer_->forget(registration_);
+    registration_ = 0;
+  }
+
+ private:
+  sagebus::CancelToken own_;
+  std::optional<sagebus::CancelToken> outer_;
+  std::uint64_t registration_ = 0;
+};
+
+// What Client.call, call_async, acall and stream take from Python, as CallOptions.
+struct CallArgs {
+  double timeout = 5.0;
+  bool wait_for_ready = false;
+  bool idempotent = false;
+  std::string routing_key;
+  std::map<std::string, std::string> headers;
+  std::optional<sagebus::CancelToken> cancel;
+  std::optional<sagebus::CallContext> context;
+  std::string traceparent;
+
+  sagebus::CallOptions options() {
+    sagebus::CallOptions o;
+    o.timeout = millis(timeout);
+    o.wait_for_ready = wait_for_ready;
+    o.idempotent = idempotent;
+    o.routing_key = std::move(routing_key);
+    o.headers = std::move(headers);
+    o.cancel = std::move(cancel);
+    o.context = std::move(context);
+    o.traceparent = std::move(traceparent);
+    return o;
+  }
+};
+
+// The package passes a call's options as one tuple: (timeout, wait_for_ready, idempotent,
+// routing_key, headers, cancel, context, traceparent); cancel and context may be None.
+CallArgs call_args(const py::tuple& t) {
+  if (t.size() != 8) throw py::type_error("call options are an 8-tuple");
+  CallArgs a;
+  a.timeout = t[0].cast<double>();
+  a.wait_for_ready = t[1].cast<bool>();
+  a.idempotent = t[2].cast<bool>();
+  a.routing_key = t[3].cast<std::string>();
+  if (!t[4].is_none()) a.headers = t[4].cast<std::map<std::string, std::string>>();
+  if (!t[5].is_none()) a.cancel = t[5].cast<sagebus::CancelToken>();
+  if (!t[6].is_none()) a.context = t[6].cast<sagebus::CallContext>();
+  a.traceparent = t[7].cast<std::string>();
+  return a;
+}
+
+// Waits up to `timeout` (none: for ever) for `token` to be cancelled, with the GIL
+// released, handling signals every kSignalCheck. Returns whether it is.
+bool wait_cancelled(const sagebus::CancelToken& token, std::optional<double> timeout) {
+  struct Flag {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool set = false;
+  };
+  auto flag = std::make_shared<Flag>();
+  const auto registration = token.on_cancel([flag] {
+    {
+      std::lock_guard lock(flag->mutex);
+      flag->set = true;
+    }
+    flag->cv.notify_all();
+  });
+  struct Forget {
+    const sagebus::CancelToken& token;
+    std::uint64_t registration;
+    ~Forget() { token.forget(registration); }
+  } forget{token, registration};
+  const auto until = timeout ? Clock::now() + millis(*timeout) : Clock::time_point::max();
+  for (;;) {
+    bool set;
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock lock(flag->mutex);
+      const auto slice = std::min(until, Clock::now() + kSignalCheck);
+      set = flag->cv.wait_until(lock, slice, [&] { return flag->set; });
+    }
+    if (set) return true;
+    if (Clock::now() >= until) return false;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
 }
 
 // --- subscriptions -------------------------------------------------------------------
@@ -387,10 +554,29 @@ class NativeService : public Dependent {
   std::vector<Ref> handlers_;
 };
 
+// The arguments every handler's Python function starts with: (method, payload, headers,
+// deadline, context), where deadline is in time.monotonic()'s seconds (both are
+// CLOCK_MONOTONIC) and context is the request's CallContext (a copy: the same deadline,
+// trace and cancellation). The GIL held.
+py::tuple request_args(const sagebus::Request& request) {
+  py::dict headers;
+  for (const auto& [k, v] : request.headers)
+    headers[py::str(k)] = py::str(v);
+  return py::make_tuple(py::str(request.method.data(), request.method.size()),
+                        py::bytes(request.payload.data(), request.payload.size()), headers,
+                        monotonic_of(request.deadline), py::cast(request.context));
+}
+
+// A Python handler's exception, as the caller's error (sagebus._handler_failure says
+// which status and text). The GIL held.
+sagebus::Error failure_of(py::error_already_set& e) {
+  py::tuple why = py::module_::import("sagebus").attr("_handler_failure")(e.value());
+  return sagebus::Error(static_cast<Status>(why[0].cast<int>()), why[1].cast<std::string>());
+}
+
 // A handler's Python function, called on a worker thread of the service as
-// fn(method, payload, headers, deadline) -> bytes, where deadline is in time.monotonic()'s
-// seconds (both are CLOCK_MONOTONIC). Its exception becomes the caller's error
-// (sagebus._handler_failure says which status and text).
+// fn(method, payload, headers, deadline, context) -> bytes. Its exception becomes the
+// caller's error.
 sagebus::Handler python_handler(const Ref& fn) {
   return [fn](const sagebus::Request& request) -> std::string {
     if (!python_alive()) throw sagebus::Error(Status::unavailable, "the Python process is exiting");
@@ -400,24 +586,68 @@ sagebus::Handler python_handler(const Ref& fn) {
       const OnSdkThread on_sdk_thread;
       py::gil_scoped_acquire gil;
       try {
-        py::dict headers;
-        for (const auto& [k, v] : request.headers)
-          headers[py::str(k)] = py::str(v);
-        const double deadline =
-            std::chrono::duration<double>(request.deadline.time_since_epoch()).count();
-        py::object result =
-            fn->get()(py::str(request.method.data(), request.method.size()),
-                      py::bytes(request.payload.data(), request.payload.size()), headers, deadline);
+        py::object result = fn->get()(*request_args(request));
         reply = bytes_of(result, "a handler's reply");
       } catch (py::error_already_set& e) {
-        py::tuple why = py::module_::import("sagebus").attr("_handler_failure")(e.value());
-        failure.emplace(static_cast<Status>(why[0].cast<int>()), why[1].cast<std::string>());
+        failure.emplace(failure_of(e));
       } catch (const std::exception& e) {
         failure.emplace(Status::handler_error, e.what());
       }
     }
     if (failure) throw *failure;
     return reply;
+  };
+}
+
+// A streaming handler's StreamWriter, for the package's code that writes what the
+// handler yields (sagebus._write_chunks): valid while the handler runs, on its thread.
+class NativeWriter {
+ public:
+  explicit NativeWriter(sagebus::StreamWriter& out) : out_(&out) {}
+  // Sends one chunk with the GIL released, waiting for the caller's window; raises
+  // Cancelled once the caller cancelled, DeadlineExceeded past the deadline.
+  void write(const py::handle& chunk) {
+    std::string bytes = bytes_of(chunk, "a chunk");
+    if (out_ == nullptr)
+      throw sagebus::Error(Status::invalid_argument,
+                           "this stream's handler has returned: its writer is closed");
+    sagebus::StreamWriter& out = *out_;
+    py::gil_scoped_release nogil;
+    out.write(bytes);
+  }
+  std::size_t written() const { return out_ ? out_->written() : written_; }
+  void close() {
+    if (out_) written_ = out_->written();
+    out_ = nullptr;
+  }
+
+ private:
+  sagebus::StreamWriter* out_;
+  std::size_t written_ = 0;
+};
+
+// A streaming handler's Python function, called on a worker thread of the service as
+// fn(method, payload, headers, deadline, context, writer); it writes the chunks itself.
+// Its return ends the stream OK, its exception with the caller's error.
+sagebus::StreamHandler python_stream_handler(const Ref& fn) {
+  return [fn](const sagebus::Request& request, sagebus::StreamWriter& out) {
+    if (!python_alive()) throw sagebus::Error(Status::unavailable, "the Python process is exiting");
+    std::optional<sagebus::Error> failure;
+    {
+      const OnSdkThread on_sdk_thread;
+      py::gil_scoped_acquire gil;
+      auto writer = std::make_shared<NativeWriter>(out);
+      try {
+        py::tuple args = request_args(request);
+        fn->get()(*args, writer);
+      } catch (py::error_already_set& e) {
+        failure.emplace(failure_of(e));
+      } catch (const std::exception& e) {
+        failure.emplace(Status::handler_error, e.what());
+      }
+      writer->close();
+    }
+    if (failure) throw *failure;
   };
 }
 
@@ -473,6 +703,207 @@ class Inbox {
   std::vector<std::pair<std::uint64_t, sagebus::Reply>> outcomes_;
 };
 
+// --- streams -------------------------------------------------------------------------
+
+// A stream's chunks for Python (sagebus.Stream). A pump thread of its own reads the SDK's
+// Stream (whose next() waits for ever) into a small buffer: so that a reader waits in
+// slices, handling signals (Ctrl-C), and an event loop is woken through its Inbox when a
+// chunk or the end is there (watch). The pump reads ahead at most read_ahead chunks, less
+// than half the caller's window, so that the SDK grants the service no more chunks while
+// the Python reader stalls: the service's writer stops at the window (plus what the pump
+// holds, once the reader has read half a window), as in C++.
+class NativeStream : public Dependent {
+ public:
+  NativeStream(sagebus::Stream stream, std::size_t read_ahead)
+      : stream_(std::make_unique<sagebus::Stream>(std::move(stream))), read_ahead_(read_ahead) {
+    pump_ = std::make_unique<std::thread>([this] { pump_loop_(); });
+  }
+  ~NativeStream() override {
+    if (forked()) {  // the parent's: its pump thread is not in this process
+      (void)pump_.release();
+      (void)stream_.release();
+      return;
+    }
+    close_on_drop(this);
+  }
+
+  // The client closes (or Python dropped the stream): the stream is cancelled, its pump
+  // joined and the SDK's Stream destroyed while the client still exists.
+  void close() override {
+    cancel_("the Client was closed");
+    std::lock_guard close_lock(close_mutex_);
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    room_.notify_all();
+    if (pump_ && pump_->joinable()) pump_->join();
+    std::lock_guard lock(mutex_);
+    stream_.reset();
+  }
+
+  // Gives the stream up: unless it has ended, the reader's next read raises Cancelled,
+  // and the SDK cancels the call (the broker tells the instance).
+  void cancel() {
+    check_process("Stream");
+    cancel_("the stream was cancelled by its reader");
+  }
+
+  // What a read found: a chunk, nothing yet, the end (OK), or the error it ended with.
+  enum class Kind { chunk, nothing, end };
+  struct Taken {
+    Kind kind = Kind::nothing;
+    std::string chunk;
+  };
+
+  // The next chunk, waiting for it in slices of kSignalCheck with the GIL released
+  // (handling signals between them); None at the end; raises the stream's error.
+  py::object next() {
+    check_process("Stream");
+    for (;;) {
+      Taken taken;
+      {
+        py::gil_scoped_release nogil;
+        std::unique_lock lock(mutex_);
+        ready_.wait_for(lock, kSignalCheck, [this] { return readable_(); });
+        taken = take_(lock);
+      }
+      if (taken.kind == Kind::chunk) return py::bytes(taken.chunk);
+      if (taken.kind == Kind::end) return py::none();
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+
+  // As next() without waiting: (0, chunk), (1, None) when nothing is there yet, (2, None)
+  // at the end; raises the stream's error.
+  py::tuple poll() {
+    check_process("Stream");
+    Taken taken;
+    {
+      std::unique_lock lock(mutex_);
+      taken = take_(lock);
+    }
+    if (taken.kind == Kind::chunk) return py::make_tuple(0, py::bytes(taken.chunk));
+    return py::make_tuple(taken.kind == Kind::end ? 2 : 1, py::none());
+  }
+
+  // Posts `token` to `inbox` once something is there to read; false, and nothing
+  // watched, when something is already there.
+  bool watch(std::shared_ptr<Inbox> inbox, std::uint64_t token) {
+    check_process("Stream");
+    std::lock_guard lock(mutex_);
+    if (readable_()) return false;
+    watcher_ = Watcher{std::move(inbox), token};
+    return true;
+  }
+  void unwatch() {
+    Watcher watcher;
+    std::lock_guard lock(mutex_);
+    watcher = std::exchange(watcher_, {});
+  }
+
+  std::size_t chunks() {
+    std::lock_guard lock(mutex_);
+    return read_;
+  }
+
+ private:
+  struct Watcher {
+    std::shared_ptr<Inbox> inbox;
+    std::uint64_t token = 0;
+  };
+  struct End {
+    Status status;
+    std::string message;
+  };
+
+  bool readable_() const { return cancelled_.has_value() || !buffer_.empty() || end_.has_value(); }
+
+  // Under mutex_ (held by `lock`); throws the stream's error.
+  Taken take_(std::unique_lock<std::mutex>& lock) {
+    if (cancelled_) throw sagebus::Error(Status::cancelled, *cancelled_);
+    Taken taken;
+    if (!buffer_.empty()) {
+      taken.kind = Kind::chunk;
+      taken.chunk = std::move(buffer_.front());
+      buffer_.pop_front();
+      ++read_;
+      lock.unlock();
+      room_.notify_one();
+      return taken;
+    }
+    if (!end_) return taken;
+    if (end_->status != Status::ok) throw sagebus::Error(end_->status, end_->message);
+    taken.kind = Kind::end;
+    return taken;
+  }
+
+  void cancel_(const std::string& why) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      if (end_ || cancelled_) return;
+      cancelled_ = why;
+      buffer_.clear();
+      if (stream_) stream_->cancel();  // wakes the pump: its next() throws CANCELLED
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+
+  void pump_loop_() {
+    // The program's signals are for its own threads (Python handles them on the main one).
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        room_.wait(lock, [this] {
+          return stopping_ || cancelled_.has_value() || buffer_.size() < read_ahead_;
+        });
+        if (stopping_) return;
+      }
+      std::optional<std::string> chunk;
+      std::optional<End> end;
+      try {
+        chunk = stream_->next();  // stream_ stays until close() has joined this thread
+        if (!chunk) end = End{Status::ok, {}};
+      } catch (const sagebus::Error& e) {
+        end = End{e.status(), e.message()};
+      } catch (const std::exception& e) {
+        end = End{Status::internal, e.what()};
+      }
+      Watcher watcher;
+      {
+        std::lock_guard lock(mutex_);
+        if (chunk && !cancelled_) buffer_.push_back(std::move(*chunk));
+        if (end) end_ = std::move(end);
+        watcher = std::exchange(watcher_, {});
+      }
+      ready_.notify_all();
+      if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+      if (end) return;
+    }
+  }
+
+  std::mutex close_mutex_;  // close() runs once at a time
+  std::mutex mutex_;
+  std::condition_variable ready_;  // a reader waits for a chunk or the end
+  std::condition_variable room_;   // the pump waits for room in the buffer
+  std::unique_ptr<sagebus::Stream> stream_;
+  const std::size_t read_ahead_;
+  std::deque<std::string> buffer_;
+  std::optional<End> end_;                // the SDK's end
+  std::optional<std::string> cancelled_;  // by the reader, or the client's close
+  bool stopping_ = false;
+  std::size_t read_ = 0;
+  Watcher watcher_;
+  std::unique_ptr<std::thread> pump_;
+};
+
 // --- legacy queues -------------------------------------------------------------------
 
 class NativeQueue : public Dependent {
@@ -525,6 +956,87 @@ PYBIND11_MODULE(_native, module) {
     return std::string(sagebus::status_name(static_cast<Status>(status)));
   });
 
+  py::class_<sagebus::CancelToken>(module, "CancelToken",
+                                   "Gives up the calls and streams made with it (cancel=), and "
+                                   "those made within a context holding it.")
+      .def(py::init<>())
+      .def(
+          "cancel",
+          [](sagebus::CancelToken& t, std::string why) {
+            py::gil_scoped_release nogil;  // what it runs is the SDK's: no Python
+            t.cancel(std::move(why));
+          },
+          py::arg("why") = "cancelled by the caller",
+          "Cancels the token and its children; the first call's `why` is what the calls made "
+          "with it end with (Cancelled). Later calls do nothing.")
+      .def_property_readonly("cancelled", &sagebus::CancelToken::cancelled)
+      .def_property_readonly("why", &sagebus::CancelToken::why,
+                             "Why it was cancelled; empty while it is not.")
+      .def("child", &sagebus::CancelToken::child,
+           "A token cancelled when this one is, which may also be cancelled on its own.")
+      .def("wait", &wait_cancelled, py::arg("timeout") = py::none(),
+           "Waits up to `timeout` seconds (None: for ever) for the token to be cancelled; "
+           "returns whether it is. Ctrl-C interrupts it.")
+      .def("_notify",
+           [](const sagebus::CancelToken& t, std::shared_ptr<Inbox> inbox, std::uint64_t key) {
+             return t.on_cancel([inbox = std::move(inbox), key] { inbox->post(key, {}); });
+           })
+      .def("_forget", &sagebus::CancelToken::forget)
+      .def("__repr__", [](const sagebus::CancelToken& t) {
+        return t.cancelled() ? "<sagebus.CancelToken cancelled: " + t.why() + ">"
+                             : std::string("<sagebus.CancelToken>");
+      });
+
+  py::class_<sagebus::CallContext>(module, "CallContext",
+                                   "What a chain of calls shares: one deadline, one trace, one "
+                                   "cancellation.")
+      .def(py::init([](std::optional<double> timeout, std::optional<double> deadline,
+                       std::string traceparent, std::optional<sagebus::CancelToken> cancel) {
+             sagebus::CallContext context;
+             if (timeout && deadline)
+               throw py::type_error("CallContext() takes timeout or deadline, not both");
+             if (timeout) context.deadline = Clock::now() + millis(*timeout);
+             if (deadline) context.deadline = time_point_of(*deadline);
+             if (traceparent.empty()) {
+               traceparent = new_traceparent();
+             } else if (auto problem = traceparent_problem(traceparent)) {
+               throw py::value_error(*problem);
+             }
+             context.traceparent = std::move(traceparent);
+             if (cancel) context.cancel = *cancel;
+             return context;
+           }),
+           py::kw_only(), py::arg("timeout") = py::none(), py::arg("deadline") = py::none(),
+           py::arg("traceparent") = "", py::arg("cancel") = py::none())
+      .def_property_readonly("deadline",
+                             [](const sagebus::CallContext& c) -> std::optional<double> {
+                               if (c.deadline == Clock::time_point::max()) return std::nullopt;
+                               return monotonic_of(c.deadline);
+                             })
+      .def("time_left",
+           [](const sagebus::CallContext& c) -> std::optional<double> {
+             if (c.deadline == Clock::time_point::max()) return std::nullopt;
+             return std::max(0.0, std::chrono::duration<double>(c.deadline - Clock::now()).count());
+           })
+      .def_property_readonly("traceparent",
+                             [](const sagebus::CallContext& c) { return c.traceparent; })
+      .def_property_readonly(
+          "trace_id", [](const sagebus::CallContext& c) { return trace_id_of(c.traceparent); })
+      .def_property_readonly("cancel", [](const sagebus::CallContext& c) { return c.cancel; })
+      .def_property_readonly("cancelled",
+                             [](const sagebus::CallContext& c) { return c.cancel.cancelled(); })
+      .def("__repr__", [](const sagebus::CallContext& c) {
+        std::string text = "<sagebus.CallContext trace " + trace_id_of(c.traceparent);
+        if (c.deadline != Clock::time_point::max()) {
+          char left[32];
+          std::snprintf(left, sizeof left, "%.3f",
+                        std::chrono::duration<double>(c.deadline - Clock::now()).count());
+          text += std::string(", ") + left + " s left";
+        }
+        if (c.cancel.cancelled()) text += ", cancelled";
+        return text + ">";
+      });
+
   py::class_<NativeClient, std::shared_ptr<NativeClient>>(module, "Client")
       .def(py::init([](std::string endpoint, std::string name, double reconnect_min,
                        double reconnect_max, std::size_t max_pending,
@@ -564,59 +1076,97 @@ PYBIND11_MODULE(_native, module) {
            })
       .def("call",
            [](NativeClient& c, const std::string& service, const std::string& method,
-              const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
-              std::string routing_key, std::map<std::string, std::string> headers) {
+              const py::handle& payload, const py::tuple& call) {
+             CallArgs args = call_args(call);
              const std::string bytes = bytes_of(payload, "the payload");
-             const auto options = call_options(timeout, wait_for_ready, idempotent,
-                                               std::move(routing_key), std::move(headers));
+             // Its own token: Ctrl-C cancels the call in the broker too, not only the wait.
+             CallToken token(args.cancel);
+             args.cancel = token.own();
+             const auto options = args.options();
              const auto use = c.use();
              sagebus::Client& client = use.client();
              // This thread waits on the socket itself (the SDK's fastest call).
              sagebus::Reply reply;
-             interruptible([&](const std::function<bool()>& interrupted) {
-               reply = client.call(service, method, bytes, options, interrupted, kSignalCheck);
-             });
+             interruptible(
+                 [&](const std::function<bool()>& interrupted) {
+                   reply = client.call(service, method, bytes, options, interrupted, kSignalCheck);
+                 },
+                 [&token] {
+                   sagebus::CancelToken own = token.own();
+                   own.cancel("the caller was interrupted (KeyboardInterrupt)");
+                 });
              return py::bytes(reply.payload);
            })
-      .def(
-          "call_async",
-          [](NativeClient& c, const std::string& service, const std::string& method,
-             const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
-             std::string routing_key, std::map<std::string, std::string> headers, py::object done) {
-            const std::string bytes = bytes_of(payload, "the payload");
-            const auto options = call_options(timeout, wait_for_ready, idempotent,
-                                              std::move(routing_key), std::move(headers));
-            const auto use = c.use();
-            sagebus::Client& client = use.client();
-            Ref callback = hold(std::move(done));
-            py::gil_scoped_release nogil;
-            client.call_async(service, method, bytes, options, [callback](sagebus::Reply reply) {
-              if (!python_alive()) return;
-              const OnSdkThread on_sdk_thread;
-              py::gil_scoped_acquire gil;
-              try {
-                callback->get()(static_cast<int>(reply.status), reply.message,
-                                py::bytes(reply.payload));
-              } catch (py::error_already_set& e) {
-                report(e, "a sagebus call_async callback");
-              }
-            });
-          })
-      .def("call_to_inbox",
+      .def("call_async",
            [](NativeClient& c, const std::string& service, const std::string& method,
-              const py::handle& payload, double timeout, bool wait_for_ready, bool idempotent,
-              std::string routing_key, std::map<std::string, std::string> headers,
-              std::shared_ptr<Inbox> inbox, std::uint64_t token) {
+              const py::handle& payload, const py::tuple& call, py::object done) {
+             CallArgs args = call_args(call);
              const std::string bytes = bytes_of(payload, "the payload");
-             const auto options = call_options(timeout, wait_for_ready, idempotent,
-                                               std::move(routing_key), std::move(headers));
+             auto token = std::make_shared<CallToken>(args.cancel);
+             args.cancel = token->own();
+             const auto options = args.options();
              const auto use = c.use();
              sagebus::Client& client = use.client();
-             py::gil_scoped_release nogil;
-             client.call_async(service, method, bytes, options,
-                               [inbox = std::move(inbox), token](sagebus::Reply reply) {
-                                 inbox->post(token, std::move(reply));
-                               });
+             Ref callback = hold(std::move(done));
+             {
+               py::gil_scoped_release nogil;
+               client.call_async(service, method, bytes, options,
+                                 [callback, token](sagebus::Reply reply) {
+                                   token->end();
+                                   if (!python_alive()) return;
+                                   const OnSdkThread on_sdk_thread;
+                                   py::gil_scoped_acquire gil;
+                                   try {
+                                     callback->get()(static_cast<int>(reply.status), reply.message,
+                                                     py::bytes(reply.payload));
+                                   } catch (py::error_already_set& e) {
+                                     report(e, "a sagebus call_async callback");
+                                   }
+                                 });
+             }
+             return token->own();  // cancels this call alone
+           })
+      .def("call_to_inbox",
+           [](NativeClient& c, const std::string& service, const std::string& method,
+              const py::handle& payload, const py::tuple& call, std::shared_ptr<Inbox> inbox,
+              std::uint64_t key) {
+             CallArgs args = call_args(call);
+             const std::string bytes = bytes_of(payload, "the payload");
+             auto token = std::make_shared<CallToken>(args.cancel);
+             args.cancel = token->own();
+             const auto options = args.options();
+             const auto use = c.use();
+             sagebus::Client& client = use.client();
+             {
+               py::gil_scoped_release nogil;
+               client.call_async(service, method, bytes, options,
+                                 [inbox = std::move(inbox), key, token](sagebus::Reply reply) {
+                                   token->end();
+                                   inbox->post(key, std::move(reply));
+                                 });
+             }
+             return token->own();
+           })
+      .def("stream",
+           [](const std::shared_ptr<NativeClient>& c, const std::string& service,
+              const std::string& method, const py::handle& payload, const py::tuple& call,
+              double idle_timeout, std::uint32_t window) {
+             CallArgs args = call_args(call);
+             const std::string bytes = bytes_of(payload, "the payload");
+             auto options = args.options();
+             options.idle_timeout = millis(idle_timeout);
+             options.window = window;
+             const auto use = c->use();
+             sagebus::Client& client = use.client();
+             std::shared_ptr<NativeStream> stream;
+             {
+               py::gil_scoped_release nogil;
+               stream = std::make_shared<NativeStream>(
+                   client.stream(service, method, bytes, options),
+                   std::max<std::size_t>(1, std::min<std::size_t>(window / 4, 64)));
+             }
+             c->adopt(stream);
+             return stream;
            })
       .def("publish",
            [](NativeClient& c, const std::string& topic, const py::handle& payload, bool confirm,
@@ -720,6 +1270,12 @@ PYBIND11_MODULE(_native, module) {
              s.get()->handle(std::move(method), python_handler(handler));
              s.keep(std::move(handler));
            })
+      .def("handle_stream",
+           [](NativeService& s, std::string method, py::object fn) {
+             Ref handler = hold(std::move(fn));
+             s.get()->handle_stream(std::move(method), python_stream_handler(handler));
+             s.keep(std::move(handler));
+           })
       .def("start", [](NativeService& s) { s.get()->start(); })
       .def("wait_registered",
            [](NativeService& s, double timeout) {
@@ -743,6 +1299,22 @@ PYBIND11_MODULE(_native, module) {
       .def(py::init<>())
       .def("fileno", &Inbox::fileno)
       .def("drain", &Inbox::drain);
+
+  py::class_<NativeStream, std::shared_ptr<NativeStream>>(module, "Stream")
+      .def("next", &NativeStream::next)
+      .def("poll", &NativeStream::poll)
+      .def("watch", &NativeStream::watch)
+      .def("unwatch", &NativeStream::unwatch)
+      .def("cancel",
+           [](NativeStream& s) {
+             py::gil_scoped_release nogil;
+             s.cancel();
+           })
+      .def_property_readonly("chunks", &NativeStream::chunks);
+
+  py::class_<NativeWriter, std::shared_ptr<NativeWriter>>(module, "StreamWriter")
+      .def("write", &NativeWriter::write)
+      .def_property_readonly("written", &NativeWriter::written);
 
   py::class_<NativeQueue, std::shared_ptr<NativeQueue>>(module, "LegacyQueue")
       .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name, bool transient) {
