@@ -705,8 +705,6 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
 
   const ClientHandle handle = c->handle;
 
-  // Its own calls and sends first, so that one it made to itself is then only dropped.
-  forget_caller_(handle);
   std::vector<CallId> on_it;  // calls and sends dispatched to it
   calls_.for_each([&](const Call& call) {
     if (call.state == CallState::dispatched && call.instance == handle) on_it.push_back(call.id);
@@ -724,6 +722,10 @@ void Broker::remove_client_(const RoutingId& rid, const std::string& why) {
                    return call != nullptr && call->kind == CallKind::request &&
                           call->service == service;
                  }));
+  // Its own calls and sends next, before those it held are settled, so that one it made to
+  // itself is only dropped; its instances are gone, so that none is given a call that
+  // waited while they are cancelled.
+  forget_caller_(handle);
   for (const CallId id : on_it) {
     const Call* call = calls_.find(id);
     if (call == nullptr) continue;
@@ -781,11 +783,13 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
   if (debug_) {
     const std::string from = caller != nullptr ? printable(caller->rid) : "a client that left";
     if (call.kind == CallKind::send)
-      spdlog::debug("send #{} to '{}' from {} ends {}{}{}", call.id, call.peer, from,
-                    wire::status_name(status), message.empty() ? "" : ": ", message);
+      spdlog::debug("send #{} to '{}' from {} ends {}{}{}{}", call.id, call.peer, from,
+                    wire::status_name(status), message.empty() ? "" : ": ", message,
+                    trace_note_(call));
     else
-      spdlog::debug("call #{} {}.{} from {} ends {}{}{}", call.id, call.service, call.method, from,
-                    wire::status_name(status), message.empty() ? "" : ": ", message);
+      spdlog::debug("call #{} {}.{} from {} ends {}{}{}{}", call.id, call.service, call.method,
+                    from, wire::status_name(status), message.empty() ? "" : ": ", message,
+                    trace_note_(call));
   }
   if (caller == nullptr) {
     metrics_.count_outcome(status, false);

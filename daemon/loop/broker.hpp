@@ -15,9 +15,9 @@
 // from, its handler, whether it is taken while draining, when its payload is held to
 // max-payload, what a refused sender is told), beside the facts both sides share
 // (sagebus/wire/kinds.hpp). The handlers live in one file per message family: broker.cpp
-// (connections, names, registrations), broker_calls.cpp (requests), broker_pubsub.cpp
-// (publish-subscribe), broker_sends.cpp (point-to-point), broker_queues.cpp (legacy
-// queues).
+// (connections, names, registrations), broker_calls.cpp (requests), broker_streams.cpp
+// (streams' chunks and credit, cancellation), broker_pubsub.cpp (publish-subscribe),
+// broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
 //
 // Construction reads the auth rules file, if any, and binds the endpoints, each with its
 // broker key under auth (throws AuthConfigError, std::runtime_error, BindError); run()
@@ -262,7 +262,30 @@ class Broker {
   void pump_(Service* service);
   void run_deadlines_();
   void instance_lost_(CallId id, const std::string& why);
+  // Ends the calls of a caller that left: each request still open is cancelled
+  // (drop_call_), a held send forgotten; a dispatched send stays until its peer answers.
   void forget_caller_(ClientHandle caller);
+  // After an instance ended a call (replied, or the call was cancelled): an unregistered
+  // instance leaves with its last call.
+  void leave_if_drained_(const Service& service, const Instance& instance);
+  // "; trace <trace id>" for a call with a trace context, else "": for the debug lines
+  // about calls.
+  static std::string trace_note_(const Call& call);
+
+  // Streams and cancellation (broker_streams.cpp)
+  void on_chunk_(ClientInfo& from, Frames& frames);
+  void on_cancel_(ClientInfo& caller, Frames& frames);
+  // A CREDIT without a subscription: more chunks for the sender's stream of that id.
+  void on_stream_credit_(ClientInfo& caller);
+  // Ends a call whose caller's outcome is claimed, without a word to the caller: out of its
+  // service's wait queue, or off its instance, which is sent CANCEL `why` and may take new
+  // work at once (its slot is freed, its service pumped). Erases the call.
+  void drop_call_(Call& call, std::string_view why);
+  // Ends a stream the broker cannot carry on: the caller's final outcome `status`
+  // `message` (if still unclaimed), and drop_call_ with `why` for the instance.
+  void end_stream_(Call& call, wire::Status status, std::string_view message, std::string_view why);
+  // Streams whose chunks were in a batch to their caller `to` that did not go.
+  void chunks_undelivered_(const RoutingId& to, std::span<const CallId> calls, Sent sent);
 
   // Publish-subscribe (broker_pubsub.cpp)
   void on_subscribe_(ClientInfo& sender, Frames& frames);
@@ -396,10 +419,15 @@ class Broker {
   EventHeader event_header_;         // publish_'s, reset for each publish
 
   // Every write to a connection; a write that finds one gone schedules its removal.
-  Outbox outbox_{router_, router_quiet_, metrics_,
+  Outbox outbox_{router_,
+                 router_quiet_,
+                 metrics_,
                  [this](const RoutingId& rid) { schedule_removal_(rid, "connection closed"); },
                  [this](const RoutingId& to, std::span<const CallId> calls, Sent sent) {
                    undelivered_(to, calls, sent);
+                 },
+                 [this](const RoutingId& to, std::span<const CallId> calls, Sent sent) {
+                   chunks_undelivered_(to, calls, sent);
                  }};
   Frames record_frames_;  // on_batch_'s, one message at a time
   std::vector<std::pair<RoutingId, std::string>> removals_;

@@ -8,6 +8,7 @@
 #include "loop/broker.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/host_clock.hpp"
+#include "sagebus/wire/traceparent.hpp"
 
 namespace sagebus::broker {
 
@@ -47,6 +48,17 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   const std::uint64_t id = in_.id();
   if (in_.timeout_ms() == 0) {
     answer_(from, id, wire::INVALID_ARGUMENT, "timeout_ms is 0: a call needs a deadline");
+    return;
+  }
+  if (auto error = wire::check_traceparent(in_.traceparent())) {
+    answer_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  if (in_.stream() && (in_.credit() == 0 || in_.credit() > wire::kMaxStreamWindow)) {
+    answer_(from, id, wire::INVALID_ARGUMENT,
+            "a stream's credit (the chunks its caller can take at first) is " +
+                std::to_string(in_.credit()) + "; it must be 1 to " +
+                std::to_string(wire::kMaxStreamWindow));
     return;
   }
   // The method table holds only pairs whose names passed these checks (they are added
@@ -123,6 +135,8 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
       c.headers.emplace_back(k, v);
     c.idempotent = in_.idempotent();
     c.wait_for_ready = in_.wait_for_ready();
+    c.stream = in_.stream();
+    c.credit = c.stream ? in_.credit() : 0;
     c.payload.reserve(frames.size() - 2);
     for (std::size_t i = 2; i < frames.size(); ++i)
       c.payload.push_back(std::move(frames[i]));
@@ -133,10 +147,13 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   });
   ++call->stats->calls;
   ++call->stats->in_flight;
+  if (call->stream) ++metrics_.streams;
   // Per-call debug lines are guarded: their arguments cost lookups even when not logged.
   if (debug_)
-    spdlog::debug("call #{} {}.{} from '{}' (its id {}, {} ms)", call->id, call->service,
-                  call->method, caller.name, id, in_.timeout_ms());
+    spdlog::debug("{} #{} {}.{} from '{}' (its id {}, {} ms{}){}", call->stream ? "stream" : "call",
+                  call->id, call->service, call->method, caller.name, id, in_.timeout_ms(),
+                  call->stream ? ", credit " + std::to_string(call->credit) : "",
+                  trace_note_(*call));
   route_(*call);
 }
 
@@ -156,8 +173,9 @@ void Broker::route_(Call& call) {
   }
   calls_.set_waiting(call);
   s.waiting.push_back(call.id);
-  spdlog::debug("call #{} waits in the queue of '{}' ({} waiting)", call.id, s.name,
-                s.waiting.size());
+  if (debug_)
+    spdlog::debug("call #{} waits in the queue of '{}' ({} waiting){}", call.id, s.name,
+                  s.waiting.size(), trace_note_(call));
 }
 
 // Dispatches the call, or answers it and erases it (done), or says it must wait (the
@@ -219,9 +237,12 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
       .varint(wire::Header::kIdempotentFieldNumber, call.idempotent)
       .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
       .map(wire::Header::kHeadersFieldNumber, call.headers)
-      .string(wire::Header::kTraceparentFieldNumber, call.traceparent);
+      .string(wire::Header::kTraceparentFieldNumber, call.traceparent)
+      // A stream's window as it stands now: the chunks its caller can still take.
+      .varint(wire::Header::kCreditFieldNumber, call.stream ? call.credit : 0);
   if (instance.same_host)
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
+  head_.varint(wire::Header::kStreamFieldNumber, call.stream);
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
   const Sent sent = outbox_.dispatch(instance.client, instance.batches, head_.bytes(), call.payload,
@@ -230,8 +251,9 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
     calls_.set_dispatched(call, instance.handle);
     ++instance.in_flight;
     if (debug_)
-      spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight)", call.id,
-                    instance.instance_id, call.service, instance.in_flight, instance.max_inflight);
+      spdlog::debug("call #{} dispatched to instance {} of '{}' ({}/{} in flight){}", call.id,
+                    instance.instance_id, call.service, instance.in_flight, instance.max_inflight,
+                    trace_note_(call));
   }
   return sent;
 }
@@ -276,11 +298,21 @@ void Broker::on_reply_(ClientInfo& from, Frames& frames) {
   switch (calls_.check_reply(id, from.handle, &call)) {
     case PendingCalls::ReplyCheck::accepted:
       break;
+    case PendingCalls::ReplyCheck::cancelled:
+      // Sent before the instance heard of the cancel: nobody waits for it.
+      ++metrics_.replies_after_cancel;
+      if (debug_)
+        spdlog::debug("dropped a REPLY for call #{} from '{}': the call was cancelled", id,
+                      from.name);
+      return;
     case PendingCalls::ReplyCheck::unknown_id:
     case PendingCalls::ReplyCheck::wrong_sender:
       ++metrics_.rejected_replies;
-      spdlog::debug("rejected a REPLY for dispatch id {} from {}: not given that call", id,
-                    from.name);
+      if (debug_) {
+        const Call* known = calls_.find(id);
+        spdlog::debug("rejected a REPLY for dispatch id {} from '{}': not given that call{}", id,
+                      from.name, known != nullptr ? trace_note_(*known) : std::string());
+      }
       return;
   }
   if (call->kind == CallKind::send) return on_send_reply_(*call, frames);
@@ -296,22 +328,33 @@ void Broker::on_reply_(ClientInfo& from, Frames& frames) {
     ++metrics_.dropped_replies;
   } else if (call->outcome_claimed()) {
     ++metrics_.late_replies;
-    spdlog::debug("late reply for call #{} {}.{} dropped: its caller already had its outcome", id,
-                  call->service, call->method);
+    if (debug_)
+      spdlog::debug("late reply for call #{} {}.{} dropped: its caller already had its outcome{}",
+                    id, call->service, call->method, trace_note_(*call));
   } else {
     forward_reply_(*call, frames);
   }
   calls_.erase(id);
-  // An unregistered instance leaves with its last call. (One marked draining because its
-  // connection was found gone leaves with its client, in apply_removals_.)
-  const bool removal_pending = std::any_of(removals_.begin(), removals_.end(),
-                                           [&](const auto& r) { return r.first == from.rid; });
-  if (instance != nullptr && instance->draining && instance->in_flight == 0 && !removal_pending) {
-    const std::string instance_id = instance->instance_id;
-    registry_.remove_instance(service->name, from.rid);
-    spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service->name);
-  }
+  if (instance != nullptr) leave_if_drained_(*service, *instance);
   pump_(service);
+}
+
+void Broker::leave_if_drained_(const Service& service, const Instance& instance) {
+  if (!instance.draining || instance.in_flight != 0) return;
+  // One marked draining because its connection was found gone leaves with its client, in
+  // apply_removals_.
+  if (std::any_of(removals_.begin(), removals_.end(),
+                  [&](const auto& r) { return r.first == instance.client; }))
+    return;
+  const std::string instance_id = instance.instance_id;
+  const RoutingId rid = instance.client;  // remove_instance erases `instance`
+  registry_.remove_instance(service.name, rid);
+  spdlog::info("instance {} of '{}' left: unregistered and drained", instance_id, service.name);
+}
+
+std::string Broker::trace_note_(const Call& call) {
+  const std::string_view trace = wire::trace_id_of(call.traceparent);
+  return trace.empty() ? std::string() : "; trace " + std::string(trace);
 }
 
 bool Broker::refuse_call_(const ClientInfo& from, std::string_view what) {
@@ -450,41 +493,49 @@ void Broker::instance_lost_(CallId id, const std::string& why) {
     calls_.erase(id);
     return;
   }
-  if (call->idempotent && !call->retried) {
+  // A stream that delivered chunks cannot start again: its caller has them.
+  if (call->idempotent && !call->retried && call->chunks == 0) {
     call->retried = true;
     call->lost_reason = why;
     calls_.set_waiting(*call);
     ++metrics_.retried;
-    spdlog::debug("call #{} retried: {}", id, why);
+    if (debug_) spdlog::debug("call #{} retried: {}{}", id, why, trace_note_(*call));
     route_(*call);
     return;
   }
-  answer_caller_(*call, wire::UNAVAILABLE, why);
+  if (call->chunks == 0)
+    answer_caller_(*call, wire::UNAVAILABLE, why);
+  else
+    answer_caller_(*call, wire::UNAVAILABLE,
+                   why + "; the stream ended after " + std::to_string(call->chunks) + " chunks");
   calls_.erase(id);
 }
 
 void Broker::forget_caller_(ClientHandle caller) {
-  std::vector<CallId> waiting;
+  std::vector<CallId> ended;
   calls_.for_each([&](Call& call) {
     if (call.caller != caller || call.outcome_claimed()) return;
-    // Nobody is left to answer. A dispatched call stays until its instance replies, so
-    // that the instance's in-flight count stays true.
+    // Nobody is left to answer. A dispatched send stays until its peer answers (a peer is
+    // not told to forget a message); every other call ends now.
     calls_.claim_outcome(call);
     call.caller_lost = true;
     if (call.stats != nullptr) call.stats->forget();
-    if (call.state == CallState::waiting) waiting.push_back(call.id);
+    if (call.kind == CallKind::request) ++metrics_.cancelled;
+    if (call.kind == CallKind::request || call.state == CallState::waiting)
+      ended.push_back(call.id);
   });
-  for (const CallId id : waiting) {
-    const Call* call = calls_.find(id);
+  for (const CallId id : ended) {
+    Call* call = calls_.find(id);
+    if (call == nullptr) continue;       // a waiting call a pump below already dropped
     if (call->kind == CallKind::send) {  // held for a peer
       forget_held_(*call);
       calls_.erase(id);
       continue;
     }
-    const std::string name = call->service;
-    if (Service* service = registry_.service(name)) std::erase(service->waiting, id);
-    calls_.erase(id);
-    registry_.prune(name);
+    if (debug_)
+      spdlog::debug("call #{} {}.{} cancelled: its caller left{}", id, call->service, call->method,
+                    trace_note_(*call));
+    drop_call_(*call, "its caller disconnected");
   }
 }
 

@@ -96,8 +96,10 @@ const Broker::KindRow& Broker::kind_row_(wire::Kind kind) noexcept {
     {w::BATCH,          A::client,   &B::on_batch_,         D::taken,      {},        P::in_handler, kHello,  nullptr},
     {w::QUEUE_DECLARE,  A::client,   &B::on_queue_declare_, D::refused,    kDraining, P::none,       kHello,  &guard::queue_put},
     {w::QUEUE_NACK,     A::client,   &B::on_queue_nack_,    D::taken,      {},        P::none,       kHello,  nullptr},
-    {w::CANCEL,         A::never,    nullptr,               D::taken,      {},        P::none,       kHello,  nullptr},
-    {w::CHUNK,          A::never,    nullptr,               D::taken,      {},        P::none,       kHello,  nullptr},
+    // Each acts only on a call its sender is party to (the caller's own id, the instance's
+    // dispatch), so neither needs a guard; calls in flight may finish while draining.
+    {w::CANCEL,         A::client,   &B::on_cancel_,        D::taken,      {},        P::none,       kHello,  nullptr},
+    {w::CHUNK,          A::client,   &B::on_chunk_,         D::taken,      {},        P::in_handler, kHello,  nullptr},
   }};
   // clang-format on
 

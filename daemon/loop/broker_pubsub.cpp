@@ -57,6 +57,8 @@ void Broker::on_unsubscribe_(ClientInfo& sender, Frames&) {
 }
 
 void Broker::on_credit_(ClientInfo& sender, Frames&) {
+  // Without a subscription, the credit is for the sender's stream of that id.
+  if (in_.subscription() == 0 && in_.id() != 0) return on_stream_credit_(sender);
   const RoutingId& from = sender.rid;
   // Not answered; credit for a subscription that is gone is ignored.
   if (Subscription* sub = subscriptions_.find(from, in_.subscription()))

@@ -9,6 +9,7 @@
 
 #include "loop/broker.hpp"
 #include "sagebus/wire/frame.hpp"
+#include "sagebus/wire/traceparent.hpp"
 
 namespace sagebus::broker {
 
@@ -27,6 +28,10 @@ void Broker::on_send_(ClientInfo& sender, Frames& frames) {
     return;
   }
   if (auto error = wire::check_name("peer name", in_.peer())) {
+    answer_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  if (auto error = wire::check_traceparent(in_.traceparent())) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
     return;
   }

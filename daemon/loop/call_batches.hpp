@@ -1,10 +1,10 @@
 // CallBatches: the messages about calls due to each connection in one round of the
 // broker's loop, coalesced into one BATCH message per connection (docs/protocol.md,
-// "Batches"): the outcomes due to a caller (REPLY) and the calls dispatched to an instance
-// (REQUEST). A caller whose calls end together (a pipelined caller, the replies a service
-// sent in one BATCH) and an instance given several calls in one round (callers calling at
-// once) pay libzmq's cost per message — and, with CURVE, its encryption per frame — once
-// for all of them.
+// "Batches"): the outcomes due to a caller (REPLY), the chunks of its streams (CHUNK) and
+// the calls dispatched to an instance (REQUEST). A caller whose calls end together (a pipelined
+// caller, the replies a service sent in one BATCH) and an instance given several calls in one round
+// (callers calling at once) pay libzmq's cost per message — and, with CURVE, its encryption per
+// frame — once for all of them.
 //
 // The outbox (outbox.hpp) puts such a message in its connection's batch when the
 // connection reads them (its HELLO said so) and the message is small: at most one payload
@@ -16,8 +16,9 @@
 // the broker's messages to a connection leave in the order it made them.
 //
 // Every message of a batch shares the batch's fate, settled when it goes: a reply's
-// outcome is counted delivered or dropped; a dispatch that did not go is named by its call
-// id (dispatches()), for the broker to place again or answer.
+// outcome is counted delivered or dropped; a dispatch, or a stream's chunk, that did not go
+// is named by its call id (dispatches(), chunks()), for the broker to place again or answer,
+// or to end the stream.
 //
 // A batch of one goes exactly as the message would have without batches
 // (wire::MessageBatch). Batch objects are reused from round to round (round_batches.hpp).
@@ -47,6 +48,8 @@ class CallBatch {
   std::span<const wire::Status> statuses() const noexcept { return statuses_; }
   // The call id of each dispatch, in order.
   std::span<const CallId> dispatches() const noexcept { return dispatches_; }
+  // The call id of the streams it holds chunks of, in order (a call's run of chunks once).
+  std::span<const CallId> chunks() const noexcept { return chunks_; }
 
   // Whether a message with this header and payload may go in a batch at all, alone.
   static bool batchable(std::size_t header, std::span<const zmq::message_t> payload) noexcept;
@@ -66,6 +69,13 @@ class CallBatch {
     dispatches_.push_back(id);
   }
 
+  // Adds a chunk of call `id`'s stream: `header` is its CHUNK header, `payload` its frames
+  // (moved from).
+  void add_chunk(std::string_view header, std::span<zmq::message_t> payload, CallId id) {
+    add_(header, payload);
+    if (chunks_.empty() || chunks_.back() != id) chunks_.push_back(id);
+  }
+
   // What goes: the message when it holds one (its frames), else a BATCH (the records).
   wire::MessageBatch& messages() noexcept { return messages_; }
 
@@ -73,6 +83,7 @@ class CallBatch {
     messages_.clear();
     statuses_.clear();
     dispatches_.clear();
+    chunks_.clear();
   }
 
  private:
@@ -90,9 +101,10 @@ class CallBatch {
   wire::MessageBatch messages_;
   std::vector<wire::Status> statuses_;
   std::vector<CallId> dispatches_;
+  std::vector<CallId> chunks_;
 };
 
-// A connection's replies and dispatches of one round, sent as a BATCH.
+// A connection's replies, chunks and dispatches of one round, sent as a BATCH.
 class CallBatches : public RoundBatches<CallBatch> {
  public:
   CallBatches() : RoundBatches(wire::BATCH) {}

@@ -9,12 +9,13 @@
 namespace sagebus::broker {
 
 Outbox::Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone,
-               Undelivered undelivered)
+               Undelivered undelivered, Undelivered undelivered_chunks)
     : router_(router),
       router_quiet_(router_quiet),
       metrics_(metrics),
       gone_(std::move(gone)),
-      undelivered_(std::move(undelivered)) {}
+      undelivered_(std::move(undelivered)),
+      undelivered_chunks_(std::move(undelivered_chunks)) {}
 
 void Outbox::flush() {
   // Each pass settles what the one before could not send; placing a call again or
@@ -26,8 +27,10 @@ void Outbox::flush() {
     if (failed_.empty()) return;
     std::vector<Failed> failed;
     failed.swap(failed_);
-    for (const Failed& f : failed)
-      undelivered_(f.to, f.calls, f.sent);
+    for (const Failed& f : failed) {
+      if (!f.chunks.empty() && undelivered_chunks_) undelivered_chunks_(f.to, f.chunks, f.sent);
+      if (!f.calls.empty()) undelivered_(f.to, f.calls, f.sent);
+    }
   }
 }
 
@@ -67,9 +70,11 @@ void Outbox::send_calls_(CallBatch& batch) {
   }
   for (const wire::Status status : batch.statuses())
     metrics_.count_outcome(status, sent == Sent::ok);
-  if (sent != Sent::ok && !batch.dispatches().empty())
-    failed_.push_back(
-        {batch.client(), {batch.dispatches().begin(), batch.dispatches().end()}, sent});
+  if (sent != Sent::ok && (!batch.dispatches().empty() || !batch.chunks().empty()))
+    failed_.push_back({batch.client(),
+                       {batch.dispatches().begin(), batch.dispatches().end()},
+                       {batch.chunks().begin(), batch.chunks().end()},
+                       sent});
   batch.clear();
 }
 

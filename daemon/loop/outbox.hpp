@@ -3,21 +3,23 @@
 // "Batches").
 //
 // A message goes one of two ways:
-// - Into the connection's batch of this round: a caller's reply (reply()) or a call
-//   dispatched to an instance (dispatch()) when the connection reads BATCHes and the
-//   message is small, an event (event()) when the subscription reads EVENT_BATCHes. The
+// - Into the connection's batch of this round: a caller's reply (reply()), a chunk of a
+//   caller's stream (chunk()) or a call dispatched to an instance (dispatch()) when the
+//   connection reads BATCHes and the message is small, an event (event()) when the
+//   subscription reads EVENT_BATCHes. The
 //   round ends when the loop has handled what it received at once, or has run its timers
 //   (flush()); each batch goes then, as one message, or as the plain REPLY, REQUEST or
 //   EVENT it held when it holds one. Its outcome is settled then: every reply of a batch
 //   is counted delivered or dropped with it, every event settles its subscription's
 //   credit and gap, and the dispatches of a batch that did not go are handed to the
 //   `undelivered` callback (with what the write found), which places them again or
-//   answers them; flush() sends what that made too, until nothing is left.
+//   answers them, and its chunks' streams to `undelivered_chunks`, which ends them;
+//   flush() sends what that made too, until nothing is left.
 // - At once (send()), for a message whose handler acts on what the ROUTER says: a DELIVER
 //   that cannot go stays held, a queue item a reader cannot be told of goes back to the
-//   queue, held messages are released only after the WELCOME went. A reply or a dispatch
-//   too large for a batch, or for a connection that does not read them, also goes this
-//   way (reply() counts it; dispatch() returns what the write did).
+//   queue, held messages are released only after the WELCOME went. A reply, a chunk or a
+//   dispatch too large for a batch, or for a connection that does not read them, also goes
+//   this way (reply() counts it; chunk() and dispatch() return what the write did).
 // The per-connection queue beyond that is libzmq's: a successful write has put the
 // message in the connection's pipe (up to --peer-queue messages), and libzmq's I/O thread
 // writes the pipe to the socket, many messages per system call.
@@ -62,8 +64,10 @@ class Outbox {
 
   // `router` is the broker's ROUTER (ROUTER_MANDATORY set); `router_quiet` is cleared by
   // every write (a send may take in news the ROUTER's fd was to signal: wire/socket.hpp).
+  // `undelivered_chunks` is called likewise with the streams whose chunks were in a batch
+  // that did not go.
   Outbox(zmq::socket_t& router, bool& router_quiet, Metrics& metrics, Gone gone,
-         Undelivered undelivered);
+         Undelivered undelivered, Undelivered undelivered_chunks = {});
 
   // Sends a message to `to` now, after what it has in this round's batch. `header` is the
   // encoded header; with `share_payload` the payload frames are sent as shared copies
@@ -77,6 +81,13 @@ class Outbox {
   // goes.
   void reply(const RoutingId& to, bool batches, std::string_view header,
              std::span<zmq::message_t> payload, wire::Status status);
+
+  // A CHUNK of call `id`'s stream for its caller at `to`: in `to`'s batch when `batches`
+  // and it is small (then `ok`: a batch that does not go names `id` to
+  // `undelivered_chunks`), else sent now. `header` is its encoded header; the payload
+  // frames are moved.
+  Sent chunk(const RoutingId& to, bool batches, std::string_view header,
+             std::span<zmq::message_t> payload, CallId id);
 
   // The REQUEST of call `id` for an instance at `to`: in `to`'s batch when `batches` and
   // it is small (then `ok`: settled when the batch goes), else sent now. `header` is its
@@ -113,12 +124,15 @@ class Outbox {
   Metrics& metrics_;
   Gone gone_;
   Undelivered undelivered_;
+  Undelivered undelivered_chunks_;
   EventBatches events_;
   CallBatches calls_;
-  // Dispatches of batches that did not go, for flush() to hand to undelivered_.
+  // Dispatches and chunks of batches that did not go, for flush() to hand to undelivered_
+  // and undelivered_chunks_.
   struct Failed {
     RoutingId to;
     std::vector<CallId> calls;
+    std::vector<CallId> chunks;
     Sent sent;
   };
   std::vector<Failed> failed_;
@@ -141,6 +155,16 @@ inline void Outbox::reply(const RoutingId& to, bool batches, std::string_view he
     return;
   }
   call_batch_(to, header.size(), payload).add_reply(header, payload, status);
+}
+
+inline Sent Outbox::chunk(const RoutingId& to, bool batches, std::string_view header,
+                          std::span<zmq::message_t> payload, CallId id) {
+  if (!batches || !CallBatch::batchable(header.size(), payload)) {
+    zmq::message_t frame(header.data(), header.size());
+    return send(to, std::move(frame), payload);
+  }
+  call_batch_(to, header.size(), payload).add_chunk(header, payload, id);
+  return Sent::ok;
 }
 
 inline Sent Outbox::dispatch(const RoutingId& to, bool batches, std::string_view header,

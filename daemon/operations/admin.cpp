@@ -3,10 +3,13 @@
 #include <algorithm>
 
 #include "sagebus/admin.pb.h"
+#include "sagebus/wire/traceparent.hpp"
 
 namespace sagebus::broker {
 
 namespace {
+
+constexpr std::size_t kMaxCallsListed = 1000;  // "calls": the oldest this many
 
 void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_calls(m.calls);
@@ -37,6 +40,15 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_invalid_argument(m.invalid_argument);
   c.set_batches(m.batches);
   c.set_batches_sent(m.batches_sent);
+  c.set_streams(m.streams);
+  c.set_chunks(m.chunks);
+  c.set_rejected_chunks(m.rejected_chunks);
+  c.set_late_chunks(m.late_chunks);
+  c.set_rejected_credits(m.rejected_credits);
+  c.set_cancelled(m.cancelled);
+  c.set_rejected_cancels(m.rejected_cancels);
+  c.set_late_cancels(m.late_cancels);
+  c.set_replies_after_cancel(m.replies_after_cancel);
 }
 
 // millis_between, never below 0: the admin fields are unsigned.
@@ -208,6 +220,47 @@ AdminAnswer queue_payload(std::string_view method, std::string_view request,
   return {wire::OK, {}, items.SerializeAsString()};
 }
 
+std::string calls_payload(const AdminSources& src) {
+  // Oldest first: those are the ones to look at.
+  std::vector<const Call*> calls;
+  src.calls.for_each([&](const Call& c) {
+    if (c.kind == CallKind::request) calls.push_back(&c);  // sends are not calls to a service
+  });
+  const std::size_t shown = std::min(calls.size(), kMaxCallsListed);
+  const auto older = [](const Call* a, const Call* b) {
+    return a->accepted != b->accepted ? a->accepted < b->accepted : a->id < b->id;
+  };
+  std::partial_sort(calls.begin(), calls.begin() + static_cast<std::ptrdiff_t>(shown), calls.end(),
+                    older);
+  admin::CallList list;
+  list.set_total(u32(calls.size()));
+  for (std::size_t i = 0; i < shown; ++i) {
+    const Call& c = *calls[i];
+    admin::CallInfo* info = list.add_calls();
+    info->set_id(c.id);
+    info->set_service(c.service);
+    info->set_method(c.method);
+    if (const ClientInfo* caller = src.registry.client(c.caller)) info->set_caller(caller->name);
+    if (c.state == CallState::dispatched) {
+      if (const ClientInfo* instance = src.registry.client(c.instance)) {
+        info->set_instance(instance->instance_id);
+        info->set_instance_client(instance->name);
+      }
+      info->set_state(c.outcome_claimed() ? admin::CALL_OVERDUE : admin::CALL_DISPATCHED);
+    } else {
+      info->set_state(admin::CALL_WAITING);
+    }
+    info->set_age_ms(millis(c.accepted, src.now));
+    info->set_left_ms(millis(src.now, c.deadline));
+    info->set_trace_id(std::string(wire::trace_id_of(c.traceparent)));
+    info->set_stream(c.stream);
+    info->set_chunks(c.chunks);
+    info->set_credit(c.credit);
+    info->set_retried(c.retried);
+  }
+  return list.SerializeAsString();
+}
+
 }  // namespace
 
 std::optional<AdminAnswer> read_queue_request(std::string_view method, std::string_view request,
@@ -238,11 +291,13 @@ AdminAnswer answer_admin(std::string_view method, std::string_view request,
   if (method == "topics") return {wire::OK, {}, topics_payload(src)};
   if (method == "queues") return {wire::OK, {}, queues_payload(src)};
   if (method == "queue.stat" || method == "queue.peek") return queue_payload(method, request, src);
+  if (method == "calls") return {wire::OK, {}, calls_payload(src)};
   if (method == "metrics") return {wire::OK, {}, prometheus_text(src, src.draining)};
   return {wire::NOT_FOUND,
           "service '$broker' has no method '" + std::string(method) +
-              "'; it has 'status', 'services', 'clients', 'topics', 'queues', 'queue.stat', "
-              "'queue.peek', 'queue.purge', 'store.compact', 'metrics', 'reload' and 'drain'",
+              "'; it has 'status', 'services', 'clients', 'topics', 'queues', 'calls', "
+              "'queue.stat', 'queue.peek', 'queue.purge', 'store.compact', 'metrics', 'reload' "
+              "and 'drain'",
           {}};
 }
 

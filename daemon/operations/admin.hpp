@@ -56,7 +56,8 @@ struct AdminSources {
 
 // Answers `method` of "$broker", given the request's payload: "status" ->
 // admin.BrokerStatus, "services" -> admin.ServiceList, "clients" -> admin.ClientList,
-// "topics" -> admin.TopicList, "queues" -> admin.QueueList, "queue.stat" and "queue.peek"
+// "topics" -> admin.TopicList, "queues" -> admin.QueueList, "calls" -> admin.CallList (the
+// calls in flight, the oldest 1000, and how many in all), "queue.stat" and "queue.peek"
 // (an admin.QueueRequest) -> admin.QueueInfo and admin.QueueItems, "metrics" -> the
 // Prometheus text of /metrics, anything else NOT_FOUND. (The broker answers queue.purge
 // and store.compact itself: they change things.)

@@ -174,6 +174,22 @@ void counters(Text& t, const Metrics& m) {
        m.refused_draining},
       {"sagebus_keys_refused_total", "Connections whose CURVE key no principal holds",
        m.keys_refused},
+      {"sagebus_streams_total", "REQUESTs with stream accepted for routing", m.streams},
+      {"sagebus_chunks_total", "CHUNKs of streams forwarded to callers", m.chunks},
+      {"sagebus_rejected_chunks_total",
+       "CHUNKs refused: no stream of the sender's, not a stream, or no credit left",
+       m.rejected_chunks},
+      {"sagebus_late_chunks_total", "CHUNKs after the stream's outcome was sent", m.late_chunks},
+      {"sagebus_rejected_credits_total", "CREDITs for no stream of the sender's still open",
+       m.rejected_credits},
+      {"sagebus_cancelled_total", "Calls and streams their caller cancelled or left", m.cancelled},
+      {"sagebus_rejected_cancels_total", "CANCELs for no call of the sender's still open",
+       m.rejected_cancels},
+      {"sagebus_late_cancels_total", "CANCELs for a call whose deadline had passed",
+       m.late_cancels},
+      {"sagebus_replies_after_cancel_total",
+       "REPLYs and CHUNKs from an instance for a call cancelled shortly before",
+       m.replies_after_cancel},
   };
   for (const auto& c : list) {
     t.family(c.name, "counter", c.help);

@@ -128,6 +128,16 @@ struct Metrics {
   std::uint64_t names_refused = 0;       // HELLOs refused because the name was taken
   std::uint64_t takeovers = 0;           // connections replaced by a HELLO with takeover
   std::uint64_t refused_draining = 0;    // requests answered UNAVAILABLE while draining
+  // Streams and cancellation (docs/protocol.md, "Streams", "Cancellation").
+  std::uint64_t streams = 0;               // REQUESTs with stream accepted for routing
+  std::uint64_t chunks = 0;                // CHUNKs forwarded to callers
+  std::uint64_t rejected_chunks = 0;       // CHUNKs refused: no such stream, not one, no credit
+  std::uint64_t late_chunks = 0;           // CHUNKs after the stream's outcome was sent
+  std::uint64_t rejected_credits = 0;      // CREDITs for no stream of the sender's still open
+  std::uint64_t cancelled = 0;             // calls their caller cancelled or left
+  std::uint64_t rejected_cancels = 0;      // CANCELs for no call of the sender's still open
+  std::uint64_t late_cancels = 0;          // CANCELs for a call whose deadline had passed
+  std::uint64_t replies_after_cancel = 0;  // REPLYs and CHUNKs for a call cancelled lately
   // What each limit refused: answered OVERLOADED or INVALID_ARGUMENT, or dropped.
   std::array<std::uint64_t, kLimitCount> limit_refusals{};
   // With auth: connections whose CURVE key the authenticator refused, and messages a

@@ -5,7 +5,7 @@ namespace sagebus::broker {
 void Call::reset_() noexcept {
   // Every field, as declared. A field added to Call changes its size and fails this (the
   // size checked is that of 64-bit libstdc++; other targets are not checked).
-  static_assert(sizeof(void*) != 8 || sizeof(Call) == 352,
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 368,
                 "a field was added to Call: reset_() must reset it too, then update this size");
   id = 0;
   kind = CallKind::request;
@@ -19,6 +19,7 @@ void Call::reset_() noexcept {
   headers.clear();
   idempotent = false;
   wait_for_ready = false;
+  stream = false;
   payload.clear();
   accepted = {};
   deadline = {};
@@ -30,8 +31,11 @@ void Call::reset_() noexcept {
   lost_reason.clear();
   caller_lost = false;
   stats = nullptr;
+  credit = 0;
+  chunks = 0;
   outcome_claimed_ = false;
   counted_ = false;
+  indexed_ = false;
 }
 
 PendingCalls::Table::node_type PendingCalls::blank_node_() {
@@ -58,6 +62,7 @@ Call* PendingCalls::enter_(Table::node_type node) {
   }
   const TimePoint deadline = call.deadline;
   Call* entered = &calls_.insert(std::move(node)).position->second;
+  if (entered->kind == CallKind::request && entered->caller) index_(*entered);
   deadlines_.push(deadline, entered->id);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
   return entered;
@@ -72,6 +77,7 @@ void PendingCalls::erase(CallId id) {
   auto it = calls_.find(id);
   if (it == calls_.end()) return;
   uncount_(it->second);
+  unindex_(it->second);
   if (spare_.size() >= kSpareNodes) {
     calls_.erase(it);
     return;
@@ -80,6 +86,66 @@ void PendingCalls::erase(CallId id) {
   // Blanked now: the payload's buffers are released at once, not at the node's next use.
   node.mapped().reset_();
   spare_.push_back(std::move(node));
+}
+
+std::size_t PendingCalls::CallerKeyHash::operator()(const CallerKey& key) const noexcept {
+  // The SDK's ids differ in their low bits (a counter); the handle's words keep two
+  // connections' equal ids apart.
+  std::uint64_t h = key.id ^ ((std::uint64_t{key.caller.slot} << 32 | key.caller.generation) *
+                              0x9e3779b97f4a7c15ULL);
+  h ^= h >> 29;
+  return static_cast<std::size_t>(h);
+}
+
+void PendingCalls::index_(Call& call) {
+  ByCaller::node_type node;
+  if (spare_keys_.empty()) {
+    scratch_keys_.try_emplace(CallerKey{});
+    node = scratch_keys_.extract(scratch_keys_.begin());
+  } else {
+    node = std::move(spare_keys_.back());
+    spare_keys_.pop_back();
+  }
+  node.key() = CallerKey{call.caller, call.caller_id};
+  node.mapped() = call.id;
+  auto inserted = by_caller_.insert(std::move(node));
+  if (inserted.inserted) {
+    call.indexed_ = true;
+  } else if (spare_keys_.size() < kSpareNodes) {
+    // The caller has a call of that id already (no SDK sends one): that one stays found.
+    spare_keys_.push_back(std::move(inserted.node));
+  }
+}
+
+void PendingCalls::unindex_(Call& call) {
+  if (!call.indexed_) return;
+  call.indexed_ = false;
+  auto it = by_caller_.find(CallerKey{call.caller, call.caller_id});
+  if (it == by_caller_.end() || it->second != call.id) return;
+  if (spare_keys_.size() >= kSpareNodes) {
+    by_caller_.erase(it);
+    return;
+  }
+  spare_keys_.push_back(by_caller_.extract(it));
+}
+
+Call* PendingCalls::find_by_caller(ClientHandle caller, std::uint64_t caller_id) {
+  auto it = by_caller_.find(CallerKey{caller, caller_id});
+  return it == by_caller_.end() ? nullptr : find(it->second);
+}
+
+void PendingCalls::erase_cancelled(CallId id) {
+  Call* call = find(id);
+  if (call == nullptr) return;
+  if (call->state == CallState::dispatched) {
+    const Cancelled entry{id, call->instance};
+    if (cancelled_.size() < kRecentCancels)
+      cancelled_.push_back(entry);
+    else
+      cancelled_[next_cancelled_] = entry;
+    next_cancelled_ = (next_cancelled_ + 1) % kRecentCancels;
+  }
+  erase(id);
 }
 
 bool PendingCalls::claim_outcome(Call& call) {
@@ -120,7 +186,13 @@ void PendingCalls::set_deadline(Call& call, TimePoint deadline) {
 
 PendingCalls::ReplyCheck PendingCalls::check_reply(CallId id, ClientHandle from, Call** out) {
   Call* call = find(id);
-  if (call == nullptr) return ReplyCheck::unknown_id;
+  if (call == nullptr) {
+    // Rare (a reply nobody was given, or one after a cancel): a scan of at most
+    // kRecentCancels ids.
+    for (const Cancelled& c : cancelled_)
+      if (c.id == id && c.instance == from) return ReplyCheck::cancelled;
+    return ReplyCheck::unknown_id;
+  }
   if (call->state != CallState::dispatched || call->instance != from)
     return ReplyCheck::wrong_sender;
   *out = call;

@@ -24,6 +24,14 @@
 // caller has its outcome: a dispatched call whose deadline passed stays (holding its
 // instance's in-flight slot) until the instance replies late or is lost.
 //
+// A caller names its calls by its own id: a CANCEL, or a CREDIT for a stream, finds the
+// call by (caller connection, caller id) through an index of the request calls
+// (find_by_caller), kept as calls are added and erased. Its keys hold the caller's whole
+// handle, so a call of a gone connection is never found for one that took its handle slot.
+// A call cancelled while an instance held it is remembered for a while (the last
+// kRecentCancels), so that the instance's REPLY or CHUNK sent before it heard of the cancel
+// is told apart from one nobody was given (check_reply: `cancelled`).
+//
 // Used by the broker's loop thread only; not thread safe.
 #pragma once
 
@@ -73,6 +81,7 @@ class Call {
   std::vector<std::pair<std::string, std::string>> headers;
   bool idempotent = false;
   bool wait_for_ready = false;
+  bool stream = false;  // the caller reads a stream: CHUNKs, then one REPLY
   // Moved to the instance at dispatch; an idempotent call not yet retried sends copies
   // (which share the buffers) and keeps these for its retry.
   std::vector<zmq::message_t> payload;
@@ -89,6 +98,10 @@ class Call {
   std::string lost_reason;  // why its first instance was lost, for a retry that fails
   bool caller_lost = false;
   MethodStats* stats = nullptr;  // its service.method's metrics (requests only)
+  // A stream's flow control: chunks its instance may still send (the caller's window,
+  // at most wire::kMaxStreamWindow), and chunks forwarded to the caller so far.
+  std::uint32_t credit = 0;
+  std::uint64_t chunks = 0;
 
   // True exactly once: the caller of this method owns the caller's one outcome. The
   // broker claims through PendingCalls::claim_outcome, which also ends the call's count
@@ -107,6 +120,7 @@ class Call {
 
   bool outcome_claimed_ = false;
   bool counted_ = false;  // counted in PendingCalls::pending_of(caller)
+  bool indexed_ = false;  // in PendingCalls' index by caller (a request with a caller)
 };
 
 class PendingCalls {
@@ -137,6 +151,14 @@ class PendingCalls {
   }
   Call* find(CallId id);
   void erase(CallId id);
+  // The request call that connection `caller` made under its own id `caller_id`, or
+  // nullptr: none, or it was erased. (Two calls under one id, which an SDK never sends:
+  // the first.)
+  Call* find_by_caller(ClientHandle caller, std::uint64_t caller_id);
+  // Erases a call that its caller cancelled (or left); when an instance held it, its
+  // dispatch id and instance are remembered among the last kRecentCancels, for
+  // check_reply.
+  void erase_cancelled(CallId id);
 
   // Claims the caller's one outcome of `call` (Call::claim_outcome) and stops counting
   // the call as pending for its caller. True exactly once per call.
@@ -153,9 +175,10 @@ class PendingCalls {
     accepted,      // the reply comes from the instance the call was dispatched to
     unknown_id,    // no such call: never issued, or already finished
     wrong_sender,  // another connection, or the call is not dispatched
+    cancelled,     // a call cancelled lately (erase_cancelled) while `from` held it
   };
-  // Whether a REPLY with dispatch id `id` from connection `from` belongs to a call.
-  // Changes nothing; on `accepted`, *out points at the call.
+  // Whether a REPLY (or CHUNK) with dispatch id `id` from connection `from` belongs to a
+  // call. Changes nothing; on `accepted`, *out points at the call.
   ReplyCheck check_reply(CallId id, ClientHandle from, Call** out);
 
   // The earliest deadline of a call whose caller still awaits its outcome.
@@ -178,6 +201,11 @@ class PendingCalls {
 
   // Entries in the deadline queue, stale ones included (for tests of lazy deletion).
   std::size_t heap_size() const noexcept { return deadlines_.size(); }
+  // Entries in the index by caller (for tests).
+  std::size_t indexed() const noexcept { return by_caller_.size(); }
+
+  // Cancelled dispatches remembered for check_reply.
+  static constexpr std::size_t kRecentCancels = 4096;
 
  private:
   using Entry = std::pair<TimePoint, CallId>;
@@ -188,6 +216,8 @@ class PendingCalls {
   void drop_stale_top_();
   void compact_heap_();
   void uncount_(Call& call);
+  void index_(Call& call);
+  void unindex_(Call& call);
 
   // Erased calls' nodes, blanked and kept for add(): a call then costs no allocation and
   // no free. As many as a burst of calls ends in one tick, in the common case; the rest
@@ -205,6 +235,27 @@ class PendingCalls {
     std::size_t pending = 0;
   };
   std::vector<CallerCount> pending_by_caller_;
+  // The index by caller: (caller's handle, its id for the call) -> dispatch id. Its nodes
+  // are reused as the call table's are, so that a call costs no allocation here either.
+  struct CallerKey {
+    ClientHandle caller;
+    std::uint64_t id = 0;
+    friend bool operator==(const CallerKey&, const CallerKey&) = default;
+  };
+  struct CallerKeyHash {
+    std::size_t operator()(const CallerKey& key) const noexcept;
+  };
+  using ByCaller = std::unordered_map<CallerKey, CallId, CallerKeyHash>;
+  ByCaller by_caller_;
+  std::vector<ByCaller::node_type> spare_keys_;
+  ByCaller scratch_keys_;  // where index_ makes a node when there is no spare
+  // Cancelled dispatches, a ring of the last kRecentCancels (grown as cancels come).
+  struct Cancelled {
+    CallId id = 0;
+    ClientHandle instance;
+  };
+  std::vector<Cancelled> cancelled_;
+  std::size_t next_cancelled_ = 0;
   // Deadlines, earliest first (deadline_queue.hpp: calls of one timeout cost no heap
   // moves). Finished calls are not searched for and removed; their entries (and those of
   // moved deadlines) are skipped when they reach the top, and the queue is rebuilt when

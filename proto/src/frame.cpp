@@ -70,6 +70,7 @@ void clear(Header& out) {
   out.clear_tag();
   out.clear_no_answer();
   out.clear_idle();
+  out.clear_stream();
   // Only unknown fields can be left, after protobuf parsed the previous frame. Neither
   // runtime's proto3 code has unknown_fields(), and the lite one (sage-busd's) has no
   // reflection either; but a header holding nothing else encodes to nothing.
@@ -151,6 +152,9 @@ bool parse_common(const void* data, std::size_t size, Header& out) {
           break;
         case Header::kDeadlineUsFieldNumber:
           out.set_deadline_us(v);
+          break;
+        case Header::kStreamFieldNumber:
+          out.set_stream(v != 0);
           break;
         // Field 0, unknown fields, and known fields sent as a varint though they are not
         // one (protobuf keeps the last two as unknown fields).

@@ -272,7 +272,14 @@ std::string Harness::text_header_(std::size_t peer, std::string text) {
     (p.*queue).pop_front();
     return value;
   };
-  text = replace_all(std::move(text), "$id", [&] { return take(&Peer::ids); });
+  text = replace_all(std::move(text), "$id", [&] {
+    const std::uint64_t id = take(&Peer::ids);
+    if (peer != kUnconnected) peers_[peer].last_id = id;
+    return id;
+  });
+  text = replace_all(std::move(text), "$last", [&]() -> std::uint64_t {
+    return peer == kUnconnected ? 0 : peers_[peer].last_id;
+  });
   text = replace_all(std::move(text), "$tag", [&] { return take(&Peer::tags); });
 
   google::protobuf::TextFormat::Parser parser;
@@ -426,6 +433,10 @@ void Harness::check_(std::size_t peer, const std::vector<zmq::message_t>& messag
       break;
     case wire::EVENT:
     case wire::GOODBYE:
+    // A stream's chunk for its caller, and a CANCEL or CREDIT for an instance: no answers.
+    case wire::CHUNK:
+    case wire::CANCEL:
+    case wire::CREDIT:
       break;
     case wire::EVENT_BATCH:
       check_batch_(letter, message);
@@ -457,20 +468,30 @@ void Harness::check_message_batch_(std::size_t peer, const std::vector<zmq::mess
   if (message.size() != 2)
     finding("the broker sent peer %c a BATCH of %zu payload frames", letter, message.size() - 1);
   wire::BatchReader reader(message[1]);
-  std::size_t replies = 0;
+  std::size_t messages = 0;
   for (wire::MessageRecord r; reader.next(r);) {
-    ++replies;
+    ++messages;
     if (wire::decode(r.header.data(), r.header.size(), received_) != wire::DecodeResult::ok)
-      finding("the broker sent peer %c a BATCH whose message %zu does not decode", letter, replies);
-    if (received_.kind() != wire::REPLY)
-      finding("the broker sent peer %c a BATCH holding a %s", letter,
-              std::string(wire::kind_name(received_.kind())).c_str());
-    account_reply_(peer);
+      finding("the broker sent peer %c a BATCH whose message %zu does not decode", letter,
+              messages);
+    switch (received_.kind()) {
+      case wire::REPLY:
+        account_reply_(peer);
+        break;
+      case wire::REQUEST:
+        peers_[peer].ids.push_back(received_.id());
+        break;
+      case wire::CHUNK:
+        break;
+      default:
+        finding("the broker sent peer %c a BATCH holding a %s", letter,
+                std::string(wire::kind_name(received_.kind())).c_str());
+    }
   }
   if (reader.malformed())
-    finding("the broker sent peer %c a malformed BATCH (after %zu replies)", letter, replies);
-  // One reply goes as a REPLY.
-  if (replies < 2) finding("the broker sent peer %c a BATCH of %zu replies", letter, replies);
+    finding("the broker sent peer %c a malformed BATCH (after %zu messages)", letter, messages);
+  // One message goes as itself.
+  if (messages < 2) finding("the broker sent peer %c a BATCH of %zu messages", letter, messages);
 }
 
 void Harness::check_batch_(char letter, const std::vector<zmq::message_t>& message) {

@@ -69,6 +69,7 @@ class Harness {
   struct Peer {
     zmq::socket_t socket;
     std::deque<std::uint64_t> ids;   // of REQUESTs and DELIVERs: what "$id" takes
+    std::uint64_t last_id = 0;       // what "$id" took last: what "$last" repeats
     std::deque<std::uint64_t> tags;  // delivery tags of queue items: what "$tag" takes
     // Per id: messages this peer sent with it, minus the answers it got.
     std::unordered_map<std::uint64_t, std::int64_t> owed;
@@ -95,7 +96,8 @@ class Harness {
   void receive_all_();
   void check_(std::size_t peer, const std::vector<zmq::message_t>& message);
   void check_batch_(char letter, const std::vector<zmq::message_t>& message);
-  // A BATCH the broker sent: whole REPLYs, each accounted for as if it came alone.
+  // A BATCH the broker sent: whole REPLYs, CHUNKs and REQUESTs, each accounted for as if it
+  // came alone.
   void check_message_batch_(std::size_t peer, const std::vector<zmq::message_t>& message);
   // received_, a REPLY alone or in a BATCH: its tag, and one answer fewer owed for its id.
   void account_reply_(std::size_t peer);

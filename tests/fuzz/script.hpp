@@ -18,8 +18,9 @@
 // '|'; surrounding spaces are trimmed. Mode '>': the first frame is a
 // sagebus.wire.Header in protobuf text format (version 1 unless it says otherwise; what
 // parses before an error is kept; field numbers allowed), where "$id" becomes the id of
-// the oldest REQUEST or DELIVER the peer received and has not used yet, and "$tag" the
-// oldest delivery tag it was given. Mode '=': the first frame is raw bytes. Every frame
+// the oldest REQUEST or DELIVER the peer received and has not used yet, "$last" the id
+// "$id" became last (a stream's CHUNKs, then its REPLY), and "$tag" the oldest delivery
+// tag it was given. Mode '=': the first frame is raw bytes. Every frame
 // but a text header takes escapes: \xNN, \n, \0, and \c for any other c (\| \\ \ ).
 //
 // Pure functions on values; thread safe.

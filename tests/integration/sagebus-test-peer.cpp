@@ -18,6 +18,15 @@
 //     connects as NAME, starts COUNT calls of SERVICE.METHOD at once (payloads "call-<i>"),
 //     prints "called <COUNT>", then one line per outcome ("outcome <STATUS>"), and stays
 //     until killed (or for at most 60 s).
+//
+//   sagebus-test-peer ENDPOINT hang NAME SERVICE METHOD
+//     connects as NAME and serves SERVICE, whose METHOD prints "holding <payload>" and never
+//     answers, until killed (or for at most 60 s). Prints "ready" once registered.
+//
+//   sagebus-test-peer ENDPOINT stream-then-hang NAME SERVICE COUNT
+//     connects as NAME and serves SERVICE, whose streaming method "stream" writes COUNT
+//     chunks ("chunk-<i>"), prints "wrote <COUNT>" and then holds the stream open, never
+//     ending it, until killed (or for at most 60 s). Prints "ready" once registered.
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -114,10 +123,53 @@ int call(const std::string& endpoint, const std::string& name, const std::string
   return 0;
 }
 
+int hang(const std::string& endpoint, const std::string& name, const std::string& service_name,
+         const std::string& method) {
+  sagebus::Client client({.endpoint = endpoint, .name = name});
+  if (!connect(client, endpoint)) return 1;
+  sagebus::Service service(client, service_name, {.max_inflight = 4});
+  service.handle(method, [](const sagebus::Request& r) -> std::string {
+    say("holding " + std::string(r.payload));
+    std::this_thread::sleep_for(60s);  // the scenario: die holding the call
+    return "held";
+  });
+  service.start();
+  if (!service.wait_registered(10s)) {
+    std::cerr << "not registered within 10 s\n";
+    return 1;
+  }
+  say("ready");
+  std::this_thread::sleep_for(60s);
+  std::_Exit(0);
+}
+
+int stream_then_hang(const std::string& endpoint, const std::string& name,
+                     const std::string& service_name, int count) {
+  sagebus::Client client({.endpoint = endpoint, .name = name});
+  if (!connect(client, endpoint)) return 1;
+  sagebus::Service service(client, service_name, {.max_inflight = 4});
+  service.handle_stream("stream", [count](const sagebus::Request&, sagebus::StreamWriter& out) {
+    for (int i = 0; i < count; ++i)
+      out.write("chunk-" + std::to_string(i));
+    say("wrote " + std::to_string(count));
+    std::this_thread::sleep_for(60s);  // the scenario: die mid-stream
+  });
+  service.start();
+  if (!service.wait_registered(10s)) {
+    std::cerr << "not registered within 10 s\n";
+    return 1;
+  }
+  say("ready");
+  std::this_thread::sleep_for(60s);
+  std::_Exit(0);
+}
+
 int usage() {
   std::cerr << "usage: sagebus-test-peer ENDPOINT queue-get QUEUE\n"
                "       sagebus-test-peer ENDPOINT hold-all NAME SERVICE TOPIC QUEUE\n"
-               "       sagebus-test-peer ENDPOINT call NAME SERVICE METHOD COUNT TIMEOUT_MS\n";
+               "       sagebus-test-peer ENDPOINT call NAME SERVICE METHOD COUNT TIMEOUT_MS\n"
+               "       sagebus-test-peer ENDPOINT hang NAME SERVICE METHOD\n"
+               "       sagebus-test-peer ENDPOINT stream-then-hang NAME SERVICE COUNT\n";
   return 2;
 }
 
@@ -135,6 +187,9 @@ int main(int argc, char** argv) {
     if (mode == "call" && args.size() == 8)
       return call(endpoint, args[3], args[4], args[5], std::stoi(args[6]),
                   std::chrono::milliseconds(std::stoi(args[7])));
+    if (mode == "hang" && args.size() == 6) return hang(endpoint, args[3], args[4], args[5]);
+    if (mode == "stream-then-hang" && args.size() == 6)
+      return stream_then_hang(endpoint, args[3], args[4], std::stoi(args[5]));
     return usage();
   } catch (const std::exception& e) {  // sagebus::Error, or a COUNT that is not a number
     std::cerr << e.what() << "\n";

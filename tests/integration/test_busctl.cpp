@@ -237,3 +237,41 @@ TEST_CASE("busctl says when the broker has no store and store compact fails UNAV
   CHECK_THAT(declare.err, Catch::StartsWith("UNAVAILABLE: ") && Catch::Contains("--store"));
   CHECK(busctl({"queue", "declare", "jobs", "--transient"}).exit_code == 0);
 }
+
+TEST_CASE("busctl calls lists the calls in flight and filters them by service", "[busctl][calls]") {
+  Broker broker;
+  GatedService gated(broker.endpoint(), "gated", 1);
+  Client caller(at(broker, "busctl-caller"));
+  auto first = caller.call_async("gated", "wait", "one", {.timeout = 20s});
+  auto second = caller.call_async("gated", "wait", "two", {.timeout = 20s});
+  Client observer(at(broker, "busctl-observer"));
+  REQUIRE(eventually([&] { return in_flight(observer, "gated") == 1; }, 5s));
+  auto busctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {busctl_path(), "--endpoint", broker.endpoint()});
+    return run(args);
+  };
+
+  const auto table = busctl({"calls"});
+  INFO(table.out << table.err);
+  CHECK(table.exit_code == 0);
+  CHECK_THAT(table.out, Catch::StartsWith("SERVICE  METHOD  CALLER"));
+  CHECK_THAT(table.out, Catch::Contains("STATE") && Catch::Contains("TRACE"));
+  CHECK_THAT(line_starting(table.out, "gated "),
+             Catch::Matches("gated +wait +busctl-caller +gated-instance +dispatched .*"));
+  CHECK_THAT(table.out, Catch::Contains("waiting"));
+
+  const auto json = busctl({"calls", "--json"});
+  CHECK(json.exit_code == 0);
+  CHECK_THAT(json.out, Catch::Contains("\"state\":\"CALL_DISPATCHED\"") &&
+                           Catch::Contains("\"state\":\"CALL_WAITING\"") &&
+                           Catch::Contains("\"total\":2") &&
+                           Catch::Contains("\"instance_client\":\"gated-instance\""));
+
+  const auto other = busctl({"calls", "--service", "other"});
+  CHECK(other.exit_code == 0);
+  CHECK(line_starting(other.out, "gated ").empty());
+
+  gated.open();
+  CHECK(first.get().payload == "one");
+  CHECK(second.get().payload == "two");
+}

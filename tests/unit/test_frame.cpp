@@ -139,6 +139,8 @@ std::vector<wire::Header> typical_headers() {
         h.set_routing_key("user-7");
         h.set_traceparent("4bf92f3577b34da6");
         h.set_deadline_us(std::uint64_t{5'000'000'123});
+        h.set_stream(true);
+        h.set_credit(64);
         break;
       case wire::REPLY:
         h.set_status(wire::DEADLINE_EXCEEDED);
@@ -540,8 +542,8 @@ TEST_CASE("random bytes and random mutations of headers decode as protobuf decod
   for (const auto& h : typical_headers())
     seeds.push_back(h.SerializeAsString());
   // Headers of random fields and values of every length of varint.
-  const std::uint32_t fields[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13,
-                                  17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29};
+  const std::uint32_t fields[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 17,
+                                  18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 34};
   const std::string strings[] = {
       "", "a", "memory", "events.user.login", "caf\xc3\xa9", std::string(200, 'x')};
   for (int i = 0; i < 200; ++i) {

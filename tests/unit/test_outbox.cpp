@@ -1,7 +1,7 @@
 // Outbox (daemon/loop/outbox.hpp): what goes in a batch and what goes at once, the order
 // of a connection's messages, when outcomes are counted, and what a full or closed
-// connection does, to replies, events and dispatches. A real ROUTER on inproc:// and a DEALER peer
-// stand for the broker's socket and one client.
+// connection does, to replies, events, dispatches and streams' chunks. A real ROUTER on inproc://
+// and a DEALER peer stand for the broker's socket and one client.
 #include <chrono>
 #include <functional>
 #include <span>
@@ -36,13 +36,23 @@ struct Fixture {
   Sent undelivered_because = Sent::ok;
   // Called from the undelivered callback: what the broker does with the calls.
   std::function<void()> on_undelivered;
+  // The streams whose chunks were in a batch that did not go, and what the write found.
+  std::vector<broker::CallId> undelivered_chunks;
+  Sent undelivered_chunks_because = Sent::ok;
   Outbox outbox{
-      router, quiet, metrics, [this](const broker::RoutingId& to) { gone.push_back(to); },
+      router,
+      quiet,
+      metrics,
+      [this](const broker::RoutingId& to) { gone.push_back(to); },
       [this](const broker::RoutingId& to, std::span<const broker::CallId> calls, Sent sent) {
         undelivered_to = to;
         undelivered.insert(undelivered.end(), calls.begin(), calls.end());
         undelivered_because = sent;
         if (on_undelivered) on_undelivered();
+      },
+      [this](const broker::RoutingId&, std::span<const broker::CallId> calls, Sent sent) {
+        undelivered_chunks.insert(undelivered_chunks.end(), calls.begin(), calls.end());
+        undelivered_chunks_because = sent;
       }};
   const broker::RoutingId rid = "peer";
 
@@ -105,6 +115,12 @@ std::vector<std::pair<wire::Kind, std::uint64_t>> records_of(const zmq::message_
     out.emplace_back(r.kind(), r.id());
   }
   return out;
+}
+
+std::string chunk_header(std::uint64_t id) {
+  wire::HeaderWriter w;
+  w.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, id);
+  return std::string(w.bytes());
 }
 
 zmq::message_t heartbeat() {
@@ -316,4 +332,68 @@ TEST_CASE("dispatches to a connection that is gone are handed back as such", "[o
   CHECK(f.undelivered_to == "nobody");
   CHECK(f.undelivered == std::vector<broker::CallId>{4});
   CHECK(f.undelivered_because == Sent::peer_gone);
+}
+
+TEST_CASE("a stream's chunks go in its caller's batch before its final reply", "[outbox][stream]") {
+  Fixture f;
+  for (const std::string_view text : {"c1", "c2"}) {
+    zmq::message_t chunk(text);
+    CHECK(f.outbox.chunk(f.rid, true, chunk_header(7), std::span<zmq::message_t>(&chunk, 1), 70) ==
+          Sent::ok);
+  }
+  f.outbox.reply(f.rid, true, reply_header(7), {}, wire::OK);
+  CHECK(f.nothing_to_read());
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  REQUIRE(f.read(frames).kind() == wire::BATCH);
+  REQUIRE(frames.size() == 2);
+  using R = std::vector<std::pair<wire::Kind, std::uint64_t>>;
+  CHECK(records_of(frames[1]) == R{{wire::CHUNK, 7}, {wire::CHUNK, 7}, {wire::REPLY, 7}});
+  wire::BatchReader reader(frames[1].data(), frames[1].size());
+  wire::MessageRecord record;
+  REQUIRE(reader.next(record));
+  CHECK(record.payload == "c1");
+  CHECK(f.metrics.replies == 1);  // chunks are no outcome
+  CHECK(f.undelivered_chunks.empty());
+}
+
+TEST_CASE(
+    "a chunk too large for a batch, or for a connection that does not read batches, goes at "
+    "once, moved, after the batch",
+    "[outbox][stream]") {
+  Fixture f;
+  CHECK(f.outbox.chunk(f.rid, true, chunk_header(1), {}, 10) == Sent::ok);
+  zmq::message_t large(std::string(wire::kMaxBatchedPayload + 1, 'x'));
+  CHECK(f.outbox.chunk(f.rid, true, chunk_header(1), std::span<zmq::message_t>(&large, 1), 10) ==
+        Sent::ok);
+  CHECK(large.size() == 0);  // moved
+  std::vector<zmq::message_t> frames;
+  wire::Header h = f.read(frames);
+  CHECK(h.kind() == wire::CHUNK);
+  CHECK(frames.size() == 1);  // the small one, alone in its batch, went first
+  h = f.read(frames);
+  CHECK(h.kind() == wire::CHUNK);
+  CHECK(frames.at(1).size() == wire::kMaxBatchedPayload + 1);
+  zmq::message_t small(std::string_view("s"));
+  CHECK(f.outbox.chunk(f.rid, false, chunk_header(2), std::span<zmq::message_t>(&small, 1), 11) ==
+        Sent::ok);
+  CHECK(f.read(frames).id() == 2);  // before any flush
+}
+
+TEST_CASE("chunks in a batch a full connection refuses name each of their streams once",
+          "[outbox][stream]") {
+  Fixture f(1);
+  while (f.outbox.send(f.rid, heartbeat()) == Sent::ok) {
+  }
+  f.outbox.chunk(f.rid, true, chunk_header(1), {}, 10);
+  f.outbox.chunk(f.rid, true, chunk_header(1), {}, 10);
+  f.outbox.chunk(f.rid, true, chunk_header(2), {}, 20);
+  f.outbox.reply(f.rid, true, reply_header(3), {}, wire::OK);
+  f.outbox.flush();
+  CHECK(f.undelivered_chunks == std::vector<broker::CallId>{10, 20});
+  CHECK(f.undelivered_chunks_because == Sent::would_block);
+  CHECK(f.undelivered.empty());  // no dispatch was in it
+  CHECK(f.metrics.dropped_replies == 1);
+  // A lone chunk the pipe has no room for says so at once.
+  CHECK(f.outbox.chunk(f.rid, false, chunk_header(4), {}, 40) == Sent::would_block);
 }

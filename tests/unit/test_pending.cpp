@@ -1,5 +1,6 @@
 // The call table: every caller gets exactly one outcome, deadlines come out in order,
-// and a reply counts only from the instance the call was given to.
+// a reply counts only from the instance the call was given to, a caller's call is found
+// by its own id, and a reply after a cancel is told apart.
 #include <chrono>
 #include <string>
 #include <vector>
@@ -197,6 +198,9 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     c.headers.emplace_back("h", "v");
     c.idempotent = true;
     c.wait_for_ready = true;
+    c.stream = true;
+    c.credit = 9;
+    c.chunks = 3;
     c.payload.emplace_back("payload", 7);
     c.peer = "node-7";
     c.send_deadline = t0 + 2s;
@@ -223,6 +227,9 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     CHECK(blank.headers.empty());
     CHECK_FALSE(blank.idempotent);
     CHECK_FALSE(blank.wait_for_ready);
+    CHECK_FALSE(blank.stream);
+    CHECK(blank.credit == 0);
+    CHECK(blank.chunks == 0);
     CHECK(blank.payload.empty());
     CHECK(blank.accepted == TimePoint{});
     CHECK(blank.deadline == TimePoint{});
@@ -252,4 +259,114 @@ TEST_CASE("a full table does not fill a call in place", "[pending]") {
   bool filled = false;
   CHECK(calls.add_in_place([&](Call&) { filled = true; }) == nullptr);
   CHECK_FALSE(filled);
+}
+
+TEST_CASE("a request call is found by its caller and the caller's id until it is erased",
+          "[pending][by-caller]") {
+  PendingCalls calls(10);
+  const CallId first = calls.add(make_call(kA, 7, t0 + 1s))->id;
+  const CallId other = calls.add(make_call(kB, 7, t0 + 1s))->id;  // another caller, same id
+  REQUIRE(calls.find_by_caller(kA, 7) != nullptr);
+  CHECK(calls.find_by_caller(kA, 7)->id == first);
+  CHECK(calls.find_by_caller(kB, 7)->id == other);
+  CHECK(calls.find_by_caller(kA, 8) == nullptr);
+  CHECK(calls.find_by_caller(kI1, 7) == nullptr);
+
+  calls.erase(first);
+  CHECK(calls.find_by_caller(kA, 7) == nullptr);
+  CHECK(calls.find_by_caller(kB, 7)->id == other);
+  CHECK(calls.indexed() == 1);
+}
+
+TEST_CASE("a send is not found by its caller's id", "[pending][by-caller]") {
+  PendingCalls calls(10);
+  Call send = make_call(kA, 7, t0 + 1s);
+  send.kind = CallKind::send;
+  calls.add(std::move(send));
+  CHECK(calls.find_by_caller(kA, 7) == nullptr);
+  CHECK(calls.indexed() == 0);
+}
+
+TEST_CASE("a call of a gone connection is not found for one that took its handle slot",
+          "[pending][by-caller]") {
+  PendingCalls calls(10);
+  constexpr ClientHandle kGone{0, 1};
+  constexpr ClientHandle kNewInSlot{0, 2};
+  const CallId old_call = calls.add(make_call(kGone, 5, t0 + 1s))->id;
+  CHECK(calls.find_by_caller(kNewInSlot, 5) == nullptr);
+  const CallId new_call = calls.add(make_call(kNewInSlot, 5, t0 + 1s))->id;
+  CHECK(calls.find_by_caller(kNewInSlot, 5)->id == new_call);
+  CHECK(calls.find_by_caller(kGone, 5)->id == old_call);
+  calls.erase(old_call);
+  CHECK(calls.find_by_caller(kNewInSlot, 5)->id == new_call);
+}
+
+TEST_CASE("two calls under one caller id: the first is found until it is erased",
+          "[pending][by-caller]") {
+  PendingCalls calls(10);
+  const CallId first = calls.add(make_call(kA, 7, t0 + 1s))->id;
+  const CallId second = calls.add(make_call(kA, 7, t0 + 1s))->id;
+  CHECK(calls.find_by_caller(kA, 7)->id == first);
+  calls.erase(second);  // not the one indexed: the index keeps the first
+  CHECK(calls.find_by_caller(kA, 7)->id == first);
+  calls.erase(first);
+  CHECK(calls.find_by_caller(kA, 7) == nullptr);
+  CHECK(calls.indexed() == 0);
+}
+
+TEST_CASE("calls added after others ended reuse the index's nodes under their own keys",
+          "[pending][by-caller]") {
+  PendingCalls calls(100);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<CallId> ids;
+    for (std::uint64_t n = 0; n < 20; ++n)
+      ids.push_back(
+          calls.add(make_call(kA, 100 * static_cast<std::uint64_t>(round) + n, t0 + 1s))->id);
+    CHECK(calls.indexed() == 20);
+    for (std::uint64_t n = 0; n < 20; ++n) {
+      const Call* found = calls.find_by_caller(kA, 100 * static_cast<std::uint64_t>(round) + n);
+      REQUIRE(found != nullptr);
+      CHECK(found->id == ids[n]);
+    }
+    if (round > 0)
+      CHECK(calls.find_by_caller(kA, 100 * static_cast<std::uint64_t>(round - 1)) == nullptr);
+    for (const CallId id : ids)
+      calls.erase(id);
+    CHECK(calls.indexed() == 0);
+  }
+}
+
+TEST_CASE("a reply after a cancel is told apart from one nobody was given", "[pending][cancel]") {
+  PendingCalls calls(10);
+  Call* dispatched = calls.add(make_call(kA, 1, t0 + 1s));
+  calls.set_dispatched(*dispatched, kI1);
+  const CallId id = dispatched->id;
+  const CallId waiting = calls.add(make_call(kA, 2, t0 + 1s))->id;
+  calls.erase_cancelled(id);
+  calls.erase_cancelled(waiting);
+
+  Call* out = nullptr;
+  CHECK(calls.find(id) == nullptr);
+  CHECK(calls.find_by_caller(kA, 1) == nullptr);
+  CHECK(calls.check_reply(id, kI1, &out) == PendingCalls::ReplyCheck::cancelled);
+  CHECK(calls.check_reply(id, kI2, &out) == PendingCalls::ReplyCheck::unknown_id);
+  // A call that waited was held by no instance: nothing it is sent can be an answer.
+  CHECK(calls.check_reply(waiting, kI1, &out) == PendingCalls::ReplyCheck::unknown_id);
+  CHECK(out == nullptr);
+}
+
+TEST_CASE("the last kRecentCancels cancelled dispatches are remembered", "[pending][cancel]") {
+  PendingCalls calls(10);
+  std::vector<CallId> cancelled;
+  for (std::size_t n = 0; n <= PendingCalls::kRecentCancels; ++n) {
+    Call* call = calls.add(make_call(kA, n, t0 + 1s));
+    calls.set_dispatched(*call, kI1);
+    cancelled.push_back(call->id);
+    calls.erase_cancelled(call->id);
+  }
+  Call* out = nullptr;
+  CHECK(calls.check_reply(cancelled.front(), kI1, &out) == PendingCalls::ReplyCheck::unknown_id);
+  CHECK(calls.check_reply(cancelled[1], kI1, &out) == PendingCalls::ReplyCheck::cancelled);
+  CHECK(calls.check_reply(cancelled.back(), kI1, &out) == PendingCalls::ReplyCheck::cancelled);
+  CHECK(calls.size() == 0);
 }

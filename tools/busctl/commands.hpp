@@ -53,6 +53,11 @@ void clients(const Options& options, std::ostream& out);
 // `$broker`.topics: every subscription, then the published count of recent topics.
 void topics(const Options& options, std::ostream& out);
 
+// `$broker`.calls: the calls in flight, oldest first (the broker lists 1000 at most), as
+// render.hpp's calls_table or, with options.json, the admin.CallList; with `service` not
+// empty, only the calls to that service.
+void calls(const Options& options, const std::string& service, std::ostream& out);
+
 // `$broker`.queues (busctl queues, busctl queue ls): every legacy queue, whether it is
 // durable, its depth, bytes, readers, writers and counters; then the broker's store.
 void queues(const Options& options, std::ostream& out);

@@ -1,7 +1,8 @@
-// busctl status, services, clients, topics, queues: one request to `$broker` each, its
+// busctl status, services, clients, topics, queues, calls: one request to `$broker` each, its
 // answer decoded from admin.proto and printed as a table or JSON; busctl reload and drain:
 // one request each, its answer's message printed; busctl store compact: its answer's
 // message and the store's figures.
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -43,6 +44,17 @@ void clients(const Options& options, std::ostream& out) {
 void topics(const Options& options, std::ostream& out) {
   const auto list = ask_broker<sagebus::admin::TopicList>(options, "topics");
   out << (options.json ? message_json(list) : topics_table(list));
+}
+
+void calls(const Options& options, const std::string& service, std::ostream& out) {
+  auto list = ask_broker<sagebus::admin::CallList>(options, "calls");
+  if (!service.empty()) {
+    auto* calls = list.mutable_calls();
+    calls->erase(std::remove_if(calls->begin(), calls->end(),
+                                [&](const auto& call) { return call.service() != service; }),
+                 calls->end());
+  }
+  out << (options.json ? message_json(list) : calls_table(list));
 }
 
 void queues(const Options& options, std::ostream& out) {

@@ -1,6 +1,7 @@
 // busctl: inspect sage-busd and use every pattern of the bus from the command line.
 //
 //   busctl [OPTIONS] status | services | clients | topics | queues
+//   busctl [OPTIONS] calls [--service NAME]
 //   busctl [OPTIONS] stats [PREFIX]
 //   busctl [OPTIONS] reload | drain
 //   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-]
@@ -99,6 +100,12 @@ int main(int argc, char** argv) {
       app.add_subcommand("topics", "subscriptions, and messages published per topic");
   CLI::App* queues_cmd = app.add_subcommand(
       "queues", "legacy queues: durable, depth, bytes, readers, counters; the store (= queue ls)");
+  std::string calls_service;
+  CLI::App* calls_cmd = app.add_subcommand(
+      "calls",
+      "calls in flight, oldest first: service, method, caller, instance, state, age, time "
+      "left, stream, trace id");
+  calls_cmd->add_option("--service", calls_service, "only the calls to service NAME");
   std::string prefix;
   CLI::App* stats_cmd = app.add_subcommand(
       "stats", "the broker's metrics (as /metrics serves them): METRIC LABELS VALUE");
@@ -210,6 +217,7 @@ int main(int argc, char** argv) {
     if (clients_cmd->parsed()) busctl::clients(options, std::cout);
     if (topics_cmd->parsed()) busctl::topics(options, std::cout);
     if (queues_cmd->parsed() || queue_ls_cmd->parsed()) busctl::queues(options, std::cout);
+    if (calls_cmd->parsed()) busctl::calls(options, calls_service, std::cout);
     if (stats_cmd->parsed()) busctl::stats(options, prefix, std::cout);
     if (reload_cmd->parsed()) busctl::reload(options, std::cout);
     if (drain_cmd->parsed()) busctl::drain(options, std::cout);

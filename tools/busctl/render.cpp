@@ -183,6 +183,28 @@ std::string topics_table(const sagebus::admin::TopicList& topics) {
   return aligned(subscriptions) + "\n" + aligned(published);
 }
 
+std::string calls_table(const sagebus::admin::CallList& calls) {
+  std::vector<Row> rows{
+      {"SERVICE", "METHOD", "CALLER", "INSTANCE", "STATE", "AGE", "LEFT", "STREAM", "TRACE"}};
+  for (const auto& c : calls.calls()) {
+    const char* state = c.state() == sagebus::admin::CALL_WAITING      ? "waiting"
+                        : c.state() == sagebus::admin::CALL_DISPATCHED ? "dispatched"
+                                                                       : "overdue";
+    rows.push_back({c.service(), c.method(), or_dash(c.caller()), or_dash(c.instance_client()),
+                    state, human_duration(c.age_ms()),
+                    c.state() == sagebus::admin::CALL_OVERDUE ? "-" : human_duration(c.left_ms()),
+                    c.stream() ? std::to_string(c.chunks()) + " sent, " +
+                                     std::to_string(c.credit()) + " credit"
+                               : "-",
+                    or_dash(c.trace_id())});
+  }
+  std::string out = aligned(rows);
+  if (calls.total() > static_cast<std::uint32_t>(calls.calls_size()))
+    out += "(" + std::to_string(calls.total()) + " calls in flight; the broker lists the oldest " +
+           std::to_string(calls.calls_size()) + ")\n";
+  return out;
+}
+
 std::string store_line(const sagebus::admin::StoreStatus& store) {
   if (store.path().empty()) return "no store: queues live in memory\n";
   std::string out = "store " + store.path() + ": " + std::to_string(store.bytes()) + " bytes, " +

@@ -46,6 +46,15 @@ std::string clients_table(const sagebus::admin::ClientList& clients);
 // CREDIT), then topics (TOPIC PUBLISHED).
 std::string topics_table(const sagebus::admin::TopicList& topics);
 
+// Columns SERVICE METHOD CALLER INSTANCE STATE AGE LEFT STREAM TRACE, one row per call in
+// flight, in the list's order: CALLER and INSTANCE are connection names ("-": none, or
+// gone), STATE "waiting", "dispatched" or "overdue" (its deadline passed, its instance still
+// holds it), AGE since the broker accepted it and LEFT until its deadline as
+// human_duration(), STREAM "-" for a call of one reply, else "N sent, C credit" (chunks
+// passed on, and those its instance may still send), TRACE its trace id or "-". When the
+// broker has more calls than it listed, a last line says how many.
+std::string calls_table(const sagebus::admin::CallList& calls);
+
 // Columns NAME TOPIC DURABLE DEPTH/MAX BYTES READERS WRITERS UNACKED PUTS GETS
 // REDELIVERED (DURABLE "yes" or "no"); then store_line().
 std::string queues_table(const sagebus::admin::QueueList& queues);

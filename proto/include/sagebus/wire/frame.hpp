@@ -25,6 +25,10 @@ inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 inline constexpr std::size_t kMaxPayloadFrames = 64;
 // Names of services, methods and connections.
 inline constexpr std::size_t kMaxNameBytes = 128;
+// The most chunks a stream's caller may grant at once (REQUEST.credit with stream, and the
+// credit outstanding after CREDITs): the broker refuses a larger initial window and clamps
+// what CREDIT adds beyond it.
+inline constexpr std::uint32_t kMaxStreamWindow = 1024;
 // The service the broker answers itself (busctl's admin API). Names starting with '$'
 // are reserved for the broker.
 inline constexpr std::string_view kBrokerService = "$broker";

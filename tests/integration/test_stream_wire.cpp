@@ -1,0 +1,597 @@
+// Streams, cancellation and trace context on the wire, through the real broker
+// (docs/protocol.md, "Streams", "Cancellation", "Trace context"): raw ZeroMQ peers stand
+// for a caller and an instance, so that each test sends exactly the messages it names and
+// sees exactly what the broker sends back. A stream's chunks reach its caller in order
+// under its own id, within the credit it granted; what breaks the rules (a chunk beyond the
+// credit, for no stream, after the end; a CANCEL or CREDIT naming nothing) is dropped,
+// counted and disturbs nothing else; a cancel, or a caller that leaves, reaches the
+// instance as CANCEL and frees its slot at once.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+#include "raw_peer.hpp"
+#include "sagebus/admin.pb.h"
+#include "sagebus/wire/batch.hpp"
+
+using namespace sagebus;
+using namespace sagebus::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const std::string kTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const std::string kTraceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+wire::Header request(const std::string& service, const std::string& method,
+                     std::uint32_t timeout_ms = 10000) {
+  wire::Header h = header(wire::REQUEST);
+  h.set_service(service);
+  h.set_method(method);
+  h.set_timeout_ms(timeout_ms);
+  return h;
+}
+
+wire::Header stream_request(std::uint32_t credit, std::uint32_t timeout_ms = 10000) {
+  wire::Header h = request("streamer", "numbers", timeout_ms);
+  h.set_stream(true);
+  h.set_credit(credit);
+  return h;
+}
+
+wire::Header with_id(wire::Kind kind, std::uint64_t id) {
+  wire::Header h = header(kind);
+  h.set_id(id);
+  return h;
+}
+
+wire::Header credit(std::uint64_t id, std::uint32_t chunks) {
+  wire::Header h = with_id(wire::CREDIT, id);
+  h.set_credit(chunks);
+  return h;
+}
+
+// Registers `peer` as an instance of service "streamer" (methods "numbers" and "one")
+// that takes `max_inflight` calls at once.
+void register_streamer(RawPeer& peer, std::uint32_t max_inflight = 1) {
+  wire::Header reg = header(wire::REGISTER);
+  reg.set_service("streamer");
+  reg.mutable_registration()->add_methods("numbers");
+  reg.mutable_registration()->add_methods("one");
+  reg.mutable_registration()->set_max_inflight(max_inflight);
+  const auto registered = peer.reply_to(peer.send(reg));
+  REQUIRE(registered);
+  REQUIRE(registered->status() == wire::OK);
+}
+
+// The next message `peer` receives: of kind `kind`, with id `id`, and with `payload` as its
+// one payload frame unless `payload` is nothing.
+wire::Header expect(RawPeer& peer, wire::Kind kind, std::uint64_t id,
+                    std::optional<std::string> payload = std::nullopt) {
+  const auto h = peer.receive(5s);
+  REQUIRE(h);
+  INFO("received " << h->ShortDebugString());
+  CHECK(h->kind() == kind);
+  CHECK(h->id() == id);
+  if (payload) {
+    REQUIRE(peer.payload().size() == 1);
+    CHECK(peer.payload()[0] == *payload);
+  }
+  return *h;
+}
+
+// Messages `peer` received that it has not read yet, after the broker handled everything
+// `first` sent before (which has nothing unread itself): the broker handles each
+// connection's messages in order, and answers a HEARTBEAT after everything it sent before.
+int unread(RawPeer& first, RawPeer& peer) {
+  int first_others = 0;
+  REQUIRE(first.sync(&first_others));
+  CHECK(first_others == 0);
+  int others = 0;
+  REQUIRE(peer.sync(&others));
+  return others;
+}
+
+// A broker with a raw instance of "streamer" (max_inflight 1), a raw caller, and a raw
+// observer that reads the broker's reports.
+struct Bus {
+  Broker broker;
+  RawPeer instance{broker.endpoint()};
+  RawPeer caller{broker.endpoint()};
+  RawPeer observer{broker.endpoint()};
+
+  explicit Bus(std::vector<std::string> args = {}, bool caller_batches = false)
+      : broker(std::move(args)) {
+    REQUIRE(instance.hello("stream-instance"));
+    register_streamer(instance);
+    REQUIRE(caller.hello("stream-caller", false, caller_batches));
+    REQUIRE(observer.hello("stream-observer"));
+  }
+
+  // Sends `h` from the caller; returns the REQUEST the instance is given (its id is the
+  // broker's dispatch id).
+  std::pair<std::uint64_t, wire::Header> call(const wire::Header& h) {
+    const std::uint64_t id = caller.send(h);
+    const auto given = instance.receive(5s);
+    REQUIRE(given);
+    REQUIRE(given->kind() == wire::REQUEST);
+    return {id, *given};
+  }
+  void chunk(std::uint64_t dispatch_id, const std::string& payload) {
+    instance.send(with_id(wire::CHUNK, dispatch_id), {payload});
+  }
+  void reply(std::uint64_t dispatch_id, const std::string& payload) {
+    instance.send(with_id(wire::REPLY, dispatch_id), {payload});
+  }
+
+  // A "$broker" method's answer, parsed.
+  template <class Message>
+  Message ask(const std::string& method) {
+    const auto reply = observer.reply_to(observer.send(request("$broker", method)));
+    REQUIRE(reply);
+    REQUIRE(reply->status() == wire::OK);
+    Message message;
+    REQUIRE(observer.payload().size() == 1);
+    REQUIRE(message.ParseFromString(observer.payload()[0]));
+    return message;
+  }
+  admin::Counters counters() { return ask<admin::BrokerStatus>("status").counters(); }
+  unsigned in_flight() {
+    const auto list = ask<admin::ServiceList>("services");
+    for (const auto& s : list.services())
+      if (s.name() == "streamer") return s.instances(0).in_flight();
+    return 0;
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a stream's chunks reach its caller in order under its id and stop at its credit until it "
+    "sends CREDIT",
+    "[stream]") {
+  Bus bus;
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(stream_request(2));
+  CHECK(given.stream());
+  CHECK(given.credit() == 2);
+  const std::uint64_t dispatch = given.id();
+
+  bus.chunk(dispatch, "c1");
+  bus.chunk(dispatch, "c2");
+  bus.chunk(dispatch, "beyond the credit");
+  expect(bus.caller, wire::CHUNK, id, "c1");
+  expect(bus.caller, wire::CHUNK, id, "c2");
+  CHECK(unread(bus.instance, bus.caller) == 0);
+  CHECK(bus.counters().rejected_chunks() == before.rejected_chunks() + 1);
+
+  // The refused chunk disturbed nothing: more credit, more chunks.
+  bus.caller.send(credit(id, 3));
+  const auto granted = expect(bus.instance, wire::CREDIT, dispatch);
+  CHECK(granted.credit() == 3);
+  bus.chunk(dispatch, "c3");
+  bus.chunk(dispatch, "c4");
+  expect(bus.caller, wire::CHUNK, id, "c3");
+  expect(bus.caller, wire::CHUNK, id, "c4");
+
+  bus.reply(dispatch, "done");
+  const auto end = expect(bus.caller, wire::REPLY, id, "done");
+  CHECK(end.status() == wire::OK);
+
+  // The call is gone: a chunk after the final REPLY is refused like any unknown id.
+  bus.chunk(dispatch, "after the end");
+  CHECK(unread(bus.instance, bus.caller) == 0);
+  const auto after = bus.counters();
+  CHECK(after.rejected_chunks() == before.rejected_chunks() + 2);
+  CHECK(after.chunks() == before.chunks() + 4);
+  CHECK(after.streams() == before.streams() + 1);
+  CHECK(bus.in_flight() == 0);
+}
+
+TEST_CASE("a CHUNK from a connection not given the stream is refused and the stream goes on",
+          "[stream]") {
+  Bus bus;
+  RawPeer impostor(bus.broker.endpoint());
+  REQUIRE(impostor.hello("stream-impostor"));
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(stream_request(4));
+  impostor.send(with_id(wire::CHUNK, given.id()), {"forged"});
+  CHECK(unread(impostor, bus.caller) == 0);
+  CHECK(bus.counters().rejected_chunks() == before.rejected_chunks() + 1);
+  bus.chunk(given.id(), "real");
+  expect(bus.caller, wire::CHUNK, id, "real");
+  bus.reply(given.id(), "");
+  expect(bus.caller, wire::REPLY, id);
+}
+
+TEST_CASE("a CHUNK for a call that is not a stream is refused and counted and its REPLY arrives",
+          "[stream]") {
+  Bus bus;
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(request("streamer", "one"));
+  CHECK_FALSE(given.stream());
+  CHECK(given.credit() == 0);
+  bus.chunk(given.id(), "not asked for");
+  CHECK(unread(bus.instance, bus.caller) == 0);
+  CHECK(bus.counters().rejected_chunks() == before.rejected_chunks() + 1);
+  bus.reply(given.id(), "the one reply");
+  CHECK(expect(bus.caller, wire::REPLY, id, "the one reply").status() == wire::OK);
+}
+
+TEST_CASE("small chunks reach a caller that reads batches in one BATCH with the final REPLY",
+          "[stream][batch]") {
+  Bus bus({}, true);
+  const auto [id, given] = bus.call(stream_request(100));
+  // The instance sends its chunks and its reply in one BATCH: one receive round.
+  wire::BatchWriter records;
+  std::vector<std::string> sent;
+  for (int n = 0; n < 50; ++n) {
+    sent.push_back("chunk-" + std::to_string(n));
+    wire::Header chunk = with_id(wire::CHUNK, given.id());
+    records.add_message(wire::encode(chunk).to_string(), sent.back());
+  }
+  wire::Header end = with_id(wire::REPLY, given.id());
+  records.add_message(wire::encode(end).to_string(), "end");
+  bus.instance.send(header(wire::BATCH), {std::string(records.bytes())});
+
+  std::vector<std::string> chunks;
+  bool ended = false;
+  int messages = 0;
+  while (!ended) {
+    const auto h = bus.caller.receive(5s);
+    REQUIRE(h);
+    ++messages;
+    REQUIRE(h->kind() == wire::BATCH);
+    REQUIRE(bus.caller.payload().size() == 1);
+    const std::string frame = bus.caller.payload()[0];
+    wire::BatchReader reader(frame.data(), frame.size());
+    for (wire::MessageRecord record; reader.next(record);) {
+      wire::Header r;
+      REQUIRE(wire::decode(record.header.data(), record.header.size(), r) ==
+              wire::DecodeResult::ok);
+      CHECK(r.id() == id);
+      REQUIRE_FALSE(ended);
+      if (r.kind() == wire::REPLY) {
+        ended = true;
+        CHECK(record.payload == "end");
+      } else {
+        CHECK(r.kind() == wire::CHUNK);
+        chunks.emplace_back(record.payload);
+      }
+    }
+    CHECK_FALSE(reader.malformed());
+  }
+  CHECK(chunks == sent);
+  CHECK(messages == 1);  // 50 chunks of a few bytes fit one 8 KiB batch
+}
+
+TEST_CASE("a CANCEL for an id the caller has no call open under is counted and disturbs nothing",
+          "[cancel]") {
+  Bus bus;
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(stream_request(4));
+  bus.caller.send(with_id(wire::CANCEL, 987654321));
+  CHECK(unread(bus.caller, bus.instance) == 0);  // the instance hears nothing
+  CHECK(bus.counters().rejected_cancels() == before.rejected_cancels() + 1);
+  bus.chunk(given.id(), "still streaming");
+  expect(bus.caller, wire::CHUNK, id, "still streaming");
+  bus.reply(given.id(), "");
+  expect(bus.caller, wire::REPLY, id);
+  // Its call ended: a CANCEL for it now names nothing either.
+  bus.caller.send(with_id(wire::CANCEL, id));
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  CHECK(bus.counters().rejected_cancels() == before.rejected_cancels() + 2);
+}
+
+TEST_CASE("a cancel reaches the instance within 10 ms on loopback and frees it for new work",
+          "[cancel]") {
+  Bus bus;
+  const auto before = bus.counters();
+  std::vector<double> latencies_ms;
+  for (int round = 0; round < 5; ++round) {
+    const auto [cancelled, given] = bus.call(request("streamer", "one"));
+    // The next call waits: the instance takes one at a time.
+    const std::uint64_t next = bus.caller.send(request("streamer", "one"));
+    REQUIRE(unread(bus.caller, bus.instance) == 0);
+
+    const auto sent = Clock::now();
+    bus.caller.send(with_id(wire::CANCEL, cancelled));
+    const auto cancel = expect(bus.instance, wire::CANCEL, given.id());
+    latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+    CHECK(cancel.message() == "cancelled by its caller");
+    // Its slot is free at once: the waiting call is dispatched.
+    const auto second = bus.instance.receive(5s);
+    REQUIRE(second);
+    CHECK(second->kind() == wire::REQUEST);
+
+    // What the instance sent before it heard of the cancel is dropped and counted as such.
+    bus.reply(given.id(), "too late");
+    bus.reply(second->id(), "answer");
+    CHECK(expect(bus.caller, wire::REPLY, next, "answer").status() == wire::OK);
+  }
+  CHECK(unread(bus.instance, bus.caller) == 0);  // no REPLY for a cancelled call
+  WARN("CANCEL from caller to instance, ms: " << latencies_ms[0] << " " << latencies_ms[1] << " "
+                                              << latencies_ms[2] << " " << latencies_ms[3] << " "
+                                              << latencies_ms[4]);
+  // The best of five: one round may meet a busy machine.
+  CHECK(*std::min_element(latencies_ms.begin(), latencies_ms.end()) < 10.0);
+  const auto after = bus.counters();
+  CHECK(after.cancelled() == before.cancelled() + 5);
+  CHECK(after.replies_after_cancel() == before.replies_after_cancel() + 5);
+  CHECK(after.rejected_replies() == before.rejected_replies());
+  CHECK(bus.in_flight() == 0);
+}
+
+TEST_CASE("a cancelled call that waited for capacity never reaches an instance", "[cancel]") {
+  Bus bus;
+  const auto [first, given] = bus.call(request("streamer", "one"));
+  const std::uint64_t waiting = bus.caller.send(request("streamer", "one"));
+  bus.caller.send(with_id(wire::CANCEL, waiting));
+  REQUIRE(unread(bus.caller, bus.instance) == 0);
+  bus.reply(given.id(), "first");
+  expect(bus.caller, wire::REPLY, first, "first");
+  int dispatched = 0;  // after the slot freed
+  REQUIRE(bus.instance.sync(&dispatched));
+  CHECK(dispatched == 0);
+  CHECK(bus.counters().cancelled() == 1);
+  CHECK(bus.ask<admin::CallList>("calls").total() == 0);
+}
+
+TEST_CASE("a caller that disconnects with a call in flight: its instance is sent CANCEL",
+          "[cancel]") {
+  Bus bus;
+  auto leaver = std::make_unique<RawPeer>(bus.broker.endpoint());
+  REQUIRE(leaver->hello("stream-leaver"));
+  const std::uint64_t id = leaver->send(stream_request(8));
+  const auto given = bus.instance.receive(5s);
+  REQUIRE(given);
+  REQUIRE(given->kind() == wire::REQUEST);
+  // A second call waits for the instance.
+  const std::uint64_t next = bus.caller.send(request("streamer", "one"));
+  (void)id;
+
+  SECTION("by GOODBYE") {
+    leaver->send(header(wire::GOODBYE));
+  }
+  SECTION("by closing its socket") {
+    leaver.reset();
+  }
+
+  const auto cancel = expect(bus.instance, wire::CANCEL, given->id());
+  CHECK(cancel.message() == "its caller disconnected");
+  const auto second = bus.instance.receive(5s);
+  REQUIRE(second);
+  CHECK(second->kind() == wire::REQUEST);
+  bus.chunk(given->id(), "for nobody");
+  bus.reply(given->id(), "for nobody");
+  bus.reply(second->id(), "answer");
+  expect(bus.caller, wire::REPLY, next, "answer");
+  const auto counters = bus.counters();
+  CHECK(counters.cancelled() == 1);
+  CHECK(counters.replies_after_cancel() == 2);
+  CHECK(counters.rejected_chunks() == 0);
+  CHECK(counters.rejected_replies() == 0);
+}
+
+TEST_CASE("a CREDIT for no stream of the sender's is refused and counted", "[stream]") {
+  Bus bus;
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(request("streamer", "one"));
+  bus.caller.send(credit(id, 5));      // a call, not a stream
+  bus.caller.send(credit(424242, 5));  // no call at all
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  CHECK(bus.counters().rejected_credits() == before.rejected_credits() + 2);
+  bus.reply(given.id(), "fine");
+  expect(bus.caller, wire::REPLY, id, "fine");
+}
+
+TEST_CASE("a stream's credit outstanding never passes 1024", "[stream]") {
+  Bus bus;
+  const auto [id, given] = bus.call(stream_request(1000));
+  bus.caller.send(credit(id, 100));
+  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == 24);
+  bus.caller.send(credit(id, 5));  // the window is full: nothing to pass on
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  bus.chunk(given.id(), "one");
+  expect(bus.caller, wire::CHUNK, id, "one");
+  bus.caller.send(credit(id, 5));
+  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == 1);
+  CHECK(bus.counters().rejected_credits() == 0);
+}
+
+TEST_CASE("a stream that waited for capacity is dispatched with the credit granted meanwhile",
+          "[stream]") {
+  Bus bus;
+  const auto [first, busy] = bus.call(request("streamer", "one"));
+  const std::uint64_t id = bus.caller.send(stream_request(2));
+  bus.caller.send(credit(id, 5));
+  REQUIRE(unread(bus.caller, bus.instance) == 0);
+  bus.reply(busy.id(), "");
+  const auto given = bus.instance.receive(5s);
+  REQUIRE(given);
+  REQUIRE(given->kind() == wire::REQUEST);
+  CHECK(given->stream());
+  CHECK(given->credit() == 7);
+}
+
+TEST_CASE("a stream's credit must be 1 to 1024", "[stream]") {
+  Bus bus;
+  for (const std::uint32_t credit : {0u, 1025u}) {
+    const auto reply = bus.caller.reply_to(bus.caller.send(stream_request(credit)));
+    REQUIRE(reply);
+    CHECK(reply->status() == wire::INVALID_ARGUMENT);
+    CHECK_THAT(reply->message(), Catch::Contains("must be 1 to 1024"));
+  }
+  CHECK(unread(bus.caller, bus.instance) == 0);
+}
+
+TEST_CASE("a chunk over max-payload ends its stream HANDLER_ERROR and cancels it at its instance",
+          "[stream]") {
+  Bus bus({"--max-payload", "1024"});
+  const auto [id, given] = bus.call(stream_request(8));
+  const std::uint64_t next = bus.caller.send(request("streamer", "one"));
+  bus.chunk(given.id(), "small");
+  bus.chunk(given.id(), std::string(2000, 'x'));
+  expect(bus.caller, wire::CHUNK, id, "small");
+  const auto end = expect(bus.caller, wire::REPLY, id);
+  CHECK(end.status() == wire::HANDLER_ERROR);
+  CHECK_THAT(end.message(), Catch::Contains("chunk 2") && Catch::Contains("max-payload"));
+  expect(bus.instance, wire::CANCEL, given.id());
+  const auto second = bus.instance.receive(5s);  // the slot is free
+  REQUIRE(second);
+  CHECK(second->kind() == wire::REQUEST);
+  bus.reply(second->id(), "ok");
+  expect(bus.caller, wire::REPLY, next, "ok");
+}
+
+TEST_CASE("a stream past its deadline drops late chunks and cancels and counts them",
+          "[stream][deadline]") {
+  Bus bus;
+  const auto before = bus.counters();
+  const auto [id, given] = bus.call(stream_request(8, 300));
+  CHECK(expect(bus.caller, wire::REPLY, id).status() == wire::DEADLINE_EXCEEDED);
+  bus.chunk(given.id(), "late");
+  bus.caller.send(with_id(wire::CANCEL, id));
+  CHECK(unread(bus.instance, bus.caller) == 0);
+  CHECK(unread(bus.caller, bus.instance) == 0);  // no CANCEL: the handler had the deadline
+  const auto after = bus.counters();
+  CHECK(after.late_chunks() == before.late_chunks() + 1);
+  CHECK(after.late_cancels() == before.late_cancels() + 1);
+  CHECK(after.rejected_cancels() == before.rejected_cancels());
+  // It still holds its instance until the late reply, as any call past its deadline.
+  CHECK(bus.in_flight() == 1);
+  bus.reply(given.id(), "");
+  REQUIRE(bus.instance.sync());
+  CHECK(bus.in_flight() == 0);
+}
+
+TEST_CASE("an idempotent stream is retried on instance loss only if it delivered no chunk yet",
+          "[stream][lost]") {
+  Bus bus;
+  RawPeer second(bus.broker.endpoint());
+  REQUIRE(second.hello("stream-instance-2"));
+  register_streamer(second);
+  // The broker picks between the two; whichever is given the stream is then lost.
+  auto given_to = [&](std::uint64_t) -> std::pair<RawPeer*, wire::Header> {
+    for (int tries = 0; tries < 500; ++tries)
+      for (RawPeer* peer : {&bus.instance, &second})
+        if (auto h = peer->receive(10ms); h && h->kind() == wire::REQUEST) return {peer, *h};
+    FAIL("no instance was given the stream");
+    return {nullptr, {}};
+  };
+  wire::Header idempotent = stream_request(4);
+  idempotent.set_idempotent(true);
+
+  SECTION("a chunk delivered: UNAVAILABLE after it") {
+    const std::uint64_t id = bus.caller.send(idempotent);
+    auto [lost, given] = given_to(id);
+    RawPeer& other = lost == &bus.instance ? second : bus.instance;
+    lost->send(with_id(wire::CHUNK, given.id()), {"c1"});
+    expect(bus.caller, wire::CHUNK, id, "c1");
+    lost->send(header(wire::GOODBYE));
+    const auto end = expect(bus.caller, wire::REPLY, id);
+    CHECK(end.status() == wire::UNAVAILABLE);
+    CHECK_THAT(end.message(), Catch::Contains("after 1 chunks"));
+    CHECK(unread(bus.caller, other) == 0);  // not retried
+  }
+  SECTION("no chunk yet: retried on the other instance with its credit") {
+    const std::uint64_t id = bus.caller.send(idempotent);
+    auto [lost, given] = given_to(id);
+    RawPeer& other = lost == &bus.instance ? second : bus.instance;
+    lost->send(header(wire::GOODBYE));
+    const auto retried = other.receive(5s);
+    REQUIRE(retried);
+    REQUIRE(retried->kind() == wire::REQUEST);
+    CHECK(retried->stream());
+    CHECK(retried->credit() == 4);
+    other.send(with_id(wire::CHUNK, retried->id()), {"c1"});
+    expect(bus.caller, wire::CHUNK, id, "c1");
+    other.send(with_id(wire::REPLY, retried->id()), {"done"});
+    CHECK(expect(bus.caller, wire::REPLY, id, "done").status() == wire::OK);
+  }
+}
+
+TEST_CASE("a REQUEST or SEND with an invalid traceparent is answered INVALID_ARGUMENT", "[trace]") {
+  Bus bus;
+  const auto before = bus.counters();
+  wire::Header call = request("streamer", "one");
+  call.set_traceparent("00-not-a-trace");
+  const auto refused = bus.caller.reply_to(bus.caller.send(call));
+  REQUIRE(refused);
+  CHECK(refused->status() == wire::INVALID_ARGUMENT);
+  CHECK_THAT(refused->message(), Catch::Contains("traceparent '00-not-a-trace'"));
+  wire::Header send = header(wire::SEND);
+  send.set_peer("stream-observer");
+  send.set_timeout_ms(1000);
+  send.set_traceparent(kTraceparent.substr(0, 54) + "Z");
+  const auto refused_send = bus.caller.reply_to(bus.caller.send(send));
+  REQUIRE(refused_send);
+  CHECK(refused_send->status() == wire::INVALID_ARGUMENT);
+  CHECK_THAT(refused_send->message(), Catch::Contains("lower-case hex"));
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  CHECK(bus.counters().invalid_argument() == before.invalid_argument() + 2);
+
+  // A valid one reaches the instance as it was sent.
+  call.set_traceparent(kTraceparent);
+  const auto [id, given] = bus.call(call);
+  CHECK(given.traceparent() == kTraceparent);
+  bus.reply(given.id(), "");
+  expect(bus.caller, wire::REPLY, id);
+}
+
+TEST_CASE(
+    "the admin method calls lists the calls in flight with their service method instance state "
+    "and trace id",
+    "[calls][trace]") {
+  Bus bus;
+  wire::Header traced = stream_request(8);
+  traced.set_traceparent(kTraceparent);
+  const auto [id, given] = bus.call(traced);
+  bus.chunk(given.id(), "c1");
+  expect(bus.caller, wire::CHUNK, id, "c1");
+  bus.caller.send(request("streamer", "one"));  // waits
+  REQUIRE(unread(bus.caller, bus.instance) == 0);
+
+  const auto list = bus.ask<admin::CallList>("calls");
+  CHECK(list.total() == 2);
+  REQUIRE(list.calls_size() == 2);
+  const admin::CallInfo& dispatched = list.calls(0);  // the oldest first
+  CHECK(dispatched.id() == given.id());
+  CHECK(dispatched.service() == "streamer");
+  CHECK(dispatched.method() == "numbers");
+  CHECK(dispatched.caller() == "stream-caller");
+  CHECK(dispatched.instance() == "raw-stream-instance");
+  CHECK(dispatched.instance_client() == "stream-instance");
+  CHECK(dispatched.state() == admin::CALL_DISPATCHED);
+  CHECK(dispatched.trace_id() == kTraceId);
+  CHECK(dispatched.stream());
+  CHECK(dispatched.chunks() == 1);
+  CHECK(dispatched.credit() == 7);
+  CHECK(dispatched.left_ms() > 0);
+  CHECK(dispatched.left_ms() <= 10000);
+  const admin::CallInfo& waiting = list.calls(1);
+  CHECK(waiting.method() == "one");
+  CHECK(waiting.state() == admin::CALL_WAITING);
+  CHECK(waiting.instance().empty());
+  CHECK(waiting.trace_id().empty());
+  CHECK_FALSE(waiting.stream());
+
+  // The broker's log lines about the call name its trace.
+  CHECK(eventually(
+      [&] {
+        const std::string log = bus.broker.log();
+        return log.find(
+                   "dispatched to instance raw-stream-instance of 'streamer' (1/1 in "
+                   "flight); trace " +
+                   kTraceId) != std::string::npos;
+      },
+      5s));
+}
