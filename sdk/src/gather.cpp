@@ -1,6 +1,7 @@
 // Scatter-gather: Client::call_all and call_all_async. The broker sends the caller a CHUNK
 // saying how many instances it asked (`count`), one CHUNK per instance's outcome (`peer`
 // names it), then the final REPLY (docs/protocol.md, "Scatter-gather").
+#include <atomic>
 #include <mutex>
 
 #include "client_request.hpp"
@@ -25,6 +26,7 @@ class GatherCore final : public detail::CallControl {
 
   void on_chunk(const wire::Header& header, std::string_view payload) override {
     if (header.peer().empty()) {  // how many were asked
+      counted_ = true;
       if (connection_ == nullptr) {
         std::lock_guard lock(mutex_);
         gathered_.asked = header.count();
@@ -45,6 +47,16 @@ class GatherCore final : public detail::CallControl {
     }
   }
 
+  // The final outcome, but for a broker that took the call for a plain one (it sends no
+  // count first: it predates scatter-gather), whose one reply is no gather's.
+  detail::Outcome checked(detail::Outcome outcome) const {
+    if (outcome.status == Status::ok && !counted_)
+      return detail::failure(Status::internal,
+                             "sage-busd answered call_all as a plain call: it predates "
+                             "scatter-gather (REQUEST.all); upgrade it");
+    return outcome;
+  }
+
   GatherReply take() {
     std::lock_guard lock(mutex_);
     return std::move(gathered_);
@@ -52,6 +64,7 @@ class GatherCore final : public detail::CallControl {
 
  private:
   detail::Connection* connection_ = nullptr;
+  std::atomic<bool> counted_{false};  // the count came (on the driver's thread)
   const OnAsked on_asked_;
   const OnReply on_reply_;
   std::mutex mutex_;
@@ -73,7 +86,7 @@ GatherReply Client::call_all(std::string_view service, std::string_view method,
   const auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
   auto core = std::make_shared<GatherCore>();
   spec.control = core;
-  detail::Outcome outcome = detail::ask(*this, std::move(spec));
+  detail::Outcome outcome = core->checked(detail::ask(*this, std::move(spec)));
   GatherReply gathered = core->take();
   if (interception) {
     std::size_t bytes = 0;

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <ostream>
 #include <string>
 
@@ -80,10 +81,24 @@ void stats(const Options& options, const std::string& prefix, std::ostream& out)
 
 // --- Request-response ----------------------------------------------------------------
 
+// What `busctl call` asks beyond the call itself.
+struct CallFlags {
+  bool stream = false;  // the reply is a stream: each chunk as it comes
+  bool all = false;     // scatter-gather: every instance's outcome
+  std::map<std::string, std::string> headers{};
+  std::string traceparent{};
+  std::chrono::milliseconds idle_timeout{0};  // streams: the longest wait for a chunk
+};
+
 // SERVICE.METHOD with `payload`. Writes the reply payload as is, plus a '\n' unless it
-// already ends with one; with options.json, one JSON object (see render.hpp).
-void call(const Options& options, const std::string& service, const std::string& method,
-          const std::string& payload, std::ostream& out);
+// already ends with one; with options.json, one JSON object (see render.hpp). With
+// flags.stream, each chunk as is as it comes (JSON: one {"chunk":true,"payload":...} line
+// each, then {"status":"OK"}); with flags.all, a table INSTANCE STATUS REPLY (JSON:
+// gather_json). Once `stop` is set (SIGINT, SIGTERM) the call is cancelled and this
+// throws Error(CANCELLED).
+void call(const Options& options, const CallFlags& flags, const std::string& service,
+          const std::string& method, const std::string& payload, const std::atomic<bool>& stop,
+          std::ostream& out);
 
 // --- Publish-subscribe ---------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 //   busctl [OPTIONS] calls [--service NAME]
 //   busctl [OPTIONS] stats [PREFIX]
 //   busctl [OPTIONS] reload | drain
-//   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-]
+//   busctl [OPTIONS] call SERVICE METHOD [PAYLOAD|-] [--stream [--idle-timeout MS] | --all]
+//                         [--header K=V]... [--traceparent TP]
 //   busctl [OPTIONS] publish TOPIC [PAYLOAD|-]
 //   busctl [OPTIONS] subscribe PATTERN [--count N]
 //   busctl [OPTIONS] send PEER [PAYLOAD|-] [--hold MS]
@@ -15,6 +16,7 @@
 //   busctl [OPTIONS] store compact
 //   busctl [--json] keygen NAME
 //
+// SIGINT or SIGTERM during a call cancels it (at the broker and the instance).
 // OPTIONS: --endpoint E, --json, --timeout MS, --name NAME, --takeover, --key K,
 // --server-key K (SAGEBUS_ENDPOINT, SAGEBUS_KEY, SAGEBUS_SERVER_KEY); they may also
 // follow the subcommand. Exit status: 0 on success (subscribe and receive also when
@@ -27,6 +29,7 @@
 #include <iostream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -121,6 +124,22 @@ int main(int argc, char** argv) {
   call_cmd->add_option("SERVICE", service, "service name")->required();
   call_cmd->add_option("METHOD", method, "method name")->required();
   call_cmd->add_option("PAYLOAD", payload, std::string("request ") + kPayloadHelp);
+  busctl::CallFlags call_flags;
+  std::vector<std::string> call_headers;
+  int idle_timeout_ms = 0;
+  auto* stream_flag = call_cmd->add_flag("--stream", call_flags.stream,
+                                         "the reply is a stream: print each chunk as it comes");
+  call_cmd
+      ->add_flag("--all", call_flags.all,
+                 "scatter-gather: call every live instance and print each one's outcome")
+      ->excludes(stream_flag);
+  call_cmd->add_option("--header", call_headers, "a header K=V to send (repeatable)");
+  call_cmd->add_option("--traceparent", call_flags.traceparent,
+                       "the call's W3C traceparent (default: a new trace)");
+  call_cmd
+      ->add_option("--idle-timeout", idle_timeout_ms,
+                   "with --stream: the longest wait for a chunk, in ms (default: none)")
+      ->check(CLI::NonNegativeNumber);
 
   // Publish-subscribe.
   CLI::App* publish_cmd =
@@ -221,7 +240,21 @@ int main(int argc, char** argv) {
     if (stats_cmd->parsed()) busctl::stats(options, prefix, std::cout);
     if (reload_cmd->parsed()) busctl::reload(options, std::cout);
     if (drain_cmd->parsed()) busctl::drain(options, std::cout);
-    if (call_cmd->parsed()) busctl::call(options, service, method, payload_of(payload), std::cout);
+    if (call_cmd->parsed()) {
+      for (const std::string& header : call_headers) {
+        const auto eq = header.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          std::cerr << "--header " << header << ": expected K=V\n";
+          return kExitUsage;
+        }
+        call_flags.headers[header.substr(0, eq)] = header.substr(eq + 1);
+      }
+      call_flags.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
+      busctl::call(options, call_flags, service, method, payload_of(payload), stop_requested,
+                   std::cout);
+    }
     if (publish_cmd->parsed()) busctl::publish(options, target, payload_of(payload), std::cout);
     if (send_cmd->parsed())
       busctl::send(options, target, payload_of(payload), std::chrono::milliseconds(hold_ms),

@@ -205,6 +205,28 @@ std::string calls_table(const sagebus::admin::CallList& calls) {
   return out;
 }
 
+std::string gather_table(std::size_t asked, const std::vector<sagebus::InstanceReply>& replies) {
+  std::vector<Row> rows{{"INSTANCE", "STATUS", "REPLY"}};
+  for (const auto& r : replies)
+    rows.push_back({r.instance, std::string(sagebus::status_name(r.status)),
+                    r.ok() ? one_line_text(r.payload) : r.message});
+  return "asked " + std::to_string(asked) + (asked == 1 ? " instance\n" : " instances\n") +
+         aligned(rows);
+}
+
+std::string gather_json(std::size_t asked, const std::vector<sagebus::InstanceReply>& replies) {
+  std::string out = "{\"asked\":" + std::to_string(asked) + ",\"replies\":[";
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const auto& r = replies[i];
+    if (i != 0) out += ",";
+    out += "{\"instance\":" + json_quote(r.instance) +
+           ",\"status\":" + json_quote(sagebus::status_name(r.status));
+    if (!r.ok()) out += ",\"message\":" + json_quote(r.message);
+    out += "," + payload_json_member(r.payload) + "}";
+  }
+  return out + "]}\n";
+}
+
 std::string store_line(const sagebus::admin::StoreStatus& store) {
   if (store.path().empty()) return "no store: queues live in memory\n";
   std::string out = "store " + store.path() + ": " + std::to_string(store.bytes()) + " bytes, " +

@@ -78,6 +78,12 @@ std::string message_json(const google::protobuf::Message& message);
 // {"status":"OK","payload_base64":"..."}.
 std::string reply_json(const sagebus::Reply& reply);
 
+// call_all's outcomes: "asked N instances" and a table INSTANCE STATUS REPLY (the
+// payload as one_line_text(), or the message of an error), or one JSON object
+// {"asked":N,"replies":[{"instance":...,"status":...,"message"?,"payload":...}]}.
+std::string gather_table(std::size_t asked, const std::vector<sagebus::InstanceReply>& replies);
+std::string gather_json(std::size_t asked, const std::vector<sagebus::InstanceReply>& replies);
+
 // A published message: "TOPIC PAYLOAD\n", or as JSON
 // {"topic":"...","payload":"...","missed_before":N} (payload_base64 for non-UTF-8).
 std::string event_line(const sagebus::Message& message);
