@@ -30,6 +30,11 @@ Calls and streams are cancelled by future.cancel(), a cancelled asyncio task, le
 loop over a stream, or a CancelToken (cancel=); a handler's calls made with
 context=request.context share its deadline, trace and cancellation.
 
+Middleware: Client(..., interceptors=[...]) and Service(..., interceptors=[...]) take
+sagebus.Interceptor objects (before(call), after(call, end)), LoggingInterceptor and
+MetricsInterceptor. Scatter-gather: client.call_all(service, method, payload) asks every
+live instance and returns each one's named outcome (call_all_iter() as they come).
+
 Times are seconds, as floats. Every failure is a sagebus.Error subclass named for its
 status (DeadlineExceeded is also a TimeoutError, NoResponders a LookupError, ...),
 with .status and .message. Blocking calls release the GIL and wake every 100 ms for
@@ -60,7 +65,9 @@ from . import _native
 
 __all__ = [
     "Client", "Service", "Request", "Message", "Subscription", "Stream", "CancelToken",
-    "CallContext", "LegacyQueue", "QueueItem", "Status", "Strategy", "Error", "NoResponders",
+    "CallContext", "Interceptor", "CallInfo", "CallEnd", "LoggingInterceptor",
+    "MetricsInterceptor", "Gather", "GatherResult", "InstanceReply",
+    "LegacyQueue", "QueueItem", "Status", "Strategy", "Error", "NoResponders",
     "Unavailable", "DeadlineExceeded", "Overloaded", "Undeliverable", "InvalidArgument",
     "NotFound", "HandlerError", "PermissionDenied", "Cancelled", "Internal", "Unauthenticated",
     "JsonCodec", "PickleCodec", "call_service", "call_service_async", "default_client",
@@ -205,6 +212,14 @@ def _handler_failure(exc: BaseException) -> tuple:
     return int(Status.HANDLER_ERROR), f"{name}: {text}" if text else name
 
 
+def _status_of(status: int) -> Status:
+    """status as a Status; INTERNAL for a status newer than this package."""
+    try:
+        return Status(status)
+    except ValueError:
+        return Status.INTERNAL
+
+
 def _raise_if_failed(status: int, message: str) -> None:
     if status != Status.OK:
         raise _error_for(status, message)
@@ -266,6 +281,192 @@ class _CallFuture(concurrent.futures.Future):
                 self.set_exception(_error_for(status, message))
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile
             pass
+
+
+# --- middleware -------------------------------------------------------------------------
+
+
+class CallInfo:
+    """A call as an interceptor sees it: .service, .method, .headers (a dict: what it holds
+    when before() returns goes with the call), .payload_bytes, .stream (a streamed reply),
+    .all (a call_all), .trace_id (the call's W3C trace id, 32 hex digits, or "")."""
+
+    __slots__ = ("service", "method", "headers", "payload_bytes", "stream", "all", "trace_id")
+
+    def __init__(self, service: str, method: str, headers: Dict[str, str], payload_bytes: int,
+                 stream: bool = False, all: bool = False, trace_id: str = ""):
+        self.service = service
+        self.method = method
+        self.headers = headers
+        self.payload_bytes = payload_bytes
+        self.stream = stream
+        self.all = all
+        self.trace_id = trace_id
+
+    def __repr__(self) -> str:
+        kind = " stream" if self.stream else " all" if self.all else ""
+        return f"<sagebus.CallInfo {self.service}.{self.method}{kind} {self.payload_bytes} B>"
+
+
+class CallEnd:
+    """A call's outcome as after() sees it: .status (a Status), .message (why, when not
+    OK), .reply_bytes (the reply's payload, or all the chunks' together), .chunks (a
+    stream's chunks; a call_all's outcomes), .duration (seconds, from before() to the
+    outcome); .ok."""
+
+    __slots__ = ("status", "message", "reply_bytes", "chunks", "duration")
+
+    def __init__(self, status: int, message: str = "", reply_bytes: int = 0, chunks: int = 0,
+                 duration: float = 0.0):
+        self.status = _status_of(status)
+        self.message = message
+        self.reply_bytes = reply_bytes
+        self.chunks = chunks
+        self.duration = duration
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    def __repr__(self) -> str:
+        why = f" ({self.message})" if self.message else ""
+        return (f"<sagebus.CallEnd {self.status.name}{why} {self.reply_bytes} B "
+                f"in {self.duration * 1000:.3f} ms>")
+
+
+class Interceptor:
+    """Middleware around calls: pass instances as Client(..., interceptors=[...]) to see
+    each call the client makes, or Service(..., interceptors=[...]) each call it serves.
+
+    before(call) runs before the call is sent (client) or its handler runs (service), in
+    the order the interceptors were given; it may change call.headers (a client's reach
+    the service; a service's reach its handler), and refuses the call by raising a
+    sagebus.Error: the call then ends with that status and message, and nothing is sent
+    (client) or run (service). after(call, end) runs once the call has its outcome, in the
+    reverse order, for each interceptor whose before() ran (the refusing one included).
+    Override either or both; interceptors are shared by every thread that calls or serves.
+    See docs/python.md, "Middleware", for the threads they run on and what their other
+    exceptions do.
+    """
+
+    def before(self, call: CallInfo) -> None:
+        """Before the call: may change call.headers; raise a sagebus.Error to refuse it."""
+
+    def after(self, call: CallInfo, end: CallEnd) -> None:
+        """Once the call has its outcome (end). What it raises is reported
+        (sys.unraisablehook), and changes nothing."""
+
+
+class LoggingInterceptor(Interceptor):
+    """An interceptor (client's or service's) that writes one line per call, as the C++
+    SDK's does:
+
+        <label> memory.retrieve 120 B -> OK 456 B in 1.234 ms trace 4bf92f3577b34da6...
+
+    sink: a callable given each line (a str), called as after() is; None writes to the
+    process's standard error (file descriptor 2) without Python."""
+
+    def __init__(self, label: str = "sagebus", sink: Optional[Callable[[str], Any]] = None):
+        if sink is not None and not callable(sink):
+            raise TypeError(f"sink must be callable or None, not {type(sink).__name__}")
+        self.label = str(label)
+        self.sink = sink
+        self._native = _native.LoggingInterceptor(self.label, sink)
+
+    def __repr__(self) -> str:
+        return f"<sagebus.LoggingInterceptor {self.label!r}>"
+
+
+class MetricsInterceptor(Interceptor):
+    """An interceptor (client's or service's) that keeps, per service and method, a latency
+    histogram and a count per outcome status, in C++ (no Python runs per call).
+
+    snapshot() returns them; prometheus() shows them in the Prometheus text format;
+    `service.handle("metrics", metrics.handler)` (or `metrics.expose(service)`) serves that
+    text as a method of a service, in C++ too (`busctl call memory metrics`)."""
+
+    #: Upper bounds of the histogram's buckets, in seconds; the last is +Inf.
+    BUCKETS = tuple(_native.METRICS_BUCKETS) + (float("inf"),)
+
+    def __init__(self) -> None:
+        self._native = _native.MetricsInterceptor()
+
+    def snapshot(self) -> Dict[str, Dict[str, Any]]:
+        """{"service.method": {"count": calls, "seconds": their durations' sum, "buckets":
+        {upper bound: calls} (not cumulative; BUCKETS's bounds), "statuses": {Status:
+        calls}}}, now."""
+        out = {}
+        for key, (buckets, count, seconds, statuses) in self._native.snapshot().items():
+            out[key] = {
+                "count": count,
+                "seconds": seconds,
+                "buckets": dict(zip(self.BUCKETS, buckets)),
+                "statuses": {_status_of(status): n for status, n in statuses.items()},
+            }
+        return out
+
+    def prometheus(self) -> str:
+        """The figures in the Prometheus text format: the histogram
+        sagebus_call_duration_seconds and the counter sagebus_calls_total, labelled
+        service, method (and status)."""
+        return self._native.prometheus()
+
+    def handler(self, request: "Request") -> bytes:
+        """A handler answering prometheus(): `service.handle("metrics", metrics.handler)`
+        serves it in C++, without the GIL."""
+        return self.prometheus().encode()
+
+    def expose(self, service: "Service", method: str = "metrics") -> None:
+        """service.handle(method, self.handler)."""
+        service.handle(method, self.handler)
+
+    def __repr__(self) -> str:
+        return "<sagebus.MetricsInterceptor>"
+
+
+def _hook(interceptor: Any, name: str) -> Optional[Callable]:
+    """interceptor's before or after, or None when it has none or keeps Interceptor's."""
+    fn = getattr(interceptor, name, None)
+    if fn is None:
+        return None
+    if not callable(fn):
+        raise TypeError(f"{type(interceptor).__name__}.{name} is not callable")
+    if getattr(fn, "__func__", None) is getattr(Interceptor, name):
+        return None
+    return fn
+
+
+def _native_interceptors(interceptors: Any, what: str) -> list:
+    """What the native Client and Service take as interceptors=: the ready-made ones'
+    native objects, and (before, after, name) for the others."""
+    if interceptors is None:
+        return []
+    if isinstance(interceptors, (Interceptor, str, bytes)) or not hasattr(interceptors, "__iter__"):
+        raise TypeError(f"{what} takes interceptors as a list, not {type(interceptors).__name__}")
+    out = []
+    for interceptor in interceptors:
+        if isinstance(interceptor, (LoggingInterceptor, MetricsInterceptor)):
+            out.append(interceptor._native)
+            continue
+        before, after = _hook(interceptor, "before"), _hook(interceptor, "after")
+        if before is None and after is None and not isinstance(interceptor, Interceptor):
+            raise TypeError(f"{what}: an interceptor has before(call) and/or after(call, end) "
+                            f"(a sagebus.Interceptor), not {type(interceptor).__name__}")
+        out.append((before, after, type(interceptor).__name__))
+    return out
+
+
+def _interceptor_refusal(exc: BaseException, name: str, service: bool) -> Optional[tuple]:
+    """(status, message) of the refusal an interceptor's before() raised: a sagebus.Error's
+    own; anything else, for a service's, HANDLER_ERROR naming it (the native module calls
+    this). None: a client's unexpected exception, which is the caller's."""
+    if isinstance(exc, Error):
+        status = exc.status if exc.status != Status.OK else Status.INTERNAL
+        return int(status), exc.message
+    if not service:
+        return None
+    status, text = _handler_failure(exc)
+    return status, f"{text} (raised by the interceptor {name}.before)"
 
 
 # --- codecs -----------------------------------------------------------------------------
@@ -353,19 +554,25 @@ class Client:
 
     Client(endpoint="tcp://127.0.0.1:5555", *, name=None, reconnect_min=0.1,
     reconnect_max=2.0, max_pending=100000, max_queued_publishes=10000, inbox_size=1024,
-    takeover=False, server_key="", client_key="")
+    takeover=False, server_key="", client_key="", interceptors=None)
 
     It connects in the background and reconnects by itself. name: the connection's name
     (busctl clients; the address send() uses); server_key/client_key: the broker's public
     key and this client's secret key (Z85 text or a `busctl keygen` file), for a broker
-    run with auth. Use it as a context manager, or close() it.
+    run with auth; interceptors: middleware around every call it makes (Interceptor,
+    LoggingInterceptor, MetricsInterceptor), in order. Use it as a context manager, or
+    close() it.
     """
 
     _OPTIONS = {"name", "reconnect_min", "reconnect_max", "max_pending",
-                "max_queued_publishes", "inbox_size", "takeover", "server_key", "client_key"}
+                "max_queued_publishes", "inbox_size", "takeover", "server_key", "client_key",
+                "interceptors"}
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, **options: Any):
         _check_options(options, self._OPTIONS, "Client()")
+        interceptors = options.get("interceptors")
+        native_interceptors = _native_interceptors(interceptors, "Client()")
+        self.interceptors = tuple(interceptors or ())
         self._native = _native.Client(
             endpoint=str(endpoint),
             name=str(options.get("name") or ""),
@@ -376,7 +583,8 @@ class Client:
             inbox_size=int(options.get("inbox_size", 1024)),
             takeover=bool(options.get("takeover", False)),
             server_key=str(options.get("server_key", "")),
-            client_key=str(options.get("client_key", "")))
+            client_key=str(options.get("client_key", "")),
+            interceptors=native_interceptors)
         self.endpoint = endpoint
         _clients.add(self)
 
@@ -513,6 +721,50 @@ class Client:
         return Stream(self._native.stream(service, method, payload, (
             timeout, wait_for_ready, False, routing_key, dict(headers) if headers else None,
             cancel, context, traceparent or ""), float(idle_timeout or 0.0), window))
+
+    # scatter-gather
+
+    def call_all(self, service: str, method: str, payload: bytes = b"", *,
+                 timeout: float = 5.0, headers: Optional[Mapping[str, str]] = None,
+                 context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+                 cancel: Optional[CancelToken] = None) -> "GatherResult":
+        """Calls `method` of every live instance of `service` that has it, and returns once
+        each has an outcome: a GatherResult (.asked, .replies: an InstanceReply each, named
+        by the instance's connection name, in the order they came), whatever their
+        statuses. An instance that has not answered by the timeout gives DEADLINE_EXCEEDED,
+        one lost meanwhile UNAVAILABLE, one at its max_inflight OVERLOADED. Raises the Error
+        of a failure of the whole: NoResponders when no instance has it, Cancelled,
+        Unavailable when the broker is lost... The options are call()'s; Ctrl-C cancels
+        it."""
+        gather = self.call_all_iter(service, method, payload, timeout=timeout, headers=headers,
+                                    context=context, traceparent=traceparent, cancel=cancel)
+        replies = list(gather)
+        return GatherResult(len(replies) if gather.asked is None else gather.asked, replies)
+
+    async def acall_all(self, service: str, method: str, payload: bytes = b"", *,
+                        timeout: float = 5.0, headers: Optional[Mapping[str, str]] = None,
+                        context: Optional[CallContext] = None,
+                        traceparent: Optional[str] = None,
+                        cancel: Optional[CancelToken] = None) -> "GatherResult":
+        """As call_all(), for asyncio: `await client.acall_all(...)`. Cancelling the
+        awaiting task cancels the call."""
+        gather = self.call_all_iter(service, method, payload, timeout=timeout, headers=headers,
+                                    context=context, traceparent=traceparent, cancel=cancel)
+        replies = [reply async for reply in gather]
+        return GatherResult(len(replies) if gather.asked is None else gather.asked, replies)
+
+    def call_all_iter(self, service: str, method: str, payload: bytes = b"", *,
+                      timeout: float = 5.0, headers: Optional[Mapping[str, str]] = None,
+                      context: Optional[CallContext] = None, traceparent: Optional[str] = None,
+                      cancel: Optional[CancelToken] = None) -> "Gather":
+        """As call_all(), but returns a Gather at once: iterate it (for, async for) for
+        each instance's InstanceReply as it comes; .asked says how many were asked once
+        the broker has. Leaving the loop early cancels the call."""
+        if cancel is not None or context is not None:
+            _check_cancel(cancel, context)
+        return Gather(self._native.call_all(service, method, payload, (
+            timeout, False, False, "", dict(headers) if headers else None, cancel, context,
+            traceparent or "")))
 
     # the old call shape
 
@@ -765,6 +1017,147 @@ class Stream:
                 raise
 
 
+# --- scatter-gather ---------------------------------------------------------------------
+
+
+class InstanceReply:
+    """One instance's outcome of a call_all: .instance (its connection's name), .status (a
+    Status), .message (why, when not OK), .payload (bytes); .ok, .error (the Error of a
+    failed outcome, else None)."""
+
+    __slots__ = ("instance", "status", "message", "payload")
+
+    def __init__(self, instance: str, status: int, message: str = "", payload: bytes = b""):
+        self.instance = instance
+        self.status = _status_of(status)
+        self.message = message
+        self.payload = payload
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    @property
+    def error(self) -> Optional[Error]:
+        return None if self.ok else _error_for(self.status, self.message)
+
+    def __repr__(self) -> str:
+        if self.ok:
+            return f"InstanceReply({self.instance!r}, OK, payload={self.payload!r})"
+        return f"InstanceReply({self.instance!r}, {self.status.name}, {self.message!r})"
+
+
+class GatherResult:
+    """What call_all() returns: .asked (how many instances were asked) and .replies (one
+    InstanceReply each, in the order they came). Iterating it iterates .replies."""
+
+    __slots__ = ("asked", "replies")
+
+    def __init__(self, asked: int, replies: list):
+        self.asked = asked
+        self.replies = replies
+
+    def __iter__(self) -> Iterator[InstanceReply]:
+        return iter(self.replies)
+
+    def __len__(self) -> int:
+        return len(self.replies)
+
+    def __repr__(self) -> str:
+        ok = sum(1 for r in self.replies if r.ok)
+        return f"<sagebus.GatherResult asked={self.asked} replies={len(self.replies)} ok={ok}>"
+
+
+class Gather:
+    """A call_all in progress (Client.call_all_iter): iterate it (for, async for) for each
+    instance's InstanceReply as it comes; the loop ends once every instance asked has one,
+    and raises the Error of a failure of the whole (NoResponders, Cancelled, ...).
+
+    .asked is how many instances were asked, None until the broker has said (it has once
+    the first reply is read). Leaving such a loop before its end, cancel(), leaving a
+    `with` / `async with` block and dropping the Gather cancel the call: the broker tells
+    the instances still running it.
+    """
+
+    __slots__ = ("_native", "_eager", "__weakref__")
+
+    _EAGER = Stream._EAGER
+
+    def __init__(self, native: Any):
+        self._native = native
+        self._eager = 0
+
+    def __repr__(self) -> str:
+        return f"<sagebus.Gather asked={self.asked} read={self._native.read}>"
+
+    @property
+    def asked(self) -> Optional[int]:
+        return self._native.asked
+
+    def cancel(self) -> None:
+        """Gives the call up: unless it has ended, reading raises Cancelled at once, and the
+        broker tells the instances still running it."""
+        self._native.cancel()
+
+    def __enter__(self) -> "Gather":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._native.cancel()
+
+    def __next__(self) -> InstanceReply:
+        got = self._native.next()
+        if got is None:
+            raise StopIteration
+        return InstanceReply(*got)
+
+    def __iter__(self) -> Iterator[InstanceReply]:
+        return self._replies()
+
+    def _replies(self) -> Iterator[InstanceReply]:
+        native = self._native
+        try:
+            while True:
+                got = native.next()  # waits without the GIL, handling signals
+                if got is None:
+                    return
+                yield InstanceReply(*got)
+        finally:
+            native.cancel()  # nothing once it has ended
+
+    async def __aenter__(self) -> "Gather":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._native.cancel()
+
+    async def aclose(self) -> None:
+        self._native.cancel()
+
+    async def __anext__(self) -> InstanceReply:
+        got = await self._read()
+        if got is None:
+            raise StopAsyncIteration
+        return InstanceReply(*got)
+
+    def __aiter__(self) -> AsyncIterator[InstanceReply]:
+        return self._areplies()
+
+    async def _areplies(self) -> AsyncIterator[InstanceReply]:
+        try:
+            while True:
+                got = await self._read()
+                if got is None:
+                    return
+                yield InstanceReply(*got)
+        finally:
+            self._native.cancel()
+
+    # Stream's: an outcome there is taken at once, else the loop is woken through its
+    # inbox when the next one or the end is.
+    _read = Stream._read
+
+
 # --- subscriptions ----------------------------------------------------------------------
 
 
@@ -908,7 +1301,7 @@ class Service:
     """One instance of a named service, served over a Client.
 
     Service(client, name, *, max_inflight=16, workers=0, version="0",
-    strategy=Strategy.LEAST_OUTSTANDING, handler=None, codec=None)
+    strategy=Strategy.LEAST_OUTSTANDING, handler=None, codec=None, interceptors=None)
 
     Handlers take a Request and return bytes; plain functions run on the service's
     worker threads (workers: how many; 0 means min(max_inflight, 64)), `async def` ones
@@ -918,9 +1311,12 @@ class Service:
     (codec, JSON by default) and its result encoded back. A handler's exception reaches
     the caller as HandlerError ("Type: message"); a sagebus.Error keeps its own status.
     start() registers it; stop() unregisters and drains; run() serves until Ctrl-C.
+    interceptors: middleware around every call it serves (Interceptor, LoggingInterceptor,
+    MetricsInterceptor), in order; their before() and after() run on the worker threads.
     """
 
-    _OPTIONS = {"max_inflight", "workers", "version", "strategy", "handler", "codec"}
+    _OPTIONS = {"max_inflight", "workers", "version", "strategy", "handler", "codec",
+                "interceptors"}
 
     def __init__(self, client: Client, name: str, **options: Any):
         _check_options(options, self._OPTIONS, "Service()")
@@ -928,10 +1324,14 @@ class Service:
         self._client = client
         self._codec = options.get("codec") or _JSON
         max_inflight = int(options.get("max_inflight", 16))
+        interceptors = options.get("interceptors")
+        native_interceptors = _native_interceptors(interceptors, "Service()")
+        self.interceptors = tuple(interceptors or ())
         self._native = _native.Service(
             client._native, name, max_inflight=max_inflight,
             workers=int(options.get("workers", 0)), version=str(options.get("version", "0")),
-            strategy=int(Strategy(options.get("strategy", Strategy.LEAST_OUTSTANDING))))
+            strategy=int(Strategy(options.get("strategy", Strategy.LEAST_OUTSTANDING))),
+            interceptors=native_interceptors)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._methods: list = []
@@ -961,6 +1361,12 @@ class Service:
         method instead, as handle_stream() does."""
         if not callable(fn):
             raise TypeError(f"the handler of {name!r} must be callable, not {type(fn).__name__}")
+        metrics = getattr(fn, "__self__", None)
+        if isinstance(metrics, MetricsInterceptor) and \
+                getattr(fn, "__func__", None) is MetricsInterceptor.handler:
+            self._native.handle_metrics(name, metrics._native)  # answered in C++
+            self._methods.append(name)
+            return
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             return self.handle_stream(name, fn)
         if inspect.iscoroutinefunction(fn):

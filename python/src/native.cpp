@@ -17,6 +17,10 @@
 //   readers wait in slices for its chunks, or an event loop is woken through its Inbox.
 // - Every call has a CancelToken of its own (CallToken), so that a Python future's
 //   cancel(), a cancelled asyncio task and Ctrl-C cancel that call in the broker too.
+// - Python interceptors: a client's before() runs on the caller's thread, its after() on
+//   the caller's thread (a synchronous call's, a refused call's) or the client's
+//   interceptor thread (AfterThread), never on the I/O thread; a service's on its workers.
+// - A call_all is read as a stream is (NativeGather), so that every wait handles signals.
 // Errors: sagebus::Error becomes the package's exception for its status
 // (sagebus._error_for); a closed or forked client raises sagebus.Error too.
 #include <pybind11/pybind11.h>
@@ -47,6 +51,8 @@
 #include <utility>
 #include <vector>
 
+#include "sagebus/logging_interceptor.hpp"
+#include "sagebus/metrics_interceptor.hpp"
 #include "sagebus/sagebus.hpp"
 
 namespace py = pybind11;
@@ -188,9 +194,453 @@ void close_on_drop(T* dependent) {
   without_gil([dependent] { dependent->close(); });
 }
 
+// --- interceptors --------------------------------------------------------------------
+
+// A client's interceptors run in the SDK as its calls go: before() on the caller's
+// thread, in the call; after() on whichever thread ends the call, which may be the
+// client's I/O thread holding the connection's lock. A Python after() runs where it is
+// called only on the caller's own thread, for the call it makes through this module (a
+// synchronous call() once it has its outcome, or any call that before() refused): any
+// other is handed to the client's interceptor thread (AfterThread), so that no Python runs
+// on the I/O thread and the connection never waits for the GIL. A service's interceptors
+// run on its worker threads, where its handlers run: there, always where they are called.
+
+// Set while this thread makes a call through this module with the GIL released
+// (Calling), and the call whose before() ran here last (its CallInfo's key_of).
+thread_local bool t_calling = false;
+thread_local const void* t_call_key = nullptr;
+
+// Marks this thread as making a call, for its interceptors' after() (restored on leaving:
+// an interceptor may make calls of its own).
+class Calling {
+ public:
+  Calling() : was_calling_(t_calling), was_key_(t_call_key) {
+    t_calling = true;
+    t_call_key = nullptr;
+  }
+  ~Calling() {
+    t_calling = was_calling_;
+    t_call_key = was_key_;
+  }
+  Calling(const Calling&) = delete;
+  Calling& operator=(const Calling&) = delete;
+
+ private:
+  const bool was_calling_;
+  const void* const was_key_;
+};
+
+// One call from its before() to its after(): the SDK gives both the same call's own copy
+// of the service's name.
+const void* key_of(const sagebus::CallInfo& call) {
+  return call.service.data();
+}
+// In a client interceptor's before(): the call this thread makes, if it makes one here.
+void note_call(const sagebus::CallInfo& call) {
+  if (t_calling) t_call_key = key_of(call);
+}
+
+// The client's interceptor thread: runs the Python after()s that come on other threads
+// than their caller's, in the order they came, with the GIL held. Started at the first;
+// stopped (what is queued run first) once the client is closed.
+class AfterThread {
+ public:
+  AfterThread() : pid_(::getpid()), state_(std::make_shared<State>()) {}
+  AfterThread(const AfterThread&) = delete;
+  AfterThread& operator=(const AfterThread&) = delete;
+  ~AfterThread() {
+    if (::getpid() != pid_) {
+      (void)thread_.release();  // the parent's: it is not in this process
+      return;
+    }
+    stop();
+  }
+
+  // Runs `job` (Python, which catches its own exceptions) with the GIL held: here when
+  // `call` is the one this thread makes, else on the interceptor thread.
+  void run(const sagebus::CallInfo& call, std::function<void()> job) {
+    if (t_calling && t_call_key == key_of(call)) {
+      if (!python_alive()) return;
+      py::gil_scoped_acquire gil;
+      job();
+      return;
+    }
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopped) return;
+    state_->jobs.push_back(std::move(job));
+    if (!thread_) thread_ = std::make_unique<std::thread>([state = state_] { run_(*state); });
+    state_->cv.notify_one();
+  }
+
+  // Runs what is queued, then joins the thread. Without the GIL. On the thread itself (a
+  // job dropped the client's last reference), the thread goes on alone to its end.
+  void stop() {
+    std::unique_ptr<std::thread> thread;
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->stopped = true;
+      thread.swap(thread_);
+    }
+    state_->cv.notify_all();
+    if (!thread || !thread->joinable()) return;
+    if (thread->get_id() == std::this_thread::get_id()) {
+      thread->detach();
+    } else {
+      thread->join();
+    }
+  }
+
+ private:
+  // What the thread shares with its owner, which may be gone before it ends.
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> jobs;
+    bool stopped = false;
+  };
+
+  static void run_(State& state) {
+    // The program's signals are for its own threads (Python handles them on the main one).
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    std::unique_lock lock(state.mutex);
+    for (;;) {
+      state.cv.wait(lock, [&state] { return state.stopped || !state.jobs.empty(); });
+      if (state.jobs.empty()) return;
+      std::deque<std::function<void()>> jobs;
+      jobs.swap(state.jobs);
+      lock.unlock();
+      if (python_alive()) {
+        const OnSdkThread on_sdk_thread;
+        py::gil_scoped_acquire gil;
+        for (auto& job : jobs)
+          job();
+        jobs.clear();  // what they hold of Python's, with the GIL
+      }
+      jobs.clear();
+      lock.lock();
+    }
+  }
+
+  const pid_t pid_;
+  const std::shared_ptr<State> state_;
+  std::unique_ptr<std::thread> thread_;  // under state_->mutex
+};
+
+// A call and its outcome as after() is given them, copied: the SDK's views last only as
+// long as its after() call.
+struct CallRecord {
+  std::string service, method;
+  std::map<std::string, std::string> headers;
+  std::size_t payload_bytes = 0;
+  bool stream = false;
+  bool all = false;
+  std::string trace_id;
+  Status status = Status::ok;
+  std::string message;
+  std::size_t reply_bytes = 0;
+  std::size_t chunks = 0;
+  double duration = 0;
+};
+
+CallRecord record_of(const sagebus::CallInfo& call, const sagebus::CallEnd& end) {
+  return CallRecord{std::string(call.service),
+                    std::string(call.method),
+                    call.headers,
+                    call.payload_bytes,
+                    call.stream,
+                    call.all,
+                    std::string(call.trace_id),
+                    end.status,
+                    std::string(end.message),
+                    end.reply_bytes,
+                    end.chunks,
+                    std::chrono::duration<double>(end.duration).count()};
+}
+
+py::dict dict_of(const std::map<std::string, std::string>& headers) {
+  py::dict out;
+  for (const auto& [k, v] : headers)
+    out[py::str(k)] = py::str(v);
+  return out;
+}
+
+// Runs `fn` with the GIL held; what it raises is reported (sys.unraisablehook) as raised
+// in `where`, never thrown: after() and a log sink must not throw into the SDK. Ctrl-C in
+// there is not lost: it is raised again at the main thread's next signal check.
+template <class F>
+void reporting(const std::string& where, const F& fn) noexcept {
+  try {
+    fn();
+  } catch (py::error_already_set& e) {
+    if (e.matches(PyExc_KeyboardInterrupt)) {
+      PyErr_SetInterrupt();
+    } else {
+      report(e, where.c_str());
+    }
+  } catch (const std::exception&) {  // e.g. bad_alloc: the call goes on without it
+  }
+}
+
+// A Python interceptor (sagebus.Interceptor, or any object with before and after), as the
+// package hands it over: (before or None, after or None, name), the methods it overrides.
+class PyInterceptor {
+ public:
+  explicit PyInterceptor(const py::tuple& spec) {
+    if (spec.size() != 3) throw py::type_error("an interceptor is (before, after, name)");
+    if (!spec[0].is_none()) before_ = hold(spec[0]);
+    if (!spec[1].is_none()) after_ = hold(spec[1]);
+    name_ = spec[2].cast<std::string>();
+    const py::module_ sagebus = py::module_::import("sagebus");
+    call_info_ = hold(sagebus.attr("CallInfo"));
+    call_end_ = hold(sagebus.attr("CallEnd"));
+    refusal_ = hold(sagebus.attr("_interceptor_refusal"));
+  }
+  PyInterceptor(const PyInterceptor&) = delete;
+  PyInterceptor& operator=(const PyInterceptor&) = delete;
+
+  bool has_before() const { return before_ != nullptr; }
+  bool has_after() const { return after_ != nullptr; }
+
+  // Its before(), the GIL not held: the headers it leaves in call.headers go with the
+  // call. A sagebus.Error it raises is the refusal returned. Anything else it raises is,
+  // for a client (`service` false), thrown to the caller (error_already_set); for a
+  // service, a refusal HANDLER_ERROR naming it.
+  std::optional<sagebus::Error> before(sagebus::CallInfo& call, bool service) const {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object info =
+          call_info_->get()(py::str(call.service.data(), call.service.size()),
+                            py::str(call.method.data(), call.method.size()), dict_of(call.headers),
+                            call.payload_bytes, call.stream, call.all,
+                            py::str(call.trace_id.data(), call.trace_id.size()));
+      if (!before_->get()(info).is_none()) {
+        PyErr_SetString(PyExc_TypeError,
+                        ("the before() of the interceptor " + name_ +
+                         " returned something: it returns None, and refuses a call by raising "
+                         "a sagebus.Error")
+                            .c_str());
+        throw py::error_already_set();
+      }
+      call.headers = headers_of(info.attr("headers"));
+      return std::nullopt;
+    } catch (py::error_already_set& e) {
+      py::object why;
+      try {
+        why = refusal_->get()(e.value(), name_, service);
+      } catch (py::error_already_set& inner) {
+        if (!service) throw;
+        return sagebus::Error(Status::handler_error, inner.what());
+      }
+      if (why.is_none()) throw;
+      py::tuple t = why;
+      return sagebus::Error(static_cast<Status>(t[0].cast<int>()), t[1].cast<std::string>());
+    }
+  }
+
+  // Its after(), the GIL held; what it raises is reported.
+  void after(const CallRecord& r) const {
+    reporting("the after() of the sagebus interceptor " + name_, [&] {
+      py::object info = call_info_->get()(r.service, r.method, dict_of(r.headers), r.payload_bytes,
+                                          r.stream, r.all, r.trace_id);
+      py::object end = call_end_->get()(static_cast<int>(r.status), r.message, r.reply_bytes,
+                                        r.chunks, r.duration);
+      after_->get()(info, end);
+    });
+  }
+
+ private:
+  // call.headers as before() left them: a mapping of str to str.
+  std::map<std::string, std::string> headers_of(const py::handle& headers) const {
+    std::map<std::string, std::string> out;
+    if (!PyDict_Check(headers.ptr()) && !PyObject_HasAttrString(headers.ptr(), "items")) {
+      PyErr_SetString(PyExc_TypeError,
+                      ("the interceptor " + name_ + " left call.headers not a mapping").c_str());
+      throw py::error_already_set();
+    }
+    for (auto item : py::dict(py::reinterpret_borrow<py::object>(headers))) {
+      if (!PyUnicode_Check(item.first.ptr()) || !PyUnicode_Check(item.second.ptr())) {
+        PyErr_SetString(PyExc_TypeError, ("the interceptor " + name_ +
+                                          " left a header that is not str -> str in call.headers")
+                                             .c_str());
+        throw py::error_already_set();
+      }
+      out.emplace(item.first.cast<std::string>(), item.second.cast<std::string>());
+    }
+    return out;
+  }
+
+  Ref before_, after_;
+  std::string name_;
+  Ref call_info_, call_end_, refusal_;
+};
+
+// A Python interceptor as a client's.
+class PyClientInterceptor final : public sagebus::ClientInterceptor {
+ public:
+  PyClientInterceptor(std::shared_ptr<PyInterceptor> py, std::shared_ptr<AfterThread> thread)
+      : py_(std::move(py)), thread_(std::move(thread)) {}
+  std::optional<sagebus::Error> before(sagebus::CallInfo& call) override {
+    note_call(call);
+    if (!py_->has_before() || !python_alive()) return std::nullopt;
+    return py_->before(call, false);
+  }
+  void after(const sagebus::CallInfo& call, const sagebus::CallEnd& end) override {
+    if (!py_->has_after()) return;
+    thread_->run(call, [py = py_, record = record_of(call, end)] { py->after(record); });
+  }
+
+ private:
+  const std::shared_ptr<PyInterceptor> py_;
+  const std::shared_ptr<AfterThread> thread_;
+};
+
+// A Python interceptor as a service's, on the service's worker threads.
+class PyServiceInterceptor final : public sagebus::ServiceInterceptor {
+ public:
+  explicit PyServiceInterceptor(std::shared_ptr<PyInterceptor> py) : py_(std::move(py)) {}
+  std::optional<sagebus::Error> before(sagebus::CallInfo& call) override {
+    if (!py_->has_before() || !python_alive()) return std::nullopt;
+    const OnSdkThread on_sdk_thread;
+    try {
+      return py_->before(call, true);
+    } catch (const std::exception& e) {
+      return sagebus::Error(Status::handler_error, e.what());
+    }
+  }
+  void after(const sagebus::CallInfo& call, const sagebus::CallEnd& end) override {
+    if (!py_->has_after() || !python_alive()) return;
+    const CallRecord record = record_of(call, end);
+    const OnSdkThread on_sdk_thread;
+    py::gil_scoped_acquire gil;
+    py_->after(record);
+  }
+
+ private:
+  const std::shared_ptr<PyInterceptor> py_;
+};
+
+// The line the SDK's LoggingInterceptor wrote last on this thread (NativeLogging).
+thread_local std::string t_log_line;
+
+// sagebus.LoggingInterceptor: the SDK's LoggingInterceptor, whose lines go to standard
+// error (no sink: no Python at all) or to a Python callable, called as a Python after()
+// is (AfterThread; a service's on its worker thread).
+class NativeLogging {
+ public:
+  NativeLogging(std::string label, py::object sink) {
+    if (sink.is_none()) {
+      lines_ = std::make_shared<sagebus::LoggingInterceptor>(std::move(label));
+      return;
+    }
+    sink_ = hold(std::move(sink));
+    lines_ = std::make_shared<sagebus::LoggingInterceptor>(
+        std::move(label), [](std::string_view line) { t_log_line.assign(line); });
+  }
+
+  std::shared_ptr<sagebus::ClientInterceptor> for_client(std::shared_ptr<AfterThread> thread) {
+    if (!sink_) return lines_;
+    return std::make_shared<Client>(lines_, sink_, std::move(thread));
+  }
+  std::shared_ptr<sagebus::ServiceInterceptor> for_service() {
+    if (!sink_) return lines_;
+    return std::make_shared<Service>(lines_, sink_);
+  }
+
+ private:
+  // The line of a call: the SDK's interceptor writes it to t_log_line.
+  static std::string line_of(sagebus::LoggingInterceptor& lines, const sagebus::CallInfo& call,
+                             const sagebus::CallEnd& end) {
+    lines.after(call, end);
+    return std::exchange(t_log_line, {});
+  }
+  static void to_sink(const Ref& sink, const std::string& line) {
+    reporting("the sink of a sagebus.LoggingInterceptor", [&] { sink->get()(line); });
+  }
+
+  class Client final : public sagebus::ClientInterceptor {
+   public:
+    Client(std::shared_ptr<sagebus::LoggingInterceptor> lines, Ref sink,
+           std::shared_ptr<AfterThread> thread)
+        : lines_(std::move(lines)), sink_(std::move(sink)), thread_(std::move(thread)) {}
+    std::optional<sagebus::Error> before(sagebus::CallInfo& call) override {
+      note_call(call);
+      return std::nullopt;
+    }
+    void after(const sagebus::CallInfo& call, const sagebus::CallEnd& end) override {
+      thread_->run(call,
+                   [sink = sink_, line = line_of(*lines_, call, end)] { to_sink(sink, line); });
+    }
+
+   private:
+    const std::shared_ptr<sagebus::LoggingInterceptor> lines_;
+    const Ref sink_;
+    const std::shared_ptr<AfterThread> thread_;
+  };
+
+  class Service final : public sagebus::ServiceInterceptor {
+   public:
+    Service(std::shared_ptr<sagebus::LoggingInterceptor> lines, Ref sink)
+        : lines_(std::move(lines)), sink_(std::move(sink)) {}
+    void after(const sagebus::CallInfo& call, const sagebus::CallEnd& end) override {
+      if (!python_alive()) return;
+      const std::string line = line_of(*lines_, call, end);
+      const OnSdkThread on_sdk_thread;
+      py::gil_scoped_acquire gil;
+      to_sink(sink_, line);
+    }
+
+   private:
+    const std::shared_ptr<sagebus::LoggingInterceptor> lines_;
+    const Ref sink_;
+  };
+
+  std::shared_ptr<sagebus::LoggingInterceptor> lines_;
+  Ref sink_;
+};
+
+// The interceptors the package passes (Client(interceptors=...)): a MetricsInterceptor or
+// a NativeLogging as they are, else a Python interceptor's (before, after, name). The GIL
+// held.
+std::vector<std::shared_ptr<sagebus::ClientInterceptor>> client_interceptors(
+    const py::list& list, const std::shared_ptr<AfterThread>& thread) {
+  std::vector<std::shared_ptr<sagebus::ClientInterceptor>> out;
+  for (const auto& item : list) {
+    if (py::isinstance<sagebus::MetricsInterceptor>(item)) {
+      out.push_back(item.cast<std::shared_ptr<sagebus::MetricsInterceptor>>());
+    } else if (py::isinstance<NativeLogging>(item)) {
+      out.push_back(item.cast<NativeLogging&>().for_client(thread));
+    } else {
+      out.push_back(std::make_shared<PyClientInterceptor>(
+          std::make_shared<PyInterceptor>(item.cast<py::tuple>()), thread));
+    }
+  }
+  return out;
+}
+
+// As client_interceptors(), for Service(interceptors=...).
+std::vector<std::shared_ptr<sagebus::ServiceInterceptor>> service_interceptors(
+    const py::list& list) {
+  std::vector<std::shared_ptr<sagebus::ServiceInterceptor>> out;
+  for (const auto& item : list) {
+    if (py::isinstance<sagebus::MetricsInterceptor>(item)) {
+      out.push_back(item.cast<std::shared_ptr<sagebus::MetricsInterceptor>>());
+    } else if (py::isinstance<NativeLogging>(item)) {
+      out.push_back(item.cast<NativeLogging&>().for_service());
+    } else {
+      out.push_back(std::make_shared<PyServiceInterceptor>(
+          std::make_shared<PyInterceptor>(item.cast<py::tuple>())));
+    }
+  }
+  return out;
+}
+
 class NativeClient : public std::enable_shared_from_this<NativeClient> {
  public:
-  explicit NativeClient(const sagebus::ClientOptions& options) : pid_(::getpid()) {
+  // `after`: the interceptor thread of the interceptors in `options`.
+  NativeClient(const sagebus::ClientOptions& options, std::shared_ptr<AfterThread> after)
+      : pid_(::getpid()), after_(std::move(after)) {
     client_ = std::make_unique<sagebus::Client>(options);
   }
   NativeClient(const NativeClient&) = delete;
@@ -271,9 +721,11 @@ class NativeClient : public std::enable_shared_from_this<NativeClient> {
     for (auto& weak : dependents)
       if (auto dependent = weak.lock()) dependent->close();
     client.reset();
+    after_->stop();  // after the calls' after()s, which ending the client ran
   }
 
   const pid_t pid_;
+  const std::shared_ptr<AfterThread> after_;
   std::mutex mutex_;
   std::condition_variable idle_;
   int users_ = 0;
@@ -904,6 +1356,173 @@ class NativeStream : public Dependent {
   std::unique_ptr<std::thread> pump_;
 };
 
+// --- scatter-gather ------------------------------------------------------------------
+
+// A call_all's outcomes for Python (sagebus.Gather): the SDK's call_all_async hands them
+// over on the client's callback thread, in order (how many were asked, each instance's
+// outcome, the end), into a buffer that readers take from as NativeStream's: waiting in
+// slices (Ctrl-C), or woken through an Inbox (watch). Every form of call_all in Python
+// reads one, so that each wait handles signals.
+class NativeGather : public Dependent {
+ public:
+  explicit NativeGather(std::shared_ptr<CallToken> token) : token_(std::move(token)) {}
+  ~NativeGather() override { close_on_drop(this); }
+
+  // The client closes, or Python dropped it: the call is cancelled.
+  void close() override { cancel_("the Client was closed"); }
+  // Gives the call up: unless it has ended, the next read raises Cancelled, and the broker
+  // tells the instances still running it.
+  void cancel() {
+    check_process("Gather");
+    cancel_("the call_all was cancelled by its reader");
+  }
+
+  // From the callback thread, in order.
+  void on_asked(std::size_t asked) {
+    {
+      std::lock_guard lock(mutex_);
+      asked_ = asked;
+    }
+    ready_.notify_all();
+  }
+  void on_reply(sagebus::InstanceReply reply) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      if (cancelled_) return;
+      buffer_.push_back(std::move(reply));
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+  void on_done(sagebus::Reply reply) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      end_ = End{reply.status, std::move(reply.message)};
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+
+  // The next instance's outcome, (instance, status, message, payload), waiting for it in
+  // slices of kSignalCheck with the GIL released; None at the end; raises the failure of
+  // the whole.
+  py::object next() {
+    check_process("Gather");
+    for (;;) {
+      std::optional<sagebus::InstanceReply> taken;
+      bool ended = false;
+      {
+        py::gil_scoped_release nogil;
+        std::unique_lock lock(mutex_);
+        ready_.wait_for(lock, kSignalCheck, [this] { return readable_(); });
+        ended = take_(taken);
+      }
+      if (taken) return tuple_of(*taken);
+      if (ended) return py::none();
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+
+  // As next() without waiting: (0, outcome), (1, None) when none is there yet, (2, None)
+  // at the end; raises the failure of the whole.
+  py::tuple poll() {
+    check_process("Gather");
+    std::optional<sagebus::InstanceReply> taken;
+    bool ended;
+    {
+      std::lock_guard lock(mutex_);
+      ended = take_(taken);
+    }
+    if (taken) return py::make_tuple(0, tuple_of(*taken));
+    return py::make_tuple(ended ? 2 : 1, py::none());
+  }
+
+  // Posts `token` to `inbox` once something is there to read; false, and nothing
+  // watched, when something is already there.
+  bool watch(std::shared_ptr<Inbox> inbox, std::uint64_t token) {
+    check_process("Gather");
+    std::lock_guard lock(mutex_);
+    if (readable_()) return false;
+    watcher_ = Watcher{std::move(inbox), token};
+    return true;
+  }
+  void unwatch() {
+    Watcher watcher;
+    std::lock_guard lock(mutex_);
+    watcher = std::exchange(watcher_, {});
+  }
+
+  // How many instances were asked; None until the broker said.
+  std::optional<std::size_t> asked() {
+    std::lock_guard lock(mutex_);
+    return asked_;
+  }
+  std::size_t read() {
+    std::lock_guard lock(mutex_);
+    return read_;
+  }
+
+ private:
+  struct Watcher {
+    std::shared_ptr<Inbox> inbox;
+    std::uint64_t token = 0;
+  };
+  struct End {
+    Status status;
+    std::string message;
+  };
+
+  static py::tuple tuple_of(const sagebus::InstanceReply& r) {
+    return py::make_tuple(r.instance, static_cast<int>(r.status), r.message, py::bytes(r.payload));
+  }
+
+  bool readable_() const { return cancelled_.has_value() || !buffer_.empty() || end_.has_value(); }
+
+  // Under mutex_: moves the next outcome into `taken`, or says whether the call has ended
+  // OK; throws its failure.
+  bool take_(std::optional<sagebus::InstanceReply>& taken) {
+    if (cancelled_) throw sagebus::Error(Status::cancelled, *cancelled_);
+    if (!buffer_.empty()) {
+      taken = std::move(buffer_.front());
+      buffer_.pop_front();
+      ++read_;
+      return false;
+    }
+    if (!end_) return false;
+    if (end_->status != Status::ok) throw sagebus::Error(end_->status, end_->message);
+    return true;
+  }
+
+  void cancel_(const std::string& why) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      if (end_ || cancelled_) return;
+      cancelled_ = why;
+      buffer_.clear();
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    sagebus::CancelToken own = token_->own();
+    own.cancel(why);  // the SDK ends the call; the broker tells the instances
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+
+  const std::shared_ptr<CallToken> token_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::optional<std::size_t> asked_;
+  std::deque<sagebus::InstanceReply> buffer_;
+  std::optional<End> end_;
+  std::optional<std::string> cancelled_;
+  std::size_t read_ = 0;
+  Watcher watcher_;
+};
+
 // --- legacy queues -------------------------------------------------------------------
 
 class NativeQueue : public Dependent {
@@ -1041,7 +1660,8 @@ PYBIND11_MODULE(_native, module) {
       .def(py::init([](std::string endpoint, std::string name, double reconnect_min,
                        double reconnect_max, std::size_t max_pending,
                        std::size_t max_queued_publishes, std::size_t inbox_size, bool takeover,
-                       std::string server_key, std::string client_key) {
+                       std::string server_key, std::string client_key,
+                       const py::list& interceptors) {
              sagebus::ClientOptions o;
              o.endpoint = std::move(endpoint);
              o.name = std::move(name);
@@ -1053,11 +1673,14 @@ PYBIND11_MODULE(_native, module) {
              o.takeover = takeover;
              o.server_key = std::move(server_key);
              o.client_key = std::move(client_key);
-             return std::make_shared<NativeClient>(o);
+             auto after = std::make_shared<AfterThread>();
+             o.interceptors = client_interceptors(interceptors, after);
+             return std::make_shared<NativeClient>(o, std::move(after));
            }),
            py::arg("endpoint"), py::arg("name"), py::arg("reconnect_min"), py::arg("reconnect_max"),
            py::arg("max_pending"), py::arg("max_queued_publishes"), py::arg("inbox_size"),
-           py::arg("takeover"), py::arg("server_key"), py::arg("client_key"))
+           py::arg("takeover"), py::arg("server_key"), py::arg("client_key"),
+           py::arg("interceptors") = py::list())
       .def("close", &NativeClient::close)
       .def_property_readonly("closed", &NativeClient::closed)
       .def("name", [](NativeClient& c) { return c.use().client().options().name; })
@@ -1087,6 +1710,7 @@ PYBIND11_MODULE(_native, module) {
              sagebus::Client& client = use.client();
              // This thread waits on the socket itself (the SDK's fastest call).
              sagebus::Reply reply;
+             const Calling calling;
              interruptible(
                  [&](const std::function<bool()>& interrupted) {
                    reply = client.call(service, method, bytes, options, interrupted, kSignalCheck);
@@ -1109,6 +1733,7 @@ PYBIND11_MODULE(_native, module) {
              sagebus::Client& client = use.client();
              Ref callback = hold(std::move(done));
              {
+               const Calling calling;
                py::gil_scoped_release nogil;
                client.call_async(service, method, bytes, options,
                                  [callback, token](sagebus::Reply reply) {
@@ -1138,6 +1763,7 @@ PYBIND11_MODULE(_native, module) {
              const auto use = c.use();
              sagebus::Client& client = use.client();
              {
+               const Calling calling;
                py::gil_scoped_release nogil;
                client.call_async(service, method, bytes, options,
                                  [inbox = std::move(inbox), key, token](sagebus::Reply reply) {
@@ -1160,6 +1786,7 @@ PYBIND11_MODULE(_native, module) {
              sagebus::Client& client = use.client();
              std::shared_ptr<NativeStream> stream;
              {
+               const Calling calling;
                py::gil_scoped_release nogil;
                stream = std::make_shared<NativeStream>(
                    client.stream(service, method, bytes, options),
@@ -1167,6 +1794,37 @@ PYBIND11_MODULE(_native, module) {
              }
              c->adopt(stream);
              return stream;
+           })
+      .def("call_all",
+           [](const std::shared_ptr<NativeClient>& c, const std::string& service,
+              const std::string& method, const py::handle& payload, const py::tuple& call) {
+             CallArgs args = call_args(call);
+             const std::string bytes = bytes_of(payload, "the payload");
+             auto token = std::make_shared<CallToken>(args.cancel);
+             args.cancel = token->own();
+             const auto options = args.options();
+             const auto use = c->use();
+             sagebus::Client& client = use.client();
+             auto gather = std::make_shared<NativeGather>(token);
+             std::weak_ptr<NativeGather> weak = gather;  // dropped: cancelled, not kept
+             {
+               const Calling calling;
+               py::gil_scoped_release nogil;
+               client.call_all_async(
+                   service, method, bytes, options,
+                   [weak](std::size_t asked) {
+                     if (auto g = weak.lock()) g->on_asked(asked);
+                   },
+                   [weak](sagebus::InstanceReply reply) {
+                     if (auto g = weak.lock()) g->on_reply(std::move(reply));
+                   },
+                   [weak, token](sagebus::Reply reply) {
+                     token->end();
+                     if (auto g = weak.lock()) g->on_done(std::move(reply));
+                   });
+             }
+             c->adopt(gather);
+             return gather;
            })
       .def("publish",
            [](NativeClient& c, const std::string& topic, const py::handle& payload, bool confirm,
@@ -1251,19 +1909,20 @@ PYBIND11_MODULE(_native, module) {
   py::class_<NativeService, std::shared_ptr<NativeService>>(module, "Service")
       .def(py::init([](const std::shared_ptr<NativeClient>& c, std::string name,
                        std::size_t max_inflight, std::size_t workers, std::string version,
-                       int strategy) {
+                       int strategy, const py::list& interceptors) {
              sagebus::ServiceOptions o;
              o.max_inflight = max_inflight;
              o.workers = workers;
              o.version = std::move(version);
              o.strategy = static_cast<sagebus::Strategy>(strategy);
+             o.interceptors = service_interceptors(interceptors);
              const auto use = c->use();
              auto service = std::make_shared<NativeService>(use.client(), std::move(name), o);
              c->adopt(service);
              return service;
            }),
            py::arg("client"), py::arg("name"), py::arg("max_inflight"), py::arg("workers"),
-           py::arg("version"), py::arg("strategy"))
+           py::arg("version"), py::arg("strategy"), py::arg("interceptors") = py::list())
       .def("handle",
            [](NativeService& s, std::string method, py::object fn) {
              Ref handler = hold(std::move(fn));
@@ -1275,6 +1934,11 @@ PYBIND11_MODULE(_native, module) {
              Ref handler = hold(std::move(fn));
              s.get()->handle_stream(std::move(method), python_stream_handler(handler));
              s.keep(std::move(handler));
+           })
+      .def("handle_metrics",
+           [](NativeService& s, std::string method,
+              const std::shared_ptr<sagebus::MetricsInterceptor>& metrics) {
+             s.get()->handle(std::move(method), metrics->handler());  // no Python: no GIL
            })
       .def("start", [](NativeService& s) { s.get()->start(); })
       .def("wait_registered",
@@ -1311,6 +1975,57 @@ PYBIND11_MODULE(_native, module) {
              s.cancel();
            })
       .def_property_readonly("chunks", &NativeStream::chunks);
+
+  py::class_<NativeGather, std::shared_ptr<NativeGather>>(module, "Gather")
+      .def("next", &NativeGather::next)
+      .def("poll", &NativeGather::poll)
+      .def("watch", &NativeGather::watch)
+      .def("unwatch", &NativeGather::unwatch)
+      .def("cancel",
+           [](NativeGather& g) {
+             py::gil_scoped_release nogil;
+             g.cancel();
+           })
+      .def_property_readonly("asked", &NativeGather::asked)
+      .def_property_readonly("read", &NativeGather::read);
+
+  py::class_<NativeLogging, std::shared_ptr<NativeLogging>>(module, "LoggingInterceptor")
+      .def(py::init<std::string, py::object>(), py::arg("label"), py::arg("sink"));
+
+  {
+    py::tuple buckets(sagebus::MetricsInterceptor::kBuckets.size());
+    for (std::size_t i = 0; i < buckets.size(); ++i)
+      buckets[i] = py::float_(sagebus::MetricsInterceptor::kBuckets[i]);
+    module.attr("METRICS_BUCKETS") = buckets;
+  }
+  py::class_<sagebus::MetricsInterceptor, std::shared_ptr<sagebus::MetricsInterceptor>>(
+      module, "MetricsInterceptor")
+      .def(py::init([] { return std::make_shared<sagebus::MetricsInterceptor>(); }))
+      // {"service.method": (buckets (not cumulative; the last +Inf), count, seconds,
+      // {status: count})}
+      .def("snapshot",
+           [](const sagebus::MetricsInterceptor& m) {
+             std::map<std::string, sagebus::MetricsInterceptor::Method> methods;
+             {
+               py::gil_scoped_release nogil;
+               methods = m.snapshot();
+             }
+             py::dict out;
+             for (const auto& [key, method] : methods) {
+               py::list buckets;
+               for (const auto n : method.buckets)
+                 buckets.append(n);
+               py::dict statuses;
+               for (const auto& [status, n] : method.statuses)
+                 statuses[py::int_(static_cast<int>(status))] = n;
+               out[py::str(key)] = py::make_tuple(buckets, method.count, method.seconds, statuses);
+             }
+             return out;
+           })
+      .def("prometheus", [](const sagebus::MetricsInterceptor& m) {
+        py::gil_scoped_release nogil;
+        return m.prometheus();
+      });
 
   py::class_<NativeWriter, std::shared_ptr<NativeWriter>>(module, "StreamWriter")
       .def("write", &NativeWriter::write)

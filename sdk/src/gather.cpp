@@ -36,6 +36,8 @@ class GatherCore final : public detail::CallControl {
       }
       return;
     }
+    outcomes_.fetch_add(1, std::memory_order_relaxed);
+    bytes_.fetch_add(payload.size(), std::memory_order_relaxed);
     InstanceReply reply{header.peer(), detail::protocol::from_wire(header.status()),
                         header.message(), std::string(payload)};
     if (connection_ == nullptr) {
@@ -57,6 +59,11 @@ class GatherCore final : public detail::CallControl {
     return outcome;
   }
 
+  // Ends `interception` with `outcome` and what came.
+  void end(detail::Interception& interception, const detail::Outcome& outcome) const {
+    interception.end(outcome.status, outcome.message, bytes_.load(), outcomes_.load());
+  }
+
   GatherReply take() {
     std::lock_guard lock(mutex_);
     return std::move(gathered_);
@@ -65,6 +72,9 @@ class GatherCore final : public detail::CallControl {
  private:
   detail::Connection* connection_ = nullptr;
   std::atomic<bool> counted_{false};  // the count came (on the driver's thread)
+  // The instances' outcomes so far, and their payloads' bytes (for interceptors).
+  std::atomic<std::size_t> outcomes_{0};
+  std::atomic<std::size_t> bytes_{0};
   const OnAsked on_asked_;
   const OnReply on_reply_;
   std::mutex mutex_;
@@ -88,12 +98,7 @@ GatherReply Client::call_all(std::string_view service, std::string_view method,
   spec.control = core;
   detail::Outcome outcome = core->checked(detail::ask(*this, std::move(spec)));
   GatherReply gathered = core->take();
-  if (interception) {
-    std::size_t bytes = 0;
-    for (const auto& r : gathered.replies)
-      bytes += r.payload.size();
-    interception->end(outcome.status, outcome.message, bytes, gathered.replies.size());
-  }
+  if (interception) core->end(*interception, outcome);
   if (outcome.status != Status::ok) throw Error(outcome.status, outcome.message);
   return gathered;
 }
@@ -116,9 +121,11 @@ void Client::call_all_async(std::string_view service, std::string_view method,
   auto core = std::make_shared<GatherCore>(*connection_, std::move(on_asked), std::move(on_reply));
   spec.control = core;
   // The final outcome goes to the callback thread after the outcomes posted before it.
-  connection_->start(std::move(spec), detail::Done([connection = connection_.get(), interception,
-                                                    done = std::move(done)](detail::Outcome o) {
-                       if (interception) interception->end(o.status, o.message, 0);
+  connection_->start(std::move(spec),
+                     detail::Done([connection = connection_.get(), interception, core,
+                                   done = std::move(done)](detail::Outcome o) {
+                       o = core->checked(std::move(o));
+                       if (interception) core->end(*interception, o);
                        connection->callback_thread().post(done, Reply{o.status, o.message, {}});
                      }));
 }

@@ -9,7 +9,7 @@ Interception::Interception(const List& interceptors, const RequestSpec& spec)
       service_(spec.service),
       method_(spec.method),
       trace_id_(wire::trace_id_of(spec.traceparent)),
-      info_{service_, method_, headers_, spec.payload.size(), spec.stream, false, trace_id_},
+      info_{service_, method_, headers_, spec.payload.size(), spec.stream, spec.all, trace_id_},
       started_(Clock::now()) {}
 
 std::shared_ptr<Interception> Interception::begin(const List& interceptors, RequestSpec& spec) {

@@ -16,8 +16,9 @@ namespace sagebus::detail::protocol {
 
 using std::chrono::milliseconds;
 
-// A sent request other than a call, whose outcome the broker decides, ends this long after
-// its deadline if the broker never answers. A call ends at its deadline, answered or not.
+// A sent request other than a call, whose outcome the broker decides (a call_all's too),
+// ends this long after its deadline if the broker never answers. A call ends at its
+// deadline, answered or not.
 inline constexpr milliseconds kLocalGrace{50};
 // While connected but not welcomed, HELLO is repeated this often.
 inline constexpr milliseconds kHelloRetry{1000};

@@ -211,8 +211,10 @@ void Session::on_reply_(std::string_view payload) {
     // A call's outcome is never later than its deadline: a reply read after it is
     // dropped, counted (but the broker's own DEADLINE_EXCEEDED, which is no reply of
     // the service), and the call ends DEADLINE_EXCEEDED now (expire_requests_ would have
-    // ended it, had this thread woken first).
-    if (it->second.spec.kind == wire::REQUEST && now_ > it->second.deadline) {
+    // ended it, had this thread woken first). A call_all's is the broker's, decided at
+    // the deadline: it is taken within the grace, as a send's is.
+    if (it->second.spec.kind == wire::REQUEST && !it->second.spec.all &&
+        now_ > it->second.deadline) {
       if (in_.status() != wire::DEADLINE_EXCEEDED) host_.late_reply();
       finish_(it, deadline_failure_(it->second));
       return;
@@ -283,11 +285,13 @@ void Session::finish_(Requests::iterator it, Outcome outcome) {
 
 // A CHUNK: a stream's chunk or a call_all's outcome, to the request's control, in order.
 // Dropped when its call has ended (the broker may have sent it before it read our
-// CANCEL) or is neither.
+// CANCEL) or is neither. A call_all's outcomes at its deadline (DEADLINE_EXCEEDED for each
+// instance not answered) come from the broker then, and are taken within the grace.
 void Session::on_chunk_() {
   auto it = requests_.find(in_.id());
   if (it == requests_.end() || !(it->second.spec.stream || it->second.spec.all)) return;
-  if (now_ > it->second.deadline) {  // as a late reply (on_reply_): the deadline ends it now
+  // As a late reply (on_reply_): the deadline ends it now.
+  if (!it->second.spec.all && now_ > it->second.deadline) {
     send_cancel_(it->first);
     finish_(it, deadline_failure_(it->second));
     return;
@@ -424,9 +428,10 @@ void Session::expire_requests_() {
       continue;
     }
     if (request.sent && request.spec.stream) send_cancel_(id);  // its deadline: free the instance
-    if (it->second.sent && it->second.spec.kind != wire::REQUEST &&
+    if (it->second.sent && (it->second.spec.kind != wire::REQUEST || it->second.spec.all) &&
         now_ < it->second.deadline + kLocalGrace) {
-      // The broker decides the outcome and answers at the deadline; give its answer a
+      // The broker decides the outcome and answers at the deadline (a call_all's too: each
+      // instance not answered is DEADLINE_EXCEEDED, the gather OK); give its answer a
       // moment to arrive.
       deadlines_.emplace(it->second.deadline + kLocalGrace, id);
       continue;
