@@ -481,7 +481,9 @@ void Broker::shutdown_() {
       "clients",
       calls_.size(), registry_.clients().size());
   calls_.for_each([&](Call& call) {
-    if (!call.caller_lost) answer_caller_(call, wire::UNAVAILABLE, shutdown_reason_);
+    // A gather's parts are not answered: their gather is (part_outcome_ would erase it).
+    if (!call.caller_lost && call.parent == 0)
+      answer_caller_(call, wire::UNAVAILABLE, shutdown_reason_);
   });
   for (const auto& [rid, client] : registry_.clients()) {
     out_.Clear();
@@ -771,8 +773,13 @@ void Broker::reply_head_(std::uint64_t id, wire::Status status, std::string_view
 }
 
 bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view message,
-                            std::span<zmq::message_t> payload, const HeaderMap* headers) {
+                            std::span<zmq::message_t> payload, const HeaderMap* headers,
+                            std::uint64_t count) {
   if (!calls_.claim_outcome(call)) return false;
+  if (call.parent != 0) {  // a part of a gather: its outcome is the gather's
+    part_outcome_(call, status, message, payload, headers);
+    return true;
+  }
   if (call.stats != nullptr)
     call.stats->finish(status,
                        std::chrono::duration_cast<std::chrono::microseconds>(now_ - call.accepted));
@@ -795,7 +802,7 @@ bool Broker::answer_caller_(Call& call, wire::Status status, std::string_view me
     metrics_.count_outcome(status, false);
     return true;
   }
-  reply_head_(call.caller_id, status, message, headers);
+  reply_head_(call.caller_id, status, message, headers, count);
   outbox_.reply(caller->rid, caller->batches, head_.bytes(), payload, status);
   return true;
 }

@@ -16,7 +16,8 @@
 // max-payload, what a refused sender is told), beside the facts both sides share
 // (sagebus/wire/kinds.hpp). The handlers live in one file per message family: broker.cpp
 // (connections, names, registrations), broker_calls.cpp (requests), broker_streams.cpp
-// (streams' chunks and credit, cancellation), broker_pubsub.cpp (publish-subscribe),
+// (streams' chunks and credit, cancellation), broker_gather.cpp (scatter-gather: a REQUEST
+// with `all`), broker_pubsub.cpp (publish-subscribe),
 // broker_sends.cpp (point-to-point), broker_queues.cpp (legacy queues).
 //
 // Construction reads the auth rules file, if any, and binds the endpoints, each with its
@@ -272,6 +273,21 @@ class Broker {
   // about calls.
   static std::string trace_note_(const Call& call);
 
+  // Scatter-gather (broker_gather.cpp): a REQUEST with `all` is a Call of kind `gather`
+  // and one part per instance asked (routing/pending.hpp), whose outcomes answer_caller_
+  // hands to part_outcome_.
+  void gather_(ClientInfo& caller, Frames& frames, MethodStats* stats);
+  // A part's outcome, claimed: a CHUNK naming its instance to the gather's caller, then,
+  // after the last part's, the gather's final REPLY. Nothing when the gather has ended.
+  void part_outcome_(Call& part, wire::Status status, std::string_view message,
+                     std::span<zmq::message_t> payload, const HeaderMap* headers);
+  // The gather's deadline: each part without an outcome gets DEADLINE_EXCEEDED (and stays
+  // on its instance until its late reply), then the gather ends.
+  void expire_gather_(Call& gather);
+  // Ends a gather whose caller's outcome is claimed (drop_call_): every part without an
+  // outcome is dropped as a cancelled call (its instance is sent CANCEL `why`).
+  void drop_gather_(Call& gather, std::string_view why);
+
   // Streams and cancellation (broker_streams.cpp)
   void on_chunk_(ClientInfo& from, Frames& frames);
   void on_cancel_(ClientInfo& caller, Frames& frames);
@@ -333,8 +349,11 @@ class Broker {
   // alone decides what travels in a batch. answer_caller_ is the only way a call's caller
   // hears its outcome; answer_ answers any other message, counting its outcome, and
   // reply_ answers one that is not counted as a reply (a refused HELLO, REGISTER...).
+  // A part of a gather is answered through part_outcome_; `count` goes on the REPLY (a
+  // gather's: the instances asked).
   bool answer_caller_(Call& call, wire::Status status, std::string_view message,
-                      std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr);
+                      std::span<zmq::message_t> payload = {}, const HeaderMap* headers = nullptr,
+                      std::uint64_t count = 0);
   // Writes a REPLY header in head_: the one place the broker writes one. Zero values are
   // left out (wire::HeaderWriter).
   void reply_head_(std::uint64_t id, wire::Status status, std::string_view message,

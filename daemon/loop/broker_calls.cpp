@@ -21,6 +21,14 @@ std::size_t id_field_bytes(std::uint64_t id) {
 }
 constexpr std::size_t kMaxIdFieldBytes = 11;
 
+// The bytes the `peer` field (23: a two-byte key) takes for `name`: what a part of a gather's
+// outcome adds to its instance's reply, as a CHUNK naming the instance.
+std::size_t peer_field_bytes(std::string_view name) {
+  const std::size_t length = name.size();
+  return 2 + std::max<std::size_t>(1, (static_cast<std::size_t>(std::bit_width(length)) + 6) / 7) +
+         length;
+}
+
 // Whether `header`, parsed from a frame of `frame_bytes`, could take more than `limit`
 // bytes when protobuf encodes it again; if not, the checks below need not measure it
 // (ByteSizeLong() is a pass over all 26 fields, twice per call). Encoded again, a header is
@@ -52,6 +60,12 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   }
   if (auto error = wire::check_traceparent(in_.traceparent())) {
     answer_(from, id, wire::INVALID_ARGUMENT, *error);
+    return;
+  }
+  if (in_.all() && (in_.stream() || in_.service() == wire::kBrokerService)) {
+    answer_(from, id, wire::INVALID_ARGUMENT,
+            in_.stream() ? "a REQUEST may ask for a stream or for all instances (all), not both"
+                         : "all: the broker's own service '$broker' has no instances to ask");
     return;
   }
   if (in_.stream() && (in_.credit() == 0 || in_.credit() > wire::kMaxStreamWindow)) {
@@ -122,6 +136,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   }
   if (refuse_call_(caller, "calls")) return;
   if (stats == nullptr) stats = metrics_.methods.find_or_add(in_.service(), in_.method());
+  if (in_.all()) return gather_(caller, frames, stats);
 
   // Filled in place: the call table lends the storage of a call that ended.
   Call* call = calls_.add_in_place([&](Call& c) {
@@ -285,6 +300,11 @@ void Broker::undelivered_(const RoutingId& to, std::span<const CallId> calls, Se
       calls_.erase(id);
     } else if (sent == Sent::would_block) {
       refuse_full_(*call, *instance);
+    } else if (call->parent != 0) {  // a part of a gather goes to no other instance
+      answer_caller_(*call, wire::UNAVAILABLE,
+                     "instance " + instance->instance_id + " ('" + call->peer + "') of service '" +
+                         name + "' was found gone");
+      calls_.erase(id);
     } else {
       route_(*call);
     }
@@ -387,9 +407,13 @@ void Broker::forward_reply_(Call& call, Frames& frames) {
   // bytes than the instance's: a header larger than a client reads would be dropped by
   // the caller's SDK, and the call would end at its deadline instead (found by the fuzz
   // harness: tests/fuzz/regressions/reply-header-grows-past-what-a-client-reads.txt).
+  // A part of a gather's goes to the gather's caller (whose id its caller_id is) naming
+  // its instance.
+  const std::size_t peer_bytes = call.parent == 0 ? 0 : peer_field_bytes(call.peer);
   const std::size_t header_bytes =
-      may_encode_over(in_, frames[1].size(), wire::kMaxHeaderBytes - kMaxIdFieldBytes)
-          ? in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id)
+      may_encode_over(in_, frames[1].size(), wire::kMaxHeaderBytes - kMaxIdFieldBytes - peer_bytes)
+          ? in_.ByteSizeLong() - id_field_bytes(in_.id()) + id_field_bytes(call.caller_id) +
+                peer_bytes
           : 0;
   std::string too_large;
   if (truncated_) {
@@ -460,9 +484,18 @@ void Broker::pump_(Service* service) {
 void Broker::run_deadlines_() {
   for (const CallId id : calls_.take_expired(now_)) {
     Call* call = calls_.find(id);
-    if (call == nullptr) continue;
+    // Ended, or answered, by one expired before it (a gather, with its parts).
+    if (call == nullptr || call->outcome_claimed()) continue;
     if (call->kind == CallKind::send) {
       send_expired_(*call);
+      continue;
+    }
+    // A gather and its parts share a deadline; whichever comes first ends them all.
+    if (call->kind == CallKind::gather || call->parent != 0) {
+      if (Call* gather = call->parent == 0 ? call : calls_.find(call->parent))
+        expire_gather_(*gather);
+      else
+        calls_.claim_outcome(*call);  // not left unclaimed without a deadline
       continue;
     }
     const auto ms =
@@ -520,9 +553,8 @@ void Broker::forget_caller_(ClientHandle caller) {
     calls_.claim_outcome(call);
     call.caller_lost = true;
     if (call.stats != nullptr) call.stats->forget();
-    if (call.kind == CallKind::request) ++metrics_.cancelled;
-    if (call.kind == CallKind::request || call.state == CallState::waiting)
-      ended.push_back(call.id);
+    if (call.kind != CallKind::send) ++metrics_.cancelled;
+    if (call.kind != CallKind::send || call.state == CallState::waiting) ended.push_back(call.id);
   });
   for (const CallId id : ended) {
     Call* call = calls_.find(id);

@@ -1,7 +1,8 @@
 // The stream and cancellation half of the Broker (docs/protocol.md, "Streams" and
 // "Cancellation"): an instance's CHUNKs of a streamed reply, passed on to the caller within
 // the credit the caller granted; the caller's CREDITs, passed on to the instance; and the
-// caller's CANCEL, which ends its call at once and frees the instance that held it.
+// caller's CANCEL, which ends its call at once and frees the instance that held it (a
+// gather's: every instance that holds a part of it, broker_gather.cpp).
 //
 // Each acts only on a call its sender is party to, so none needs a guard: a CHUNK on a call
 // dispatched to the sender's connection (checked as a REPLY is), a CREDIT or a CANCEL on
@@ -93,10 +94,12 @@ void Broker::chunks_undelivered_(const RoutingId&, std::span<const CallId> calls
   for (const CallId id : calls) {
     Call* call = calls_.find(id);
     if (call == nullptr || call->outcome_claimed()) continue;  // ended meanwhile
+    const bool gather = call->kind == CallKind::gather;
     end_stream_(*call, wire::OVERLOADED,
-                "this connection's queue is full (it is not reading its messages): chunks of " +
-                    call->service + "." + call->method +
-                    " could not be passed on, and the stream ended",
+                "this connection's queue is full (it is not reading its messages): " +
+                    std::string(gather ? "the outcomes of the gather " : "chunks of ") +
+                    call->service + "." + call->method + " could not be passed on, and the " +
+                    (gather ? "gather" : "stream") + " ended",
                 "its caller is not reading its messages");
   }
 }
@@ -162,7 +165,9 @@ void Broker::on_cancel_(ClientInfo& caller, Frames&) {
   if (debug_)
     spdlog::debug("call #{} {}.{} cancelled by its caller '{}' ({}){}", call->id, call->service,
                   call->method, caller.name,
-                  call->state == CallState::dispatched ? "its instance is told" : "it was waiting",
+                  call->kind == CallKind::gather         ? "a gather: its instances are told"
+                  : call->state == CallState::dispatched ? "its instance is told"
+                                                         : "it was waiting",
                   trace_note_(*call));
   drop_call_(*call, "cancelled by its caller");
 }
@@ -174,6 +179,7 @@ void Broker::end_stream_(Call& call, wire::Status status, std::string_view messa
 }
 
 void Broker::drop_call_(Call& call, std::string_view why) {
+  if (call.kind == CallKind::gather) return drop_gather_(call, why);
   const CallId id = call.id;
   if (call.state == CallState::waiting) {
     const std::string name = call.service;

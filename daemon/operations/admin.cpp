@@ -49,6 +49,7 @@ void fill_counters(const Metrics& m, admin::Counters& c) {
   c.set_rejected_cancels(m.rejected_cancels);
   c.set_late_cancels(m.late_cancels);
   c.set_replies_after_cancel(m.replies_after_cancel);
+  c.set_gathers(m.gathers);
 }
 
 // millis_between, never below 0: the admin fields are unsigned.
@@ -224,7 +225,7 @@ std::string calls_payload(const AdminSources& src) {
   // Oldest first: those are the ones to look at.
   std::vector<const Call*> calls;
   src.calls.for_each([&](const Call& c) {
-    if (c.kind == CallKind::request) calls.push_back(&c);  // sends are not calls to a service
+    if (c.kind != CallKind::send) calls.push_back(&c);  // sends are not calls to a service
   });
   const std::size_t shown = std::min(calls.size(), kMaxCallsListed);
   const auto older = [](const Call* a, const Call* b) {
@@ -240,8 +241,17 @@ std::string calls_payload(const AdminSources& src) {
     info->set_id(c.id);
     info->set_service(c.service);
     info->set_method(c.method);
-    if (const ClientInfo* caller = src.registry.client(c.caller)) info->set_caller(caller->name);
-    if (c.state == CallState::dispatched) {
+    // A part of a gather has its gather's caller (admin.proto, CallInfo).
+    const Call* gather = c.parent != 0 ? src.calls.find(c.parent) : nullptr;
+    if (const ClientInfo* caller =
+            src.registry.client(gather != nullptr ? gather->caller : c.caller))
+      info->set_caller(caller->name);
+    info->set_gather(c.parent);
+    if (c.kind == CallKind::gather) {
+      info->set_all(true);
+      info->set_instance_client("all (" + std::to_string(c.asked) + ")");
+      info->set_state(admin::CALL_DISPATCHED);
+    } else if (c.state == CallState::dispatched) {
       if (const ClientInfo* instance = src.registry.client(c.instance)) {
         info->set_instance(instance->instance_id);
         info->set_instance_client(instance->name);

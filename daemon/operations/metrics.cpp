@@ -190,6 +190,8 @@ void counters(Text& t, const Metrics& m) {
       {"sagebus_replies_after_cancel_total",
        "REPLYs and CHUNKs from an instance for a call cancelled shortly before",
        m.replies_after_cancel},
+      {"sagebus_gathers_total", "REQUESTs with all (scatter-gather) accepted for routing",
+       m.gathers},
   };
   for (const auto& c : list) {
     t.family(c.name, "counter", c.help);

@@ -138,6 +138,8 @@ struct Metrics {
   std::uint64_t rejected_cancels = 0;      // CANCELs for no call of the sender's still open
   std::uint64_t late_cancels = 0;          // CANCELs for a call whose deadline had passed
   std::uint64_t replies_after_cancel = 0;  // REPLYs and CHUNKs for a call cancelled lately
+  // Scatter-gather (docs/protocol.md, "Scatter-gather").
+  std::uint64_t gathers = 0;  // REQUESTs with all accepted for routing
   // What each limit refused: answered OVERLOADED or INVALID_ARGUMENT, or dropped.
   std::array<std::uint64_t, kLimitCount> limit_refusals{};
   // With auth: connections whose CURVE key the authenticator refused, and messages a

@@ -5,7 +5,7 @@ namespace sagebus::broker {
 void Call::reset_() noexcept {
   // Every field, as declared. A field added to Call changes its size and fails this (the
   // size checked is that of 64-bit libstdc++; other targets are not checked).
-  static_assert(sizeof(void*) != 8 || sizeof(Call) == 368,
+  static_assert(sizeof(void*) != 8 || sizeof(Call) == 376,
                 "a field was added to Call: reset_() must reset it too, then update this size");
   id = 0;
   kind = CallKind::request;
@@ -32,7 +32,9 @@ void Call::reset_() noexcept {
   caller_lost = false;
   stats = nullptr;
   credit = 0;
+  asked = 0;
   chunks = 0;
+  parent = 0;
   outcome_claimed_ = false;
   counted_ = false;
   indexed_ = false;
@@ -62,13 +64,18 @@ Call* PendingCalls::enter_(Table::node_type node) {
   }
   const TimePoint deadline = call.deadline;
   Call* entered = &calls_.insert(std::move(node)).position->second;
-  if (entered->kind == CallKind::request && entered->caller) index_(*entered);
+  if (entered->kind != CallKind::send && entered->caller) index_(*entered);
   deadlines_.push(deadline, entered->id);
   if (deadlines_.size() > 2 * calls_.size() + 1024) compact_heap_();
   return entered;
 }
 
 Call* PendingCalls::find(CallId id) {
+  auto it = calls_.find(id);
+  return it == calls_.end() ? nullptr : &it->second;
+}
+
+const Call* PendingCalls::find(CallId id) const {
   auto it = calls_.find(id);
   return it == calls_.end() ? nullptr : &it->second;
 }

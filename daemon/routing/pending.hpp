@@ -24,8 +24,16 @@
 // caller has its outcome: a dispatched call whose deadline passed stays (holding its
 // instance's in-flight slot) until the instance replies late or is lost.
 //
+// A scatter-gather (a REQUEST with `all`) is a Call of kind `gather`, which holds the caller,
+// the deadline and how many instances were asked (`asked`), and is never dispatched; each
+// instance's part is a Call of kind `request` with no caller and `parent` = the gather's
+// dispatch id, dispatched as any call, whose outcome the broker sends on to the gather's
+// caller instead. A gather's parts are added right after it, one after another, so they are
+// the calls gather.id + 1 .. gather.id + asked (PendingCalls::add: calls added one after another
+// get consecutive ids) whose `parent` is the gather: found without a list of them.
+//
 // A caller names its calls by its own id: a CANCEL, or a CREDIT for a stream, finds the
-// call by (caller connection, caller id) through an index of the request calls
+// call by (caller connection, caller id) through an index of the request and gather calls
 // (find_by_caller), kept as calls are added and erased. Its keys hold the caller's whole
 // handle, so a call of a gone connection is never found for one that took its handle slot.
 // A call cancelled while an instance held it is remembered for a while (the last
@@ -65,7 +73,8 @@ using ServiceHandle = Handle;  // a service entry's, given by the Registry
 struct MethodStats;
 
 enum class CallState { waiting, dispatched };
-enum class CallKind { request, send };
+// A gather's parts are `request`s with a `parent` (above).
+enum class CallKind { request, send, gather };
 
 class Call {
  public:
@@ -88,7 +97,8 @@ class Call {
   TimePoint accepted{};
   TimePoint deadline{};  // the current timer: for a held send, the hold's end
 
-  // kind == send: the target connection's name, and the SEND's own deadline.
+  // kind == send: the target connection's name, and the SEND's own deadline. A part of a
+  // gather: its instance's connection name, which names its outcome to the caller.
   std::string peer;
   TimePoint send_deadline{};
 
@@ -97,11 +107,14 @@ class Call {
   bool retried = false;     // dispatched a second time after losing its first instance
   std::string lost_reason;  // why its first instance was lost, for a retry that fails
   bool caller_lost = false;
-  MethodStats* stats = nullptr;  // its service.method's metrics (requests only)
+  MethodStats* stats = nullptr;  // its service.method's metrics (calls, gathers; not parts)
   // A stream's flow control: chunks its instance may still send (the caller's window,
   // at most wire::kMaxStreamWindow), and chunks forwarded to the caller so far.
+  // A gather's `chunks` are the outcomes of its parts sent to its caller so far.
   std::uint32_t credit = 0;
+  std::uint32_t asked = 0;  // a gather: its parts, one per instance asked
   std::uint64_t chunks = 0;
+  CallId parent = 0;  // a part of a gather: the gather's dispatch id (0: none)
 
   // True exactly once: the caller of this method owns the caller's one outcome. The
   // broker claims through PendingCalls::claim_outcome, which also ends the call's count
@@ -120,7 +133,7 @@ class Call {
 
   bool outcome_claimed_ = false;
   bool counted_ = false;  // counted in PendingCalls::pending_of(caller)
-  bool indexed_ = false;  // in PendingCalls' index by caller (a request with a caller)
+  bool indexed_ = false;  // in PendingCalls' index by caller (a request or gather with a caller)
 };
 
 class PendingCalls {
@@ -130,12 +143,17 @@ class PendingCalls {
       : capacity_(capacity), next_id_(first_id) {}
 
   bool full() const noexcept { return calls_.size() >= capacity_; }
+  // How many more calls the table takes now (a gather needs one per part, and its own).
+  std::size_t room() const noexcept {
+    return calls_.size() < capacity_ ? capacity_ - calls_.size() : 0;
+  }
   // A lower capacity keeps the calls already in the table; it refuses new ones.
   void set_capacity(std::size_t capacity) noexcept { capacity_ = capacity; }
   std::size_t size() const noexcept { return calls_.size(); }
 
   // Enters `call` with a fresh dispatch id and returns it, or nullptr when the table is
-  // full. The reference stays valid until erase(id).
+  // full. The reference stays valid until erase(id). Calls added one after another, with
+  // nothing else added between them, have consecutive ids.
   Call* add(Call call) {
     return add_in_place([&](Call& blank) { blank = std::move(call); });
   }
@@ -150,8 +168,9 @@ class PendingCalls {
     return enter_(std::move(node));
   }
   Call* find(CallId id);
+  const Call* find(CallId id) const;
   void erase(CallId id);
-  // The request call that connection `caller` made under its own id `caller_id`, or
+  // The request or gather that connection `caller` made under its own id `caller_id`, or
   // nullptr: none, or it was erased. (Two calls under one id, which an SDK never sends:
   // the first.)
   Call* find_by_caller(ClientHandle caller, std::uint64_t caller_id);

@@ -1,5 +1,10 @@
 // busctl against a real broker and service: output, --json, and errors as
 // "STATUS_NAME: message" with a non-zero exit code.
+#include <sys/wait.h>
+
+#include <atomic>
+#include <csignal>
+#include <future>
 #include <sstream>
 #include <string>
 
@@ -274,4 +279,75 @@ TEST_CASE("busctl calls lists the calls in flight and filters them by service", 
   gated.open();
   CHECK(first.get().payload == "one");
   CHECK(second.get().payload == "two");
+}
+
+TEST_CASE("busctl call streams chunks with --stream and gathers with --all", "[busctl][stream]") {
+  Broker broker;
+  Client instance_client(at(broker, "busctl-streamer"));
+  Service svc(instance_client, "gen", {.max_inflight = 4});
+  svc.handle_stream("count", [](const Request& req, StreamWriter& out) {
+    for (int i = 1; i <= std::stoi(std::string(req.payload)); ++i)
+      out.write(std::to_string(i) + "\n");
+  });
+  svc.handle("who", [](const Request& req) {
+    std::string answer = "busctl-streamer";
+    for (const auto& [k, v] : req.headers)
+      answer += " " + k + "=" + v;
+    return answer + " " + std::string(req.trace_id());
+  });
+  svc.start();
+  REQUIRE(svc.wait_registered(5s));
+  auto busctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {busctl_path(), "--endpoint", broker.endpoint()});
+    return run(args);
+  };
+
+  const auto streamed = busctl({"call", "gen", "count", "3", "--stream"});
+  INFO(streamed.out << streamed.err);
+  CHECK(streamed.exit_code == 0);
+  CHECK(streamed.out == "1\n2\n3\n");
+  const auto streamed_json = busctl({"call", "gen", "count", "2", "--stream", "--json"});
+  CHECK(streamed_json.out ==
+        "{\"chunk\":true,\"payload\":\"1\\n\"}\n{\"chunk\":true,\"payload\":\"2\\n\"}\n"
+        "{\"status\":\"OK\"}\n");
+
+  const auto gathered = busctl({"call", "gen", "who", "--all", "--header", "k=v", "--traceparent",
+                                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+  INFO(gathered.out << gathered.err);
+  CHECK(gathered.exit_code == 0);
+  CHECK_THAT(gathered.out, Catch::StartsWith("asked 1 instance\nINSTANCE"));
+  CHECK_THAT(gathered.out, Catch::Contains("busctl-streamer  OK      busctl-streamer k=v "
+                                           "4bf92f3577b34da6a3ce929d0e0e4736"));
+
+  CHECK(busctl({"call", "gen", "count", "--stream", "--all"}).exit_code == 2);
+  CHECK(busctl({"call", "gen", "who", "--header", "novalue"}).exit_code == 2);
+}
+
+TEST_CASE("busctl call interrupted by SIGINT cancels the call at the instance",
+          "[busctl][cancel]") {
+  Broker broker;
+  Client instance_client(at(broker, "busctl-holder"));
+  Service svc(instance_client, "hold", {.max_inflight = 1});
+  std::atomic<bool> started{false}, cancelled{false};
+  svc.handle("wait", [&](const Request& req) {
+    started = true;
+    std::promise<void> gone;
+    auto registration = req.context.cancel.on_cancel([&] { gone.set_value(); });
+    if (gone.get_future().wait_for(10s) == std::future_status::ready) cancelled = true;
+    req.context.cancel.forget(registration);
+    return std::string("late");
+  });
+  svc.start();
+  REQUIRE(svc.wait_registered(5s));
+  TempDir dir;
+  Process call({busctl_path(), "--endpoint", broker.endpoint(), "--timeout", "20000", "call",
+                "hold", "wait"},
+               dir.path() + "/busctl.log");
+  REQUIRE(eventually([&] { return started.load(); }, 5s));
+  call.signal(SIGINT);
+  const int status = call.wait_exit(5s);
+  REQUIRE(status != -1);
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK_THAT(call.log(), Catch::Contains("CANCELLED"));
+  CHECK(eventually([&] { return cancelled.load(); }, 5s));
 }

@@ -1,11 +1,12 @@
-// Streams, cancellation and trace context on the wire, through the real broker
-// (docs/protocol.md, "Streams", "Cancellation", "Trace context"): raw ZeroMQ peers stand
-// for a caller and an instance, so that each test sends exactly the messages it names and
-// sees exactly what the broker sends back. A stream's chunks reach its caller in order
-// under its own id, within the credit it granted; what breaks the rules (a chunk beyond the
-// credit, for no stream, after the end; a CANCEL or CREDIT naming nothing) is dropped,
-// counted and disturbs nothing else; a cancel, or a caller that leaves, reaches the
-// instance as CANCEL and frees its slot at once.
+// Streams, cancellation, trace context and scatter-gather on the wire, through the real
+// broker (docs/protocol.md, "Streams", "Cancellation", "Trace context", "Scatter-gather"):
+// raw ZeroMQ peers stand for a caller and instances, so that each test sends exactly the
+// messages it names and sees exactly what the broker sends back. A stream's chunks reach
+// its caller in order under its own id, within the credit it granted; what breaks the rules
+// (a chunk beyond the credit, for no stream, after the end; a CANCEL or CREDIT naming
+// nothing) is dropped, counted and disturbs nothing else; a cancel, or a caller that
+// leaves, reaches the instance as CANCEL and frees its slot at once. A gather's caller gets
+// the count, one named outcome per instance and the final REPLY, in that order.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -594,4 +595,354 @@ TEST_CASE(
                    kTraceId) != std::string::npos;
       },
       5s));
+}
+
+// ---------------------------------------------------------------------------------------
+// Scatter-gather (docs/protocol.md, "Scatter-gather"): a REQUEST with `all`.
+
+namespace {
+
+wire::Header all_request(std::uint32_t timeout_ms = 10000) {
+  wire::Header h = request("streamer", "one", timeout_ms);
+  h.set_all(true);
+  return h;
+}
+
+// Bus with a second raw instance of "streamer" (max_inflight 1), named stream-instance-2.
+struct GatherBus : Bus {
+  RawPeer second{broker.endpoint()};
+
+  explicit GatherBus(std::vector<std::string> args = {}, bool caller_batches = false)
+      : Bus(std::move(args), caller_batches) {
+    REQUIRE(second.hello("stream-instance-2"));
+    register_streamer(second);
+  }
+};
+
+// The REQUEST `peer` is given for a gather: an ordinary call under a dispatch id of its own.
+wire::Header given_part(RawPeer& peer, const std::string& payload) {
+  const auto h = peer.receive(5s);
+  REQUIRE(h);
+  INFO("received " << h->ShortDebugString());
+  REQUIRE(h->kind() == wire::REQUEST);
+  CHECK(h->service() == "streamer");
+  CHECK(h->method() == "one");
+  CHECK_FALSE(h->stream());
+  CHECK_FALSE(h->all());
+  CHECK(h->timeout_ms() > 0);
+  // The caller's payload frames, as they came (none for a REQUEST sent without).
+  CHECK(peer.payload() ==
+        (payload.empty() ? std::vector<std::string>{} : std::vector<std::string>{payload}));
+  return *h;
+}
+
+// The CHUNK that names how many instances the gather `id` asked.
+void expect_count(RawPeer& caller, std::uint64_t id, std::uint64_t asked) {
+  const auto count = expect(caller, wire::CHUNK, id);
+  CHECK(count.count() == asked);
+  CHECK(count.peer().empty());
+  CHECK(caller.payload().empty());
+}
+
+// The next message of `caller`: the outcome CHUNK of gather `id` from instance `peer`.
+wire::Header expect_outcome(RawPeer& caller, std::uint64_t id, const std::string& peer,
+                            wire::Status status) {
+  const auto outcome = expect(caller, wire::CHUNK, id);
+  CHECK(outcome.peer() == peer);
+  CHECK(outcome.status() == status);
+  CHECK(outcome.count() == 0);
+  return outcome;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a gather sends the count first, then each instance's outcome named as it comes, then the "
+    "final REPLY with the count",
+    "[gather]") {
+  GatherBus bus;
+  const auto before = bus.counters();
+  wire::Header all = all_request();
+  all.set_traceparent(kTraceparent);
+  (*all.mutable_headers())["tenant"] = "blue";
+  const std::uint64_t id = bus.caller.send(all, {"ping"});
+  expect_count(bus.caller, id, 2);
+  const wire::Header first = given_part(bus.instance, "ping");
+  const wire::Header second = given_part(bus.second, "ping");
+  CHECK(first.id() != second.id());
+  CHECK(first.traceparent() == kTraceparent);
+  CHECK(first.headers().at("tenant") == "blue");
+
+  // Listed as the gather and its two parts.
+  const auto list = bus.ask<admin::CallList>("calls");
+  REQUIRE(list.calls_size() == 3);
+  const admin::CallInfo& gather = list.calls(0);
+  CHECK(gather.all());
+  CHECK(gather.instance_client() == "all (2)");
+  CHECK(gather.caller() == "stream-caller");
+  CHECK(gather.trace_id() == kTraceId);
+  for (int i = 1; i < 3; ++i) {
+    CHECK_FALSE(list.calls(i).all());
+    CHECK(list.calls(i).gather() == gather.id());
+    CHECK(list.calls(i).caller() == "stream-caller");
+    CHECK(list.calls(i).state() == admin::CALL_DISPATCHED);
+  }
+
+  // The second answers first: its outcome comes first, its headers and payload with it.
+  wire::Header answer = with_id(wire::REPLY, second.id());
+  (*answer.mutable_headers())["served-by"] = "two";
+  bus.second.send(answer, {"pong from two"});
+  const auto two = expect_outcome(bus.caller, id, "stream-instance-2", wire::OK);
+  CHECK(two.headers().at("served-by") == "two");
+  REQUIRE(bus.caller.payload().size() == 1);
+  CHECK(bus.caller.payload()[0] == "pong from two");
+  CHECK(unread(bus.second, bus.caller) == 0);  // no final REPLY yet
+
+  wire::Header failed = with_id(wire::REPLY, first.id());
+  failed.set_status(wire::HANDLER_ERROR);
+  failed.set_message("boom");
+  bus.instance.send(failed);
+  CHECK(expect_outcome(bus.caller, id, "stream-instance", wire::HANDLER_ERROR).message() == "boom");
+  const auto end = expect(bus.caller, wire::REPLY, id);
+  CHECK(end.status() == wire::OK);
+  CHECK(end.count() == 2);
+  CHECK(bus.caller.payload().empty());
+  CHECK(unread(bus.instance, bus.caller) == 0);
+
+  const auto after = bus.counters();
+  CHECK(after.gathers() == before.gathers() + 1);
+  CHECK(after.rejected_replies() == before.rejected_replies());
+  CHECK(bus.ask<admin::CallList>("calls").total() == 0);
+  CHECK(bus.in_flight() == 0);
+}
+
+TEST_CASE("a gather gives an instance at its max-inflight OVERLOADED at once and asks the others",
+          "[gather]") {
+  GatherBus bus;
+  // Each instance takes one call at a time: the first is busy with a plain call.
+  const std::uint64_t plain = bus.caller.send(request("streamer", "one"));
+  RawPeer* busy = nullptr;
+  wire::Header busy_with;
+  for (int tries = 0; tries < 500 && busy == nullptr; ++tries)
+    for (RawPeer* peer : {&bus.instance, &bus.second})
+      if (auto h = peer->receive(10ms); h && h->kind() == wire::REQUEST) {
+        busy = peer;
+        busy_with = *h;
+        break;
+      }
+  REQUIRE(busy != nullptr);
+  RawPeer& free = busy == &bus.instance ? bus.second : bus.instance;
+  const std::string busy_name = busy == &bus.instance ? "stream-instance" : "stream-instance-2";
+  const std::string free_name = busy == &bus.instance ? "stream-instance-2" : "stream-instance";
+
+  const std::uint64_t id = bus.caller.send(all_request(), {"all"});
+  expect_count(bus.caller, id, 2);
+  const auto overloaded = expect_outcome(bus.caller, id, busy_name, wire::OVERLOADED);
+  CHECK_THAT(overloaded.message(), Catch::Contains("is at its max-inflight of 1"));
+  CHECK_THAT(overloaded.message(), Catch::Contains("of service 'streamer'"));
+  const wire::Header part = given_part(free, "all");
+  CHECK(unread(bus.caller, *busy) == 0);  // never given the gather's call
+
+  free.send(with_id(wire::REPLY, part.id()), {"fine"});
+  expect_outcome(bus.caller, id, free_name, wire::OK);
+  CHECK(expect(bus.caller, wire::REPLY, id).count() == 2);
+  busy->send(with_id(wire::REPLY, busy_with.id()), {"plain"});
+  expect(bus.caller, wire::REPLY, plain, "plain");
+}
+
+TEST_CASE("a gather's outcomes, count and final REPLY reach a caller that reads batches in order",
+          "[gather][batch]") {
+  GatherBus bus({}, true);
+  // Both instances busy: the whole gather is settled in the handling of its REQUEST, so
+  // everything it sends the caller goes in one BATCH.
+  bus.caller.send(request("streamer", "one"));
+  bus.caller.send(request("streamer", "one"));
+  REQUIRE(bus.instance.receive(5s));
+  REQUIRE(bus.second.receive(5s));
+  const std::uint64_t id = bus.caller.send(all_request());
+  const auto h = bus.caller.receive(5s);
+  REQUIRE(h);
+  REQUIRE(h->kind() == wire::BATCH);
+  REQUIRE(bus.caller.payload().size() == 1);
+  const std::string frame = bus.caller.payload()[0];
+  wire::BatchReader reader(frame.data(), frame.size());
+  std::vector<wire::Header> records;
+  for (wire::MessageRecord record; reader.next(record);) {
+    wire::Header r;
+    REQUIRE(wire::decode(record.header.data(), record.header.size(), r) == wire::DecodeResult::ok);
+    CHECK(r.id() == id);
+    records.push_back(r);
+  }
+  REQUIRE(records.size() == 4);
+  CHECK(records[0].kind() == wire::CHUNK);
+  CHECK(records[0].count() == 2);
+  std::vector<std::string> named;
+  for (int i = 1; i < 3; ++i) {
+    CHECK(records[i].kind() == wire::CHUNK);
+    CHECK(records[i].status() == wire::OVERLOADED);
+    named.push_back(records[i].peer());
+  }
+  std::sort(named.begin(), named.end());
+  CHECK(named == std::vector<std::string>{"stream-instance", "stream-instance-2"});
+  CHECK(records[3].kind() == wire::REPLY);
+  CHECK(records[3].status() == wire::OK);
+  CHECK(records[3].count() == 2);
+}
+
+TEST_CASE(
+    "a gather's deadline gives each silent instance DEADLINE_EXCEEDED and then the final REPLY "
+    "and a late reply is dropped and counted",
+    "[gather][deadline]") {
+  GatherBus bus;
+  const auto before = bus.counters();
+  const std::uint64_t id = bus.caller.send(all_request(300));
+  expect_count(bus.caller, id, 2);
+  const wire::Header first = given_part(bus.instance, "");
+  const wire::Header second = given_part(bus.second, "");
+  CHECK(first.timeout_ms() <= 300);
+  bus.second.send(with_id(wire::REPLY, second.id()), {"in time"});
+  expect_outcome(bus.caller, id, "stream-instance-2", wire::OK);
+
+  const auto silent = expect_outcome(bus.caller, id, "stream-instance", wire::DEADLINE_EXCEEDED);
+  CHECK_THAT(silent.message(),
+             Catch::Contains("('stream-instance') of service 'streamer' did not reply to one "
+                             "within 300 ms"));
+  const auto end = expect(bus.caller, wire::REPLY, id);
+  CHECK(end.status() == wire::OK);
+  CHECK(end.count() == 2);
+
+  // The silent part still holds its instance, as any call past its deadline, until its late
+  // reply, which nobody is sent.
+  CHECK(bus.in_flight() == 1);
+  const auto overdue = bus.ask<admin::CallList>("calls");
+  REQUIRE(overdue.calls_size() == 1);
+  CHECK(overdue.calls(0).state() == admin::CALL_OVERDUE);
+  CHECK(overdue.calls(0).id() == first.id());
+  bus.instance.send(with_id(wire::REPLY, first.id()), {"late"});
+  CHECK(unread(bus.instance, bus.caller) == 0);
+  CHECK(bus.in_flight() == 0);
+  const auto after = bus.counters();
+  CHECK(after.late_replies() == before.late_replies() + 1);
+  CHECK(after.deadline_exceeded() == before.deadline_exceeded() + 1);
+}
+
+TEST_CASE("a gather's instance lost mid-call gives UNAVAILABLE for it naming why, not a retry",
+          "[gather][lost]") {
+  GatherBus bus;
+  wire::Header all = all_request();
+  all.set_idempotent(true);  // ignored for a gather
+  const std::uint64_t id = bus.caller.send(all);
+  expect_count(bus.caller, id, 2);
+  const wire::Header first = given_part(bus.instance, "");
+  given_part(bus.second, "");
+  bus.second.send(header(wire::GOODBYE));
+  const auto lost = expect_outcome(bus.caller, id, "stream-instance-2", wire::UNAVAILABLE);
+  CHECK_THAT(lost.message(), Catch::Contains("was lost mid-call"));
+  CHECK(unread(bus.caller, bus.instance) == 0);  // not given it again
+  bus.instance.send(with_id(wire::REPLY, first.id()), {"here"});
+  expect_outcome(bus.caller, id, "stream-instance", wire::OK);
+  CHECK(expect(bus.caller, wire::REPLY, id).count() == 2);
+}
+
+TEST_CASE("a cancelled gather sends CANCEL to each instance still holding a part of it",
+          "[gather][cancel]") {
+  GatherBus bus;
+  auto leaver = std::make_unique<RawPeer>(bus.broker.endpoint());
+  REQUIRE(leaver->hello("gather-leaver"));
+  const auto before = bus.counters();
+  const std::uint64_t id = leaver->send(all_request());
+  expect_count(*leaver, id, 2);
+  const wire::Header first = given_part(bus.instance, "");
+  const wire::Header second = given_part(bus.second, "");
+  // One answers before the cancel: only the other is still held.
+  bus.second.send(with_id(wire::REPLY, second.id()), {"early"});
+  expect_outcome(*leaver, id, "stream-instance-2", wire::OK);
+
+  std::string why;
+  SECTION("by its caller's CANCEL") {
+    leaver->send(with_id(wire::CANCEL, id));
+    why = "cancelled by its caller";
+  }
+  SECTION("by its caller leaving") {
+    leaver->send(header(wire::GOODBYE));
+    why = "its caller disconnected";
+  }
+  CHECK(expect(bus.instance, wire::CANCEL, first.id()).message() == why);
+  CHECK(unread(bus.caller, bus.second) == 0);  // done already: not told
+  // Its slot is free at once: a call is dispatched to it.
+  bus.caller.send(request("streamer", "one"));
+  std::optional<wire::Header> next;
+  for (int tries = 0; tries < 500 && !next; ++tries)
+    for (RawPeer* peer : {&bus.instance, &bus.second})
+      if (auto h = peer->receive(10ms); h && h->kind() == wire::REQUEST) {
+        next = h;
+        break;
+      }
+  REQUIRE(next);
+  bus.instance.send(with_id(wire::REPLY, first.id()), {"after the cancel"});
+  REQUIRE(bus.instance.sync());
+  if (why == "cancelled by its caller") {
+    CHECK(unread(bus.instance, *leaver) == 0);              // nothing more for the caller
+    CHECK(bus.ask<admin::CallList>("calls").total() == 1);  // the plain call only
+  }
+  const auto after = bus.counters();
+  CHECK(after.cancelled() == before.cancelled() + 1);
+  CHECK(after.replies_after_cancel() == before.replies_after_cancel() + 1);
+  CHECK(after.rejected_replies() == before.rejected_replies());
+}
+
+TEST_CASE(
+    "a gather with stream or to the broker's own service is INVALID_ARGUMENT and one to no "
+    "instance NO_RESPONDERS or to no method NOT_FOUND and nothing more",
+    "[gather]") {
+  GatherBus bus;
+  wire::Header streamed = all_request();
+  streamed.set_stream(true);
+  streamed.set_credit(4);
+  auto reply = bus.caller.reply_to(bus.caller.send(streamed));
+  REQUIRE(reply);
+  CHECK(reply->status() == wire::INVALID_ARGUMENT);
+  CHECK_THAT(reply->message(), Catch::Contains("not both"));
+
+  wire::Header admin = request("$broker", "status");
+  admin.set_all(true);
+  reply = bus.caller.reply_to(bus.caller.send(admin));
+  REQUIRE(reply);
+  CHECK(reply->status() == wire::INVALID_ARGUMENT);
+
+  wire::Header nobody = all_request();
+  nobody.set_service("nobody");
+  nobody.set_wait_for_ready(true);  // ignored for a gather
+  const std::uint64_t nobody_id = bus.caller.send(nobody);
+  reply = bus.caller.receive(5s);
+  REQUIRE(reply);
+  CHECK(reply->kind() == wire::REPLY);
+  CHECK(reply->id() == nobody_id);
+  CHECK(reply->status() == wire::NO_RESPONDERS);
+  CHECK(reply->message() == "service 'nobody' has no live instance");
+
+  wire::Header no_method = all_request();
+  no_method.set_method("absent");
+  const std::uint64_t no_method_id = bus.caller.send(no_method);
+  reply = bus.caller.receive(5s);
+  REQUIRE(reply);
+  CHECK(reply->kind() == wire::REPLY);
+  CHECK(reply->id() == no_method_id);
+  CHECK(reply->status() == wire::NOT_FOUND);
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  CHECK(unread(bus.caller, bus.second) == 0);
+  CHECK(bus.ask<admin::CallList>("calls").total() == 0);
+}
+
+TEST_CASE("a gather the call table has no room for with its parts is refused OVERLOADED whole",
+          "[gather][limits]") {
+  GatherBus bus({"--max-calls", "2"});  // a gather to 2 instances takes 3 places
+  const auto before = bus.counters();
+  const auto reply = bus.caller.reply_to(bus.caller.send(all_request()));
+  REQUIRE(reply);
+  CHECK(reply->status() == wire::OVERLOADED);
+  CHECK_THAT(reply->message(), Catch::Contains("max-calls") && Catch::Contains("needs 3"));
+  CHECK(unread(bus.caller, bus.instance) == 0);
+  CHECK(unread(bus.caller, bus.second) == 0);
+  CHECK(bus.counters().gathers() == before.gathers());
 }

@@ -1,6 +1,7 @@
 // The call table: every caller gets exactly one outcome, deadlines come out in order,
 // a reply counts only from the instance the call was given to, a caller's call is found
 // by its own id, and a reply after a cancel is told apart.
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -200,7 +201,9 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     c.wait_for_ready = true;
     c.stream = true;
     c.credit = 9;
+    c.asked = 4;
     c.chunks = 3;
+    c.parent = 12;
     c.payload.emplace_back("payload", 7);
     c.peer = "node-7";
     c.send_deadline = t0 + 2s;
@@ -229,7 +232,9 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
     CHECK_FALSE(blank.wait_for_ready);
     CHECK_FALSE(blank.stream);
     CHECK(blank.credit == 0);
+    CHECK(blank.asked == 0);
     CHECK(blank.chunks == 0);
+    CHECK(blank.parent == 0);
     CHECK(blank.payload.empty());
     CHECK(blank.accepted == TimePoint{});
     CHECK(blank.deadline == TimePoint{});
@@ -251,6 +256,55 @@ TEST_CASE("a call entered after others ended starts blank, whatever they held", 
   CHECK(calls.pending_of(kA) == 0);
   CHECK(calls.next_deadline() == t0 + 1s);
   CHECK(calls.claim_outcome(*call));  // its outcome is its own, not the ended calls'
+}
+
+TEST_CASE("room says how many more calls the table takes", "[pending]") {
+  PendingCalls calls(3);
+  CHECK(calls.room() == 3);
+  const CallId id = calls.add(make_call(kA, 1, t0 + 1s))->id;
+  CHECK(calls.room() == 2);
+  calls.add(make_call(kA, 2, t0 + 1s));
+  calls.add(make_call(kA, 3, t0 + 1s));
+  CHECK(calls.room() == 0);
+  calls.set_capacity(1);  // lowered below what it holds
+  CHECK(calls.room() == 0);
+  calls.set_capacity(3);
+  calls.erase(id);
+  CHECK(calls.room() == 1);
+}
+
+TEST_CASE(
+    "a gather is found by its caller's id and counted for it and its parts added after it have "
+    "the ids that follow and are neither",
+    "[pending][gather]") {
+  PendingCalls calls(10);
+  // Ids of ended calls are not reused: the parts still follow their gather.
+  calls.erase(calls.add(make_call(kA, 1, t0 + 1s))->id);
+  Call gather = make_call(kA, 7, t0 + 1s);
+  gather.kind = CallKind::gather;
+  gather.asked = 2;
+  const CallId gid = calls.add(std::move(gather))->id;
+  std::vector<CallId> parts;
+  for (int i = 0; i < 2; ++i)
+    parts.push_back(calls
+                        .add_in_place([&](Call& c) {
+                          c.parent = gid;
+                          c.caller_id = 7;  // no caller: its outcome is the gather's
+                          c.deadline = t0 + 1s;
+                        })
+                        ->id);
+  CHECK(parts == std::vector<CallId>{gid + 1, gid + 2});
+  REQUIRE(calls.find_by_caller(kA, 7) != nullptr);
+  CHECK(calls.find_by_caller(kA, 7)->id == gid);
+  CHECK(calls.indexed() == 1);
+  CHECK(calls.pending_of(kA) == 1);
+  const PendingCalls& read_only = calls;
+  REQUIRE(read_only.find(gid + 1) != nullptr);
+  CHECK(read_only.find(gid + 1)->parent == gid);
+  // Every one of them has the deadline; the broker settles them together.
+  std::vector<CallId> expired = calls.take_expired(t0 + 1s);
+  std::sort(expired.begin(), expired.end());
+  CHECK(expired == std::vector<CallId>{gid, gid + 1, gid + 2});
 }
 
 TEST_CASE("a full table does not fill a call in place", "[pending]") {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -453,6 +454,56 @@ TEST_CASE(
   CHECK(cancels[0].header.id() == stream_id);
   CHECK(cancels[0].header.id() != call_id);
   CHECK(f.ends[s.index] == 1);
+}
+
+TEST_CASE(
+    "a call_all takes what the broker sends at its deadline within the grace and without an "
+    "answer ends DEADLINE_EXCEEDED after it",
+    "[session][gather]") {
+  Fixture f;
+  f.connect();
+  const auto t0 = f.now;
+  const auto start_gather = [&] {
+    auto spec = Fixture::spec_of("m", 200ms);
+    spec.all = true;
+    auto control = std::make_shared<FakeControl>();
+    spec.control = control;
+    const auto index = f.start(std::move(spec));
+    const auto sent = f.port.take(wire::REQUEST);
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].header.all());
+    CHECK_FALSE(sent[0].header.stream());
+    return std::tuple{index, control, sent[0].header.id()};
+  };
+  const auto [answered, control, answered_id] = start_gather();
+  const auto [silent, silent_control, silent_id] = start_gather();
+  (void)silent_control;
+  (void)silent_id;
+  // The broker decides a gather's outcome at its deadline: it is not ended here then.
+  f.now = t0 + 200ms;
+  f.turn([] {});
+  CHECK_FALSE(f.outcomes[answered]);
+  CHECK_FALSE(f.outcomes[silent]);
+  CHECK(f.port.written.empty());  // and not cancelled
+  f.now = t0 + 210ms;
+  wire::Header outcome = header_of(wire::CHUNK, answered_id);
+  outcome.set_peer("instance-1");
+  outcome.set_status(wire::DEADLINE_EXCEEDED);
+  f.turn([&] { f.feed(outcome, ""); });
+  CHECK(control->chunks.size() == 1);
+  f.reply(answered_id, wire::OK, "");
+  REQUIRE(f.outcomes[answered]);
+  CHECK(f.outcomes[answered]->status == Status::ok);
+  CHECK(f.host.late == 0);
+  // No answer at all: it ends at the grace's end.
+  f.now = t0 + 249ms;
+  f.turn([] {});
+  CHECK_FALSE(f.outcomes[silent]);
+  f.now = t0 + 250ms;
+  f.turn([] {});
+  REQUIRE(f.outcomes[silent]);
+  CHECK(f.outcomes[silent]->status == Status::deadline_exceeded);
+  CHECK(f.ends[silent] == 1);
 }
 
 TEST_CASE("a stream unsent again after a GOODBYE waits for the next WELCOME past its idle_timeout",
