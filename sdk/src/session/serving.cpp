@@ -44,8 +44,8 @@ void Session::handle_(command::SendReply& c) {
   reply_(c.id, c.status, std::move(c.message), std::move(c.payload));
 }
 
-// A reply the queue refuses is lost; its caller's deadline ends the call. A small one
-// waits for the end of the turn, to go with others (gather_).
+// A small reply waits for the end of the turn, to go with others (gather_); one the
+// queue refuses waits for room (send_answer_).
 void Session::reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
   if (payload.size() > max_payload_) {
     // The broker would refuse it; its caller hears why instead of a lost connection.
@@ -60,11 +60,27 @@ void Session::reply_(std::uint64_t id, Status status, std::string message, std::
       .varint(H::kIdFieldNumber, id)
       .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
       .string(H::kMessageFieldNumber, message);
-  zmq::message_t frame = adopt(std::move(payload));
-  if (gathers_(frame.size()))
-    (void)gather_(head_.bytes(), &frame);
-  else
-    (void)send_header_(head_.frame(), std::move(frame));
+  send_answer_(head_.bytes(), adopt(std::move(payload)));
+}
+
+void Session::send_answer_(std::string_view header, zmq::message_t frame) {
+  if (held_out_.empty() && try_answer_(header, frame)) return;
+  held_out_.push_back({std::string(header), std::move(frame)});
+}
+
+// False, and `frame` kept, when the transport's queue refuses it.
+bool Session::try_answer_(std::string_view header, zmq::message_t& frame) {
+  if (gathers_(frame.size())) return gather_(header, &frame);
+  zmq::message_t head(header.data(), header.size());
+  if (!put_(head, &frame)) return false;
+  take_short_lease_();
+  return true;
+}
+
+void Session::flush_held_out_() {
+  while (!held_out_.empty() && link_ == Link::ready &&
+         try_answer_(held_out_.front().header, held_out_.front().frame))
+    held_out_.pop_front();
 }
 
 void Session::send_register_(const ServiceCore& core) {
@@ -130,16 +146,12 @@ void Session::on_credit_() {
     if (entry.core->add_credit(session_epoch_, in_.id(), in_.credit())) return;
 }
 
-// As handle_(SendReply): a chunk of a broker session that ended is dropped. One the
-// queue refuses is lost; the stream's caller then misses it and its deadline ends it.
+// As handle_(SendReply): a chunk of a broker session that ended is dropped; one the queue
+// refuses waits for room, in order (send_answer_).
 void Session::handle_(command::SendChunk& c) {
   if (c.epoch != session_epoch_) return;
   head_.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, c.id);
-  zmq::message_t frame = adopt(std::move(c.payload));
-  if (gathers_(frame.size()))
-    (void)gather_(head_.bytes(), &frame);
-  else
-    (void)send_header_(head_.frame(), std::move(frame));
+  send_answer_(head_.bytes(), adopt(std::move(c.payload)));
 }
 
 void Session::on_deliver_() {

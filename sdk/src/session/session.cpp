@@ -81,6 +81,7 @@ void Session::end_turn(Clock::time_point now) {
   // Timers first: a due heartbeat goes out ahead of queued publishes, or a publisher that
   // keeps the transport full would never be heard and lose its own lease.
   run_timers_();
+  flush_held_out_();
   flush_outbox_();
   flush_waiting_requests_();
   (void)flush_gathered_();

@@ -81,7 +81,7 @@ class Session {
   Clock::time_point next_wakeup() const;
   // Something waits for room in the transport's queue: a turn is due once it has room.
   bool wants_out() const {
-    return !outbox_.empty() || heartbeat_due_ || !waiting_for_room_.empty();
+    return !outbox_.empty() || heartbeat_due_ || !waiting_for_room_.empty() || !held_out_.empty();
   }
   // Nothing runs on the driver's thread but what callers ask: no service, no subscription.
   bool serves_nothing() const { return services_.empty() && subscription_cores_.empty(); }
@@ -225,6 +225,12 @@ class Session {
                 std::string_view payload, std::uint64_t dropped);
 
   // serving.cpp
+  // Sends a REPLY or CHUNK of this instance's (its header, then `frame`), in order with
+  // those before it: one the transport refuses waits in held_out_ for room, as do all
+  // after it, so that no chunk of a stream is lost or overtaken.
+  void send_answer_(std::string_view header, zmq::message_t frame);
+  bool try_answer_(std::string_view header, zmq::message_t& frame);
+  void flush_held_out_();
   void reply_(std::uint64_t id, Status status, std::string message, std::string payload);
   void send_register_(const ServiceCore& core);
   void on_request_();
@@ -302,6 +308,13 @@ class Session {
   std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
       subscriptions_;  // by wire id
   std::deque<QueuedPublish> outbox_;
+  // This instance's replies and chunks the transport refused, in order (send_answer_).
+  // Bounded by the calls it holds and their streams' credit.
+  struct HeldAnswer {
+    std::string header;
+    zmq::message_t frame;
+  };
+  std::deque<HeldAnswer> held_out_;
   Outgoing outgoing_;
   wire::BatchWriter batch_;  // make_outgoing_'s, reused
   // The broker's WELCOME says it reads PUBLISH_BATCH, BATCH.
