@@ -15,6 +15,12 @@
 // for its PubAck; the consumer is a durable pull consumer with explicit acks, fetching one
 // message at a time and acknowledging it with natsMsg_AckSync (which waits for the
 // server's confirmation).
+// Streams (stream_*), as NATS users stream replies: the requester subscribes to an inbox
+// of its own for each stream and publishes its request with that inbox as the reply
+// subject; the responder, a queue subscriber, publishes the chunks to the inbox and then
+// an empty message, the end, which the requester reads up to. NATS has no flow control
+// between them: the server buffers for a slow subscriber up to its limits, then drops
+// (or disconnects it as a slow consumer).
 #include <stdexcept>
 
 #include "child.hpp"
@@ -66,6 +72,7 @@ constexpr const char* kTopic = "bench.pubsub";
 constexpr const char* kStream = "BENCH";
 constexpr const char* kDurableSubject = "bench.durable";
 constexpr const char* kDurableConsumer = "bench";
+constexpr const char* kStreamSubject = "bench.stream";
 
 void check(natsStatus status, const char* what) {
   if (status != NATS_OK)
@@ -178,6 +185,79 @@ class NatsCaller : public Caller {
     reply.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     natsMsg_Destroy(msg);
     return true;
+  }
+
+ private:
+  Connection connection_;
+};
+
+// The stream responder: each request is answered on its reply subject with `chunks`
+// messages of `chunk`, then an empty one. The publishes are buffered by libnats and
+// pushed out by a flush after the last (one PING/PONG), not each by a write of its own.
+struct StreamResponder {
+  std::size_t chunks;
+  std::string chunk;
+};
+
+void on_stream(natsConnection* nc, natsSubscription* /*sub*/, natsMsg* msg, void* closure) {
+  const auto& responder = *static_cast<const StreamResponder*>(closure);
+  if (const char* reply = natsMsg_GetReply(msg)) {
+    for (std::size_t i = 0; i < responder.chunks; ++i)
+      natsConnection_Publish(nc, reply, responder.chunk.data(),
+                             static_cast<int>(responder.chunk.size()));
+    natsConnection_Publish(nc, reply, nullptr, 0);
+    natsConnection_FlushTimeout(nc, 10000);
+  }
+  natsMsg_Destroy(msg);
+}
+
+struct Streamer : Handle {
+  Streamer(const Server& server, std::size_t chunks, std::size_t bytes)
+      : responder{chunks, std::string(bytes, 'x')}, connection(server) {
+    if (!responder.chunk.empty()) responder.chunk.front() = kDataMark;
+    check(natsConnection_QueueSubscribe(subscription.out(), connection.get(), kStreamSubject,
+                                        "stream", on_stream, &responder),
+          "queue subscribe");
+    check(natsConnection_FlushTimeout(connection.get(), 10000), "flush");
+  }
+  StreamResponder responder;
+  Connection connection;
+  SubscriptionHandle subscription;  // destroyed first
+};
+
+class NatsStreamCaller : public StreamCaller {
+ public:
+  // send_asap: the request goes out at once.
+  explicit NatsStreamCaller(const Server& server) : connection_(server, true) {}
+  bool stream(StreamRun& run, std::string& error) override {
+    run = {};
+    natsInbox* inbox = nullptr;
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK) {
+      error = natsStatus_GetText(s);
+      return false;
+    }
+    {
+      SubscriptionHandle replies;
+      s = natsConnection_SubscribeSync(replies.out(), connection_.get(), inbox);
+      if (s == NATS_OK) s = natsSubscription_SetPendingLimits(replies.get(), -1, -1);
+      if (s == NATS_OK)
+        s = natsConnection_PublishRequest(connection_.get(), kStreamSubject, inbox, nullptr, 0);
+      while (s == NATS_OK) {
+        natsMsg* msg = nullptr;
+        s = natsSubscription_NextMsg(&msg, replies.get(), 10000);
+        if (s != NATS_OK) break;
+        const int length = natsMsg_GetDataLength(msg);
+        natsMsg_Destroy(msg);
+        if (length == 0) break;
+        ++run.chunks;
+        run.bytes += static_cast<std::uint64_t>(length);
+      }
+    }
+    natsInbox_Destroy(inbox);
+    if (s == NATS_OK) return true;
+    error = std::string(natsStatus_GetText(s)) + " after " + std::to_string(run.chunks) + " chunks";
+    return false;
   }
 
  private:
@@ -578,6 +658,14 @@ class NatsSystem : public System {
 
   std::unique_ptr<Handle> idle_clients(std::size_t count) override {
     return std::make_unique<IdleSockets>(port_, count, !server_url_.ca_file.empty());
+  }
+
+  std::unique_ptr<Handle> streamer(std::size_t chunks, std::size_t bytes) override {
+    return std::make_unique<Streamer>(server_url_, chunks, bytes);
+  }
+
+  std::unique_ptr<StreamCaller> stream_caller(std::uint32_t /*window*/) override {
+    return std::make_unique<NatsStreamCaller>(server_url_);
   }
 
   std::unique_ptr<DurableProducer> durable_producer() override {

@@ -7,6 +7,9 @@
 //   [sender id][target id][payload...], swaps the first two frames and sends it on, so the
 //   target gets [sender id][payload...] and answers the same way. No balancing in the
 //   middle: for lb_w4_c8 each caller picks its worker round robin itself.
+// - Streams (stream_*): the same ROUTER; a stream worker answers each request with its
+//   chunks, each a message [caller][chunk], then an empty one, the end. No flow control
+//   but the high-water marks and TCP's.
 // - Pub-sub: an XSUB/XPUB zmq_proxy; the publisher is a PUB, each subscriber a SUB,
 //   messages are [topic][payload]. High-water marks are 0 (unbounded) on every hop, so
 //   the floor neither drops nor pushes back: it shows the cost of moving frames alone.
@@ -119,6 +122,36 @@ struct Workers : Handle {
   }
 };
 
+// One stream: [target][request] out, then [from][chunk] in until an empty chunk (the end),
+// counted into `run`. False when a message did not come within the receive timeout.
+bool read_stream(zmq::socket_t& s, const std::string& target, StreamRun& run) {
+  run = {};
+  s.send(frame(target), zmq::send_flags::sndmore);
+  s.send(frame("stream"), zmq::send_flags::none);
+  for (;;) {
+    zmq::message_t from, body;
+    if (!s.recv(from) || !from.more() || !s.recv(body)) return false;
+    if (body.size() == 0) return true;
+    ++run.chunks;
+    run.bytes += body.size();
+  }
+}
+
+constexpr const char* kStreamWorker = "s0";
+
+class ZmqStreamCaller : public StreamCaller {
+ public:
+  explicit ZmqStreamCaller(zmq::socket_t socket) : socket_(std::move(socket)) {}
+  bool stream(StreamRun& run, std::string& error) override {
+    if (read_stream(socket_, kStreamWorker, run)) return true;
+    error = "the stream stopped for 10 s after " + std::to_string(run.chunks) + " chunks";
+    return false;
+  }
+
+ private:
+  zmq::socket_t socket_;
+};
+
 class ZmqCaller : public Caller {
  public:
   ZmqCaller(zmq::socket_t socket, std::size_t workers)
@@ -221,6 +254,44 @@ class ZmqSystem : public System {
     }
     workers_ = instances;
     return workers;
+  }
+
+  std::unique_ptr<Handle> streamer(std::size_t chunks, std::size_t bytes) override {
+    auto workers = std::make_unique<Workers>();
+    std::string chunk(bytes, 'x');
+    if (!chunk.empty()) chunk.front() = kDataMark;
+    workers->threads.emplace_back([this, stop = &workers->stop, chunks, chunk] {
+      zmq::socket_t s = dealer(context_, kStreamWorker, tcp(router_port_), curve_);
+      s.set(zmq::sockopt::rcvtimeo, 100);
+      while (!stop->load()) {
+        zmq::message_t from, request;
+        if (!s.recv(from)) continue;
+        if (from.more()) (void)s.recv(request);
+        for (std::size_t i = 0; i < chunks; ++i) {
+          s.send(zmq::message_t(from.data(), from.size()), zmq::send_flags::sndmore);
+          s.send(frame(chunk), zmq::send_flags::none);
+        }
+        s.send(zmq::message_t(from.data(), from.size()), zmq::send_flags::sndmore);
+        s.send(zmq::message_t(), zmq::send_flags::none);
+      }
+    });
+    // The ROUTER knows the worker only once its connection is up: probe until a stream
+    // comes back.
+    zmq::socket_t probe =
+        dealer(context_, "probe-" + std::to_string(++names_), tcp(router_port_), curve_);
+    probe.set(zmq::sockopt::rcvtimeo, 100);
+    const auto until = Clock::now() + 10s;
+    StreamRun run;
+    while (!read_stream(probe, kStreamWorker, run)) {
+      if (Clock::now() >= until)
+        throw std::runtime_error("the ZeroMQ stream worker did not answer within 10 s");
+    }
+    return workers;
+  }
+
+  std::unique_ptr<StreamCaller> stream_caller(std::uint32_t /*window*/) override {
+    return std::make_unique<ZmqStreamCaller>(
+        dealer(context_, "sc" + std::to_string(++names_), tcp(router_port_), curve_));
   }
 
   std::unique_ptr<Caller> caller() override {

@@ -71,6 +71,8 @@ std::string smoke_failure(const Result& r, const Counts& counts) {
   if (r.lost) return std::to_string(r.lost) + " messages lost";
   if (r.shape == Shape::pubsub && r.delivered == 0) return "nothing delivered";
   if (r.shape == Shape::reqrep && r.ops_per_s <= 0) return "no call answered";
+  if (r.shape == Shape::stream && r.streams == 0) return "no stream completed";
+  if (r.shape == Shape::cancel && r.samples == 0) return "no cancellation measured";
   (void)counts;
   return {};
 }
@@ -189,18 +191,71 @@ void print_restart_table(const std::vector<std::string>& systems,
   }
 }
 
+// The stream_* scenarios: chunks/s and MB/s of each system, and the latency of a whole
+// stream; ratios of chunks/s as above.
+void print_stream_table(const std::vector<std::string>& scenarios,
+                        const std::vector<std::string>& systems,
+                        std::map<std::string, std::map<std::string, Result>>& medians) {
+  std::printf("\n| scenario |");
+  for (const auto& s : systems)
+    std::printf(" %s chunks/s | %s MB/s | %s stream p50 µs | %s stream p99 µs |", s.c_str(),
+                s.c_str(), s.c_str(), s.c_str());
+  for (std::size_t i = 1; i < systems.size(); ++i)
+    std::printf(" %s/%s |", i == 1 && systems.size() == 2 ? systems[0].c_str() : "ours",
+                systems[i].c_str());
+  std::printf("\n|---|");
+  for (std::size_t i = 0; i < systems.size() * 4 + systems.size() - 1; ++i)
+    std::printf("---:|");
+  std::printf("\n");
+  for (const auto& scenario : scenarios) {
+    std::printf("| %s |", scenario.c_str());
+    for (const auto& s : systems) {
+      auto it = medians[scenario].find(s);
+      if (it == medians[scenario].end()) {
+        std::printf(" failed | – | – | – |");
+        continue;
+      }
+      const Result& r = it->second;
+      std::printf(" %.0f | %.1f | %.0f | %.0f |", r.ops_per_s, r.mb_per_s, r.p50_us, r.p99_us);
+    }
+    print_ratios(medians[scenario], systems);
+  }
+}
+
+// cancel_latency, one row per system that ran it (sage-bus alone: no baseline has
+// cancellation).
+void print_cancel_table(const std::vector<std::string>& systems,
+                        std::map<std::string, std::map<std::string, Result>>& medians) {
+  std::printf(
+      "\n| scenario | system | p50 µs | p99 µs | cancellations |\n|---|---|---:|---:|---:|\n");
+  for (const auto& s : systems) {
+    auto it = medians["cancel_latency"].find(s);
+    if (it == medians["cancel_latency"].end()) {
+      std::printf("| cancel_latency | %s | failed | – | – |\n", s.c_str());
+      continue;
+    }
+    const Result& r = it->second;
+    std::printf("| cancel_latency | %s | %.0f | %.0f | %llu |\n", s.c_str(), r.p50_us, r.p99_us,
+                static_cast<unsigned long long>(r.samples));
+  }
+}
+
 // One table per kind of scenario: the original ones (as before), the durable ones (on
-// the systems that run them), restart_1m.
+// the systems that run them), restart_1m, the streams, cancel_latency.
 void print_markdown(const std::vector<std::string>& scenarios,
                     const std::vector<std::string>& systems,
                     std::map<std::string, std::map<std::string, Result>>& medians) {
-  std::vector<std::string> plain, durable;
-  bool restart = false;
+  std::vector<std::string> plain, durable, streams;
+  bool restart = false, cancel = false;
   for (const auto& scenario : scenarios) {
     if (is_durable(scenario))
       durable.push_back(scenario);
+    else if (is_stream(scenario))
+      streams.push_back(scenario);
     else if (scenario == "restart_1m")
       restart = true;
+    else if (scenario == "cancel_latency")
+      cancel = true;
     else
       plain.push_back(scenario);
   }
@@ -213,6 +268,8 @@ void print_markdown(const std::vector<std::string>& scenarios,
   if (!plain.empty()) print_markdown_table(plain, systems, medians);
   if (!durable.empty()) print_durable_table(durable, running(durable.front()), medians);
   if (restart) print_restart_table(running("restart_1m"), medians);
+  if (!streams.empty()) print_stream_table(streams, running(streams.front()), medians);
+  if (cancel) print_cancel_table(running("cancel_latency"), medians);
 }
 
 // Says on stderr which systems leave out which scenarios (runs_on), once for the run.
@@ -232,7 +289,8 @@ bool say_left_out(const std::vector<std::string>& scenarios,
       std::fprintf(stderr,
                    "sage-bus-bench: not run on %s: %s (durable_* run on sage-bus and NATS "
                    "JetStream only, the ZeroMQ forwarder has no durable queue; restart_1m on "
-                   "sage-bus only)\n",
+                   "sage-bus only; cancel_latency on sage-bus only, neither NATS nor the "
+                   "forwarder has cancellation)\n",
                    system.c_str(), left_out.c_str());
   }
   return any;
@@ -354,6 +412,8 @@ int main(int argc, char** argv) {
       "  scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n> system=<s>     (request-reply)\n"
       "  scenario=<name> ops_per_s=<n> delivered=<n> lost=<n> system=<s>    (pub-sub)\n"
       "  scenario=restart_1m items=<n> fill_puts_per_s=<n> recovery_s=<s> ... system=sagebus\n"
+      "  scenario=<name> chunks_per_s=<n> mb_per_s=<n> streams=<n> ... system=<s>   (stream_*)\n"
+      "  scenario=cancel_latency p50_us=<n> p99_us=<n> samples=<n> system=sagebus\n"
       "Scenarios: " +
       [] {
         std::string all;
@@ -364,7 +424,8 @@ int main(int argc, char** argv) {
         return all;
       }() +
       ". The durable_* ones compare sage-bus's durable legacy queues (sage-busd --store) with "
-      "NATS JetStream, not the ZeroMQ forwarder. See docs/benchmarks.md."};
+      "NATS JetStream, not the ZeroMQ forwarder; cancel_latency runs on sage-bus alone. See "
+      "docs/benchmarks.md."};
   std::vector<std::string> every_scenario = scenario_names();
   for (const auto& n : named_only_scenario_names())
     every_scenario.push_back(n);
@@ -375,7 +436,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(every_scenario));
   app.add_option("--calls", options.counts.calls,
                  "Measured calls of reqrep_c1/reqrep_c8/lb_w4_c8/clients_10k; pipelined makes 5x, "
-                 "reqrep_64k 1/10, reqrep_1m 1/100")
+                 "reqrep_64k 1/10, reqrep_1m 1/100; stream_* at least 1/100 streams (and 1 s), "
+                 "cancel_latency 1/20 cancellations")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100000000}))
       ->capture_default_str();
   app.add_option("--messages", options.counts.messages, "Messages published by pubsub_*")
@@ -392,6 +454,11 @@ int main(int argc, char** argv) {
   app.add_option("--restart-items", options.counts.restart_items,
                  "Items restart_1m puts before it restarts the broker")
       ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--stream-window", options.counts.stream_window,
+                 "The window of sage-bus's stream caller in stream_* (CallOptions::window: the "
+                 "chunks it may hold unread; the baselines have no flow control)")
+      ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
   app.add_option("--baseline", options.baseline,
                  "Measure this baseline instead of sage-bus: zmq (a raw ROUTER forwarder and an "
@@ -483,6 +550,7 @@ int main(int argc, char** argv) {
     options.counts.idle_clients = std::min<std::size_t>(options.counts.idle_clients, 200);
     options.counts.items = std::min<std::size_t>(options.counts.items, 200);
     options.counts.restart_items = std::min<std::size_t>(options.counts.restart_items, 10000);
+    options.counts.stream_seconds = 0;
   }
   try {
     options.paths.self = self_path();

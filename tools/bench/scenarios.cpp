@@ -17,10 +17,11 @@ using namespace std::chrono_literals;
 
 const std::vector<std::string>& scenario_names() {
   static const std::vector<std::string> names{
-      "reqrep_c1",         "reqrep_c8",          "lb_w4_c8",          "pipelined",
-      "pubsub_1to1",       "pubsub_1to4",        "reqrep_64k",        "reqrep_1m",
-      "clients_10k",       "durable_put_p1_64",  "durable_put_p8_64", "durable_put_p1_4k",
-      "durable_put_p8_4k", "durable_put_get_ack"};
+      "reqrep_c1",         "reqrep_c8",           "lb_w4_c8",          "pipelined",
+      "pubsub_1to1",       "pubsub_1to4",         "reqrep_64k",        "reqrep_1m",
+      "clients_10k",       "durable_put_p1_64",   "durable_put_p8_64", "durable_put_p1_4k",
+      "durable_put_p8_4k", "durable_put_get_ack", "stream_64",         "stream_4k",
+      "cancel_latency"};
   return names;
 }
 
@@ -33,10 +34,14 @@ bool is_durable(std::string_view scenario) {
   return scenario.starts_with("durable_");
 }
 
+bool is_stream(std::string_view scenario) {
+  return scenario.starts_with("stream_");
+}
+
 bool runs_on(std::string_view scenario, std::string_view system) {
   const std::string_view base = system.substr(0, system.find('+'));
   if (is_durable(scenario)) return base == "sagebus" || base == "nats";
-  if (scenario == "restart_1m") return base == "sagebus";
+  if (scenario == "restart_1m" || scenario == "cancel_latency") return base == "sagebus";
   return true;
 }
 
@@ -499,6 +504,95 @@ Result restart_scenario(System& system, std::size_t items) {
   return result;
 }
 
+// stream_64, stream_4k: one stream service answering each stream with kStreamChunks
+// chunks of `bytes`, one caller (with `window`, where the system has flow control) reading
+// one stream at a time to its end, after a warm-up.
+// The measured streams go on until at least `streams` ended and `min_seconds` passed; the
+// clock runs from the first one's request to the last one's end. Each stream's latency
+// runs from its request to its end. A stream that fails or comes back incomplete ends the
+// run (a broken system would wait out each stream's timeout).
+Result stream_scenario(System& system, std::size_t bytes, std::size_t streams, double min_seconds,
+                       std::uint32_t window) {
+  auto service = system.streamer(kStreamChunks, bytes);
+  auto caller = system.stream_caller(window);
+  const std::uint64_t expected_bytes = std::uint64_t{kStreamChunks} * bytes;
+  StreamRun run;
+  std::string error;
+  auto complete = [&] {
+    if (run.chunks == kStreamChunks && run.bytes == expected_bytes) return true;
+    error = "a stream ended after " + std::to_string(run.chunks) + " chunks of " +
+            std::to_string(kStreamChunks) + " (" + std::to_string(run.bytes) + " bytes of " +
+            std::to_string(expected_bytes) + ")";
+    return false;
+  };
+  for (std::size_t i = 0; i < std::max<std::size_t>(2, streams / 20); ++i)
+    if (!caller->stream(run, error) || !complete())
+      throw std::runtime_error("a warm-up stream failed: " + error);
+
+  std::vector<std::int64_t> latencies;
+  latencies.reserve(streams);
+  std::uint64_t chunks = 0, total_bytes = 0, errors = 0;
+  const auto min_elapsed = static_cast<std::int64_t>(min_seconds * 1e9);
+  const std::int64_t start = now_ns();
+  std::int64_t end = start;
+  while (latencies.size() < streams || end - start < min_elapsed) {
+    const std::int64_t t0 = now_ns();
+    const bool ok = caller->stream(run, error) && complete();
+    end = now_ns();
+    if (!ok) {
+      ++errors;
+      break;
+    }
+    latencies.push_back(end - t0);
+    chunks += run.chunks;
+    total_bytes += run.bytes;
+  }
+  Result result;
+  result.system = std::string(system.name());
+  result.shape = Shape::stream;
+  result.errors = errors;
+  result.ops_per_s = per_second(chunks, end - start);
+  result.mb_per_s = per_second(total_bytes, end - start) / 1e6;
+  result.streams = latencies.size();
+  result.chunks_per_stream = kStreamChunks;
+  result.p50_us = static_cast<double>(percentile(latencies, 50)) / 1000.0;
+  result.p99_us = static_cast<double>(percentile(latencies, 99)) / 1000.0;
+  report_errors(system, errors, error, "streams");
+  return result;
+}
+
+// cancel_latency: a service of one instance (max_inflight 1) whose handler waits to be
+// cancelled; `samples` times, one call is made, cancelled once its handler runs, and the
+// time from just before the cancel to the handler's cancellation callback is measured
+// (System's Canceller), after a warm-up of 20. A cancellation that fails ends the run.
+Result cancel_scenario(System& system, std::size_t samples) {
+  auto canceller = system.canceller();
+  std::int64_t latency = 0;
+  std::string error;
+  for (int i = 0; i < 20; ++i)
+    if (!canceller->cancel_one(latency, error))
+      throw std::runtime_error("a warm-up cancellation failed: " + error);
+  std::vector<std::int64_t> latencies;
+  latencies.reserve(samples);
+  std::uint64_t errors = 0;
+  for (std::size_t i = 0; i < samples; ++i) {
+    if (!canceller->cancel_one(latency, error)) {
+      ++errors;
+      break;
+    }
+    latencies.push_back(latency);
+  }
+  Result result;
+  result.system = std::string(system.name());
+  result.shape = Shape::cancel;
+  result.errors = errors;
+  result.samples = latencies.size();
+  result.p50_us = static_cast<double>(percentile(latencies, 50)) / 1000.0;
+  result.p99_us = static_cast<double>(percentile(latencies, 99)) / 1000.0;
+  report_errors(system, errors, error, "cancellations");
+  return result;
+}
+
 }  // namespace
 
 Result run_scenario(std::string_view name, const Factory& start, const Counts& counts) {
@@ -535,6 +629,14 @@ Result run_scenario(std::string_view name, const Factory& start, const Counts& c
     result = durable_put_get_ack_scenario(*system, counts.items);
   } else if (name == "restart_1m") {
     result = restart_scenario(*system, counts.restart_items);
+  } else if (name == "stream_64") {
+    result = stream_scenario(*system, 64, std::max<std::size_t>(2, calls / 100),
+                             counts.stream_seconds, counts.stream_window);
+  } else if (name == "stream_4k") {
+    result = stream_scenario(*system, 4096, std::max<std::size_t>(2, calls / 100),
+                             counts.stream_seconds, counts.stream_window);
+  } else if (name == "cancel_latency") {
+    result = cancel_scenario(*system, std::max<std::size_t>(20, calls / 20));
   } else {
     throw std::invalid_argument("no scenario named '" + std::string(name) + "'");
   }

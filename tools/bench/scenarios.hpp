@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,9 +26,18 @@ struct Counts {
   std::size_t idle_clients = 10000;
   std::size_t items = 20000;            // measured items of each durable_* (all producers)
   std::size_t restart_items = 1000000;  // items restart_1m puts before the restart
+  // stream_*: measured streams go on until this long has passed too (0: --smoke); the
+  // window of sage-bus's stream caller (CallOptions::window, 1..1024).
+  double stream_seconds = 1.0;
+  std::uint32_t stream_window = 256;
   // The others derive from calls: pipelined 5x, reqrep_64k 1/10, reqrep_1m 1/100
-  // (at least 10 each), warm-up 1/20 (at least 20; of items for durable_*).
+  // (at least 10 each), warm-up 1/20 (at least 20; of items for durable_*); stream_* at
+  // least 1/100 streams (at least 2; warm-up 1/20 of those, at least 2), cancel_latency
+  // 1/20 cancellations (at least 20; warm-up 20).
 };
+
+// Chunks of each stream of stream_64 and stream_4k.
+inline constexpr std::size_t kStreamChunks = 1000;
 
 using Factory = std::function<std::unique_ptr<System>(const Setup&)>;
 
@@ -38,9 +48,12 @@ const std::vector<std::string>& named_only_scenario_names();
 
 // The durable_* scenarios: sage-bus's durable legacy queues against NATS JetStream.
 bool is_durable(std::string_view scenario);
+// The stream_* scenarios: streamed replies (chunks/s).
+bool is_stream(std::string_view scenario);
 // Whether `scenario` runs on `system` (sagebus, zmq or nats, secured or not): durable_*
-// on sage-bus and NATS (the forwarder has no durable queue), restart_1m on sage-bus
-// alone, the others everywhere.
+// on sage-bus and NATS (the forwarder has no durable queue), restart_1m and
+// cancel_latency on sage-bus alone (the others have no cancellation), the others
+// everywhere.
 bool runs_on(std::string_view scenario, std::string_view system);
 
 // Runs scenario `name` on a fresh system from `start`. Throws std::runtime_error when the

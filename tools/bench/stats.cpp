@@ -57,6 +57,12 @@ Result median(const std::vector<Result>& runs) {
     out.rss_recovered_kib = median_of<std::uint64_t>(
         runs, [](const Result& r) { return r.rss_recovered_kib.value_or(0); });
   }
+  if (out.shape == Shape::stream) {
+    out.mb_per_s = median_of<double>(runs, [](const Result& r) { return r.mb_per_s; });
+    out.streams = median_of<std::uint64_t>(runs, [](const Result& r) { return r.streams; });
+  }
+  if (out.shape == Shape::cancel)
+    out.samples = median_of<std::uint64_t>(runs, [](const Result& r) { return r.samples; });
   if (out.rss_idle_kib) {
     out.rss_idle_kib =
         median_of<std::uint64_t>(runs, [](const Result& r) { return r.rss_idle_kib.value_or(0); });
@@ -77,6 +83,17 @@ std::string format(const Result& r, std::optional<double> ratio) {
                       "scenario=%s items=%llu fill_puts_per_s=%.0f recovery_s=%.3f recovered=%llu",
                       r.scenario.c_str(), static_cast<unsigned long long>(r.items), r.ops_per_s,
                       r.recovery_s, static_cast<unsigned long long>(r.recovered));
+  } else if (r.shape == Shape::stream) {
+    n = std::snprintf(buffer, sizeof buffer,
+                      "scenario=%s chunks_per_s=%.0f mb_per_s=%.1f streams=%llu "
+                      "chunks_per_stream=%llu p50_us=%.0f p99_us=%.0f",
+                      r.scenario.c_str(), r.ops_per_s, r.mb_per_s,
+                      static_cast<unsigned long long>(r.streams),
+                      static_cast<unsigned long long>(r.chunks_per_stream), r.p50_us, r.p99_us);
+  } else if (r.shape == Shape::cancel) {
+    n = std::snprintf(buffer, sizeof buffer, "scenario=%s p50_us=%.0f p99_us=%.0f samples=%llu",
+                      r.scenario.c_str(), r.p50_us, r.p99_us,
+                      static_cast<unsigned long long>(r.samples));
   } else {
     n = std::snprintf(buffer, sizeof buffer, "scenario=%s ops_per_s=%.0f delivered=%llu lost=%llu",
                       r.scenario.c_str(), r.ops_per_s, static_cast<unsigned long long>(r.delivered),

@@ -12,8 +12,9 @@
 namespace sagebus::bench {
 
 // reqrep: calls or durable puts/items, with latencies; pubsub: deliveries and losses;
-// restart: restart_1m's recovery.
-enum class Shape { reqrep, pubsub, restart };
+// restart: restart_1m's recovery; stream: chunks of streamed replies (ops_per_s is
+// chunks/s), with each stream's latency; cancel: cancel_latency's percentiles alone.
+enum class Shape { reqrep, pubsub, restart, stream, cancel };
 
 // A durable scenario on a system with a store of its own (sage-bus): its commits per
 // second and store writes per commit over the measured run. exported false: the server
@@ -57,6 +58,13 @@ struct Result {
   double recovery_s = 0;
   std::optional<std::uint64_t> rss_full_kib;
   std::optional<std::uint64_t> rss_recovered_kib;
+  // stream: the chunks' megabytes (10^6 B) per second, and the streams measured (each
+  // of `chunks_per_stream` chunks; p50_us and p99_us are per whole stream).
+  double mb_per_s = 0;
+  std::uint64_t streams = 0;
+  std::uint64_t chunks_per_stream = 0;
+  // cancel: the cancellations measured (p50_us and p99_us are their latencies).
+  std::uint64_t samples = 0;
 };
 
 // The p-th percentile (0..100) of `samples`, nearest rank; 0 when empty. Reorders them.
@@ -66,8 +74,9 @@ std::int64_t percentile(std::vector<std::int64_t>& samples, double p);
 // lower middle one for an even count). errors and lost_max are the worst round's.
 Result median(const std::vector<Result>& runs);
 
-// "scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n>", the pub-sub form or the restart
-// form, then system=..., and the extra fields (errors, rss, store, ratio) where they apply.
+// "scenario=<name> ops_per_s=<n> p50_us=<n> p99_us=<n>", the pub-sub, restart, stream or
+// cancel form, then system=..., and the extra fields (errors, rss, store, ratio) where
+// they apply.
 std::string format(const Result& result, std::optional<double> ratio = std::nullopt);
 
 }  // namespace sagebus::bench

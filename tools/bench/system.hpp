@@ -6,6 +6,12 @@
 // (Setup::durable) starts the server with its store. The forwarder keeps nothing: its
 // durable methods are System's defaults, which throw.
 //
+// Streamed replies (stream_64, stream_4k) are sage-bus's streams (Service::handle_stream,
+// Client::stream, with end-to-end credit), a NATS request answered by many messages on
+// the requester's inbox and then an empty one, and on the forwarder a worker sending
+// many frames back to the caller and then an empty one. Cancellation (cancel_latency) is
+// sage-bus's alone: the others' canceller() is System's default, which throws.
+//
 // Each runs plain or secured (--auth): sage-bus with CURVE and an auth rules file
 // ("sagebus+curve"), the forwarder with CURVE ("zmq+curve"), NATS with TLS ("nats+tls").
 //
@@ -112,6 +118,32 @@ class DurableConsumer {
   virtual std::uint64_t queued() { throw std::runtime_error("the queue's size is not known"); }
 };
 
+// One connection asking for streamed replies (stream_64, stream_4k).
+struct StreamRun {
+  std::uint64_t chunks = 0;  // chunks received
+  std::uint64_t bytes = 0;   // their bytes
+};
+class StreamCaller {
+ public:
+  virtual ~StreamCaller() = default;
+  // Asks the stream service for one stream (30 s at most) and reads it to its end,
+  // counting its chunks and bytes into `run` (zeroed first). Returns false, with the
+  // reason in `error`, when it did not end as a complete stream.
+  virtual bool stream(StreamRun& run, std::string& error) = 0;
+};
+
+// cancel_latency: a service of one instance (max_inflight 1) whose handler waits for its
+// call's cancellation, and a connection calling it, kept together.
+class Canceller {
+ public:
+  virtual ~Canceller() = default;
+  // Makes one call, waits until its handler runs, then cancels it; returns the time from
+  // just before the cancel to the handler's cancellation callback (nanoseconds), once
+  // the call has ended CANCELLED at the caller. Returns false, with the reason in
+  // `error`, when any step failed or took over 10 s.
+  virtual bool cancel_one(std::int64_t& latency_ns, std::string& error) = 0;
+};
+
 // A store's own counters (sage-busd's sagebus_store_commits_total and
 // sagebus_store_writes_total). exported false: the server does not export them.
 struct StoreCounters {
@@ -159,6 +191,21 @@ class System {
   }
   virtual std::unique_ptr<DurableConsumer> durable_consumer() {
     throw std::runtime_error(std::string(name()) + " has no durable queue");
+  }
+  // Streams: a service on its own connection answering each stream with `chunks`
+  // chunks of `bytes` bytes (then the system's end of stream), and new connections
+  // asking it, each holding at most `window` chunks unread where the system has flow
+  // control (sage-bus; the others ignore it). Throw std::runtime_error where the system
+  // has none.
+  virtual std::unique_ptr<Handle> streamer(std::size_t /*chunks*/, std::size_t /*bytes*/) {
+    throw std::runtime_error(std::string(name()) + " has no streams");
+  }
+  virtual std::unique_ptr<StreamCaller> stream_caller(std::uint32_t /*window*/) {
+    throw std::runtime_error(std::string(name()) + " has no streams");
+  }
+  // cancel_latency. Throws std::runtime_error where the system has no cancellation.
+  virtual std::unique_ptr<Canceller> canceller() {
+    throw std::runtime_error(std::string(name()) + " has no cancellation");
   }
   // The store's counters now, where the system has a store of its own to ask.
   virtual std::optional<StoreCounters> store_counters() { return std::nullopt; }

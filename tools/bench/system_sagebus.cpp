@@ -6,11 +6,16 @@
 // Durable (Setup::durable): sage-busd --store with a fresh store.db in the run's directory
 // and --max-queue-depth at its highest; producers and consumers are LegacyQueues of one
 // queue, each on its own Client; the store's counters come from `$broker metrics`.
+// Streams: a Service whose handle_stream writes the chunks, read by Client::stream with
+// the window the scenario gives (--stream-window, 256 unless told). cancel_latency: a
+// Service of max_inflight 1 whose handler records, in req.context.cancel.on_cancel, when
+// its cancellation reached it.
 #include <sys/wait.h>
 
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <stdexcept>
 
@@ -32,6 +37,10 @@ constexpr std::string_view kService = "bench-echo";
 constexpr std::string_view kMethod = "echo";
 constexpr std::string_view kTopic = "bench.pubsub";
 constexpr std::string_view kQueue = "bench.durable";
+constexpr std::string_view kStreamService = "bench-stream";
+constexpr std::string_view kStreamMethod = "chunks";
+constexpr std::string_view kHoldService = "bench-hold";
+constexpr std::string_view kHoldMethod = "hold";
 
 // The most sage-busd accepts: durable_* and restart_1m fill their queue without reading it.
 constexpr std::string_view kMaxQueueDepth = "16777216";
@@ -143,6 +152,153 @@ class SagebusPublisher : public Publisher {
 
  private:
   Connected connected_;
+};
+
+// The stream service: each stream of its method is `chunks` chunks of `bytes` bytes.
+// Its handlers run on worker threads (a writer waits for the caller's credit, so not on
+// the I/O thread).
+struct StreamerInstance : Handle {
+  StreamerInstance(const Access& access, const std::string& name, std::size_t chunks,
+                   std::size_t bytes)
+      : connected(access, name),
+        service(connected.client(), std::string(kStreamService), {.max_inflight = 4}) {
+    std::string chunk(bytes, 'x');
+    if (!chunk.empty()) chunk.front() = kDataMark;
+    service.handle_stream(std::string(kStreamMethod),
+                          [chunks, chunk](const Request&, StreamWriter& out) {
+                            for (std::size_t i = 0; i < chunks; ++i)
+                              out.write(chunk);
+                          });
+    service.start();
+    if (!service.wait_registered(10s))
+      throw std::runtime_error("the stream service was not registered within 10 s");
+  }
+  ~StreamerInstance() override { service.stop(1s); }
+  Connected connected;
+  Service service;
+};
+
+// Holds at most `window` chunks unread (CallOptions::window): it grants half of it again at
+// a time as it reads, so the writer goes on while a grant travels back.
+class SagebusStreamCaller : public StreamCaller {
+ public:
+  SagebusStreamCaller(const Access& access, const std::string& name, std::uint32_t window)
+      : connected_(access, name), window_(window) {}
+  bool stream(StreamRun& run, std::string& error) override {
+    run = {};
+    try {
+      Stream stream = connected_.client().stream(kStreamService, kStreamMethod, "",
+                                                 {.timeout = 30s, .window = window_});
+      for (const std::string& chunk : stream) {
+        ++run.chunks;
+        run.bytes += chunk.size();
+      }
+      return true;
+    } catch (const std::exception& e) {
+      error = std::string(e.what()) + " (after " + std::to_string(run.chunks) + " chunks)";
+      return false;
+    }
+  }
+
+ private:
+  Connected connected_;
+  std::uint32_t window_;
+};
+
+// cancel_latency's service (max_inflight 1) on one connection and its caller on another.
+// The handler registers a cancellation callback that records the steady clock, says it
+// started, and waits until it is cancelled.
+class SagebusCanceller : public Canceller {
+ public:
+  SagebusCanceller(const Access& access, const std::string& instance_name,
+                   const std::string& caller_name)
+      : instance_(access, instance_name),
+        service_(instance_.client(), std::string(kHoldService), {.max_inflight = 1, .workers = 2}),
+        caller_(access, caller_name) {
+    service_.handle(std::string(kHoldMethod), [this](const Request& request) -> std::string {
+      const std::uint64_t registration = request.context.cancel.on_cancel([this] {
+        const std::int64_t at = now_ns();
+        {
+          std::lock_guard lock(mutex_);
+          cancelled_at_ = at;
+          ++cancelled_;
+        }
+        changed_.notify_all();
+      });
+      {
+        std::lock_guard lock(mutex_);
+        ++started_;
+      }
+      changed_.notify_all();
+      {
+        std::unique_lock lock(mutex_);
+        changed_.wait_for(lock, 10s, [&] { return stopping_ || request.cancelled(); });
+      }
+      request.context.cancel.forget(registration);
+      return "held";
+    });
+    service_.start();
+    if (!service_.wait_registered(10s))
+      throw std::runtime_error("the cancel_latency service was not registered within 10 s");
+  }
+  ~SagebusCanceller() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    service_.stop(1s);
+  }
+
+  bool cancel_one(std::int64_t& latency_ns, std::string& error) override {
+    CancelToken token;
+    std::unique_lock lock(mutex_);
+    const std::uint64_t started = started_, cancelled = cancelled_;
+    lock.unlock();
+    auto reply = caller_.client().call_async(kHoldService, kHoldMethod, "",
+                                             {.timeout = 10s, .cancel = token});
+    lock.lock();
+    if (!changed_.wait_for(lock, 10s, [&] { return started_ > started; })) {
+      lock.unlock();
+      token.cancel();
+      error = "the handler did not start within 10 s";
+      return false;
+    }
+    lock.unlock();
+    const std::int64_t t0 = now_ns();
+    token.cancel();
+    lock.lock();
+    if (!changed_.wait_for(lock, 10s, [&] { return cancelled_ > cancelled; })) {
+      error = "the handler did not see its cancellation within 10 s";
+      return false;
+    }
+    latency_ns = cancelled_at_ - t0;
+    lock.unlock();
+    if (reply.wait_for(10s) != std::future_status::ready) {
+      error = "the cancelled call did not end within 10 s";
+      return false;
+    }
+    try {
+      reply.get();
+      error = "a cancelled call was answered";
+      return false;
+    } catch (const Error& e) {
+      if (e.status() == Status::cancelled) return true;
+      error = std::string("a cancelled call ended otherwise: ") + e.what();
+      return false;
+    }
+  }
+
+ private:
+  Connected instance_;
+  Service service_;
+  Connected caller_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::uint64_t started_ = 0;    // handlers that started
+  std::uint64_t cancelled_ = 0;  // cancellations their callbacks saw
+  std::int64_t cancelled_at_ = 0;
+  bool stopping_ = false;
 };
 
 class SagebusProducer : public DurableProducer {
@@ -319,6 +475,19 @@ class SagebusSystem : public System {
 
   std::unique_ptr<DurableProducer> durable_producer() override {
     return std::make_unique<SagebusProducer>(access_, next_name_("producer"));
+  }
+
+  std::unique_ptr<Handle> streamer(std::size_t chunks, std::size_t bytes) override {
+    return std::make_unique<StreamerInstance>(access_, next_name_("streamer"), chunks, bytes);
+  }
+
+  std::unique_ptr<StreamCaller> stream_caller(std::uint32_t window) override {
+    return std::make_unique<SagebusStreamCaller>(access_, next_name_("stream-caller"), window);
+  }
+
+  std::unique_ptr<Canceller> canceller() override {
+    return std::make_unique<SagebusCanceller>(access_, next_name_("holder"),
+                                              next_name_("cancel-caller"));
   }
 
   std::unique_ptr<DurableConsumer> durable_consumer() override {
