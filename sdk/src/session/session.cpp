@@ -228,25 +228,22 @@ bool Session::flush_gathered_() {
     zmq::message_t records = gathered_.records();
     sent = write_(header, &records);
   }
-  if (!sent) {
-    drop_gathered_(true);
-    return false;
-  }
+  // Refused, the batch stays whole for the next try (wants_out): a reply or a stream's
+  // chunk in it must not be lost, nor overtaken by what comes after it.
+  if (!sent) return false;
   take_short_lease_();
   gathered_requests_.clear();
   gathered_.clear();
   return true;
 }
 
-// Drops the messages gathered, which never left: their replies are lost, their requests
-// unsent again and, `wait_for_room`, first in line for room (flush_waiting_requests_);
-// else a WELCOME sends them (the link was lost).
-void Session::drop_gathered_(bool wait_for_room) {
+// Drops the messages gathered, which never left, as the link is lost: their replies are
+// for a broker session that ended, their requests unsent again (a WELCOME sends them).
+void Session::drop_gathered_() {
   for (auto id = gathered_requests_.rbegin(); id != gathered_requests_.rend(); ++id) {
     auto it = requests_.find(*id);
     if (it == requests_.end() || !it->second.sent) continue;  // ended meanwhile
     it->second.sent = false;
-    if (wait_for_room) waiting_for_room_.push_front(*id);
   }
   gathered_requests_.clear();
   gathered_.clear();

@@ -81,7 +81,8 @@ class Session {
   Clock::time_point next_wakeup() const;
   // Something waits for room in the transport's queue: a turn is due once it has room.
   bool wants_out() const {
-    return !outbox_.empty() || heartbeat_due_ || !waiting_for_room_.empty() || !held_out_.empty();
+    return !outbox_.empty() || heartbeat_due_ || !waiting_for_room_.empty() || !held_out_.empty() ||
+           !gathered_.empty();
   }
   // Nothing runs on the driver's thread but what callers ask: no service, no subscription.
   bool serves_nothing() const { return services_.empty() && subscription_cores_.empty(); }
@@ -156,7 +157,7 @@ class Session {
   bool gathers_(std::size_t payload) const;
   bool gather_(std::string_view header, zmq::message_t* payload);
   bool flush_gathered_();
-  void drop_gathered_(bool wait_for_room);
+  void drop_gathered_();
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.
   bool gathered_too_long_() const;
   bool put_(zmq::message_t& header, zmq::message_t* payload);
