@@ -140,25 +140,12 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
 
   // Filled in place: the call table lends the storage of a call that ended.
   Call* call = calls_.add_in_place([&](Call& c) {
-    c.caller = caller.handle;
-    c.caller_id = id;
-    c.service = in_.service();
-    c.method = in_.method();
+    accept_call_(c, caller, frames, stats);
     c.routing_key = in_.routing_key();
-    c.traceparent = in_.traceparent();
-    for (const auto& [k, v] : in_.headers())
-      c.headers.emplace_back(k, v);
     c.idempotent = in_.idempotent();
     c.wait_for_ready = in_.wait_for_ready();
     c.stream = in_.stream();
     c.credit = c.stream ? in_.credit() : 0;
-    c.payload.reserve(frames.size() - 2);
-    for (std::size_t i = 2; i < frames.size(); ++i)
-      c.payload.push_back(std::move(frames[i]));
-    c.accepted = now_;
-    c.deadline =
-        wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
-    c.stats = stats;
   });
   ++call->stats->calls;
   ++call->stats->in_flight;
@@ -170,6 +157,24 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
                   call->stream ? ", credit " + std::to_string(call->credit) : "",
                   trace_note_(*call));
   route_(*call);
+}
+
+// Fills a blank Call with what every call takes from the REQUEST in in_ (a plain call's,
+// or a gather's): its caller, names, trace, headers, payload (moved) and deadline.
+void Broker::accept_call_(Call& c, const ClientInfo& caller, Frames& frames, MethodStats* stats) {
+  c.caller = caller.handle;
+  c.caller_id = in_.id();
+  c.service = in_.service();
+  c.method = in_.method();
+  c.traceparent = in_.traceparent();
+  for (const auto& [k, v] : in_.headers())
+    c.headers.emplace_back(k, v);
+  c.payload.reserve(frames.size() - 2);
+  for (std::size_t i = 2; i < frames.size(); ++i)
+    c.payload.push_back(std::move(frames[i]));
+  c.accepted = now_;
+  c.deadline = wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
+  c.stats = stats;
 }
 
 void Broker::route_(Call& call) {

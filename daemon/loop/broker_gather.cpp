@@ -54,21 +54,8 @@ void Broker::gather_(ClientInfo& caller, Frames& frames, MethodStats* stats) {
     return;
   }
   Call* gather = calls_.add_in_place([&](Call& c) {
+    accept_call_(c, caller, frames, stats);
     c.kind = CallKind::gather;
-    c.caller = caller.handle;
-    c.caller_id = id;
-    c.service = in_.service();
-    c.method = in_.method();
-    c.traceparent = in_.traceparent();
-    for (const auto& [k, v] : in_.headers())
-      c.headers.emplace_back(k, v);
-    c.payload.reserve(frames.size() - 2);
-    for (std::size_t i = 2; i < frames.size(); ++i)
-      c.payload.push_back(std::move(frames[i]));
-    c.accepted = now_;
-    c.deadline =
-        wire::deadline_of(now_, in_.timeout_ms(), caller.same_host ? in_.deadline_us() : 0);
-    c.stats = stats;
     c.asked = static_cast<std::uint32_t>(asked.size());
   });
   const CallId gid = gather->id;
