@@ -247,6 +247,7 @@ class Broker {
   // Calls (broker_calls.cpp)
   void on_request_(ClientInfo& caller, Frames& frames);
   void accept_call_(Call& c, const ClientInfo& caller, Frames& frames, MethodStats* stats);
+  void after_cancel_(std::string_view kind, CallId id, const ClientInfo& from);
   void on_reply_(ClientInfo& from, Frames& frames);
   // Answers a REQUEST or SEND OVERLOADED when its caller has max-calls-per-client pending
   // or the call table is full; true if so. `what` names them ("calls", "sends").

@@ -317,6 +317,15 @@ void Broker::undelivered_(const RoutingId& to, std::span<const CallId> calls, Se
   }
 }
 
+// A REPLY or CHUNK (`kind`) the instance sent before it heard of its call's cancel:
+// nobody waits for it.
+void Broker::after_cancel_(std::string_view kind, CallId id, const ClientInfo& from) {
+  ++metrics_.replies_after_cancel;
+  if (debug_)
+    spdlog::debug("dropped a {} for call #{} from '{}': the call was cancelled", kind, id,
+                  from.name);
+}
+
 void Broker::on_reply_(ClientInfo& from, Frames& frames) {
   const CallId id = in_.id();
   Call* call = nullptr;
@@ -324,12 +333,7 @@ void Broker::on_reply_(ClientInfo& from, Frames& frames) {
     case PendingCalls::ReplyCheck::accepted:
       break;
     case PendingCalls::ReplyCheck::cancelled:
-      // Sent before the instance heard of the cancel: nobody waits for it.
-      ++metrics_.replies_after_cancel;
-      if (debug_)
-        spdlog::debug("dropped a REPLY for call #{} from '{}': the call was cancelled", id,
-                      from.name);
-      return;
+      return after_cancel_("REPLY", id, from);
     case PendingCalls::ReplyCheck::unknown_id:
     case PendingCalls::ReplyCheck::wrong_sender:
       ++metrics_.rejected_replies;

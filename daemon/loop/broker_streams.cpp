@@ -31,12 +31,7 @@ void Broker::on_chunk_(ClientInfo& from, Frames& frames) {
     case PendingCalls::ReplyCheck::accepted:
       break;
     case PendingCalls::ReplyCheck::cancelled:
-      // Sent before the instance heard of the cancel: nobody waits for it.
-      ++metrics_.replies_after_cancel;
-      if (debug_)
-        spdlog::debug("dropped a CHUNK for call #{} from '{}': the call was cancelled", id,
-                      from.name);
-      return;
+      return after_cancel_("CHUNK", id, from);
     case PendingCalls::ReplyCheck::unknown_id:
       return reject("no call has that id (never given out, or ended)");
     case PendingCalls::ReplyCheck::wrong_sender:
