@@ -943,24 +943,30 @@ bool wait_cancelled(const sagebus::CancelToken& token, std::optional<double> tim
 
 // --- subscriptions -------------------------------------------------------------------
 
+// Its handler runs no more from the moment close() is asked for, even when the
+// subscription itself ends later (asked from its own handler, it ends once that returns).
 class NativeSubscription : public Dependent {
  public:
   explicit NativeSubscription(Ref handler) : handler_(std::move(handler)) {}
   ~NativeSubscription() override { close_on_drop(this); }
   void close() override {
-    closed_ = true;
+    *closed_ = true;
     std::lock_guard lock(mutex_);
     subscription_.unsubscribe();
   }
+  // Stops the handler at once; close() ends the subscription.
+  void closing() { *closed_ = true; }
+  // Set once close() is asked for: the handler checks it before every message.
+  std::shared_ptr<const std::atomic<bool>> closed_flag() const { return closed_; }
   sagebus::Subscription& get() {
     check_process("Subscription");
     return subscription_;
   }
   void set(sagebus::Subscription s) { subscription_ = std::move(s); }
-  bool closed() const { return closed_; }
+  bool closed() const { return *closed_; }
 
  private:
-  std::atomic<bool> closed_{false};
+  std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
   std::mutex mutex_;
   sagebus::Subscription subscription_;
   Ref handler_;  // the SDK's copy is dropped on its I/O thread; this one, with the GIL
@@ -1843,19 +1849,20 @@ PYBIND11_MODULE(_native, module) {
              sagebus::Client& client = use.client();
              Ref fn = hold(std::move(handler));
              auto subscription = std::make_shared<NativeSubscription>(fn);
-             subscription->set(client.subscribe(pattern,
-                                                [fn](const sagebus::Message& m) {
-                                                  if (!python_alive()) return;
-                                                  const OnSdkThread on_sdk_thread;
-                                                  py::gil_scoped_acquire gil;
-                                                  try {
-                                                    fn->get()(m.topic, py::bytes(m.payload),
-                                                              m.missed_before);
-                                                  } catch (py::error_already_set& e) {
-                                                    report(e, "a sagebus subscription handler");
-                                                  }
-                                                },
-                                                {.window = window}));
+             subscription->set(client.subscribe(
+                 pattern,
+                 [fn, closed = subscription->closed_flag()](const sagebus::Message& m) {
+                   if (!python_alive()) return;
+                   const OnSdkThread on_sdk_thread;
+                   py::gil_scoped_acquire gil;
+                   if (*closed) return;
+                   try {
+                     fn->get()(m.topic, py::bytes(m.payload), m.missed_before);
+                   } catch (py::error_already_set& e) {
+                     report(e, "a sagebus subscription handler");
+                   }
+                 },
+                 {.window = window}));
              c->adopt(subscription);
              return subscription;
            })
@@ -1900,6 +1907,7 @@ PYBIND11_MODULE(_native, module) {
       .def("close",
            [](const std::shared_ptr<NativeSubscription>& s) {
              if (s->forked()) return;
+             s->closing();
              close_from_here([s] { s->close(); });
            })
       .def_property_readonly("closed", &NativeSubscription::closed)

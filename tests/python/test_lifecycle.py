@@ -49,6 +49,28 @@ def test_a_subscription_closed_from_its_own_handler(client):
     assert got == [b"1"]
 
 
+def test_a_message_queued_behind_the_handler_that_closes_is_not_handled(client):
+    # The second message reaches the client while the first one's handler runs, before
+    # that handler closes the subscription: closing from the handler ends the handler's
+    # calls at once, though the subscription itself ends only once the handler returns.
+    got = []
+    second_queued = threading.Event()
+
+    def once(message):
+        got.append(message.payload)
+        assert second_queued.wait(10)
+        sub.close()
+
+    sub = client.subscribe("queued.>", once)
+    assert sub.wait_subscribed(10)
+    client.publish("queued.a", b"1", confirm=True)
+    assert eventually(lambda: got == [b"1"])
+    assert client.publish("queued.a", b"2", confirm=True) == 1
+    second_queued.set()
+    assert eventually(lambda: client.publish("queued.a", b"3", confirm=True) == 0)
+    assert got == [b"1"]
+
+
 def test_closing_a_client_ends_a_receive_waiting_in_another_thread(broker):
     c = sagebus.Client(broker.endpoint)
     assert c.wait_connected(10)
