@@ -70,7 +70,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   }
   if (in_.stream() && (in_.credit() == 0 || in_.credit() > wire::kMaxStreamWindow)) {
     answer_(from, id, wire::INVALID_ARGUMENT,
-            "a stream's credit (the chunks its caller can take at first) is " +
+            "a stream's credit (the bytes of chunks its caller can take at first) is " +
                 std::to_string(in_.credit()) + "; it must be 1 to " +
                 std::to_string(wire::kMaxStreamWindow));
     return;
@@ -258,8 +258,10 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
       .string(wire::Header::kRoutingKeyFieldNumber, call.routing_key)
       .map(wire::Header::kHeadersFieldNumber, call.headers)
       .string(wire::Header::kTraceparentFieldNumber, call.traceparent)
-      // A stream's window as it stands now: the chunks its caller can still take.
-      .varint(wire::Header::kCreditFieldNumber, call.stream ? call.credit : 0);
+      // A stream's window as it stands now: the bytes its caller can still take (a call is
+      // dispatched before any chunk, so this is above 0).
+      .varint(wire::Header::kCreditFieldNumber,
+              call.stream ? static_cast<std::uint64_t>(std::max<std::int64_t>(call.credit, 0)) : 0);
   if (instance.same_host)
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
   head_.varint(wire::Header::kStreamFieldNumber, call.stream);

@@ -46,7 +46,7 @@ void Broker::on_chunk_(ClientInfo& from, Frames& frames) {
                     id, call->service, call->method, trace_note_(*call));
     return;
   }
-  if (call->credit == 0) return reject("the stream has no credit left (its caller's window)");
+  if (call->credit <= 0) return reject("the stream has no credit left (its caller's window)");
 
   std::span<zmq::message_t> payload(frames.data() + 2, frames.size() - 2);
   std::uint64_t bytes = 0;
@@ -69,7 +69,7 @@ void Broker::on_chunk_(ClientInfo& from, Frames& frames) {
   // Known while the outcome is unclaimed: removing a client claims its calls' outcomes.
   const ClientInfo* caller = registry_.client(call->caller);
   if (caller == nullptr) return;
-  --call->credit;
+  call->credit -= wire::chunk_cost(bytes);
   ++call->chunks;
   ++metrics_.chunks;
   head_.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, call->caller_id);
@@ -112,8 +112,10 @@ void Broker::on_stream_credit_(ClientInfo& caller) {
                     call != nullptr ? trace_note_(*call) : std::string());
     return;
   }
-  // The caller's window is bounded: no more than kMaxStreamWindow chunks outstanding.
-  const std::uint32_t added = std::min(in_.credit(), wire::kMaxStreamWindow - call->credit);
+  // The caller's window is bounded: no more than kMaxStreamWindow bytes outstanding.
+  const std::int64_t room = std::int64_t{wire::kMaxStreamWindow} - call->credit;
+  const auto added = static_cast<std::uint32_t>(
+      std::clamp<std::int64_t>(in_.credit(), 0, std::max<std::int64_t>(room, 0)));
   if (added == 0) return;
   call->credit += added;
   // A waiting call carries its credit, as it stands then, in its dispatch.

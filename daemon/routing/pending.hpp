@@ -108,10 +108,11 @@ class Call {
   std::string lost_reason;  // why its first instance was lost, for a retry that fails
   bool caller_lost = false;
   MethodStats* stats = nullptr;  // its service.method's metrics (calls, gathers; not parts)
-  // A stream's flow control: chunks its instance may still send (the caller's window,
-  // at most wire::kMaxStreamWindow), and chunks forwarded to the caller so far.
-  // A gather's `chunks` are the outcomes of its parts sent to its caller so far.
-  std::uint32_t credit = 0;
+  // A stream's flow control: the bytes of chunks its instance may still send (the
+  // caller's window, at most wire::kMaxStreamWindow, less wire::chunk_cost of each chunk
+  // forwarded: below 0 when the last one overran it), and chunks forwarded to the caller
+  // so far. A gather's `chunks` are the outcomes of its parts sent to its caller so far.
+  std::int64_t credit = 0;
   std::uint32_t asked = 0;  // a gather: its parts, one per instance asked
   std::uint64_t chunks = 0;
   CallId parent = 0;  // a part of a gather: the gather's dispatch id (0: none)

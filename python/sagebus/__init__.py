@@ -700,7 +700,7 @@ class Client:
     # streams
 
     def stream(self, service: str, method: str, payload: bytes = b"", *, timeout: float = 5.0,
-               idle_timeout: Optional[float] = None, window: int = 64,
+               idle_timeout: Optional[float] = None, window_bytes: int = 1 << 20,
                wait_for_ready: bool = False, routing_key: str = "",
                headers: Optional[Mapping[str, str]] = None,
                context: Optional[CallContext] = None, traceparent: Optional[str] = None,
@@ -709,18 +709,20 @@ class Client:
         returns a Stream at once: iterate it (for, async for) for the chunks (bytes).
 
         timeout covers the whole stream (its deadline); idle_timeout bounds the wait for
-        each next chunk (None: only the deadline); window: the chunks this caller may hold
-        unread (1..1024), beyond which the service's writer waits. The other options are
-        call()'s. A plain method's reply comes as one chunk.
+        each next chunk (None: only the deadline); window_bytes: the bytes of chunks this
+        caller may hold unread (1 B to 64 MiB, each chunk counted as its size plus 64),
+        beyond which the service's writer waits (the last chunk it wrote may overrun the
+        window). The other options are call()'s. A plain method's reply comes as one chunk.
         """
         if cancel is not None or context is not None:
             _check_cancel(cancel, context)
-        window = int(window)
-        if not 1 <= window <= 1024:
-            raise InvalidArgument(f"window must be between 1 and 1024 chunks, not {window}")
+        window_bytes = int(window_bytes)
+        if not 1 <= window_bytes <= 64 << 20:
+            raise InvalidArgument(
+                f"window_bytes must be between 1 and {64 << 20} bytes, not {window_bytes}")
         return Stream(self._native.stream(service, method, payload, (
             timeout, wait_for_ready, False, routing_key, dict(headers) if headers else None,
-            cancel, context, traceparent or ""), float(idle_timeout or 0.0), window))
+            cancel, context, traceparent or ""), float(idle_timeout or 0.0), window_bytes))
 
     # scatter-gather
 

@@ -205,7 +205,7 @@ class Client:
                     context: Optional[CallContext] = ..., traceparent: Optional[str] = ...,
                     cancel: Optional[CancelToken] = ...) -> bytes: ...
     def stream(self, service: str, method: str, payload: bytes = ..., *, timeout: float = ...,
-               idle_timeout: Optional[float] = ..., window: int = ...,
+               idle_timeout: Optional[float] = ..., window_bytes: int = ...,
                wait_for_ready: bool = ..., routing_key: str = ...,
                headers: Optional[Mapping[str, str]] = ..., context: Optional[CallContext] = ...,
                traceparent: Optional[str] = ..., cancel: Optional[CancelToken] = ...

@@ -1166,14 +1166,15 @@ class Inbox {
 // A stream's chunks for Python (sagebus.Stream). A pump thread of its own reads the SDK's
 // Stream (whose next() waits for ever) into a small buffer: so that a reader waits in
 // slices, handling signals (Ctrl-C), and an event loop is woken through its Inbox when a
-// chunk or the end is there (watch). The pump reads ahead at most read_ahead chunks, less
-// than half the caller's window, so that the SDK grants the service no more chunks while
-// the Python reader stalls: the service's writer stops at the window (plus what the pump
-// holds, once the reader has read half a window), as in C++.
+// chunk or the end is there (watch). The pump reads ahead a quarter of the caller's
+// window in bytes (at least one chunk, at most kPumpChunks), so that the SDK grants the
+// service no more while the Python reader stalls: the service's writer stops at the
+// window (plus what the pump holds, once the reader has read half a window), as in C++.
 class NativeStream : public Dependent {
  public:
-  NativeStream(sagebus::Stream stream, std::size_t read_ahead)
-      : stream_(std::make_unique<sagebus::Stream>(std::move(stream))), read_ahead_(read_ahead) {
+  NativeStream(sagebus::Stream stream, std::uint32_t window_bytes)
+      : stream_(std::make_unique<sagebus::Stream>(std::move(stream))),
+        read_ahead_(std::max<std::size_t>(1, window_bytes / 4)) {
     pump_ = std::make_unique<std::thread>([this] { pump_loop_(); });
   }
   ~NativeStream() override {
@@ -1285,6 +1286,7 @@ class NativeStream : public Dependent {
       taken.kind = Kind::chunk;
       taken.chunk = std::move(buffer_.front());
       buffer_.pop_front();
+      held_ -= taken.chunk.size();
       ++read_;
       lock.unlock();
       room_.notify_one();
@@ -1303,6 +1305,7 @@ class NativeStream : public Dependent {
       if (end_ || cancelled_) return;
       cancelled_ = why;
       buffer_.clear();
+      held_ = 0;
       if (stream_) stream_->cancel();  // wakes the pump: its next() throws CANCELLED
       watcher = std::exchange(watcher_, {});
     }
@@ -1320,7 +1323,8 @@ class NativeStream : public Dependent {
       {
         std::unique_lock lock(mutex_);
         room_.wait(lock, [this] {
-          return stopping_ || cancelled_.has_value() || buffer_.size() < read_ahead_;
+          return stopping_ || cancelled_.has_value() || buffer_.empty() ||
+                 (held_ < read_ahead_ && buffer_.size() < kPumpChunks);
         });
         if (stopping_) return;
       }
@@ -1337,7 +1341,10 @@ class NativeStream : public Dependent {
       Watcher watcher;
       {
         std::lock_guard lock(mutex_);
-        if (chunk && !cancelled_) buffer_.push_back(std::move(*chunk));
+        if (chunk && !cancelled_) {
+          held_ += chunk->size();
+          buffer_.push_back(std::move(*chunk));
+        }
         if (end) end_ = std::move(end);
         watcher = std::exchange(watcher_, {});
       }
@@ -1352,8 +1359,10 @@ class NativeStream : public Dependent {
   std::condition_variable ready_;  // a reader waits for a chunk or the end
   std::condition_variable room_;   // the pump waits for room in the buffer
   std::unique_ptr<sagebus::Stream> stream_;
-  const std::size_t read_ahead_;
+  static constexpr std::size_t kPumpChunks = 64;
+  const std::size_t read_ahead_;  // bytes
   std::deque<std::string> buffer_;
+  std::size_t held_ = 0;                  // the bytes of buffer_
   std::optional<End> end_;                // the SDK's end
   std::optional<std::string> cancelled_;  // by the reader, or the client's close
   bool stopping_ = false;
@@ -1782,12 +1791,12 @@ PYBIND11_MODULE(_native, module) {
       .def("stream",
            [](const std::shared_ptr<NativeClient>& c, const std::string& service,
               const std::string& method, const py::handle& payload, const py::tuple& call,
-              double idle_timeout, std::uint32_t window) {
+              double idle_timeout, std::uint32_t window_bytes) {
              CallArgs args = call_args(call);
              const std::string bytes = bytes_of(payload, "the payload");
              auto options = args.options();
              options.idle_timeout = millis(idle_timeout);
-             options.window = window;
+             options.window_bytes = window_bytes;
              const auto use = c->use();
              sagebus::Client& client = use.client();
              std::shared_ptr<NativeStream> stream;
@@ -1795,8 +1804,7 @@ PYBIND11_MODULE(_native, module) {
                const Calling calling;
                py::gil_scoped_release nogil;
                stream = std::make_shared<NativeStream>(
-                   client.stream(service, method, bytes, options),
-                   std::max<std::size_t>(1, std::min<std::size_t>(window / 4, 64)));
+                   client.stream(service, method, bytes, options), window_bytes);
              }
              c->adopt(stream);
              return stream;

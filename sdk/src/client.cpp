@@ -99,10 +99,11 @@ detail::Interrupt interrupt_of(std::function<bool()> interrupted, std::chrono::m
 // A streamed call's spec, its options checked.
 detail::RequestSpec stream_spec(std::string_view service, std::string_view method,
                                 std::string_view payload, const CallOptions& options) {
-  if (options.window == 0 || options.window > 1024)
-    throw Error(Status::invalid_argument,
-                "CallOptions::window must be between 1 and 1024 chunks, not " +
-                    std::to_string(options.window));
+  if (options.window_bytes == 0 || options.window_bytes > wire::kMaxStreamWindow)
+    throw Error(Status::invalid_argument, "CallOptions::window_bytes must be between 1 and " +
+                                              std::to_string(wire::kMaxStreamWindow) +
+                                              " bytes, not " +
+                                              std::to_string(options.window_bytes));
   if (options.idle_timeout.count() < 0)
     throw Error(Status::invalid_argument, "CallOptions::idle_timeout must not be negative");
   detail::RequestSpec spec = detail::call_spec(service, method, payload, options);
@@ -195,7 +196,7 @@ Stream Client::stream(std::string_view service, std::string_view method, std::st
                       const CallOptions& options) {
   detail::RequestSpec spec = stream_spec(service, method, payload, options);
   auto interception = detail::Interception::begin(connection_->options().interceptors, spec);
-  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window);
+  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window_bytes);
   spec.control = core;
   connection_->start(std::move(spec), stream_done(core, std::move(interception)));
   return Stream(std::move(core));
@@ -215,7 +216,7 @@ void Client::stream_async(std::string_view service, std::string_view method,
   } catch (const Error& e) {
     return connection_->callback_thread().post(std::move(done), Reply{e.status(), e.message(), {}});
   }
-  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window,
+  auto core = std::make_shared<detail::StreamCore>(*connection_, options.window_bytes,
                                                    std::move(on_chunk), std::move(done));
   spec.control = core;
   connection_->start(std::move(spec), stream_done(core, std::move(interception)));

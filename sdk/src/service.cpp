@@ -43,7 +43,7 @@ void JobControl::write(std::string_view chunk) {
     if (!ready)
       throw Error(Status::deadline_exceeded,
                   "the stream's deadline passed while the caller's window was full");
-    --credit_;
+    credit_ -= wire::chunk_cost(chunk.size());
   }
   link_.send_chunk(id_, epoch_, std::string(chunk));
   ++chunks_;

@@ -28,7 +28,8 @@ namespace sagebus::detail {
 // One call dispatched to this instance, as its handler's thread and the I/O thread share
 // it: its context (deadline, trace, cancellation), and for a stream the caller's window.
 // The I/O thread cancels it (the broker's CANCEL) and adds credit; the handler's thread
-// writes chunks (StreamWriter), waiting for credit.
+// writes chunks (StreamWriter), waiting while the credit, in bytes (wire::chunk_cost), is
+// not above zero.
 class JobControl {
  public:
   JobControl(CoreLink& link, std::uint64_t id, std::uint64_t epoch, CallContext context,
@@ -56,7 +57,7 @@ class JobControl {
   CallContext context_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::uint64_t credit_;
+  std::int64_t credit_;
   bool cancelled_ = false;  // as the token, under mutex_ (the writer waits on it)
   std::string why_;
   std::size_t chunks_ = 0;
@@ -71,7 +72,7 @@ struct Job {
   zmq::message_t payload;  // the frame as it came in: the handler reads it in place
   Clock::time_point deadline;
   bool stream = false;       // the caller reads a stream
-  std::uint32_t credit = 0;  // a stream's initial window
+  std::uint32_t credit = 0;  // a stream's initial window, in bytes
   std::string traceparent;
   std::shared_ptr<JobControl> control;  // made by the ServiceCore (control_of)
 };

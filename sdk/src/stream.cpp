@@ -1,6 +1,10 @@
 #include "sagebus/stream.hpp"
 
+#include <algorithm>
+#include <limits>
+
 #include "sagebus/status.hpp"
+#include "sagebus/wire/frame.hpp"
 #include "stream_core.hpp"
 
 namespace sagebus {
@@ -23,7 +27,7 @@ void StreamCore::on_chunk(const wire::Header&, std::string_view chunk) {
           self->on_chunk_(chunk);
           std::lock_guard lock(self->mutex_);
           ++self->read_;
-          self->consumed_();
+          self->consumed_(chunk.size());
         },
         {});
     return;
@@ -60,17 +64,23 @@ std::optional<std::string> StreamCore::next() {
     std::string chunk = std::move(chunks_.front());
     chunks_.pop_front();
     ++read_;
-    if (!end_) consumed_();
+    if (!end_) consumed_(chunk.size());
     return chunk;
   }
   if (end_->status != Status::ok) throw Error(end_->status, end_->message);
   return std::nullopt;
 }
 
-void StreamCore::consumed_() {
-  if (++ungranted_ < std::max<std::uint32_t>(1, window_ / 2)) return;
-  connection_.stream_credit(shared_from_this(), ungranted_);
-  ungranted_ = 0;
+void StreamCore::consumed_(std::size_t bytes) {
+  ungranted_ += static_cast<std::uint64_t>(wire::chunk_cost(bytes));
+  if (ungranted_ < std::max<std::uint32_t>(1, window_ / 2)) return;
+  // Half a window and one chunk at most; a CREDIT carries up to 4 GiB.
+  while (ungranted_ > 0) {
+    const auto grant = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(ungranted_, std::numeric_limits<std::uint32_t>::max()));
+    connection_.stream_credit(shared_from_this(), grant);
+    ungranted_ -= grant;
+  }
 }
 
 void StreamCore::cancel() {

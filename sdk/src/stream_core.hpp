@@ -3,8 +3,9 @@
 // for Client::stream_async, the callback thread.
 //
 // The session hands it each chunk (on_chunk) and the final outcome (finish); the reader
-// takes them in order (next) and grants the service more chunks as it reads, half a window
-// at a time, so that it never holds more than a window of chunks unread. With callbacks
+// takes them in order (next) and grants the service the bytes it read (wire::chunk_cost
+// of each chunk), half a window at a time, so that it never holds more than a window of
+// chunks unread, and one chunk more (the last may overrun the window). With callbacks
 // instead of a reader, each chunk and the final outcome are posted to the callback thread,
 // and a chunk is granted again when its callback returns.
 #pragma once
@@ -27,7 +28,8 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   using OnChunk = std::function<void(std::string_view)>;
   using OnDone = std::function<void(Reply)>;
 
-  // Read through next(); or, with on_chunk and on_done, through callbacks.
+  // Read through next(); or, with on_chunk and on_done, through callbacks. `window`: in
+  // bytes (CallOptions::window_bytes).
   StreamCore(Connection& connection, std::uint32_t window, OnChunk on_chunk = {},
              OnDone on_done = {});
 
@@ -45,9 +47,9 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
  private:
-  // A chunk was read: grant more when half a window was. Under mutex_ or on the callback
-  // thread.
-  void consumed_();
+  // A chunk of `bytes` was read: grant more when half a window was. Under mutex_ (the
+  // callback thread takes it too).
+  void consumed_(std::size_t bytes);
 
   Connection& connection_;
   const std::uint32_t window_;
@@ -59,7 +61,7 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   std::optional<Outcome> end_;
   bool cancelled_ = false;  // by the reader: next() throws at once
   std::size_t read_ = 0;
-  std::uint32_t ungranted_ = 0;  // read, not yet granted again
+  std::uint64_t ungranted_ = 0;  // bytes read (chunk_cost), not yet granted again
   std::atomic<std::size_t> received_{0};
   std::atomic<std::size_t> bytes_{0};
 };

@@ -80,8 +80,7 @@ TEST_CASE("a cancel token ends a call CANCELLED at once", "[cancel]") {
   CHECK(e.message() == "the user closed the page");
 }
 
-TEST_CASE("cancel reaches the handler within 10 ms and frees the instance",
-          "[cancel]") {
+TEST_CASE("cancel reaches the handler within 10 ms and frees the instance", "[cancel]") {
   Broker broker;
   Holder holder(broker, "work");
   Client caller(at(broker, "caller"));
@@ -144,7 +143,7 @@ TEST_CASE("a cancelled stream stops its writer", "[cancel][stream]") {
   service.start();
   REQUIRE(service.wait_registered(5s));
   Client caller(at(broker, "caller"));
-  Stream stream = caller.stream("tokens", "forever", "", {.timeout = 10s, .window = 4});
+  Stream stream = caller.stream("tokens", "forever", "", {.timeout = 10s, .window_bytes = 256});
   REQUIRE(stream.next().has_value());
   stream.cancel();
   CHECK(status_of([&] { (void)stream.next(); }) == Status::cancelled);
@@ -153,14 +152,13 @@ TEST_CASE("a cancelled stream stops its writer", "[cancel][stream]") {
   CHECK(ended.get() == Status::cancelled);
 }
 
-TEST_CASE("a caller killed with calls in flight cancels them at the services",
-          "[cancel]") {
+TEST_CASE("a caller killed with calls in flight cancels them at the services", "[cancel]") {
   Broker broker;
   Holder holder(broker, "work", 3);
   TempDir dir;
-  Process doomed({test_peer_path(), broker.endpoint(), "call", "doomed", "work", "hold", "3",
-                  "20000"},
-                 dir.path() + "/doomed.log");
+  Process doomed(
+      {test_peer_path(), broker.endpoint(), "call", "doomed", "work", "hold", "3", "20000"},
+      dir.path() + "/doomed.log");
   REQUIRE(doomed.wait_for_log("called 3", 10s));
   REQUIRE(eventually([&] { return holder.started() == 3; }, 5s));
   doomed.signal(SIGKILL);

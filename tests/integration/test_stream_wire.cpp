@@ -41,6 +41,7 @@ wire::Header request(const std::string& service, const std::string& method,
   return h;
 }
 
+// A stream whose caller grants `credit` bytes (wire::chunk_cost counts a chunk's).
 wire::Header stream_request(std::uint32_t credit, std::uint32_t timeout_ms = 10000) {
   wire::Header h = request("streamer", "numbers", timeout_ms);
   h.set_stream(true);
@@ -54,10 +55,15 @@ wire::Header with_id(wire::Kind kind, std::uint64_t id) {
   return h;
 }
 
-wire::Header credit(std::uint64_t id, std::uint32_t chunks) {
+wire::Header credit(std::uint64_t id, std::uint32_t bytes) {
   wire::Header h = with_id(wire::CREDIT, id);
-  h.set_credit(chunks);
+  h.set_credit(bytes);
   return h;
+}
+
+// What a chunk of `bytes` bytes costs of a stream's credit.
+std::uint32_t cost(std::size_t bytes) {
+  return static_cast<std::uint32_t>(wire::chunk_cost(bytes));
 }
 
 // Registers `peer` as an instance of service "streamer" (methods "numbers" and "one")
@@ -161,9 +167,9 @@ TEST_CASE(
     "[stream]") {
   Bus bus;
   const auto before = bus.counters();
-  const auto [id, given] = bus.call(stream_request(2));
+  const auto [id, given] = bus.call(stream_request(2 * cost(2)));  // two chunks of 2 bytes
   CHECK(given.stream());
-  CHECK(given.credit() == 2);
+  CHECK(given.credit() == 2 * cost(2));
   const std::uint64_t dispatch = given.id();
 
   bus.chunk(dispatch, "c1");
@@ -175,9 +181,9 @@ TEST_CASE(
   CHECK(bus.counters().rejected_chunks() == before.rejected_chunks() + 1);
 
   // The refused chunk disturbed nothing: more credit, more chunks.
-  bus.caller.send(credit(id, 3));
+  bus.caller.send(credit(id, 2 * cost(2)));
   const auto granted = expect(bus.instance, wire::CREDIT, dispatch);
-  CHECK(granted.credit() == 3);
+  CHECK(granted.credit() == 2 * cost(2));
   bus.chunk(dispatch, "c3");
   bus.chunk(dispatch, "c4");
   expect(bus.caller, wire::CHUNK, id, "c3");
@@ -230,7 +236,7 @@ TEST_CASE("a CHUNK for a call that is not a stream is refused and counted and it
 TEST_CASE("small chunks reach a caller that reads batches in one BATCH with the final REPLY",
           "[stream][batch]") {
   Bus bus({}, true);
-  const auto [id, given] = bus.call(stream_request(100));
+  const auto [id, given] = bus.call(stream_request(8192));
   // The instance sends its chunks and its reply in one BATCH: one receive round.
   wire::BatchWriter records;
   std::vector<std::string> sent;
@@ -394,17 +400,17 @@ TEST_CASE("a CREDIT for no stream of the sender's is refused and counted", "[str
   expect(bus.caller, wire::REPLY, id, "fine");
 }
 
-TEST_CASE("a stream's credit outstanding never passes 1024", "[stream]") {
+TEST_CASE("a stream's credit outstanding never passes 64 MiB", "[stream]") {
   Bus bus;
-  const auto [id, given] = bus.call(stream_request(1000));
-  bus.caller.send(credit(id, 100));
-  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == 24);
+  const auto [id, given] = bus.call(stream_request(wire::kMaxStreamWindow - 100));
+  bus.caller.send(credit(id, 1000));
+  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == 100);
   bus.caller.send(credit(id, 5));  // the window is full: nothing to pass on
   CHECK(unread(bus.caller, bus.instance) == 0);
   bus.chunk(given.id(), "one");
   expect(bus.caller, wire::CHUNK, id, "one");
-  bus.caller.send(credit(id, 5));
-  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == 1);
+  bus.caller.send(credit(id, 1000));
+  CHECK(expect(bus.instance, wire::CREDIT, given.id()).credit() == cost(3));
   CHECK(bus.counters().rejected_credits() == 0);
 }
 
@@ -423,13 +429,13 @@ TEST_CASE("a stream that waited for capacity is dispatched with the credit grant
   CHECK(given->credit() == 7);
 }
 
-TEST_CASE("a stream's credit must be 1 to 1024", "[stream]") {
+TEST_CASE("a stream's credit must be 1 to 64 MiB", "[stream]") {
   Bus bus;
-  for (const std::uint32_t credit : {0u, 1025u}) {
+  for (const std::uint32_t credit : {0u, wire::kMaxStreamWindow + 1}) {
     const auto reply = bus.caller.reply_to(bus.caller.send(stream_request(credit)));
     REQUIRE(reply);
     CHECK(reply->status() == wire::INVALID_ARGUMENT);
-    CHECK_THAT(reply->message(), Catch::Contains("must be 1 to 1024"));
+    CHECK_THAT(reply->message(), Catch::Contains("must be 1 to 67108864"));
   }
   CHECK(unread(bus.caller, bus.instance) == 0);
 }
@@ -437,7 +443,7 @@ TEST_CASE("a stream's credit must be 1 to 1024", "[stream]") {
 TEST_CASE("a chunk over max-payload ends its stream HANDLER_ERROR and cancels it at its instance",
           "[stream]") {
   Bus bus({"--max-payload", "1024"});
-  const auto [id, given] = bus.call(stream_request(8));
+  const auto [id, given] = bus.call(stream_request(8192));
   const std::uint64_t next = bus.caller.send(request("streamer", "one"));
   bus.chunk(given.id(), "small");
   bus.chunk(given.id(), std::string(2000, 'x'));
@@ -553,7 +559,7 @@ TEST_CASE(
     "and trace id",
     "[calls][trace]") {
   Bus bus;
-  wire::Header traced = stream_request(8);
+  wire::Header traced = stream_request(8192);
   traced.set_traceparent(kTraceparent);
   const auto [id, given] = bus.call(traced);
   bus.chunk(given.id(), "c1");
@@ -575,7 +581,7 @@ TEST_CASE(
   CHECK(dispatched.trace_id() == kTraceId);
   CHECK(dispatched.stream());
   CHECK(dispatched.chunks() == 1);
-  CHECK(dispatched.credit() == 7);
+  CHECK(dispatched.credit() == 8192 - cost(2));
   CHECK(dispatched.left_ms() > 0);
   CHECK(dispatched.left_ms() <= 10000);
   const admin::CallInfo& waiting = list.calls(1);

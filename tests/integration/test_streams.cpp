@@ -32,7 +32,8 @@ class CountingStreams {
         ++written;
       }
     });
-    service_.handle("plain", [](const Request& req) { return "plain:" + std::string(req.payload); });
+    service_.handle("plain",
+                    [](const Request& req) { return "plain:" + std::string(req.payload); });
     service_.start();
     REQUIRE(service_.wait_registered(5s));
   }
@@ -59,8 +60,7 @@ TEST_CASE("a stream of 10000 chunks arrives complete and in order", "[stream]") 
   CHECK(stream.chunks() == 10000);
 }
 
-TEST_CASE("stream_async runs on_chunk per chunk in order and then done once",
-          "[stream]") {
+TEST_CASE("stream_async runs on_chunk per chunk in order and then done once", "[stream]") {
   Broker broker;
   CountingStreams streams(broker, "tokens");
   Client caller(at(broker, "caller"));
@@ -87,20 +87,21 @@ TEST_CASE("stream_async runs on_chunk per chunk in order and then done once",
   CHECK(dones == 1);
 }
 
-TEST_CASE("a stalled reader bounds the memory of service broker and caller",
-          "[stream]") {
+TEST_CASE("a stalled reader bounds the memory of service broker and caller", "[stream]") {
   Broker broker;
   constexpr std::size_t kChunk = 64 * 1024;
-  constexpr std::uint32_t kWindow = 16;
+  constexpr std::uint32_t kWindow = 16;  // chunks: a window of 1 MiB
   CountingStreams streams(broker, "big", kChunk);
   Client caller(at(broker, "caller"));
   const long broker_before = rss_kib(broker.process().pid());
   const long self_before = rss_kib(::getpid());
   // 4,000 chunks of 64 KiB: 250 MiB, were anything to buffer them.
-  Stream stream = caller.stream("big", "count", "4000", {.timeout = 30s, .window = kWindow});
+  Stream stream =
+      caller.stream("big", "count", "4000", {.timeout = 30s, .window_bytes = kWindow * kChunk});
   REQUIRE(stream.next().has_value());
-  // The writer stops once the window is spent: one chunk read, so at most the window
-  // plus that one, plus the half window a reader's grant may add.
+  // The writer stops once the window is spent (its last chunk may overrun it): one chunk
+  // read, so at most the window plus that one, plus the half window a reader's grant may
+  // add.
   REQUIRE(eventually([&] { return streams.written >= static_cast<int>(kWindow); }, 5s));
   const int stalled_at = streams.written;
   CHECK_FALSE(eventually([&] { return streams.written > stalled_at; }, 500ms));
@@ -123,8 +124,7 @@ TEST_CASE("a stalled reader bounds the memory of service broker and caller",
   CHECK(next == 4000);
 }
 
-TEST_CASE("an instance killed mid-stream gives exactly one final UNAVAILABLE",
-          "[stream]") {
+TEST_CASE("an instance killed mid-stream gives exactly one final UNAVAILABLE", "[stream]") {
   Broker broker;
   TempDir dir;
   Process peer({test_peer_path(), broker.endpoint(), "stream-then-hang", "doomed", "tokens", "5"},
@@ -179,8 +179,7 @@ TEST_CASE("the deadline covers the whole stream", "[stream]") {
   CHECK(stream.chunks() < 20);
 }
 
-TEST_CASE("an idle timeout ends a stream whose next chunk is late and cancels it",
-          "[stream]") {
+TEST_CASE("an idle timeout ends a stream whose next chunk is late and cancels it", "[stream]") {
   Broker broker;
   Client instance(at(broker, "instance"));
   Service service(instance, "slow", {.max_inflight = 1});
@@ -203,8 +202,7 @@ TEST_CASE("an idle timeout ends a stream whose next chunk is late and cancels it
   CHECK(eventually([&] { return cancelled.load(); }, 5s));
 }
 
-TEST_CASE("a plain call to a streaming method is refused INVALID_ARGUMENT",
-          "[stream]") {
+TEST_CASE("a plain call to a streaming method is refused INVALID_ARGUMENT", "[stream]") {
   Broker broker;
   CountingStreams streams(broker, "tokens");
   Client caller(at(broker, "caller"));
@@ -225,8 +223,9 @@ TEST_CASE("a stream of a plain method gets its reply as one chunk", "[stream]") 
 TEST_CASE("bad stream options are refused INVALID_ARGUMENT", "[stream]") {
   Broker broker;
   Client caller(at(broker, "caller"));
-  CHECK(status_of([&] { (void)caller.stream("s", "m", "", {.window = 0}); }) ==
+  CHECK(status_of([&] { (void)caller.stream("s", "m", "", {.window_bytes = 0}); }) ==
         Status::invalid_argument);
-  CHECK(status_of([&] { (void)caller.stream("s", "m", "", {.window = 1025}); }) ==
-        Status::invalid_argument);
+  CHECK(status_of([&] {
+          (void)caller.stream("s", "m", "", {.window_bytes = 64 * 1024 * 1024 + 1});
+        }) == Status::invalid_argument);
 }

@@ -203,7 +203,7 @@ def test_a_cancel_token_shared_by_calls_cancels_them_all_and_only_them(client, h
 
 
 def test_stream_cancel_reaches_a_writer_waiting_for_the_window(client, held):
-    stream = client.stream("held", "flood", timeout=10, window=2)
+    stream = client.stream("held", "flood", timeout=10, window_bytes=2)
     assert next(stream) == b"0"
     stream.cancel()
     with pytest.raises(sagebus.Cancelled):
@@ -225,7 +225,7 @@ def test_leaving_a_with_block_cancels_the_stream(client, held):
 
 
 def test_leaving_a_for_loop_early_cancels_the_stream(client, held):
-    stream = client.stream("held", "flood", timeout=10, window=2)
+    stream = client.stream("held", "flood", timeout=10, window_bytes=2)
     for chunk in stream:
         break
     with pytest.raises(sagebus.Cancelled):
@@ -290,7 +290,7 @@ def test_cancelling_the_task_of_an_async_for_cancels_the_stream(client, held):
 
 
 def test_stream_cancel_reaches_an_async_generator_waiting_for_the_window(client, held):
-    stream = client.stream("held", "aflood", timeout=10, window=2)
+    stream = client.stream("held", "aflood", timeout=10, window_bytes=2)
     assert next(stream) == b"0"
     stream.cancel()
     held.check_cancelled(client)

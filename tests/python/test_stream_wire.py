@@ -261,7 +261,13 @@ def request(service: str, method: str, timeout_ms: int = 10000, **fields) -> Hea
 
 
 def stream_request(credit: int) -> Header:
+    """A stream whose caller grants `credit` bytes (a chunk costs cost(its bytes))."""
     return request("streamer", "numbers", stream=True, credit=credit)
+
+
+def cost(payload: bytes) -> int:
+    """What a chunk costs of a stream's credit: its bytes plus 64 (wire::chunk_cost)."""
+    return len(payload) + 64
 
 
 class Bus:
@@ -404,8 +410,9 @@ def test_a_cancel_for_an_unknown_call_is_counted_and_answered_with_nothing(bus, 
 
 def test_a_chunk_beyond_the_callers_credit_is_refused_and_the_stream_goes_on(bus, client):
     before = bus.counters()
-    id, given = bus.call(stream_request(2))
-    assert given.stream and given.credit == 2
+    window = cost(b"c1") + cost(b"c2")
+    id, given = bus.call(stream_request(window))
+    assert given.stream and given.credit == window
     bus.chunk(given.id, b"c1")
     bus.chunk(given.id, b"c2")
     bus.chunk(given.id, b"beyond the credit")
@@ -415,8 +422,9 @@ def test_a_chunk_beyond_the_callers_credit_is_refused_and_the_stream_goes_on(bus
     assert bus.counters()["rejected_chunks"] == before["rejected_chunks"] + 1
 
     # The refused chunk disturbed nothing: more credit, more chunks.
-    bus.caller.send(Header(CREDIT, id, credit=3))
-    assert expect(bus.instance, CREDIT, given.id).credit == 3
+    more = cost(b"c3") + cost(b"c4")
+    bus.caller.send(Header(CREDIT, id, credit=more))
+    assert expect(bus.instance, CREDIT, given.id).credit == more
     bus.chunk(given.id, b"c3")
     bus.chunk(given.id, b"c4")
     expect(bus.caller, CHUNK, id, b"c3")

@@ -106,14 +106,14 @@ def test_10000_chunks_arrive_complete_and_in_order_with_async_for(client, counti
 
 @pytest.mark.parametrize("reader", ["sync", "async"])
 def test_a_stalled_reader_stops_the_writer_at_the_window(client, counting, reader):
-    window = 16
+    window = 16  # chunks of 16 KiB
     # 4,000 chunks of 16 KiB: 64 MiB, were anything to buffer them.
-    stream = client.stream("tokens", "count", b"4000", timeout=30, window=window,
+    stream = client.stream("tokens", "count", b"4000", timeout=30, window_bytes=window * 16 * 1024,
                            headers={"pad": str(16 * 1024)})
 
     def check_stalled():
-        # The writer stops once the window is spent: one chunk read, so at most the
-        # window plus that one, plus the half window a reader's grant may add, plus the
+        # The writer stops once the window is spent (its last chunk may overrun it): one
+        # chunk read, so at most the window plus that one, plus the half window a reader's grant may add, plus the
         # chunk the generator has produced and its writer waits to send.
         assert eventually(lambda: counting[0] >= window)
         stalled_at = settled(lambda: counting[0])
@@ -224,8 +224,9 @@ def test_an_instance_killed_mid_stream_gives_exactly_one_unavailable(broker, cli
 
 
 def test_the_deadline_covers_the_whole_stream(client, counting):
-    # A window of 1 never read past the first chunk: the writer waits, the deadline ends it.
-    stream = client.stream("tokens", "count", b"100", timeout=0.3, window=1)
+    # A window of 1 byte never read past the first chunk: the writer waits, the deadline
+    # ends it.
+    stream = client.stream("tokens", "count", b"100", timeout=0.3, window_bytes=1)
     assert next(stream) == chunk(0)
     started = time.monotonic()
     with pytest.raises(sagebus.DeadlineExceeded) as e:
@@ -275,9 +276,9 @@ def test_a_stream_of_a_plain_method_yields_its_reply_as_one_chunk(client, counti
 
 
 def test_bad_stream_options_and_names_are_refused(client):
-    for window in (0, 1025):
-        with pytest.raises(sagebus.InvalidArgument, match="window"):
-            client.stream("tokens", "count", window=window)
+    for window in (0, (64 << 20) + 1):
+        with pytest.raises(sagebus.InvalidArgument, match="window_bytes"):
+            client.stream("tokens", "count", window_bytes=window)
     with pytest.raises(sagebus.InvalidArgument):
         client.stream("bad name!", "count")
     with pytest.raises(ValueError, match="timeout"):
@@ -361,7 +362,7 @@ def test_a_streaming_handler_sees_its_request(broker, client):
 def test_closing_the_client_ends_its_streams_cancelled(broker, counting):
     caller = sagebus.Client(broker.endpoint)
     assert caller.wait_connected(10)
-    stream = caller.stream("tokens", "count", b"1000", timeout=10, window=2)
+    stream = caller.stream("tokens", "count", b"1000", timeout=10, window_bytes=2)
     assert next(stream) == chunk(0)
     caller.close()
     with pytest.raises(sagebus.Cancelled, match="closed"):

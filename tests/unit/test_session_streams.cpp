@@ -35,13 +35,13 @@ struct StreamCall {
 };
 
 // Starts a stream of method "s" on "svc", as Client::stream would.
-StreamCall start_stream(Fixture& f, std::uint32_t window = 4,
+StreamCall start_stream(Fixture& f, std::uint32_t window_bytes = 256,
                         std::chrono::milliseconds idle_timeout = 0ms,
                         std::chrono::milliseconds timeout = 10s, bool wait_for_ready = false) {
   auto spec = Fixture::spec_of("s", timeout, wait_for_ready);
   spec.stream = true;
   spec.traceparent = kTraceparent;
-  spec.options.window = window;
+  spec.options.window_bytes = window_bytes;
   spec.options.idle_timeout = idle_timeout;
   auto control = std::make_shared<FakeControl>();
   spec.control = control;
@@ -153,7 +153,7 @@ TEST_CASE("a stream's REQUEST carries stream and its window as credit and its tr
           "[session][stream]") {
   Fixture f;
   f.connect();
-  const auto s = start_stream(f, 16);
+  const auto s = start_stream(f, 16384);
   auto plain = Fixture::spec_of("plain");
   plain.traceparent = kOtherTraceparent;
   f.start(std::move(plain));
@@ -161,7 +161,7 @@ TEST_CASE("a stream's REQUEST carries stream and its window as credit and its tr
   REQUIRE(sent.size() == 2);
   CHECK(sent[0].header.method() == "s");
   CHECK(sent[0].header.stream());
-  CHECK(sent[0].header.credit() == 16);
+  CHECK(sent[0].header.credit() == 16384);
   CHECK(sent[0].header.traceparent() == kTraceparent);
   CHECK(s.control->key == sent[0].header.id());
   // A call that is no stream carries its traceparent, and no window.
@@ -604,8 +604,11 @@ TEST_CASE("a request that ends before it is sent forgets its control's token reg
 
 // --- the instance's side -------------------------------------------------------------------
 
-TEST_CASE("a dispatched stream's writer writes its credit of chunks at once then waits for CREDIT",
-          "[session][stream]") {
+TEST_CASE(
+    "a dispatched stream's writer writes the chunks its credit in bytes allows at once then "
+    "waits for CREDIT",
+    "[session][stream]") {
+  const auto chunk = static_cast<std::uint32_t>(wire::chunk_cost(2));  // "c0" .. "c4"
   Fixture f(Clock::now());
   f.connect("broker-1", true);  // CHUNKs gather into BATCHes, as replies do
   std::atomic<bool> returned{false};
@@ -620,7 +623,7 @@ TEST_CASE("a dispatched stream's writer writes its credit of chunks at once then
   Stopper stop{core};
   core->start_workers();
   add_service(f, core);
-  f.turn([&] { f.feed(dispatch(7, "s", 5000, true, 3), "in"); });
+  f.turn([&] { f.feed(dispatch(7, "s", 5000, true, 3 * chunk), "in"); });
   REQUIRE(f.link.wait_for(3));
   std::this_thread::sleep_for(100ms);
   CHECK(f.link.posted() == 3);  // the caller's window is full: the writer waits
@@ -634,7 +637,7 @@ TEST_CASE("a dispatched stream's writer writes its credit of chunks at once then
     CHECK(w.header.id() == 7);
   CHECK(batches == 1);
 
-  f.turn([&] { f.feed(broker_credit(7, 2)); });
+  f.turn([&] { f.feed(broker_credit(7, 2 * chunk)); });
   REQUIRE(f.link.wait_for(3));  // two chunks and the reply
   CHECK(wait_until(returned));
   f.pump();
@@ -762,7 +765,7 @@ TEST_CASE("the broker's CANCEL of a stream waiting for credit: its write throws 
   core->start_workers();
   add_service(f, core);
   f.turn([&] { f.feed(dispatch(9, "s", 5000, true, 1)); });
-  REQUIRE(f.link.wait_for(1));  // c0; c1 waits for credit
+  REQUIRE(f.link.wait_for(1));  // c0 overran the credit of 1 byte; c1 waits for credit
   f.turn([&] { f.feed(broker_cancel(9)); });
   CHECK(wait_until(threw));
   stop();
@@ -837,7 +840,7 @@ TEST_CASE("a dispatch id a new broker session gives again names its new call for
   REQUIRE(f.port.take(wire::REGISTER).size() == 1);
   f.turn([&] { f.feed(dispatch(5, "s", 1500, true, 1)); });
   REQUIRE(f.link.wait_for(1));  // c0
-  f.turn([&] { f.feed(broker_credit(5, 1)); });
+  f.turn([&] { f.feed(broker_credit(5, static_cast<std::uint32_t>(wire::chunk_cost(2)))); });
   CHECK(wait_until(streamed, 1s));  // the credit was for the stream, not the old call
   release = true;
   stop();

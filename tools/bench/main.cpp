@@ -456,9 +456,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
       ->capture_default_str();
   app.add_option("--stream-window", options.counts.stream_window,
-                 "The window of sage-bus's stream caller in stream_* (CallOptions::window: the "
-                 "chunks it may hold unread; the baselines have no flow control)")
-      ->check(CLI::Range(1u, 1024u))
+                 "The window of sage-bus's stream caller in stream_*, in bytes "
+                 "(CallOptions::window_bytes: the bytes of chunks it may hold unread, each "
+                 "counted as its size plus 64; the default is the SDK's; the baselines have no "
+                 "flow control)")
+      ->check(CLI::Range(1u, 64u * 1024 * 1024))
       ->capture_default_str();
   app.add_option("--baseline", options.baseline,
                  "Measure this baseline instead of sage-bus: zmq (a raw ROUTER forwarder and an "

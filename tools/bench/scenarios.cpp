@@ -505,7 +505,7 @@ Result restart_scenario(System& system, std::size_t items) {
 }
 
 // stream_64, stream_4k: one stream service answering each stream with kStreamChunks
-// chunks of `bytes`, one caller (with `window`, where the system has flow control) reading
+// chunks of `bytes`, one caller (with `window` bytes, where the system has flow control) reading
 // one stream at a time to its end, after a warm-up.
 // The measured streams go on until at least `streams` ended and `min_seconds` passed; the
 // clock runs from the first one's request to the last one's end. Each stream's latency

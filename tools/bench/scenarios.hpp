@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sagebus/client.hpp"
 #include "stats.hpp"
 #include "system.hpp"
 
@@ -27,9 +28,10 @@ struct Counts {
   std::size_t items = 20000;            // measured items of each durable_* (all producers)
   std::size_t restart_items = 1000000;  // items restart_1m puts before the restart
   // stream_*: measured streams go on until this long has passed too (0: --smoke); the
-  // window of sage-bus's stream caller (CallOptions::window, 1..1024).
+  // window of sage-bus's stream caller in bytes (CallOptions::window_bytes, the SDK's
+  // default unless told).
   double stream_seconds = 1.0;
-  std::uint32_t stream_window = 256;
+  std::uint32_t stream_window = sagebus::CallOptions{}.window_bytes;
   // The others derive from calls: pipelined 5x, reqrep_64k 1/10, reqrep_1m 1/100
   // (at least 10 each), warm-up 1/20 (at least 20; of items for durable_*); stream_* at
   // least 1/100 streams (at least 2; warm-up 1/20 of those, at least 2), cancel_latency

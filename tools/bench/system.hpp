@@ -194,7 +194,7 @@ class System {
   }
   // Streams: a service on its own connection answering each stream with `chunks`
   // chunks of `bytes` bytes (then the system's end of stream), and new connections
-  // asking it, each holding at most `window` chunks unread where the system has flow
+  // asking it, each holding at most `window` bytes unread where the system has flow
   // control (sage-bus; the others ignore it). Throw std::runtime_error where the system
   // has none.
   virtual std::unique_ptr<Handle> streamer(std::size_t /*chunks*/, std::size_t /*bytes*/) {

@@ -7,7 +7,7 @@
 // and --max-queue-depth at its highest; producers and consumers are LegacyQueues of one
 // queue, each on its own Client; the store's counters come from `$broker metrics`.
 // Streams: a Service whose handle_stream writes the chunks, read by Client::stream with
-// the window the scenario gives (--stream-window, 256 unless told). cancel_latency: a
+// the window the scenario gives (--stream-window, the SDK's default unless told). cancel_latency: a
 // Service of max_inflight 1 whose handler records, in req.context.cancel.on_cancel, when
 // its cancellation reached it.
 #include <sys/wait.h>
@@ -178,8 +178,8 @@ struct StreamerInstance : Handle {
   Service service;
 };
 
-// Holds at most `window` chunks unread (CallOptions::window): it grants half of it again at
-// a time as it reads, so the writer goes on while a grant travels back.
+// Holds at most `window` bytes of chunks unread (CallOptions::window_bytes): it grants half
+// of it again at a time as it reads, so the writer goes on while a grant travels back.
 class SagebusStreamCaller : public StreamCaller {
  public:
   SagebusStreamCaller(const Access& access, const std::string& name, std::uint32_t window)
@@ -188,7 +188,7 @@ class SagebusStreamCaller : public StreamCaller {
     run = {};
     try {
       Stream stream = connected_.client().stream(kStreamService, kStreamMethod, "",
-                                                 {.timeout = 30s, .window = window_});
+                                                 {.timeout = 30s, .window_bytes = window_});
       for (const std::string& chunk : stream) {
         ++run.chunks;
         run.bytes += chunk.size();

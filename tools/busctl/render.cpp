@@ -194,7 +194,7 @@ std::string calls_table(const sagebus::admin::CallList& calls) {
                     state, human_duration(c.age_ms()),
                     c.state() == sagebus::admin::CALL_OVERDUE ? "-" : human_duration(c.left_ms()),
                     c.stream() ? std::to_string(c.chunks()) + " sent, " +
-                                     std::to_string(c.credit()) + " credit"
+                                     std::to_string(c.credit()) + " B credit"
                                : "-",
                     or_dash(c.trace_id())});
   }

@@ -124,10 +124,12 @@ struct CallOptions {
   // trace.
   std::string traceparent{};
   // Streams only (Client::stream): the longest wait for the next chunk (0: none; the
-  // deadline still covers the whole stream), and the chunks the caller may hold unread
-  // (1..1024).
+  // deadline still covers the whole stream), and the caller's window: the bytes of chunks
+  // it may hold unread (1 B to 64 MiB), each chunk counted as its payload plus 64 bytes.
+  // The service's writer waits while the window is full; the last chunk it sent may
+  // overrun it, so the reader holds at most the window plus one chunk.
   std::chrono::milliseconds idle_timeout{0};
-  std::uint32_t window = 64;
+  std::uint32_t window_bytes = 1024 * 1024;
 };
 
 // The outcome of a call. call() and the future of call_async() only ever hold
@@ -212,8 +214,8 @@ class Client {
   // named. Returns every instance's outcome, whatever its status; throws Error when
   // nothing could be asked (NO_RESPONDERS, NOT_FOUND) or for any other failure of the
   // whole (INVALID_ARGUMENT, CANCELLED, UNAVAILABLE when the broker is lost).
-  GatherReply call_all(std::string_view service, std::string_view method,
-                       std::string_view payload, const CallOptions& options = {});
+  GatherReply call_all(std::string_view service, std::string_view method, std::string_view payload,
+                       const CallOptions& options = {});
 
   // As call_all(), as a stream of outcomes: `on_asked` once with how many instances were
   // asked, `on_reply` with each one's outcome as it comes, then `done` exactly once (OK,

@@ -5,8 +5,9 @@
 // (next() returns nothing, the loop ends) or with an Error thrown: the handler's status,
 // DEADLINE_EXCEEDED when the deadline (or CallOptions::idle_timeout between chunks)
 // passes first, UNAVAILABLE when the instance is lost, after the chunks it sent. Flow
-// control is end to end: the caller holds at most CallOptions::window chunks not yet
-// read, and the service's writer waits while the caller's window is full. Destroying a
+// control is end to end, in bytes: the caller holds at most CallOptions::window_bytes of
+// chunks not yet read (and one chunk more), and the service's writer waits while the
+// caller's window is full. Destroying a
 // Stream that has not ended cancels it.
 //
 // The service's side, StreamWriter (Service::handle_stream): write() sends one chunk,

@@ -143,7 +143,7 @@ bool Session::try_send_request_(std::uint64_t id) {
           .string(H::kRoutingKeyFieldNumber, o.routing_key)
           .map(H::kHeadersFieldNumber, o.headers)
           .string(H::kTraceparentFieldNumber, spec.traceparent);
-      if (spec.stream) head_.varint(H::kCreditFieldNumber, o.window);
+      if (spec.stream) head_.varint(H::kCreditFieldNumber, o.window_bytes);
       if (same_host_)
         head_.varint(H::kDeadlineUsFieldNumber, wire::to_deadline_us(request.deadline));
       head_.varint(H::kStreamFieldNumber, spec.stream).varint(H::kAllFieldNumber, spec.all);

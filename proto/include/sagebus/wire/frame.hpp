@@ -25,10 +25,19 @@ inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 inline constexpr std::size_t kMaxPayloadFrames = 64;
 // Names of services, methods and connections.
 inline constexpr std::size_t kMaxNameBytes = 128;
-// The most chunks a stream's caller may grant at once (REQUEST.credit with stream, and the
-// credit outstanding after CREDITs): the broker refuses a larger initial window and clamps
-// what CREDIT adds beyond it.
-inline constexpr std::uint32_t kMaxStreamWindow = 1024;
+// A stream's flow control counts bytes. Each chunk costs its payload's bytes plus
+// kChunkOverhead, about what holding one more chunk costs its reader, so that a window
+// also bounds how many empty or tiny chunks are outstanding. An instance may send a
+// chunk while the stream's credit is above zero; the chunk's cost comes off it, which may
+// take it below zero: the reader then holds at most its window plus one chunk.
+inline constexpr std::uint32_t kChunkOverhead = 64;
+inline constexpr std::int64_t chunk_cost(std::size_t payload_bytes) {
+  return static_cast<std::int64_t>(payload_bytes) + kChunkOverhead;
+}
+// The largest window, in bytes, a stream's caller may grant (REQUEST.credit with stream,
+// and the credit outstanding after CREDITs): the broker refuses a larger initial window
+// and clamps what CREDIT adds beyond it.
+inline constexpr std::uint32_t kMaxStreamWindow = 64 * 1024 * 1024;
 // The service the broker answers itself (busctl's admin API). Names starting with '$'
 // are reserved for the broker.
 inline constexpr std::string_view kBrokerService = "$broker";
