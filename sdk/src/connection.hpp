@@ -118,15 +118,20 @@ class CallControl {
  public:
   virtual ~CallControl() = default;
   // A CHUNK of the request's reply (a stream's chunk, a call_all's outcome), on the
-  // thread running the driver (it must be quick).
+  // thread running the driver (it must be quick); flush() after the messages read
+  // together, so that what reads the chunks on another thread is woken once per batch.
+  // An outcome among those messages comes before that flush(): the control hands its
+  // chunks on first.
   virtual void on_chunk(const wire::Header& header, std::string_view payload) {
     (void)header;
     (void)payload;
   }
+  virtual void flush() {}
 
   // The session's, under the driver's lock: the request's id while it is open (0 before
   // and after), and whether it was cancelled before the session took it up.
   std::uint64_t key = 0;
+  bool unflushed = false;  // on_chunk() since the last flush()
   bool cancel_early = false;
   std::string cancel_why{};
   // The tokens' registrations that cancel the request (Connection::watch_tokens_),

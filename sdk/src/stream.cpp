@@ -32,10 +32,17 @@ void StreamCore::on_chunk(const wire::Header&, std::string_view chunk) {
         {});
     return;
   }
+  incoming_.emplace_back(chunk);
+}
+
+void StreamCore::flush() {
+  if (incoming_.empty()) return;
   {
     std::lock_guard lock(mutex_);
-    chunks_.emplace_back(chunk);
+    for (std::string& chunk : incoming_)
+      chunks_.push_back(std::move(chunk));
   }
+  incoming_.clear();  // keeps its storage for the next batch
   cv_.notify_one();
 }
 
@@ -49,6 +56,7 @@ void StreamCore::finish(Outcome outcome) {
                                        Reply{outcome.status, std::move(outcome.message), {}});
     return;
   }
+  flush();  // the chunks that came with the outcome go before it
   {
     std::lock_guard lock(mutex_);
     end_ = std::move(outcome);

@@ -2,7 +2,8 @@
 // the Stream, the session (through CallControl, on the thread running the driver) and,
 // for Client::stream_async, the callback thread.
 //
-// The session hands it each chunk (on_chunk) and the final outcome (finish); the reader
+// The session hands it each chunk (on_chunk: kept on the driver's side until flush(), at
+// the end of the messages read together) and the final outcome (finish); the reader
 // takes them in order (next) and grants the service the bytes it read (wire::chunk_cost
 // of each chunk), half a window at a time, so that it never holds more than a window of
 // chunks unread, and one chunk more (the last may overrun the window). With callbacks
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "connection.hpp"
 
@@ -33,8 +35,9 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   StreamCore(Connection& connection, std::uint32_t window, OnChunk on_chunk = {},
              OnDone on_done = {});
 
-  // The session's (driver thread).
+  // The session's (the thread running the driver).
   void on_chunk(const wire::Header& header, std::string_view chunk) override;
+  void flush() override;
   void finish(Outcome outcome);
 
   // The reader's.
@@ -57,7 +60,8 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   const OnDone on_done_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::string> chunks_;
+  std::vector<std::string> incoming_;  // on_chunk()'s since flush(): the driver's side
+  std::deque<std::string> chunks_;     // flushed, for the reader
   std::optional<Outcome> end_;
   bool cancelled_ = false;  // by the reader: next() throws at once
   std::size_t read_ = 0;

@@ -297,8 +297,12 @@ void Session::on_chunk_() {
     return;
   }
   it->second.last_chunk = now_;
-  it->second.spec.control->on_chunk(
-      in_, frames_.empty() ? std::string_view() : frames_.front().to_string_view());
+  CallControl& control = *it->second.spec.control;
+  control.on_chunk(in_, frames_.empty() ? std::string_view() : frames_.front().to_string_view());
+  if (!control.unflushed) {
+    control.unflushed = true;
+    chunks_to_flush_.push_back(it->second.spec.control);
+  }
 }
 
 void Session::handle_(command::Cancel& c) {

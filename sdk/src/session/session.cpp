@@ -64,6 +64,11 @@ void Session::end_of_input() {
   for (const auto& core : to_flush_)
     core->flush();  // hands on what on_event_() took, once per batch
   to_flush_.clear();
+  for (const auto& control : chunks_to_flush_) {
+    control->unflushed = false;
+    control->flush();  // hands on what on_chunk_() gave, once per batch
+  }
+  chunks_to_flush_.clear();
 }
 
 void Session::start(command::Start& start, bool more) {

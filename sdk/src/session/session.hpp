@@ -61,7 +61,8 @@ class Session {
   void on_link_event(LinkEvent event);
   // A message read from the transport: its header frame and its payload frames.
   void on_message(const zmq::message_t& header, std::vector<zmq::message_t>& frames);
-  // The messages read together have all been fed: subscriptions get what they brought.
+  // The messages read together have all been fed: subscriptions and streams get what
+  // they brought, once per batch.
   void end_of_input();
   // Starts a request outside a turn; with `more`, the driver starts others right after
   // (callbacks that call again), and calls flush() when they are done.
@@ -306,6 +307,8 @@ class Session {
   std::vector<std::shared_ptr<SubscriptionCore>> subscription_cores_;
   // Those on_event_() delivered to in the messages being read (end_of_input).
   std::vector<std::shared_ptr<SubscriptionCore>> to_flush_;
+  // The requests on_chunk_() gave chunks to in the messages being read (end_of_input).
+  std::vector<std::shared_ptr<CallControl>> chunks_to_flush_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
       subscriptions_;  // by wire id
   std::deque<QueuedPublish> outbox_;
