@@ -124,6 +124,26 @@ TEST_CASE("a stalled reader bounds the memory of service broker and caller", "[s
   CHECK(next == 4000);
 }
 
+TEST_CASE("chunks larger than the whole window go one at a time and arrive complete", "[stream]") {
+  Broker broker;
+  constexpr std::size_t kChunk = 8 * 1024;
+  CountingStreams streams(broker, "wide", kChunk);
+  Client caller(at(broker, "caller"));
+  // A window of 1 KiB: each chunk overruns it, so one is outstanding at a time.
+  Stream stream = caller.stream("wide", "count", "200", {.timeout = 30s, .window_bytes = 1024});
+  REQUIRE(stream.next().has_value());
+  // Unread, the first chunk holds the writer after the one that overran the window again.
+  REQUIRE(eventually([&] { return streams.written >= 2; }, 5s));
+  CHECK_FALSE(eventually([&] { return streams.written > 2; }, 300ms));
+  int read = 1;
+  while (auto chunk = stream.next()) {
+    REQUIRE(chunk->size() == kChunk);
+    REQUIRE(chunk->starts_with("chunk-" + std::to_string(read) + "."));
+    ++read;
+  }
+  CHECK(read == 200);
+}
+
 TEST_CASE("an instance killed mid-stream gives exactly one final UNAVAILABLE", "[stream]") {
   Broker broker;
   TempDir dir;
