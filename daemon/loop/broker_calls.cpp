@@ -154,7 +154,7 @@ void Broker::on_request_(ClientInfo& caller, Frames& frames) {
   if (debug_)
     spdlog::debug("{} #{} {}.{} from '{}' (its id {}, {} ms{}){}", call->stream ? "stream" : "call",
                   call->id, call->service, call->method, caller.name, id, in_.timeout_ms(),
-                  call->stream ? ", credit " + std::to_string(call->credit) : "",
+                  call->stream ? ", window " + std::to_string(call->credit) + " B" : "",
                   trace_note_(*call));
   route_(*call);
 }

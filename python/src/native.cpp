@@ -1161,15 +1161,174 @@ class Inbox {
   std::vector<std::pair<std::uint64_t, sagebus::Reply>> outcomes_;
 };
 
+// --- what Python reads in order: a stream's chunks, a call_all's outcomes ------------
+
+// Items a producer thread hands to Python readers, in order, then one end: OK, or a
+// failure that reading raises; or a cancellation, which drops what it holds and which
+// reading raises from then on. A reader waits in slices of kSignalCheck with the GIL
+// released, handling signals between them (Ctrl-C), or has an event loop woken through
+// an Inbox once something is there (watch). A producer that reads ahead of the readers
+// waits for room (wait_for_room), counting what the queue holds with `cost`. Thread safe.
+template <class T>
+class ReadQueue {
+ public:
+  using Cost = std::size_t (*)(const T&);
+  explicit ReadQueue(Cost cost = nullptr) : cost_(cost) {}
+
+  // The producer's side. Waits until the queue holds under `cost` and under `items`, or
+  // nothing; false, at once, when cancelled or stopped.
+  bool wait_for_room(std::size_t cost, std::size_t items) {
+    std::unique_lock lock(mutex_);
+    room_.wait(lock, [&] {
+      return stopped_ || cancelled_.has_value() || items_.empty() ||
+             (held_ < cost && items_.size() < items);
+    });
+    return !stopped_ && !cancelled_;
+  }
+  // Ends every wait_for_room(), now and later.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopped_ = true;
+    }
+    room_.notify_all();
+  }
+  // Dropped once cancelled.
+  void push(T item) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      if (cancelled_) return;
+      held_ += cost_ != nullptr ? cost_(item) : 0;
+      items_.push_back(std::move(item));
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+  void end(Status status, std::string message) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      end_ = End{status, std::move(message)};
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+  }
+  // Unless it has ended or was cancelled: reading raises Cancelled with `why` from now on,
+  // and what it holds is dropped. True when it did.
+  bool cancel(const std::string& why) {
+    Watcher watcher;
+    {
+      std::lock_guard lock(mutex_);
+      if (end_ || cancelled_) return false;
+      cancelled_ = why;
+      items_.clear();
+      held_ = 0;
+      watcher = std::exchange(watcher_, {});
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+    return true;
+  }
+
+  // The readers' side. The next item, waiting for it in slices with the GIL released;
+  // nothing at the end; raises the failure, or Cancelled.
+  std::optional<T> next() {
+    for (;;) {
+      std::optional<T> taken;
+      bool ended = false;
+      {
+        py::gil_scoped_release nogil;
+        std::unique_lock lock(mutex_);
+        ready_.wait_for(lock, kSignalCheck, [this] { return readable_(); });
+        ended = take_(lock, taken);
+      }
+      if (taken) return taken;
+      if (ended) return std::nullopt;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+  // As next() without waiting: 0 with `taken` set, 1 when nothing is there yet, 2 at the
+  // end.
+  int poll(std::optional<T>& taken) {
+    std::unique_lock lock(mutex_);
+    const bool ended = take_(lock, taken);
+    return taken ? 0 : ended ? 2 : 1;
+  }
+  // Posts `token` to `inbox` once something is there to read; false, and nothing
+  // watched, when something is already there.
+  bool watch(std::shared_ptr<Inbox> inbox, std::uint64_t token) {
+    std::lock_guard lock(mutex_);
+    if (readable_()) return false;
+    watcher_ = Watcher{std::move(inbox), token};
+    return true;
+  }
+  void unwatch() {
+    Watcher watcher;  // released after the lock
+    std::lock_guard lock(mutex_);
+    watcher = std::exchange(watcher_, {});
+  }
+  // The items read.
+  std::size_t read() {
+    std::lock_guard lock(mutex_);
+    return read_;
+  }
+
+ private:
+  struct Watcher {
+    std::shared_ptr<Inbox> inbox;
+    std::uint64_t token = 0;
+  };
+  struct End {
+    Status status;
+    std::string message;
+  };
+
+  bool readable_() const { return cancelled_.has_value() || !items_.empty() || end_.has_value(); }
+
+  // Under mutex_ (held by `lock`): moves the next item into `taken`, or says whether the
+  // queue has ended OK; throws its failure, or Cancelled.
+  bool take_(std::unique_lock<std::mutex>& lock, std::optional<T>& taken) {
+    if (cancelled_) throw sagebus::Error(Status::cancelled, *cancelled_);
+    if (!items_.empty()) {
+      taken = std::move(items_.front());
+      items_.pop_front();
+      held_ -= cost_ != nullptr ? cost_(*taken) : 0;
+      ++read_;
+      lock.unlock();
+      room_.notify_one();
+      return false;
+    }
+    if (!end_) return false;
+    if (end_->status != Status::ok) throw sagebus::Error(end_->status, end_->message);
+    return true;
+  }
+
+  const Cost cost_;
+  std::mutex mutex_;
+  std::condition_variable ready_;  // readers wait for an item, the end or the cancellation
+  std::condition_variable room_;   // the producer waits for room (wait_for_room)
+  std::deque<T> items_;
+  std::size_t held_ = 0;  // cost_ of items_
+  std::optional<End> end_;
+  std::optional<std::string> cancelled_;
+  bool stopped_ = false;
+  std::size_t read_ = 0;
+  Watcher watcher_;
+};
+
 // --- streams -------------------------------------------------------------------------
 
 // A stream's chunks for Python (sagebus.Stream). A pump thread of its own reads the SDK's
-// Stream (whose next() waits for ever) into a small buffer: so that a reader waits in
-// slices, handling signals (Ctrl-C), and an event loop is woken through its Inbox when a
-// chunk or the end is there (watch). The pump reads ahead a quarter of the caller's
-// window in bytes (at least one chunk, at most kPumpChunks), so that the SDK grants the
-// service no more while the Python reader stalls: the service's writer stops at the
-// window (plus what the pump holds, once the reader has read half a window), as in C++.
+// Stream (whose next() waits for ever) into a ReadQueue: so that a reader waits in slices,
+// handling signals (Ctrl-C), and an event loop is woken through its Inbox when a chunk or
+// the end is there (watch). The pump reads ahead a quarter of the caller's window in bytes
+// (at least one chunk, at most kPumpChunks), so that the SDK grants the service no more
+// while the Python reader stalls: the service's writer stops at the window (plus what the
+// pump holds, once the reader has read half a window), as in C++.
 class NativeStream : public Dependent {
  public:
   NativeStream(sagebus::Stream stream, std::uint32_t window_bytes)
@@ -1191,13 +1350,9 @@ class NativeStream : public Dependent {
   void close() override {
     cancel_("the Client was closed");
     std::lock_guard close_lock(close_mutex_);
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    room_.notify_all();
+    chunks_.stop();
     if (pump_ && pump_->joinable()) pump_->join();
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(stream_mutex_);
     stream_.reset();
   }
 
@@ -1208,110 +1363,34 @@ class NativeStream : public Dependent {
     cancel_("the stream was cancelled by its reader");
   }
 
-  // What a read found: a chunk, nothing yet, the end (OK), or the error it ended with.
-  enum class Kind { chunk, nothing, end };
-  struct Taken {
-    Kind kind = Kind::nothing;
-    std::string chunk;
-  };
-
-  // The next chunk, waiting for it in slices of kSignalCheck with the GIL released
-  // (handling signals between them); None at the end; raises the stream's error.
+  // The next chunk; None at the end; raises the stream's error.
   py::object next() {
     check_process("Stream");
-    for (;;) {
-      Taken taken;
-      {
-        py::gil_scoped_release nogil;
-        std::unique_lock lock(mutex_);
-        ready_.wait_for(lock, kSignalCheck, [this] { return readable_(); });
-        taken = take_(lock);
-      }
-      if (taken.kind == Kind::chunk) return py::bytes(taken.chunk);
-      if (taken.kind == Kind::end) return py::none();
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    }
+    auto chunk = chunks_.next();
+    return chunk ? py::object(py::bytes(*chunk)) : py::object(py::none());
   }
-
   // As next() without waiting: (0, chunk), (1, None) when nothing is there yet, (2, None)
   // at the end; raises the stream's error.
   py::tuple poll() {
     check_process("Stream");
-    Taken taken;
-    {
-      std::unique_lock lock(mutex_);
-      taken = take_(lock);
-    }
-    if (taken.kind == Kind::chunk) return py::make_tuple(0, py::bytes(taken.chunk));
-    return py::make_tuple(taken.kind == Kind::end ? 2 : 1, py::none());
+    std::optional<std::string> chunk;
+    const int kind = chunks_.poll(chunk);
+    return py::make_tuple(kind, chunk ? py::object(py::bytes(*chunk)) : py::object(py::none()));
   }
-
-  // Posts `token` to `inbox` once something is there to read; false, and nothing
-  // watched, when something is already there.
   bool watch(std::shared_ptr<Inbox> inbox, std::uint64_t token) {
     check_process("Stream");
-    std::lock_guard lock(mutex_);
-    if (readable_()) return false;
-    watcher_ = Watcher{std::move(inbox), token};
-    return true;
+    return chunks_.watch(std::move(inbox), token);
   }
-  void unwatch() {
-    Watcher watcher;
-    std::lock_guard lock(mutex_);
-    watcher = std::exchange(watcher_, {});
-  }
-
-  std::size_t chunks() {
-    std::lock_guard lock(mutex_);
-    return read_;
-  }
+  void unwatch() { chunks_.unwatch(); }
+  std::size_t chunks() { return chunks_.read(); }
 
  private:
-  struct Watcher {
-    std::shared_ptr<Inbox> inbox;
-    std::uint64_t token = 0;
-  };
-  struct End {
-    Status status;
-    std::string message;
-  };
-
-  bool readable_() const { return cancelled_.has_value() || !buffer_.empty() || end_.has_value(); }
-
-  // Under mutex_ (held by `lock`); throws the stream's error.
-  Taken take_(std::unique_lock<std::mutex>& lock) {
-    if (cancelled_) throw sagebus::Error(Status::cancelled, *cancelled_);
-    Taken taken;
-    if (!buffer_.empty()) {
-      taken.kind = Kind::chunk;
-      taken.chunk = std::move(buffer_.front());
-      buffer_.pop_front();
-      held_ -= taken.chunk.size();
-      ++read_;
-      lock.unlock();
-      room_.notify_one();
-      return taken;
-    }
-    if (!end_) return taken;
-    if (end_->status != Status::ok) throw sagebus::Error(end_->status, end_->message);
-    taken.kind = Kind::end;
-    return taken;
-  }
+  static std::size_t size_of(const std::string& chunk) { return chunk.size(); }
 
   void cancel_(const std::string& why) {
-    Watcher watcher;
-    {
-      std::lock_guard lock(mutex_);
-      if (end_ || cancelled_) return;
-      cancelled_ = why;
-      buffer_.clear();
-      held_ = 0;
-      if (stream_) stream_->cancel();  // wakes the pump: its next() throws CANCELLED
-      watcher = std::exchange(watcher_, {});
-    }
-    ready_.notify_all();
-    room_.notify_all();
-    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
+    if (!chunks_.cancel(why)) return;
+    std::lock_guard lock(stream_mutex_);
+    if (stream_) stream_->cancel();  // wakes the pump: its next() throws CANCELLED
   }
 
   void pump_loop_() {
@@ -1319,55 +1398,26 @@ class NativeStream : public Dependent {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    for (;;) {
-      {
-        std::unique_lock lock(mutex_);
-        room_.wait(lock, [this] {
-          return stopping_ || cancelled_.has_value() || buffer_.empty() ||
-                 (held_ < read_ahead_ && buffer_.size() < kPumpChunks);
-        });
-        if (stopping_) return;
-      }
-      std::optional<std::string> chunk;
-      std::optional<End> end;
+    // stream_ stays until close() has joined this thread.
+    while (chunks_.wait_for_room(read_ahead_, kPumpChunks)) {
       try {
-        chunk = stream_->next();  // stream_ stays until close() has joined this thread
-        if (!chunk) end = End{Status::ok, {}};
+        auto chunk = stream_->next();
+        if (!chunk) return chunks_.end(Status::ok, {});
+        chunks_.push(std::move(*chunk));
       } catch (const sagebus::Error& e) {
-        end = End{e.status(), e.message()};
+        return chunks_.end(e.status(), e.message());
       } catch (const std::exception& e) {
-        end = End{Status::internal, e.what()};
+        return chunks_.end(Status::internal, e.what());
       }
-      Watcher watcher;
-      {
-        std::lock_guard lock(mutex_);
-        if (chunk && !cancelled_) {
-          held_ += chunk->size();
-          buffer_.push_back(std::move(*chunk));
-        }
-        if (end) end_ = std::move(end);
-        watcher = std::exchange(watcher_, {});
-      }
-      ready_.notify_all();
-      if (watcher.inbox) watcher.inbox->post(watcher.token, {});
-      if (end) return;
     }
   }
 
-  std::mutex close_mutex_;  // close() runs once at a time
-  std::mutex mutex_;
-  std::condition_variable ready_;  // a reader waits for a chunk or the end
-  std::condition_variable room_;   // the pump waits for room in the buffer
-  std::unique_ptr<sagebus::Stream> stream_;
   static constexpr std::size_t kPumpChunks = 64;
+  std::mutex close_mutex_;   // close() runs once at a time
+  std::mutex stream_mutex_;  // stream_ between cancel_() and close()
+  std::unique_ptr<sagebus::Stream> stream_;
   const std::size_t read_ahead_;  // bytes
-  std::deque<std::string> buffer_;
-  std::size_t held_ = 0;                  // the bytes of buffer_
-  std::optional<End> end_;                // the SDK's end
-  std::optional<std::string> cancelled_;  // by the reader, or the client's close
-  bool stopping_ = false;
-  std::size_t read_ = 0;
-  Watcher watcher_;
+  ReadQueue<std::string> chunks_{size_of};
   std::unique_ptr<std::thread> pump_;
 };
 
@@ -1375,9 +1425,8 @@ class NativeStream : public Dependent {
 
 // A call_all's outcomes for Python (sagebus.Gather): the SDK's call_all_async hands them
 // over on the client's callback thread, in order (how many were asked, each instance's
-// outcome, the end), into a buffer that readers take from as NativeStream's: waiting in
-// slices (Ctrl-C), or woken through an Inbox (watch). Every form of call_all in Python
-// reads one, so that each wait handles signals.
+// outcome, the end), into a ReadQueue that readers take from as a stream's. Every form of
+// call_all in Python reads one, so that each wait handles signals.
 class NativeGather : public Dependent {
  public:
   explicit NativeGather(std::shared_ptr<CallToken> token) : token_(std::move(token)) {}
@@ -1394,148 +1443,55 @@ class NativeGather : public Dependent {
 
   // From the callback thread, in order.
   void on_asked(std::size_t asked) {
-    {
-      std::lock_guard lock(mutex_);
-      asked_ = asked;
-    }
-    ready_.notify_all();
+    std::lock_guard lock(mutex_);
+    asked_ = asked;
   }
-  void on_reply(sagebus::InstanceReply reply) {
-    Watcher watcher;
-    {
-      std::lock_guard lock(mutex_);
-      if (cancelled_) return;
-      buffer_.push_back(std::move(reply));
-      watcher = std::exchange(watcher_, {});
-    }
-    ready_.notify_all();
-    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
-  }
-  void on_done(sagebus::Reply reply) {
-    Watcher watcher;
-    {
-      std::lock_guard lock(mutex_);
-      end_ = End{reply.status, std::move(reply.message)};
-      watcher = std::exchange(watcher_, {});
-    }
-    ready_.notify_all();
-    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
-  }
+  void on_reply(sagebus::InstanceReply reply) { outcomes_.push(std::move(reply)); }
+  void on_done(sagebus::Reply reply) { outcomes_.end(reply.status, std::move(reply.message)); }
 
-  // The next instance's outcome, (instance, status, message, payload), waiting for it in
-  // slices of kSignalCheck with the GIL released; None at the end; raises the failure of
-  // the whole.
+  // The next instance's outcome, (instance, status, message, payload); None at the end;
+  // raises the failure of the whole.
   py::object next() {
     check_process("Gather");
-    for (;;) {
-      std::optional<sagebus::InstanceReply> taken;
-      bool ended = false;
-      {
-        py::gil_scoped_release nogil;
-        std::unique_lock lock(mutex_);
-        ready_.wait_for(lock, kSignalCheck, [this] { return readable_(); });
-        ended = take_(taken);
-      }
-      if (taken) return tuple_of(*taken);
-      if (ended) return py::none();
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    }
+    auto outcome = outcomes_.next();
+    return outcome ? py::object(tuple_of(*outcome)) : py::object(py::none());
   }
-
   // As next() without waiting: (0, outcome), (1, None) when none is there yet, (2, None)
   // at the end; raises the failure of the whole.
   py::tuple poll() {
     check_process("Gather");
-    std::optional<sagebus::InstanceReply> taken;
-    bool ended;
-    {
-      std::lock_guard lock(mutex_);
-      ended = take_(taken);
-    }
-    if (taken) return py::make_tuple(0, tuple_of(*taken));
-    return py::make_tuple(ended ? 2 : 1, py::none());
+    std::optional<sagebus::InstanceReply> outcome;
+    const int kind = outcomes_.poll(outcome);
+    return py::make_tuple(kind, outcome ? py::object(tuple_of(*outcome)) : py::object(py::none()));
   }
-
-  // Posts `token` to `inbox` once something is there to read; false, and nothing
-  // watched, when something is already there.
   bool watch(std::shared_ptr<Inbox> inbox, std::uint64_t token) {
     check_process("Gather");
-    std::lock_guard lock(mutex_);
-    if (readable_()) return false;
-    watcher_ = Watcher{std::move(inbox), token};
-    return true;
+    return outcomes_.watch(std::move(inbox), token);
   }
-  void unwatch() {
-    Watcher watcher;
-    std::lock_guard lock(mutex_);
-    watcher = std::exchange(watcher_, {});
-  }
+  void unwatch() { outcomes_.unwatch(); }
 
   // How many instances were asked; None until the broker said.
   std::optional<std::size_t> asked() {
     std::lock_guard lock(mutex_);
     return asked_;
   }
-  std::size_t read() {
-    std::lock_guard lock(mutex_);
-    return read_;
-  }
+  std::size_t read() { return outcomes_.read(); }
 
  private:
-  struct Watcher {
-    std::shared_ptr<Inbox> inbox;
-    std::uint64_t token = 0;
-  };
-  struct End {
-    Status status;
-    std::string message;
-  };
-
   static py::tuple tuple_of(const sagebus::InstanceReply& r) {
     return py::make_tuple(r.instance, static_cast<int>(r.status), r.message, py::bytes(r.payload));
   }
 
-  bool readable_() const { return cancelled_.has_value() || !buffer_.empty() || end_.has_value(); }
-
-  // Under mutex_: moves the next outcome into `taken`, or says whether the call has ended
-  // OK; throws its failure.
-  bool take_(std::optional<sagebus::InstanceReply>& taken) {
-    if (cancelled_) throw sagebus::Error(Status::cancelled, *cancelled_);
-    if (!buffer_.empty()) {
-      taken = std::move(buffer_.front());
-      buffer_.pop_front();
-      ++read_;
-      return false;
-    }
-    if (!end_) return false;
-    if (end_->status != Status::ok) throw sagebus::Error(end_->status, end_->message);
-    return true;
-  }
-
   void cancel_(const std::string& why) {
-    Watcher watcher;
-    {
-      std::lock_guard lock(mutex_);
-      if (end_ || cancelled_) return;
-      cancelled_ = why;
-      buffer_.clear();
-      watcher = std::exchange(watcher_, {});
-    }
-    ready_.notify_all();
+    if (!outcomes_.cancel(why)) return;
     sagebus::CancelToken own = token_->own();
     own.cancel(why);  // the SDK ends the call; the broker tells the instances
-    if (watcher.inbox) watcher.inbox->post(watcher.token, {});
   }
 
   const std::shared_ptr<CallToken> token_;
-  std::mutex mutex_;
-  std::condition_variable ready_;
+  std::mutex mutex_;  // asked_
   std::optional<std::size_t> asked_;
-  std::deque<sagebus::InstanceReply> buffer_;
-  std::optional<End> end_;
-  std::optional<std::string> cancelled_;
-  std::size_t read_ = 0;
-  Watcher watcher_;
+  ReadQueue<sagebus::InstanceReply> outcomes_;
 };
 
 // --- legacy queues -------------------------------------------------------------------
