@@ -4,10 +4,12 @@ SAGEBUS_BUSD names the sage-busd binary (CTest sets it, and PYTHONPATH to the bu
 python/); every broker started is stopped, every wait is bounded.
 """
 import os
+import select
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 import pytest
@@ -15,6 +17,41 @@ import pytest
 import sagebus
 
 BUSD = os.environ.get("SAGEBUS_BUSD", "")
+
+
+def eventually(condition, timeout=5.0):
+    """Whether `condition()` holds within `timeout` seconds (asked every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def python(code: str, *args: str, **popen) -> subprocess.Popen:
+    """A child Python running `code`, with this one's sagebus on its path; its stdout and
+    stderr are pipes (bytes unless `popen` says text=True)."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_for_line(child: subprocess.Popen, text: str, timeout: float) -> bool:
+    """Reads the child's stdout until `text` is in it; False at EOF or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    seen = b""
+    fd = child.stdout.fileno()
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            more = os.read(fd, 4096)
+            if not more:
+                return False
+            seen += more
+    return True
 
 
 def free_port() -> int:

@@ -5,8 +5,6 @@ deadline DEADLINE_EXCEEDED), in each form (call_all, call_all_iter with for and 
 acall_all); no instance is NoResponders; the iterator yields the outcomes as they come;
 leaving it early, a CancelToken or Ctrl-C cancels the call."""
 import asyncio
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -19,29 +17,7 @@ import pytest
 
 import sagebus
 
-
-def python(code: str, *args: str) -> subprocess.Popen:
-    """A child Python running `code`, with this one's sagebus on its path."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for_line(child: subprocess.Popen, text: str, timeout: float) -> bool:
-    """Reads the child's stdout until `text` is in it; False at EOF or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    seen = b""
-    fd = child.stdout.fileno()
-    while text.encode() not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            more = os.read(fd, 4096)
-            if not more:
-                return False
-            seen += more
-    return True
+from conftest import python, wait_for_line
 
 
 # An instance of "memory" named memory-4 in a child process, which holds each call until

@@ -8,14 +8,7 @@ import pytest
 
 import sagebus
 
-
-def eventually(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from conftest import eventually
 
 
 def test_a_client_closed_from_its_own_callback(broker, echo):
@@ -29,7 +22,7 @@ def test_a_client_closed_from_its_own_callback(broker, echo):
 
     c.call_async("echo", "echo", b"x").add_done_callback(close_it)
     assert done.wait(10)
-    assert eventually(lambda: c.closed)
+    assert eventually(lambda: c.closed, 10)
     with pytest.raises(sagebus.Cancelled):
         c.call("echo", "echo", b"x")
 
@@ -44,8 +37,8 @@ def test_a_subscription_closed_from_its_own_handler(client):
     sub = client.subscribe("once.>", once)
     assert sub.wait_subscribed(10)
     client.publish("once.a", b"1", confirm=True)
-    assert eventually(lambda: got == [b"1"])
-    assert eventually(lambda: client.publish("once.a", b"2", confirm=True) == 0)
+    assert eventually(lambda: got == [b"1"], 10)
+    assert eventually(lambda: client.publish("once.a", b"2", confirm=True) == 0, 10)
     assert got == [b"1"]
 
 
@@ -64,10 +57,10 @@ def test_a_message_queued_behind_the_handler_that_closes_is_not_handled(client):
     sub = client.subscribe("queued.>", once)
     assert sub.wait_subscribed(10)
     client.publish("queued.a", b"1", confirm=True)
-    assert eventually(lambda: got == [b"1"])
+    assert eventually(lambda: got == [b"1"], 10)
     assert client.publish("queued.a", b"2", confirm=True) == 1
     second_queued.set()
-    assert eventually(lambda: client.publish("queued.a", b"3", confirm=True) == 0)
+    assert eventually(lambda: client.publish("queued.a", b"3", confirm=True) == 0, 10)
     assert got == [b"1"]
 
 

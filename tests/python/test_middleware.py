@@ -13,21 +13,13 @@ import json
 import re
 import sys
 import threading
-import time
 import weakref
 
 import pytest
 
 import sagebus
 
-
-def eventually(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from conftest import eventually
 
 
 class Recorder(sagebus.Interceptor):

@@ -4,8 +4,6 @@ C++ and Python call each other."""
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -13,14 +11,7 @@ import pytest
 
 import sagebus
 
-from conftest import BUSD
-
-
-def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    """A child Python running `code`, with this one's sagebus on its path."""
-    env = dict(os.environ)
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+from conftest import BUSD, python
 
 
 def test_ctrl_c_interrupts_a_blocking_call(broker):
@@ -44,7 +35,7 @@ def test_ctrl_c_interrupts_a_blocking_call(broker):
                     c.call("hang", "m", timeout=60)
                 except KeyboardInterrupt:
                     print("interrupted", flush=True)
-        """, broker.endpoint)
+        """, broker.endpoint, text=True)
         try:
             assert entered.wait(20), "the child's call never reached the service"
             sent = time.monotonic()
@@ -92,7 +83,7 @@ def test_the_interpreter_exits_cleanly_with_everything_open(broker, echo):
         pending = c.call_async("echo", "echo", b"in flight")
         print(c.call("leftover", "m", b"ok").decode(), flush=True)
         # exits here, nothing closed
-    """, broker.endpoint)
+    """, broker.endpoint, text=True)
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert out.strip() == "ok"

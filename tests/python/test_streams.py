@@ -4,11 +4,6 @@ the service's writer at the window), an instance killed mid-stream, the deadline
 idle timeout, the handler's error after its chunks, plain calls to streaming methods and
 streams of plain methods, and each kind of streaming handler."""
 import asyncio
-import os
-import select
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -16,14 +11,7 @@ import pytest
 
 import sagebus
 
-
-def eventually(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from conftest import eventually, python, wait_for_line
 
 
 def settled(value, quiet=0.3, timeout=5.0):
@@ -137,30 +125,6 @@ def test_a_stalled_reader_stops_the_writer_at_the_window(client, counting, reade
         rest = got[1:]
     assert [c.rstrip(b".") for c in rest] == [chunk(i) for i in range(1, 4000)]
     assert counting[0] == 4000
-
-
-def python(code: str, *args: str) -> subprocess.Popen:
-    """A child Python running `code`, with this one's sagebus on its path."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for_line(child: subprocess.Popen, text: str, timeout: float) -> bool:
-    """Reads the child's stdout until `text` is in it; False at EOF or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    seen = b""
-    fd = child.stdout.fileno()
-    while text.encode() not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            more = os.read(fd, 4096)
-            if not more:
-                return False
-            seen += more
-    return True
 
 
 DOOMED = """
