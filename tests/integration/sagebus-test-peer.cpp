@@ -67,6 +67,20 @@ bool take_one(sagebus::LegacyQueue& queue, const std::string& queue_name) {
   return true;
 }
 
+// Starts `service`, says "ready" once it is registered (1 if not within 10 s), then waits
+// to be killed. Its handlers are still holding their calls: the exit does not wait for
+// them.
+int serve_until_killed(sagebus::Service& service) {
+  service.start();
+  if (!service.wait_registered(10s)) {
+    std::cerr << "not registered within 10 s\n";
+    return 1;
+  }
+  say("ready");
+  std::this_thread::sleep_for(60s);
+  std::_Exit(0);
+}
+
 int queue_get(const std::string& endpoint, const std::string& queue_name) {
   sagebus::Client client({.endpoint = endpoint, .name = "test-peer"});
   if (!connect(client, endpoint)) return 1;
@@ -133,14 +147,7 @@ int hang(const std::string& endpoint, const std::string& name, const std::string
     std::this_thread::sleep_for(60s);  // the scenario: die holding the call
     return "held";
   });
-  service.start();
-  if (!service.wait_registered(10s)) {
-    std::cerr << "not registered within 10 s\n";
-    return 1;
-  }
-  say("ready");
-  std::this_thread::sleep_for(60s);
-  std::_Exit(0);
+  return serve_until_killed(service);
 }
 
 int stream_then_hang(const std::string& endpoint, const std::string& name,
@@ -154,14 +161,7 @@ int stream_then_hang(const std::string& endpoint, const std::string& name,
     say("wrote " + std::to_string(count));
     std::this_thread::sleep_for(60s);  // the scenario: die mid-stream
   });
-  service.start();
-  if (!service.wait_registered(10s)) {
-    std::cerr << "not registered within 10 s\n";
-    return 1;
-  }
-  say("ready");
-  std::this_thread::sleep_for(60s);
-  std::_Exit(0);
+  return serve_until_killed(service);
 }
 
 int usage() {
