@@ -55,7 +55,6 @@ import inspect
 import json
 import os
 import queue
-import sys
 import threading
 import time
 import weakref
@@ -894,74 +893,56 @@ class _LoopInbox:
 # --- streams ----------------------------------------------------------------------------
 
 
-class Stream:
-    """A streamed reply (Client.stream): its chunks (bytes) in order, then one outcome.
-
-    Iterate it: `for chunk in stream:` or `async for chunk in stream:` (which never blocks
-    the event loop); the loop ends when the stream ends OK, and raises the Error of any
-    other end (after the chunks that came before it): DeadlineExceeded past the deadline
-    or the idle timeout, Unavailable when the instance is lost, the handler's error.
-    Leaving such a loop before the end (break, an exception, a cancelled task) cancels the
-    stream, as do cancel(), leaving a `with` / `async with` block, and dropping the
-    Stream: the broker tells the instance, whose handler sees the cancellation.
-    next(stream) / await anext(stream) read one chunk without that.
-    """
+class _Reader:
+    """What Stream and Gather share: a native reader (python/src/native.cpp, ReadQueue)
+    read as an iterator and an async iterator, each item made by _item(); leaving either
+    loop early, a `with` / `async with` block, or aclose() cancels the call."""
 
     __slots__ = ("_native", "_eager", "__weakref__")
 
-    # async reads that found their chunk there, in a row, before one lets the loop run
-    # other tasks: a stream faster than its reader must not starve them
+    # async reads that found their item there, in a row, before one lets the loop run
+    # other tasks: a call faster than its reader must not starve them
     _EAGER = 32
 
     def __init__(self, native: Any):
         self._native = native
         self._eager = 0
 
-    def __repr__(self) -> str:
-        return f"<sagebus.Stream chunks={self._native.chunks}>"
-
-    @property
-    def chunks(self) -> int:
-        """Chunks read so far."""
-        return self._native.chunks
-
-    def cancel(self) -> None:
-        """Gives the stream up: unless it has ended, reading it raises Cancelled at once, and
-        the broker tells the instance (its handler sees request.cancelled, its generator
-        Cancelled at its next chunk)."""
-        self._native.cancel()
+    @staticmethod
+    def _item(raw: Any) -> Any:
+        return raw
 
     # sync
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._native.cancel()
 
-    def __next__(self) -> bytes:
-        chunk = self._native.next()
-        if chunk is None:
+    def __next__(self) -> Any:
+        raw = self._native.next()
+        if raw is None:
             raise StopIteration
-        return chunk
+        return self._item(raw)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks()
+    def __iter__(self) -> Iterator[Any]:
+        return self._items()
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _items(self) -> Iterator[Any]:
         native = self._native
         try:
             while True:
-                chunk = native.next()  # waits without the GIL, handling signals
-                if chunk is None:
+                raw = native.next()  # waits without the GIL, handling signals
+                if raw is None:
                     return
-                yield chunk
+                yield self._item(raw)
         finally:
             native.cancel()  # nothing once it has ended
 
     # asyncio
 
-    async def __aenter__(self) -> "Stream":
+    async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -970,37 +951,37 @@ class Stream:
     async def aclose(self) -> None:
         self._native.cancel()
 
-    async def __anext__(self) -> bytes:
-        chunk = await self._read()
-        if chunk is None:
+    async def __anext__(self) -> Any:
+        raw = await self._read()
+        if raw is None:
             raise StopAsyncIteration
-        return chunk
+        return self._item(raw)
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._achunks()
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._aitems()
 
-    async def _achunks(self) -> AsyncIterator[bytes]:
+    async def _aitems(self) -> AsyncIterator[Any]:
         try:
             while True:
-                chunk = await self._read()
-                if chunk is None:
+                raw = await self._read()
+                if raw is None:
                     return
-                yield chunk
+                yield self._item(raw)
         finally:
             self._native.cancel()
 
-    async def _read(self) -> Optional[bytes]:
-        # Chunks already there are taken at once; else the stream's pump wakes the loop
-        # through its inbox (an eventfd the loop reads) when the next chunk or the end is.
+    async def _read(self) -> Any:
+        # Items already there are taken at once; else the native reader wakes the loop
+        # through its inbox (an eventfd the loop reads) when the next item or the end is.
         native = self._native
         while True:
-            state, chunk = native.poll()
+            state, raw = native.poll()
             if state == 0:
                 self._eager += 1
                 if self._eager >= self._EAGER:
                     self._eager = 0
                     await asyncio.sleep(0)
-                return chunk
+                return raw
             if state == 2:
                 return None
             self._eager = 0
@@ -1017,6 +998,36 @@ class Stream:
                 native.unwatch()
                 inbox.forget(key)
                 raise
+
+
+class Stream(_Reader):
+    """A streamed reply (Client.stream): its chunks (bytes) in order, then one outcome.
+
+    Iterate it: `for chunk in stream:` or `async for chunk in stream:` (which never blocks
+    the event loop); the loop ends when the stream ends OK, and raises the Error of any
+    other end (after the chunks that came before it): DeadlineExceeded past the deadline
+    or the idle timeout, Unavailable when the instance is lost, the handler's error.
+    Leaving such a loop before the end (break, an exception, a cancelled task) cancels the
+    stream, as do cancel(), leaving a `with` / `async with` block, and dropping the
+    Stream: the broker tells the instance, whose handler sees the cancellation.
+    next(stream) / await anext(stream) read one chunk without that.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<sagebus.Stream chunks={self._native.chunks}>"
+
+    @property
+    def chunks(self) -> int:
+        """Chunks read so far."""
+        return self._native.chunks
+
+    def cancel(self) -> None:
+        """Gives the stream up: unless it has ended, reading it raises Cancelled at once, and
+        the broker tells the instance (its handler sees request.cancelled, its generator
+        Cancelled at its next chunk)."""
+        self._native.cancel()
 
 
 # --- scatter-gather ---------------------------------------------------------------------
@@ -1070,7 +1081,7 @@ class GatherResult:
         return f"<sagebus.GatherResult asked={self.asked} replies={len(self.replies)} ok={ok}>"
 
 
-class Gather:
+class Gather(_Reader):
     """A call_all in progress (Client.call_all_iter): iterate it (for, async for) for each
     instance's InstanceReply as it comes; the loop ends once every instance asked has one,
     and raises the Error of a failure of the whole (NoResponders, Cancelled, ...).
@@ -1081,13 +1092,7 @@ class Gather:
     the instances still running it.
     """
 
-    __slots__ = ("_native", "_eager", "__weakref__")
-
-    _EAGER = Stream._EAGER
-
-    def __init__(self, native: Any):
-        self._native = native
-        self._eager = 0
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<sagebus.Gather asked={self.asked} read={self._native.read}>"
@@ -1101,63 +1106,9 @@ class Gather:
         broker tells the instances still running it."""
         self._native.cancel()
 
-    def __enter__(self) -> "Gather":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._native.cancel()
-
-    def __next__(self) -> InstanceReply:
-        got = self._native.next()
-        if got is None:
-            raise StopIteration
-        return InstanceReply(*got)
-
-    def __iter__(self) -> Iterator[InstanceReply]:
-        return self._replies()
-
-    def _replies(self) -> Iterator[InstanceReply]:
-        native = self._native
-        try:
-            while True:
-                got = native.next()  # waits without the GIL, handling signals
-                if got is None:
-                    return
-                yield InstanceReply(*got)
-        finally:
-            native.cancel()  # nothing once it has ended
-
-    async def __aenter__(self) -> "Gather":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self._native.cancel()
-
-    async def aclose(self) -> None:
-        self._native.cancel()
-
-    async def __anext__(self) -> InstanceReply:
-        got = await self._read()
-        if got is None:
-            raise StopAsyncIteration
-        return InstanceReply(*got)
-
-    def __aiter__(self) -> AsyncIterator[InstanceReply]:
-        return self._areplies()
-
-    async def _areplies(self) -> AsyncIterator[InstanceReply]:
-        try:
-            while True:
-                got = await self._read()
-                if got is None:
-                    return
-                yield InstanceReply(*got)
-        finally:
-            self._native.cancel()
-
-    # Stream's: an outcome there is taken at once, else the loop is woken through its
-    # inbox when the next one or the end is.
-    _read = Stream._read
+    @staticmethod
+    def _item(raw: Any) -> "InstanceReply":
+        return InstanceReply(*raw)
 
 
 # --- subscriptions ----------------------------------------------------------------------
