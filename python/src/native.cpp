@@ -1494,6 +1494,22 @@ class NativeGather : public Dependent {
   ReadQueue<sagebus::InstanceReply> outcomes_;
 };
 
+// What sagebus.Stream and sagebus.Gather read alike (python/sagebus's _Reader): next,
+// poll, watch, unwatch, and cancel with the GIL released.
+template <class Reader>
+py::class_<Reader, std::shared_ptr<Reader>> bind_reader(py::module_& module, const char* name) {
+  py::class_<Reader, std::shared_ptr<Reader>> reader(module, name);
+  reader.def("next", &Reader::next)
+      .def("poll", &Reader::poll)
+      .def("watch", &Reader::watch)
+      .def("unwatch", &Reader::unwatch)
+      .def("cancel", [](Reader& r) {
+        py::gil_scoped_release nogil;
+        r.cancel();
+      });
+  return reader;
+}
+
 // --- legacy queues -------------------------------------------------------------------
 
 class NativeQueue : public Dependent {
@@ -1936,28 +1952,9 @@ PYBIND11_MODULE(_native, module) {
       .def("fileno", &Inbox::fileno)
       .def("drain", &Inbox::drain);
 
-  py::class_<NativeStream, std::shared_ptr<NativeStream>>(module, "Stream")
-      .def("next", &NativeStream::next)
-      .def("poll", &NativeStream::poll)
-      .def("watch", &NativeStream::watch)
-      .def("unwatch", &NativeStream::unwatch)
-      .def("cancel",
-           [](NativeStream& s) {
-             py::gil_scoped_release nogil;
-             s.cancel();
-           })
+  bind_reader<NativeStream>(module, "Stream")
       .def_property_readonly("chunks", &NativeStream::chunks);
-
-  py::class_<NativeGather, std::shared_ptr<NativeGather>>(module, "Gather")
-      .def("next", &NativeGather::next)
-      .def("poll", &NativeGather::poll)
-      .def("watch", &NativeGather::watch)
-      .def("unwatch", &NativeGather::unwatch)
-      .def("cancel",
-           [](NativeGather& g) {
-             py::gil_scoped_release nogil;
-             g.cancel();
-           })
+  bind_reader<NativeGather>(module, "Gather")
       .def_property_readonly("asked", &NativeGather::asked)
       .def_property_readonly("read", &NativeGather::read);
 
