@@ -8,11 +8,12 @@
 //
 // The outbox (outbox.hpp) puts such a message in its connection's batch when the
 // connection reads them (its HELLO said so) and the message is small: at most one payload
-// frame of at most wire::kMaxBatchedPayload bytes. A round ends when the loop has handled
-// what it received at once, or has run its timers; each batch goes then, as one BATCH, or
-// as the plain message it held when it holds one. A batch that would grow past
-// wire::kMaxBatchBytes is sent first, and so is a batch whose connection is about to be
-// sent anything else (outbox.hpp, "Order"; also before an event put in an EVENT_BATCH):
+// frame of at most wire::kMaxBatchedPayload bytes (wire::kMaxBatchedChunk for a chunk). A
+// round ends when the loop has handled what it received at once, or has run its timers;
+// each batch goes then, as one BATCH, or as the plain message it held when it holds one. A
+// batch that would grow past wire::kMaxBatchBytes with a message is sent first
+// (wire::kMaxChunkBatchBytes with a chunk), and so is a batch whose connection is about to
+// be sent anything else (outbox.hpp, "Order"; also before an event put in an EVENT_BATCH):
 // the broker's messages to a connection leave in the order it made them.
 //
 // Every message of a batch shares the batch's fate, settled when it goes: a reply's
@@ -51,11 +52,14 @@ class CallBatch {
   // The call id of the streams it holds chunks of, in order (a call's run of chunks once).
   std::span<const CallId> chunks() const noexcept { return chunks_; }
 
-  // Whether a message with this header and payload may go in a batch at all, alone.
-  static bool batchable(std::size_t header, std::span<const zmq::message_t> payload) noexcept;
+  // Whether a message with this header and payload may go in a batch at all, alone, within
+  // the limits of its kind (wire::kCallBatchLimits, or wire::kChunkBatchLimits for a CHUNK).
+  static bool batchable(std::size_t header, std::span<const zmq::message_t> payload,
+                        const wire::BatchLimits& limits) noexcept;
   // Whether it fits in this batch beside what it holds.
-  bool fits(std::size_t header, std::span<const zmq::message_t> payload) const noexcept {
-    return messages_.fits(header, bytes_of(payload), wire::kMaxBatchBytes);
+  bool fits(std::size_t header, std::span<const zmq::message_t> payload,
+            const wire::BatchLimits& limits) const noexcept {
+    return messages_.fits(header, bytes_of(payload), limits.bytes);
   }
   // Adds a reply: `header` is its REPLY header, `payload` its frames (moved from).
   void add_reply(std::string_view header, std::span<zmq::message_t> payload, wire::Status status) {

@@ -115,7 +115,7 @@ class Outbox {
   void send_events_(EventBatch& batch);
   void send_calls_(CallBatch& batch);
   CallBatch& call_batch_(const RoutingId& to, std::size_t header,
-                         std::span<const zmq::message_t> payload);
+                         std::span<const zmq::message_t> payload, const wire::BatchLimits& limits);
   Sent write_(const RoutingId& to, zmq::message_t& header, std::span<zmq::message_t> payload,
               bool share_payload);
 
@@ -149,31 +149,32 @@ inline Sent Outbox::send(const RoutingId& to, zmq::message_t header,
 
 inline void Outbox::reply(const RoutingId& to, bool batches, std::string_view header,
                           std::span<zmq::message_t> payload, wire::Status status) {
-  if (!batches || !CallBatch::batchable(header.size(), payload)) {
+  if (!batches || !CallBatch::batchable(header.size(), payload, wire::kCallBatchLimits)) {
     zmq::message_t frame(header.data(), header.size());
     metrics_.count_outcome(status, send(to, std::move(frame), payload) == Sent::ok);
     return;
   }
-  call_batch_(to, header.size(), payload).add_reply(header, payload, status);
+  call_batch_(to, header.size(), payload, wire::kCallBatchLimits)
+      .add_reply(header, payload, status);
 }
 
 inline Sent Outbox::chunk(const RoutingId& to, bool batches, std::string_view header,
                           std::span<zmq::message_t> payload, CallId id) {
-  if (!batches || !CallBatch::batchable(header.size(), payload)) {
+  if (!batches || !CallBatch::batchable(header.size(), payload, wire::kChunkBatchLimits)) {
     zmq::message_t frame(header.data(), header.size());
     return send(to, std::move(frame), payload);
   }
-  call_batch_(to, header.size(), payload).add_chunk(header, payload, id);
+  call_batch_(to, header.size(), payload, wire::kChunkBatchLimits).add_chunk(header, payload, id);
   return Sent::ok;
 }
 
 inline Sent Outbox::dispatch(const RoutingId& to, bool batches, std::string_view header,
                              std::span<zmq::message_t> payload, bool keep_payload, CallId id) {
-  if (!batches || !CallBatch::batchable(header.size(), payload)) {
+  if (!batches || !CallBatch::batchable(header.size(), payload, wire::kCallBatchLimits)) {
     zmq::message_t frame(header.data(), header.size());
     return send(to, std::move(frame), payload, keep_payload);
   }
-  CallBatch& batch = call_batch_(to, header.size(), payload);
+  CallBatch& batch = call_batch_(to, header.size(), payload, wire::kCallBatchLimits);
   zmq::message_t shared;
   if (!payload.empty()) shared.copy(payload.front());  // shares the buffer
   batch.add_dispatch(header, std::span<zmq::message_t>(&shared, payload.empty() ? 0u : 1u), id);
@@ -182,10 +183,11 @@ inline Sent Outbox::dispatch(const RoutingId& to, bool batches, std::string_view
 
 // `to`'s batch of this round, with room for a message of this header and payload.
 inline CallBatch& Outbox::call_batch_(const RoutingId& to, std::size_t header,
-                                      std::span<const zmq::message_t> payload) {
+                                      std::span<const zmq::message_t> payload,
+                                      const wire::BatchLimits& limits) {
   send_held_(to, Keep::calls);
   CallBatch& batch = calls_.of(to);
-  if (!batch.fits(header, payload)) send_calls_(batch);
+  if (!batch.fits(header, payload, limits)) send_calls_(batch);
   return batch;
 }
 

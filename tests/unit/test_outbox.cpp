@@ -357,13 +357,46 @@ TEST_CASE("a stream's chunks go in its caller's batch before its final reply", "
   CHECK(f.undelivered_chunks.empty());
 }
 
+TEST_CASE("chunks of 4 KiB go 15 to a BATCH of at most 64 KiB", "[outbox][stream]") {
+  Fixture f;
+  const std::string chunk(4096, 'c');
+  for (int i = 0; i < 20; ++i) {
+    zmq::message_t frame(chunk);
+    CHECK(f.outbox.chunk(f.rid, true, chunk_header(7), std::span<zmq::message_t>(&frame, 1), 70) ==
+          Sent::ok);
+  }
+  f.outbox.flush();
+  std::vector<zmq::message_t> frames;
+  REQUIRE(f.read(frames).kind() == wire::BATCH);  // full, it went before the flush
+  REQUIRE(frames.size() == 2);
+  CHECK(frames[1].size() <= wire::kMaxChunkBatchBytes);
+  CHECK(records_of(frames[1]).size() == 15);
+  REQUIRE(f.read(frames).kind() == wire::BATCH);
+  CHECK(records_of(frames[1]).size() == 5);
+  CHECK(f.nothing_to_read());
+}
+
+TEST_CASE("a reply of 4 KiB goes alone, after the batch of chunks before it", "[outbox][stream]") {
+  Fixture f;
+  zmq::message_t chunk(std::string(4096, 'c'));
+  CHECK(f.outbox.chunk(f.rid, true, chunk_header(7), std::span<zmq::message_t>(&chunk, 1), 70) ==
+        Sent::ok);
+  zmq::message_t reply(std::string(4096, 'r'));
+  f.outbox.reply(f.rid, true, reply_header(7), std::span<zmq::message_t>(&reply, 1), wire::OK);
+  std::vector<zmq::message_t> frames;
+  CHECK(f.read(frames).kind() == wire::CHUNK);  // a batch of one goes as itself
+  CHECK(f.read(frames).kind() == wire::REPLY);
+  CHECK(frames.at(1).size() == 4096);
+  CHECK(f.nothing_to_read());
+}
+
 TEST_CASE(
     "a chunk too large for a batch, or for a connection that does not read batches, goes at "
     "once, moved, after the batch",
     "[outbox][stream]") {
   Fixture f;
   CHECK(f.outbox.chunk(f.rid, true, chunk_header(1), {}, 10) == Sent::ok);
-  zmq::message_t large(std::string(wire::kMaxBatchedPayload + 1, 'x'));
+  zmq::message_t large(std::string(wire::kMaxBatchedChunk + 1, 'x'));
   CHECK(f.outbox.chunk(f.rid, true, chunk_header(1), std::span<zmq::message_t>(&large, 1), 10) ==
         Sent::ok);
   CHECK(large.size() == 0);  // moved
@@ -373,7 +406,7 @@ TEST_CASE(
   CHECK(frames.size() == 1);  // the small one, alone in its batch, went first
   h = f.read(frames);
   CHECK(h.kind() == wire::CHUNK);
-  CHECK(frames.at(1).size() == wire::kMaxBatchedPayload + 1);
+  CHECK(frames.at(1).size() == wire::kMaxBatchedChunk + 1);
   zmq::message_t small(std::string_view("s"));
   CHECK(f.outbox.chunk(f.rid, false, chunk_header(2), std::span<zmq::message_t>(&small, 1), 11) ==
         Sent::ok);

@@ -172,8 +172,8 @@ bool Session::try_send_request_(std::uint64_t id) {
     payload->copy(request.spec.payload);  // shares the buffer: kept to re-send
   }
   // A small one waits for the end of the turn, to go with others (gather_).
-  const bool gathered = gathers_(spec.payload.size());
-  if (gathered ? !gather_(head_.bytes(), payload ? &*payload : nullptr)
+  const bool gathered = gathers_(spec.payload.size(), wire::kCallBatchLimits);
+  if (gathered ? !gather_(head_.bytes(), payload ? &*payload : nullptr, wire::kCallBatchLimits)
                : !send_header_(head_.frame(), std::move(payload))) {
     requests_.insert(std::move(node));
     return false;

@@ -60,17 +60,19 @@ void Session::reply_(std::uint64_t id, Status status, std::string message, std::
       .varint(H::kIdFieldNumber, id)
       .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
       .string(H::kMessageFieldNumber, message);
-  send_answer_(head_.bytes(), adopt(std::move(payload)));
+  send_answer_(head_.bytes(), adopt(std::move(payload)), wire::kCallBatchLimits);
 }
 
-void Session::send_answer_(std::string_view header, zmq::message_t frame) {
-  if (held_out_.empty() && try_answer_(header, frame)) return;
-  held_out_.push_back({std::string(header), std::move(frame)});
+void Session::send_answer_(std::string_view header, zmq::message_t frame,
+                           const wire::BatchLimits& limits) {
+  if (held_out_.empty() && try_answer_(header, frame, limits)) return;
+  held_out_.push_back({std::string(header), std::move(frame), &limits});
 }
 
 // False, and `frame` kept, when the transport's queue refuses it.
-bool Session::try_answer_(std::string_view header, zmq::message_t& frame) {
-  if (gathers_(frame.size())) return gather_(header, &frame);
+bool Session::try_answer_(std::string_view header, zmq::message_t& frame,
+                          const wire::BatchLimits& limits) {
+  if (gathers_(frame.size(), limits)) return gather_(header, &frame, limits);
   zmq::message_t head(header.data(), header.size());
   if (!put_(head, &frame)) return false;
   take_short_lease_();
@@ -79,7 +81,7 @@ bool Session::try_answer_(std::string_view header, zmq::message_t& frame) {
 
 void Session::flush_held_out_() {
   while (!held_out_.empty() && link_ == Link::ready &&
-         try_answer_(held_out_.front().header, held_out_.front().frame))
+         try_answer_(held_out_.front().header, held_out_.front().frame, *held_out_.front().limits))
     held_out_.pop_front();
 }
 
@@ -151,7 +153,7 @@ void Session::on_credit_() {
 void Session::handle_(command::SendChunk& c) {
   if (c.epoch != session_epoch_) return;
   head_.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, c.id);
-  send_answer_(head_.bytes(), adopt(std::move(c.payload)));
+  send_answer_(head_.bytes(), adopt(std::move(c.payload)), wire::kChunkBatchLimits);
 }
 
 void Session::on_deliver_() {

@@ -185,19 +185,20 @@ bool Session::put_(zmq::message_t& header, zmq::message_t* payload) {
   return flush_gathered_() && write_(header, payload);
 }
 
-// Whether a message with this payload waits for company: a small one, to a broker that
-// reads BATCHes.
-bool Session::gathers_(std::size_t payload) const {
-  return batches_ && payload <= wire::kMaxBatchedPayload;
+// Whether a message with this payload waits for company: a small one (`limits`: its
+// kind's), to a broker that reads BATCHes.
+bool Session::gathers_(std::size_t payload, const wire::BatchLimits& limits) const {
+  return batches_ && payload <= limits.payload;
 }
 
 // Adds a message to those that go together at the end of the turn (or when the driver
 // calls flush()), as one BATCH, or as itself when alone; none waits longer than
 // kMaxGatherWait for the others. `payload` is moved from. False, and nothing added, when
 // the messages waiting had to go first and the queue to the broker refused them.
-bool Session::gather_(std::string_view header, zmq::message_t* payload) {
+bool Session::gather_(std::string_view header, zmq::message_t* payload,
+                      const wire::BatchLimits& limits) {
   const std::size_t bytes = payload != nullptr ? payload->size() : 0;
-  const std::size_t limit = std::min<std::size_t>(wire::kMaxBatchBytes, max_payload_);
+  const std::size_t limit = std::min<std::size_t>(limits.bytes, max_payload_);
   if (!gathered_.fits(header.size(), bytes, limit) || gathered_too_long_())
     if (!flush_gathered_()) return false;
   if (gathered_.empty()) gathered_since_ = now_;
@@ -206,8 +207,8 @@ bool Session::gather_(std::string_view header, zmq::message_t* payload) {
 }
 
 void Session::send_small_() {
-  if (gathers_(0))
-    (void)gather_(head_.bytes(), nullptr);
+  if (gathers_(0, wire::kCallBatchLimits))
+    (void)gather_(head_.bytes(), nullptr, wire::kCallBatchLimits);
   else
     (void)send_header_(head_.frame(), std::nullopt);
 }

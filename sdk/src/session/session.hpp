@@ -155,8 +155,8 @@ class Session {
   bool send_header_(zmq::message_t header, std::optional<zmq::message_t> payload);
   // Gathering (session.cpp): small replies and requests wait for the end of the turn to
   // go as one BATCH.
-  bool gathers_(std::size_t payload) const;
-  bool gather_(std::string_view header, zmq::message_t* payload);
+  bool gathers_(std::size_t payload, const wire::BatchLimits& limits) const;
+  bool gather_(std::string_view header, zmq::message_t* payload, const wire::BatchLimits& limits);
   bool flush_gathered_();
   void drop_gathered_();
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.
@@ -230,8 +230,8 @@ class Session {
   // Sends a REPLY or CHUNK of this instance's (its header, then `frame`), in order with
   // those before it: one the transport refuses waits in held_out_ for room, as do all
   // after it, so that no chunk of a stream is lost or overtaken.
-  void send_answer_(std::string_view header, zmq::message_t frame);
-  bool try_answer_(std::string_view header, zmq::message_t& frame);
+  void send_answer_(std::string_view header, zmq::message_t frame, const wire::BatchLimits& limits);
+  bool try_answer_(std::string_view header, zmq::message_t& frame, const wire::BatchLimits& limits);
   void flush_held_out_();
   void reply_(std::uint64_t id, Status status, std::string message, std::string payload);
   void send_register_(const ServiceCore& core);
@@ -317,6 +317,7 @@ class Session {
   struct HeldAnswer {
     std::string header;
     zmq::message_t frame;
+    const wire::BatchLimits* limits;  // its kind's (a REPLY's, a CHUNK's)
   };
   std::deque<HeldAnswer> held_out_;
   Outgoing outgoing_;

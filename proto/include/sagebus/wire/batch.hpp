@@ -42,13 +42,29 @@
 
 namespace sagebus::wire {
 
-// Payloads larger than this are never batched: they travel alone (EVENT, PUBLISH), their
-// frames moved, not copied.
+// Payloads larger than this are never batched: they travel alone (EVENT, PUBLISH, REPLY,
+// REQUEST), their frames moved, not copied.
 inline constexpr std::size_t kMaxBatchedPayload = 1024;
 // The most bytes a writer (the broker, the SDK) puts in one batch frame: libzmq's own TCP
-// write batch. Larger batches would save little more per event, and a subscriber's queue
-// holds batches of up to this size (docs/protocol.md, "Batches").
+// write batch. Larger batches would save little more per event, and a connection's queue,
+// which counts messages, holds batches of up to this size (docs/protocol.md, "Batches").
 inline constexpr std::size_t kMaxBatchBytes = 8 * 1024;
+// A stream's chunks (CHUNK, in a BATCH) are batched larger: payloads of up to 16 KiB, and
+// a batch of chunks may grow to 64 KiB. A message costs libzmq, the kernel and the thread
+// it wakes far more than copying a few KiB, and a stream of 4 KiB chunks goes 15 to a
+// message instead of one (docs/benchmarks.md, "Streams"). The stream's credit, not the
+// queue, bounds how many are outstanding, so larger batches hold no more memory.
+inline constexpr std::size_t kMaxBatchedChunk = 16 * 1024;
+inline constexpr std::size_t kMaxChunkBatchBytes = 64 * 1024;
+
+// The limits above for one kind of message in a BATCH.
+struct BatchLimits {
+  std::size_t payload;  // the largest payload batched
+  std::size_t bytes;    // the most bytes of records a batch grows to with it
+};
+inline constexpr BatchLimits kCallBatchLimits{kMaxBatchedPayload, kMaxBatchBytes};
+inline constexpr BatchLimits kChunkBatchLimits{kMaxBatchedChunk, kMaxChunkBatchBytes};
+
 // The most records in one batch. The broker refuses a PUBLISH_BATCH with more, so that one
 // message cannot hold its loop for long.
 inline constexpr std::size_t kMaxBatchRecords = 1024;
