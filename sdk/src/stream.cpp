@@ -1,7 +1,9 @@
 #include "sagebus/stream.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <limits>
+#include <utility>
 
 #include "sagebus/status.hpp"
 #include "sagebus/wire/frame.hpp"
@@ -32,17 +34,39 @@ void StreamCore::on_chunk(const wire::Header&, std::string_view chunk) {
         {});
     return;
   }
-  incoming_.emplace_back(chunk);
+  incoming_.push(chunk);
+}
+
+void ChunkQueue::take(ChunkQueue& other) {
+  if (other.empty()) return;
+  if (empty()) {  // the usual case: the reader kept up
+    std::swap(bytes_, other.bytes_);
+    std::swap(ends_, other.ends_);
+    std::swap(next_, other.next_);
+    return;
+  }
+  if (next_ != 0) {  // drops what was popped, so that the bytes stay within a window
+    const std::size_t popped = ends_[next_ - 1];
+    bytes_.erase(0, popped);
+    ends_.erase(ends_.begin(), ends_.begin() + static_cast<std::ptrdiff_t>(next_));
+    for (std::size_t& end : ends_)
+      end -= popped;
+    next_ = 0;
+  }
+  const std::size_t base = bytes_.size();
+  const std::size_t begin = other.next_ == 0 ? 0 : other.ends_[other.next_ - 1];
+  bytes_.append(other.bytes_, begin);
+  for (std::size_t i = other.next_; i < other.ends_.size(); ++i)
+    ends_.push_back(base + other.ends_[i] - begin);
+  other.clear();
 }
 
 void StreamCore::flush() {
   if (incoming_.empty()) return;
   {
     std::lock_guard lock(mutex_);
-    for (std::string& chunk : incoming_)
-      chunks_.push_back(std::move(chunk));
+    chunks_.take(incoming_);
   }
-  incoming_.clear();  // keeps its storage for the next batch
   cv_.notify_one();
 }
 
@@ -64,19 +88,19 @@ void StreamCore::finish(Outcome outcome) {
   cv_.notify_all();
 }
 
-std::optional<std::string> StreamCore::next() {
+bool StreamCore::next(std::string& chunk) {
   std::unique_lock lock(mutex_);
   cv_.wait(lock, [this] { return cancelled_ || !chunks_.empty() || end_.has_value(); });
   if (cancelled_) throw Error(Status::cancelled, "the stream was cancelled by its reader");
   if (!chunks_.empty()) {
-    std::string chunk = std::move(chunks_.front());
-    chunks_.pop_front();
+    chunk.assign(chunks_.front());
+    chunks_.pop();
     ++read_;
     if (!end_) consumed_(chunk.size());
-    return chunk;
+    return true;
   }
   if (end_->status != Status::ok) throw Error(end_->status, end_->message);
-  return std::nullopt;
+  return false;
 }
 
 void StreamCore::consumed_(std::size_t bytes) {
@@ -127,7 +151,13 @@ Stream::~Stream() {
 }
 
 std::optional<std::string> Stream::next() {
-  return core_->next();
+  std::string chunk;
+  if (!core_->next(chunk)) return std::nullopt;
+  return chunk;
+}
+
+bool Stream::next(std::string& chunk) {
+  return core_->next(chunk);
 }
 
 void Stream::cancel() {

@@ -9,21 +9,56 @@
 // chunks unread, and one chunk more (the last may overrun the window). With callbacks
 // instead of a reader, each chunk and the final outcome are posted to the callback thread,
 // and a chunk is granted again when its callback returns.
+//
+// Chunks wait in ChunkQueues, whose storage the stream keeps: once it has grown to the
+// window, a chunk costs the session and the reader a copy each and no allocation.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "connection.hpp"
 
 namespace sagebus::detail {
+
+// Chunks in order, kept as one run of bytes and where each ends. Not thread safe.
+class ChunkQueue {
+ public:
+  bool empty() const noexcept { return next_ == ends_.size(); }
+  // The bytes it holds, of chunks popped since the last take() too.
+  std::size_t bytes() const noexcept { return bytes_.size(); }
+  void push(std::string_view chunk) {
+    bytes_.append(chunk);
+    ends_.push_back(bytes_.size());
+  }
+  // The first chunk; the queue must not be empty.
+  std::string_view front() const noexcept {
+    const std::size_t begin = next_ == 0 ? 0 : ends_[next_ - 1];
+    return std::string_view(bytes_).substr(begin, ends_[next_] - begin);
+  }
+  void pop() noexcept {
+    if (++next_ == ends_.size()) clear();
+  }
+  // Moves `other`'s chunks to the end of this queue, emptying it.
+  void take(ChunkQueue& other);
+  void clear() noexcept {  // keeps the storage
+    bytes_.clear();
+    ends_.clear();
+    next_ = 0;
+  }
+
+ private:
+  std::string bytes_;
+  std::vector<std::size_t> ends_;
+  std::size_t next_ = 0;  // the first chunk's index: those before it were popped
+};
 
 class StreamCore final : public CallControl, public std::enable_shared_from_this<StreamCore> {
  public:
@@ -41,7 +76,7 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   void finish(Outcome outcome);
 
   // The reader's.
-  std::optional<std::string> next();
+  bool next(std::string& chunk);
   void cancel();
   bool ended() const;
   std::size_t chunks() const;
@@ -60,8 +95,8 @@ class StreamCore final : public CallControl, public std::enable_shared_from_this
   const OnDone on_done_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::vector<std::string> incoming_;  // on_chunk()'s since flush(): the driver's side
-  std::deque<std::string> chunks_;     // flushed, for the reader
+  ChunkQueue incoming_;  // on_chunk()'s since flush(): the driver's side
+  ChunkQueue chunks_;    // flushed, for the reader
   std::optional<Outcome> end_;
   bool cancelled_ = false;  // by the reader: next() throws at once
   std::size_t read_ = 0;

@@ -60,6 +60,21 @@ TEST_CASE("a stream of 10000 chunks arrives complete and in order", "[stream]") 
   CHECK(stream.chunks() == 10000);
 }
 
+TEST_CASE("next into one string reads every chunk and then says the stream ended", "[stream]") {
+  Broker broker;
+  CountingStreams streams(broker, "tokens");
+  Client caller(at(broker, "caller"));
+  Stream stream = caller.stream("tokens", "count", "2000", {.timeout = 30s});
+  std::string chunk = "stale";
+  int expected = 0;
+  while (stream.next(chunk)) {
+    REQUIRE(chunk == "chunk-" + std::to_string(expected));
+    ++expected;
+  }
+  CHECK(expected == 2000);
+  CHECK_FALSE(stream.next(chunk));  // and again
+}
+
 TEST_CASE("stream_async runs on_chunk per chunk in order and then done once", "[stream]") {
   Broker broker;
   CountingStreams streams(broker, "tokens");

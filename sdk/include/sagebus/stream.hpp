@@ -44,6 +44,9 @@ class Stream {
   // The next chunk, waiting for it; nothing once the stream ended OK. Throws
   // sagebus::Error with the status of any other end (after the chunks before it).
   std::optional<std::string> next();
+  // As next(), into `chunk`, whose storage is reused: false once the stream ended OK. A
+  // reader that keeps one string allocates nothing per chunk.
+  bool next(std::string& chunk);
   // Gives the stream up: it ends CANCELLED at once (next() throws), the broker frees the
   // instance and its handler sees the cancellation. Nothing once it has ended.
   void cancel();
@@ -59,22 +62,21 @@ class Stream {
     using pointer = const std::string*;
     using reference = const std::string&;
     iterator() = default;
-    reference operator*() const { return *chunk_; }
-    pointer operator->() const { return &*chunk_; }
+    reference operator*() const { return chunk_; }
+    pointer operator->() const { return &chunk_; }
     iterator& operator++() {
-      chunk_ = stream_->next();
+      more_ = stream_->next(chunk_);
       return *this;
     }
     void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) {
-      return !it.chunk_.has_value();
-    }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.more_; }
 
    private:
     friend class Stream;
-    explicit iterator(Stream* stream) : stream_(stream), chunk_(stream->next()) {}
+    explicit iterator(Stream* stream) : stream_(stream), more_(stream->next(chunk_)) {}
     Stream* stream_ = nullptr;
-    std::optional<std::string> chunk_;
+    std::string chunk_;  // the current one, its storage reused for the next
+    bool more_ = false;
   };
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
