@@ -27,19 +27,31 @@ void BatchWriter::add_message(std::string_view header, std::string_view payload)
   ++records_;
 }
 
+namespace {
+
+std::string_view view_of(const zmq::message_t& frame) {
+  return {static_cast<const char*>(frame.data()), frame.size()};
+}
+
+}  // namespace
+
 void MessageBatch::add(std::string_view header, zmq::message_t* payload) {
-  const auto view = [](const zmq::message_t& frame) {
-    return std::string_view(static_cast<const char*>(frame.data()), frame.size());
-  };
+  if (size_ != 0) return add(header, payload != nullptr ? view_of(*payload) : std::string_view());
   bytes_ += record_bytes(header.size(), payload != nullptr ? payload->size() : 0);
-  if (size_ == 0) {
-    first_header_.rebuild(header.data(), header.size());
-    first_has_payload_ = payload != nullptr;
-    if (first_has_payload_) first_payload_.move(*payload);
-  } else {
-    if (size_ == 1) writer_.add_message(view(first_header_), view(first_payload_));
-    writer_.add_message(header, payload != nullptr ? view(*payload) : std::string_view());
+  first_header_.rebuild(header.data(), header.size());
+  first_has_payload_ = payload != nullptr;
+  if (first_has_payload_) first_payload_.move(*payload);
+  ++size_;
+}
+
+void MessageBatch::add(std::string_view header, std::string_view payload) {
+  if (size_ == 0) {  // kept as frames, to go as itself if it stays alone
+    zmq::message_t frame(payload.data(), payload.size());
+    return add(header, &frame);
   }
+  bytes_ += record_bytes(header.size(), payload.size());
+  if (size_ == 1) writer_.add_message(view_of(first_header_), view_of(first_payload_));
+  writer_.add_message(header, payload);
   ++size_;
 }
 

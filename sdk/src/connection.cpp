@@ -10,6 +10,7 @@
 #include <future>
 
 #include "driver.hpp"
+#include "sagebus/wire/batch.hpp"
 #include "sagebus/wire/curve_keys.hpp"
 #include "sagebus/wire/frame.hpp"
 #include "sagebus/wire/socket.hpp"
@@ -223,8 +224,31 @@ void Connection::stream_credit(std::shared_ptr<CallControl> control, std::uint32
   post_(command::StreamCredit{std::move(control), credit});
 }
 
-void Connection::send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) {
+void Connection::send_chunk(std::uint64_t id, std::uint64_t epoch, std::string_view chunk) {
+  std::string payload;
+  if (chunk.size() <= wire::kMaxBatchedChunk) {
+    std::lock_guard lock(commands_mutex_);
+    if (!spare_chunk_buffers_.empty()) {
+      payload = std::move(spare_chunk_buffers_.back());
+      spare_chunk_buffers_.pop_back();
+      spare_chunk_bytes_ -= payload.capacity();
+    }
+  }
+  payload.assign(chunk);
   post_(command::SendChunk{id, epoch, std::move(payload)});
+}
+
+void Connection::reuse_chunk_buffers_(std::vector<std::string>& buffers) {
+  std::lock_guard lock(commands_mutex_);
+  for (std::string& buffer : buffers) {
+    // A buffer grown for a large chunk is not kept: small ones are batched and reused.
+    if (buffer.capacity() > 2 * wire::kMaxBatchedChunk ||
+        spare_chunk_bytes_ + buffer.capacity() > kMaxSpareChunkBytes)
+      continue;
+    spare_chunk_bytes_ += buffer.capacity();
+    spare_chunk_buffers_.push_back(std::move(buffer));
+  }
+  buffers.clear();
 }
 
 void Connection::start(RequestSpec spec, Done done) {

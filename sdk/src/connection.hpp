@@ -219,7 +219,9 @@ struct StreamCredit {
   std::shared_ptr<CallControl> control;
   std::uint32_t credit;
 };
-// A streaming handler's chunk for dispatch `id` (as SendReply).
+// A streaming handler's chunk for dispatch `id` (as SendReply). The session leaves
+// `payload` whole when it copied it into a batch, for the driver to hand back to
+// Connection::send_chunk (Connection::reuse_chunk_buffers_).
 struct SendChunk {
   std::uint64_t id;
   std::uint64_t epoch;
@@ -242,8 +244,8 @@ class CoreLink {
   // dropped if the broker has been replaced since. From a service worker.
   virtual void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
                           std::string payload) = 0;
-  // Sends a chunk of the streamed reply of dispatch `id` (as send_reply).
-  virtual void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) = 0;
+  // Sends a copy of a chunk of the streamed reply of dispatch `id` (as send_reply).
+  virtual void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string_view chunk) = 0;
   // The broker's max-payload, from its WELCOME.
   virtual std::uint64_t max_payload() const = 0;
   virtual void remove_subscription(std::shared_ptr<SubscriptionCore> core) = 0;
@@ -277,7 +279,7 @@ class Connection final : public CoreLink, public SessionHost {
   void remove_service(const std::string& name) override;
   void send_reply(std::uint64_t id, std::uint64_t epoch, Status status, std::string message,
                   std::string payload) override;
-  void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) override;
+  void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string_view chunk) override;
   std::uint64_t max_payload() const override {
     return max_payload_.load(std::memory_order_relaxed);
   }
@@ -326,6 +328,11 @@ class Connection final : public CoreLink, public SessionHost {
   void post_callback_(Callback callback, Reply reply);
 
   void post_(command::Command command);
+  // The driver's: the buffers of chunks it copied into batches, for send_chunk to copy
+  // later chunks into. A writer streaming small chunks allocates nothing per chunk then,
+  // where a buffer allocated on its thread and freed on the I/O thread would have made
+  // glibc give memory back to the system and fault it in again at each window's burst.
+  void reuse_chunk_buffers_(std::vector<std::string>& buffers);
   // The outcome of a request whose token is cancelled already; else nothing, and each of
   // its tokens will cancel it (CallControl::registrations).
   std::optional<Outcome> watch_tokens_(RequestSpec& spec);
@@ -341,6 +348,11 @@ class Connection final : public CoreLink, public SessionHost {
 
   std::mutex commands_mutex_;
   std::vector<command::Command> commands_;
+  // Under commands_mutex_: buffers for small chunks (reuse_chunk_buffers_), and the bytes
+  // they can hold, at most kMaxSpareChunkBytes (a default window's).
+  static constexpr std::size_t kMaxSpareChunkBytes = std::size_t{1} << 20;
+  std::vector<std::string> spare_chunk_buffers_;
+  std::size_t spare_chunk_bytes_ = 0;
   int wake_fd_ = -1;  // eventfd: readable when commands_ is non-empty or on stop
   std::atomic<bool> stopping_{false};
   std::counting_semaphore<> publish_slots_;  // released as publishes reach the socket

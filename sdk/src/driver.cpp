@@ -418,9 +418,14 @@ class Driver final : public Port {
       std::lock_guard lock(owner_.commands_mutex_);
       taken_.swap(owner_.commands_);
     }
-    for (auto& command : taken_)
+    for (auto& command : taken_) {
       session_.handle(command);
+      // A chunk the session copied into a batch leaves its buffer, to copy another into.
+      if (auto* chunk = std::get_if<command::SendChunk>(&command); chunk && !chunk->payload.empty())
+        spent_chunks_.push_back(std::move(chunk->payload));
+    }
     taken_.clear();  // keeps its storage, which the next swap hands back to post_()
+    if (!spent_chunks_.empty()) owner_.reuse_chunk_buffers_(spent_chunks_);
   }
 
   void drain_monitor_() {
@@ -530,8 +535,9 @@ class Driver final : public Port {
   zmq::socket_t monitor_;
   const int socket_fd_ = socket_.get(zmq::sockopt::fd);
   const int monitor_fd_ = monitor_.get(zmq::sockopt::fd);
-  std::vector<zmq::message_t> frames_;   // payload frames of the message being read
-  std::vector<command::Command> taken_;  // the commands being handled; empty between
+  std::vector<zmq::message_t> frames_;     // payload frames of the message being read
+  std::vector<command::Command> taken_;    // the commands being handled; empty between
+  std::vector<std::string> spent_chunks_;  // drain_commands_'s, empty between
   Session session_;
 };
 

@@ -45,7 +45,7 @@ void JobControl::write(std::string_view chunk) {
                   "the stream's deadline passed while the caller's window was full");
     credit_ -= wire::chunk_cost(chunk.size());
   }
-  link_.send_chunk(id_, epoch_, std::string(chunk));
+  link_.send_chunk(id_, epoch_, chunk);
   ++chunks_;
   bytes_ += chunk.size();
 }
@@ -181,7 +181,7 @@ void ServiceCore::work_() {
     Answer answer = run(job);
     // A cancelled call's caller no longer waits, and the broker has forgotten it.
     if (!job.control->cancelled()) {
-      if (answer.as_chunk) connection_.send_chunk(job.id, job.epoch, std::move(answer.payload));
+      if (answer.as_chunk) connection_.send_chunk(job.id, job.epoch, answer.payload);
       connection_.send_reply(job.id, job.epoch, answer.status, std::move(answer.message),
                              std::move(answer.payload));
     }

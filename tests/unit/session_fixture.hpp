@@ -129,8 +129,8 @@ class FakeLink final : public CoreLink {
                   std::string payload) override {
     post(command::SendReply{id, epoch, status, std::move(message), std::move(payload)});
   }
-  void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string payload) override {
-    post(command::SendChunk{id, epoch, std::move(payload)});
+  void send_chunk(std::uint64_t id, std::uint64_t epoch, std::string_view chunk) override {
+    post(command::SendChunk{id, epoch, std::string(chunk)});
   }
   std::uint64_t max_payload() const override { return kDefaultMaxPayload; }
   void remove_subscription(std::shared_ptr<SubscriptionCore>) override {}

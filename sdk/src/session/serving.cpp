@@ -149,10 +149,14 @@ void Session::on_credit_() {
 }
 
 // As handle_(SendReply): a chunk of a broker session that ended is dropped; one the queue
-// refuses waits for room, in order (send_answer_).
+// refuses waits for room, in order (send_answer_). A small one is copied into the batch,
+// and c.payload left whole, for the driver to reuse its buffer.
 void Session::handle_(command::SendChunk& c) {
   if (c.epoch != session_epoch_) return;
   head_.start(wire::CHUNK).varint(wire::Header::kIdFieldNumber, c.id);
+  if (held_out_.empty() && gathers_(c.payload.size(), wire::kChunkBatchLimits) &&
+      gather_(head_.bytes(), std::string_view(c.payload), wire::kChunkBatchLimits))
+    return;
   send_answer_(head_.bytes(), adopt(std::move(c.payload)), wire::kChunkBatchLimits);
 }
 

@@ -193,16 +193,30 @@ bool Session::gathers_(std::size_t payload, const wire::BatchLimits& limits) con
 
 // Adds a message to those that go together at the end of the turn (or when the driver
 // calls flush()), as one BATCH, or as itself when alone; none waits longer than
-// kMaxGatherWait for the others. `payload` is moved from. False, and nothing added, when
-// the messages waiting had to go first and the queue to the broker refused them.
+// kMaxGatherWait for the others. `payload` is moved from, or copied when given as bytes.
+// False, and nothing added, when the messages waiting had to go first and the queue to the
+// broker refused them.
 bool Session::gather_(std::string_view header, zmq::message_t* payload,
                       const wire::BatchLimits& limits) {
-  const std::size_t bytes = payload != nullptr ? payload->size() : 0;
+  if (!make_room_(header.size(), payload != nullptr ? payload->size() : 0, limits)) return false;
+  gathered_.add(header, payload);
+  return true;
+}
+
+bool Session::gather_(std::string_view header, std::string_view payload,
+                      const wire::BatchLimits& limits) {
+  if (!make_room_(header.size(), payload.size(), limits)) return false;
+  gathered_.add(header, payload);
+  return true;
+}
+
+// gather_()'s: sends the messages waiting first when one more of these sizes would not fit
+// with them, or the first has waited kMaxGatherWait; false when the queue refused them.
+bool Session::make_room_(std::size_t header, std::size_t payload, const wire::BatchLimits& limits) {
   const std::size_t limit = std::min<std::size_t>(limits.bytes, max_payload_);
-  if (!gathered_.fits(header.size(), bytes, limit) || gathered_too_long_())
+  if (!gathered_.fits(header, payload, limit) || gathered_too_long_())
     if (!flush_gathered_()) return false;
   if (gathered_.empty()) gathered_since_ = now_;
-  gathered_.add(header, payload);
   return true;
 }
 

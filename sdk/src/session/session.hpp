@@ -157,6 +157,8 @@ class Session {
   // go as one BATCH.
   bool gathers_(std::size_t payload, const wire::BatchLimits& limits) const;
   bool gather_(std::string_view header, zmq::message_t* payload, const wire::BatchLimits& limits);
+  bool gather_(std::string_view header, std::string_view payload, const wire::BatchLimits& limits);
+  bool make_room_(std::size_t header, std::size_t payload, const wire::BatchLimits& limits);
   bool flush_gathered_();
   void drop_gathered_();
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.

@@ -151,6 +151,8 @@ class MessageBatch {
   // Adds a message: `header` its header's bytes, `payload` its one payload frame (moved
   // from), or nullptr when it has none.
   void add(std::string_view header, zmq::message_t* payload);
+  // Adds a message whose one payload frame holds these bytes (copied).
+  void add(std::string_view header, std::string_view payload);
 
   // A batch of one: the frames of its message.
   zmq::message_t& lone_header() noexcept { return first_header_; }
