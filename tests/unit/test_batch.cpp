@@ -144,6 +144,30 @@ TEST_CASE("a message batch of one holds the message's own frames, of more its re
   CHECK(batch.lone_payload().empty());
 }
 
+TEST_CASE("a message added as bytes is copied: alone it goes as its own frames", "[batch]") {
+  wire::MessageBatch batch;
+  std::string bytes = "payload-1";
+  batch.add("header-1", std::string_view(bytes));
+  bytes = "changed";  // the batch holds its own copy
+  REQUIRE(batch.size() == 1);
+  CHECK(batch.lone_header().to_string() == "header-1");
+  REQUIRE(batch.lone_payload().size() == 1);
+  CHECK(batch.lone_payload()[0].to_string() == "payload-1");
+
+  batch.add("header-2", std::string_view("payload-2"));
+  zmq::message_t third("payload-3", 9);
+  batch.add("header-3", &third);
+  bool malformed = true;
+  const zmq::message_t records = batch.records();
+  const auto read = messages_of(records.to_string_view(), malformed);
+  CHECK_FALSE(malformed);
+  REQUIRE(read.size() == 3);
+  CHECK(read[0].payload == "payload-1");
+  CHECK(read[1].header == "header-2");
+  CHECK(read[1].payload == "payload-2");
+  CHECK(read[2].payload == "payload-3");
+}
+
 TEST_CASE("a message batch fits within its byte limit and kMaxBatchRecords messages", "[batch]") {
   wire::MessageBatch batch;
   const std::size_t one = wire::MessageBatch::record_bytes(8, 100);

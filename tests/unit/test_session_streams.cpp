@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -671,6 +672,24 @@ TEST_CASE("SendChunk writes a CHUNK with the dispatch id unless its broker sessi
   CHECK(batches == 1);
   for (const auto& w : out)
     CHECK(w.header.id() == 7);
+}
+
+TEST_CASE("a small chunk is copied into the batch and its buffer left whole, a large one moved",
+          "[session][stream]") {
+  Fixture f;
+  f.connect("broker-1", true);
+  const std::string large(wire::kMaxBatchedChunk + 1, 'L');
+  command::Command small_chunk = command::SendChunk{7, 1, "small"};
+  command::Command large_chunk = command::SendChunk{7, 1, large};
+  f.turn([&] {
+    f.session.handle(small_chunk);
+    f.session.handle(large_chunk);
+  });
+  // The driver hands the small one's buffer back to the connection to copy another into.
+  CHECK(std::get<command::SendChunk>(small_chunk).payload == "small");
+  CHECK(std::get<command::SendChunk>(large_chunk).payload.empty());  // moved into its frame
+  const auto out = f.port.take_all();
+  CHECK(chunks_of(out) == std::vector<std::string>{"small", large});
 }
 
 TEST_CASE("the broker's CANCEL of a queued call means it never runs and nothing answers it",
