@@ -362,6 +362,37 @@ TEST_CASE("StreamCredit writes CREDIT with the stream's id and the credit", "[se
   CHECK(f.port.written.empty());
 }
 
+TEST_CASE("a CREDIT and a CANCEL the full transport refuses wait for room, in order",
+          "[session][stream][cancel]") {
+  Fixture f;
+  SECTION("alone") {
+    f.connect();
+  }
+  SECTION("to a broker that reads BATCHes") {
+    f.connect("broker-1", true);
+  }
+  const auto credited = start_stream(f, 8);
+  const auto credited_id = sent_id(f);
+  auto cancelled = std::make_shared<FakeControl>();
+  start_cancellable(f, cancelled);
+  const auto cancelled_id = sent_id(f);
+  f.port.full = true;
+  f.handle(command::StreamCredit{credited.control, 4});
+  cancel(f, cancelled, "the user left");
+  CHECK(f.port.written.empty());
+  CHECK(f.session.wants_out());
+  f.port.full = false;
+  f.turn([] {});
+  const auto out = f.port.take_all();
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].header.kind() == wire::CREDIT);
+  CHECK(out[0].header.id() == credited_id);
+  CHECK(out[0].header.credit() == 4);
+  CHECK(out[1].header.kind() == wire::CANCEL);
+  CHECK(out[1].header.id() == cancelled_id);
+  CHECK_FALSE(f.session.wants_out());
+}
+
 TEST_CASE("StreamCredit for a stream not sent yet writes nothing", "[session][stream]") {
   Fixture f;
   f.connect();

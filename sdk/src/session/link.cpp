@@ -217,7 +217,7 @@ void Session::lose_link_(const std::string& why, bool forgotten, bool unread) {
   set_link_(Link::failing);
   fresh_session_ = true;
   drop_gathered_();   // what waited for company never left
-  held_out_.clear();  // answers to the broker session that ended: it forgot their calls
+  held_out_.clear();  // for the broker session that ended: it forgot their calls
   const std::string text = why + "; the request may or may not have taken effect";
   for_each_request_([&](Requests::iterator it) {
     Request& request = it->second;

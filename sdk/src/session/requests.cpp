@@ -326,14 +326,13 @@ void Session::handle_(command::StreamCredit& c) {
   head_.start(wire::CREDIT)
       .varint(H::kIdFieldNumber, it->first)
       .varint(H::kCreditFieldNumber, c.credit);
-  send_small_();
+  send_or_hold_(head_.bytes(), nullptr, wire::kCallBatchLimits);
 }
 
-// A CANCEL the queue refuses is lost: the broker then ends the call at its deadline.
 void Session::send_cancel_(std::uint64_t id) {
   if (link_ != Link::ready) return;  // the broker cancels a lost caller's calls itself
   head_.start(wire::CANCEL).varint(wire::Header::kIdFieldNumber, id);
-  send_small_();
+  send_or_hold_(head_.bytes(), nullptr, wire::kCallBatchLimits);
 }
 
 Clock::time_point Session::idle_check_(const Request& request) const {

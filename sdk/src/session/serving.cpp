@@ -45,7 +45,7 @@ void Session::handle_(command::SendReply& c) {
 }
 
 // A small reply waits for the end of the turn, to go with others (gather_); one the
-// queue refuses waits for room (send_answer_).
+// queue refuses waits for room (send_or_hold_).
 void Session::reply_(std::uint64_t id, Status status, std::string message, std::string payload) {
   if (payload.size() > max_payload_) {
     // The broker would refuse it; its caller hears why instead of a lost connection.
@@ -60,29 +60,34 @@ void Session::reply_(std::uint64_t id, Status status, std::string message, std::
       .varint(H::kIdFieldNumber, id)
       .enumeration(H::kStatusFieldNumber, static_cast<int>(status))
       .string(H::kMessageFieldNumber, message);
-  send_answer_(head_.bytes(), adopt(std::move(payload)), wire::kCallBatchLimits);
+  zmq::message_t frame = adopt(std::move(payload));
+  send_or_hold_(head_.bytes(), &frame, wire::kCallBatchLimits);
 }
 
-void Session::send_answer_(std::string_view header, zmq::message_t frame,
-                           const wire::BatchLimits& limits) {
-  if (held_out_.empty() && try_answer_(header, frame, limits)) return;
-  held_out_.push_back({std::string(header), std::move(frame), &limits});
+void Session::send_or_hold_(std::string_view header, zmq::message_t* frame,
+                            const wire::BatchLimits& limits) {
+  if (held_out_.empty() && try_send_(header, frame, limits)) return;
+  HeldMessage held{std::string(header), {}, frame != nullptr, &limits};
+  if (frame != nullptr) held.frame.move(*frame);
+  held_out_.push_back(std::move(held));
 }
 
 // False, and `frame` kept, when the transport's queue refuses it.
-bool Session::try_answer_(std::string_view header, zmq::message_t& frame,
-                          const wire::BatchLimits& limits) {
-  if (gathers_(frame.size(), limits)) return gather_(header, &frame, limits);
+bool Session::try_send_(std::string_view header, zmq::message_t* frame,
+                        const wire::BatchLimits& limits) {
+  if (gathers_(frame != nullptr ? frame->size() : 0, limits)) return gather_(header, frame, limits);
   zmq::message_t head(header.data(), header.size());
-  if (!put_(head, &frame)) return false;
+  if (!put_(head, frame)) return false;
   take_short_lease_();
   return true;
 }
 
 void Session::flush_held_out_() {
-  while (!held_out_.empty() && link_ == Link::ready &&
-         try_answer_(held_out_.front().header, held_out_.front().frame, *held_out_.front().limits))
+  while (!held_out_.empty() && link_ == Link::ready) {
+    HeldMessage& held = held_out_.front();
+    if (!try_send_(held.header, held.has_frame ? &held.frame : nullptr, *held.limits)) return;
     held_out_.pop_front();
+  }
 }
 
 void Session::send_register_(const ServiceCore& core) {
@@ -149,7 +154,7 @@ void Session::on_credit_() {
 }
 
 // As handle_(SendReply): a chunk of a broker session that ended is dropped; one the queue
-// refuses waits for room, in order (send_answer_). A small one is copied into the batch,
+// refuses waits for room, in order (send_or_hold_). A small one is copied into the batch,
 // and c.payload left whole, for the driver to reuse its buffer.
 void Session::handle_(command::SendChunk& c) {
   if (c.epoch != session_epoch_) return;
@@ -157,7 +162,8 @@ void Session::handle_(command::SendChunk& c) {
   if (held_out_.empty() && gathers_(c.payload.size(), wire::kChunkBatchLimits) &&
       gather_(head_.bytes(), std::string_view(c.payload), wire::kChunkBatchLimits))
     return;
-  send_answer_(head_.bytes(), adopt(std::move(c.payload)), wire::kChunkBatchLimits);
+  zmq::message_t frame = adopt(std::move(c.payload));
+  send_or_hold_(head_.bytes(), &frame, wire::kChunkBatchLimits);
 }
 
 void Session::on_deliver_() {

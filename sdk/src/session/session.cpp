@@ -220,13 +220,6 @@ bool Session::make_room_(std::size_t header, std::size_t payload, const wire::Ba
   return true;
 }
 
-void Session::send_small_() {
-  if (gathers_(0, wire::kCallBatchLimits))
-    (void)gather_(head_.bytes(), nullptr, wire::kCallBatchLimits);
-  else
-    (void)send_header_(head_.frame(), std::nullopt);
-}
-
 bool Session::gathered_too_long_() const {
   return !gathered_.empty() && now_ - gathered_since_ > kMaxGatherWait;
 }
@@ -234,9 +227,7 @@ bool Session::gathered_too_long_() const {
 // Sends the messages gathered since the last flush, as one BATCH, or alone when there is
 // one: at the end of each turn, after a request started outside one, and before anything
 // else is sent (put_), so that this side's messages leave in the order it made them. When
-// the queue to the broker is full, their replies are dropped, as a REPLY would be (the
-// broker ends their calls at their deadlines), and their requests wait for room, first in
-// line. False then.
+// the queue to the broker is full they stay, whole, first in line for room: false then.
 bool Session::flush_gathered_() {
   if (gathered_.empty()) return true;
   bool sent;
@@ -248,8 +239,8 @@ bool Session::flush_gathered_() {
     zmq::message_t records = gathered_.records();
     sent = write_(header, &records);
   }
-  // Refused, the batch stays whole for the next try (wants_out): a reply or a stream's
-  // chunk in it must not be lost, nor overtaken by what comes after it.
+  // Refused, the batch stays whole for the next try (wants_out): nothing in it may be lost
+  // (a reply, a chunk, a CANCEL or CREDIT), nor overtaken by what comes after it.
   if (!sent) return false;
   take_short_lease_();
   gathered_requests_.clear();

@@ -164,9 +164,6 @@ class Session {
   // The first of the messages waiting for company has waited longer than kMaxGatherWait.
   bool gathered_too_long_() const;
   bool put_(zmq::message_t& header, zmq::message_t* payload);
-  // Sends the payload-less message in head_ with those that go together, or alone. One the
-  // queue refuses is lost.
-  void send_small_();
   bool write_(zmq::message_t& header, zmq::message_t* payload);
 
   // link.cpp
@@ -229,11 +226,14 @@ class Session {
                 std::string_view payload, std::uint64_t dropped);
 
   // serving.cpp
-  // Sends a REPLY or CHUNK of this instance's (its header, then `frame`), in order with
-  // those before it: one the transport refuses waits in held_out_ for room, as do all
-  // after it, so that no chunk of a stream is lost or overtaken.
-  void send_answer_(std::string_view header, zmq::message_t frame, const wire::BatchLimits& limits);
-  bool try_answer_(std::string_view header, zmq::message_t& frame, const wire::BatchLimits& limits);
+  // Sends a message that must not be lost (its header, then `frame` unless null, moved
+  // from), in order with those before it: one the transport refuses waits in held_out_
+  // for room, as do all after it. This instance's REPLYs and CHUNKs (no chunk of a stream
+  // is lost or overtaken), and a caller's CANCELs and CREDITs (a lost CREDIT would stall
+  // its stream, a lost CANCEL hold its instance until the deadline). `limits`: its kind's.
+  void send_or_hold_(std::string_view header, zmq::message_t* frame,
+                     const wire::BatchLimits& limits);
+  bool try_send_(std::string_view header, zmq::message_t* frame, const wire::BatchLimits& limits);
   void flush_held_out_();
   void reply_(std::uint64_t id, Status status, std::string message, std::string payload);
   void send_register_(const ServiceCore& core);
@@ -314,14 +314,15 @@ class Session {
   std::unordered_map<std::uint64_t, std::shared_ptr<SubscriptionCore>>
       subscriptions_;  // by wire id
   std::deque<QueuedPublish> outbox_;
-  // This instance's replies and chunks the transport refused, in order (send_answer_).
-  // Bounded by the calls it holds and their streams' credit.
-  struct HeldAnswer {
+  // The messages send_or_hold_() was refused, in order. Bounded by the calls this client
+  // holds and makes and their streams' credit.
+  struct HeldMessage {
     std::string header;
     zmq::message_t frame;
-    const wire::BatchLimits* limits;  // its kind's (a REPLY's, a CHUNK's)
+    bool has_frame;
+    const wire::BatchLimits* limits;  // its kind's
   };
-  std::deque<HeldAnswer> held_out_;
+  std::deque<HeldMessage> held_out_;
   Outgoing outgoing_;
   wire::BatchWriter batch_;  // make_outgoing_'s, reused
   // The broker's WELCOME says it reads PUBLISH_BATCH, BATCH.
