@@ -477,7 +477,7 @@ class PyInterceptor {
 };
 
 // A Python interceptor as a client's.
-class PyClientInterceptor final : public sagebus::ClientInterceptor {
+class PyClientInterceptor final : public sagebus::Interceptor {
  public:
   PyClientInterceptor(std::shared_ptr<PyInterceptor> py, std::shared_ptr<AfterThread> thread)
       : py_(std::move(py)), thread_(std::move(thread)) {}
@@ -497,7 +497,7 @@ class PyClientInterceptor final : public sagebus::ClientInterceptor {
 };
 
 // A Python interceptor as a service's, on the service's worker threads.
-class PyServiceInterceptor final : public sagebus::ServiceInterceptor {
+class PyServiceInterceptor final : public sagebus::Interceptor {
  public:
   explicit PyServiceInterceptor(std::shared_ptr<PyInterceptor> py) : py_(std::move(py)) {}
   std::optional<sagebus::Error> before(sagebus::CallInfo& call) override {
@@ -539,11 +539,11 @@ class NativeLogging {
         std::move(label), [](std::string_view line) { t_log_line.assign(line); });
   }
 
-  std::shared_ptr<sagebus::ClientInterceptor> for_client(std::shared_ptr<AfterThread> thread) {
+  std::shared_ptr<sagebus::Interceptor> for_client(std::shared_ptr<AfterThread> thread) {
     if (!sink_) return lines_;
     return std::make_shared<Client>(lines_, sink_, std::move(thread));
   }
-  std::shared_ptr<sagebus::ServiceInterceptor> for_service() {
+  std::shared_ptr<sagebus::Interceptor> for_service() {
     if (!sink_) return lines_;
     return std::make_shared<Service>(lines_, sink_);
   }
@@ -559,7 +559,7 @@ class NativeLogging {
     reporting("the sink of a sagebus.LoggingInterceptor", [&] { sink->get()(line); });
   }
 
-  class Client final : public sagebus::ClientInterceptor {
+  class Client final : public sagebus::Interceptor {
    public:
     Client(std::shared_ptr<sagebus::LoggingInterceptor> lines, Ref sink,
            std::shared_ptr<AfterThread> thread)
@@ -579,7 +579,7 @@ class NativeLogging {
     const std::shared_ptr<AfterThread> thread_;
   };
 
-  class Service final : public sagebus::ServiceInterceptor {
+  class Service final : public sagebus::Interceptor {
    public:
     Service(std::shared_ptr<sagebus::LoggingInterceptor> lines, Ref sink)
         : lines_(std::move(lines)), sink_(std::move(sink)) {}
@@ -600,37 +600,25 @@ class NativeLogging {
   Ref sink_;
 };
 
-// The interceptors the package passes (Client(interceptors=...)): a MetricsInterceptor or
-// a NativeLogging as they are, else a Python interceptor's (before, after, name). The GIL
-// held.
-std::vector<std::shared_ptr<sagebus::ClientInterceptor>> client_interceptors(
-    const py::list& list, const std::shared_ptr<AfterThread>& thread) {
-  std::vector<std::shared_ptr<sagebus::ClientInterceptor>> out;
+// The interceptors the package passes (Client(interceptors=...), Service(interceptors=...)):
+// a MetricsInterceptor or a NativeLogging as they are, else a Python interceptor's
+// (before, after, name). A client's (`client_after`: its AfterThread) run their Python
+// after() there, a service's (nullptr) on its worker threads. The GIL held.
+std::vector<std::shared_ptr<sagebus::Interceptor>> interceptors_of(
+    const py::list& list, const std::shared_ptr<AfterThread>& client_after) {
+  std::vector<std::shared_ptr<sagebus::Interceptor>> out;
   for (const auto& item : list) {
     if (py::isinstance<sagebus::MetricsInterceptor>(item)) {
       out.push_back(item.cast<std::shared_ptr<sagebus::MetricsInterceptor>>());
     } else if (py::isinstance<NativeLogging>(item)) {
-      out.push_back(item.cast<NativeLogging&>().for_client(thread));
+      auto& logging = item.cast<NativeLogging&>();
+      out.push_back(client_after ? logging.for_client(client_after) : logging.for_service());
     } else {
-      out.push_back(std::make_shared<PyClientInterceptor>(
-          std::make_shared<PyInterceptor>(item.cast<py::tuple>()), thread));
-    }
-  }
-  return out;
-}
-
-// As client_interceptors(), for Service(interceptors=...).
-std::vector<std::shared_ptr<sagebus::ServiceInterceptor>> service_interceptors(
-    const py::list& list) {
-  std::vector<std::shared_ptr<sagebus::ServiceInterceptor>> out;
-  for (const auto& item : list) {
-    if (py::isinstance<sagebus::MetricsInterceptor>(item)) {
-      out.push_back(item.cast<std::shared_ptr<sagebus::MetricsInterceptor>>());
-    } else if (py::isinstance<NativeLogging>(item)) {
-      out.push_back(item.cast<NativeLogging&>().for_service());
-    } else {
-      out.push_back(std::make_shared<PyServiceInterceptor>(
-          std::make_shared<PyInterceptor>(item.cast<py::tuple>())));
+      auto py = std::make_shared<PyInterceptor>(item.cast<py::tuple>());
+      if (client_after)
+        out.push_back(std::make_shared<PyClientInterceptor>(std::move(py), client_after));
+      else
+        out.push_back(std::make_shared<PyServiceInterceptor>(std::move(py)));
     }
   }
   return out;
@@ -1661,7 +1649,7 @@ PYBIND11_MODULE(_native, module) {
              o.server_key = std::move(server_key);
              o.client_key = std::move(client_key);
              auto after = std::make_shared<AfterThread>();
-             o.interceptors = client_interceptors(interceptors, after);
+             o.interceptors = interceptors_of(interceptors, after);
              return std::make_shared<NativeClient>(o, std::move(after));
            }),
            py::arg("endpoint"), py::arg("name"), py::arg("reconnect_min"), py::arg("reconnect_max"),
@@ -1903,7 +1891,7 @@ PYBIND11_MODULE(_native, module) {
              o.workers = workers;
              o.version = std::move(version);
              o.strategy = static_cast<sagebus::Strategy>(strategy);
-             o.interceptors = service_interceptors(interceptors);
+             o.interceptors = interceptors_of(interceptors, nullptr);
              const auto use = c->use();
              auto service = std::make_shared<NativeService>(use.client(), std::move(name), o);
              c->adopt(service);

@@ -13,7 +13,7 @@ namespace sagebus::detail {
 
 class Interception {
  public:
-  using List = std::vector<std::shared_ptr<ClientInterceptor>>;
+  using List = std::vector<std::shared_ptr<Interceptor>>;
 
   // Runs each interceptor's before() on `spec`, whose headers they may change. nullptr
   // when `interceptors` is empty. A refusal ends the call at once (end()) and is thrown.

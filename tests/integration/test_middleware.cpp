@@ -17,7 +17,7 @@ namespace {
 
 // Records what it sees as "<name>:before <method>" and "<name>:after <method> <STATUS>";
 // adds header <name>=seen; refuses method "forbidden" with PERMISSION_DENIED if asked.
-class Recorder final : public ClientInterceptor, public ServiceInterceptor {
+class Recorder final : public Interceptor {
  public:
   Recorder(std::string name, std::vector<std::string>& log, std::mutex& mutex, bool refuse = false)
       : name_(std::move(name)), log_(log), mutex_(mutex), refuse_(refuse) {}
@@ -45,8 +45,7 @@ class Recorder final : public ClientInterceptor, public ServiceInterceptor {
 
 }  // namespace
 
-TEST_CASE("interceptors see each call before and after in order and add headers",
-          "[middleware]") {
+TEST_CASE("interceptors see each call before and after in order and add headers", "[middleware]") {
   Broker broker;
   std::mutex mutex;
   std::vector<std::string> log;
@@ -76,8 +75,7 @@ TEST_CASE("interceptors see each call before and after in order and add headers"
                                         "c2:after headers OK", "c1:after headers OK"});
 }
 
-TEST_CASE("an interceptor refusing a call produces that status at the caller",
-          "[middleware]") {
+TEST_CASE("an interceptor refusing a call produces that status at the caller", "[middleware]") {
   Broker broker;
   std::mutex mutex;
   std::vector<std::string> log;
@@ -109,8 +107,7 @@ TEST_CASE("an interceptor refusing a call produces that status at the caller",
   CHECK(std::count(log.begin(), log.end(), "guard:before forbidden") == 1);
 }
 
-TEST_CASE("the metrics interceptor keeps a latency histogram that the service "
-          "exposes",
+TEST_CASE("the metrics interceptor keeps a latency histogram that the service exposes",
           "[middleware]") {
   Broker broker;
   auto metrics = std::make_shared<MetricsInterceptor>();

@@ -85,7 +85,7 @@ struct ClientOptions {
   std::string server_key{};
   std::string client_key{};
   // Middleware around every call this client makes (interceptor.hpp), in order.
-  std::vector<std::shared_ptr<ClientInterceptor>> interceptors{};
+  std::vector<std::shared_ptr<Interceptor>> interceptors{};
 };
 
 struct PublishOptions {

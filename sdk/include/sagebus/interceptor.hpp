@@ -1,14 +1,15 @@
-// sagebus::ClientInterceptor and sagebus::ServiceInterceptor: middleware around calls.
+// sagebus::Interceptor: middleware around calls.
 //
 // A client's interceptors (ClientOptions::interceptors) see each call it makes, a
-// service's (ServiceOptions::interceptors) each call it serves: before() in the order they
+// service's (ServiceOptions::interceptors) each call it serves; one interceptor may serve
+// both, as the SDK's LoggingInterceptor and MetricsInterceptor do. before() in the order they
 // were registered, before the call is sent (client) or its handler runs (service); after()
 // in the reverse order, once the call has its outcome. before() may add headers (the
 // client's reach the service; the service's reach its handler) and may refuse the call by
 // returning an Error: the call then ends with it (the caller sees that status), nothing is
 // sent or run, and every interceptor whose before() ran (the refusing one included) sees
-// after() with that outcome. Streams and call_all are
-// calls too (CallInfo::stream, CallInfo::all).
+// after() with that outcome. Streams and call_all are calls too (CallInfo::stream,
+// CallInfo::all).
 //
 // Thread safety: interceptors are shared by every thread that calls or serves, and must
 // be thread safe. A client's after() runs on the thread that ends the call (the caller's,
@@ -46,24 +47,11 @@ struct CallEnd {
   std::chrono::nanoseconds duration{0};  // from before() to the outcome
 };
 
-class ClientInterceptor {
+class Interceptor {
  public:
-  virtual ~ClientInterceptor() = default;
-  // Before the call is sent. An Error refuses it with that status and message.
-  virtual std::optional<Error> before(CallInfo& call) {
-    (void)call;
-    return std::nullopt;
-  }
-  virtual void after(const CallInfo& call, const CallEnd& end) {
-    (void)call;
-    (void)end;
-  }
-};
-
-class ServiceInterceptor {
- public:
-  virtual ~ServiceInterceptor() = default;
-  // Before the handler runs. An Error refuses the call with that status and message.
+  virtual ~Interceptor() = default;
+  // Before the call is sent (a client's) or its handler runs (a service's). An Error
+  // refuses the call with that status and message.
   virtual std::optional<Error> before(CallInfo& call) {
     (void)call;
     return std::nullopt;

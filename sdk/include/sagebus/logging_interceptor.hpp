@@ -14,7 +14,7 @@
 
 namespace sagebus {
 
-class LoggingInterceptor final : public ClientInterceptor, public ServiceInterceptor {
+class LoggingInterceptor final : public Interceptor {
  public:
   using Sink = std::function<void(std::string_view line)>;
   // `label` starts each line (e.g. the program's or the service's name); an empty sink

@@ -22,8 +22,7 @@
 
 namespace sagebus {
 
-class MetricsInterceptor final : public ClientInterceptor,
-                                 public ServiceInterceptor,
+class MetricsInterceptor final : public Interceptor,
                                  public std::enable_shared_from_this<MetricsInterceptor> {
  public:
   // Upper bounds of the histogram's buckets, in seconds (the last bucket is +Inf).

@@ -50,7 +50,7 @@ struct ServiceOptions {
   // All live instances of a service must agree on it; a disagreeing registration fails.
   Strategy strategy = Strategy::least_outstanding;
   // Middleware around every call this instance serves (interceptor.hpp), in order.
-  std::vector<std::shared_ptr<ServiceInterceptor>> interceptors{};
+  std::vector<std::shared_ptr<Interceptor>> interceptors{};
 };
 
 struct Request {
