@@ -264,7 +264,9 @@ Sent Broker::dispatch_(Call& call, Instance& instance) {
               call.stream ? static_cast<std::uint64_t>(std::max<std::int64_t>(call.credit, 0)) : 0);
   if (instance.same_host)
     head_.varint(wire::Header::kDeadlineUsFieldNumber, wire::to_deadline_us(call.deadline));
-  head_.varint(wire::Header::kStreamFieldNumber, call.stream);
+  // A gather's part says so: the instance's interceptors see CallInfo::all.
+  head_.varint(wire::Header::kStreamFieldNumber, call.stream)
+      .varint(wire::Header::kAllFieldNumber, call.parent != 0);
   // An idempotent call keeps its payload until it can no longer be retried.
   const bool keep_payload = call.idempotent && !call.retried;
   const Sent sent = outbox_.dispatch(instance.client, instance.batches, head_.bytes(), call.payload,

@@ -211,7 +211,7 @@ Answer ServiceCore::run(Job& job) {
                 job.headers,
                 job.payload.size(),
                 job.stream,
-                false,
+                job.all,
                 wire::trace_id_of(job.control->context().traceparent)};
   std::size_t ran = 0;
   std::optional<Answer> refused;

@@ -72,6 +72,7 @@ struct Job {
   zmq::message_t payload;  // the frame as it came in: the handler reads it in place
   Clock::time_point deadline;
   bool stream = false;       // the caller reads a stream
+  bool all = false;          // a part of a call_all
   std::uint32_t credit = 0;  // a stream's initial window, in bytes
   std::string traceparent;
   std::shared_ptr<JobControl> control;  // made by the ServiceCore (control_of)

@@ -5,7 +5,11 @@
 #include <csignal>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -31,6 +35,24 @@ class Named {
   Service service_;
 };
 
+// A service interceptor that notes, per method, whether each call it saw was a call_all's.
+class AllSeen final : public Interceptor {
+ public:
+  std::optional<Error> before(CallInfo& call) override {
+    std::lock_guard lock(mutex_);
+    seen_.emplace_back(std::string(call.method) + (call.all ? " all" : " one"));
+    return std::nullopt;
+  }
+  std::vector<std::string> seen() const {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> seen_;
+};
+
 std::map<std::string, InstanceReply> by_instance(const std::vector<InstanceReply>& replies) {
   std::map<std::string, InstanceReply> out;
   for (const auto& r : replies)
@@ -52,9 +74,10 @@ TEST_CASE("call_all asks every instance and names each reply", "[call_all]") {
   CHECK(replies.at("memory-2").payload == "memory-2");
 }
 
-TEST_CASE("call_all over 4 instances with one killed returns 3 replies and 1 "
-          "UNAVAILABLE named",
-          "[call_all]") {
+TEST_CASE(
+    "call_all over 4 instances with one killed returns 3 replies and 1 "
+    "UNAVAILABLE named",
+    "[call_all]") {
   Broker broker;
   Named one(broker, "memory", "memory-1"), two(broker, "memory", "memory-2"),
       three(broker, "memory", "memory-3");
@@ -96,9 +119,10 @@ TEST_CASE("call_all over 4 instances with one killed returns 3 replies and 1 "
   CHECK(named.at("memory-4").status == Status::unavailable);
 }
 
-TEST_CASE("call_all gives an instance that does not answer in time "
-          "DEADLINE_EXCEEDED",
-          "[call_all]") {
+TEST_CASE(
+    "call_all gives an instance that does not answer in time "
+    "DEADLINE_EXCEEDED",
+    "[call_all]") {
   Broker broker;
   Named one(broker, "memory", "memory-1");
   TempDir dir;
@@ -112,6 +136,21 @@ TEST_CASE("call_all gives an instance that does not answer in time "
   REQUIRE(named.size() == 2);
   CHECK(named.at("memory-1").ok());
   CHECK(named.at("memory-slow").status == Status::deadline_exceeded);
+}
+
+TEST_CASE("an instance's interceptors see CallInfo::all on a call_all's part only",
+          "[call_all][middleware]") {
+  Broker broker;
+  auto seen = std::make_shared<AllSeen>();
+  Client client(at(broker, "memory-1"));
+  Service service(client, "memory", {.interceptors = {seen}});
+  service.handle("who", [](const Request&) { return std::string("memory-1"); });
+  service.start();
+  REQUIRE(service.wait_registered(5s));
+  Client caller(at(broker, "caller"));
+  CHECK(caller.call_all("memory", "who", "", {.timeout = 5s}).replies.size() == 1);
+  CHECK(caller.call("memory", "who", "", {.timeout = 5s}).payload == "memory-1");
+  CHECK(seen->seen() == std::vector<std::string>{"who all", "who one"});
 }
 
 TEST_CASE("call_all with no instance fails NO_RESPONDERS", "[call_all]") {

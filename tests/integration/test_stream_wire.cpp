@@ -625,7 +625,8 @@ struct GatherBus : Bus {
   }
 };
 
-// The REQUEST `peer` is given for a gather: an ordinary call under a dispatch id of its own.
+// The REQUEST `peer` is given for a gather: an ordinary call under a dispatch id of its own,
+// with `all` set.
 wire::Header given_part(RawPeer& peer, const std::string& payload) {
   const auto h = peer.receive(5s);
   REQUIRE(h);
@@ -634,7 +635,7 @@ wire::Header given_part(RawPeer& peer, const std::string& payload) {
   CHECK(h->service() == "streamer");
   CHECK(h->method() == "one");
   CHECK_FALSE(h->stream());
-  CHECK_FALSE(h->all());
+  CHECK(h->all());
   CHECK(h->timeout_ms() > 0);
   // The caller's payload frames, as they came (none for a REQUEST sent without).
   CHECK(peer.payload() ==

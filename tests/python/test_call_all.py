@@ -276,6 +276,24 @@ def test_a_client_interceptor_sees_call_all_as_one(broker, memories):
     assert end.chunks == 3 and end.reply_bytes == 3 * len("memory-1")
 
 
+def test_a_service_interceptor_sees_all_on_a_call_all_part_only(broker):
+    seen = []
+
+    class Audit(sagebus.Interceptor):
+        def before(self, call):
+            seen.append((call.method, call.all))
+
+    with sagebus.Client(broker.endpoint, name="memory-9") as served, \
+            sagebus.Client(broker.endpoint) as caller:
+        service = sagebus.Service(served, "memory", interceptors=[Audit()])
+        service.handle("who", lambda request: b"memory-9")
+        service.start(wait=10)
+        assert len(caller.call_all("memory", "who", timeout=10)) == 1
+        assert caller.call("memory", "who", timeout=10) == b"memory-9"
+        service.stop()
+    assert seen == [("who", True), ("who", False)]
+
+
 def test_bad_arguments_are_refused(client):
     with pytest.raises(TypeError, match="payload must be bytes"):
         client.call_all("memory", "who", "a str")

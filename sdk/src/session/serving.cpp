@@ -120,6 +120,7 @@ void Session::on_request_() {
           .payload = {},
           .deadline = deadline,
           .stream = in_.stream(),
+          .all = in_.all(),
           .credit = in_.credit(),
           .traceparent = in_.traceparent(),
           .control = {}};
