@@ -5,6 +5,7 @@
 // baseline_nats.cpp.
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -92,61 +93,40 @@ void print_ratios(const std::map<std::string, Result>& row,
   std::printf("\n");
 }
 
-// The first of `systems` is "ours": the ratio columns are its ops/s over each other's.
-void print_markdown_table(const std::vector<std::string>& scenarios,
-                          const std::vector<std::string>& systems,
-                          std::map<std::string, std::map<std::string, Result>>& medians) {
-  std::printf("\n| scenario |");
-  for (const auto& s : systems)
-    std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", s.c_str(), s.c_str(), s.c_str());
-  for (std::size_t i = 1; i < systems.size(); ++i)
-    std::printf(" %s/%s |", i == 1 && systems.size() == 2 ? systems[0].c_str() : "ours",
-                systems[i].c_str());
-  std::printf("\n|---|");
-  for (std::size_t i = 0; i < systems.size() * 3 + systems.size() - 1; ++i)
-    std::printf("---:|");
-  std::printf("\n");
-  for (const auto& scenario : scenarios) {
-    std::printf("| %s |", scenario.c_str());
-    for (const auto& s : systems) {
-      auto it = medians[scenario].find(s);
-      if (it == medians[scenario].end()) {
-        std::printf(" failed | – | – |");
-      } else if (it->second.shape == Shape::reqrep) {
-        std::printf(" %.0f | %.0f | %.0f |", it->second.ops_per_s, it->second.p50_us,
-                    it->second.p99_us);
-      } else {
-        std::printf(" %.0f | lost %llu | – |", it->second.ops_per_s,
-                    static_cast<unsigned long long>(it->second.lost));
-      }
-    }
-    print_ratios(medians[scenario], systems);
-  }
+using Medians = std::map<std::string, std::map<std::string, Result>>;
+
+// A figure of each system in a table: its heading (after the system's name) and its cell.
+struct Column {
+  const char* heading;
+  std::function<std::string(const Result&)> cell;
+};
+
+std::string number(const char* format, double value) {
+  char out[64];
+  std::snprintf(out, sizeof out, format, value);
+  return out;
 }
 
-// The durable_* scenarios on the systems that have a durable queue (NATS named
-// "jetstream"), with the store's commits/s and writes per commit for those that report
-// them ("n/a" where the server does not export its counters); ratios as above, headed
-// "ours/jetstream".
-void print_durable_table(const std::vector<std::string>& scenarios,
-                         const std::vector<std::string>& systems,
-                         std::map<std::string, std::map<std::string, Result>>& medians) {
-  auto has_store = [](const std::string& system) { return system.rfind("sagebus", 0) == 0; };
+// One row per scenario: for each system, the columns `columns_of` gives it, headed by
+// `name` (the system's own unless given), "failed" and then "–" where it has no result;
+// then its ratios (print_ratios), headed by `ratio_heading` (the i-th system's).
+void print_table(
+    const std::vector<std::string>& scenarios, const std::vector<std::string>& systems,
+    Medians& medians, const std::function<std::vector<Column>(const std::string&)>& columns_of,
+    const std::function<std::string(std::size_t)>& ratio_heading,
+    const std::function<std::string(const std::string&)>& name = [](const std::string& system) {
+      return system;
+    }) {
   std::printf("\n| scenario |");
   std::size_t columns = 0;
   for (const auto& s : systems) {
-    const std::string n = durable_name(s);
-    std::printf(" %s ops/s | %s p50 µs | %s p99 µs |", n.c_str(), n.c_str(), n.c_str());
-    columns += 3;
-    if (has_store(s)) {
-      std::printf(" %s commits/s | %s writes/commit |", n.c_str(), n.c_str());
-      columns += 2;
+    for (const Column& c : columns_of(s)) {
+      std::printf(" %s %s |", name(s).c_str(), c.heading);
+      ++columns;
     }
   }
-  for (std::size_t i = 1; i < systems.size(); ++i) {
-    std::printf(" ours/%s |", durable_name(systems[i]).c_str());
-    ++columns;
-  }
+  for (std::size_t i = 1; i < systems.size(); ++i, ++columns)
+    std::printf(" %s |", ratio_heading(i).c_str());
   std::printf("\n|---|");
   for (std::size_t i = 0; i < columns; ++i)
     std::printf("---:|");
@@ -154,26 +134,70 @@ void print_durable_table(const std::vector<std::string>& scenarios,
   for (const auto& scenario : scenarios) {
     std::printf("| %s |", scenario.c_str());
     for (const auto& s : systems) {
-      auto it = medians[scenario].find(s);
-      if (it == medians[scenario].end()) {
-        std::printf(" failed | – | – |%s", has_store(s) ? " – | – |" : "");
-        continue;
+      const auto it = medians[scenario].find(s);
+      const auto cells = columns_of(s);
+      for (std::size_t c = 0; c < cells.size(); ++c) {
+        if (it == medians[scenario].end())
+          std::printf(" %s |", c == 0 ? "failed" : "–");
+        else
+          std::printf(" %s |", cells[c].cell(it->second).c_str());
       }
-      const Result& r = it->second;
-      std::printf(" %.0f | %.0f | %.0f |", r.ops_per_s, r.p50_us, r.p99_us);
-      if (!has_store(s)) continue;
-      if (r.store && r.store->exported)
-        std::printf(" %.0f | %.1f |", r.store->commits_per_s, r.store->writes_per_commit);
-      else
-        std::printf(" n/a | n/a |");
     }
     print_ratios(medians[scenario], systems);
   }
 }
 
+// The first of `systems` is "ours": the ratio columns are its ops/s over each other's,
+// headed "ours/NAME" ("FIRST/NAME" when there are two systems).
+std::function<std::string(std::size_t)> ours_over(const std::vector<std::string>& systems) {
+  return [&systems](std::size_t i) {
+    return (i == 1 && systems.size() == 2 ? systems[0] : std::string("ours")) + "/" + systems[i];
+  };
+}
+
+// The request-reply and pub-sub scenarios (pub-sub: deliveries/s and what was lost).
+void print_markdown_table(const std::vector<std::string>& scenarios,
+                          const std::vector<std::string>& systems, Medians& medians) {
+  const std::vector<Column> columns{
+      {"ops/s", [](const Result& r) { return number("%.0f", r.ops_per_s); }},
+      {"p50 µs",
+       [](const Result& r) {
+         return r.shape == Shape::reqrep ? number("%.0f", r.p50_us)
+                                         : "lost " + std::to_string(r.lost);
+       }},
+      {"p99 µs", [](const Result& r) {
+         return r.shape == Shape::reqrep ? number("%.0f", r.p99_us) : std::string("–");
+       }}};
+  print_table(
+      scenarios, systems, medians, [&](const std::string&) { return columns; }, ours_over(systems));
+}
+
+// The durable_* scenarios on the systems that have a durable queue (NATS named
+// "jetstream"), with the store's commits/s and writes per commit for those that report
+// them ("n/a" where the server does not export its counters); ratios as above, headed
+// "ours/jetstream".
+void print_durable_table(const std::vector<std::string>& scenarios,
+                         const std::vector<std::string>& systems, Medians& medians) {
+  const auto exported = [](const Result& r) { return r.store && r.store->exported; };
+  const std::vector<Column> calls{
+      {"ops/s", [](const Result& r) { return number("%.0f", r.ops_per_s); }},
+      {"p50 µs", [](const Result& r) { return number("%.0f", r.p50_us); }},
+      {"p99 µs", [](const Result& r) { return number("%.0f", r.p99_us); }}};
+  std::vector<Column> with_store = calls;
+  with_store.push_back({"commits/s", [exported](const Result& r) {
+                          return exported(r) ? number("%.0f", r.store->commits_per_s) : "n/a";
+                        }});
+  with_store.push_back({"writes/commit", [exported](const Result& r) {
+                          return exported(r) ? number("%.1f", r.store->writes_per_commit) : "n/a";
+                        }});
+  print_table(
+      scenarios, systems, medians,
+      [&](const std::string& s) { return s.rfind("sagebus", 0) == 0 ? with_store : calls; },
+      [&](std::size_t i) { return "ours/" + durable_name(systems[i]); }, durable_name);
+}
+
 // restart_1m, one row per system that ran it.
-void print_restart_table(const std::vector<std::string>& systems,
-                         std::map<std::string, std::map<std::string, Result>>& medians) {
+void print_restart_table(const std::vector<std::string>& systems, Medians& medians) {
   std::printf(
       "\n| scenario | system | items | fill puts/s | recovery s | RSS full KiB | RSS recovered "
       "KiB |\n|---|---|---:|---:|---:|---:|---:|\n");
@@ -194,38 +218,19 @@ void print_restart_table(const std::vector<std::string>& systems,
 // The stream_* scenarios: chunks/s and MB/s of each system, and the latency of a whole
 // stream; ratios of chunks/s as above.
 void print_stream_table(const std::vector<std::string>& scenarios,
-                        const std::vector<std::string>& systems,
-                        std::map<std::string, std::map<std::string, Result>>& medians) {
-  std::printf("\n| scenario |");
-  for (const auto& s : systems)
-    std::printf(" %s chunks/s | %s MB/s | %s stream p50 µs | %s stream p99 µs |", s.c_str(),
-                s.c_str(), s.c_str(), s.c_str());
-  for (std::size_t i = 1; i < systems.size(); ++i)
-    std::printf(" %s/%s |", i == 1 && systems.size() == 2 ? systems[0].c_str() : "ours",
-                systems[i].c_str());
-  std::printf("\n|---|");
-  for (std::size_t i = 0; i < systems.size() * 4 + systems.size() - 1; ++i)
-    std::printf("---:|");
-  std::printf("\n");
-  for (const auto& scenario : scenarios) {
-    std::printf("| %s |", scenario.c_str());
-    for (const auto& s : systems) {
-      auto it = medians[scenario].find(s);
-      if (it == medians[scenario].end()) {
-        std::printf(" failed | – | – | – |");
-        continue;
-      }
-      const Result& r = it->second;
-      std::printf(" %.0f | %.1f | %.0f | %.0f |", r.ops_per_s, r.mb_per_s, r.p50_us, r.p99_us);
-    }
-    print_ratios(medians[scenario], systems);
-  }
+                        const std::vector<std::string>& systems, Medians& medians) {
+  const std::vector<Column> columns{
+      {"chunks/s", [](const Result& r) { return number("%.0f", r.ops_per_s); }},
+      {"MB/s", [](const Result& r) { return number("%.1f", r.mb_per_s); }},
+      {"stream p50 µs", [](const Result& r) { return number("%.0f", r.p50_us); }},
+      {"stream p99 µs", [](const Result& r) { return number("%.0f", r.p99_us); }}};
+  print_table(
+      scenarios, systems, medians, [&](const std::string&) { return columns; }, ours_over(systems));
 }
 
 // cancel_latency, one row per system that ran it (sage-bus alone: no baseline has
 // cancellation).
-void print_cancel_table(const std::vector<std::string>& systems,
-                        std::map<std::string, std::map<std::string, Result>>& medians) {
+void print_cancel_table(const std::vector<std::string>& systems, Medians& medians) {
   std::printf(
       "\n| scenario | system | p50 µs | p99 µs | cancellations |\n|---|---|---:|---:|---:|\n");
   for (const auto& s : systems) {
@@ -243,8 +248,7 @@ void print_cancel_table(const std::vector<std::string>& systems,
 // One table per kind of scenario: the original ones (as before), the durable ones (on
 // the systems that run them), restart_1m, the streams, cancel_latency.
 void print_markdown(const std::vector<std::string>& scenarios,
-                    const std::vector<std::string>& systems,
-                    std::map<std::string, std::map<std::string, Result>>& medians) {
+                    const std::vector<std::string>& systems, Medians& medians) {
   std::vector<std::string> plain, durable, streams;
   bool restart = false, cancel = false;
   for (const auto& scenario : scenarios) {
@@ -362,7 +366,7 @@ int run(const Options& options) {
   }
 
   if (options.compare) {
-    std::map<std::string, std::map<std::string, Result>> medians;
+    Medians medians;
     for (const auto& scenario : scenarios) {
       for (const auto& system : systems) {
         auto& list = runs[scenario][system];
