@@ -46,7 +46,7 @@ void ChunkQueue::take(ChunkQueue& other) {
     return;
   }
   if (next_ != 0) {  // drops what was popped, so that the bytes stay within a window
-    const std::size_t popped = ends_[next_ - 1];
+    const std::size_t popped = popped_bytes_();
     bytes_.erase(0, popped);
     ends_.erase(ends_.begin(), ends_.begin() + static_cast<std::ptrdiff_t>(next_));
     for (std::size_t& end : ends_)
@@ -54,7 +54,7 @@ void ChunkQueue::take(ChunkQueue& other) {
     next_ = 0;
   }
   const std::size_t base = bytes_.size();
-  const std::size_t begin = other.next_ == 0 ? 0 : other.ends_[other.next_ - 1];
+  const std::size_t begin = other.popped_bytes_();
   bytes_.append(other.bytes_, begin);
   for (std::size_t i = other.next_; i < other.ends_.size(); ++i)
     ends_.push_back(base + other.ends_[i] - begin);

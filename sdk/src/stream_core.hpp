@@ -40,7 +40,7 @@ class ChunkQueue {
   }
   // The first chunk; the queue must not be empty.
   std::string_view front() const noexcept {
-    const std::size_t begin = next_ == 0 ? 0 : ends_[next_ - 1];
+    const std::size_t begin = popped_bytes_();
     return std::string_view(bytes_).substr(begin, ends_[next_] - begin);
   }
   void pop() noexcept {
@@ -55,6 +55,9 @@ class ChunkQueue {
   }
 
  private:
+  // Where the first chunk begins: the bytes of those popped before it.
+  std::size_t popped_bytes_() const noexcept { return next_ == 0 ? 0 : ends_[next_ - 1]; }
+
   std::string bytes_;
   std::vector<std::size_t> ends_;
   std::size_t next_ = 0;  // the first chunk's index: those before it were popped
